@@ -1,0 +1,5 @@
+import sys
+
+from micro_sym.cli import main
+
+sys.exit(main())
