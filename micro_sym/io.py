@@ -157,9 +157,14 @@ def _tiff_pixel_size(tif, axes: str):
             return None, None
         x = den / num
         ij = tif.imagej_metadata or {}
-        unit = ij.get("unit") or {2: "inch", 3: "cm"}.get(page.tags.get("ResolutionUnit").value if page.tags.get("ResolutionUnit") else 0)
-        if unit in (None, "\\u00B5m", "micron"):
-            unit = "µm" if unit else None
+        unit = ij.get("unit")
+        if not unit:  # TIFF resolution units: 2 = inch, 3 = centimetre, 1 = none (pixel size unknown)
+            tag = page.tags.get("ResolutionUnit")
+            unit = {2: "inch", 3: "cm"}.get(int(tag.value) if tag is not None else 1)
+            if unit is None:
+                return None, None
+        if unit in ("\\u00B5m", "micron", "um"):
+            unit = "µm"
         if "z" in axes.lower() and "spacing" in ij:
             return (float(ij["spacing"]), x, x), unit
         return (x, x), unit
