@@ -181,3 +181,20 @@ def euler_bunge_to_quat(phi1_deg, Phi_deg, phi2_deg):
     q2 = axis_angle_to_quat(x, Phi_deg)
     q3 = axis_angle_to_quat(z, phi2_deg)
     return quat_normalize(quat_multiply(quat_multiply(q1, q2), q3))
+
+
+# ------------------------------------------------------------- added for grains (issue 5)
+
+
+def hexagonal_symmetry_quats():
+    """The 12 proper rotations of point group 622 (Laue 6/mmm) as quaternions ``(12, 4)``.
+
+    Six rotations about the c axis (z) by multiples of 60° and six 2-fold axes in the basal plane
+    at multiples of 30° from x (the usual x ∥ a convention).
+    """
+    z = np.array([0.0, 0.0, 1.0])
+    about_c = axis_angle_to_quat(np.tile(z, (6, 1)), 60.0 * np.arange(6))
+    phi = np.deg2rad(30.0 * np.arange(6))
+    axes = np.stack([np.cos(phi), np.sin(phi), np.zeros(6)], -1)
+    two_fold = axis_angle_to_quat(axes, np.full(6, 180.0))
+    return quat_normalize(np.concatenate([about_c, two_fold]))
