@@ -198,3 +198,63 @@ def hexagonal_symmetry_quats():
     axes = np.stack([np.cos(phi), np.sin(phi), np.zeros(6)], -1)
     two_fold = axis_angle_to_quat(axes, np.full(6, 180.0))
     return quat_normalize(np.concatenate([about_c, two_fold]))
+
+
+def symmetry_quats(symmetry: str):
+    """Proper rotations of a Laue group by name: ``"cubic"`` (432, 24) or ``"hexagonal"`` (622, 12)."""
+    if symmetry == "cubic":
+        return _CUBIC.copy()
+    if symmetry == "hexagonal":
+        return hexagonal_symmetry_quats()
+    raise ValueError(f"unknown symmetry '{symmetry}' (expected cubic or hexagonal)")
+
+
+def reduce_to_reference(q, ref, symmetry: str = "cubic"):
+    """The symmetry-equivalent ``q ⊗ s`` of each quaternion closest to ``ref`` (same hemisphere).
+
+    Averaging quaternions is only meaningful once they are expressed near one another; this picks,
+    for every ``q`` (``(..., 4)``), the equivalent with the largest ``|ref · (q ⊗ s)|`` and flips its
+    sign so the dot product is positive. ``ref`` broadcasts against ``q``.
+    """
+    q = np.asarray(q, dtype=np.float64)
+    ref = np.broadcast_to(np.asarray(ref, dtype=np.float64), q.shape)
+    best = np.full(q.shape[:-1], -1.0)
+    out = np.empty_like(q)
+    for s in symmetry_quats(symmetry):
+        qs = quat_multiply(q, s)
+        dot = np.einsum("...i,...i->...", qs, ref)
+        take = np.abs(dot) > best
+        out[take] = np.where(dot[take, None] < 0, -qs[take], qs[take])
+        best = np.where(take, np.abs(dot), best)
+    return out
+
+
+def quat_rotate(q, v):
+    """Rotate vectors ``v`` (``(..., 3)``) by quaternions ``q`` (``(..., 4)``): ``q v q*``."""
+    return np.einsum("...ij,...j->...i", quat_to_matrix(q), np.asarray(v, dtype=np.float64))
+
+
+def ipf_colour_cubic(q, direction=(0.0, 0.0, 1.0)):
+    """Inverse-pole-figure RGB colours (``(..., 3)`` in [0, 1]) for cubic orientations.
+
+    The sample ``direction`` is expressed in the crystal frame (``q* v q``, since ``q`` maps crystal
+    to sample), folded into the standard triangle [001]-[101]-[111] (|components| sorted so that
+    z >= x >= y) and coloured red = [001], green = [101], blue = [111] by the barycentric-like weights
+    ``(z - x, x - y, y)``, each colour scaled to full brightness. NaN quaternions give white.
+    """
+    q = np.asarray(q, dtype=np.float64)
+    v = quat_rotate(quat_conjugate(q), np.broadcast_to(np.asarray(direction, float), q.shape[:-1] + (3,)))
+    return ipf_colour_from_crystal_direction(v)
+
+
+def ipf_colour_from_crystal_direction(v):
+    """RGB of crystal directions ``(..., 3)`` in the cubic standard-triangle key (see ``ipf_colour_cubic``)."""
+    v = np.abs(np.asarray(v, dtype=np.float64))
+    v = v / np.linalg.norm(v, axis=-1, keepdims=True)
+    s = np.sort(v, axis=-1)  # ascending: y <= x <= z in the standard triangle
+    y, x, z = s[..., 0], s[..., 1], s[..., 2]
+    rgb = np.stack([z - x, x - y, y], axis=-1)
+    rgb = rgb / np.max(rgb, axis=-1, keepdims=True)
+    # A gamma brightens the mid-triangle colours, as in common IPF keys.
+    rgb = np.clip(rgb, 0, 1) ** 0.5
+    return np.where(np.isnan(rgb), 1.0, rgb)

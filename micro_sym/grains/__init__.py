@@ -12,3 +12,12 @@ from micro_sym.grains.reconstruct import (  # noqa: F401
     reconstruct_grains,
     resolve_equivalences,
 )
+from micro_sym.grains.stats import (  # noqa: F401
+    boundary_misorientations,
+    grain_table,
+    kam_map,
+    map_summary,
+    sigma3_deviation,
+    write_grain_csv,
+    write_summary_json,
+)

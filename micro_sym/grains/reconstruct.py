@@ -43,7 +43,9 @@ from scipy.sparse.csgraph import connected_components
 from micro_sym.errors import MicroSymError
 
 ANGLE_SYMMETRY = {"square": 4, "hexagonal": 6}
-SLAB_POINTS = 1 << 22  # points per slab: bounds the pair/edge arrays of one csgraph call
+# Neighbour pairs per slab: bounds the pair/edge arrays of one csgraph call (~50 MB), whatever the
+# connectivity (26-connectivity has 13 pairs per point, 4-connectivity 2).
+SLAB_PAIRS = 1 << 22
 
 __all__ = [
     "reconstruct_grains",
@@ -412,7 +414,7 @@ def reconstruct_grains(
 
     labels = np.zeros(spatial, dtype=np.int64 if np.prod(spatial) >= 2**31 - 1 else np.int32)
     plane = int(np.prod(spatial[1:]))
-    step = max(1, SLAB_POINTS // max(plane, 1))
+    step = max(1, SLAB_PAIRS // (len(offsets) * max(plane, 1)))
     n_prov = 0
     pairs = []
     for z0 in range(0, spatial[0], step):
@@ -481,8 +483,9 @@ def _label_slab(orient, valid, phase, offsets, kind, threshold):
     # Renumber the components that hold valid points 1..n; order (by smallest point) is kept.
     used = np.zeros(comp.max() + 2, bool)
     used[comp[valid]] = True
-    remap = np.cumsum(used).astype(np.int64)
-    lab = np.where(valid, remap[comp], 0)
+    remap = np.cumsum(used).astype(np.int32 if n_pts < 2**31 else np.int64)
+    lab = remap[comp]
+    lab[~valid] = 0
     return lab, int(used.sum())
 
 
@@ -512,7 +515,7 @@ def filter_small_grains(labels, min_size: int, *, small: str = "merge", connecti
         Consecutive ids from 1 in the order of the input ids.
     """
     labels = np.asarray(labels)
-    lab = labels.astype(np.int64, copy=True)
+    lab = labels.astype(np.int64 if labels.size >= 2**31 - 1 else np.int32, copy=True)
     if small not in ("merge", "drop"):
         raise MicroSymError(f"small: expected 'merge' or 'drop', got '{small}'")
     connectivity = {4: 1, 6: 1, 8: 2, 26: 2}.get(connectivity, connectivity)
@@ -532,7 +535,7 @@ def filter_small_grains(labels, min_size: int, *, small: str = "merge", connecti
             lo, hi = _shift_slices(lab.shape, off)
             a, b = lab[lo], lab[hi]
             sel = (a != b) & (a > 0) & (b > 0) & (is_small[a] | is_small[b])
-            a, b = a[sel], b[sel]
+            a, b = a[sel].astype(np.int64), b[sel].astype(np.int64)  # keys below overflow int32
             # Both directions: a small grain sees every neighbour, whichever side it is on.
             keys.append(a * (n + 1) + b)
             keys.append(b * (n + 1) + a)
@@ -552,7 +555,7 @@ def filter_small_grains(labels, min_size: int, *, small: str = "merge", connecti
         # Keep the id of the smallest old label in each merged set (resolve numbers them so).
         first_old = np.full(mapping.max() + 1, np.iinfo(np.int64).max)
         np.minimum.at(first_old, mapping, np.arange(n + 1))
-        lab = first_old[mapping][lab]
+        lab = first_old[mapping].astype(lab.dtype)[lab]
         no_nb = is_small.copy()
         no_nb[src] = False
         if no_nb.any():  # small grains with no neighbour at all this round: drop them
