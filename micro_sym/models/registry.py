@@ -1,0 +1,309 @@
+"""SegModel, the architecture registry, and model files (see the package docstring for the contract)."""
+
+from __future__ import annotations
+
+import copy
+import datetime
+import hashlib
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from micro_sym.errors import MicroSymError
+
+FORMAT_VERSION = 1
+WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
+#: Bundled model names -> files in ``micro_sym/weights/``.
+BUNDLED = {"default-2d": "default_2d.pt"}
+
+_LATTICE_K = {"square": 4, "hexagonal": 6}
+_ARCHS = {}
+
+
+def register_model(name: str):
+    """Decorator adding an architecture builder ``fn(config) -> (core module, ndim, k, total_stride)``."""
+
+    def deco(fn):
+        _ARCHS[name] = fn
+        return fn
+
+    return deco
+
+
+def list_models() -> list[str]:
+    """Names accepted as ``config["arch"]``."""
+    return sorted(_ARCHS)
+
+
+DEFAULTS = {
+    "unet_equi": dict(group="D4", widths=[2, 4, 8, 16], convs_per_level=2, kernel_size=3, stem_kernel=5, upsample="bilinear", head_kernel=1, dec_convs=None),
+    "unet_plain": dict(widths=[16, 32, 64, 128], convs_per_level=2, kernel_size=3, stem_kernel=5, upsample="bilinear", head_kernel=1, dec_convs=None),
+}
+
+
+def _arch_kwargs(config):
+    out = dict(DEFAULTS[config["arch"]])
+    out.update({key: v for key, v in config.items() if key in out})
+    return out
+
+
+@register_model("unet_equi")
+def _unet_equi(config):
+    from micro_sym.models.unet import build_equivariant_unet
+
+    kw = _arch_kwargs(config)
+    core = build_equivariant_unet(k=config["k"], **{**kw, "widths": tuple(kw["widths"])})
+    return core, 2 ** (len(kw["widths"]) - 1)
+
+
+@register_model("unet_plain")
+def _unet_plain(config):
+    from micro_sym.models.unet import build_plain_unet
+
+    kw = _arch_kwargs(config)
+    core = build_plain_unet(k=config["k"], **{**kw, "widths": tuple(kw["widths"])})
+    return core, 2 ** (len(kw["widths"]) - 1)
+
+
+def complete_config(config: dict) -> dict:
+    """Fill defaults into a model config and check it (``arch``, ``lattice``/``k`` and sizes).
+
+    Raises
+    ------
+    MicroSymError
+        Unknown architecture, group or lattice, or bad sizes.
+    """
+    if not isinstance(config, dict):
+        raise MicroSymError(f"model config must be a mapping, got {type(config).__name__}")
+    cfg = dict(config)
+    cfg.setdefault("arch", "unet_equi")
+    if cfg["arch"] not in _ARCHS:
+        raise MicroSymError(f"model config: unknown arch '{cfg['arch']}' (expected one of {', '.join(list_models())})")
+    lattice = cfg.setdefault("lattice", "square")
+    if lattice not in _LATTICE_K:
+        raise MicroSymError(f"model config: lattice '{lattice}' is not a 2D lattice (expected square or hexagonal)")
+    cfg.setdefault("k", _LATTICE_K[lattice])
+    if cfg["k"] != _LATTICE_K[lattice]:
+        raise MicroSymError(f"model config: k={cfg['k']} does not fit a {lattice} lattice")
+    for key, value in DEFAULTS[cfg["arch"]].items():
+        cfg.setdefault(key, value)
+    cfg["widths"] = [int(w) for w in cfg["widths"]]
+    if not cfg["widths"] or min(cfg["widths"]) < 1:
+        raise MicroSymError("model config: widths must be a non-empty list of positive integers")
+    if cfg["arch"] == "unet_equi":
+        from micro_sym.models.unet import GROUPS
+
+        if cfg["group"] not in GROUPS:
+            raise MicroSymError(f"model config: unknown group '{cfg['group']}' (expected one of {', '.join(GROUPS)})")
+    cfg["ndim"] = 2
+    return cfg
+
+
+class SegModel(nn.Module):
+    """A 2D grain-segmentation network with the micro_sym interface.
+
+    Attributes
+    ----------
+    ndim : int
+        2.
+    k : int
+        Lattice symmetry order of the orientation field (4 square, 6 hexagonal).
+    total_stride : int
+        Input height and width must be multiples of it (:func:`micro_sym.predict.predict_image` pads).
+    halo : int
+        Receptive-field radius in pixels, measured by :func:`measure_halo`, rounded up to a multiple of
+        ``total_stride``; tiles overlapping by ``halo`` reproduce whole-image inference.
+    config : dict
+        The complete model config (rebuilds the architecture).
+    exported : bool
+        True for the plain-torch copy returned by :meth:`export`.
+    """
+
+    def __init__(self, core: nn.Module, config: dict, total_stride: int, halo: int = 0, exported: bool = False):
+        super().__init__()
+        self.core = core
+        self.config = dict(config)
+        self.ndim = 2
+        self.k = int(config["k"])
+        self.total_stride = int(total_stride)
+        self.halo = int(halo)
+        self.exported = exported
+        self.meta: dict = {}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, 1, H, W)`` normalized float32 -> ``(B, 3, H, W)``: boundary logit, cos kθ, sin kθ."""
+        return self.core(x)
+
+    def export(self) -> "SegModel":
+        """Plain-torch copy (no escnn) with the same interface and outputs; switches this model to eval."""
+        self.eval()
+        if self.exported or self.config["arch"] != "unet_equi":
+            core = copy.deepcopy(self.core)
+        else:
+            core = self.core.export()
+        out = SegModel(core.eval(), self.config, self.total_stride, self.halo, exported=True)
+        out.meta = dict(self.meta)
+        return out.eval()
+
+    def extra_repr(self) -> str:
+        return f"arch={self.config['arch']}, k={self.k}, total_stride={self.total_stride}, halo={self.halo}, exported={self.exported}"
+
+
+def build_model(config: dict) -> SegModel:
+    """Build an untrained :class:`SegModel` from a config dict (``arch`` names a registered builder).
+
+    The halo is measured right away (the receptive field does not depend on the weights' values).
+
+    Examples
+    --------
+    >>> m = build_model({"arch": "unet_plain", "widths": [4, 8]})
+    >>> m(torch.zeros(1, 1, 32, 32)).shape, m.total_stride
+    (torch.Size([1, 3, 32, 32]), 2)
+    """
+    cfg = complete_config(config)
+    core, stride = _ARCHS[cfg["arch"]](cfg)
+    model = SegModel(core, cfg, stride)
+    model.halo = measure_halo(model)
+    return model
+
+
+def measure_halo(model: SegModel, size: int | None = None, trials: int = 3) -> int:
+    """Receptive-field radius by a gradient probe, rounded up to a multiple of ``total_stride``.
+
+    The gradient of the centre output pixels with respect to the input is non-zero exactly inside the
+    receptive field; max pooling routes the gradient through one pixel per window, so the union over a
+    few random inputs (and over a stride-sized block of output pixels) is taken.
+    """
+    from micro_sym.models.unet import analytic_receptive_radius
+
+    cfg = model.config
+    bound = analytic_receptive_radius(cfg["widths"], cfg["convs_per_level"], cfg["kernel_size"], cfg["stem_kernel"], cfg["head_kernel"], cfg["dec_convs"])
+    s = model.total_stride
+    size = size or int(math.ceil((2 * bound + 2 * s + 8) / s) * s)
+    probe = copy.deepcopy(model.export() if (cfg["arch"] == "unet_equi" and not model.exported) else model).eval()
+    gen = torch.Generator().manual_seed(0)
+    reach = np.zeros((size, size), dtype=bool)
+    c = size // 2
+    for _ in range(trials):
+        x = torch.randn(1, 1, size, size, generator=gen, requires_grad=True)
+        y = probe(x)
+        y[:, :, c - s // 2 : c - s // 2 + s, c - s // 2 : c - s // 2 + s].abs().sum().backward()
+        reach |= (x.grad[0, 0].abs() > 0).numpy()
+    ys, xs = np.nonzero(reach)
+    if ys.size == 0:
+        return s
+    radius = int(max(np.abs(ys - c).max(), np.abs(xs - c).max()))
+    return int(math.ceil(max(radius, 1) / s) * s)
+
+
+# --------------------------------------------------------------------------- files
+
+
+def save_model(model: SegModel, path, *, trained_on: dict, metrics: dict | None = None, extra: dict | None = None) -> Path:
+    """Write ``{"config", "state_dict", "meta"}`` with ``torch.save`` (loads with ``weights_only=True``).
+
+    The escnn model is saved in eval mode (its expanded filters are buffers that exist in eval mode)
+    and :func:`load_model` loads it in eval mode. An exported model cannot be saved: save the escnn one.
+
+    Parameters
+    ----------
+    model : SegModel
+    path : str or Path
+    trained_on : dict
+        Provenance: dataset path/fingerprint, command, seeds, config.
+    metrics : dict, optional
+        Held-out metrics to ship with the weights.
+    extra : dict, optional
+        More metadata (plain Python types only).
+    """
+    if model.exported and model.config["arch"] == "unet_equi":
+        raise MicroSymError(f"{path}: save the escnn model, not its export()")
+    was_training = model.training
+    model.eval()
+    state = {key: v.detach().cpu().clone() for key, v in model.state_dict().items()}
+    model.train(was_training)
+    meta = {
+        "format_version": FORMAT_VERSION,
+        "halo": int(model.halo),
+        "total_stride": int(model.total_stride),
+        "trained_on": trained_on,
+        "metrics": metrics or {},
+        "saved": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "torch": torch.__version__,
+        **(extra or {}),
+    }
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save({"config": dict(model.config), "state_dict": state, "meta": _plain(meta)}, tmp)
+    tmp.replace(path)  # atomic: a crash mid-write never leaves a half file under the real name
+    return path
+
+
+def _plain(obj):
+    """Keep metadata loadable with weights_only=True: only dict/list/str/number/bool/None."""
+    if isinstance(obj, dict):
+        return {str(key): _plain(v) for key, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    if isinstance(obj, (np.floating, np.integer)):
+        return obj.item()
+    if obj is None or isinstance(obj, (str, int, float, bool)):
+        return obj
+    return str(obj)
+
+
+def resolve_model_path(name_or_path) -> Path:
+    """A bundled name (``"default-2d"``) or a file path -> the file path."""
+    key = str(name_or_path)
+    if key in BUNDLED:
+        path = WEIGHTS_DIR / BUNDLED[key]
+        if not path.is_file():
+            raise MicroSymError(f"{path}: bundled model '{key}' is missing from this installation")
+        return path
+    path = Path(key)
+    if not path.is_file():
+        raise MicroSymError(f"{path}: model file does not exist (bundled names: {', '.join(BUNDLED)})")
+    return path
+
+
+def load_model(name_or_path="default-2d", device="cpu", export: bool = False) -> SegModel:
+    """Load a model file (or a bundled name) in eval mode.
+
+    Parameters
+    ----------
+    name_or_path : str or Path
+        ``"default-2d"`` or a path written by :func:`save_model`.
+    device : str or torch.device
+    export : bool
+        Return the plain-torch :meth:`SegModel.export` copy (what inference should run).
+
+    Raises
+    ------
+    MicroSymError
+        Missing, unreadable or malformed files.
+    """
+    path = resolve_model_path(name_or_path)
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # pickle errors, truncated files, foreign formats
+        raise MicroSymError(f"{path}: not a micro_sym model file ({type(err).__name__})") from None
+    if not isinstance(blob, dict) or not {"config", "state_dict", "meta"} <= set(blob):
+        raise MicroSymError(f"{path}: not a micro_sym model file (expected config, state_dict and meta)")
+    cfg = complete_config(blob["config"])
+    core, stride = _ARCHS[cfg["arch"]](cfg)
+    model = SegModel(core, cfg, stride, halo=int(blob["meta"].get("halo", 0)))
+    model.eval()
+    try:
+        model.load_state_dict(blob["state_dict"], strict=True)
+    except RuntimeError as err:
+        raise MicroSymError(f"{path}: weights do not fit the stored config ({str(err).splitlines()[0]})") from None
+    model.meta = dict(blob["meta"])
+    model.meta["path"] = str(path)
+    model.meta["sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
+    if export:
+        model = model.export()
+    return model.to(device).eval()
