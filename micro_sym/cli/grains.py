@@ -1,0 +1,187 @@
+"""``micro-sym grains INPUT --out DIR``: grains, statistics and plots from an orientation map.
+
+INPUT is an EBSD map (``.cpr``/``.crc``, ``.ctf``, ``.ang``) or a segmentation output OME-Zarr
+group holding ``orientation`` (2D angles in degrees, or ``(4, ...)`` quaternions) and optionally
+``boundary`` (probability). Everything is written into a temporary directory next to DIR and moved
+into place only when complete, so an error leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+
+import typer
+
+from micro_sym.errors import MicroSymError
+
+
+def grains(
+    input: Path = typer.Argument(..., help="EBSD file (.cpr/.crc, .ctf, .ang) or segmentation OME-Zarr group."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output directory (created; existing files are not replaced)."),
+    threshold: float = typer.Option(5.0, "--threshold", help="Misorientation threshold between neighbours (degrees)."),
+    min_size: int = typer.Option(0, "--min-size", help="Minimum grain size in points."),
+    small: str = typer.Option("merge", "--small", help="Small grains: 'merge' into a neighbour (MTEX) or 'drop' (DefDAP)."),
+    connectivity: int = typer.Option(None, "--connectivity", help="4 or 8 (2D), 6 or 26 (3D); default 4 / 6."),
+    symmetry: str = typer.Option(None, "--symmetry", help="square | hexagonal | cubic (default: from the input)."),
+    boundary_threshold: float = typer.Option(0.5, "--boundary-threshold", help="Boundary probability that separates grains."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing output files of the same name."),
+):
+    """Reconstruct grains and write labels (OME-Zarr), a per-grain CSV, a JSON summary and PNG plots."""
+    import numpy as np
+
+    from micro_sym.grains import orientation_kind, reconstruct_grains
+    from micro_sym.grains import plots
+    from micro_sym.grains.stats import grain_table, kam_map, map_summary, write_grain_csv, write_summary_json
+    from micro_sym.io import write_ome_zarr
+
+    if small not in ("merge", "drop"):
+        raise MicroSymError(f"--small: expected 'merge' or 'drop', got '{small}'")
+    data = _load(input, symmetry)
+    orient, sym, mask, phase, boundary = data["orientation"], data["symmetry"], data["mask"], data["phase"], data["boundary"]
+    kind = orientation_kind(orient.shape, sym)
+    spatial = orient.shape[1:] if kind.channel_axis else orient.shape
+    nd = len(spatial)
+    conn = _connectivity(connectivity, nd)
+    labels = reconstruct_grains(
+        orient, symmetry=sym, threshold=threshold, connectivity=conn, boundary=boundary,
+        boundary_threshold=boundary_threshold, mask=mask, min_size=min_size, small=small, phase=phase,
+    )
+    if labels.max() == 0:
+        raise MicroSymError(f"{input}: no grains found (every point is masked, a boundary or non-indexed)")
+    ps, unit = data["pixel_size"], data["unit"]
+    table = grain_table(labels, orient, symmetry=sym, pixel_size=ps, unit=unit)
+    summary = map_summary(labels, orient, symmetry=sym, pixel_size=ps, unit=unit, table=table)
+    summary["input"] = str(input)
+    summary["parameters"] = {"threshold_deg": threshold, "min_size": min_size, "small": small,
+                             "connectivity": {1: 2 * nd, 2: 3**nd - 1}[conn], "symmetry": sym,
+                             "boundary_threshold": boundary_threshold if boundary is not None else None}
+    kam = kam_map(orient, symmetry=sym, threshold=threshold, labels=labels)
+
+    name = data["name"]
+    out = Path(out)
+    produced = [f"{name}.zarr", f"{name}_grains.csv", f"{name}_summary.json", f"{name}_size_hist.png",
+                f"{name}_misorientation_hist.png", f"{name}_orientation.png", f"{name}_grain_map.png"]
+    if out.exists() and not out.is_dir():
+        raise MicroSymError(f"{out}: exists and is not a directory")
+    clash = [p for p in produced if (out / p).exists()]
+    if clash and not overwrite:
+        raise MicroSymError(f"{out / clash[0]}: already exists (pass --overwrite to replace)")
+    parent = out.parent if not out.exists() else out
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=parent))
+    except OSError as err:
+        raise MicroSymError(f"{out}: cannot create output ({err.strerror})") from None
+    try:
+        arrays = {"grains": labels, "orientation": orient.astype(np.float32), "kam": kam}
+        if boundary is not None:
+            arrays["boundary"] = boundary.astype(np.float32)
+        if phase is not None:
+            arrays["phase"] = phase.astype(np.uint8 if phase.max() < 256 else np.int32)
+        write_ome_zarr(tmp / f"{name}.zarr", arrays, pixel_size=ps, unit=unit if unit != "px" else None)
+        write_grain_csv(tmp / f"{name}_grains.csv", table, unit)
+        write_summary_json(tmp / f"{name}_summary.json", summary, table, unit)
+        plots.plot_size_histogram(tmp / f"{name}_size_hist.png", table, unit)
+        plots.plot_misorientation_histogram(tmp / f"{name}_misorientation_hist.png", summary)
+        # 3D: plot the middle plane.
+        mid = spatial[0] // 2
+        lab2 = labels if nd == 2 else labels[mid]
+        or2 = orient if nd == 2 else (orient[:, mid] if kind.channel_axis else orient[mid])
+        ps2 = None if ps is None else tuple(ps[-2:])
+        plots.plot_orientation_map(tmp / f"{name}_orientation.png", or2, symmetry=sym, pixel_size=ps2, unit=unit,
+                                   labels=lab2)
+        plots.plot_grain_map(tmp / f"{name}_grain_map.png", lab2, pixel_size=ps2, unit=unit)
+        # Everything exists: move into place (renames on one filesystem).
+        if not out.exists():
+            tmp.rename(out)
+            tmp = None
+        else:
+            for p in produced:
+                if (out / p).exists():
+                    shutil.rmtree(out / p) if (out / p).is_dir() else (out / p).unlink()
+                (tmp / p).rename(out / p)
+    except MicroSymError:
+        raise
+    except OSError as err:
+        raise MicroSymError(f"{out}: cannot write output ({err.strerror or err})") from None
+    finally:
+        if tmp is not None and tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    n = int(labels.max())
+    typer.echo(f"{n} grains; wrote {out}/{name}.zarr, {name}_grains.csv, {name}_summary.json and 4 PNGs")
+
+
+def _connectivity(value, nd):
+    if value is None:
+        return 1
+    allowed = {2: {4: 1, 8: 2}, 3: {6: 1, 26: 2}}[nd]
+    if value not in allowed:
+        raise MicroSymError(f"--connectivity: {value} is not valid for a {nd}D map (use {' or '.join(map(str, allowed))})")
+    return allowed[value]
+
+
+def _load(path: Path, symmetry):
+    """Orientation map and friends from an EBSD file or a segmentation OME-Zarr group."""
+    import numpy as np
+
+    path = Path(path)
+    if not path.exists():
+        raise MicroSymError(f"{path}: no such file or directory")
+    suffix = path.suffix.lower()
+    if suffix in (".cpr", ".crc", ".ctf", ".ang"):
+        from micro_sym.ebsd import read_ebsd
+
+        m = read_ebsd(path)
+        sym = symmetry or m.symmetry
+        if sym not in ("cubic", "hexagonal"):
+            raise MicroSymError(f"{path}: phase symmetry '{sym}' not supported (cubic or hexagonal)")
+        many = len(np.unique(m.phase[m.mask])) > 1
+        return {"orientation": m.quaternions, "symmetry": sym, "mask": m.mask, "phase": m.phase if many else None,
+                "boundary": None, "pixel_size": m.step, "unit": m.unit, "name": path.stem}
+    if not path.is_dir():
+        raise MicroSymError(f"{path}: not an EBSD file (.cpr/.crc, .ctf, .ang) or an OME-Zarr directory")
+    import zarr
+
+    try:
+        root = zarr.open_group(str(path), mode="r")
+    except Exception as err:
+        raise MicroSymError(f"{path}: not a Zarr group ({type(err).__name__})") from None
+    if "orientation" not in root:
+        raise MicroSymError(f"{path}: Zarr group has no 'orientation' array (a segmentation output is expected)")
+    try:
+        orient = np.asarray(root["orientation"][...])
+        boundary = np.asarray(root["boundary"][...]) if "boundary" in root else None
+    except Exception as err:
+        raise MicroSymError(f"{path}: cannot read arrays ({type(err).__name__}: {err})") from None
+    if not np.issubdtype(orient.dtype, np.floating):
+        raise MicroSymError(f"{path}: 'orientation' must be floating point, got {orient.dtype}")
+    attrs = dict(root.attrs)
+    lattice = symmetry or attrs.get("lattice")
+    if lattice is None:
+        lattice = "cubic" if orient.ndim in (3, 4) and orient.shape[0] == 4 else "square"
+    ps, unit = _zarr_scale(attrs, boundary if boundary is not None else None, orient)
+    name = path.name
+    for suf in (".ome.zarr", ".zarr"):
+        if name.lower().endswith(suf):
+            name = name[: -len(suf)]
+    return {"orientation": orient, "symmetry": lattice, "mask": None, "phase": None, "boundary": boundary,
+            "pixel_size": ps, "unit": unit or "px", "name": name}
+
+
+def _zarr_scale(attrs, boundary, orient):
+    """Spatial pixel size and unit from NGFF multiscales metadata of the group (or None, 'px')."""
+    ome = attrs.get("ome", attrs)
+    for ms in ome.get("multiscales", []) or []:
+        axes = ms.get("axes", [])
+        spatial = [i for i, a in enumerate(axes) if isinstance(a, dict) and a.get("type") == "space"]
+        for ds in ms.get("datasets", []):
+            for t in ds.get("coordinateTransformations", []):
+                if t.get("type") == "scale" and spatial:
+                    return tuple(float(t["scale"][i]) for i in spatial), axes[spatial[-1]].get("unit")
+    return None, "px"
+
+
+def register(app: typer.Typer) -> None:
+    app.command("grains")(grains)

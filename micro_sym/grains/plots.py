@@ -1,0 +1,178 @@
+"""PNG plots of grains (matplotlib, Agg backend, no display needed).
+
+Each function takes arrays (a 2D map, or one 3D slice chosen by the caller) and writes one PNG.
+Orientation colours: cyclic ``twilight`` colormap over ``[0, 360/k)`` for 2D angles, with a colour
+wheel showing the k-fold period; IPF colouring (sample direction, default Z) for cubic quaternions,
+with the standard [001]-[101]-[111] triangle as key.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from micro_sym import orientation as ori
+from micro_sym.grains.reconstruct import orientation_kind
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path):
+    path = Path(path)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    _plt().close(fig)
+    return path
+
+
+def _extent(shape, pixel_size, unit):
+    if pixel_size is None:
+        return None, "px"
+    py, px = pixel_size[-2], pixel_size[-1]
+    return (0, shape[1] * px, shape[0] * py, 0), unit or ""
+
+
+def plot_size_histogram(path, table: dict, unit: str = "px"):
+    """Histogram of equivalent circle/sphere diameters (number-weighted) with the median marked."""
+    plt = _plt()
+    col = "ecd" if "ecd" in table else "esd"
+    d = np.asarray(table[col], float)
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    if len(d):
+        ax.hist(d, bins=min(50, max(5, int(np.sqrt(len(d))))), color="#4477aa", edgecolor="white")
+        ax.axvline(np.median(d), color="k", ls="--", lw=1, label=f"median {np.median(d):.3g} {unit}")
+        ax.legend(frameon=False)
+    ax.set_xlabel(f"equivalent {'circle' if col == 'ecd' else 'sphere'} diameter ({unit})")
+    ax.set_ylabel("number of grains")
+    ax.set_title(f"Grain size distribution (N = {len(d)})")
+    return _save(fig, path)
+
+
+def plot_misorientation_histogram(path, summary: dict):
+    """Boundary misorientation distribution (length-weighted) from :func:`map_summary`."""
+    plt = _plt()
+    b = summary.get("boundaries") or {}
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    h = b.get("histogram")
+    if h and sum(h["counts"]):
+        counts = np.asarray(h["counts"], float)
+        edges = np.asarray(h["edges"])
+        ax.bar(edges[:-1], counts / counts.sum(), width=np.diff(edges), align="edge", color="#aa3377")
+        ax.axvline(15, color="k", ls=":", lw=1)
+        txt = f"LAGB {b['low_angle_fraction']:.2f} / HAGB {b['high_angle_fraction']:.2f}"
+        if b.get("sigma3_fraction") is not None:
+            txt += f"\nΣ3 {b['sigma3_fraction']:.2f}"
+        ax.text(0.02, 0.97, txt, transform=ax.transAxes, va="top")
+    ax.set_xlabel("boundary misorientation (°)")
+    ax.set_ylabel("fraction of boundary length")
+    ax.set_title("Boundary misorientation distribution")
+    return _save(fig, path)
+
+
+def orientation_rgb(orientation, symmetry=None, direction=(0.0, 0.0, 1.0)):
+    """RGB image ``(y, x, 3)`` of a 2D orientation map (cyclic for angles, IPF for quaternions)."""
+    orient = np.asarray(orientation)
+    kind = orientation_kind(orient.shape, symmetry)
+    if kind.kind == "angle":
+        plt = _plt()
+        period = 360.0 / kind.k
+        rgb = plt.get_cmap("twilight")(np.mod(orient, period) / period)[..., :3]
+        rgb[~np.isfinite(orient)] = 1.0
+        return rgb
+    q = np.moveaxis(orient, 0, -1)
+    if kind.symmetry != "cubic":
+        raise ValueError("IPF colouring is implemented for cubic symmetry only")
+    return ori.ipf_colour_cubic(q, direction)
+
+
+def plot_orientation_map(path, orientation, *, symmetry=None, pixel_size=None, unit=None, labels=None,
+                         direction=(0.0, 0.0, 1.0)):
+    """Orientation map with its colour key (and grain boundaries in black when ``labels`` given)."""
+    plt = _plt()
+    orient = np.asarray(orientation)
+    kind = orientation_kind(orient.shape, symmetry)
+    rgb = orientation_rgb(orient, symmetry, direction)
+    if labels is not None:
+        rgb = np.where(_boundary_mask(np.asarray(labels))[..., None], 0.0, rgb)
+    extent, u = _extent(rgb.shape[:2], pixel_size, unit)
+    fig = plt.figure(figsize=(8, 4.8))
+    ax = fig.add_axes([0.05, 0.1, 0.62, 0.82])
+    ax.imshow(rgb, extent=extent, interpolation="nearest")
+    ax.set_xlabel(f"x ({u})")
+    ax.set_ylabel(f"y ({u})")
+    key = fig.add_axes([0.72, 0.35, 0.25, 0.4], projection="polar" if kind.kind == "angle" else None)
+    if kind.kind == "angle":
+        _angle_key(key, kind.k)
+        ax.set_title(f"In-plane orientation ({kind.symmetry}, period {360 / kind.k:g}°)")
+    else:
+        _ipf_key(key)
+        ax.set_title("IPF-" + "XYZ"[int(np.argmax(np.abs(direction)))] + " orientation map (cubic)")
+    return _save(fig, path)
+
+
+def _angle_key(ax, k):
+    """Colour wheel: the angle θ drawn at its own direction, coloured by θ mod 360/k."""
+    plt = _plt()
+    period = 360.0 / k
+    th = np.linspace(0, 2 * np.pi, 361)
+    r = np.linspace(0.5, 1.0, 2)
+    T, R = np.meshgrid(th, r)
+    ax.pcolormesh(T, R, np.mod(np.rad2deg(T), period) / period, cmap=plt.get_cmap("twilight"), vmin=0, vmax=1,
+                  shading="auto")
+    ax.set_yticks([])
+    ax.set_xticks(np.deg2rad(np.arange(0, 360, period / 2 if k <= 4 else period)))
+    ax.set_title(f"θ (°, mod {period:g})", fontsize=9)
+
+
+def _ipf_key(ax, n: int = 160):
+    """Standard cubic triangle [001]-[101]-[111] in stereographic projection, coloured like the map."""
+    # Grid over the projection plane; keep points inside the triangle z >= x >= y >= 0.
+    X, Y = np.meshgrid(np.linspace(0, 0.42, n), np.linspace(0, 0.38, n))
+    r2 = X**2 + Y**2
+    v = np.stack([2 * X, 2 * Y, 1 - r2], -1) / (1 + r2)[..., None]  # inverse stereographic
+    inside = (v[..., 2] >= v[..., 0]) & (v[..., 0] >= v[..., 1]) & (v[..., 1] >= 0)
+    rgb = ori.ipf_colour_from_crystal_direction(v)
+    img = np.concatenate([rgb, inside[..., None].astype(float)], -1)
+    ax.imshow(img, origin="lower", extent=(0, 0.42, 0, 0.38))
+    for label, d in (("001", (0, 0, 1)), ("101", (1, 0, 1)), ("111", (1, 1, 1))):
+        d = np.asarray(d, float) / np.linalg.norm(d)
+        px, py = d[0] / (1 + d[2]), d[1] / (1 + d[2])
+        ax.annotate(label, (px, py), textcoords="offset points", xytext=(-6, -12 if label != "111" else 4), fontsize=9)
+    ax.set_axis_off()
+    ax.set_title("IPF key (cubic)", fontsize=9)
+
+
+def _boundary_mask(labels):
+    """Points whose +x/+y (and +z) neighbour is in another grain, plus label-0 points."""
+    b = labels == 0
+    for ax in range(labels.ndim):
+        a = np.moveaxis(labels, ax, 0)
+        d = a[1:] != a[:-1]
+        bm = np.moveaxis(b, ax, 0)
+        bm[:-1] |= d
+    return b
+
+
+def plot_grain_map(path, labels, *, pixel_size=None, unit=None, seed: int = 0):
+    """Grains in random colours with boundaries (and unassigned points) in black."""
+    plt = _plt()
+    lab = np.asarray(labels)
+    n = int(lab.max())
+    rng = np.random.default_rng(seed)
+    colours = np.vstack([[0, 0, 0], 0.25 + 0.75 * rng.random((n, 3))])
+    rgb = colours[lab]
+    rgb[_boundary_mask(lab)] = 0.0
+    extent, u = _extent(lab.shape, pixel_size, unit)
+    fig, ax = plt.subplots(figsize=(6, 6 * lab.shape[0] / max(lab.shape[1], 1) + 0.6))
+    ax.imshow(rgb, extent=extent, interpolation="nearest")
+    ax.set_xlabel(f"x ({u})")
+    ax.set_ylabel(f"y ({u})")
+    ax.set_title(f"{n} grains")
+    return _save(fig, path)
