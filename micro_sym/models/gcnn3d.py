@@ -51,6 +51,7 @@ from ..cubic_harmonics import DIM, VOLUME_TO_ESCNN, escnn_irrep_matrices
 VARIANTS = ("octa", "so3", "pointgroup", "plain")
 
 DEFAULT_CONFIG = {
+    "arch": "gcnn3d",
     "variant": "octa",
     "ndim": 3,
     "width": 24,  # channels at level 0
@@ -211,6 +212,27 @@ class PlainUNet3D(nn.Module):
         return _unet_forward(x, self.enc, self.pools, self.ups, self.dec, self.head, _torch_cat)
 
 
+class Exported3D(nn.Module):
+    """Plain-torch deployed model with the SegModel interface (``exported = True``; no escnn needed)."""
+
+    ndim = 3
+    exported = True
+
+    def __init__(self, core, source):
+        super().__init__()
+        self.core = core
+        for name in ("config", "degrees", "levels", "total_stride", "k", "lattice", "out_channels", "halo"):
+            setattr(self, name, copy.deepcopy(getattr(source, name)))
+        self.meta = dict(getattr(source, "meta", {}))
+        self.normalize = source.normalize
+
+    def forward(self, x):
+        return self.core(x)
+
+    def export(self):
+        return self
+
+
 class SegModel3D(nn.Module):
     """Base class: the SegModel interface for 3D volumes."""
 
@@ -230,15 +252,20 @@ class SegModel3D(nn.Module):
         self.lattice = "cubic"
         self.out_channels = 1 + sum(DIM[l] for l in self.degrees)
         self.halo = _halo(self.levels, self.total_stride)
+        self.meta: dict = {}
+
+    exported = False
 
     @staticmethod
     def normalize(x, lo, hi):
-        """Map intensities so that ``[lo, hi]`` becomes ``[0, 1]`` (float32), as in 2D."""
-        scale = float(hi) - float(lo)
-        scale = scale if scale != 0 else 1.0
-        if isinstance(x, torch.Tensor):
-            return (x.float() - float(lo)) / scale
-        return ((np.asarray(x, dtype=np.float32) - np.float32(lo)) / np.float32(scale)).astype(np.float32)
+        """The shared normalization (``lo -> -1``, ``hi -> +1``) of :mod:`micro_sym.models.normalize`."""
+        from .normalize import normalize
+
+        return normalize(x, lo, hi)
+
+    def _wrap_export(self, plain):
+        """Give the plain-torch network this model's interface (``Exported3D``)."""
+        return Exported3D(plain, self)
 
     def widths(self):
         w = int(self.config["width"])
@@ -382,7 +409,7 @@ class _EscnnUNet3D(SegModel3D):
                 _export_escnn(self.head),
             )
         self.train(was)
-        return plain.eval()
+        return self._wrap_export(plain.eval())
 
 
 def _export_escnn(m):
@@ -608,7 +635,7 @@ class PointGroupUNet3D(SegModel3D):
                 [copy.deepcopy(u) for u in self.ups], [_export_plain(b) for b in self.dec], _export_plain(self.head),
             )
         self.train(was)
-        return plain.eval()
+        return self._wrap_export(plain.eval())
 
 
 class PlainCNN3D(SegModel3D):
@@ -635,14 +662,71 @@ class PlainCNN3D(SegModel3D):
 
     def export(self):
         plain = PlainUNet3D(*(copy.deepcopy(m) for m in (self.enc, self.pools, self.ups, self.dec, self.head)))
-        return plain.eval()
+        return self._wrap_export(plain.eval())
 
 
 _CLASSES = {"octa": OctaUNet3D, "so3": SO3UNet3D, "pointgroup": PointGroupUNet3D, "plain": PlainCNN3D}
 
 
+def complete_config3d(config) -> dict:
+    """Fill defaults into a 3D model config and check it.
+
+    Raises
+    ------
+    MicroSymError
+        Unknown variant, group or degrees, or bad sizes.
+    """
+    from ..errors import MicroSymError
+
+    if not isinstance(config, dict):
+        raise MicroSymError(f"model config must be a mapping, got {type(config).__name__}")
+    cfg = dict(DEFAULT_CONFIG)
+    cfg.update(config)
+    cfg["arch"], cfg["ndim"], cfg["lattice"] = "gcnn3d", 3, "cubic"
+    if cfg["variant"] not in _CLASSES:
+        raise MicroSymError(f"model config: unknown 3D variant '{cfg['variant']}' (one of {', '.join(VARIANTS)})")
+    cfg["degrees"] = [int(d) for d in cfg["degrees"]]
+    if cfg["degrees"] not in ([4], [4, 6]):
+        raise MicroSymError(f"model config: degrees must be [4] or [4, 6], got {cfg['degrees']}")
+    if cfg["group"] not in ("O", "T"):
+        raise MicroSymError(f"model config: point group '{cfg['group']}' is not one of O, T")
+    for key in ("width", "levels", "so3_max_frequency"):
+        if int(cfg[key]) < 1:
+            raise MicroSymError(f"model config: {key} must be a positive integer")
+        cfg[key] = int(cfg[key])
+    return cfg
+
+
+def measure_halo3d(model, trials: int = 2) -> int:
+    """Receptive-field radius (voxels) by a gradient probe, rounded up to ``total_stride``.
+
+    As in 2D: the union over a few random inputs of the voxels whose input gradient is non-zero for
+    a stride-sized block of centre outputs (max pooling routes gradients through one voxel per window).
+    """
+    import math
+
+    s = model.total_stride
+    bound = _halo(model.levels, s)
+    size = int(math.ceil((2 * bound + 2 * s + 4) / s) * s)
+    probe = model if model.exported else model.export()
+    probe = copy.deepcopy(probe).float().cpu().eval()
+    gen = torch.Generator().manual_seed(0)
+    reach = np.zeros((size,) * 3, dtype=bool)
+    c = size // 2
+    sl = slice(c - s // 2, c - s // 2 + s)
+    for _ in range(trials):
+        x = torch.randn(1, 1, size, size, size, generator=gen, requires_grad=True)
+        probe(x)[:, :, sl, sl, sl].abs().sum().backward()
+        reach |= (x.grad[0, 0].abs() > 0).numpy()
+    idx = np.argwhere(reach)
+    if idx.size == 0:
+        return s
+    radius = int(np.abs(idx - c).max())
+    return int(math.ceil(max(radius, 1) / s) * s)
+
+
 def build_model3d(config):
-    """Build a 3D model from a config dict (``variant`` in ``VARIANTS``, see ``DEFAULT_CONFIG``).
+    """Build an untrained 3D model (``variant`` in ``VARIANTS``, see ``DEFAULT_CONFIG``); halo measured.
 
     Examples
     --------
@@ -650,9 +734,33 @@ def build_model3d(config):
     >>> tuple(m(torch.zeros(1, 1, 8, 8, 8)).shape)
     (1, 10, 8, 8, 8)
     """
-    variant = (config or {}).get("variant", DEFAULT_CONFIG["variant"])
-    if variant not in _CLASSES:
-        from ..errors import MicroSymError
+    cfg = complete_config3d(config or {})
+    model = _CLASSES[cfg["variant"]](cfg)
+    model.halo = measure_halo3d(model)
+    return model
 
-        raise MicroSymError(f"config: unknown 3D variant {variant!r} (one of {', '.join(VARIANTS)})")
-    return _CLASSES[variant](config)
+
+def model3d_from_blob(blob, path, device="cpu", export: bool = False):
+    """Rebuild a 3D model from a loaded model file (called by ``micro_sym.models.load_model``).
+
+    The file was written by ``save_model`` in eval mode (escnn's expanded filters are buffers then),
+    so the model is built, switched to eval and loaded strictly.
+    """
+    import hashlib
+    from pathlib import Path
+
+    from ..errors import MicroSymError
+
+    cfg = complete_config3d(blob["config"])
+    model = _CLASSES[cfg["variant"]](cfg).eval()
+    try:
+        model.load_state_dict(blob["state_dict"], strict=True)
+    except RuntimeError as err:
+        raise MicroSymError(f"{path}: weights do not fit the stored config ({str(err).splitlines()[0]})") from None
+    model.halo = int(blob["meta"].get("halo", model.halo))
+    model.meta = dict(blob["meta"])
+    model.meta["path"] = str(path)
+    model.meta["sha256"] = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    if export:
+        model = model.export()
+    return model.to(device).eval()
