@@ -163,6 +163,8 @@ def build_model(config: dict) -> SegModel:
     >>> m(torch.zeros(1, 1, 32, 32)).shape, m.total_stride
     (torch.Size([1, 3, 32, 32]), 2)
     """
+    if isinstance(config, dict) and (config.get("ndim") == 3 or config.get("arch") == "gcnn3d"):  # 3D hook
+        from micro_sym.models.gcnn3d import build_model3d; return build_model3d(config)  # noqa: E702
     cfg = complete_config(config)
     core, stride = _ARCHS[cfg["arch"]](cfg)
     model = SegModel(core, cfg, stride)
@@ -293,6 +295,8 @@ def load_model(name_or_path="default-2d", device="cpu", export: bool = False) ->
         raise MicroSymError(f"{path}: not a micro_sym model file ({type(err).__name__})") from None
     if not isinstance(blob, dict) or not {"config", "state_dict", "meta"} <= set(blob):
         raise MicroSymError(f"{path}: not a micro_sym model file (expected config, state_dict and meta)")
+    if isinstance(blob["config"], dict) and blob["config"].get("arch") == "gcnn3d":  # 3D hook
+        from micro_sym.models.gcnn3d import model3d_from_blob; return model3d_from_blob(blob, path, device, export)  # noqa: E702
     cfg = complete_config(blob["config"])
     core, stride = _ARCHS[cfg["arch"]](cfg)
     model = SegModel(core, cfg, stride, halo=int(blob["meta"].get("halo", 0)))
