@@ -1,0 +1,183 @@
+"""Block planning: processing blocks, their halos and the tiles the network sees (DESIGN.md §5).
+
+Three sizes matter. The *storage chunk* of the outputs is the write unit; a *processing block* is a
+multiple of it, so every block writes whole chunks and no two blocks ever touch the same chunk (zarr 3
+loses data when processes write parts of one chunk). The *tile* a network sees is the block grown by a
+halo of at least the network's receptive-field radius, clipped to the image and, at the far image
+edge only, padded to a multiple of the network's total stride exactly as whole-image inference pads.
+Block origins and halos are multiples of the stride, so every tile sits on the same down-sampling grid
+as the whole image and the centre crop equals whole-image output to float rounding.
+
+>>> plan = plan_blocks((300, 200), block=(128, 128), halo=16, stride=4, chunk=(64, 64))
+>>> len(plan.blocks), plan.blocks[-1].core
+(6, (slice(256, 300, None), slice(128, 200, None)))
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from micro_sym.errors import MicroSymError
+
+# Storage chunks of the outputs (the write unit): ≥256 KiB per chunk for float32 (DESIGN.md §5).
+DEFAULT_CHUNK = {2: (512, 512), 3: (128, 128, 128)}
+
+
+@dataclass(frozen=True)
+class Block:
+    """One processing block.
+
+    Attributes
+    ----------
+    index : tuple of int
+        Position in the block grid.
+    core : tuple of slice
+        Output region this block owns (whole storage chunks, or up to the image edge).
+    tile : tuple of slice
+        Input region read for it: ``core`` grown by the halo, clipped to the image.
+    crop : tuple of slice
+        Where ``core`` lies inside the (padded) tile output.
+    pad : tuple of int
+        Padding added after the tile's far end (only at the image edge, up to the stride).
+    """
+
+    index: tuple
+    core: tuple
+    tile: tuple
+    crop: tuple
+    pad: tuple
+
+    @property
+    def id(self) -> str:
+        """A stable name such as ``"0002_0001_0000"`` used for markers and per-block files."""
+        return "_".join(f"{i:04d}" for i in self.index)
+
+    @property
+    def shape(self) -> tuple:
+        return tuple(s.stop - s.start for s in self.core)
+
+    @property
+    def tile_shape(self) -> tuple:
+        """Shape of the padded tile fed to the network."""
+        return tuple(s.stop - s.start + p for s, p in zip(self.tile, self.pad))
+
+
+@dataclass(frozen=True)
+class BlockPlan:
+    """All blocks of one image and the sizes that produced them."""
+
+    shape: tuple
+    block: tuple
+    chunk: tuple
+    halo: int
+    stride: int
+    blocks: tuple
+
+    @property
+    def grid(self) -> tuple:
+        return tuple(math.ceil(s / b) for s, b in zip(self.shape, self.block))
+
+    @property
+    def recompute(self) -> float:
+        """Voxels pushed through the network per output voxel (halo overhead, ≥ 1)."""
+        return sum(math.prod(b.tile_shape) for b in self.blocks) / math.prod(self.shape)
+
+    @property
+    def max_tile_shape(self) -> tuple:
+        return max((b.tile_shape for b in self.blocks), key=math.prod)
+
+
+def padded_size(n: int, stride: int) -> int:
+    """``n`` rounded up to a multiple of ``stride`` (the size whole-image inference runs at)."""
+    return -(-n // stride) * stride
+
+
+def plan_blocks(shape, block=None, *, halo: int, stride: int = 1, chunk=None) -> BlockPlan:
+    """Cut an image into chunk-aligned processing blocks with stride-aligned halos.
+
+    Parameters
+    ----------
+    shape : tuple of int
+        Spatial image shape ``(y, x)`` or ``(z, y, x)``.
+    block : int or tuple of int, optional
+        Processing block size; rounded up to a multiple of ``chunk``. Defaults to the smallest
+        multiple of the chunk that is at least 8× the halo (recompute ≤ 1.6× in 3D), capped at 4×
+        the chunk per axis so memory stays bounded.
+    halo : int
+        Receptive-field radius of the network in pixels; rounded up to a multiple of ``stride``.
+    stride : int
+        Total down-sampling factor of the network.
+    chunk : int or tuple of int, optional
+        Storage chunk of the outputs; must be a multiple of ``stride``.
+
+    Returns
+    -------
+    BlockPlan
+
+    Examples
+    --------
+    >>> p = plan_blocks((100, 100, 100), 64, halo=8, stride=2, chunk=32)
+    >>> p.grid, p.blocks[0].tile, p.blocks[0].crop
+    ((2, 2, 2), (slice(0, 72, None), slice(0, 72, None), slice(0, 72, None)), (slice(0, 64, None), slice(0, 64, None), slice(0, 64, None)))
+    """
+    shape = tuple(int(s) for s in shape)
+    nd = len(shape)
+    if nd not in (2, 3) or min(shape) < 1:
+        raise MicroSymError(f"cannot plan blocks for an image of shape {shape}")
+    stride = max(int(stride), 1)
+    halo = padded_size(max(int(halo), 0), stride)
+    chunk = _per_axis(chunk if chunk is not None else DEFAULT_CHUNK[nd], nd, "chunk")
+    # A chunk never needs to be larger than the image; keep it a multiple of the stride.
+    chunk = tuple(min(c, padded_size(s, stride)) for c, s in zip(chunk, shape))
+    if any(c % stride for c in chunk):
+        raise MicroSymError(f"output chunk {chunk} must be a multiple of the network stride {stride}")
+    if block is None:
+        block = tuple(min(padded_size(max(8 * halo, c), c), 4 * c) for c in chunk)
+    block = _per_axis(block, nd, "tile")
+    block = tuple(min(padded_size(b, c), padded_size(s, c)) for b, c, s in zip(block, chunk, shape))
+
+    blocks = []
+    for index in itertools.product(*(range(math.ceil(s / b)) for s, b in zip(shape, block))):
+        core, tile, crop, pad = [], [], [], []
+        for i, s, b in zip(index, shape, block):
+            c0, c1 = i * b, min((i + 1) * b, s)
+            t0, t1 = max(c0 - halo, 0), min(c1 + halo, s)
+            # Only a tile reaching the far image edge is padded, to the same size whole-image
+            # inference pads to; interior tile lengths are already multiples of the stride.
+            p = padded_size(t1 - t0, stride) - (t1 - t0) if t1 == s else 0
+            core.append(slice(c0, c1))
+            tile.append(slice(t0, t1))
+            crop.append(slice(c0 - t0, c1 - t0))
+            pad.append(p)
+        blocks.append(Block(tuple(index), tuple(core), tuple(tile), tuple(crop), tuple(pad)))
+    return BlockPlan(shape, block, chunk, halo, stride, tuple(blocks))
+
+
+def _per_axis(value, nd: int, what: str) -> tuple:
+    if isinstance(value, (int, np.integer)):
+        value = (int(value),) * nd
+    value = tuple(int(v) for v in value)
+    if len(value) == 1:
+        value = value * nd
+    if len(value) != nd or min(value) < 1:
+        raise MicroSymError(f"--{what} {value}: need {nd} positive sizes (or one for all axes)")
+    return value
+
+
+def estimate_memory(plan: BlockPlan, *, in_channels: int = 1, out_channels: int, width: int, workers: int = 1,
+                    input_itemsize: int = 1) -> int:
+    """Rough peak bytes of the block engine: per worker one tile in flight through the network.
+
+    Counts the input tile (raw and float32), the two largest activations alive at once
+    (``2 × width`` float32 channels over the tile, the usual peak of a conv net at full resolution),
+    the network output and the per-block label/statistics buffers. An estimate, not a bound.
+    """
+    tile = math.prod(plan.max_tile_shape)
+    core = math.prod(plan.block)
+    per_worker = tile * (input_itemsize + 4 * in_channels) + tile * 4 * (2 * width + out_channels)
+    per_worker += core * (4 * out_channels + 8 + 4)  # decoded outputs, labels, misorientation scratch
+    return int(per_worker * workers)
