@@ -185,7 +185,9 @@ def measure_halo(model: SegModel, size: int | None = None, trials: int = 3) -> i
     bound = analytic_receptive_radius(cfg["widths"], cfg["convs_per_level"], cfg["kernel_size"], cfg["stem_kernel"], cfg["head_kernel"], cfg["dec_convs"])
     s = model.total_stride
     size = size or int(math.ceil((2 * bound + 2 * s + 8) / s) * s)
-    probe = copy.deepcopy(model.export() if (cfg["arch"] == "unet_equi" and not model.exported) else model).eval()
+    # Probe a copy: export() switches a model to eval mode, and escnn's state_dict keys depend on the mode.
+    probe = copy.deepcopy(model)
+    probe = (probe.export() if (cfg["arch"] == "unet_equi" and not probe.exported) else probe).eval()
     gen = torch.Generator().manual_seed(0)
     reach = np.zeros((size, size), dtype=bool)
     c = size // 2
@@ -253,8 +255,12 @@ def _plain(obj):
         return [_plain(v) for v in obj]
     if isinstance(obj, (np.floating, np.integer)):
         return obj.item()
-    if obj is None or isinstance(obj, (str, int, float, bool)):
+    if obj is None or isinstance(obj, bool):
         return obj
+    # Rebuild builtins exactly: subclasses (torch's TorchVersion is a str) are refused by weights_only.
+    for t in (int, float, str):
+        if isinstance(obj, t):
+            return t(obj)
     return str(obj)
 
 

@@ -1,0 +1,46 @@
+"""``micro-sym evaluate --model M DATASET``: score a model on a labeled dataset."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+
+def evaluate(
+    dataset: Path = typer.Argument(..., help="Labeled dataset (images/, grains/, optional orientation/)."),
+    model: str = typer.Option("default-2d", "--model", help="Model file or bundled name."),
+    json_out: Path = typer.Option(None, "--json", help="Write the full report (overall + per image) as JSON."),
+    device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
+    threshold: float = typer.Option(5.0, "--threshold", help="Grain rule misorientation threshold, degrees."),
+    min_size: int = typer.Option(32, "--min-size", help="Smallest grain (pixels); smaller ones are merged."),
+    boundary_threshold: float = typer.Option(0.5, "--boundary-threshold", help="Boundary probability threshold."),
+):
+    """Boundary F1 (2-px tolerance), grain F1 (IoU > 0.5), median orientation error, per image and overall."""
+    from micro_sym.dataset import LabeledDataset
+    from micro_sym.errors import MicroSymError
+    from micro_sym.metrics import evaluate_model
+    from micro_sym.models import load_model
+
+    ds = LabeledDataset(dataset)
+    m = load_model(model, device=device, export=True)
+    if ds.ndim != 2 or ds.k != m.k:
+        raise MicroSymError(f"{dataset}: {ds.ndim}D {ds.lattice} data does not fit a 2D k={m.k} model")
+    report = evaluate_model(m, ds, threshold=threshold, min_size=min_size, boundary_threshold=boundary_threshold, device=device)
+    report["model"] = {"path": m.meta.get("path"), "sha256": m.meta.get("sha256"), "config": m.config}
+    report["dataset"] = str(dataset.resolve())
+    typer.echo(f"{'image':<24} {'boundary F1':>11} {'grain F1':>9} {'ori med °':>9} {'grains':>11}")
+    for name, r in report["images"].items():
+        typer.echo(f"{name:<24} {r['boundary_f1']:>11.3f} {r['grain_f1']:>9.3f} {r['orientation_median_deg']:>9.2f} "
+                   f"{r['n_grains_pred']:>5}/{r['n_grains_true']:<5}")
+    ov = report["overall"]
+    typer.echo(f"{'overall':<24} {ov['boundary_f1']:>11.3f} {ov['grain_f1']:>9.3f} {ov['orientation_median_deg']:>9.2f} "
+               f"{ov['n_grains_pred']:>5}/{ov['n_grains_true']:<5}")
+    if json_out:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(report, indent=2, allow_nan=True))
+
+
+def register(app: typer.Typer) -> None:
+    app.command("evaluate")(evaluate)

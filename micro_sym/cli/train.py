@@ -1,0 +1,36 @@
+"""``micro-sym train CONFIG.yaml --data DATASET --out RUN_DIR``: train a 2D grain segmenter."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+
+def train(
+    config: Path = typer.Argument(..., help="Training config YAML (e.g. configs/train_default_2d.yaml)."),
+    data: Path = typer.Option(..., "--data", help="Labeled training dataset (images/, grains/, orientation/)."),
+    out: Path = typer.Option(..., "--out", help="Run directory (checkpoints, history, final model.pt)."),
+    val: Path = typer.Option(None, "--val", help="Validation dataset (default: hold out part of --data)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from RUN_DIR/last.pt."),
+    device: str = typer.Option(None, "--device", help="cpu or cuda (overrides the config)."),
+    epochs: int = typer.Option(None, "--epochs", help="Number of epochs (overrides the config)."),
+    seed: int = typer.Option(None, "--seed", help="Random seed (overrides the config)."),
+):
+    """Train on random crops with augmentation; validate every epoch; write checkpoints to RUN_DIR."""
+    from micro_sym.errors import MicroSymError
+    from micro_sym.train import load_train_config, train as run
+
+    if device not in (None, "cpu", "cuda"):
+        raise MicroSymError(f"--device: expected cpu or cuda, got '{device}'")
+    cfg = load_train_config(config, **{"device": device, "optim.epochs": epochs, "seed": seed})
+    if out.exists() and (out / "last.pt").exists() and not resume:
+        raise MicroSymError(f"{out}: already holds a run (last.pt); pass --resume or choose another --out")
+    report = run(cfg, data, out, val=val, resume=resume, log=lambda s: typer.echo(s))
+    ov = report["overall"]
+    typer.echo(f"done: {out / 'model.pt'} (best: {out / 'best.pt'}) | val boundary F1 {ov['boundary_f1']:.3f}, "
+               f"grain F1 {ov['grain_f1']:.3f}, median orientation error {ov['orientation_median_deg']:.2f}°")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("train")(train)
