@@ -43,9 +43,9 @@ from scipy.sparse.csgraph import connected_components
 from micro_sym.errors import MicroSymError
 
 ANGLE_SYMMETRY = {"square": 4, "hexagonal": 6}
-# Neighbour pairs per slab: bounds the pair/edge arrays of one csgraph call (~50 MB), whatever the
+# Neighbour pairs per slab: bounds the pair/edge arrays of one csgraph call (~100 MB), whatever the
 # connectivity (26-connectivity has 13 pairs per point, 4-connectivity 2).
-SLAB_PAIRS = 1 << 22
+SLAB_PAIRS = 1 << 23
 
 __all__ = [
     "reconstruct_grains",
