@@ -1,0 +1,38 @@
+"""Synthetic polycrystal micrographs and tomography volumes with exact ground truth (issue 3).
+
+Public API::
+
+    synth_2d(config, seed) -> Synth2DSample          # micrograph + grains, boundary, orientation
+    synth_3d(config, seed) -> Synth3DSample          # volume + grains, boundary, quaternions (4, z, y, x)
+    render_lattice_2d(grain_ids, angles, ...)        # lattice image of a GIVEN grain map
+    micrograph_from_grains(grain_ids, angles, imaging=..., seed=...)
+    render_lattice_3d(grain_ids, quaternions, ...)
+    apply_imaging_2d / apply_imaging_3d / scan_positions
+    write_dataset(out, samples, ...) / generate_dataset(out, config, n, seed)
+    save_figure_2d(sample, path)
+    load_config(path, dim, **overrides), Synth2DConfig, Synth3DConfig, Imaging2D, Imaging3D, Microstructure
+"""
+
+from micro_sym.synth.config import Imaging2D, Imaging3D, Microstructure, Synth2DConfig, Synth3DConfig, load_config
+from micro_sym.synth.imaging import apply_imaging_2d, apply_imaging_3d, scan_positions
+from micro_sym.synth.lattice2d import Synth2DSample, micrograph_from_grains, render_lattice_2d, synth_2d
+from micro_sym.synth.microstructure import boundary_mask, power_diagram, seed_cells
+
+__all__ = [
+    "Imaging2D",
+    "Imaging3D",
+    "Microstructure",
+    "Synth2DConfig",
+    "Synth3DConfig",
+    "Synth2DSample",
+    "apply_imaging_2d",
+    "apply_imaging_3d",
+    "boundary_mask",
+    "load_config",
+    "micrograph_from_grains",
+    "power_diagram",
+    "render_lattice_2d",
+    "scan_positions",
+    "seed_cells",
+    "synth_2d",
+]
