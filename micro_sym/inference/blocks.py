@@ -4,9 +4,10 @@ Three sizes matter. The *storage chunk* of the outputs is the write unit; a *pro
 multiple of it, so every block writes whole chunks and no two blocks ever touch the same chunk (zarr 3
 loses data when processes write parts of one chunk). The *tile* a network sees is the block grown by a
 halo of at least the network's receptive-field radius, clipped to the image and, at the far image
-edge only, padded to a multiple of the network's total stride exactly as whole-image inference pads.
-Block origins and halos are multiples of the stride, so every tile sits on the same down-sampling grid
-as the whole image and the centre crop equals whole-image output to float rounding.
+edges only, padded exactly as whole-image inference pads (reflect, split between both ends, to a
+multiple of the network's total stride). Tile ends lie on the stride grid of that padded image, so
+every tile sees the same down-sampling grid as the whole image and the centre crop equals whole-image
+output to float rounding.
 
 >>> plan = plan_blocks((300, 200), block=(128, 128), halo=16, stride=4, chunk=(64, 64))
 >>> len(plan.blocks), plan.blocks[-1].core
@@ -41,8 +42,9 @@ class Block:
         Input region read for it: ``core`` grown by the halo, clipped to the image.
     crop : tuple of slice
         Where ``core`` lies inside the (padded) tile output.
-    pad : tuple of int
-        Padding added after the tile's far end (only at the image edge, up to the stride).
+    pad : tuple of (int, int)
+        Padding before/after the tile (only at the image edges, less than the stride), in the
+        mode of :attr:`BlockPlan.pad_mode`, reproducing whole-image padding.
     """
 
     index: tuple
@@ -63,7 +65,7 @@ class Block:
     @property
     def tile_shape(self) -> tuple:
         """Shape of the padded tile fed to the network."""
-        return tuple(s.stop - s.start + p for s, p in zip(self.tile, self.pad))
+        return tuple(s.stop - s.start + p[0] + p[1] for s, p in zip(self.tile, self.pad))
 
 
 @dataclass(frozen=True)
@@ -76,6 +78,7 @@ class BlockPlan:
     halo: int
     stride: int
     blocks: tuple
+    pad_mode: str = "reflect"
 
     @property
     def grid(self) -> tuple:
@@ -140,21 +143,27 @@ def plan_blocks(shape, block=None, *, halo: int, stride: int = 1, chunk=None) ->
     block = _per_axis(block, nd, "tile")
     block = tuple(min(padded_size(b, c), padded_size(s, c)) for b, c, s in zip(block, chunk, shape))
 
+    # Whole-image inference (micro_sym.predict.pad_to_stride) reflect-pads each axis to a multiple of
+    # the stride, splitting the padding between both ends; tiles live on that padded grid.
+    before = [((-n) % stride) // 2 for n in shape]
+    padded = [padded_size(n, stride) for n in shape]
+    extra = [p - n for p, n in zip(padded, shape)]
+    pad_mode = "reflect" if min(shape) > max(max(b, e - b) for b, e in zip(before, extra)) else "edge"
     blocks = []
     for index in itertools.product(*(range(math.ceil(s / b)) for s, b in zip(shape, block))):
         core, tile, crop, pad = [], [], [], []
-        for i, s, b in zip(index, shape, block):
-            c0, c1 = i * b, min((i + 1) * b, s)
-            t0, t1 = max(c0 - halo, 0), min(c1 + halo, s)
-            # Only a tile reaching the far image edge is padded, to the same size whole-image
-            # inference pads to; interior tile lengths are already multiples of the stride.
-            p = padded_size(t1 - t0, stride) - (t1 - t0) if t1 == s else 0
+        for i, n, b, lo, npad in zip(index, shape, block, before, padded):
+            c0, c1 = i * b, min((i + 1) * b, n)
+            # Tile ends on the stride grid of the padded image, at least `halo` beyond the core.
+            t0 = max(0, (c0 + lo - halo) // stride * stride)
+            t1 = min(npad, padded_size(c1 + lo + halo, stride))
+            r0, r1 = max(t0 - lo, 0), min(t1 - lo, n)
             core.append(slice(c0, c1))
-            tile.append(slice(t0, t1))
-            crop.append(slice(c0 - t0, c1 - t0))
-            pad.append(p)
+            tile.append(slice(r0, r1))
+            crop.append(slice(c0 + lo - t0, c1 + lo - t0))
+            pad.append((r0 - (t0 - lo), (t1 - lo) - r1))
         blocks.append(Block(tuple(index), tuple(core), tuple(tile), tuple(crop), tuple(pad)))
-    return BlockPlan(shape, block, chunk, halo, stride, tuple(blocks))
+    return BlockPlan(shape, block, chunk, halo, stride, tuple(blocks), pad_mode)
 
 
 def _per_axis(value, nd: int, what: str) -> tuple:

@@ -272,7 +272,7 @@ def merge_blocks(plan, load, *, symmetry, threshold: float = 5.0, min_size: int 
     e = np.concatenate(edges) if edges else np.zeros((0, 2), np.int64)
     comp = resolve_equivalences(n_nodes, e)  # node -> component, 0 stays 0; ordered by smallest node
     n_comp = int(comp.max()) if len(comp) else 0
-    cat = {k: (np.concatenate(v) if v and sum(len(x) for x in v) else None) for k, v in stats.items()}
+    cat = {k: np.concatenate(v) for k, v in stats.items()}  # per-block arrays keep their column shape when empty
     first = np.full(n_comp + 1, np.iinfo(np.int64).max, np.int64)
     if n_nodes:
         np.minimum.at(first, comp[1:], cat["first"])

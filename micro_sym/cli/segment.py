@@ -1,0 +1,116 @@
+"""``micro-sym segment INPUT... --out OUTDIR``: batch segmentation, streamed, resumable."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+
+def _parse_tile(tile: Optional[str]):
+    if not tile:
+        return None
+    from micro_sym.errors import MicroSymError
+
+    try:
+        sizes = tuple(int(v) for v in tile.lower().replace("x", ",").split(",") if v.strip())
+    except ValueError:
+        raise MicroSymError(f"--tile {tile}: expected N or NxN(xN)") from None
+    if not sizes or min(sizes) < 1:
+        raise MicroSymError(f"--tile {tile}: sizes must be positive")
+    return sizes
+
+
+def segment(
+    inputs: List[str] = typer.Argument(..., help="Images: TIFF, Zarr, OME-Zarr; glob patterns allowed."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output directory (NAME.zarr + NAME_grains.csv per input)."),
+    model: str = typer.Option("default-2d", "--model", help="Bundled model name or model file."),
+    device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
+    tile: Optional[str] = typer.Option(None, "--tile", help="Processing block, e.g. 1024 or 256x256x256 (multiple of --chunk)."),
+    chunk: Optional[str] = typer.Option(None, "--chunk", help="Output chunk (write unit), default 512² / 128³."),
+    scheduler: str = typer.Option("threads", "--scheduler", help="threads | processes | local-cluster | tcp://HOST:PORT."),
+    workers: Optional[int] = typer.Option(None, "--workers", help="Worker threads/processes (default: up to 2)."),
+    threshold: float = typer.Option(5.0, "--threshold", help="Grain misorientation threshold in degrees."),
+    min_size: Optional[int] = typer.Option(None, "--min-size", help="Smallest grain in pixels (default 32)."),
+    batch: int = typer.Option(1, "--batch", help="Tiles per forward call."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan (blocks, memory estimate, outputs) and exit."),
+):
+    """Segment many images or volumes into boundary, orientation and grain maps, block by block."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.table import Table
+
+    from micro_sym.errors import MicroSymError
+    from micro_sym.inference.engine import expand_inputs, segment as run_segment
+
+    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
+        raise MicroSymError(f"--device {device}: expected cpu or cuda")
+    if device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise MicroSymError("--device cuda: no CUDA device is available")
+    paths = expand_inputs(inputs)
+    console = Console(stderr=True)
+    kwargs = dict(block=_parse_tile(tile), chunk=_parse_tile(chunk), threshold=threshold, min_size=min_size,
+                  batch=batch, dry_run=dry_run)
+    if dry_run:
+        results = run_segment(paths, out, model=model, scheduler=scheduler, workers=workers, device=device, **kwargs)
+        table = Table("input", "shape", "blocks", "block", "tile (max)", "recompute", "memory est.", "outputs", title="plan")
+        for r in results:
+            if r.status == "failed":
+                table.add_row(r.input, "-", "-", "-", "-", "-", "-", f"[red]{r.error}")
+                continue
+            p = r.plan
+            table.add_row(r.input, "x".join(map(str, r.shape)), str(p["blocks"]), "x".join(map(str, p["block"])),
+                          "x".join(map(str, p["tile"])), f"{p['recompute']:.2f}x",
+                          f"{p['memory_estimate_bytes'] / 2**20:,.0f} MiB", "\n".join(p["outputs"]))
+        Console().print(table)
+        if any(r.status == "failed" for r in results):
+            raise typer.Exit(1)
+        return
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  console=console, transient=True) as bar:
+        overall = bar.add_task("all inputs", total=len(paths))
+        current = {"task": None}
+
+        def on_progress(done, total):
+            if current["task"] is not None:
+                bar.update(current["task"], completed=done, total=total)
+
+        def on_input(res):
+            bar.update(current["task"], description=f"{Path(res.input).name}: {res.status}")
+            bar.advance(overall)
+            nxt = len(results_seen) + 1
+            results_seen.append(res)
+            if nxt < len(paths):
+                current["task"] = bar.add_task(Path(paths[nxt]).name, total=None)
+
+        results_seen: list = []
+        current["task"] = bar.add_task(Path(paths[0]).name, total=None)
+        results = run_segment(paths, out, model=model, scheduler=scheduler, workers=workers, device=device,
+                              progress=on_progress, on_input=on_input, **kwargs)
+
+    if len(results) == 1 and results[0].status == "failed":
+        raise MicroSymError(results[0].error)
+    table = Table("input", "status", "shape", "blocks run", "grains", "time", "output", title="micro-sym segment")
+    for r in results:
+        colour = {"complete": "green", "skipped": "cyan", "failed": "red"}.get(r.status, "")
+        table.add_row(r.input, f"[{colour}]{r.status}", "x".join(map(str, r.shape)) or "-",
+                      f"{r.blocks_run}/{r.n_blocks}" if r.n_blocks else "-", str(r.n_grains) if r.status != "failed" else "-",
+                      f"{r.seconds:.1f} s", r.zarr if r.status != "failed" else r.error)
+    Console().print(table)
+    failed = [r for r in results if r.status == "failed"]
+    if len(results) == 1 and failed:  # a single input: the plain one-line user error, exit status 2
+        raise MicroSymError(failed[0].error)
+    for r in failed:
+        typer.echo(f"micro-sym: error: {r.error}", err=True)
+    if failed:
+        typer.echo(f"micro-sym: {len(failed)} of {len(results)} inputs failed", err=True)
+        raise typer.Exit(1)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("segment")(segment)

@@ -1,0 +1,413 @@
+"""The block engine: segment one image (or many) block by block with bounded memory, resumably.
+
+Per input, three streamed passes over the block plan (:mod:`.blocks`):
+
+1. **maps** (parallel): read the block's tile (core + halo) straight from the input, normalize with
+   the image's ``lo``/``hi`` (computed once, :func:`micro_sym.models.intensity_range` on a strided
+   subsample), pad like whole-image inference, run the network, crop the core, decode, write
+   ``boundary`` and ``orientation`` chunk-aligned, label the block's grains locally and write them to
+   a scratch array; the small per-block statistics and face planes go back to the driver, which
+   stores them and then creates the block's marker;
+2. **merge** (driver, small): union of labels across block faces, small-grain rule, consecutive ids
+   and the per-grain table (:func:`.labels.merge_blocks`);
+3. **grains** (parallel): ``grains = lut[local labels]``, chunk-aligned, one marker per block.
+
+Every output chunk belongs to exactly one block and is written by one task. Markers are the only
+record of progress; an interrupted run resumes where it stopped and produces identical bytes.
+
+>>> from micro_sym.inference import segment                       # doctest: +SKIP
+>>> results = segment(["vol.zarr"], "out/", model="default-2d")   # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from micro_sym.errors import MicroSymError
+from micro_sym.inference.blocks import BlockPlan, estimate_memory, plan_blocks
+from micro_sym.inference.labels import label_block, merge_blocks, write_grain_csv
+from micro_sym.inference.network import Network, cached_network
+from micro_sym.inference.writer import RunState, create_outputs, forget_arrays, open_array, os_error
+
+_IMAGES: dict = {}
+
+
+# ----------------------------------------------------------------------------------- tasks
+
+
+def _image(path: str, array, level):
+    """The input opened once per worker process (tasks reopen by path: nothing big is shipped)."""
+    from micro_sym.io import open_image
+
+    key = (path, array, level)
+    img = _IMAGES.get(key)
+    if img is None:
+        img = open_image(path, array=array, level=level)
+        _IMAGES[key] = img
+    return img
+
+
+def read_tile(job: dict, block) -> np.ndarray:
+    """The block's input tile as a numpy array; a failing read names the input and the chunk."""
+    img = _image(job["input"], job.get("array"), job.get("level", 0))
+    try:
+        return np.asarray(img.data[block.tile].compute(scheduler="synchronous"))
+    except MicroSymError:
+        raise
+    except Exception as err:
+        raise MicroSymError(f"{job['input']}: {_locate_bad_chunk(img, block, err)}") from None
+
+
+def _locate_bad_chunk(img, block, err) -> str:
+    """Find the storage chunk behind a failed read by reading the tile's chunks one at a time."""
+    bounds = [np.cumsum((0,) + c) for c in img.data.chunks]
+    ranges = []
+    for sl, b in zip(block.tile, bounds):
+        i0 = int(np.searchsorted(b, sl.start, side="right") - 1)
+        i1 = int(np.searchsorted(b, sl.stop, side="left"))
+        ranges.append(range(i0, i1))
+    import itertools
+
+    for idx in itertools.product(*ranges):
+        region = tuple(slice(int(b[i]), int(b[i + 1])) for b, i in zip(bounds, idx))
+        try:
+            img.data[region].compute(scheduler="synchronous")
+        except Exception as chunk_err:
+            where = ", ".join(f"{a} {r.start}:{r.stop}" for a, r in zip("zyx"[-len(region):], region))
+            return (f"cannot read chunk {tuple(idx)} ({where}): {type(chunk_err).__name__}: "
+                    f"{str(chunk_err).splitlines()[0] if str(chunk_err) else ''}".rstrip(": "))
+    return f"cannot read block {block.id}: {type(err).__name__}: {err}"
+
+
+def _resolve_net(net_ref, job) -> Network:
+    if isinstance(net_ref, Network):
+        return net_ref
+    return cached_network(net_ref, job["sha256"], job["device"], job.get("torch_threads"))
+
+
+def maps_task(net_ref, job: dict, blocks: list) -> list:
+    """Pass 1 for a batch of blocks with equal tile shapes; returns per-block merge data."""
+    net = _resolve_net(net_ref, job)
+    lo, hi = job["value_range"]
+    tiles = []
+    for b in blocks:
+        x = np.nan_to_num(net.normalize(read_tile(job, b), lo, hi), nan=0.0)
+        if any(p != (0, 0) for p in b.pad):
+            x = np.pad(x, b.pad, mode=job["pad_mode"])
+        tiles.append(x)
+    y = net.forward(np.stack(tiles), job["device"])
+    out = []
+    for b, yb in zip(blocks, y):
+        maps = net.decode(yb[(slice(None), *b.crop)])
+        lab = label_block(maps["orientation"], maps["boundary"], symmetry=net.symmetry, threshold=job["threshold"],
+                          boundary_threshold=job["boundary_threshold"], origin=tuple(s.start for s in b.core),
+                          image_shape=job["shape"])
+        try:
+            open_array(job["zarr"], "boundary")[b.core] = maps["boundary"]
+            ori = open_array(job["zarr"], "orientation")
+            ori[(slice(None), *b.core) if net.ndim == 3 else b.core] = maps["orientation"]
+            open_array(job["labels"])[b.core] = lab.labels
+        except OSError as err:
+            raise os_error(job["zarr"], err, f"write block {b.id}") from None
+        out.append(lab.to_arrays())
+    return out
+
+
+def grains_task(job: dict, block, lut: np.ndarray) -> int:
+    """Pass 3 for one block: final ids from local labels, written chunk-aligned."""
+    local = open_array(job["labels"])[block.core]
+    try:
+        open_array(job["zarr"], "grains")[block.core] = lut[local]
+    except OSError as err:
+        raise os_error(job["zarr"], err, f"write block {block.id}") from None
+    return int(local.size)
+
+
+# ----------------------------------------------------------------------------------- driver
+
+
+@dataclass
+class InputResult:
+    """Outcome of one input: ``status`` is ``complete``, ``skipped`` (already complete), ``planned``
+    (dry run) or ``failed`` (``error`` says why)."""
+
+    input: str
+    name: str
+    status: str
+    zarr: str = ""
+    csv: str = ""
+    shape: tuple = ()
+    n_blocks: int = 0
+    blocks_run: int = 0
+    n_grains: int = 0
+    seconds: float = 0.0
+    error: str = ""
+    plan: dict = field(default_factory=dict)
+
+
+def code_version() -> str:
+    """micro_sym version plus a hash of the engine's sources (a changed engine must not resume)."""
+    from micro_sym import __version__
+
+    h = hashlib.sha256()
+    for p in sorted(Path(__file__).parent.glob("*.py")):
+        h.update(p.read_bytes())
+    return f"{__version__}+{h.hexdigest()[:12]}"
+
+
+def fingerprint(path: Path) -> dict:
+    """Cheap identity of an input: resolved path, total size and newest modification time."""
+    path = Path(path).resolve()
+    files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]
+    stats = [p.stat() for p in files]
+    return {"path": str(path), "bytes": sum(s.st_size for s in stats),
+            "mtime_ns": max((s.st_mtime_ns for s in stats), default=0), "files": len(files)}
+
+
+def plan_input(img, net: Network, *, block=None, chunk=None) -> BlockPlan:
+    """Block plan of an opened image for a network (checks dimensionality)."""
+    if img.ndim != net.ndim:
+        kind = {2: "2D image", 3: "3D volume"}[img.ndim]
+        raise MicroSymError(f"{img.path}: model '{net.name}' is for {net.ndim}D data but the input is a {kind} of shape "
+                            f"{tuple(img.data.shape)}")
+    return plan_blocks(img.data.shape, block, halo=net.halo, stride=net.total_stride, chunk=chunk)
+
+
+def _batches(blocks, size: int):
+    """Consecutive blocks with equal tile shapes, up to ``size`` per batch (one forward call)."""
+    batch = []
+    for b in blocks:
+        if batch and (len(batch) == size or b.tile_shape != batch[0].tile_shape):
+            yield tuple(batch)
+            batch = []
+        batch.append(b)
+    if batch:
+        yield tuple(batch)
+
+
+def segment_input(path, out_dir, net: Network, runner, *, block=None, chunk=None, threshold: float = 5.0,
+                  min_size: int | None = None, boundary_threshold: float = 0.5, device: str = "cpu",
+                  batch: int = 1, array=None, level: int = 0, dry_run: bool = False, on_block=None,
+                  progress=None) -> InputResult:
+    """Segment one image into ``OUT/NAME.zarr`` + ``OUT/NAME_grains.csv``, resuming if possible.
+
+    Parameters
+    ----------
+    path : str or Path
+        TIFF, Zarr array or OME-Zarr image (see :func:`micro_sym.io.open_image`).
+    out_dir : str or Path
+        Output directory (created if needed).
+    net : Network
+        From :func:`~.network.as_network` or :func:`~.network.load_network`.
+    runner : Runner
+        From :func:`~.scheduler.make_runner`, already bound to ``net``.
+    block, chunk : int or tuple, optional
+        Processing block and output chunk sizes (see :func:`~.blocks.plan_blocks`).
+    threshold, min_size, boundary_threshold : grain rule (DESIGN.md §3); ``min_size`` defaults to
+        :data:`micro_sym.predict.DEFAULT_MIN_SIZE`, like whole-image segmentation.
+    batch : int
+        Tiles per forward call (tiles of equal shape are stacked; useful on GPUs).
+    dry_run : bool
+        Plan only: nothing is computed or written.
+    on_block : callable, optional
+        ``on_block(stage, block_id)`` after each block's marker is written (progress, tests).
+    progress : callable, optional
+        ``progress(done, total)`` in block-steps (2 per block: maps and grains).
+
+    Returns
+    -------
+    InputResult
+    """
+    from micro_sym.io import open_image
+    from micro_sym.models.normalize import intensity_range
+    from micro_sym.predict import DEFAULT_MIN_SIZE
+
+    t0 = time.perf_counter()
+    path = Path(path)
+    min_size = DEFAULT_MIN_SIZE if min_size is None else int(min_size)
+    img = open_image(path, array=array, level=level)
+    plan = plan_input(img, net, block=block, chunk=chunk)
+    name = img.name
+    state = RunState(Path(out_dir), name)
+    n = len(plan.blocks)
+    est = estimate_memory(plan, out_channels=net.out_channels or 3, width=net.width, workers=runner.workers if runner else 1,
+                          input_itemsize=img.data.dtype.itemsize)
+    plan_info = {"blocks": n, "grid": plan.grid, "block": plan.block, "chunk": plan.chunk, "halo": plan.halo,
+                 "tile": plan.max_tile_shape, "recompute": round(plan.recompute, 3), "memory_estimate_bytes": est,
+                 "outputs": [str(state.zarr_path), str(state.csv_path)]}
+    result = InputResult(str(path), name, "planned", str(state.zarr_path), str(state.csv_path), tuple(img.data.shape),
+                         n, plan=plan_info)
+    if dry_run:
+        return result
+    manifest = {
+        "version": 1, "input": fingerprint(path) | {"array": array, "level": level},
+        "model": {"name": net.name, "sha256": net.sha256}, "shape": list(img.data.shape), "ndim": img.ndim,
+        "block": list(plan.block), "chunk": list(plan.chunk), "halo": plan.halo, "stride": plan.stride,
+        "threshold": float(threshold), "min_size": min_size, "boundary_threshold": float(boundary_threshold),
+        "code_version": code_version(), "n_blocks": n, "status": "running",
+    }
+    mode = state.check_compatible(manifest)
+    if mode == "complete":
+        result.status = "skipped"
+        result.n_grains = int(state.read_manifest().get("n_grains", 0))
+        return result
+    state.prepare()
+    old = state.read_manifest()
+    if old is not None and "value_range" in old:
+        value_range = tuple(old["value_range"])
+    else:
+        try:
+            value_range = intensity_range(img.data)
+        except MicroSymError as err:
+            raise MicroSymError(f"{path}: {err}") from None
+        except Exception as err:
+            raise MicroSymError(f"{path}: cannot read image data ({type(err).__name__}: {err})") from None
+    manifest["value_range"] = [float(v) for v in value_range]
+    state.write_manifest(manifest)
+    create_outputs(state, plan.shape, img.ndim, plan.chunk, pixel_size=img.pixel_size, unit=img.unit)
+
+    job = {"input": str(path), "array": array, "level": level, "value_range": manifest["value_range"],
+           "pad_mode": plan.pad_mode, "shape": plan.shape, "threshold": float(threshold),
+           "boundary_threshold": float(boundary_threshold), "zarr": str(state.zarr_path),
+           "labels": str(state.labels_path), "sha256": net.sha256, "device": device,
+           "torch_threads": getattr(runner, "torch_threads", None)}
+    steps = 2 * n
+    done1 = state.done("done1")
+    done2 = state.done("done2")
+    progress_count = len(done1) + len(done2)
+    if progress:
+        progress(progress_count, steps)
+    todo = [b for b in plan.blocks if b.id not in done1]
+    ref = runner.net_ref()
+    for batch_blocks, arrays in runner.run(maps_task, _batches(todo, max(1, batch)), lambda bb: (ref, job, list(bb))):
+        for b, arr in zip(batch_blocks, arrays):
+            state.save_block(b.id, arr)
+            state.mark("done1", b.id)
+            result.blocks_run += 1
+            progress_count += 1
+            if progress:
+                progress(progress_count, steps)
+            if on_block:
+                on_block("maps", b.id)
+
+    merged = merge_blocks(plan, lambda b: state.load_block(b.id), symmetry=net.symmetry, threshold=threshold,
+                          min_size=min_size, pixel_size=img.pixel_size)
+    todo2 = [(i, b) for i, b in enumerate(plan.blocks) if b.id not in done2]
+    for (i, b), _ in runner.run(grains_task, todo2, lambda ib: (job, ib[1], merged.block_lut(ib[0]))):
+        state.mark("done2", b.id)
+        progress_count += 1
+        if progress:
+            progress(progress_count, steps)
+        if on_block:
+            on_block("grains", b.id)
+
+    write_grain_csv(state.csv_path, merged.table, unit=img.unit or "px")
+    manifest.update(status="complete", n_grains=merged.n_grains)
+    import zarr
+
+    root = zarr.open_group(str(state.zarr_path), mode="a")
+    root.attrs["micro_sym"] = {k: manifest[k] for k in ("model", "threshold", "min_size", "boundary_threshold",
+                                                        "block", "chunk", "halo", "code_version", "n_grains")}
+    state.write_manifest(manifest)  # the last write: only now is the input reported complete
+    state.cleanup_scratch()
+    forget_arrays(state.zarr_path)
+    forget_arrays(state.labels_path)
+    result.status = "complete"
+    result.n_grains = merged.n_grains
+    result.seconds = time.perf_counter() - t0
+    return result
+
+
+def expand_inputs(inputs) -> list[Path]:
+    """Paths and glob patterns -> existing paths, in order, without duplicates."""
+    import glob
+
+    out = []
+    for item in inputs:
+        item = str(item)
+        matches = sorted(glob.glob(item)) if any(c in item for c in "*?[") else [item]
+        if not matches:
+            raise MicroSymError(f"{item}: no file matches this pattern")
+        for m in matches:
+            p = Path(m)
+            if p not in out:
+                out.append(p)
+    return out
+
+
+def segment(inputs, out_dir, *, model="default-2d", scheduler: str = "threads", workers: int | None = None,
+            device: str = "cpu", on_input=None, **kwargs) -> list[InputResult]:
+    """Segment many inputs; a failing input is reported and the others still run.
+
+    Parameters
+    ----------
+    inputs : list of str or Path
+        Files, Zarr stores or glob patterns.
+    out_dir : str or Path
+    model : str, Path, Network or torch.nn.Module
+        A bundled name, a model file, or an in-memory model with the SegModel interface.
+    scheduler : str
+        ``threads`` (default, in process), ``processes``, ``local-cluster`` or ``tcp://HOST:PORT``.
+    workers : int, optional
+        Worker threads/processes (default: up to 2, the cores available).
+    on_input : callable, optional
+        ``on_input(result)`` after each input.
+    **kwargs
+        Passed to :func:`segment_input` (``block``, ``chunk``, ``threshold``, ``min_size``, ...).
+
+    Returns
+    -------
+    list of InputResult
+    """
+    from micro_sym.inference.network import as_network, load_network
+    from micro_sym.inference.scheduler import make_runner
+
+    out_dir = Path(out_dir)
+    paths = expand_inputs(inputs)
+    net = model if isinstance(model, Network) else (
+        load_network(model, device) if isinstance(model, (str, Path)) else as_network(model))
+    if not kwargs.get("dry_run"):
+        _check_writable(out_dir)
+    runner = None if kwargs.get("dry_run") else make_runner(scheduler, workers)
+    results = []
+    try:
+        if runner is not None:
+            runner.bind(net, device)
+        for p in paths:
+            t0 = time.perf_counter()
+            try:
+                res = segment_input(p, out_dir, net, runner, device=device, **kwargs)
+            except MicroSymError as err:
+                res = InputResult(str(p), p.name, "failed", error=str(err))
+            res.seconds = res.seconds or time.perf_counter() - t0
+            results.append(res)
+            if on_input:
+                on_input(res)
+    finally:
+        if runner is not None:
+            runner.close()
+    return results
+
+
+def _check_writable(out_dir: Path) -> None:
+    import os
+    import tempfile
+
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=out_dir, prefix=".write-test-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        raise os_error(out_dir, err, "write to output directory") from None
+
+
+def throughput_summary(result: InputResult) -> str:
+    vox = math.prod(result.shape) if result.shape else 0
+    return f"{vox / result.seconds:,.0f} px/s" if result.seconds and result.blocks_run else ""

@@ -1,0 +1,210 @@
+"""The network as the engine sees it: module + normalization + decoding, shippable as bytes.
+
+Any module with the SegModel interface works (``ndim``, ``k``, ``halo``, ``total_stride``,
+``config``, ``forward``): the 2D :class:`micro_sym.models.SegModel`, the 3D ``SegModel3D`` variants,
+or a small torch network with those attributes (tests, benchmarks). :func:`as_network` exports it to
+plain torch once; :meth:`Network.to_bytes` / :func:`network_from_bytes` move it to workers, which
+keep one copy per process (:func:`cached_network`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import pickle
+import threading
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from micro_sym.errors import MicroSymError
+
+K_TO_SYMMETRY = {4: "square", 6: "hexagonal"}
+
+
+@dataclass
+class Network:
+    """A deployable network and everything needed to run it on tiles.
+
+    Attributes
+    ----------
+    module : torch.nn.Module
+        Plain-torch (exported) module in eval mode: ``(B, 1, *tile) -> (B, C, *tile)``.
+    ndim, k, halo, total_stride : int
+        As in the SegModel interface.
+    symmetry : str
+        ``"square"``/``"hexagonal"`` (2D angle maps) or ``"cubic"`` (3D quaternions).
+    orientation : str
+        How channels 1.. decode: ``"angle"`` (cos kθ, sin kθ), ``"harmonics4"``/``"harmonics46"``
+        (cubic harmonics, :func:`micro_sym.cubic_harmonics.sh_to_quat`) or ``"quaternion"``
+        (4 channels, normalized).
+    norm : str
+        ``"pm1"`` (:func:`micro_sym.models.normalize`, lo -> -1, hi -> 1) or ``"unit"`` (lo -> 0, hi -> 1,
+        the 3D models' convention).
+    name, sha256 : str
+        Where it came from and a hash of its weights and config (for run manifests).
+    """
+
+    module: object
+    ndim: int
+    k: int
+    halo: int
+    total_stride: int
+    symmetry: str
+    orientation: str
+    norm: str
+    name: str = ""
+    sha256: str = ""
+    width: int = 0
+    out_channels: int = 0
+    meta: dict = field(default_factory=dict)
+
+    def normalize(self, x: np.ndarray, lo: float, hi: float) -> np.ndarray:
+        """Float32 network input from raw intensities, with the whole image's ``lo``/``hi``."""
+        if self.norm == "unit":
+            scale = float(hi) - float(lo) or 1.0
+            return ((np.asarray(x, np.float32) - np.float32(lo)) / np.float32(scale)).astype(np.float32)
+        from micro_sym.models.normalize import normalize
+
+        return normalize(np.asarray(x, np.float32), lo, hi)
+
+    def decode(self, y: np.ndarray) -> dict:
+        """Raw ``(C, *spatial)`` outputs -> ``boundary`` float32 and ``orientation`` float32.
+
+        2D orientation is degrees in ``[0, 360/k)``; 3D is quaternions ``(4, *spatial)``.
+        """
+        boundary = (1.0 / (1.0 + np.exp(-y[0].astype(np.float64)))).astype(np.float32)
+        if self.orientation == "angle":
+            from micro_sym.orientation import decode_angle
+
+            theta, _ = decode_angle(y[1:3], self.k)
+            return {"boundary": boundary, "orientation": theta.astype(np.float32)}
+        if self.orientation == "quaternion":
+            q = y[1:5].astype(np.float64)
+            q = q / np.linalg.norm(q, axis=0, keepdims=True)
+            q *= np.where(q[:1] < 0, -1.0, 1.0)
+            return {"boundary": boundary, "orientation": q.astype(np.float32)}
+        from micro_sym.cubic_harmonics import sh_to_quat
+
+        degrees = (4, 6) if self.orientation == "harmonics46" else (4,)
+        q = sh_to_quat(np.moveaxis(y[1:], 0, -1), degrees)
+        return {"boundary": boundary, "orientation": np.moveaxis(q, -1, 0).astype(np.float32)}
+
+    def forward(self, x: np.ndarray, device: str = "cpu") -> np.ndarray:
+        """Run the module on a batch ``(B, *tile)`` of normalized tiles; returns ``(B, C, *tile)``."""
+        import torch
+
+        with torch.inference_mode():
+            t = torch.from_numpy(np.ascontiguousarray(x, np.float32))[:, None].to(device)
+            return self.module(t).float().cpu().numpy()
+
+    def to_bytes(self) -> bytes:
+        """Serialized form shipped to workers (pickle of the exported module, as dask ships tasks)."""
+        return pickle.dumps(self, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def network_from_bytes(payload: bytes) -> Network:
+    """Inverse of :meth:`Network.to_bytes`."""
+    return pickle.loads(payload)
+
+
+_CACHE: dict = {}
+_CACHE_LOCK = threading.Lock()
+
+
+def cached_network(payload, sha256: str, device: str = "cpu", torch_threads: int | None = None) -> Network:
+    """The network for ``sha256`` in this process, deserialized at most once per worker process."""
+    with _CACHE_LOCK:
+        net = _CACHE.get((sha256, device))
+        if net is None:
+            import torch
+
+            if torch_threads:
+                torch.set_num_threads(int(torch_threads))
+            net = network_from_bytes(payload if isinstance(payload, bytes) else bytes(payload))
+            net.module.to(device).eval()
+            _CACHE[(sha256, device)] = net
+        return net
+
+
+def weights_hash(module, config=None) -> str:
+    """SHA-256 of a module's parameters and buffers (sorted by name) and its config."""
+    h = hashlib.sha256()
+    for key, value in sorted(module.state_dict().items()):
+        h.update(key.encode())
+        h.update(value.detach().cpu().contiguous().numpy().tobytes())
+    h.update(json.dumps(config or {}, sort_keys=True, default=str).encode())
+    return h.hexdigest()
+
+
+def as_network(model, *, name: str = "") -> Network:
+    """Wrap a SegModel (2D or 3D) or any module with its attributes as a :class:`Network`.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        Needs ``ndim``, ``halo``, ``total_stride`` and (2D) ``k``. Optional: ``config``,
+        ``orientation_encoding`` (``"angle"``, ``"quaternion"``, ``"harmonics4"``), ``normalization``
+        (``"pm1"``/``"unit"``), ``export()``.
+    name : str
+        Model name or path, recorded in manifests.
+    """
+    for attr in ("ndim", "halo", "total_stride"):
+        if not hasattr(model, attr):
+            raise MicroSymError(f"model {name or type(model).__name__}: lacks the '{attr}' attribute of the SegModel interface")
+    ndim = int(model.ndim)
+    config = dict(getattr(model, "config", {}) or {})
+    model.eval()
+    sha = getattr(model, "meta", {}).get("sha256") if isinstance(getattr(model, "meta", None), dict) else None
+    sha = sha or weights_hash(model, config)
+    module = model
+    exported = getattr(model, "exported", False)
+    if hasattr(model, "export") and not exported:
+        module = model.export()
+    module.eval()
+    if ndim == 2:
+        k = int(model.k)
+        symmetry = K_TO_SYMMETRY.get(k)
+        if symmetry is None:
+            raise MicroSymError(f"model {name}: unsupported lattice order k={k} (expected 4 or 6)")
+        encoding, norm = getattr(model, "orientation_encoding", "angle"), getattr(model, "normalization", "pm1")
+    else:
+        k = int(getattr(model, "k", 24))
+        symmetry = "cubic"
+        degrees = tuple(getattr(model, "degrees", config.get("degrees", (4,))))
+        default = "harmonics46" if 6 in degrees else "harmonics4"
+        encoding = getattr(model, "orientation_encoding", default)
+        # SegModel3D maps [lo, hi] to [0, 1] (its own normalize); 2D models to [-1, 1].
+        norm = getattr(model, "normalization", "unit")
+    convs = [m for m in module.modules() if hasattr(m, "out_channels") and hasattr(m, "weight")]
+    width = max((int(m.out_channels) for m in convs), default=16)
+    out_channels = int(convs[-1].out_channels) if convs else 0
+    return Network(module, ndim, k, int(model.halo), int(model.total_stride), symmetry, encoding, norm,
+                   name=name or type(model).__name__, sha256=sha, width=width, out_channels=out_channels,
+                   meta={"config": config})
+
+
+def load_network(name_or_path, device: str = "cpu") -> Network:
+    """Load a model by bundled name or file path (:func:`micro_sym.models.load_model`) as a Network."""
+    from micro_sym.models import load_model
+
+    model = load_model(name_or_path, device="cpu")
+    return as_network(model, name=str(name_or_path))
+
+
+def predict_array(net: Network, image: np.ndarray, *, value_range=None, device: str = "cpu") -> dict:
+    """Whole-image reference: ``boundary`` and ``orientation`` of a whole 2D image or 3D volume in memory.
+
+    Same steps as :func:`micro_sym.predict.predict_image` (whole-image ``intensity_range``, NaN -> 0,
+    reflect padding split between both ends to the stride), for either dimensionality. The tiled
+    engine must reproduce this to float rounding.
+    """
+    from micro_sym.models.normalize import intensity_range
+    from micro_sym.predict import pad_to_stride
+
+    image = np.asarray(image)
+    lo, hi = value_range if value_range is not None else intensity_range(image)
+    x = np.nan_to_num(net.normalize(image, lo, hi), nan=0.0)
+    x, crop = pad_to_stride(x, net.total_stride)
+    y = net.forward(x[None], device)[0]
+    return net.decode(y[(slice(None), *crop)])

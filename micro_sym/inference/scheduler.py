@@ -1,0 +1,200 @@
+"""Where block tasks run: in-process threads (default), processes, a LocalCluster or a remote Dask cluster.
+
+All back-ends share one interface: :meth:`Runner.run` takes a task function and a list of argument
+tuples and yields ``(item, result)`` as tasks finish, keeping at most ``window`` tasks in flight so
+memory stays bounded whatever the number of blocks (no volume-sized graph is ever built: the graph
+of a run is ``window`` tasks at a time). The network travels as bytes once per worker: threads share
+the driver's object, process pools receive it in their initializer, Dask workers get it scattered
+(broadcast) once and keep one deserialized copy per process (:func:`~.network.cached_network`).
+Each task reads its own tile and halo from the input, so no image data moves between workers.
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+
+from micro_sym.errors import MicroSymError
+
+
+def available_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+class Runner:
+    """Base: a bounded window of futures over some executor."""
+
+    name = "base"
+
+    def __init__(self, workers: int, window: int | None = None):
+        self.workers = max(1, int(workers))
+        self.window = max(1, int(window or 2 * self.workers))
+
+    def bind(self, net, device: str) -> None:
+        """Make the network available to workers (once)."""
+        self.net, self.device = net, device
+
+    def net_ref(self):
+        """What tasks receive to find the network (object, bytes future or nothing)."""
+        return self.net
+
+    def submit(self, fn, *args):
+        raise NotImplementedError
+
+    def run(self, fn, items, args_of):
+        """Yield ``(item, result)`` for every item, at most ``window`` in flight; errors propagate."""
+        items = list(items)
+        pending = {}
+        it = iter(items)
+        try:
+            for item in it:
+                pending[self.submit(fn, *args_of(item))] = item
+                if len(pending) >= self.window:
+                    done = self._wait(pending)
+                    for fut in done:
+                        yield pending.pop(fut), self._result(fut)
+            while pending:
+                done = self._wait(pending)
+                for fut in done:
+                    yield pending.pop(fut), self._result(fut)
+        finally:
+            for fut in pending:
+                fut.cancel()
+
+    def _wait(self, pending):
+        done, _ = wait(list(pending), return_when=FIRST_COMPLETED)
+        return sorted(done, key=lambda f: id(f))
+
+    def _result(self, fut):
+        return fut.result()
+
+    def close(self) -> None:
+        pass
+
+    def describe(self) -> str:
+        return f"{self.name} ({self.workers} worker{'s' if self.workers > 1 else ''})"
+
+
+class ThreadRunner(Runner):
+    """In-process threads sharing one network; torch threads = cores ÷ worker threads."""
+
+    name = "threads"
+
+    def __init__(self, workers: int | None = None, window: int | None = None):
+        cores = available_cores()
+        # Two threads on two cores overlap zarr I/O and grain labelling with the forward pass.
+        super().__init__(workers or min(2, cores), window)
+        self.pool = ThreadPoolExecutor(self.workers, thread_name_prefix="micro-sym")
+        self.torch_threads = max(1, cores // self.workers)
+
+    def bind(self, net, device):
+        import torch
+
+        super().bind(net, device)
+        torch.set_num_threads(self.torch_threads)
+
+    def submit(self, fn, *args):
+        return self.pool.submit(fn, *args)
+
+    def close(self):
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _init_process(payload, sha, device, torch_threads):
+    from micro_sym.inference.network import cached_network
+
+    cached_network(payload, sha, device, torch_threads)
+
+
+class ProcessRunner(Runner):
+    """A ``spawn`` process pool; the network is deserialized once per process by its initializer."""
+
+    name = "processes"
+
+    def __init__(self, workers: int | None = None, window: int | None = None):
+        super().__init__(workers or min(2, available_cores()), window)
+        self.pool = None
+
+    def bind(self, net, device):
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+
+        super().bind(net, device)
+        threads = max(1, available_cores() // self.workers)
+        self.pool = ProcessPoolExecutor(self.workers, mp_context=mp.get_context("spawn"), initializer=_init_process,
+                                        initargs=(net.to_bytes(), net.sha256, device, threads))
+
+    def net_ref(self):
+        return None  # workers already hold it (cached by sha)
+
+    def submit(self, fn, *args):
+        return self.pool.submit(fn, *args)
+
+    def close(self):
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+class DaskRunner(Runner):
+    """``distributed``: a LocalCluster of worker processes or an existing scheduler at ``tcp://``."""
+
+    def __init__(self, address: str | None = None, workers: int | None = None, window: int | None = None):
+        from distributed import Client, LocalCluster
+
+        self.cluster = None
+        try:
+            if address is None:
+                n = workers or min(2, available_cores())
+                self.cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
+                                            dashboard_address=None, silence_logs=40)
+                self.client = Client(self.cluster)
+                self.name = "local-cluster"
+            else:
+                self.client = Client(address, timeout="20s")
+                self.name = address
+        except OSError as err:
+            raise MicroSymError(f"{address or 'local-cluster'}: cannot start or reach the Dask scheduler ({err})") from None
+        n_workers = len(self.client.scheduler_info().get("workers", {})) or 1
+        threads = sum(w.get("nthreads", 1) for w in self.client.scheduler_info().get("workers", {}).values()) or 1
+        super().__init__(n_workers, window or 2 * threads)
+        self.threads = threads
+
+    def bind(self, net, device):
+        super().bind(net, device)
+        # One copy of the bytes per worker; tasks receive a reference, not the payload.
+        self.payload = self.client.scatter(net.to_bytes(), broadcast=True, hash=True)
+
+    def net_ref(self):
+        return self.payload
+
+    def submit(self, fn, *args):
+        return self.client.submit(fn, *args, pure=False)
+
+    def _wait(self, pending):
+        from distributed import wait as dwait
+
+        done, _ = dwait(list(pending), return_when="FIRST_COMPLETED")
+        return list(done)
+
+    def close(self):
+        try:
+            self.client.close()
+        finally:
+            if self.cluster is not None:
+                self.cluster.close()
+
+
+def make_runner(scheduler: str = "threads", workers: int | None = None, window: int | None = None) -> Runner:
+    """A runner for ``threads`` | ``processes`` | ``local-cluster`` | ``tcp://HOST:PORT``."""
+    if scheduler == "threads":
+        return ThreadRunner(workers, window)
+    if scheduler == "processes":
+        return ProcessRunner(workers, window)
+    if scheduler == "local-cluster":
+        return DaskRunner(None, workers, window)
+    if scheduler.startswith(("tcp://", "tls://")):
+        return DaskRunner(scheduler, workers, window)
+    raise MicroSymError(f"--scheduler {scheduler}: expected threads, processes, local-cluster or tcp://HOST:PORT")

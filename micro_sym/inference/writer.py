@@ -1,0 +1,188 @@
+"""Chunk-aligned OME-Zarr output, atomic per-block markers and the run manifest (DESIGN.md §1, §5).
+
+Layout of one input ``NAME`` under ``OUT``::
+
+    OUT/NAME.zarr/            OME-Zarr image group: boundary, orientation, grains (DESIGN.md §1)
+    OUT/NAME_grains.csv       one row per grain (written last)
+    OUT/.NAME.run/            run state (kept small; scratch removed when the input completes)
+        manifest.json         input fingerprint, weights hash, block/halo, code version, status
+        labels.zarr           scratch: per-block local grain labels (uint32)
+        blocks/ID.npz         per-block statistics and face planes (pass 1 result)
+        done1/ID, done2/ID    atomic markers: pass 1 (maps + local labels), pass 2 (grains) done
+        merge.npz             global lookup table of the merge
+
+A block's data is written first, then its marker is created atomically (write + ``os.replace``), so
+a marker always means "this block's chunks are complete". Completion is decided from markers only:
+an all-background chunk leaves no file, so chunk files cannot tell.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from micro_sym.errors import MicroSymError
+
+MANIFEST_VERSION = 1
+# Keys that must match for a run to be resumed (everything that changes the output bytes).
+IDENTITY_KEYS = ("input", "model", "shape", "ndim", "block", "chunk", "halo", "stride", "threshold",
+                 "min_size", "boundary_threshold", "value_range", "code_version")
+
+
+def os_error(path, err: OSError, doing: str) -> MicroSymError:
+    """One-line user error for a filesystem failure (permission, disk full, ...)."""
+    what = {errno.ENOSPC: "no space left on device", errno.EACCES: "permission denied",
+            errno.EROFS: "read-only file system", errno.EDQUOT: "disk quota exceeded"}.get(err.errno, err.strerror or str(err))
+    return MicroSymError(f"{path}: cannot {doing} ({what})")
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write a file so that it either exists complete or not at all."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except OSError as err:
+        try:
+            tmp.unlink()
+        except OSError:
+            pass
+        raise os_error(path, err, "write") from None
+
+
+class RunState:
+    """Markers, per-block results and the manifest of one input's run directory."""
+
+    def __init__(self, out_dir: Path, name: str):
+        self.out_dir = Path(out_dir)
+        self.name = name
+        self.root = self.out_dir / f".{name}.run"
+        self.zarr_path = self.out_dir / f"{name}.zarr"
+        self.csv_path = self.out_dir / f"{name}_grains.csv"
+        self.labels_path = self.root / "labels.zarr"
+
+    # -- manifest
+    @property
+    def manifest_path(self) -> Path:
+        return self.root / "manifest.json"
+
+    def read_manifest(self) -> dict | None:
+        try:
+            return json.loads(self.manifest_path.read_text())
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError):
+            raise MicroSymError(f"{self.manifest_path}: unreadable run manifest; delete {self.root} to start over") from None
+
+    def write_manifest(self, manifest: dict) -> None:
+        atomic_write_bytes(self.manifest_path, json.dumps(manifest, indent=1, sort_keys=True).encode())
+
+    def check_compatible(self, manifest: dict) -> str:
+        """``"new"``, ``"resume"`` or ``"complete"``; raises if the output belongs to a different run."""
+        old = self.read_manifest()
+        if old is None:
+            if self.zarr_path.exists():
+                raise MicroSymError(f"{self.zarr_path}: exists but was not written by a micro-sym segment run here; "
+                                    f"choose another --out or delete it")
+            return "new"
+        differ = [k for k in IDENTITY_KEYS if _canon(old.get(k)) != _canon(manifest.get(k))]
+        if differ:
+            raise MicroSymError(f"{self.zarr_path}: output of a different run (differs in {', '.join(differ)}); "
+                                f"refusing to resume: choose another --out or delete {self.zarr_path} and {self.root}")
+        if old.get("status") == "complete" and self.zarr_path.exists() and self.csv_path.exists():
+            return "complete"
+        return "resume"
+
+    # -- markers
+    def marker(self, stage: str, block_id: str) -> Path:
+        return self.root / stage / block_id
+
+    def done(self, stage: str) -> set:
+        d = self.root / stage
+        return {p.name for p in d.iterdir() if not p.name.startswith(".")} if d.is_dir() else set()
+
+    def mark(self, stage: str, block_id: str) -> None:
+        atomic_write_bytes(self.marker(stage, block_id), b"")
+
+    def save_block(self, block_id: str, arrays: dict) -> None:
+        import io
+
+        buf = io.BytesIO()
+        np.savez(buf, **arrays)  # uncompressed: np.load reads single members without the rest
+        atomic_write_bytes(self.root / "blocks" / f"{block_id}.npz", buf.getvalue())
+
+    def load_block(self, block_id: str):
+        return np.load(self.root / "blocks" / f"{block_id}.npz")
+
+    def prepare(self) -> None:
+        try:
+            for sub in ("done1", "done2", "blocks"):
+                (self.root / sub).mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise os_error(self.out_dir, err, "create output directory") from None
+
+    def cleanup_scratch(self) -> None:
+        """Drop scratch data of a completed input (keeps manifest and markers)."""
+        shutil.rmtree(self.labels_path, ignore_errors=True)
+        shutil.rmtree(self.root / "blocks", ignore_errors=True)
+
+
+def _canon(v):
+    return json.loads(json.dumps(v, sort_keys=True, default=str))
+
+
+def create_outputs(state: RunState, shape, ndim: int, chunk, *, pixel_size=None, unit=None) -> None:
+    """Create the empty output arrays (chunk grid = write unit) if they do not exist yet."""
+    import zarr
+
+    spatial = tuple(shape)
+    try:
+        root = zarr.open_group(str(state.zarr_path), mode="a", zarr_format=3)
+        specs = {"boundary": ((), "float32"), "orientation": ((4,) if ndim == 3 else (), "float32"),
+                 "grains": ((), "uint32")}
+        for name, (lead, dtype) in specs.items():
+            if name not in root:
+                root.create_array(name, shape=lead + spatial, chunks=lead + tuple(chunk), dtype=dtype,
+                                  fill_value=float("nan") if dtype == "float32" else 0)
+        if not state.labels_path.exists():
+            zarr.create_array(str(state.labels_path), shape=spatial, chunks=tuple(chunk), dtype="uint32",
+                              fill_value=0, zarr_format=3)
+        scale = list(pixel_size) if pixel_size is not None else [1.0] * ndim
+        axes = [{"name": a, "type": "space", **({"unit": unit} if unit else {})} for a in "zyx"[-ndim:]]
+        multiscales = []
+        for name, (lead, _) in specs.items():
+            ax = ([{"name": "c", "type": "channel"}] if lead else []) + axes
+            multiscales.append({"name": name, "axes": ax, "datasets": [
+                {"path": name, "coordinateTransformations": [{"type": "scale", "scale": ([1.0] if lead else []) + scale}]}]})
+        root.attrs["ome"] = {"version": "0.5", "multiscales": multiscales}
+    except OSError as err:
+        raise os_error(state.out_dir, err, "create output") from None
+
+
+_ARRAYS: dict = {}
+
+
+def open_array(path, name: str | None = None):
+    """A writable zarr array, opened once per process (tasks run many blocks)."""
+    import zarr
+
+    key = (str(path), name)
+    arr = _ARRAYS.get(key)
+    if arr is None:
+        arr = zarr.open_array(str(path) if name is None else f"{path}/{name}", mode="r+")
+        _ARRAYS[key] = arr
+    return arr
+
+
+def forget_arrays(path) -> None:
+    """Drop cached handles under ``path`` (after an output is finished or removed)."""
+    for key in [k for k in _ARRAYS if k[0] == str(path)]:
+        del _ARRAYS[key]
