@@ -17,6 +17,7 @@ from micro_sym.synth.config import Imaging2D, Imaging3D, Microstructure, Synth2D
 from micro_sym.synth.imaging import apply_imaging_2d, apply_imaging_3d, scan_positions
 from micro_sym.synth.lattice2d import Synth2DSample, micrograph_from_grains, render_lattice_2d, synth_2d
 from micro_sym.synth.microstructure import boundary_mask, power_diagram, seed_cells
+from micro_sym.synth.volume3d import Synth3DSample, render_lattice_3d, synth_3d
 
 __all__ = [
     "Imaging2D",
@@ -25,6 +26,7 @@ __all__ = [
     "Synth2DConfig",
     "Synth3DConfig",
     "Synth2DSample",
+    "Synth3DSample",
     "apply_imaging_2d",
     "apply_imaging_3d",
     "boundary_mask",
@@ -32,7 +34,9 @@ __all__ = [
     "micrograph_from_grains",
     "power_diagram",
     "render_lattice_2d",
+    "render_lattice_3d",
     "scan_positions",
     "seed_cells",
     "synth_2d",
+    "synth_3d",
 ]

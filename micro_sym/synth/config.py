@@ -87,10 +87,10 @@ class Synth2DConfig(_Model):
 class Imaging3D(_Model):
     """Tomographic reconstruction artefacts."""
 
-    psf_sigma: float = Field(0.8, ge=0, description="isotropic Gaussian resolution, voxels")
+    psf_sigma: float = Field(0.7, ge=0, description="isotropic Gaussian resolution, voxels")
     elongation: float = Field(1.5, ge=1, description="extra Gaussian blur factor along z (beam axis)")
     tilt_range: float = Field(65.0, gt=0, le=90, description="maximum tilt angle (degrees) about the y axis; < 90 gives a missing wedge")
-    noise: float = Field(0.15, ge=0, description="Gaussian reconstruction noise, relative to the atom contrast")
+    noise: float = Field(0.05, ge=0, description="Gaussian reconstruction noise, relative to the atom contrast")
     background_variation: float = Field(0.2, ge=0, le=1, description="relative amplitude of a slow intensity gradient")
 
 
@@ -99,7 +99,7 @@ class Synth3DConfig(_Model):
 
     size: tuple[int, int, int] = Field((96, 96, 96), description="(z, y, x)")
     lattice: Literal["cubic"] = "cubic"
-    period: float = Field(5.0, ge=3, description="cubic lattice constant, voxels")
+    period: float = Field(6.0, ge=3, description="cubic lattice constant, voxels")
     atom_sigma: float = Field(0.18, gt=0.05, le=0.3, description="Gaussian width of an atom as a fraction of the period")
     pixel_size: float = Field(0.08, gt=0)
     unit: str = "nm"
@@ -147,7 +147,7 @@ def load_config(path=None, dim: int = 2, **overrides):
         path = Path(path)
         where = str(path)
         if not path.is_file():
-            raise MicroSymError(f"{path}: config file does not exist")
+            raise MicroSymError(f"{path}: config file does not exist (or is not a regular file)")
         try:
             data = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as err:
