@@ -60,7 +60,7 @@ LATTICE_K = {"square": 4, "hexagonal": 6}
 WORKERS = 2
 #: Default Gabor envelope sigma, in lattice periods: sets the window (≈ 2.5 periods FWHM of the energy),
 #: the angular resolution (energy peak sigma ≈ 1/(2π·√2·sigma) rad ≈ 3.2° at 2 periods) and the noise.
-DEFAULT_SIGMA = 2.0
+DEFAULT_SIGMA = 1.25
 #: Default extra Gaussian smoothing of the energies, in lattice periods (averages shot noise).
 DEFAULT_SMOOTH = 0.5
 #: Smallest grain kept by :func:`classical_segment` (pixels), as ``micro_sym.predict.DEFAULT_MIN_SIZE``.
@@ -517,7 +517,8 @@ def _merge_regions(regions, orientation, conf, k: int, threshold: float) -> np.n
 def classical_orientation_map(image, *, lattice: str = "square", period: float | None = None,
                               sigma: float = DEFAULT_SIGMA, smooth: float = DEFAULT_SMOOTH,
                               n_angles: int | None = None, decimate: int | None = None,
-                              threshold: float = 5.0, close: bool = True, erode: float = 1.0,
+                              threshold: float = 5.0, close: bool = True, erode: float = 0.5,
+                              marker_fraction: float = 0.95,
                               workers: int = WORKERS) -> dict:
     """Orientation, confidence and boundary maps of a lattice image by a symmetric Gabor filter bank.
 
@@ -606,7 +607,7 @@ def classical_orientation_map(image, *, lattice: str = "square", period: float |
     boundary = boundary_score(orient, k, threshold)
     if close:
         boundary = close_boundaries(orient, conf, boundary, lattice, threshold=threshold,
-                                    min_marker=int(max(16, period * period)), erode=int(round(erode * period)))
+                                    min_marker=int(max(16, period * period)), erode=int(round(erode * period)), marker_fraction=marker_fraction)
     return {
         "orientation": orient,
         "confidence": conf,
