@@ -295,7 +295,7 @@ def classical_halo(period: float, *, lattice: str = "square", sigma: float = DEF
     neighbour used by the boundary score (1 px). Beyond it the influence is below ~1e-4 relative.
 
     >>> classical_halo(8.0)
-    130
+    99
     """
     f0, s_px, sf, d = _params(period, lattice, sigma, smooth, decimate)
     r = 4 * period + _TRUNC * s_px + 4 * smooth * period + d + 1
