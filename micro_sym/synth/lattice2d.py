@@ -30,6 +30,7 @@ from micro_sym.synth.microstructure import (
     boundary_mask,
     face_pairs,
     power_diagram,
+    power_diagram_grid,
     random_neighbour_assignment,
     relabel_consecutive,
     seed_cells,
@@ -84,20 +85,21 @@ def _square_comb(fu, fv, sigma):
     # A Gaussian of the distance to a lattice point of an orthogonal lattice factorises per axis, so the
     # square-lattice comb is a product of two 1D periodic combs (nearest two atoms per axis suffice).
     def comb1(f):
-        x = f - np.floor(f)
-        return np.exp(-(x * x) / (2 * sigma * sigma)) + np.exp(-((1 - x) ** 2) / (2 * sigma * sigma))
+        x = (f - np.floor(f)).astype(np.float32)  # fractional part is exact enough in float32, exp is 2x faster
+        c = np.float32(-0.5 / sigma**2)
+        return np.exp(c * x * x) + np.exp(c * (1 - x) ** 2)
 
     return comb1(fu) * comb1(fv)
 
 
 def _hex_comb(fu, fv, sigma):
     # |du a1 + dv a2|² / a² = du² + dv² + du dv for a1, a2 at 60° (mirrored bases have the same Gram matrix).
-    u = fu - np.floor(fu)
-    v = fv - np.floor(fv)
+    u = (fu - np.floor(fu)).astype(np.float32)  # float32 is ample for fractional parts; exp is 2x faster
+    v = (fv - np.floor(fv)).astype(np.float32)
     out = np.zeros_like(u)
     for ou, ov in _HEX_OFFSETS:
-        du, dv = u - ou, v - ov
-        out += np.exp(-(du * du + dv * dv + du * dv) / (2 * sigma * sigma))
+        du, dv = u - np.float32(ou), v - np.float32(ov)
+        out += np.exp(np.float32(-0.5 / sigma**2) * (du * du + dv * dv + du * dv))
     return out
 
 
@@ -296,7 +298,12 @@ def synth_2d(config: Synth2DConfig | None = None, seed: int = 0) -> Synth2DSampl
     x, y = scan_positions((h, w), im, rng)
     pts = np.stack([x.ravel(), y.ravel()], -1)
     seeds, weights = seed_cells(pts.min(0), pts.max(0), ms.grain_size, ms.size_spread, ms.relax_iterations, rng)
-    cells, _ = relabel_consecutive(power_diagram(pts, seeds, weights).reshape(h, w))
+    if im.jitter == 0 and im.drift == 0:
+        # Positions are affine in the pixel index (at most sheared): the block-wise exact shortcut applies.
+        raw = power_diagram_grid(np.stack([x, y]), seeds, weights, block=8)
+    else:
+        raw = power_diagram(pts, seeds, weights).reshape(h, w)
+    cells, _ = relabel_consecutive(raw)
     n = int(cells.max()) + 1
 
     # Orientations: uniform, then some cells copy a neighbour with a small rotation.

@@ -64,6 +64,49 @@ def power_diagram(points, seeds, weights, workers: int = WORKERS):
     return out
 
 
+def power_diagram_grid(positions, seeds, weights, block: int = 8, workers: int = WORKERS):
+    """:func:`power_diagram` of a whole pixel/voxel grid, querying only near cell boundaries.
+
+    Power cells are convex, so a block of the grid whose corners all fall in one cell lies entirely
+    in that cell (the block is the convex hull of its corners when positions are an affine function of
+    the index). Only blocks with mixed corners are evaluated pixel by pixel; the result is identical to
+    querying every pixel, at a fraction of the cost.
+
+    Parameters
+    ----------
+    positions : (d, *shape) array
+        Physical coordinates of every grid point; must be affine in the array index (a regular grid,
+        possibly sheared). Use :func:`power_diagram` for irregular (jittered) positions.
+    seeds, weights : see :func:`power_diagram`
+    block : int
+        Block side in pixels.
+
+    Returns
+    -------
+    int64 array of ``shape`` with the seed index of each grid point.
+    """
+    positions = np.asarray(positions)
+    shape = positions.shape[1:]
+    d = len(shape)
+    nodes = [np.unique(np.append(np.arange(0, n, block), n - 1)) for n in shape]
+    node_pos = positions[(slice(None), *np.ix_(*nodes))].reshape(d, -1).T
+    corner = power_diagram(node_pos, seeds, weights, workers).reshape([len(nd) for nd in nodes])
+    # A block's label, or -1 where its 2^d corners disagree.
+    blocks = corner[tuple(slice(0, -1) for _ in range(d))].copy()
+    for offs in np.ndindex(*(2,) * d):
+        c = corner[tuple(slice(o, o + len(nd) - 1) for o, nd in zip(offs, nodes))]
+        blocks[c != blocks] = -1
+    labels = blocks
+    for ax, nd in enumerate(nodes):
+        counts = np.diff(nd)
+        counts[-1] += 1  # the last block includes the last row/column
+        labels = np.repeat(labels, counts, axis=ax)
+    mixed = labels < 0
+    if mixed.any():
+        labels[mixed] = power_diagram(positions[:, mixed].T, seeds, weights, workers)
+    return labels
+
+
 def seed_cells(lo, hi, grain_size: float, size_spread: float, relax_iterations: int, rng: np.random.Generator):
     """Seeds and power weights of a tessellation with a given mean cell size.
 

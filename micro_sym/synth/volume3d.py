@@ -36,7 +36,7 @@ from micro_sym.synth.microstructure import (
     apply_grain_rule,
     boundary_mask,
     face_pairs,
-    power_diagram,
+    power_diagram_grid,
     random_neighbour_assignment,
     relabel_consecutive,
     seed_cells,
@@ -71,8 +71,9 @@ class Synth3DSample:
 
 
 def _comb1(f, sigma):
-    x = f - np.floor(f)
-    return np.exp(-(x * x) / (2 * sigma * sigma)) + np.exp(-((1 - x) ** 2) / (2 * sigma * sigma))
+    x = (f - np.floor(f)).astype(np.float32)  # float32 is ample for the fractional part; exp is 2x faster
+    c = np.float32(-0.5 / sigma**2)
+    return np.exp(c * x * x) + np.exp(c * (1 - x) ** 2)
 
 
 def _grid_points(shape):
@@ -174,7 +175,8 @@ def synth_3d(config: Synth3DConfig | None = None, seed: int = 0) -> Synth3DSampl
     shape = tuple(cfg.size)
     pts = _grid_points(shape)
     seeds, weights = seed_cells(pts.min(0), pts.max(0), ms.grain_size, ms.size_spread, ms.relax_iterations, rng)
-    cells, _ = relabel_consecutive(power_diagram(pts, seeds, weights).reshape(shape))
+    grid = pts.T.reshape((3, *shape))  # a view: (x, y, z) coordinates per voxel
+    cells, _ = relabel_consecutive(power_diagram_grid(grid, seeds, weights, block=4))
     n = int(cells.max()) + 1
 
     q = random_quaternions(n, rng)
