@@ -56,3 +56,33 @@ def save_figure_2d(sample, path, *, crop: int | None = None, dpi: int = 110):
     fig.savefig(path, dpi=dpi)
     plt.close(fig)
     return path
+
+
+def save_figure_3d(sample, path, *, dpi: int = 110):
+    """Save a PNG of a volume: central xy and xz slices of the reconstruction, grain ids and the
+    noise-free lattice, so the missing-wedge elongation along z is visible next to the ground truth."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    z, y, x = sample.volume.shape
+    rng = np.random.default_rng(0)
+    colours = rng.uniform(0.25, 1.0, (int(sample.grains.max()) + 1, 3))
+    panels = [
+        (sample.volume[z // 2], "gray", f"volume, xy slice z={z // 2}"),
+        (sample.volume[:, y // 2], "gray", f"volume, xz slice y={y // 2} (z down: beam axis)"),
+        (sample.clean[z // 2], "gray", "noise-free lattice, xy"),
+        (np.where(sample.boundary[z // 2][..., None], 0, colours[sample.grains[z // 2]]), None, f"grain ids, xy ({int(sample.grains.max())} grains)"),
+    ]
+    fig, axes = plt.subplots(1, 4, figsize=(16, 4.4), constrained_layout=True)
+    for ax, (img, cmap, title) in zip(axes, panels):
+        ax.imshow(img, cmap=cmap, interpolation="nearest")
+        ax.set_title(title)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return path
