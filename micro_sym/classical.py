@@ -352,19 +352,38 @@ def _energy_stack(img, f0, sf, k, n_angles, d, pad, smooth_px, workers):
     return energy
 
 
+def _upsample_axis(a, d, pad, start, n, axis):
+    """Linear interpolation of ``a`` along ``axis`` onto full-res indices ``start..start+n-1``.
+
+    Full-res index ``i`` sits at grid coordinate ``(i + pad) / d``. Indices with the same phase
+    ``(i + pad) % d`` share one weight and consecutive grid cells, so each phase is two strided
+    slices and one blend: no fancy indexing (which dominated the run time).
+    """
+    a = np.moveaxis(a, axis, -1)
+    m = a.shape[-1]
+    out = np.empty(a.shape[:-1] + (n,), np.float32)
+    for ph in range(d):
+        first = (ph - (start + pad)) % d  # first output index with this phase
+        if first >= n:
+            continue
+        cnt = (n - 1 - first) // d + 1
+        g0 = (start + first + pad) // d
+        lo = np.clip(np.arange(g0, g0 + cnt), 0, m - 2)
+        w = np.float32(ph / d)
+        if lo[0] == g0 and lo[-1] == g0 + cnt - 1:  # the common case: a contiguous run of cells
+            left, right = a[..., g0 : g0 + cnt], a[..., g0 + 1 : g0 + cnt + 1]
+        else:
+            left, right = a[..., lo], a[..., lo + 1]
+        out[..., first::d] = left * (1 - w) + right * w if w else left
+    return np.moveaxis(out, -1, axis)
+
+
 def _upsample_rows(energy, d, pad, r0, r1, w):
     """Bilinear interpolation of the decimated stack onto full-resolution rows ``r0:r1`` (all columns)."""
-    mh, mw = energy.shape[1:]
-    # Full-res pixel i sits at padded index i + pad, i.e. grid coordinate (i + pad) / d.
-    gy = (np.arange(r0, r1) + pad) / d
-    gx = (np.arange(w) + pad) / d
-    y0 = np.clip(np.floor(gy).astype(int), 0, mh - 2)
-    x0 = np.clip(np.floor(gx).astype(int), 0, mw - 2)
-    wy = (gy - y0).astype(np.float32)[None, :, None]
-    wx = (gx - x0).astype(np.float32)[None, None, :]
-    top = energy[:, y0][:, :, x0] * (1 - wx) + energy[:, y0][:, :, x0 + 1] * wx
-    bot = energy[:, y0 + 1][:, :, x0] * (1 - wx) + energy[:, y0 + 1][:, :, x0 + 1] * wx
-    return top * (1 - wy) + bot * wy
+    g_lo = max((r0 + pad) // d, 0)
+    g_hi = min((r1 - 1 + pad) // d + 2, energy.shape[1])
+    rows = _upsample_axis(energy[:, g_lo:g_hi], d, pad - g_lo * d, r0, r1 - r0, axis=1)
+    return _upsample_axis(rows, d, pad, 0, w, axis=2)
 
 
 def _peak_angles(e, k, n_angles):
@@ -576,9 +595,10 @@ def classical_orientation_map(image, *, lattice: str = "square", period: float |
     period = float(period)
     f0, s_px, sf, d = _params(period, lattice, sigma, smooth, decimate)
     if n_angles is None:
-        # Energy peak angular sigma: sf / (f0 √2) rad; sample at half of it.
+        # Energy peak angular sigma: sf / (f0 √2) rad; one sample per sigma is enough, as the von
+        # Mises fit is exact for any spacing and the neighbours still hold 60 % of the peak.
         peak_sigma = math.degrees(sf / (f0 * math.sqrt(2.0)))
-        n_angles = max(8, int(math.ceil((360.0 / k) / (0.5 * peak_sigma))))
+        n_angles = max(8, int(math.ceil((360.0 / k) / peak_sigma)))
         n_angles = min(n_angles, 90)
     n_angles = int(n_angles)
     if n_angles < 3:
