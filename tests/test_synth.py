@@ -287,7 +287,7 @@ def test_blockwise_power_diagram_equals_full_query():
     rng = np.random.default_rng(0)
     h, w = 200, 150
     rows = np.arange(h, dtype=float)[:, None]
-    pos = np.stack([np.arange(w)[None, :] + 0.05 * rows + 0 * rows, np.broadcast_to(-rows, (h, w))])  # sheared grid
+    pos = np.stack([np.arange(w)[None, :] + 0.05 * rows, np.broadcast_to(-rows, (h, w))])  # sheared grid
     seeds, weights = seed_cells(pos.reshape(2, -1).min(1), pos.reshape(2, -1).max(1), 30, 0.5, 1, rng)
     full = power_diagram(pos.reshape(2, -1).T, seeds, weights).reshape(h, w)
     assert np.array_equal(power_diagram_grid(pos, seeds, weights, block=8), full)
