@@ -44,7 +44,7 @@ DIM = {4: 9, 6: 13}
 # below is exact, not a quadrature approximation.
 _POINTS = np.random.default_rng(1234).normal(size=(96, 3))
 _POINTS /= np.linalg.norm(_POINTS, axis=1, keepdims=True)
-_NPOINTS = {4: 40, 6: 96}
+_NPOINTS = {4: 40, 6: 56}
 
 
 def _cubic_poly(l: int, v):
@@ -254,12 +254,12 @@ def _coarse_grid(degrees, n: int = 30000):
     return mats, cKDTree(coeffs)
 
 
-def sh_to_matrix(coeffs, degrees=(4,), iterations: int = 4, chunk: int = 65536):
+def sh_to_matrix(coeffs, degrees=(4,), iterations: int = 6, candidates: int = 3, chunk: int = 16384):
     """Decode cubic-harmonic coefficients to rotation matrices in escnn's frame.
 
     Coarse search (nearest coefficient vector on a fixed orientation grid, i.e. over the cubic
-    fundamental zone) followed by Gauss-Newton steps on a small rotation ``exp(ω)`` applied on
-    the left, which minimize ``|D(exp(ω) R) c₀ - c|²``.
+    fundamental zone) followed by Gauss-Newton, then Newton, steps on a small rotation ``exp(ω)``
+    applied on the left, which minimize ``|D(exp(ω) R) c₀ - c|²``.
 
     Parameters
     ----------
@@ -267,7 +267,10 @@ def sh_to_matrix(coeffs, degrees=(4,), iterations: int = 4, chunk: int = 65536):
         Predicted coefficients (any scale; each degree is normalized first).
     degrees : tuple of int
     iterations : int
-        Gauss-Newton steps; 4 reach float64 precision from the coarse grid's spacing.
+        Refinement steps (2 Gauss-Newton, then Newton); 6 reach float64 precision for exact input
+        and converge quadratically for noisy network outputs.
+    candidates : int
+        Coarse-grid orientations refined per voxel; the lowest residual wins.
     chunk : int
         Voxels per vectorized batch (bounds memory).
 
@@ -284,21 +287,38 @@ def sh_to_matrix(coeffs, degrees=(4,), iterations: int = 4, chunk: int = 65536):
     res = np.empty(len(flat))
     grid_mats, tree = _coarse_grid(tuple(degrees))
     gens = _generators(tuple(degrees))
+    gens2 = 0.5 * (np.einsum("kab,lbc->klac", gens, gens) + np.einsum("lab,kbc->klac", gens, gens))
     for s in range(0, len(flat), chunk):
         c = _normalize_blocks(flat[s : s + chunk], degrees)
-        _, idx = tree.query(c, workers=-1)
-        r = grid_mats[idx]
-        for _ in range(iterations):
+        # Refine the `candidates` nearest grid orientations and keep the best: off the harmonic
+        # manifold (real network outputs) the objective can have several local minima, and the
+        # answer must not depend on which one the nearest grid point happens to fall into.
+        _, idx = tree.query(c, k=candidates, workers=-1)
+        idx = idx.reshape(len(c), candidates)
+        n = len(c)
+        c = np.repeat(c, candidates, axis=0)
+        r = grid_mats[idx.ravel()]
+        for it in range(iterations):
             cur = matrix_to_sh(r, degrees)
             # Jacobian of D(exp(ω)R)c0 at ω = 0: columns L_k D(R) c0.
             jac = np.einsum("kij,nj->nik", gens, cur)
             rhs = c - cur
-            jtj = np.einsum("nik,nil->nkl", jac, jac)
+            hess = np.einsum("nik,nil->nkl", jac, jac)
             jtr = np.einsum("nik,ni->nk", jac, rhs)
-            omega = np.linalg.solve(jtj + 1e-12 * np.eye(3), jtr[..., None])[..., 0]
+            if it >= 2:
+                # Newton: add the second-order term (symmetrized L_k L_l c)·(c - ĉ). Gauss-Newton alone
+                # converges only linearly when the prediction is off the harmonic manifold (a real
+                # network output), which would leave decoded angles depending on the start point.
+                second = np.einsum("klij,nj,ni->nkl", gens2, cur, -rhs)
+                newton = hess + second
+                pd = np.linalg.eigvalsh(newton)[:, 0] > 1e-6 * np.trace(hess, axis1=1, axis2=2)
+                hess = np.where(pd[:, None, None], newton, hess)
+            omega = np.linalg.solve(hess + 1e-12 * np.eye(3), jtr[..., None])[..., 0]
             r = _exp_so3(omega) @ r
-        out[s : s + chunk] = r
-        res[s : s + chunk] = np.linalg.norm(matrix_to_sh(r, degrees) - c, axis=-1)
+        resid = np.linalg.norm(matrix_to_sh(r, degrees) - c, axis=-1).reshape(n, candidates)
+        best = np.argmin(resid, axis=1)
+        out[s : s + chunk] = r.reshape(n, candidates, 3, 3)[np.arange(n), best]
+        res[s : s + chunk] = resid[np.arange(n), best]
     return out.reshape(shape + (3, 3)), res.reshape(shape)
 
 
@@ -323,7 +343,7 @@ def _exp_so3(omega):
     return np.eye(3) + a * k + b * (k @ k)
 
 
-def sh_to_quat(coeffs, degrees=(4,), iterations: int = 4, return_residual: bool = False):
+def sh_to_quat(coeffs, degrees=(4,), iterations: int = 6, candidates: int = 3, return_residual: bool = False):
     """Decode the cubic-harmonic field to micro_sym quaternions (physical frame).
 
     Parameters
@@ -334,7 +354,9 @@ def sh_to_quat(coeffs, degrees=(4,), iterations: int = 4, return_residual: bool 
     degrees : tuple of int
         Degrees stacked in ``coeffs``: ``(4,)`` or ``(4, 6)``.
     iterations : int
-        Gauss-Newton refinement steps after the coarse search.
+        Refinement steps after the coarse search.
+    candidates : int
+        Coarse-grid orientations refined per voxel (the lowest residual wins).
     return_residual : bool
         Also return the coefficient-space residual (small = confident).
 
@@ -353,7 +375,7 @@ def sh_to_quat(coeffs, degrees=(4,), iterations: int = 4, return_residual: bool 
     """
     coeffs = np.asarray(coeffs, dtype=np.float64)
     bad = np.isnan(coeffs).any(axis=-1)
-    mats, res = sh_to_matrix(np.where(bad[..., None], 1.0, coeffs), degrees, iterations)
+    mats, res = sh_to_matrix(np.where(bad[..., None], 1.0, coeffs), degrees, iterations, candidates)
     q = matrix_to_quat(VOLUME_TO_ESCNN.T @ mats)
     q = np.where(bad[..., None], np.nan, q)
     res = np.where(bad, np.nan, res)

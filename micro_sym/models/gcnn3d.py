@@ -714,10 +714,11 @@ def measure_halo3d(model, trials: int = 2) -> int:
     reach = np.zeros((size,) * 3, dtype=bool)
     c = size // 2
     sl = slice(c - s // 2, c - s // 2 + s)
-    for _ in range(trials):
-        x = torch.randn(1, 1, size, size, size, generator=gen, requires_grad=True)
-        probe(x)[:, :, sl, sl, sl].abs().sum().backward()
-        reach |= (x.grad[0, 0].abs() > 0).numpy()
+    with torch.enable_grad():  # callable from no_grad contexts
+        for _ in range(trials):
+            x = torch.randn(1, 1, size, size, size, generator=gen, requires_grad=True)
+            probe(x)[:, :, sl, sl, sl].abs().sum().backward()
+            reach |= (x.grad[0, 0].abs() > 0).numpy()
     idx = np.argwhere(reach)
     if idx.size == 0:
         return s
@@ -753,6 +754,12 @@ def model3d_from_blob(blob, path, device="cpu", export: bool = False):
 
     cfg = complete_config3d(blob["config"])
     model = _CLASSES[cfg["variant"]](cfg).eval()
+    # escnn keeps some index buffers as expanded (stride-0) views, which load_state_dict cannot
+    # copy into; give every buffer its own memory first (values are rebuilt from the config anyway).
+    for mod in model.modules():
+        for name, buf in list(mod._buffers.items()):
+            if buf is not None:
+                mod._buffers[name] = buf.clone().contiguous()
     try:
         model.load_state_dict(blob["state_dict"], strict=True)
     except RuntimeError as err:
