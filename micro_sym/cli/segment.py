@@ -57,16 +57,18 @@ def segment(
                   batch=batch, dry_run=dry_run)
     if dry_run:
         results = run_segment(paths, out, model=model, scheduler=scheduler, workers=workers, device=device, **kwargs)
-        table = Table("input", "shape", "blocks", "block", "tile (max)", "recompute", "memory est.", "outputs", title="plan")
+        # Plain lines, not a table: paths stay whole in narrow terminals and logs.
         for r in results:
             if r.status == "failed":
-                table.add_row(r.input, "-", "-", "-", "-", "-", "-", f"[red]{r.error}")
+                typer.echo(f"{r.input}: cannot plan: {r.error}")
                 continue
             p = r.plan
-            table.add_row(r.input, "x".join(map(str, r.shape)), str(p["blocks"]), "x".join(map(str, p["block"])),
-                          "x".join(map(str, p["tile"])), f"{p['recompute']:.2f}x",
-                          f"{p['memory_estimate_bytes'] / 2**20:,.0f} MiB", "\n".join(p["outputs"]))
-        Console().print(table)
+            typer.echo(
+                f"{r.input}: shape {'x'.join(map(str, r.shape))}, {p['blocks']} blocks of {'x'.join(map(str, p['block']))} "
+                f"(chunk {'x'.join(map(str, p['chunk']))}, halo {p['halo']}, largest tile {'x'.join(map(str, p['tile']))}, "
+                f"recompute {p['recompute']:.2f}x), memory estimate {p['memory_estimate_bytes'] / 2**20:,.0f} MiB "
+                f"per run -> {', '.join(p['outputs'])}"
+            )
         if any(r.status == "failed" for r in results):
             raise typer.Exit(1)
         return
@@ -101,7 +103,7 @@ def segment(
         table.add_row(r.input, f"[{colour}]{r.status}", "x".join(map(str, r.shape)) or "-",
                       f"{r.blocks_run}/{r.n_blocks}" if r.n_blocks else "-", str(r.n_grains) if r.status != "failed" else "-",
                       f"{r.seconds:.1f} s", r.zarr if r.status != "failed" else r.error)
-    Console().print(table)
+    Console(width=max(Console().width, 160)).print(table)
     failed = [r for r in results if r.status == "failed"]
     if len(results) == 1 and failed:  # a single input: the plain one-line user error, exit status 2
         raise MicroSymError(failed[0].error)

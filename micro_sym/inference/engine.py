@@ -66,7 +66,10 @@ def read_tile(job: dict, block) -> np.ndarray:
 
 def _locate_bad_chunk(img, block, err) -> str:
     """Find the storage chunk behind a failed read by reading the tile's chunks one at a time."""
-    bounds = [np.cumsum((0,) + c) for c in img.data.chunks]
+    node = _storage_array(img)
+    chunks = tuple(node.chunks[-img.ndim:]) if node is not None else tuple(c[0] for c in img.data.chunks)
+    lead = (0,) * (node.ndim - img.ndim) if node is not None else ()
+    bounds = [np.unique(np.r_[np.arange(0, n, c), n]) for n, c in zip(img.data.shape, chunks)]
     ranges = []
     for sl, b in zip(block.tile, bounds):
         i0 = int(np.searchsorted(b, sl.start, side="right") - 1)
@@ -77,12 +80,28 @@ def _locate_bad_chunk(img, block, err) -> str:
     for idx in itertools.product(*ranges):
         region = tuple(slice(int(b[i]), int(b[i + 1])) for b, i in zip(bounds, idx))
         try:
-            img.data[region].compute(scheduler="synchronous")
+            if node is not None:  # storage chunk by storage chunk (dask chunks may merge several)
+                node[lead + region]
+            else:
+                img.data[region].compute(scheduler="synchronous")
         except Exception as chunk_err:
             where = ", ".join(f"{a} {r.start}:{r.stop}" for a, r in zip("zyx"[-len(region):], region))
             return (f"cannot read chunk {tuple(idx)} ({where}): {type(chunk_err).__name__}: "
                     f"{str(chunk_err).splitlines()[0] if str(chunk_err) else ''}".rstrip(": "))
     return f"cannot read block {block.id}: {type(err).__name__}: {err}"
+
+
+def _storage_array(img):
+    """The Zarr array behind a Zarr/OME-Zarr input (None for TIFF): its chunks are the storage chunks."""
+    try:
+        import zarr
+
+        node = zarr.open(str(img.path), mode="r")
+        if isinstance(node, zarr.Group):
+            node = node[img.metadata.get("array")]
+        return node if isinstance(node, zarr.Array) else None
+    except Exception:
+        return None
 
 
 def _resolve_net(net_ref, job) -> Network:
@@ -262,12 +281,20 @@ def segment_input(path, out_dir, net: Network, runner, *, block=None, chunk=None
     if old is not None and "value_range" in old:
         value_range = tuple(old["value_range"])
     else:
+        import dask
+
         try:
-            value_range = intensity_range(img.data)
+            # Local threads even when a distributed Client is active: the input's store (e.g. a TIFF
+            # handle) need not be serializable, and this is one cheap strided pass on the driver.
+            with dask.config.set(scheduler="threads"):
+                value_range = intensity_range(img.data)
         except MicroSymError as err:
             raise MicroSymError(f"{path}: {err}") from None
-        except Exception as err:
-            raise MicroSymError(f"{path}: cannot read image data ({type(err).__name__}: {err})") from None
+        except Exception as err:  # a damaged chunk: name it (reads the image chunk by chunk)
+            from micro_sym.inference.blocks import Block
+
+            whole = tuple(slice(0, s) for s in plan.shape)
+            raise MicroSymError(f"{path}: {_locate_bad_chunk(img, Block((), whole, whole, whole, ()), err)}") from None
     manifest["value_range"] = [float(v) for v in value_range]
     state.write_manifest(manifest)
     create_outputs(state, plan.shape, img.ndim, plan.chunk, pixel_size=img.pixel_size, unit=img.unit)

@@ -417,6 +417,7 @@ def _grain_table(lut, n, cat, contacts, final_of_initial, symmetry, image_shape,
 
 def _mean_quaternions(g, sums, n, symmetry) -> np.ndarray:
     """Combine per-block aligned quaternion sums: align each part to the grain's first part, then add."""
+    sums = np.asarray(sums, np.float64).reshape(-1, 4)
     norm = np.linalg.norm(sums, axis=1)
     q = np.divide(sums, norm[:, None], out=np.zeros_like(sums), where=norm[:, None] > 0)
     # Parts come in block order; the first part of each grain is its reference.
@@ -427,7 +428,8 @@ def _mean_quaternions(g, sums, n, symmetry) -> np.ndarray:
     aligned = np.zeros_like(q)
     if ok.any():
         aligned[ok] = _reduce(q[ok], ref[g[ok]], symmetry)
-    out = np.stack([np.bincount(g, weights=aligned[:, c] * norm, minlength=n) for c in range(4)], 1)
+    out = np.stack([np.bincount(g, weights=aligned[:, c] * norm, minlength=n) for c in range(4)], 1).astype(np.float64)
+    out = out.reshape(n, 4)
     tot = np.linalg.norm(out, axis=1, keepdims=True)
     out = np.divide(out, tot, out=np.full_like(out, np.nan), where=tot > 0)
     return np.where(out[:, :1] < 0, -out, out)

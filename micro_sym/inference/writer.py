@@ -31,7 +31,7 @@ from micro_sym.errors import MicroSymError
 MANIFEST_VERSION = 1
 # Keys that must match for a run to be resumed (everything that changes the output bytes).
 IDENTITY_KEYS = ("input", "model", "shape", "ndim", "block", "chunk", "halo", "stride", "threshold",
-                 "min_size", "boundary_threshold", "value_range", "code_version")
+                 "min_size", "boundary_threshold", "code_version")
 
 
 def os_error(path, err: OSError, doing: str) -> MicroSymError:

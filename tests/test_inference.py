@@ -1,0 +1,241 @@
+"""Streaming inference engine and `micro-sym segment` (issue 6)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+import torch
+import zarr
+from scipy import ndimage
+from torch import nn
+from typer.testing import CliRunner
+
+from micro_sym.cli import app
+from micro_sym.grains import reconstruct_grains
+from micro_sym.inference import as_network, plan_blocks, predict_array, segment
+from micro_sym.models import build_model, save_model
+from micro_sym.predict import segment_image
+
+THRESHOLD = 20.0
+
+
+def _model2d():
+    torch.manual_seed(0)
+    m = build_model({"arch": "unet_plain", "widths": [4, 8]}).eval()
+    head = [mod for mod in m.core.modules() if isinstance(mod, nn.Conv2d) and mod.out_channels == 3][-1]
+    from micro_sym.predict import raw_outputs
+
+    logits = raw_outputs(m, _smooth((96, 96), seed=9))[0]
+    with torch.no_grad():  # ~75% interior, the rest boundary: grains separated by boundary pixels
+        head.bias[0] -= float(np.quantile(logits, 0.75))
+    return m
+
+
+class Tiny3D(nn.Module):
+    """A 3D SegModel-like conv net with one 2x down/up-sampling (total stride 2), quaternion head."""
+
+    ndim, k, total_stride, halo = 3, 24, 2, 8
+    orientation_encoding, normalization = "quaternion", "unit"
+    config = {"arch": "tiny3d"}
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(1)
+        self.a = nn.Conv3d(1, 4, 3, padding=1)
+        self.b = nn.Conv3d(4, 4, 3, padding=1)
+        self.head = nn.Conv3d(8, 5, 1)
+        with torch.no_grad():  # shift boundary logits so ~75% of voxels are grain interior
+            x = torch.from_numpy(_smooth((16, 16, 16), seed=8, sigma=2.0).astype(np.float32) / 255)[None, None]
+            self.head.bias[0] -= float(torch.quantile(self.forward(x)[0, 0].flatten(), 0.75))
+
+    def forward(self, x):
+        f = torch.relu(self.a(x))
+        g = nn.functional.interpolate(torch.relu(self.b(nn.functional.max_pool3d(f, 2))), scale_factor=2)
+        return self.head(torch.cat([f, g], 1))
+
+
+def _smooth(shape, seed=0, sigma=3.0):
+    img = ndimage.gaussian_filter(np.random.default_rng(seed).random(shape), sigma)
+    return (255 * (img - img.min()) / np.ptp(img)).astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def model2d():
+    return _model2d()
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory, model2d):
+    return save_model(model2d, tmp_path_factory.mktemp("m") / "m2d.pt", trained_on={"test": True})
+
+
+def _read(out: Path, name: str):
+    g = zarr.open_group(str(out / f"{name}.zarr"), mode="r")
+    return {k: g[k][:] for k in ("boundary", "orientation", "grains")}
+
+
+def test_plan_blocks_are_chunk_aligned_and_cover_the_image():
+    plan = plan_blocks((203, 171), 64, halo=12, stride=4, chunk=32)
+    cover = np.zeros((203, 171), int)
+    for b in plan.blocks:
+        cover[b.core] += 1
+        for s, p in zip(b.core, plan.chunk):
+            assert s.start % p == 0
+        assert all((s.stop - s.start + lo + hi) % 4 == 0 for s, (lo, hi) in zip(b.tile, b.pad))
+    assert (cover == 1).all()
+
+
+def test_tiled_2d_equals_whole_image(tmp_path, model2d):
+    img = _smooth((203, 171))
+    tifffile.imwrite(tmp_path / "a.tif", img)
+    ref = segment_image(model2d.export(), img, threshold=THRESHOLD, min_size=5)
+    assert ref["grains"].max() >= 5  # the comparison must involve real grains cut by block borders
+    (res,) = segment([tmp_path / "a.tif"], tmp_path / "out", model=model2d, block=64, chunk=32,
+                     threshold=THRESHOLD, min_size=5)
+    assert res.status == "complete" and res.n_blocks == 12
+    out = _read(tmp_path / "out", "a")
+    np.testing.assert_allclose(out["boundary"], ref["boundary"], atol=1e-5)
+    d = np.abs(out["orientation"] - ref["orientation"])
+    assert np.minimum(d, 90 - d).max() < 1e-4  # degrees; angles wrap at 360/k
+    np.testing.assert_array_equal(out["grains"], ref["grains"])  # same ids, not just the same partition
+    csv = (tmp_path / "out" / "a_grains.csv").read_text().splitlines()
+    assert len(csv) == ref["grains"].max() + 1 and csv[0].startswith("grain,n_points")
+
+
+def test_tiled_3d_equals_whole_volume(tmp_path):
+    net = as_network(Tiny3D())
+    vol = _smooth((37, 45, 29), seed=2, sigma=2.0)
+    zarr.create_array(str(tmp_path / "v.zarr"), data=vol, chunks=(16, 16, 16))
+    ref = predict_array(net, vol)
+    (res,) = segment([tmp_path / "v.zarr"], tmp_path / "out", model=net, block=16, chunk=16, threshold=THRESHOLD,
+                     min_size=0)
+    assert res.status == "complete", res.error
+    out = _read(tmp_path / "out", "v")
+    np.testing.assert_allclose(out["boundary"], ref["boundary"], atol=1e-5)
+    np.testing.assert_allclose(out["orientation"], ref["orientation"], atol=1e-5)
+    whole = reconstruct_grains(ref["orientation"], symmetry="cubic", threshold=THRESHOLD, boundary=ref["boundary"],
+                               min_size=0)
+    assert whole.max() >= 2
+    np.testing.assert_array_equal(out["grains"], whole)
+
+
+CRASH = """
+import os, sys
+import numpy as np
+from micro_sym.inference import segment
+n = {{"k": 0}}
+def crash(stage, block_id):
+    n["k"] += 1
+    if n["k"] == 5:
+        os._exit(3)  # a hard kill: no cleanup, no exception handling
+segment([sys.argv[1]], sys.argv[2], model=sys.argv[3], block=64, chunk=32, threshold={thr}, min_size=5,
+        workers=1, on_block=crash)
+"""
+
+
+def test_resume_after_kill_is_identical_and_writes_no_block_twice(tmp_path, model_file):
+    img = _smooth((203, 171), seed=3)
+    tifffile.imwrite(tmp_path / "a.tif", img)
+    script = tmp_path / "crash.py"
+    script.write_text(textwrap.dedent(CRASH.format(thr=THRESHOLD)))
+    p = subprocess.run([sys.executable, str(script), str(tmp_path / "a.tif"), str(tmp_path / "out"), str(model_file)])
+    assert p.returncode == 3
+    done = {f.name for f in (tmp_path / "out" / ".a.run" / "done1").iterdir()}
+    assert 0 < len(done) < 12
+    manifest = json.loads((tmp_path / "out" / ".a.run" / "manifest.json").read_text())
+    assert manifest["status"] == "running"  # never reported complete
+    rerun = []
+    (res,) = segment([tmp_path / "a.tif"], tmp_path / "out", model=str(model_file), block=64, chunk=32,
+                     threshold=THRESHOLD, min_size=5, workers=1, on_block=lambda s, b: rerun.append((s, b)))
+    assert res.status == "complete", res.error
+    maps_rerun = {b for s, b in rerun if s == "maps"}
+    assert not maps_rerun & done and len(maps_rerun | done) == 12
+    (clean,) = segment([tmp_path / "a.tif"], tmp_path / "clean", model=str(model_file), block=64, chunk=32,
+                       threshold=THRESHOLD, min_size=5, workers=1)
+    a, b = _read(tmp_path / "out", "a"), _read(tmp_path / "clean", "a")
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k])
+    assert (tmp_path / "out" / "a_grains.csv").read_bytes() == (tmp_path / "clean" / "a_grains.csv").read_bytes()
+    # Complete: skipped; different settings: refused.
+    (again,) = segment([tmp_path / "a.tif"], tmp_path / "out", model=str(model_file), block=64, chunk=32,
+                       threshold=THRESHOLD, min_size=5)
+    assert again.status == "skipped"
+    (other,) = segment([tmp_path / "a.tif"], tmp_path / "out", model=str(model_file), block=64, chunk=32,
+                       threshold=THRESHOLD + 1, min_size=5)
+    assert other.status == "failed" and "different run" in other.error and "threshold" in other.error
+
+
+def test_cli_corrupt_chunk_names_input_and_chunk_others_complete(tmp_path, model_file):
+    good, bad = _smooth((100, 90), seed=4), _smooth((100, 90), seed=5)
+    zarr.create_array(str(tmp_path / "good.zarr"), data=good, chunks=(32, 32))
+    zarr.create_array(str(tmp_path / "bad.zarr"), data=bad, chunks=(32, 32))
+    (tmp_path / "bad.zarr" / "c" / "1" / "2").write_bytes(b"garbage, not zstd")
+    r = CliRunner().invoke(app, ["segment", str(tmp_path / "bad.zarr"), str(tmp_path / "good.zarr"), "--out",
+                                 str(tmp_path / "out"), "--model", str(model_file), "--tile", "32"],
+                           catch_exceptions=False)
+    assert r.exit_code == 1
+    assert "bad.zarr" in r.output and "chunk (1, 2)" in r.output and "1 of 2 inputs failed" in r.output
+    assert json.loads((tmp_path / "out" / ".good.run" / "manifest.json").read_text())["status"] == "complete"
+    bad_manifest = tmp_path / "out" / ".bad.run" / "manifest.json"
+    assert not bad_manifest.exists() or json.loads(bad_manifest.read_text())["status"] != "complete"
+
+
+def _one_line_error(args):
+    from micro_sym.cli import main
+
+    import contextlib
+    import io
+
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        code = main(args)
+    lines = [ln for ln in err.getvalue().splitlines() if ln.strip()]
+    return code, lines
+
+
+def test_bad_inputs_give_one_line_errors(tmp_path, model_file, capfd):
+    tifffile.imwrite(tmp_path / "a.tif", _smooth((40, 40)))
+    tifffile.imwrite(tmp_path / "vol.tif", _smooth((8, 40, 40)))
+    (tmp_path / "notes.txt").write_text("not an image")
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    cases = [
+        ([str(tmp_path / "vol.tif"), "--out", str(tmp_path / "o1")], "is for 2D data but the input is a 3D volume"),
+        ([str(tmp_path / "notes.txt"), "--out", str(tmp_path / "o2")], "unsupported file type"),
+        ([str(tmp_path / "a.tif"), "--out", str(blocker / "sub")], "cannot write to output directory"),
+        ([str(tmp_path / "missing*.tif"), "--out", str(tmp_path / "o3")], "no file matches"),
+    ]
+    for args, expected in cases:
+        code, lines = _one_line_error(["segment", *args, "--model", str(model_file)])
+        err = capfd.readouterr().err.strip().splitlines()
+        lines = lines or err
+        assert code == 2, (args, lines)
+        assert len(lines) == 1 and lines[0].startswith("micro-sym: error:") and expected in lines[0], lines
+
+
+def test_dry_run_prints_plan_and_writes_nothing(tmp_path, model_file):
+    tifffile.imwrite(tmp_path / "a.tif", _smooth((300, 200)))
+    r = CliRunner().invoke(app, ["segment", str(tmp_path / "a.tif"), "--out", str(tmp_path / "out"), "--model",
+                                 str(model_file), "--tile", "128", "--chunk", "64", "--dry-run"], catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    assert "a.zarr" in r.output and "MiB" in r.output and "6" in r.output
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+def test_local_cluster_two_processes_byte_identical(tmp_path, model_file):
+    img = _smooth((150, 130), seed=6)
+    tifffile.imwrite(tmp_path / "a.tif", img)
+    kw = dict(model=str(model_file), block=64, chunk=32, threshold=THRESHOLD, min_size=5)
+    (a,) = segment([tmp_path / "a.tif"], tmp_path / "threads", **kw)
+    (b,) = segment([tmp_path / "a.tif"], tmp_path / "cluster", scheduler="local-cluster", workers=2, **kw)
+    assert a.status == b.status == "complete", b.error
+    ga, gb = _read(tmp_path / "threads", "a")["grains"], _read(tmp_path / "cluster", "a")["grains"]
+    assert ga.max() > 1 and ga.tobytes() == gb.tobytes()
