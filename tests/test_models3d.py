@@ -47,7 +47,7 @@ def _input(seed=0):
 
 def _model(cfg):
     torch.manual_seed(0)
-    m = build_model3d(cfg)
+    m = build_model3d(cfg, measure_halo=False)
     # Non-trivial batch-norm statistics, so the eval-mode (exported) path is really exercised.
     m.train()
     with torch.no_grad():
@@ -96,10 +96,10 @@ def test_export_identical(case):
 def test_decoded_orientations_rotate(case):
     # q -> r q: decoding the output of the rotated volume gives the rotated decoded orientations.
     name, cfg, m, exported = case
-    x = _input(2)
+    x = _input(2)[..., 2:-2, 2:-2, 2:-2]  # 12³: decoding is the slow part
     q0 = _decode(m(x), m.degrees)
     group = _group(cfg)
-    for gi in group[1:: max(1, len(group) // 6)]:  # 6 elements spread over the group (decode is slow)
+    for gi in (group[5], group[-1]):  # two elements (one C3 and one other); all are covered above
         r = cube_grid_rotations()[gi]
         q_rot = _decode(exported(rotate_volume(x, r)), m.degrees)
         expected = quat_multiply(r.quat, rotate_volume(np.moveaxis(q0, -1, 0), r).transpose(1, 2, 3, 0))
@@ -124,7 +124,10 @@ def test_grains_map_exactly():
     def grains_of(y):
         prob = torch.sigmoid(y[0, 0]).numpy()
         q = np.moveaxis(_decode(y, m.degrees), -1, 0)
-        return reconstruct_grains(q, symmetry="cubic", boundary=prob, threshold=5.0, min_size=5)
+        # Untrained logits are not calibrated: threshold at a quantile (rotation-invariant) so that
+        # the network's boundaries do cut the volume.
+        return reconstruct_grains(q, symmetry="cubic", boundary=prob, boundary_threshold=float(np.quantile(prob, 0.7)),
+                                  threshold=5.0, min_size=5)
 
     y = m(x)
     q_true = np.zeros((SIZE, SIZE, SIZE, 4))
@@ -153,7 +156,7 @@ def test_tests_can_fail_plain_and_T_outside_group():
         m = _model(cfg)
         y = m(x)
         errs = [(m(rotate_volume(x, cube_grid_rotations()[gi])) - rotate_output(y, gi, m.degrees)).abs().max().item()
-                for gi in elements]
+                for gi in list(elements)[::3]]
         assert min(errs) > 1e-3 * y.abs().max().item()
 
 
