@@ -249,7 +249,8 @@ def _seed_all(seed: int):
     torch.manual_seed(seed)
 
 
-def train(config: TrainConfig, data, out, *, val=None, resume: bool = False, log=print) -> dict:
+def train(config: TrainConfig, data, out, *, val=None, resume: bool = False, log=print,
+          stop_after_epoch: int | None = None) -> dict:
     """Train a model; returns the final validation report.
 
     Parameters
@@ -266,6 +267,8 @@ def train(config: TrainConfig, data, out, *, val=None, resume: bool = False, log
         Continue from ``out/last.pt`` (same config required).
     log : callable
         Receives one line of text per log event.
+    stop_after_epoch : int, optional
+        Stop (as if interrupted) after this epoch, leaving ``last.pt`` for ``resume``.
     """
     out = Path(out)
     device = torch.device(config.device)
@@ -344,6 +347,9 @@ def train(config: TrainConfig, data, out, *, val=None, resume: bool = False, log
             scaler.update()
             for key, val_ in {"loss": loss.item(), **parts}.items():
                 sums[key] = sums.get(key, 0.0) + val_
+            if (it + 1) % max(1, config.data.steps_per_epoch // 5) == 0 and it + 1 < config.data.steps_per_epoch:
+                log(f"  epoch {epoch + 1} step {it + 1}/{config.data.steps_per_epoch} loss {sums['loss'] / (it + 1):.4f} "
+                    f"({(time.time() - t0) / (it + 1):.2f} s/step)")
         train_time = time.time() - t0
         means = {key: s / config.data.steps_per_epoch for key, s in sums.items()}
 
@@ -366,6 +372,9 @@ def train(config: TrainConfig, data, out, *, val=None, resume: bool = False, log
             save_model(model, out / "best.pt", trained_on=provenance, metrics={"val": ov, "epoch": epoch + 1})
         model.train()  # escnn state_dict keys depend on the mode: save the training state in train mode
         _save_state(out / "last.pt", model, opt, scaler, rng, epoch + 1, best, history, cfg_json)
+        if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch and epoch + 1 < config.optim.epochs:
+            log(f"stopped after epoch {epoch + 1}; continue with --resume")
+            return report
 
     model.eval()
     if report is None:  # resumed a finished run

@@ -1,0 +1,98 @@
+"""Throughput of the 2D segmenter: exported (plain torch) vs escnn, network alone and whole pipeline.
+
+    python bench/bench_model2d.py [--model default-2d] [--size 1024] [--threads 2] [--repeats 3]
+
+Prints a table and writes ``bench/results/model2d.json``. Megapixels per second of input image, batch 1,
+CPU, ``torch.inference_mode``; the best of ``--repeats`` runs after one warm-up (the machine is shared,
+so the best run is the least disturbed one). The held-out accuracy stored with the weights is copied
+into the JSON so one file describes the shipped model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+warnings.filterwarnings("ignore", message=".*py3nj.*")
+
+
+def _best_time(fn, repeats):
+    fn()  # warm-up: oneDNN primitive creation, allocator
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return min(times)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="default-2d")
+    ap.add_argument("--size", type=int, default=1024)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "model2d.json"))
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+
+    from micro_sym.models import load_model
+    from micro_sym.predict import predict_image, segment_image
+
+    model = load_model(args.model)
+    exported = model.export()
+    rng = np.random.default_rng(0)
+    n = args.size
+    image = rng.normal(100, 10, (n, n)).astype(np.float32)
+    mp = n * n / 1e6
+    x = torch.from_numpy(image[None, None] / 100.0)
+
+    rows = []
+
+    def net(m):
+        with torch.inference_mode():
+            m(x)
+
+    for name, fn in [
+        ("network, exported", lambda: net(exported)),
+        ("network, escnn", lambda: net(model)),
+        ("predict_image, exported", lambda: predict_image(exported, image)),
+        ("segment_image, exported", lambda: segment_image(exported, image)),
+    ]:
+        t = _best_time(fn, args.repeats if "escnn" not in name else max(1, args.repeats - 1))
+        rows.append({"what": name, "seconds": round(t, 4), "mpix_per_s": round(mp / t, 3)})
+
+    n_params = sum(p.numel() for p in model.parameters())
+    result = {
+        "model": args.model,
+        "model_path": model.meta.get("path"),
+        "config": model.config,
+        "params": n_params,
+        "halo": model.halo,
+        "total_stride": model.total_stride,
+        "image_size": [n, n],
+        "threads": args.threads,
+        "torch": torch.__version__,
+        "cpu": platform.processor() or platform.machine(),
+        "rows": rows,
+        "heldout_metrics": model.meta.get("metrics", {}),
+    }
+    print(f"{args.model}: {n_params} parameters, halo {model.halo}, {n}x{n} input, {args.threads} threads")
+    print(f"{'':<26}{'seconds':>9}{'MP/s':>9}")
+    for r in rows:
+        print(f"{r['what']:<26}{r['seconds']:>9.3f}{r['mpix_per_s']:>9.2f}")
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,169 @@
+"""Training loop: loss decreases, resume continues exactly, malformed data and configs are clear errors."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from micro_sym.errors import MicroSymError
+from micro_sym.train import _transform_angle, load_train_config, random_batch, train
+
+warnings.filterwarnings("ignore", message=".*py3nj.*")
+
+TINY = {
+    "model": {"arch": "unet_equi", "group": "D4", "widths": [1, 2]},
+    "data": {"crop": 32, "batch_size": 4, "steps_per_epoch": 6, "val_fraction": 0.25, "val_max_images": 1},
+    "optim": {"epochs": 3, "warmup_steps": 2, "lr": 0.01},
+    "eval": {"min_size": 4},
+    "threads": 2,
+}
+
+
+def _cfg(**over):
+    cfg = json.loads(json.dumps(TINY))
+    for key, value in over.items():
+        node = cfg
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    return load_train_config(None, **cfg)
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    from _lattice import write_dataset
+
+    return write_dataset(tmp_path_factory.mktemp("lattice") / "data", n=4, size=64, period=6.0)
+
+
+@pytest.fixture(scope="module")
+def straight_run(dataset, tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "straight"
+    train(_cfg(), dataset, out, log=lambda s: None)
+    return out
+
+
+def _history(out):
+    return [json.loads(line) for line in (out / "history.jsonl").read_text().splitlines()]
+
+
+def test_loss_decreases_and_files_written(straight_run):
+    hist = _history(straight_run)
+    assert [h["epoch"] for h in hist] == [1, 2, 3]
+    assert hist[-1]["loss"] < hist[0]["loss"]
+    for name in ("last.pt", "best.pt", "model.pt", "config.json"):
+        assert (straight_run / name).is_file()
+    from micro_sym.models import load_model
+
+    model = load_model(straight_run / "model.pt")
+    assert model.meta["trained_on"]["train_images"] and "val" in model.meta["metrics"]
+
+
+def test_resume_continues_where_it_stopped(dataset, straight_run, tmp_path):
+    out = tmp_path / "resumed"
+    train(_cfg(), dataset, out, log=lambda s: None, stop_after_epoch=2)
+    assert [h["epoch"] for h in _history(out)] == [1, 2] and not (out / "model.pt").exists()
+    lines = []
+    train(_cfg(), dataset, out, resume=True, log=lines.append)
+    assert any("resumed" in s and "epoch 2" in s for s in lines)
+    assert [h["epoch"] for h in _history(out)] == [1, 2, 3]
+    # Same data order, RNG and optimizer state: the resumed run ends with the uninterrupted run's weights.
+    a = torch.load(straight_run / "model.pt", weights_only=True)["state_dict"]
+    b = torch.load(out / "model.pt", weights_only=True)["state_dict"]
+    for key in a:
+        assert torch.allclose(a[key], b[key], atol=1e-5), key
+    assert _history(out)[-1]["loss"] == pytest.approx(_history(straight_run)[-1]["loss"], rel=1e-4)
+
+
+def test_resume_refuses_other_config(dataset, straight_run, tmp_path):
+    shutil.copytree(straight_run, tmp_path / "run")
+    with pytest.raises(MicroSymError, match="different config"):
+        train(_cfg(**{"optim.lr": 0.5}), dataset, tmp_path / "run", resume=True, log=lambda s: None)
+    with pytest.raises(MicroSymError, match="no checkpoint"):
+        train(_cfg(), dataset, tmp_path / "empty", resume=True, log=lambda s: None)
+
+
+def test_malformed_datasets(dataset, tmp_path):
+    bad = tmp_path / "no_grains"
+    shutil.copytree(dataset, bad)
+    shutil.rmtree(bad / "grains")
+    with pytest.raises(MicroSymError, match="grains"):
+        train(_cfg(), bad, tmp_path / "r1", log=lambda s: None)
+    no_ori = tmp_path / "no_ori"
+    shutil.copytree(dataset, no_ori)
+    shutil.rmtree(no_ori / "orientation")
+    with pytest.raises(MicroSymError, match="orientation"):
+        train(_cfg(), no_ori, tmp_path / "r2", log=lambda s: None)
+    hexa = tmp_path / "hex"
+    shutil.copytree(dataset, hexa)
+    (hexa / "dataset.json").write_text(json.dumps({"lattice": "hexagonal"}))
+    with pytest.raises(MicroSymError, match="k=6"):
+        train(_cfg(), hexa, tmp_path / "r3", log=lambda s: None)
+    with pytest.raises(MicroSymError, match="crop"):
+        train(_cfg(**{"data.crop": 96}), dataset, tmp_path / "r4", log=lambda s: None)
+
+
+def _main(argv):
+    from micro_sym.cli import main
+
+    try:
+        return main(argv)
+    except SystemExit as err:  # typer's standalone mode exits on success
+        return err.code
+
+
+def test_cli_errors_exit_2(dataset, tmp_path, capsys):
+    main = _main
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("optim:\n  epochs: 1\n  lr_typo: 3\n")
+    assert main(["train", str(cfg), "--data", str(dataset), "--out", str(tmp_path / "o")]) == 2
+    assert "lr_typo" in capsys.readouterr().err
+    assert main(["train", str(tmp_path / "missing.yaml"), "--data", str(dataset), "--out", str(tmp_path / "o")]) == 2
+    assert main(["evaluate", "--model", str(tmp_path / "nope.pt"), str(dataset)]) == 2
+
+
+def test_evaluate_cli_json(dataset, straight_run, tmp_path):
+    main = _main
+
+    out = tmp_path / "eval.json"
+    assert main(["evaluate", "--model", str(straight_run / "model.pt"), str(dataset), "--json", str(out), "--min-size", "4"]) == 0
+    report = json.loads(out.read_text())
+    assert set(report["images"]) == {f"s{i:02d}" for i in range(4)}
+    assert 0 <= report["overall"]["boundary_f1"] <= 1 and np.isfinite(report["overall"]["orientation_median_deg"])
+
+
+def test_rot_flip_augmentation_transforms_orientation_target():
+    """A direction at angle θ (x right, y up) drawn into an image lands at θ+90° after np.rot90 and at
+    180°-θ after np.fliplr: the rule used to transform orientation targets of augmented crops."""
+    theta = 30.0
+    img = np.zeros((41, 41))
+    c = 20
+    t = np.deg2rad(theta)
+    img[c - int(round(10 * np.sin(t))), c + int(round(10 * np.cos(t)))] = 1  # row index grows downwards
+
+    def angle(a):
+        r, col = np.argwhere(a)[0]
+        return np.rad2deg(np.arctan2(c - r, col - c)) % 360
+
+    for rot in range(4):
+        for mirror in (False, True):
+            moved = np.fliplr(np.rot90(img, rot)) if mirror else np.rot90(img, rot)
+            assert angle(moved) == pytest.approx(_transform_angle(angle(img), rot, mirror) % 360, abs=1e-6)
+
+
+def test_random_batch_shapes_and_mask(dataset):
+    from micro_sym.train import load_training_data
+
+    data = load_training_data(dataset, 4)
+    cfg = _cfg(**{"aug.rot_flip": True})
+    x, b, v, m = random_batch(data, cfg, 32, 4, True, np.random.default_rng(0))
+    assert x.shape == (4, 1, 32, 32) and v.shape == (4, 2, 32, 32)
+    assert set(np.unique(b.numpy())) <= {0.0, 1.0} and (m * b).sum() == 0  # no orientation loss on boundaries
+    assert torch.allclose((v**2).sum(1)[m[:, 0] > 0], torch.tensor(1.0), atol=1e-5)
