@@ -390,6 +390,16 @@ class _EscnnUNet3D(SegModel3D):
         self.out_type = out_type
         self.head = enn.R3Conv(t, out_type, 1, bias=True)
 
+    # escnn's sampled kernel bases (rebuilt from the config; tens of MB for a small model) and the
+    # eval-mode expanded filters (rebuilt from the weights on ``eval()``) stay out of model files.
+    DERIVED_KEYS = ("sampled_basis", ".filter", ".expanded_bias")
+
+    def state_dict(self, *args, **kwargs):
+        sd = super().state_dict(*args, **kwargs)
+        for key in [k for k in sd if any(t in k for t in self.DERIVED_KEYS)]:
+            del sd[key]
+        return sd
+
     def forward(self, x):
         _, _, enn = _escnn()
         gx = enn.GeometricTensor(x, self.in_type)
@@ -761,10 +771,17 @@ def model3d_from_blob(blob, path, device="cpu", export: bool = False):
         for name, buf in list(mod._buffers.items()):
             if buf is not None:
                 mod._buffers[name] = buf.clone().contiguous()
+    derived = getattr(model, "DERIVED_KEYS", ())
     try:
-        model.load_state_dict(blob["state_dict"], strict=True)
+        res = model.load_state_dict(blob["state_dict"], strict=False)
     except RuntimeError as err:
         raise MicroSymError(f"{path}: weights do not fit the stored config ({str(err).splitlines()[0]})") from None
+    missing = [k for k in res.missing_keys if not any(t in k for t in derived)]
+    if missing or res.unexpected_keys:
+        raise MicroSymError(f"{path}: weights do not fit the stored config (missing {missing[:3]}, "
+                            f"unexpected {res.unexpected_keys[:3]})")
+    # Re-expand escnn's eval-mode filters from the loaded weights (they are not stored).
+    model.train().eval()
     model.halo = int(blob["meta"].get("halo", model.halo))
     model.meta = dict(blob["meta"])
     model.meta["path"] = str(path)
