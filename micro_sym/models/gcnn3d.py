@@ -217,6 +217,7 @@ class Exported3D(nn.Module):
 
     ndim = 3
     exported = True
+    normalization = "pm1"  # micro_sym.models.normalize: lo -> -1, hi -> +1 (as 2D)
 
     def __init__(self, core, source):
         super().__init__()
@@ -237,6 +238,8 @@ class SegModel3D(nn.Module):
     """Base class: the SegModel interface for 3D volumes."""
 
     ndim = 3
+    #: Input normalization tag read by the inference engine: the shared ``normalize`` (lo -> -1, hi -> +1).
+    normalization = "pm1"
 
     def __init__(self, config):
         super().__init__()
