@@ -442,7 +442,11 @@ def cli_evaluate3d(model, dataset, *, device="cpu", threshold=5.0, min_size=20, 
     from . import load_model
 
     m = load_model(model, device=device, export=True)
-    train, held_out = _load_volumes(dataset, {**TRAIN3D_DEFAULTS, "train": {"val_fraction": 0.0}}, 0)
+    # ``synthetic`` regenerates the held-out volumes of the model's own training config when it has one.
+    trained = (m.meta.get("trained_on") or {}).get("config") or {}
+    syn = {**TRAIN3D_DEFAULTS["synthetic"], **(trained.get("synthetic") or {})}
+    seed = int((trained.get("train") or {}).get("seed", 0))
+    train, held_out = _load_volumes(dataset, {**TRAIN3D_DEFAULTS, "synthetic": syn, "train": {"val_fraction": 0.0}}, seed)
     # ``synthetic``: the held-out volumes (other seeds than training); a dataset: all of its volumes.
     vols = held_out if str(dataset) == "synthetic" else train
     metrics = evaluate3d(m, vols, threshold_deg=threshold, min_size=min_size, device=device)
