@@ -82,11 +82,14 @@ def _boundary_scores(c: dict) -> dict:
     return {"precision": p, "recall": r, "f1": 2 * p * r / (p + r) if p + r else 0.0}
 
 
-def grain_f1(pred_labels: np.ndarray, gt_labels: np.ndarray, iou_threshold: float = IOU_THRESHOLD) -> dict:
+def grain_f1(pred_labels: np.ndarray, gt_labels: np.ndarray, iou_threshold: float = IOU_THRESHOLD,
+             min_gt_size: int = 0) -> dict:
     """Grain matching F1: a predicted and a true grain match if their IoU exceeds ``iou_threshold``.
 
     With a threshold of 0.5 each grain has at most one match, so matches need no assignment step.
-    Label 0 (boundary) is not a grain on either side.
+    Label 0 (boundary) is not a grain on either side. ``min_gt_size`` > 0 leaves true grains smaller
+    than that many pixels (slivers cut by the image border, 1-px label islands) out of the count,
+    together with predicted grains matching them; the default 0 counts every true grain.
 
     Returns
     -------
@@ -101,8 +104,11 @@ def grain_f1(pred_labels: np.ndarray, gt_labels: np.ndarray, iou_threshold: floa
     codes, inter = np.unique(pair, return_counts=True)
     pi, gi = codes // len(gt_ids), codes % len(gt_ids)
     iou = inter / (pred_area[pi] + gt_area[gi] - inter)
-    tp = int((iou > iou_threshold).sum())
-    counts = {"tp": tp, "n_pred": int((pred_ids > 0).sum()), "n_gt": int((gt_ids > 0).sum())}
+    match = iou > iou_threshold
+    small_gt = (gt_area < min_gt_size) & (gt_ids > 0)
+    tp = int((match & ~small_gt[gi]).sum())
+    n_pred = int((pred_ids > 0).sum()) - int((match & small_gt[gi]).sum())
+    counts = {"tp": tp, "n_pred": n_pred, "n_gt": int(((gt_ids > 0) & ~small_gt).sum())}
     return {**_grain_scores(counts), **counts}
 
 
@@ -126,7 +132,7 @@ def orientation_errors(pred_deg: np.ndarray, gt_deg: np.ndarray, gt_labels: np.n
 
 
 def evaluate_sample(pred: dict, gt_labels: np.ndarray, gt_orientation: np.ndarray | None, k: int,
-                    boundary_threshold: float = 0.5) -> dict:
+                    boundary_threshold: float = 0.5, min_gt_size: int = 0) -> dict:
     """All metrics of one image from ``segment_image`` output and its ground truth.
 
     Returns
@@ -137,7 +143,7 @@ def evaluate_sample(pred: dict, gt_labels: np.ndarray, gt_orientation: np.ndarra
         from JSON by :func:`aggregate`).
     """
     b = boundary_f1(pred["boundary"] >= boundary_threshold, gt_labels)
-    g = grain_f1(pred["grains"], gt_labels) if "grains" in pred else None
+    g = grain_f1(pred["grains"], gt_labels, min_gt_size=min_gt_size) if "grains" in pred else None
     if gt_orientation is not None:
         err = orientation_errors(pred["orientation"], gt_orientation, gt_labels, k)
     else:
@@ -187,7 +193,7 @@ def aggregate(per_image: dict) -> dict:
 
 
 def evaluate_model(model, dataset, *, names=None, threshold: float = 5.0, min_size: int | None = None,
-                   boundary_threshold: float = 0.5, device="cpu", progress=None) -> dict:
+                   boundary_threshold: float = 0.5, device="cpu", progress=None, min_gt_size: int = 0) -> dict:
     """Run :func:`micro_sym.predict.segment_image` on labeled samples and score them.
 
     Parameters
@@ -199,6 +205,8 @@ def evaluate_model(model, dataset, *, names=None, threshold: float = 5.0, min_si
         Subset of sample names (``LabeledDataset`` only).
     progress : callable, optional
         Called with each sample name after it is scored.
+    min_gt_size : int
+        See :func:`grain_f1` (default: every true grain counts).
 
     Returns
     -------
@@ -213,7 +221,7 @@ def evaluate_model(model, dataset, *, names=None, threshold: float = 5.0, min_si
     for s in samples:
         pred = segment_image(run, s.image, threshold=threshold, min_size=DEFAULT_MIN_SIZE if min_size is None else min_size,
                              boundary_threshold=boundary_threshold, device=device)
-        per_image[s.name] = evaluate_sample(pred, s.grains, s.orientation, run.k, boundary_threshold)
+        per_image[s.name] = evaluate_sample(pred, s.grains, s.orientation, run.k, boundary_threshold, min_gt_size)
         if progress:
             progress(s.name)
     return aggregate(per_image)

@@ -34,6 +34,9 @@ def test_grain_f1_matching():
     merged[merged == 2] = 1  # two grains merged: IoU 0.5 with each, not > 0.5
     r = grain_f1(merged, gt)
     assert (r["tp"], r["n_pred"], r["n_gt"]) == (1, 2, 3)
+    speck = gt.copy()
+    speck[0, 0] = 7  # a 1-px true "grain" no segmenter with a minimum size can match
+    assert grain_f1(gt, speck)["n_gt"] == 4 and grain_f1(gt, speck, min_gt_size=2)["f1"] == 1.0
     relabeled = np.where(gt > 0, 10 - gt, 0)
     assert grain_f1(relabeled, gt)["f1"] == 1.0
 

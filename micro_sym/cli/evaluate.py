@@ -16,6 +16,7 @@ def evaluate(
     threshold: float = typer.Option(5.0, "--threshold", help="Grain rule misorientation threshold, degrees."),
     min_size: int = typer.Option(32, "--min-size", help="Smallest grain (pixels); smaller ones are merged."),
     boundary_threshold: float = typer.Option(0.5, "--boundary-threshold", help="Boundary probability threshold."),
+    min_gt_size: int = typer.Option(0, "--min-gt-size", help="Ignore true grains smaller than this (pixels) in the grain F1; 0 counts all."),
 ):
     """Boundary F1 (2-px tolerance), grain F1 (IoU > 0.5), median orientation error, per image and overall."""
     from micro_sym.dataset import LabeledDataset
@@ -29,7 +30,9 @@ def evaluate(
     m = load_model(model, device=device, export=True)
     if ds.ndim != 2 or ds.k != m.k:
         raise MicroSymError(f"{dataset}: {ds.ndim}D {ds.lattice} data does not fit a 2D k={m.k} model")
-    report = evaluate_model(m, ds, threshold=threshold, min_size=min_size, boundary_threshold=boundary_threshold, device=device)
+    report = evaluate_model(m, ds, threshold=threshold, min_size=min_size, boundary_threshold=boundary_threshold, device=device,
+                            min_gt_size=min_gt_size)
+    report["min_gt_size"] = min_gt_size
     report["model"] = {"path": m.meta.get("path"), "sha256": m.meta.get("sha256"), "config": m.config}
     report["dataset"] = str(dataset.resolve())
     typer.echo(f"{'image':<24} {'boundary F1':>11} {'grain F1':>9} {'ori med °':>9} {'grains':>11}")
