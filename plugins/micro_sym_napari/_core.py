@@ -1,0 +1,607 @@
+"""The computation behind the napari widgets, free of Qt so it can be tested and reused headlessly.
+
+The widgets only wrap what is here:
+
+- :func:`check_image` turns bad layer choices (4D, RGB, a Labels layer, no pixels) into one-line
+  :class:`~micro_sym.errors.MicroSymError` messages *before* anything runs;
+- :func:`iter_segment` is a generator that segments a 2D image or 3D volume tile by tile and
+  ``yield``\\ s a :class:`Progress` after every tile (napari's generator worker turns each yield into a
+  progress-bar step and a point where Cancel takes effect), then *returns* a :class:`SegmentResult`;
+- :func:`result_layers` turns a result into napari layer-data tuples (grains with their statistics as
+  ``features``, boundaries, orientation with its colour key); nothing is added to a viewer here, so a
+  cancelled or failed run can never leave a partial layer behind.
+
+Tiling follows the streaming engine (:mod:`micro_sym.inference`): its block planner gives
+stride-aligned tiles with a halo of the network's measured receptive field, the whole image's
+intensity range normalizes every tile, grains are labelled per tile and merged across tile faces with
+the engine's :func:`~micro_sym.inference.merge_blocks`. The result therefore equals whole-image
+inference (:func:`micro_sym.predict.segment_image`) whatever the tile size -- the tests check it.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from micro_sym.errors import MicroSymError
+
+#: Model choice meaning "no network": the Gabor filter-bank method of :mod:`micro_sym.classical`.
+CLASSICAL = "classical"
+#: Above this many pixels the per-grain table comes from the tile merge (additive sums, no GOS)
+#: instead of :func:`micro_sym.grains.grain_table` over the whole label map (which needs a few
+#: volume-sized temporaries).
+WHOLE_TABLE_MAX_PIXELS = 64_000_000
+#: Above this many output bytes the result maps live in a temporary Zarr store on disk instead of
+#: RAM; napari displays Zarr arrays lazily, chunk by chunk.
+IN_MEMORY_MAX_BYTES = 1 << 30
+SYMMETRY_K = {"square": 4, "hexagonal": 6}
+
+
+# ------------------------------------------------------------------------------------- settings
+
+
+@dataclass
+class SegmentSettings:
+    """What the "Segment grains" widget asks for.
+
+    Attributes
+    ----------
+    model : str
+        A bundled model name (``"default-2d"``), the path of a micro_sym model file (trained,
+        pruned or exported with :func:`micro_sym.models.save_model`), or :data:`CLASSICAL`.
+    device : str
+        torch device (``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``).
+    tile : int or None
+        Edge of the processing tile (core, without halo) in pixels; ``None`` = the engine's default.
+    threshold : float
+        Grain misorientation threshold in degrees (DESIGN.md §3).
+    min_size : int
+        Grains with fewer pixels are merged into a neighbour.
+    boundary_threshold : float
+        Boundary probability at or above which a pixel separates grains.
+    lattice : str
+        Lattice of the classical method (``"square"`` or ``"hexagonal"``); networks know their own.
+    """
+
+    model: str = "default-2d"
+    device: str = "cpu"
+    tile: int | None = None
+    threshold: float = 5.0
+    min_size: int = 32
+    boundary_threshold: float = 0.5
+    lattice: str = "square"
+
+
+@dataclass
+class Progress:
+    """One step of a run: ``done`` of ``total`` steps finished; ``stage`` says what happens now."""
+
+    done: int
+    total: int
+    stage: str
+
+
+@dataclass
+class SegmentResult:
+    """Maps, grains and per-grain statistics of one image.
+
+    ``orientation`` is degrees ``(y, x)`` in 2D and quaternions ``(4, z, y, x)`` in 3D (DESIGN.md §1);
+    ``table`` maps column names to arrays, one row per grain (ids ``1..n_grains``).
+    """
+
+    grains: np.ndarray
+    boundary: np.ndarray
+    orientation: np.ndarray
+    table: dict
+    symmetry: str
+    method: str
+    pixel_size: tuple | None = None
+    unit: str | None = None
+    n_tiles: int = 1
+    seconds: float = 0.0
+    info: dict = field(default_factory=dict)
+
+    @property
+    def ndim(self) -> int:
+        return self.grains.ndim
+
+    @property
+    def n_grains(self) -> int:
+        return len(self.table.get("grain", ()))
+
+    @property
+    def period(self) -> float:
+        """Symmetry period of the 2D angle (90° square, 60° hexagonal)."""
+        return 360.0 / SYMMETRY_K.get(self.symmetry, 1)
+
+
+# ------------------------------------------------------------------------------------ validation
+
+
+def check_image(data, *, name: str = "image", layer_type: str = "image", rgb: bool = False,
+                multiscale: bool = False) -> None:
+    """Refuse layers that cannot be segmented, with a message that says what to choose instead.
+
+    Parameters
+    ----------
+    data : array-like
+        The layer's data (level 0 for a multiscale layer).
+    name : str
+        Layer name, quoted in messages.
+    layer_type : str
+        napari layer type name (``"image"``, ``"labels"``, ...).
+    rgb : bool
+        The layer is displayed as RGB(A).
+
+    Raises
+    ------
+    MicroSymError
+    """
+    if layer_type != "image":
+        raise MicroSymError(f"layer '{name}': is a {layer_type.capitalize()} layer; choose the Image layer of the "
+                            f"micrograph or volume to segment")
+    shape = tuple(int(s) for s in data.shape)
+    if rgb:
+        raise MicroSymError(f"layer '{name}': is an RGB(A) image {shape}; micro_sym segments single-channel "
+                            f"intensity images (convert it to greyscale first)")
+    if len(shape) not in (2, 3):
+        raise MicroSymError(f"layer '{name}': is {len(shape)}D with shape {shape}; choose a 2D image (y, x) or a "
+                            f"3D volume (z, y, x) -- split channels or time points into separate layers first")
+    dtype = np.dtype(data.dtype)
+    if dtype == bool or not (np.issubdtype(dtype, np.integer) or np.issubdtype(dtype, np.floating)):
+        raise MicroSymError(f"layer '{name}': pixels of type {dtype} cannot be segmented (need real numbers)")
+    if min(shape) < 8:
+        raise MicroSymError(f"layer '{name}': shape {shape} is too small to segment (at least 8 pixels per axis)")
+
+
+def check_settings(settings: SegmentSettings, ndim: int) -> None:
+    """Checks that need no model loading: classical is 2D only, a model file must exist, sane numbers."""
+    if settings.model == CLASSICAL:
+        if ndim != 2:
+            raise MicroSymError("the classical (filter-bank) method maps 2D micrographs only; choose a 3D model for volumes")
+        if settings.lattice not in SYMMETRY_K:
+            raise MicroSymError(f"lattice '{settings.lattice}': expected 'square' or 'hexagonal'")
+    else:
+        from micro_sym.models import BUNDLED
+
+        if settings.model not in BUNDLED:
+            path = Path(settings.model).expanduser()
+            if not str(settings.model).strip():
+                raise MicroSymError("no model file chosen; pick a .pt model file or a bundled model")
+            if not path.is_file():
+                raise MicroSymError(f"{path}: model file does not exist")
+    if not 0 <= settings.threshold <= 180:
+        raise MicroSymError(f"misorientation threshold {settings.threshold}: expected 0-180 degrees")
+    if settings.min_size < 0:
+        raise MicroSymError(f"minimum grain size {settings.min_size}: must not be negative")
+    if settings.tile is not None and settings.tile < 16:
+        raise MicroSymError(f"tile size {settings.tile}: use at least 16 pixels (or 0 for automatic)")
+
+
+# ---------------------------------------------------------------------------------------- models
+
+_NETWORKS: dict = {}
+_NETWORKS_LOCK = threading.Lock()
+
+
+def load_network(model: str, device: str = "cpu"):
+    """The :class:`micro_sym.inference.Network` for a bundled name or model file, cached per file version.
+
+    Loading the bundled 2D model costs seconds (escnn builds its filter bases), so a widget that is
+    run several times keeps the exported network; a changed file (new mtime) is loaded again.
+    """
+    from micro_sym.inference import as_network
+    from micro_sym.models import load_model, resolve_model_path
+
+    _check_device(device)
+    path = resolve_model_path(model)
+    key = (str(path.resolve()), path.stat().st_mtime_ns, device)
+    with _NETWORKS_LOCK:
+        net = _NETWORKS.get(key)
+        if net is None:
+            net = as_network(load_model(model, device="cpu"), name=str(model))
+            net.module.to(device).eval()
+            _NETWORKS[key] = net
+    return net
+
+
+def _check_device(device: str) -> None:
+    import torch
+
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise MicroSymError(f"device '{device}': no CUDA GPU is available to torch here; use 'cpu'")
+    if device == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise MicroSymError("device 'mps': Apple's Metal backend is not available here; use 'cpu'")
+    try:
+        torch.device(device)
+    except (RuntimeError, TypeError):
+        raise MicroSymError(f"device '{device}': not a torch device (use 'cpu', 'cuda' or 'cuda:N')") from None
+
+
+def available_models() -> list[str]:
+    """Bundled model names present in this installation (e.g. ``default-2d``), then ``classical``."""
+    from micro_sym.models import BUNDLED
+    from micro_sym.models.registry import WEIGHTS_DIR
+
+    names = [n for n, f in BUNDLED.items() if (WEIGHTS_DIR / f).is_file()]
+    try:
+        import micro_sym.classical  # noqa: F401
+
+        names.append(CLASSICAL)
+    except ImportError:
+        pass
+    return names
+
+
+# ------------------------------------------------------------------------------------ segmenting
+
+
+def iter_segment(image, settings: SegmentSettings, *, pixel_size=None, unit: str | None = None, net=None):
+    """Segment a 2D image or 3D volume, yielding :class:`Progress` after each tile; returns a :class:`SegmentResult`.
+
+    Parameters
+    ----------
+    image : array-like, (y, x) or (z, y, x)
+        numpy, dask or zarr array; tiles are read one at a time (``np.asarray(image[tile])``), so a
+        lazy image is never loaded whole.
+    settings : SegmentSettings
+    pixel_size : tuple of float, optional
+        Physical pixel size per axis (for the statistics table).
+    unit : str, optional
+    net : Network, optional
+        An already loaded network (otherwise ``settings.model`` is loaded, with a cache).
+
+    Yields
+    ------
+    Progress
+
+    Returns
+    -------
+    SegmentResult
+        Through ``StopIteration.value``; :func:`segment` runs the generator to the end.
+
+    Examples
+    --------
+    >>> res = segment(img, SegmentSettings(model="default-2d", tile=256))   # doctest: +SKIP
+    >>> res.grains.max() == res.n_grains                                    # doctest: +SKIP
+    True
+    """
+    check_image(image)
+    check_settings(settings, image.ndim)
+    if settings.model == CLASSICAL:
+        return (yield from _iter_classical(image, settings, pixel_size, unit))
+    return (yield from _iter_network(image, settings, pixel_size, unit, net))
+
+
+def segment(image, settings: SegmentSettings, **kwargs) -> SegmentResult:
+    """Run :func:`iter_segment` to completion (scripts and tests)."""
+    gen = iter_segment(image, settings, **kwargs)
+    while True:
+        try:
+            next(gen)
+        except StopIteration as stop:
+            return stop.value
+
+
+def _iter_network(image, settings, pixel_size, unit, net):
+    from micro_sym.inference import label_block, merge_blocks, plan_blocks
+    from micro_sym.models.normalize import intensity_range
+
+    t0 = time.perf_counter()
+    yield Progress(0, 1, f"loading model {Path(str(settings.model)).name}")
+    net = net if net is not None else load_network(settings.model, settings.device)
+    if net.ndim != image.ndim:
+        what = {2: "2D images", 3: "3D volumes"}
+        raise MicroSymError(f"model '{settings.model}' segments {what[net.ndim]} but the chosen layer is "
+                            f"{what[image.ndim][:-1]} of shape {tuple(image.shape)}; choose a {net.ndim}D model")
+    shape = tuple(int(s) for s in image.shape)
+    nd = len(shape)
+    stride = max(int(net.total_stride), 1)
+    if settings.tile:
+        # The tile is the engine's processing block and output chunk; both must sit on the stride grid.
+        tile = int(math.ceil(settings.tile / stride) * stride)
+        plan = plan_blocks(shape, tile, halo=net.halo, stride=stride, chunk=tile)
+    else:
+        plan = plan_blocks(shape, None, halo=net.halo, stride=stride)
+    n = len(plan.blocks)
+    total = n + 2  # tiles, the merge, the statistics
+    yield Progress(0, total, "intensity range")
+    # One normalization for the whole image, as whole-image inference does (tiles must agree).
+    lo, hi = intensity_range(image)
+    boundary = _allocate(shape, np.float32, n)
+    orientation = _allocate(((4,) if nd == 3 else ()) + shape, np.float32, n)
+    local = _allocate(shape, np.uint32, n)
+    merge_data = {}
+    for i, b in enumerate(plan.blocks):
+        yield Progress(i, total, f"tile {i + 1}/{n}")
+        x = np.asarray(image[b.tile])
+        x = np.nan_to_num(net.normalize(x, lo, hi), nan=0.0)
+        if any(p != (0, 0) for p in b.pad):
+            x = np.pad(x, b.pad, mode=plan.pad_mode)
+        y = net.forward(x[None], settings.device)[0]
+        maps = net.decode(y[(slice(None), *b.crop)])
+        lab = label_block(maps["orientation"], maps["boundary"], symmetry=net.symmetry, threshold=settings.threshold,
+                          boundary_threshold=settings.boundary_threshold, origin=tuple(s.start for s in b.core),
+                          image_shape=shape)
+        boundary[b.core] = maps["boundary"]
+        orientation[(slice(None), *b.core) if nd == 3 else b.core] = maps["orientation"]
+        local[b.core] = lab.labels
+        merge_data[b.id] = lab.to_arrays()
+    yield Progress(n, total, "merging grains across tiles")
+    merged = merge_blocks(plan, lambda b: merge_data[b.id], symmetry=net.symmetry, threshold=settings.threshold,
+                          min_size=int(settings.min_size), pixel_size=pixel_size)
+    grains = _allocate(shape, np.uint32, n)
+    for i, b in enumerate(plan.blocks):
+        grains[b.core] = merged.block_lut(i)[np.asarray(local[b.core])]
+    del local, merge_data
+    yield Progress(n + 1, total, "grain statistics")
+    table = _table(grains, orientation, net.symmetry, pixel_size, unit, merged.table)
+    info = {"model": str(settings.model), "halo": int(plan.halo), "tile": list(plan.block), "tiles": n,
+            "recompute": round(plan.recompute, 3), "value_range": [lo, hi], "threshold": settings.threshold,
+            "min_size": int(settings.min_size), "boundary_threshold": settings.boundary_threshold,
+            "device": settings.device}
+    return SegmentResult(grains, boundary, orientation, table, net.symmetry, f"network {settings.model}",
+                         _tuple(pixel_size), unit, n, time.perf_counter() - t0, info)
+
+
+def _iter_classical(image, settings, pixel_size, unit):
+    """The filter-bank method runs on the whole image (its boundary closing is not tile-local);
+    the progress steps are its stages, not tiles."""
+    from micro_sym.classical import classical_orientation_map, estimate_period
+    from micro_sym.grains import reconstruct_grains
+
+    t0 = time.perf_counter()
+    total = 4
+    yield Progress(0, total, "reading image")
+    img = np.asarray(image)
+    yield Progress(1, total, "lattice period from the power spectrum")
+    period = estimate_period(img, settings.lattice)
+    yield Progress(2, total, f"filter bank (period {period:.2f} px)")
+    maps = classical_orientation_map(img, lattice=settings.lattice, period=period, threshold=settings.threshold)
+    yield Progress(3, total, "grains and statistics")
+    grains = reconstruct_grains(maps["orientation"], symmetry=settings.lattice, threshold=settings.threshold,
+                                connectivity=1, boundary=maps["boundary"], boundary_threshold=settings.boundary_threshold,
+                                min_size=int(settings.min_size), small="merge").astype(np.uint32)
+    table = _table(grains, maps["orientation"], settings.lattice, pixel_size, unit, None)
+    info = {"model": CLASSICAL, "lattice": settings.lattice, "period_px": float(period), "threshold": settings.threshold,
+            "min_size": int(settings.min_size), "boundary_threshold": settings.boundary_threshold}
+    return SegmentResult(grains, maps["boundary"], maps["orientation"], table, settings.lattice, "classical filter bank",
+                         _tuple(pixel_size), unit, 1, time.perf_counter() - t0, info)
+
+
+def _allocate(shape, dtype, n_tiles):
+    """numpy for ordinary sizes; a temporary Zarr array (chunked like the tiles) beyond ~1 GB."""
+    nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
+    if nbytes <= IN_MEMORY_MAX_BYTES:
+        return np.zeros(shape, dtype)
+    import tempfile
+
+    import zarr
+
+    root = tempfile.mkdtemp(prefix="micro_sym_napari_")
+    chunks = tuple(min(s, 256 if len(shape) <= 2 else 128) for s in shape)
+    return zarr.create_array(store=root, shape=shape, dtype=dtype, chunks=chunks, fill_value=0)
+
+
+def _table(grains, orientation, symmetry, pixel_size, unit, fallback) -> dict:
+    from micro_sym.grains import grain_table
+
+    if fallback is not None and int(np.prod(grains.shape)) > WHOLE_TABLE_MAX_PIXELS:
+        return dict(fallback)
+    # The whole-map table adds the grain orientation spread (GOS), which per-tile sums cannot give.
+    return grain_table(np.asarray(grains), np.asarray(orientation), symmetry=symmetry, pixel_size=pixel_size,
+                       unit=unit)
+
+
+def _tuple(v):
+    return tuple(float(x) for x in v) if v is not None else None
+
+
+# ------------------------------------------------------------------------------------ colouring
+
+
+def cyclic_colors(n: int = 256) -> np.ndarray:
+    """RGBA ``(n, 4)`` of the cyclic colormap used for 2D angles (matplotlib's ``twilight``, as the
+    CLI's orientation figures use, so napari and the figures agree on colours)."""
+    from matplotlib import colormaps
+
+    return np.asarray(colormaps["twilight"](np.linspace(0.0, 1.0, n)), np.float32)
+
+
+def angle_key(period: float, size: int = 161) -> np.ndarray:
+    """Colour-wheel legend, RGBA ``(size, size, 4)``: the direction θ (counter-clockwise from +x, as
+    displayed) drawn in the colour of θ mod ``period``. Directions θ and θ + period share a colour,
+    which shows at a glance that the lattice angle is only defined mod ``period``."""
+    c = (size - 1) / 2
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float64)
+    dx, dy = xx - c, c - yy  # y up on screen
+    r = np.hypot(dx, dy) / c
+    theta = np.mod(np.rad2deg(np.arctan2(dy, dx)), 360.0)
+    lut = cyclic_colors(256)
+    idx = np.clip((np.mod(theta, period) / period * 256).astype(int), 0, 255)
+    rgba = lut[idx].copy()
+    rgba[..., 3] = ((r >= 0.45) & (r <= 1.0)).astype(np.float32)
+    return rgba
+
+
+def angle_key_labels(period: float, size: int = 161) -> tuple[np.ndarray, list[str]]:
+    """Positions ``(n, 2)`` (row, col in key pixels) and texts for the angle ticks of :func:`angle_key`."""
+    c = (size - 1) / 2
+    ticks = np.arange(0.0, 360.0, period / 2)
+    rows, texts = [], []
+    for t in ticks:
+        r = 1.18 * c
+        rows.append((c - r * math.sin(math.radians(t)), c + r * math.cos(math.radians(t))))
+        texts.append(f"{np.mod(t, period):g}°")
+    return np.asarray(rows), texts
+
+
+def ipf_key(size: int = 161) -> np.ndarray:
+    """Cubic IPF legend, RGBA ``(size, size, 4)``: the standard triangle [001]-[101]-[111] in
+    stereographic projection, transparent outside, coloured by :func:`micro_sym.orientation.ipf_colour_from_crystal_direction`."""
+    from micro_sym.orientation import ipf_colour_from_crystal_direction
+
+    xmax, ymax = 0.42, 0.38
+    xs = np.linspace(0, xmax, size)
+    ys = np.linspace(ymax, 0, size)  # row 0 at the top of the key
+    X, Y = np.meshgrid(xs, ys)
+    r2 = X**2 + Y**2
+    v = np.stack([2 * X, 2 * Y, 1 - r2], -1) / (1 + r2)[..., None]  # inverse stereographic projection
+    inside = (v[..., 2] >= v[..., 0]) & (v[..., 0] >= v[..., 1]) & (v[..., 1] >= 0)
+    rgb = ipf_colour_from_crystal_direction(v)
+    return np.concatenate([rgb, inside[..., None]], -1).astype(np.float32)
+
+
+def ipf_key_labels(size: int = 161) -> tuple[np.ndarray, list[str]]:
+    """Corner positions (row, col in key pixels) and names of the :func:`ipf_key` triangle."""
+    xmax, ymax = 0.42, 0.38
+    pos, texts = [], []
+    for name, d in (("001", (0, 0, 1)), ("101", (1, 0, 1)), ("111", (1, 1, 1))):
+        d = np.asarray(d, float) / np.linalg.norm(d)
+        px, py = d[0] / (1 + d[2]), d[1] / (1 + d[2])
+        pos.append(((ymax - py) / ymax * (size - 1) + 0.09 * size * (1 if name != "111" else -1),
+                    px / xmax * (size - 1)))
+        texts.append(f"[{name}]")
+    return np.asarray(pos), texts
+
+
+def ipf_rgb(quaternions, direction=(0.0, 0.0, 1.0)):
+    """IPF colours ``(3, *spatial)`` float32 of cubic quaternions ``(4, *spatial)``; lazy (dask) in, lazy out.
+
+    Channel-first so the three channels can be shown as additive red/green/blue layers (napari does
+    not render RGB volumes).
+    """
+    from micro_sym.orientation import ipf_colour_cubic
+
+    def colour(q):
+        rgb = ipf_colour_cubic(np.moveaxis(np.asarray(q, np.float64), 0, -1), direction)
+        bad = ~np.all(np.isfinite(q), axis=0)
+        out = np.moveaxis(rgb, -1, 0).astype(np.float32)
+        out[:, bad] = 0.0  # undefined orientation: black (no colour added), not white
+        return out
+
+    try:
+        import dask.array as da
+
+        if isinstance(quaternions, da.Array):
+            q = quaternions.rechunk({0: 4})
+            return q.map_blocks(colour, dtype=np.float32)
+    except ImportError:
+        pass
+    return colour(np.asarray(quaternions))
+
+
+def boundary_mask(grains) -> np.ndarray:
+    """uint8 mask of grain-boundary pixels: label 0, or a +axis neighbour in another grain (one-sided,
+    so boundaries are one pixel wide)."""
+    lab = np.asarray(grains)
+    mask = lab == 0
+    for ax in range(lab.ndim):
+        a = np.moveaxis(lab, ax, 0)
+        m = np.moveaxis(mask, ax, 0)
+        m[:-1] |= a[1:] != a[:-1]
+    return mask.astype(np.uint8)
+
+
+# -------------------------------------------------------------------------------------- layers
+
+
+def features_frame(table: dict):
+    """The per-grain table as a pandas DataFrame with napari's ``index`` column (= grain id), so the
+    Labels layer shows a grain's statistics under the cursor and widgets can look rows up by id."""
+    import pandas as pd
+
+    df = pd.DataFrame({k: np.asarray(v) for k, v in table.items()})
+    df.insert(0, "index", df["grain"].to_numpy() if "grain" in df else np.arange(1, len(df) + 1))
+    return df
+
+
+def result_layers(result: SegmentResult, name: str, *, scale=None, translate=None) -> list[tuple]:
+    """napari layer-data tuples ``(data, kwargs, layer_type)`` for a result, bottom to top.
+
+    Layers: ``NAME orientation`` (2D: angle with the cyclic colormap, contrast limits = the symmetry
+    period; 3D: three additive channels ``NAME IPF-Z red/green/blue``), ``NAME boundary probability``
+    (hidden), ``NAME grains`` (Labels, ``features`` = per-grain statistics), ``NAME grain boundaries``
+    (black one-pixel lines) and the colour key of the orientation map, placed to the right of the image.
+    """
+    nd = result.ndim
+    scale = tuple(scale) if scale is not None else (1.0,) * nd
+    translate = tuple(translate) if translate is not None else (0.0,) * nd
+    common = {"scale": scale, "translate": translate}
+    meta = {"micro_sym": {"method": result.method, "symmetry": result.symmetry, "unit": result.unit or "px",
+                          "pixel_size": result.pixel_size, "seconds": round(result.seconds, 2), **result.info}}
+    layers = []
+    if nd == 2:
+        layers.append((result.orientation, {**common, "name": f"{name} orientation (° mod {result.period:g})",
+                                            "colormap": _napari_cyclic(), "contrast_limits": (0.0, result.period),
+                                            "interpolation2d": "nearest", "metadata": meta}, "image"))
+    else:
+        rgb = ipf_rgb(result.orientation)
+        for c, colour in enumerate(("red", "green", "blue")):
+            layers.append((rgb[c], {**common, "name": f"{name} IPF-Z {colour}", "colormap": colour,
+                                    "contrast_limits": (0.0, 1.0), "blending": "additive", "metadata": meta}, "image"))
+    layers.append((result.boundary, {**common, "name": f"{name} boundary probability", "colormap": "magma",
+                                     "contrast_limits": (0.0, 1.0), "visible": False, "metadata": meta}, "image"))
+    layers.append((result.grains, {**common, "name": f"{name} grains", "features": features_frame(result.table),
+                                   "opacity": 0.45, "visible": False, "metadata": meta}, "labels"))
+    layers.append((boundary_mask(result.grains), {**common, "name": f"{name} grain boundaries",
+                                                  "colormap": _boundary_colormap(), "opacity": 0.9, "metadata": meta},
+                   "labels"))
+    layers.extend(key_layers(result.symmetry, result.grains.shape, scale=scale, translate=translate))
+    return layers
+
+
+def key_layers(symmetry: str, shape, *, scale, translate) -> list[tuple]:
+    """The orientation colour key as an RGBA image plus text labels, to the right of an image of ``shape``.
+
+    A legend drawn on the canvas (not only in a dock widget) appears in screenshots and exported
+    figures, and it scales with the image so it stays readable at any zoom.
+    """
+    nd = len(shape)
+    h, w = shape[-2], shape[-1]
+    size = int(max(64, min(h, w) * 0.35))
+    sy, sx = scale[-2], scale[-1]
+    # Key pixels have the image's pixel size: margin of 1/10 of the key, top-aligned with the image.
+    off_y, off_x = translate[-2], translate[-1] + (w + size * 0.25) * sx
+    key_scale = (sy, sx)
+    if symmetry in SYMMETRY_K:
+        period = 360.0 / SYMMETRY_K[symmetry]
+        rgba, (pos, texts) = angle_key(period, size), angle_key_labels(period, size)
+        title = f"lattice angle, ° mod {period:g} ({symmetry})"
+        pad = 0.3 * size  # the key's tick labels sit outside the wheel
+        off_y += pad * sy
+        off_x += pad * sx
+    else:
+        rgba, (pos, texts) = ipf_key(size), ipf_key_labels(size)
+        title = "IPF-Z key (cubic): crystal direction along z"
+    key_translate = (off_y, off_x)
+    title_pos = np.array([[-0.22 * size, (size - 1) / 2]])
+    points = np.concatenate([pos, title_pos]) * np.array(key_scale) + np.array(key_translate)
+    texts = list(texts) + [title]
+    if nd == 3:  # show the key in the middle z plane of the volume (2D layers sit at z = 0)
+        z = translate[0] + (shape[0] - 1) / 2 * scale[0]
+        points = np.concatenate([np.full((len(points), 1), z), points], 1)
+    key = (rgba, {"name": "orientation colour key", "rgb": True, "scale": key_scale, "translate": key_translate,
+                  "interpolation2d": "linear"}, "image")
+    font = max(9, min(14, int(size / 12)))
+    labels = (points, {"name": "orientation colour key labels", "size": 0, "text": {"string": "{label}", "color": "white",
+                                                                                   "size": font, "anchor": "center"},
+                       "features": {"label": texts}, "face_color": "transparent", "border_width": 0}, "points")
+    return [key, labels]
+
+
+def _napari_cyclic():
+    from napari.utils.colormaps import Colormap
+
+    return Colormap(cyclic_colors(256), name="twilight (cyclic)")
+
+
+def _boundary_colormap():
+    from napari.utils.colormaps import DirectLabelColormap
+
+    return DirectLabelColormap(color_dict={0: "transparent", 1: "black", None: "transparent"})

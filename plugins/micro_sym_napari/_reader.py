@@ -1,0 +1,270 @@
+"""napari reader: TIFF, Zarr / OME-Zarr (lazy, multiscale), micro_sym segmentation outputs, EBSD maps.
+
+What a path opens as
+--------------------
+- ``OUT/NAME.zarr`` written by ``micro-sym segment`` (a group holding ``grains``, ``boundary`` and
+  ``orientation``): the input image (when the run manifest still points at it), the orientation map
+  coloured like the widget's output, boundary probability, grains (``features`` from
+  ``OUT/NAME_grains.csv``) and grain boundaries -- everything lazy, read chunk by chunk;
+- any other OME-Zarr image: one image layer per multiscale image, as a pyramid when it has levels;
+- a plain Zarr array or a ``.tif``/``.tiff``: an image layer backed by the file's chunks, scaled by
+  the pixel size found in its metadata; a TIFF inside a labeled dataset's ``grains/``,
+  ``boundary/`` or ``orientation/`` folder (DESIGN.md §1) opens as labels or as a coloured orientation map;
+- ``.ctf``, ``.cpr``/``.crc``, ``.ang`` EBSD maps: IPF-Z colour map, phases and the band contrast /
+  image quality channel when the file has one.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+EBSD_SUFFIXES = (".ctf", ".cpr", ".crc", ".ang")
+TIFF_SUFFIXES = (".tif", ".tiff")
+
+
+def napari_get_reader(path):
+    """npe2 reader hook: a function reading ``path`` (a path or a list of paths), or None if not ours."""
+    paths = [path] if isinstance(path, (str, Path)) else list(path)
+    if not paths or not all(_kind(Path(p)) for p in paths):
+        return None
+    return read_paths
+
+
+def _kind(path: Path) -> str | None:
+    name = path.name.lower()
+    if name.endswith(EBSD_SUFFIXES):
+        return "ebsd"
+    if name.endswith(TIFF_SUFFIXES):
+        return "tiff"
+    if path.is_dir() and ((path / "zarr.json").is_file() or (path / ".zgroup").is_file() or (path / ".zarray").is_file()):
+        return "zarr"
+    return None
+
+
+def read_paths(path) -> list[tuple]:
+    """Read one or more paths into napari layer-data tuples (errors raise MicroSymError with one line)."""
+    paths = [path] if isinstance(path, (str, Path)) else list(path)
+    layers = []
+    for p in paths:
+        p = Path(p)
+        kind = _kind(p)
+        if kind == "ebsd":
+            layers += read_ebsd_layers(p)
+        elif kind == "tiff":
+            layers += read_tiff_layers(p)
+        elif kind == "zarr":
+            layers += read_zarr_layers(p)
+    return layers
+
+
+# ------------------------------------------------------------------------------------------ TIFF
+
+
+def read_tiff_layers(path: Path) -> list[tuple]:
+    from micro_sym.io import open_image
+
+    img = open_image(path)
+    kwargs = {"name": img.name, "metadata": {"path": str(path), "unit": img.unit, "pixel_size": img.pixel_size}}
+    if img.pixel_size is not None:
+        kwargs["scale"] = tuple(img.pixel_size)
+    folder = path.parent.name
+    # Ground truth of a labeled dataset (DESIGN.md §1) sits in sibling folders named by content.
+    if folder in ("grains", "boundary") and np.issubdtype(img.data.dtype, np.integer):
+        return [(img.data, {**kwargs, "name": f"{img.name} {folder} (ground truth)"}, "labels")]
+    if folder == "orientation":
+        lattice = _dataset_lattice(path.parent.parent)
+        return _orientation_layers(img.data, lattice, f"{img.name} orientation (ground truth)", kwargs)
+    return [(img.data, kwargs, "image")]
+
+
+def _dataset_lattice(root: Path) -> str:
+    try:
+        return json.loads((root / "dataset.json").read_text()).get("lattice", "square")
+    except (OSError, ValueError):
+        return "square"
+
+
+def _orientation_layers(data, symmetry: str, name: str, kwargs: dict) -> list[tuple]:
+    from micro_sym_napari._core import SYMMETRY_K, _napari_cyclic, ipf_rgb
+
+    kwargs = {k: v for k, v in kwargs.items() if k != "name"}
+    if data.ndim == 4 or symmetry == "cubic":  # (4, z, y, x) quaternions
+        rgb = ipf_rgb(data)
+        return [(rgb[c], {**kwargs, "name": f"{name} IPF-Z {colour}", "colormap": colour, "contrast_limits": (0.0, 1.0),
+                          "blending": "additive"}, "image") for c, colour in enumerate(("red", "green", "blue"))]
+    period = 360.0 / SYMMETRY_K.get(symmetry, 4)
+    return [(data, {**kwargs, "name": f"{name} (° mod {period:g})", "colormap": _napari_cyclic(),
+                    "contrast_limits": (0.0, period), "interpolation2d": "nearest"}, "image")]
+
+
+# ------------------------------------------------------------------------------------------ Zarr
+
+
+def read_zarr_layers(path: Path) -> list[tuple]:
+    import dask.array as da
+    import zarr
+
+    from micro_sym.errors import MicroSymError
+
+    try:
+        node = zarr.open(str(path), mode="r")
+    except Exception as err:
+        raise MicroSymError(f"{path}: not a readable Zarr store ({type(err).__name__})") from None
+    if isinstance(node, zarr.Array):
+        return [(da.from_zarr(node), {"name": _stem(path)}, "image")]
+    if {"grains", "orientation", "boundary"} <= set(node.array_keys()):
+        return read_segmentation(path)
+    attrs = dict(node.attrs)
+    multiscales = attrs.get("ome", attrs).get("multiscales") or []
+    layers = []
+    for ms in multiscales:
+        levels = [da.from_zarr(node[d["path"]]) for d in ms["datasets"]]
+        axes = [a["name"] if isinstance(a, dict) else a for a in ms.get("axes", [])]
+        kwargs = {"name": ms.get("name") or _stem(path)}
+        scale = _level_scale(ms, 0)
+        if "c" in axes:
+            kwargs["channel_axis"] = axes.index("c")
+            scale = [s for a, s in zip(axes, scale or []) if a != "c"] if scale else None
+        if scale:
+            kwargs["scale"] = tuple(scale)
+        if len(levels) > 1:
+            kwargs["multiscale"] = True
+        layers.append((levels if len(levels) > 1 else levels[0], kwargs, "image"))
+    if not layers:
+        names = sorted(node.array_keys())
+        if not names:
+            raise MicroSymError(f"{path}: Zarr group holds no arrays and no OME-Zarr image")
+        layers = [(da.from_zarr(node[n]), {"name": f"{_stem(path)} {n}"}, "image") for n in names]
+    return layers
+
+
+def _level_scale(ms: dict, level: int):
+    ds = ms["datasets"][level]
+    for t in ds.get("coordinateTransformations", []):
+        if t.get("type") == "scale":
+            return [float(s) for s in t["scale"]]
+    return None
+
+
+def _stem(path: Path) -> str:
+    name = path.name
+    for suffix in (".ome.zarr", ".zarr"):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def read_segmentation(path: Path) -> list[tuple]:
+    """Layers of a ``micro-sym segment`` output, all lazy: input image, orientation, boundary, grains."""
+    import dask.array as da
+    import zarr
+
+    from micro_sym_napari._core import _boundary_colormap, features_frame, key_layers
+
+    root = zarr.open_group(str(path), mode="r")
+    name = _stem(path)
+    attrs = dict(root.attrs)
+    run = attrs.get("micro_sym", {})
+    grains = da.from_zarr(root["grains"])
+    boundary = da.from_zarr(root["boundary"])
+    orientation = da.from_zarr(root["orientation"])
+    nd = grains.ndim
+    scale, unit = None, None
+    for ms in attrs.get("ome", attrs).get("multiscales", []):
+        if ms.get("name") == "grains":
+            scale = _level_scale(ms, 0)
+            unit = next((a.get("unit") for a in ms.get("axes", []) if isinstance(a, dict) and a.get("unit")), None)
+    common = {"scale": tuple(scale)} if scale else {}
+    meta = {"micro_sym": {"path": str(path), "unit": unit or "px", **run}}
+    layers = []
+    image = _input_image(path)
+    if image is not None:
+        layers.append((image.data, {**common, "name": f"{name} image", "metadata": meta}, "image"))
+    symmetry = "cubic" if nd == 3 else _symmetry_2d(run)
+    layers += _orientation_layers(orientation, symmetry, f"{name} orientation", {**common, "metadata": meta})
+    layers.append((boundary, {**common, "name": f"{name} boundary probability", "colormap": "magma",
+                              "contrast_limits": (0.0, 1.0), "visible": False, "metadata": meta}, "image"))
+    kw = {**common, "name": f"{name} grains", "opacity": 0.45, "visible": False, "metadata": meta}
+    csv = path.with_name(f"{name}_grains.csv")
+    if csv.is_file():
+        kw["features"] = features_frame(read_grain_csv(csv))
+    layers.append((grains, kw, "labels"))
+    from micro_sym_napari._core import boundary_mask
+
+    edges = grains.map_overlap(lambda b: boundary_mask(b), depth=1, boundary="none", dtype=np.uint8)
+    layers.append((edges, {**common, "name": f"{name} grain boundaries", "colormap": _boundary_colormap(),
+                           "opacity": 0.9, "metadata": meta}, "labels"))
+    sc = tuple(scale) if scale else (1.0,) * nd
+    layers += key_layers(symmetry, grains.shape, scale=sc, translate=(0.0,) * nd)
+    return layers
+
+
+def read_grain_csv(path: Path) -> dict:
+    """A grain CSV (header names carry units, ``area_nm2``) as ``{column: array}``."""
+    import pandas as pd
+
+    df = pd.read_csv(path)
+    return {c: df[c].to_numpy() for c in df.columns}
+
+
+def _input_image(path: Path):
+    """The segmented input, found through the run manifest next to the output (None if gone)."""
+    from micro_sym.io import open_image
+
+    manifest = path.parent / f".{_stem(path)}.run" / "manifest.json"
+    try:
+        info = json.loads(manifest.read_text())
+        src = info["input"]
+        img = open_image(src["path"], array=src.get("array"), level=src.get("level", 0))
+    except Exception:  # no manifest, moved input: the segmentation alone is still worth showing
+        return None
+    return img
+
+
+def _symmetry_2d(run: dict) -> str:
+    """Lattice of a 2D output: stored by newer engines; else the model file's ``k``; else square."""
+    if run.get("symmetry") in ("square", "hexagonal"):
+        return run["symmetry"]
+    model = (run.get("model") or {}).get("name")
+    if model:
+        try:
+            import torch
+
+            from micro_sym.models import resolve_model_path
+
+            blob = torch.load(resolve_model_path(model), map_location="cpu", weights_only=True)
+            return {6: "hexagonal"}.get(int(blob["config"].get("k", 4)), "square")
+        except Exception:
+            pass
+    return "square"
+
+
+# ------------------------------------------------------------------------------------------ EBSD
+
+
+def read_ebsd_layers(path: Path) -> list[tuple]:
+    from micro_sym.ebsd import read_ebsd
+    from micro_sym_napari._core import ipf_rgb, key_layers
+
+    m = read_ebsd(path)
+    name = path.stem
+    scale = tuple(float(s) for s in m.step)
+    meta = {"micro_sym": {"path": str(path), "unit": m.unit, "phases": m.phases}}
+    layers = []
+    for key in ("band_contrast", "bc", "iq", "IQ", "BC"):
+        if key in m.extra:
+            layers.append((np.asarray(m.extra[key], np.float32), {"name": f"{name} {key}", "scale": scale,
+                                                                  "colormap": "gray", "metadata": meta}, "image"))
+            break
+    cubic_ids = [i + 1 for i, p in enumerate(m.phases) if p.get("symmetry") == "cubic"]
+    q = np.where(np.isin(m.phase, cubic_ids)[None], m.quaternions, np.nan)
+    rgb = np.moveaxis(ipf_rgb(q), 0, -1)
+    rgba = np.concatenate([rgb, np.isfinite(q[0])[..., None].astype(np.float32)], -1)
+    layers.append((rgba, {"name": f"{name} IPF-Z (cubic phases)", "rgb": True, "scale": scale, "metadata": meta}, "image"))
+    layers.append((m.phase.astype(np.int32), {"name": f"{name} phases", "scale": scale, "opacity": 0.4, "visible": False,
+                                              "metadata": meta}, "labels"))
+    layers += key_layers("cubic", m.shape, scale=scale, translate=(0.0, 0.0))
+    return layers
