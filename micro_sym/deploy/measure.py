@@ -1,0 +1,202 @@
+"""What a deployment report measures: parameters, convolution MACs, CPU latency, equivariance error.
+
+All functions take any module with the SegModel interface (escnn, exported, or
+:class:`~micro_sym.deploy.export.DeployedModel`); escnn models are exported first for MACs and
+latency because the exported form is what runs in production.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+import numpy as np
+import torch
+from torch import nn
+
+# The 8 elements of D4 on (..., H, W): np.rot90 by r quarter turns (counter-clockwise as displayed),
+# then an optional left-right mirror (x -> -x); the same convention as tests/test_models2d.py.
+D4_ELEMENTS = [(r, m) for m in (False, True) for r in range(4)]
+
+
+def _plain(model):
+    return model if getattr(model, "exported", False) or not hasattr(model, "export") else model.export()
+
+
+def count_parameters(model) -> int:
+    """Trainable parameters of the deployed (plain torch) form; escnn's basis coefficients would
+    undercount what runs, so escnn models are counted after ``export()``. 0 for ONNX/TorchScript."""
+    return int(sum(p.numel() for p in _plain(model).parameters()))
+
+
+@torch.no_grad()
+def count_macs(model, size: int | None = None) -> dict:
+    """Multiply-accumulates of all convolutions for one input of side ``size``, counted with hooks.
+
+    Parameters
+    ----------
+    model : SegModel-like (plain torch after export; ONNX/TorchScript files cannot be hooked)
+    size : int, optional
+        Input side (default 256 in 2D, 64 in 3D), rounded up to the total stride.
+
+    Returns
+    -------
+    dict
+        ``macs`` (total), ``per_pixel`` (per input pixel/voxel), ``size``.
+    """
+    net = _plain(model).eval()
+    ndim = int(getattr(model, "ndim", 2))
+    s = int(model.total_stride)
+    size = size or (256 if ndim == 2 else 64)
+    size = -(-size // s) * s
+    total = [0]
+
+    def hook(mod, inp, out):
+        k = int(np.prod(mod.kernel_size))
+        total[0] += int(out.numel()) * (mod.in_channels // mod.groups) * k
+
+    handles = [m.register_forward_hook(hook) for m in net.modules() if isinstance(m, (nn.Conv2d, nn.Conv3d))]
+    try:
+        net(torch.zeros((1, 1) + (size,) * ndim))
+    finally:
+        for h in handles:
+            h.remove()
+    return {"macs": total[0], "per_pixel": total[0] / size**ndim, "size": size}
+
+
+@torch.no_grad()
+def cpu_latency(model, size: int | None = None, *, repeats: int = 5, warmup: int = 2, threads: int | None = None) -> dict:
+    """Median wall time of one forward pass on a ``(1, 1, size, size[, size])`` input on the CPU.
+
+    Parameters
+    ----------
+    model : SegModel-like
+        escnn models are exported first (the deployed form is what is timed).
+    size : int, optional
+        Default 512 (2D) or 64 (3D), rounded up to the total stride.
+    repeats, warmup : int
+    threads : int, optional
+        torch CPU threads for the measurement (restored afterwards).
+
+    Returns
+    -------
+    dict
+        ``seconds`` (median), ``min``, ``mpix_per_s``, ``size``, ``threads``.
+    """
+    net = _plain(model).eval()
+    ndim = int(getattr(model, "ndim", 2))
+    s = int(model.total_stride)
+    size = -(-(size or (512 if ndim == 2 else 64)) // s) * s
+    old = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(int(threads))
+    try:
+        x = torch.randn((1, 1) + (size,) * ndim, generator=torch.Generator().manual_seed(0))
+        for _ in range(warmup):
+            net(x)
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            net(x)
+            times.append(time.perf_counter() - t0)
+    finally:
+        torch.set_num_threads(old)
+    med = statistics.median(times)
+    return {"seconds": med, "min": min(times), "mpix_per_s": size**ndim / med / 1e6, "size": size,
+            "threads": int(threads or old)}
+
+
+def transform_output_2d(y: torch.Tensor, r: int, mirror: bool, k: int) -> torch.Tensor:
+    """Expected output transform for input ``mirror(rot90(x, r))``: maps move with the image and
+    ``(cos kθ, sin kθ)`` turns by ``k·90°·r`` (θ → θ + 90° r), then a mirror (θ → 180° − θ) negates
+    ``sin`` for even k (the frequency-k O(2) irrep, DESIGN.md §2)."""
+    out = torch.rot90(y, r, dims=(-2, -1))
+    if mirror:
+        out = torch.flip(out, dims=(-1,))
+    out = out.clone()
+    phi = np.deg2rad(k * 90.0 * r)
+    c, s = out[:, 1].clone(), out[:, 2].clone()
+    out[:, 1] = float(np.cos(phi)) * c - float(np.sin(phi)) * s
+    out[:, 2] = float(np.sin(phi)) * c + float(np.cos(phi)) * s
+    if mirror:
+        out[:, 2] = -out[:, 2] if k % 2 == 0 else out[:, 2]
+    return out
+
+
+@torch.no_grad()
+def equivariance_error(model, size: int | None = None, *, seed: int = 0, x: torch.Tensor | None = None) -> dict:
+    """Equivariance error over the exact grid symmetries: 8 p4m (D4) elements in 2D, 24 cube rotations in 3D.
+
+    The error of element g is ``max |f(g·x) − g·f(x)| / max |f(x)|`` on a smooth random input.
+
+    Parameters
+    ----------
+    model : SegModel-like (any form: escnn, exported, deployed file)
+    size : int, optional
+        Input side (default ``max(64, 2 * total_stride)`` in 2D, ``2 * total_stride`` ≥ 8 in 3D).
+    x : tensor, optional
+        Use this input instead of a random one.
+
+    Returns
+    -------
+    dict
+        ``max`` over elements and ``per_element`` (list of ``{"element", "error"}``).
+    """
+    model.eval()
+    ndim = int(getattr(model, "ndim", 2))
+    s = int(model.total_stride)
+    if x is None:
+        side = size or (max(64, 2 * s) if ndim == 2 else max(8, 2 * s))
+        side = -(-side // s) * s
+        g = torch.Generator().manual_seed(seed)
+        x = torch.randn((1, 1) + (side,) * ndim, generator=g)
+        # Smooth a little: white noise is dominated by pixel-scale content the grid maps exactly
+        # anyway; smooth inputs exercise larger receptive fields as real images do.
+        pool = torch.nn.functional.avg_pool2d if ndim == 2 else torch.nn.functional.avg_pool3d
+        x = pool(x, 3, 1, 1) * 3.0
+    y = model(x)
+    scale = max(float(y.abs().max()), 1e-12)
+    per = []
+    if ndim == 2:
+        k = int(model.k)
+        for r, m in D4_ELEMENTS:
+            xt = torch.rot90(x, r, dims=(-2, -1))
+            xt = torch.flip(xt, dims=(-1,)) if m else xt
+            err = float((model(xt) - transform_output_2d(y, r, m, k)).abs().max()) / scale
+            per.append({"element": f"rot{90 * r}{'+mirror' if m else ''}", "error": err})
+    else:
+        from micro_sym.models.gcnn3d import cube_grid_rotations, rotate_output, rotate_volume
+
+        degrees = tuple(getattr(model, "degrees", (4,)))
+        for gi, rot in enumerate(cube_grid_rotations()):
+            err = float((model(rotate_volume(x, rot)) - rotate_output(y, gi, degrees)).abs().max()) / scale
+            per.append({"element": f"rot{gi}", "error": err})
+    return {"max": max(p["error"] for p in per), "per_element": per}
+
+
+def evaluate_accuracy(model, data, *, max_images: int | None = None) -> dict:
+    """Boundary F1, grain F1 and orientation error on a labeled 2D dataset (:func:`micro_sym.metrics.evaluate_model`)."""
+    from micro_sym.dataset import LabeledDataset
+    from micro_sym.metrics import evaluate_model
+
+    ds = LabeledDataset(data)
+    names = list(ds.names)[: max_images] if max_images else None
+    rep = evaluate_model(model, ds, names=names)
+    ov = rep["overall"]
+    return {key: ov[key] for key in ("boundary_f1", "grain_f1", "orientation_median_deg", "n_images") if key in ov}
+
+
+def report(model, *, data=None, latency_size: int | None = None, repeats: int = 5, threads: int | None = None,
+           max_images: int | None = None, equivariance: bool = True) -> dict:
+    """One column of a before/after report: parameters, MACs, latency, equivariance, accuracy."""
+    out = {}
+    if not getattr(model, "fmt", None) in ("onnx", "torchscript"):
+        out["parameters"] = count_parameters(model)
+        out["macs"] = count_macs(model)
+    out["latency"] = cpu_latency(model, latency_size, repeats=repeats, threads=threads)
+    if equivariance:
+        eq = equivariance_error(model)
+        out["equivariance_error"] = {"max": eq["max"], "per_element": {p["element"]: p["error"] for p in eq["per_element"]}}
+    if data is not None and int(getattr(model, "ndim", 2)) == 2:
+        out["accuracy"] = evaluate_accuracy(model, data, max_images=max_images)
+    return out
