@@ -472,7 +472,7 @@ def prune_model(model, ratio: float, *, criterion: str = "norm", scope: str = "g
     before = layer_fields(model)
     protect = (0,) if protect_stem else ()
     n_prunable = sum(f for i, f in enumerate(before) if i not in protect)
-    current = safe_copy(model)
+    current = _shell_copy(model)
     for s in range(1, int(steps) + 1):
         target = 1.0 - (1.0 - ratio) ** (s / steps)
         now = layer_fields(current)
@@ -513,6 +513,30 @@ def safe_copy(model):
     out = copy.deepcopy(model)
     with torch.no_grad():
         model.train(was)
+    return out
+
+
+def _shell_copy(model):
+    """A copy whose U-Net pieces can be replaced without touching ``model``.
+
+    Pruning builds every convolution, batch norm, pooling and upsampling module anew, so only the
+    containers need copying (escnn's 3D groups cannot be deep-copied at all); the stateless
+    wrappers that survive (input wrap, concatenations) are shared.
+    """
+    import collections
+
+    def shallow(m):
+        c = copy.copy(m)
+        c._modules = collections.OrderedDict(m._modules)
+        c._parameters = collections.OrderedDict(m._parameters)
+        c._buffers = collections.OrderedDict(m._buffers)
+        return c
+
+    out = shallow(model)
+    if int(getattr(model, "ndim", 2)) == 2:
+        out.core = shallow(model.core)
+    out.config = dict(model.config)
+    out.meta = dict(getattr(model, "meta", {}))
     return out
 
 

@@ -297,10 +297,14 @@ def load_model(name_or_path="default-2d", device="cpu", export: bool = False) ->
         Missing, unreadable or malformed files.
     """
     path = resolve_model_path(name_or_path)
+    if path.suffix in (".onnx", ".ts", ".safetensors"):  # deployed files (micro_sym.deploy.export)
+        from micro_sym.deploy.export import load_deployed; return load_deployed(path, device)  # noqa: E702
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # pickle errors, truncated files, foreign formats
         raise MicroSymError(f"{path}: not a micro_sym model file ({type(err).__name__})") from None
+    if isinstance(blob, dict) and blob.get("format") == "micro_sym.deployed":  # exported plain-torch file
+        from micro_sym.deploy.export import load_deployed; return load_deployed(path, device)  # noqa: E702
     if not isinstance(blob, dict) or not {"config", "state_dict", "meta"} <= set(blob):
         raise MicroSymError(f"{path}: not a micro_sym model file (expected config, state_dict and meta)")
     if isinstance(blob["config"], dict) and blob["config"].get("arch") == "gcnn3d":  # 3D hook
