@@ -29,7 +29,7 @@ def count_parameters(model) -> int:
     return int(sum(p.numel() for p in _plain(model).parameters()))
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def count_macs(model, size: int | None = None) -> dict:
     """Multiply-accumulates of all convolutions for one input of side ``size``, counted with hooks.
 
@@ -64,7 +64,7 @@ def count_macs(model, size: int | None = None) -> dict:
     return {"macs": total[0], "per_pixel": total[0] / size**ndim, "size": size}
 
 
-@torch.no_grad()
+@torch.inference_mode()  # as predict_image runs (no autograd bookkeeping; measurably faster on CPU than no_grad)
 def cpu_latency(model, size: int | None = None, *, repeats: int = 5, warmup: int = 2, threads: int | None = None) -> dict:
     """Median wall time of one forward pass on a ``(1, 1, size, size[, size])`` input on the CPU.
 
@@ -123,7 +123,7 @@ def transform_output_2d(y: torch.Tensor, r: int, mirror: bool, k: int) -> torch.
     return out
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def equivariance_error(model, size: int | None = None, *, seed: int = 0, x: torch.Tensor | None = None) -> dict:
     """Equivariance error over the exact grid symmetries: 8 p4m (D4) elements in 2D, 24 cube rotations in 3D.
 

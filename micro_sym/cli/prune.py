@@ -1,0 +1,80 @@
+"""``micro-sym prune MODEL --ratio R --out PRUNED``: field-wise pruning (+ optional fine-tuning), with a report."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+
+def prune(
+    model: str = typer.Argument(..., help="Model file or bundled name (escnn 2D unet_equi or 3D octa)."),
+    ratio: float = typer.Option(..., "--ratio", help="Fraction of prunable fields to remove, in [0, 1)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Pruned model file (.pt, loads like any model)."),
+    criterion: str = typer.Option("norm", "--criterion", help="Field importance: norm (filter norms, both sides) or bn (batch-norm scale)."),
+    scope: str = typer.Option("global", "--scope", help="global (rank fields over all layers) or layer (same ratio per layer)."),
+    steps: int = typer.Option(1, "--steps", help="Iterative schedule: prune in this many rounds (fine-tuning after each)."),
+    finetune: Optional[Path] = typer.Option(None, "--finetune", help="Labeled dataset to fine-tune on after pruning (2D)."),
+    epochs: int = typer.Option(2, "--epochs", help="Fine-tuning epochs (per round)."),
+    steps_per_epoch: Optional[int] = typer.Option(None, "--steps-per-epoch", help="Fine-tuning steps per epoch (default: the model's training config)."),
+    lr: float = typer.Option(1e-3, "--lr", help="Fine-tuning learning rate."),
+    val: Optional[Path] = typer.Option(None, "--val", help="Validation dataset for fine-tuning (default: a split of --finetune)."),
+    data: Optional[Path] = typer.Option(None, "--data", help="Labeled dataset for the accuracy rows of the report."),
+    max_images: Optional[int] = typer.Option(None, "--max-images", help="Score at most this many images of --data."),
+    latency_size: Optional[int] = typer.Option(None, "--latency-size", help="Input side for the latency row (default 512 in 2D, 64 in 3D)."),
+    report_path: Optional[Path] = typer.Option(None, "--report", help="JSON report (default: OUT with suffix .report.json)."),
+):
+    """Remove whole fields (all |G| channels), rebuild a smaller escnn model, optionally fine-tune; report before/after."""
+    import warnings
+
+    warnings.filterwarnings("ignore", message=".*py3nj.*")
+    from micro_sym.deploy.measure import report as measure
+    from micro_sym.deploy.prune import finetune_model, prune_model
+    from micro_sym.errors import MicroSymError
+    from micro_sym.models import load_model, save_model
+
+    if steps < 1 or epochs < 1:
+        raise MicroSymError("--steps and --epochs must be positive")
+    m = load_model(model)
+    if getattr(m, "exported", False):
+        raise MicroSymError(f"{model}: a deployed (exported) file cannot be pruned; prune the escnn model file")
+    if finetune is not None and int(m.ndim) != 2:
+        raise MicroSymError("--finetune: fine-tuning is available for 2D models only")
+    before = measure(m, data=data, latency_size=latency_size, max_images=max_images)
+    ft = None
+    if finetune is not None:
+        ft = lambda mod, s: finetune_model(mod, finetune, epochs=epochs, val=val, steps_per_epoch=steps_per_epoch, lr=lr,  # noqa: E731
+                                           log=typer.echo)
+    pruned, info = prune_model(m, ratio, criterion=criterion, scope=scope, steps=steps, finetune=ft, log=typer.echo)
+    after = measure(pruned, data=data, latency_size=latency_size, max_images=max_images)
+    save_model(pruned, out, trained_on=dict(m.meta.get("trained_on", {}) or {}, pruned_from=str(m.meta.get("path", model)),
+                                            pruned_from_sha256=m.meta.get("sha256")),
+               metrics={"pruning": info, "report_after": after.get("accuracy", {})}, extra={"pruning": info})
+    rep = {"command": "prune", "model": str(model), "out": str(out), "pruning": info,
+           "finetune": {"data": str(finetune), "epochs": epochs, "lr": lr} if finetune else None,
+           "before": before, "after": after}
+    _print(rep)
+    path = report_path or out.with_name(out.stem + ".report.json")
+    path.write_text(json.dumps(rep, indent=2))
+    typer.echo(f"wrote {out} and {path}")
+
+
+def _print(rep: dict):
+    b, a = rep["before"], rep["after"]
+    rows = [("parameters", lambda r: f"{r.get('parameters', 0):,}"),
+            ("MACs/pixel", lambda r: f"{r['macs']['per_pixel']:.0f}" if "macs" in r else "-"),
+            ("CPU latency (s)", lambda r: f"{r['latency']['seconds']:.4f} @{r['latency']['size']}px"),
+            ("equivariance err", lambda r: f"{r['equivariance_error']['max']:.1e}" if "equivariance_error" in r else "-")]
+    if "accuracy" in b:
+        rows += [("boundary F1", lambda r: f"{r['accuracy']['boundary_f1']:.4f}"),
+                 ("grain F1", lambda r: f"{r['accuracy']['grain_f1']:.4f}"),
+                 ("orientation (°)", lambda r: f"{r['accuracy']['orientation_median_deg']:.3f}")]
+    typer.echo(f"{'':<18} {'before':>22} {'after':>22}")
+    for name, f in rows:
+        typer.echo(f"{name:<18} {f(b):>22} {f(a):>22}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("prune")(prune)
