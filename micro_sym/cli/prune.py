@@ -20,6 +20,8 @@ def prune(
     epochs: int = typer.Option(2, "--epochs", help="Fine-tuning epochs (per round)."),
     steps_per_epoch: Optional[int] = typer.Option(None, "--steps-per-epoch", help="Fine-tuning steps per epoch (default: the model's training config)."),
     lr: float = typer.Option(1e-3, "--lr", help="Fine-tuning learning rate."),
+    crop: Optional[int] = typer.Option(None, "--crop", help="Fine-tuning crop side (default: the model's training config)."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Fine-tuning batch size (default: the model's training config)."),
     val: Optional[Path] = typer.Option(None, "--val", help="Validation dataset for fine-tuning (default: a split of --finetune)."),
     data: Optional[Path] = typer.Option(None, "--data", help="Labeled dataset for the accuracy rows of the report."),
     max_images: Optional[int] = typer.Option(None, "--max-images", help="Score at most this many images of --data."),
@@ -46,7 +48,7 @@ def prune(
     ft = None
     if finetune is not None:
         ft = lambda mod, s: finetune_model(mod, finetune, epochs=epochs, val=val, steps_per_epoch=steps_per_epoch, lr=lr,  # noqa: E731
-                                           log=typer.echo)
+                                           crop=crop, batch_size=batch_size, log=typer.echo)
     pruned, info = prune_model(m, ratio, criterion=criterion, scope=scope, steps=steps, finetune=ft, log=typer.echo)
     after = measure(pruned, data=data, latency_size=latency_size, max_images=max_images)
     save_model(pruned, out, trained_on=dict(m.meta.get("trained_on", {}) or {}, pruned_from=str(m.meta.get("path", model)),

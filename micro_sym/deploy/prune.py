@@ -469,6 +469,8 @@ def prune_model(model, ratio: float, *, criterion: str = "norm", scope: str = "g
     """
     if int(steps) < 1:
         raise MicroSymError(f"prune: steps must be >= 1, got {steps}")
+    if not 0 <= ratio < 1:
+        raise MicroSymError(f"prune: ratio must be in [0, 1), got {ratio}")
     before = layer_fields(model)
     protect = (0,) if protect_stem else ()
     n_prunable = sum(f for i, f in enumerate(before) if i not in protect)
