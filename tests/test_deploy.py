@@ -331,7 +331,7 @@ def test_cli_prune_finetune_and_export(dataset, tmp_path):
     src = save_model(tiny2d(widths=(1, 2, 2)), tmp_path / "tiny.pt", trained_on={"test": True})
     out = tmp_path / "pruned.pt"
     rc = main(["prune", str(src), "--ratio", "0.5", "--out", str(out), "--finetune", str(dataset), "--val", str(dataset),
-               "--epochs", "1", "--steps-per-epoch", "2", "--crop", "32", "--batch-size", "2", "--data", str(dataset), "--max-images", "1", "--latency-size", "32"])
+               "--epochs", "1", "--steps-per-epoch", "2", "--crop", "32", "--batch-size", "2", "--calibrate-batches", "2", "--data", str(dataset), "--max-images", "1", "--latency-size", "32"])
     assert rc == 0 and out.is_file()
     rep = json.loads((tmp_path / "pruned.report.json").read_text())
     assert rep["after"]["parameters"] < rep["before"]["parameters"]

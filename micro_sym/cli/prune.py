@@ -22,6 +22,8 @@ def prune(
     lr: float = typer.Option(1e-3, "--lr", help="Fine-tuning learning rate."),
     crop: Optional[int] = typer.Option(None, "--crop", help="Fine-tuning crop side (default: the model's training config)."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Fine-tuning batch size (default: the model's training config)."),
+    calibrate: Optional[Path] = typer.Option(None, "--calibrate", help="Dataset for batch-norm re-estimation after pruning (default: --finetune's)."),
+    calibrate_batches: int = typer.Option(10, "--calibrate-batches", help="Batches for batch-norm re-estimation."),
     val: Optional[Path] = typer.Option(None, "--val", help="Validation dataset for fine-tuning (default: a split of --finetune)."),
     data: Optional[Path] = typer.Option(None, "--data", help="Labeled dataset for the accuracy rows of the report."),
     max_images: Optional[int] = typer.Option(None, "--max-images", help="Score at most this many images of --data."),
@@ -49,7 +51,11 @@ def prune(
     if finetune is not None:
         ft = lambda mod, s: finetune_model(mod, finetune, epochs=epochs, val=val, steps_per_epoch=steps_per_epoch, lr=lr,  # noqa: E731
                                            crop=crop, batch_size=batch_size, log=typer.echo)
-    pruned, info = prune_model(m, ratio, criterion=criterion, scope=scope, steps=steps, finetune=ft, log=typer.echo)
+    calib = calibrate if calibrate is not None else finetune
+    if calib is not None and int(m.ndim) != 2:
+        raise MicroSymError("--calibrate: batch-norm re-estimation is available for 2D models only")
+    pruned, info = prune_model(m, ratio, criterion=criterion, scope=scope, steps=steps, finetune=ft, calibrate=calib,
+                               calibrate_batches=calibrate_batches, log=typer.echo)
     after = measure(pruned, data=data, latency_size=latency_size, max_images=max_images)
     save_model(pruned, out, trained_on=dict(m.meta.get("trained_on", {}) or {}, pruned_from=str(m.meta.get("path", model)),
                                             pruned_from_sha256=m.meta.get("sha256")),
