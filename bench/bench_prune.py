@@ -61,7 +61,7 @@ def parse():
     p.add_argument("--epochs", type=int, default=3, help="fine-tuning epochs per pruned model")
     p.add_argument("--steps", type=int, default=100, help="fine-tuning steps per epoch")
     p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--plain-steps", type=int, default=1400, help="training steps of the plain CNN from scratch")
+    p.add_argument("--plain-steps", type=int, default=1400, help="training steps of the plain CNN from scratch (0: skip it)")
     p.add_argument("--latency-size", type=int, default=512)
     p.add_argument("--rounds", type=int, default=3, help="interleaved latency rounds")
     p.add_argument("--repeats", type=int, default=5)
@@ -216,7 +216,7 @@ def main():
                                                                    "finetune_s": round(time.time() - t0, 1)})
 
     # Plain CNN with the layer shapes (hence latency) of the 50%-pruned p4m model, trained from scratch.
-    if ref_ratio in pruned_models:
+    if ref_ratio in pruned_models and args.plain_steps > 0:
         from micro_sym import train as T
 
         widths = matched_plain_widths(pruned_models[ref_ratio])

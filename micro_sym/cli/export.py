@@ -16,6 +16,7 @@ def export(
     data: Optional[Path] = typer.Option(None, "--data", help="Labeled dataset for the accuracy rows of the report."),
     max_images: Optional[int] = typer.Option(None, "--max-images", help="Score at most this many images of --data."),
     latency_size: Optional[int] = typer.Option(None, "--latency-size", help="Input side for the latency row (default 512 in 2D, 64 in 3D)."),
+    latency_threads: int = typer.Option(1, "--latency-threads", help="torch/onnxruntime threads for the latency row."),
     report_path: Optional[Path] = typer.Option(None, "--report", help="JSON report (default: OUT + .report.json)."),
 ):
     """Export to plain torch / TorchScript / ONNX (metadata inside the file); report the source model and the file."""
@@ -33,10 +34,10 @@ def export(
     if fmt is not None and out.suffix == "":
         out = out.with_suffix(SUFFIX[fmt])
     m = load_model(model)
-    before = measure(m, data=data, latency_size=latency_size, max_images=max_images)
+    before = measure(m, data=data, latency_size=latency_size, max_images=max_images, threads=latency_threads)
     path = export_model(m, out, fmt)
     d = load_deployed(path)
-    after = measure(d, data=data, latency_size=latency_size, max_images=max_images)
+    after = measure(d, data=data, latency_size=latency_size, max_images=max_images, threads=latency_threads)
     rep = {"command": "export", "model": str(model), "out": str(path), "format": d.fmt,
            "file_bytes": path.stat().st_size, "metadata": {key: d.meta[key] for key in ("ndim", "k", "halo", "total_stride", "normalization")},
            "before": before, "after": after}

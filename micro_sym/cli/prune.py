@@ -28,6 +28,7 @@ def prune(
     data: Optional[Path] = typer.Option(None, "--data", help="Labeled dataset for the accuracy rows of the report."),
     max_images: Optional[int] = typer.Option(None, "--max-images", help="Score at most this many images of --data."),
     latency_size: Optional[int] = typer.Option(None, "--latency-size", help="Input side for the latency row (default 512 in 2D, 64 in 3D)."),
+    latency_threads: int = typer.Option(1, "--latency-threads", help="torch/onnxruntime threads for the latency row."),
     report_path: Optional[Path] = typer.Option(None, "--report", help="JSON report (default: OUT with suffix .report.json)."),
 ):
     """Remove whole fields (all |G| channels), rebuild a smaller escnn model, optionally fine-tune; report before/after."""
@@ -46,7 +47,7 @@ def prune(
         raise MicroSymError(f"{model}: a deployed (exported) file cannot be pruned; prune the escnn model file")
     if finetune is not None and int(m.ndim) != 2:
         raise MicroSymError("--finetune: fine-tuning is available for 2D models only")
-    before = measure(m, data=data, latency_size=latency_size, max_images=max_images)
+    before = measure(m, data=data, latency_size=latency_size, max_images=max_images, threads=latency_threads)
     ft = None
     if finetune is not None:
         ft = lambda mod, s: finetune_model(mod, finetune, epochs=epochs, val=val, steps_per_epoch=steps_per_epoch, lr=lr,  # noqa: E731
@@ -56,7 +57,7 @@ def prune(
         raise MicroSymError("--calibrate: batch-norm re-estimation is available for 2D models only")
     pruned, info = prune_model(m, ratio, criterion=criterion, scope=scope, steps=steps, finetune=ft, calibrate=calib,
                                calibrate_batches=calibrate_batches, log=typer.echo)
-    after = measure(pruned, data=data, latency_size=latency_size, max_images=max_images)
+    after = measure(pruned, data=data, latency_size=latency_size, max_images=max_images, threads=latency_threads)
     save_model(pruned, out, trained_on=dict(m.meta.get("trained_on", {}) or {}, pruned_from=str(m.meta.get("path", model)),
                                             pruned_from_sha256=m.meta.get("sha256")),
                metrics={"pruning": info, "report_after": after.get("accuracy", {})}, extra={"pruning": info})

@@ -197,9 +197,13 @@ def evaluate_accuracy(model, data, *, max_images: int | None = None) -> dict:
     return {key: ov[key] for key in ("boundary_f1", "grain_f1", "orientation_median_deg", "n_images") if key in ov}
 
 
-def report(model, *, data=None, latency_size: int | None = None, repeats: int = 5, threads: int | None = None,
+def report(model, *, data=None, latency_size: int | None = None, repeats: int = 5, threads: int | None = 1,
            max_images: int | None = None, equivariance: bool = True) -> dict:
-    """One column of a before/after report: parameters, MACs, latency, equivariance, accuracy."""
+    """One column of a before/after report: parameters, MACs, latency, equivariance, accuracy.
+
+    Latency defaults to one thread: on a CPU shared with other jobs, multi-threaded timings wait
+    for descheduled threads and vary several-fold, single-threaded ones compare fairly.
+    """
     out = {}
     if not getattr(model, "fmt", None) in ("onnx", "torchscript"):
         out["parameters"] = count_parameters(model)
