@@ -41,7 +41,7 @@ sys.path.insert(0, str(ROOT))
 from micro_sym.deploy.export import export_model, load_deployed  # noqa: E402
 from micro_sym.deploy.measure import count_macs, count_parameters, equivariance_error, evaluate_accuracy  # noqa: E402
 from micro_sym.deploy.prune import channel_prune_plain, finetune_model, layer_fields, prune_model  # noqa: E402
-from micro_sym.models import build_model, load_model  # noqa: E402
+from micro_sym.models import load_model  # noqa: E402
 
 
 def log(msg):
