@@ -40,6 +40,8 @@ WHOLE_TABLE_MAX_PIXELS = 64_000_000
 #: RAM; napari displays Zarr arrays lazily, chunk by chunk.
 IN_MEMORY_MAX_BYTES = 1 << 30
 SYMMETRY_K = {"square": 4, "hexagonal": 6}
+#: z planes per decoding step of 3D harmonic outputs (a progress/Cancel point every few seconds).
+DECODE_SLAB = 8
 
 
 # ------------------------------------------------------------------------------------- settings
@@ -309,7 +311,12 @@ def _iter_network(image, settings, pixel_size, unit, net):
     else:
         plan = plan_blocks(shape, None, halo=net.halo, stride=stride)
     n = len(plan.blocks)
-    total = n + 2  # tiles, the merge, the statistics
+    # 3D harmonic outputs decode per voxel by an iterative fit (tens of seconds per 48³ tile on a CPU):
+    # decode in z slabs and yield after each, so the progress bar moves and Cancel acts within seconds.
+    slab = DECODE_SLAB if nd == 3 and net.orientation.startswith("harmonics") else None
+    steps = [math.ceil(b.shape[0] / slab) if slab else 1 for b in plan.blocks]
+    total = sum(steps) + 2  # tile steps, the merge, the statistics
+    done = 0
     yield Progress(0, total, "intensity range")
     # One normalization for the whole image, as whole-image inference does (tiles must agree).
     lo, hi = intensity_range(image)
@@ -318,13 +325,22 @@ def _iter_network(image, settings, pixel_size, unit, net):
     local = _allocate(shape, np.uint32, n)
     merge_data = {}
     for i, b in enumerate(plan.blocks):
-        yield Progress(i, total, f"tile {i + 1}/{n}")
+        yield Progress(done, total, f"tile {i + 1}/{n}")
         x = np.asarray(image[b.tile])
         x = np.nan_to_num(net.normalize(x, lo, hi), nan=0.0)
         if any(p != (0, 0) for p in b.pad):
             x = np.pad(x, b.pad, mode=plan.pad_mode)
-        y = net.forward(x[None], settings.device)[0]
-        maps = net.decode(y[(slice(None), *b.crop)])
+        y = net.forward(x[None], settings.device)[0][(slice(None), *b.crop)]
+        if steps[i] == 1:
+            maps = net.decode(y)
+        else:  # per-voxel decode: z slabs give exactly the same values
+            parts = []
+            for j, z0 in enumerate(range(0, y.shape[1], slab)):
+                if j:
+                    yield Progress(done + j, total, f"tile {i + 1}/{n}: orientation planes {z0}-{min(z0 + slab, y.shape[1])}")
+                parts.append(net.decode(y[:, z0:z0 + slab]))
+            maps = {k: np.concatenate([m[k] for m in parts], axis=1 if k == "orientation" else 0) for k in parts[0]}
+        done += steps[i]
         lab = label_block(maps["orientation"], maps["boundary"], symmetry=net.symmetry, threshold=settings.threshold,
                           boundary_threshold=settings.boundary_threshold, origin=tuple(s.start for s in b.core),
                           image_shape=shape)
@@ -332,14 +348,14 @@ def _iter_network(image, settings, pixel_size, unit, net):
         orientation[(slice(None), *b.core) if nd == 3 else b.core] = maps["orientation"]
         local[b.core] = lab.labels
         merge_data[b.id] = lab.to_arrays()
-    yield Progress(n, total, "merging grains across tiles")
+    yield Progress(done, total, "merging grains across tiles")
     merged = merge_blocks(plan, lambda b: merge_data[b.id], symmetry=net.symmetry, threshold=settings.threshold,
                           min_size=int(settings.min_size), pixel_size=pixel_size)
     grains = _allocate(shape, np.uint32, n)
     for i, b in enumerate(plan.blocks):
         grains[b.core] = merged.block_lut(i)[np.asarray(local[b.core])]
     del local, merge_data
-    yield Progress(n + 1, total, "grain statistics")
+    yield Progress(done + 1, total, "grain statistics")
     table = _table(grains, orientation, net.symmetry, pixel_size, unit, merged.table)
     info = {"model": str(settings.model), "halo": int(plan.halo), "tile": list(plan.block), "tiles": n,
             "recompute": round(plan.recompute, 3), "value_range": [lo, hi], "threshold": settings.threshold,

@@ -81,8 +81,8 @@ class SegmentWidget(QWidget):
             self.model_combo.addItem(CLASSICAL_LABEL if name == _core.CLASSICAL else name,
                                      name)
         self.model_combo.addItem(MODEL_FILE, MODEL_FILE)
-        self.model_combo.setToolTip("Bundled network, a model file (.pt, trained, pruned or exported with "
-                                    "micro_sym), or the training-free Gabor filter-bank method (2D only)")
+        self.model_combo.setToolTip("Bundled network, a model file (.pt trained or pruned with micro_sym, or a "
+                                    "deployed .onnx/.ts/.safetensors from 'micro-sym export'), or the training-free Gabor filter-bank method (2D only)")
         self.model_path = QLineEdit()
         self.model_path.setPlaceholderText("path to a micro_sym model file (.pt)")
         self.browse = QPushButton("Browse…")
@@ -184,7 +184,7 @@ class SegmentWidget(QWidget):
         self.tile_spin.setEnabled(choice != _core.CLASSICAL)
 
     def _browse_model(self):
-        path, _ = QFileDialog.getOpenFileName(self, "Choose a micro_sym model file", "", "Model files (*.pt *.pth);;All files (*)")
+        path, _ = QFileDialog.getOpenFileName(self, "Choose a micro_sym model file", "", "Model files (*.pt *.pth *.onnx *.ts *.safetensors);;All files (*)")
         if path:
             self.model_path.setText(path)
 
@@ -340,6 +340,12 @@ def _add_layers(viewer, tuples) -> list:
     for layer in new:
         viewer.add_layer(layer)
     return new
+
+
+def _camera(viewer):
+    """napari 0.9 moved the camera to ``viewer.scene.camera``; older versions have ``viewer.camera``."""
+    scene = getattr(viewer, "scene", None)
+    return scene.camera if scene is not None and hasattr(scene, "camera") else viewer.camera
 
 
 def _pixmap(rgba: np.ndarray) -> QPixmap:
@@ -513,7 +519,7 @@ class GrainStatsWidget(QWidget):
         world = np.asarray(layer.translate) + np.array([float(rec[c]) for c in cols])
         if layer.ndim == 3 and self.viewer.dims.ndisplay == 2:
             self.viewer.dims.set_point(0, world[0])
-        self.viewer.camera.center = tuple(world[-self.viewer.dims.ndisplay:]) if self.viewer.dims.ndisplay == 3 else tuple(world[-2:])
+        _camera(self.viewer).center = tuple(world[-self.viewer.dims.ndisplay:])
 
     def select_row(self, row: int):
         self.table.selectRow(row)

@@ -1,0 +1,413 @@
+"""napari plugin (plugins/micro_sym_napari): manifest, core, widgets, reader, screenshots.
+
+GUI tests need a display: ``QT_QPA_PLATFORM=offscreen xvfb-run -a python -m pytest tests/test_napari_plugin.py``
+(as ``make test`` runs them). The 2D runs use the bundled ``default-2d`` network; the 3D widget test uses
+a tiny *untrained* 3D network, so it checks the mechanics (tiles, layers, features), not accuracy.
+Set ``MICRO_SYM_DOCS_IMAGES=1`` to (re)write ``docs/images/napari_2d.png`` and ``napari_3d.png``.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+napari = pytest.importorskip("napari")
+pytest.importorskip("pytestqt")
+
+from micro_sym.errors import MicroSymError  # noqa: E402
+from micro_sym_napari import _core, _widgets  # noqa: E402
+from micro_sym_napari._reader import napari_get_reader  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE_2D = ROOT / "sample_data" / "micrographs" / "images" / "sample_000.tif"
+SAMPLE_3D = ROOT / "sample_data" / "volume" / "images" / "sample_000.tif"
+needs_samples = pytest.mark.skipif(not SAMPLE_2D.is_file() or not SAMPLE_3D.is_file(), reason="sample_data/ missing")
+TIMEOUT_MS = 90_000
+
+
+# ------------------------------------------------------------------------------------- fixtures
+
+
+def quaternion_net_3d():
+    """A small real 3D network with the SegModel interface and a 4-channel quaternion head.
+
+    Untrained networks with the cubic-harmonics head produce off-manifold outputs whose per-voxel
+    decode takes minutes per tile; this fixed-weight net (orientation = a rotation about z whose
+    angle follows the local intensity) decodes instantly and makes the widget's 3D path testable.
+    """
+    import torch
+    from torch import nn
+
+    from micro_sym.inference import as_network
+
+    class QuatNet(nn.Module):
+        ndim, k, halo, total_stride = 3, 24, 2, 1
+        orientation_encoding, normalization = "quaternion", "unit"
+        config = {"arch": "test-quaternion-net"}
+
+        def __init__(self):
+            super().__init__()
+            self.smooth = nn.Conv3d(1, 1, 3, padding=1, bias=False)
+            nn.init.constant_(self.smooth.weight, 1 / 27)
+
+        def forward(self, x):
+            a = self.smooth(x) * 1.5  # half-angle in rad, from the local mean intensity in [0, 1]
+            return torch.cat([-4 + 0 * a, torch.cos(a), 0 * a, 0 * a, torch.sin(a)], 1)
+
+    return as_network(QuatNet().eval(), name="test-quaternion-net")
+
+
+@pytest.fixture(scope="module")
+def tiny_3d_model(tmp_path_factory):
+    """A real but untrained 3D network file (plain variant, 4 channels): tests loading and refusal paths."""
+    import torch
+
+    from micro_sym.models import build_model, save_model
+
+    torch.manual_seed(0)
+    model = build_model({"arch": "gcnn3d", "variant": "plain", "width": 4, "levels": 2})
+    return save_model(model.eval(), tmp_path_factory.mktemp("m3d") / "tiny3d.pt", trained_on={"note": "untrained, test only"})
+
+
+@pytest.fixture
+def errors(monkeypatch):
+    """Record the notifications the widgets show (the real napari notification still runs)."""
+    shown = []
+    original = _widgets._show_error
+
+    def spy(message):
+        shown.append(message)
+        original(message)
+
+    monkeypatch.setattr(_widgets, "_show_error", spy)
+    return shown
+
+
+def _run_to_end(qtbot, widget):
+    worker = widget.run()
+    assert worker is not None, "the widget refused to start"
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=TIMEOUT_MS)
+    return worker
+
+
+def _snapshot(viewer):
+    """Names, types and data identities of all layers: 'no existing layer changed' is checked against it."""
+    return [(layer.name, layer._type_string, id(layer.data), layer.data.shape) for layer in viewer.layers]
+
+
+# ------------------------------------------------------------------------------------- manifest
+
+
+def test_manifest_validates_and_commands_import():
+    res = subprocess.run([sys.executable, "-m", "npe2", "validate", "micro-sym"], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stdout + res.stderr
+    from npe2 import PluginManager
+    from npe2.manifest.utils import import_python_name
+
+    pm = PluginManager.instance()
+    pm.discover()
+    manifest = pm.get_manifest("micro-sym")
+    commands = manifest.contributions.commands
+    assert {c.id for c in commands} >= {"micro-sym.get_reader", "micro-sym.sample_micrograph", "micro-sym.sample_volume",
+                                        "micro-sym.segment_widget", "micro-sym.stats_widget"}
+    for c in commands:
+        assert callable(import_python_name(c.python_name)), c.python_name
+    # Heavy libraries stay out of import time (DESIGN.md §6): importing the plugin must not load torch.
+    code = "import sys, micro_sym_napari._reader, micro_sym_napari._sample_data, micro_sym_napari._core; " \
+           "print('torch' in sys.modules, 'escnn' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120).stdout.split()
+    assert out == ["False", "False"]
+
+
+# ----------------------------------------------------------------------------------------- core
+
+
+@needs_samples
+def test_core_tiles_reproduce_whole_image_segmentation():
+    """Tiling is exact: the tiled core gives the same grains as whole-image inference."""
+    import tifffile
+
+    from micro_sym.models import load_model
+    from micro_sym.predict import segment_image
+
+    image = tifffile.imread(SAMPLE_2D)
+    steps = []
+    gen = _core.iter_segment(image, _core.SegmentSettings(model="default-2d", tile=192))
+    while True:
+        try:
+            steps.append(next(gen))
+        except StopIteration as stop:
+            res = stop.value
+            break
+    assert sum(s.stage.startswith("tile ") for s in steps) == 9  # 512 / 192 -> 3 x 3 tiles, one yield each
+    ref = segment_image(load_model("default-2d", export=True), image)
+    np.testing.assert_array_equal(res.grains, ref["grains"])
+    np.testing.assert_allclose(res.boundary, ref["boundary"], atol=1e-5)
+    assert res.n_grains == int(ref["grains"].max()) > 20
+    assert list(res.table["grain"]) == list(range(1, res.n_grains + 1))
+
+
+def test_core_rejects_bad_images_with_clear_messages():
+    with pytest.raises(MicroSymError, match="4D"):
+        _core.check_image(np.zeros((2, 3, 32, 32)), name="t")
+    with pytest.raises(MicroSymError, match="RGB"):
+        _core.check_image(np.zeros((32, 32, 3)), name="rgb", rgb=True)
+    with pytest.raises(MicroSymError, match="Labels layer"):
+        _core.check_image(np.zeros((32, 32), np.uint32), name="g", layer_type="labels")
+    with pytest.raises(MicroSymError, match="does not exist"):
+        _core.check_settings(_core.SegmentSettings(model="/nonexistent/model.pt"), 2)
+    with pytest.raises(MicroSymError, match="2D micrographs only"):
+        _core.check_settings(_core.SegmentSettings(model=_core.CLASSICAL), 3)
+
+
+# -------------------------------------------------------------------------------------- widgets
+
+
+@needs_samples
+def test_segment_widget_2d_and_statistics(make_napari_viewer, qtbot, tmp_path):
+    viewer = make_napari_viewer()
+    viewer.open_sample("micro-sym", "micrograph")
+    image = viewer.layers[0]
+    assert image.data.shape == (512, 512) and tuple(image.scale) == (0.05, 0.05)
+    w = _widgets.SegmentWidget(viewer)
+    viewer.window.add_dock_widget(w)
+    stats = _widgets.GrainStatsWidget(viewer)
+    viewer.window.add_dock_widget(stats)
+    w.set_model("default-2d")
+    w.tile_spin.setValue(256)
+    stages = []
+    worker = w.run()
+    worker.yielded.connect(lambda p: stages.append(p.stage))
+    qtbot.waitUntil(lambda: w.worker is None, timeout=TIMEOUT_MS)
+    assert sum(s.startswith("tile ") for s in stages) >= 3  # yields arrive per tile (4 tiles)
+    assert w.progress.value() == w.progress.maximum() == 1
+
+    name = image.name
+    grains = viewer.layers[f"{name} grains"]
+    ori = viewer.layers[f"{name} orientation (° mod 90)"]
+    edges = viewer.layers[f"{name} grain boundaries"]
+    prob = viewer.layers[f"{name} boundary probability"]
+    assert grains._type_string == "labels" and edges._type_string == "labels"
+    assert ori._type_string == "image" and prob._type_string == "image"
+    assert "orientation colour key" in viewer.layers
+    for layer in (grains, ori, edges, prob):
+        assert layer.data.shape == (512, 512)
+        np.testing.assert_allclose(layer.scale, image.scale)
+    assert tuple(ori.contrast_limits) == (0.0, 90.0)
+    assert "twilight" in ori.colormap.name
+    n = int(grains.data.max())
+    f = grains.features
+    assert len(f) == n > 20 and list(f["index"]) == list(range(1, n + 1))
+    assert {"area", "ecd", "mean_angle", "gos", "n_neighbours"} <= set(f.columns)
+    # Areas are physical (pixel size 0.05 nm): n_points x 0.0025 nm².
+    np.testing.assert_allclose(f["area"], f["n_points"] * 0.05**2)
+    assert np.all((f["mean_angle"] >= 0) & (f["mean_angle"] < 90))
+
+    # Statistics widget follows the new layer; sorting by area puts the largest grain first.
+    assert stats.layer is grains
+    assert stats.table.rowCount() == n
+    header = [stats.table.horizontalHeaderItem(j).text() for j in range(stats.table.columnCount())]
+    from qtpy.QtCore import Qt
+
+    stats.table.sortItems(header.index("area"), Qt.SortOrder.DescendingOrder)
+    top = int(stats.table.item(0, header.index("grain")).value)
+    assert top == int(f.loc[f["area"].idxmax(), "grain"])
+    stats.select_row(0)
+    assert grains.selected_label == top and grains.show_selected_label and grains.visible
+    row = f.loc[f["grain"] == top].iloc[0]
+    np.testing.assert_allclose(_widgets._camera(viewer).center[-2:], (row["centroid_y"], row["centroid_x"]), atol=1e-6)
+    out = stats.export_csv(tmp_path / "grains.csv")
+    lines = out.read_text().splitlines()
+    assert len(lines) == n + 1 and lines[0].startswith("grain,n_points,area_nm2,ecd_nm")
+
+
+@needs_samples
+def test_cancel_leaves_no_partial_layers_and_viewer_usable(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    viewer.open_sample("micro-sym", "micrograph")
+    w = _widgets.SegmentWidget(viewer)
+    w.set_model("default-2d")
+    w.tile_spin.setValue(64)  # 64 tiles: plenty of chances to cancel mid-run
+    before = _snapshot(viewer)
+    stages = []
+
+    def on_progress(p):
+        stages.append(p.stage)
+        if p.stage == "tile 3/64":
+            w.cancel_button.click()
+
+    worker = w.run()
+    worker.yielded.connect(on_progress)
+    qtbot.waitUntil(lambda: w.worker is None, timeout=TIMEOUT_MS)
+    assert "tile 3/64" in stages and "tile 64/64" not in stages
+    assert "cancelled" in w.status.text()
+    assert _snapshot(viewer) == before
+    assert w.run_button.isEnabled() and not w.cancel_button.isEnabled()
+    # Still usable: a second run (whole-image tiles) completes and adds the layers.
+    w.tile_spin.setValue(0)
+    _run_to_end(qtbot, w)
+    assert f"{viewer.layers[0].name} grains" in viewer.layers
+
+
+def test_bad_inputs_notify_and_change_nothing(make_napari_viewer, qtbot, errors):
+    viewer = make_napari_viewer()
+    rng = np.random.default_rng(0)
+    viewer.add_image(rng.random((2, 3, 64, 64)).astype(np.float32), name="stack 4D")
+    viewer.add_image(rng.random((64, 64, 3)).astype(np.float32), name="colour photo", rgb=True)
+    viewer.add_labels(np.ones((64, 64), np.uint32), name="some labels")
+    viewer.add_image(rng.random((24, 32, 32)).astype(np.float32), name="small volume")
+    w = _widgets.SegmentWidget(viewer)
+    before = _snapshot(viewer)
+    expected = [("stack 4D", "default-2d", "4D"), ("colour photo", "default-2d", "RGB"),
+                ("some labels", "default-2d", "Labels layer"), ("small volume", "/no/such/model.pt", "does not exist"),
+                ("small volume", _core.CLASSICAL, "2D micrographs only")]
+    for layer, model, message in expected:
+        w.image_combo.setCurrentText(layer)
+        w.set_model(model)
+        assert w.run() is None  # refused before any worker starts
+        assert message in errors[-1], errors[-1]
+    # Errors found inside the worker (a 2D model on a volume) come back as one notification too.
+    w.image_combo.setCurrentText("small volume")
+    w.set_model("default-2d")
+    _run_to_end(qtbot, w)
+    assert "segments 2D images" in errors[-1] and "3D" in errors[-1]
+    assert len(errors) == len(expected) + 1
+    assert _snapshot(viewer) == before
+
+
+@needs_samples
+def test_segment_widget_3d(make_napari_viewer, qtbot, tiny_3d_model, monkeypatch):
+    viewer = make_napari_viewer()
+    viewer.open_sample("micro-sym", "volume")
+    vol = viewer.layers[0]
+    assert vol.data.shape == (96, 96, 96)
+    w = _widgets.SegmentWidget(viewer)
+    w.set_model(str(tiny_3d_model))  # a real 3D model file passes the widget's checks ...
+    net = quaternion_net_3d()
+    loaded = []
+    # ... and the worker runs the fast fixed-weight network in its place (see quaternion_net_3d).
+    monkeypatch.setattr(_core, "load_network", lambda model, device="cpu": loaded.append(model) or net)
+    w.tile_spin.setValue(48)
+    stages = []
+    worker = w.run()
+    worker.yielded.connect(lambda p: stages.append(p.stage))
+    qtbot.waitUntil(lambda: w.worker is None, timeout=TIMEOUT_MS)
+    assert loaded == [str(tiny_3d_model)]
+    assert "tile 8/8" in stages, stages
+    name = vol.name
+    chans = [viewer.layers[f"{name} IPF-Z {c}"] for c in ("red", "green", "blue")]
+    assert all(c.blending == "additive" and c.data.shape == (96, 96, 96) for c in chans)
+    grains = viewer.layers[f"{name} grains"]
+    assert grains.data.shape == (96, 96, 96) and grains.data.dtype == np.uint32
+    f = grains.features
+    assert len(f) == int(grains.data.max()) > 0
+    assert {"volume", "esd", "surface_area", "mean_qw", "mean_qz"} <= set(f.columns)
+    q = np.stack([f[f"mean_q{c}"] for c in "wxyz"], 1)
+    np.testing.assert_allclose(np.linalg.norm(q, axis=1), 1.0, atol=1e-5)
+    # Tiling is exact in 3D too: same grains as the network on the whole volume.
+    whole = _core.segment(np.asarray(vol.data), _core.SegmentSettings(model=str(tiny_3d_model)), net=net)
+    np.testing.assert_array_equal(whole.grains, grains.data)
+    # Rotations about z keep sample z along crystal [001]: the IPF-Z map is pure red where defined.
+    assert float(np.asarray(chans[1].data).max()) < 1e-3 and float(np.asarray(chans[0].data).min()) > 0.99
+
+
+# ---------------------------------------------------------------------------------------- reader
+
+
+@needs_samples
+def test_reader_opens_segmentation_output_with_all_layers(tmp_path, make_napari_viewer):
+    from micro_sym.inference import segment
+
+    (res,) = segment([SAMPLE_2D], tmp_path, model="default-2d", workers=1)
+    assert res.status == "complete", res.error
+    out = Path(res.zarr)
+    reader = napari_get_reader(str(out))
+    assert reader is not None
+    layers = reader(str(out))
+    by_name = {kw["name"]: (data, kw, kind) for data, kw, kind in layers}
+    assert by_name["sample_000 image"][2] == "image"  # found through the run manifest
+    data, kw, kind = by_name["sample_000 grains"]
+    assert kind == "labels" and data.shape == (512, 512)
+    assert len(kw["features"]) == res.n_grains == int(np.asarray(data).max())
+    assert {"sample_000 orientation (° mod 90)", "sample_000 boundary probability", "sample_000 grain boundaries",
+            "orientation colour key"} <= set(by_name)
+    edges = np.asarray(by_name["sample_000 grain boundaries"][0])
+    np.testing.assert_array_equal(edges, _core.boundary_mask(np.asarray(data)))  # lazy halo = eager result
+    viewer = make_napari_viewer()
+    viewer.open(str(out), plugin="micro-sym")
+    assert "sample_000 grains" in viewer.layers
+    # Plain TIFF: lazy, with the pixel size from its metadata; unknown files are not ours.
+    (img, kw, kind), = napari_get_reader(str(SAMPLE_2D))(str(SAMPLE_2D))
+    assert kind == "image" and img.shape == (512, 512) and kw["scale"] == pytest.approx((0.05, 0.05))
+    assert napari_get_reader(str(tmp_path / "notes.txt")) is None
+
+
+def test_reader_ebsd_map(tmp_path):
+    from micro_sym.ebsd import EBSDMap, write_ctf
+    from micro_sym.orientation import euler_bunge_to_quat
+
+    euler = np.zeros((3, 6, 8))
+    euler[1, :, 4:] = 45.0  # right half tilted about x: sample z is [011] there, [001] on the left
+    q = np.moveaxis(euler_bunge_to_quat(euler[0], euler[1], euler[2]), -1, 0)
+    phase = np.ones((6, 8), np.int32)
+    m = EBSDMap(q, euler, phase, phase > 0, (0.5, 0.5), "µm", [{"name": "Fe", "symmetry": "cubic", "laue_group": 11}],
+                tmp_path / "m.ctf")
+    path = write_ctf(tmp_path / "m.ctf", m)
+    layers = napari_get_reader(str(path))(str(path))
+    rgb = next(d for d, kw, kind in layers if "IPF-Z" in kw["name"])
+    assert rgb.shape == (6, 8, 4)
+    # Two orientations -> two IPF colours, each constant over its half of the map.
+    assert np.allclose(rgb[:, :4], rgb[0, 0]) and np.allclose(rgb[:, 4:], rgb[0, 4])
+    np.testing.assert_allclose(rgb[0, 0], (1, 0, 0, 1), atol=1e-3)  # [001] is red in the IPF key
+    assert not np.allclose(rgb[0, 0], rgb[0, 4])
+
+
+# ------------------------------------------------------------------------------------ screenshots
+
+
+def _docs_or_tmp(tmp_path, name):
+    if os.environ.get("MICRO_SYM_DOCS_IMAGES") == "1":
+        out = ROOT / "docs" / "images" / name
+        out.parent.mkdir(parents=True, exist_ok=True)
+        return out
+    return tmp_path / name
+
+
+def _model_3d(tiny):
+    """The bundled 3D model when this installation has one (a meaningful figure), else the tiny one."""
+    from micro_sym.models import BUNDLED
+
+    names = [n for n in BUNDLED if "3d" in n]
+    env = os.environ.get("MICRO_SYM_NAPARI_3D_MODEL")
+    return env or (names[0] if names else str(tiny))
+
+
+@needs_samples
+def test_screenshots(make_napari_viewer, qtbot, tmp_path, tiny_3d_model):
+    from PIL import Image
+
+    for dim, sample, model in ((2, "micrograph", "default-2d"), (3, "volume", _model_3d(tiny_3d_model))):
+        viewer = make_napari_viewer(show=True)
+        viewer.window._qt_window.resize(1400, 860)
+        viewer.open_sample("micro-sym", sample)
+        w = _widgets.SegmentWidget(viewer)
+        viewer.window.add_dock_widget(w, name="Segment grains")
+        w.set_model(model)
+        _run_to_end(qtbot, w)
+        assert w.last_result is not None, "segmentation did not finish"
+        if dim == 3:
+            viewer.dims.set_point(0, viewer.layers[0].scale[0] * 48)
+        viewer.reset_view()
+        qtbot.wait(200)
+        path = _docs_or_tmp(tmp_path, f"napari_{dim}d.png")
+        shot = viewer.screenshot(str(path), canvas_only=False, flash=False)
+        assert path.is_file() and shot.shape[0] > 400
+        rgb = np.asarray(Image.open(path).convert("RGB"))
+        # A real orientation map is colourful: many distinct colours, not a blank canvas.
+        assert len(np.unique(rgb.reshape(-1, 3)[::7], axis=0)) > 500
+        viewer.close()
