@@ -118,7 +118,7 @@ def _build_leaf(spec: dict) -> nn.Module:
     if t == "Sequential":
         return nn.Sequential(*[_build_leaf(c) for c in s["children"]])
     if t == "ReLU":
-        return nn.ReLU()  # not in place: the same graph then exports to ONNX/TorchScript unchanged
+        return nn.ReLU(inplace=True)  # saves a full-resolution memory pass per layer
     if t == "Identity":
         return nn.Identity()
     if t == "Upsample":
@@ -143,20 +143,73 @@ def build_from_spec(spec: dict) -> DeployedUNet:
     return DeployedUNet(b("enc"), b("pre"), b("ups"), b("decs"), _build_leaf(spec["head"]))
 
 
-def deployed_network(model) -> tuple[DeployedUNet, dict]:
-    """Plain :class:`DeployedUNet` with the weights of ``model`` (escnn models are exported first) and its metadata."""
+def deployed_network(model, fold_bn: bool = True) -> tuple[DeployedUNet, dict]:
+    """Plain :class:`DeployedUNet` with the weights of ``model`` (escnn models are exported first) and its metadata.
+
+    Parameters
+    ----------
+    model : SegModel-like
+    fold_bn : bool
+        Fold every eval-mode batch norm into the convolution before it (``W' = W·γ/σ``,
+        ``b' = (b − μ)·γ/σ + β``): the same function with one full-resolution memory pass less per
+        layer. InnerBatchNorm shares γ, β, μ, σ over the |G| channels of a field, so the folded
+        filters stay exactly as equivariant as before.
+    """
     src = model
     if not getattr(model, "exported", False):
         if not hasattr(model, "export"):
             raise MicroSymError("export: model has no export()")
-        src = model.export()
+        with torch.no_grad():
+            src = model.export()
     src.eval()
-    spec = network_spec(src)
-    net = build_from_spec(spec)
     enc, pre, ups, decs, head = _plain_pieces(src)
-    ref = DeployedUNet(enc, pre, ups, decs, head)
+    ref = DeployedUNet(enc, pre, ups, decs, head).eval()
+    if fold_bn:
+        ref = _fold_batch_norms(ref)
+    spec = network_spec_of(ref)
+    net = build_from_spec(spec)
     net.load_state_dict(ref.state_dict(), strict=True)
-    return net.eval(), {"spec": spec, **model_metadata(model)}
+    return net.eval(), {"spec": spec, "batch_norm_folded": bool(fold_bn), **model_metadata(model)}
+
+
+@torch.no_grad()
+def _fold_batch_norms(net: DeployedUNet) -> DeployedUNet:
+    """Copy of ``net`` with every (Conv, BatchNorm) pair inside a Sequential merged into one Conv."""
+    import copy
+
+    out = copy.deepcopy(net)
+
+    def fold(seq):
+        mods, kids = [], list(seq)
+        i = 0
+        while i < len(kids):
+            m = kids[i]
+            nxt = kids[i + 1] if i + 1 < len(kids) else None
+            if isinstance(m, (nn.Conv2d, nn.Conv3d)) and isinstance(nxt, (nn.BatchNorm2d, nn.BatchNorm3d)) and nxt.track_running_stats:
+                conv = type(m)(m.in_channels, m.out_channels, m.kernel_size, m.stride, m.padding, m.dilation, m.groups,
+                               bias=True, padding_mode=m.padding_mode)
+                # float64 arithmetic: the folded filters differ from conv-then-BN by float32 rounding only
+                scale = (nxt.weight.double() if nxt.affine else torch.ones_like(nxt.running_var, dtype=torch.float64)) / torch.sqrt(nxt.running_var.double() + nxt.eps)
+                shift = nxt.bias.double() if nxt.affine else torch.zeros_like(scale)
+                b = m.bias.double() if m.bias is not None else torch.zeros_like(scale)
+                conv.weight.copy_((m.weight.double() * scale.view(-1, *([1] * (m.weight.dim() - 1)))).float())
+                conv.bias.copy_(((b - nxt.running_mean.double()) * scale + shift).float())
+                mods.append(conv)
+                i += 2
+                continue
+            mods.append(fold(m) if isinstance(m, nn.Sequential) else m)
+            i += 1
+        return nn.Sequential(*mods)
+
+    out.enc = nn.ModuleList([fold(b) if isinstance(b, nn.Sequential) else b for b in out.enc])
+    out.decs = nn.ModuleList([fold(b) if isinstance(b, nn.Sequential) else b for b in out.decs])
+    return out.eval()
+
+
+def network_spec_of(net: DeployedUNet) -> dict:
+    """Layer description of a :class:`DeployedUNet` (JSON-able)."""
+    return {"enc": [_leaf_spec(m) for m in net.enc], "pre": [_leaf_spec(m) for m in net.pre], "ups": [_leaf_spec(m) for m in net.ups],
+            "decs": [_leaf_spec(m) for m in net.decs], "head": _leaf_spec(net.head)}
 
 
 def model_metadata(model) -> dict:
@@ -180,7 +233,8 @@ def model_metadata(model) -> dict:
 # --------------------------------------------------------------------------- writing
 
 
-def export_model(model, path, fmt: str | None = None, *, example_size: int | None = None, check: bool = True) -> Path:
+def export_model(model, path, fmt: str | None = None, *, example_size: int | None = None, check: bool = True,
+                 fold_bn: bool = True) -> Path:
     """Write a deployable file of ``model`` (an escnn or exported SegModel, 2D or 3D).
 
     Parameters
@@ -191,6 +245,8 @@ def export_model(model, path, fmt: str | None = None, *, example_size: int | Non
         Default: from the suffix (``.pt``, ``.safetensors``, ``.ts``, ``.onnx``).
     example_size : int, optional
         Spatial side of the tracing/check input (default ``2 * total_stride``, at least 16).
+    fold_bn : bool
+        Fold batch norms into the preceding convolutions (see :func:`deployed_network`).
     check : bool
         Load the written file back and compare its outputs with the model's (max abs error must be
         below 1e-4 relative to the output scale), raising ``MicroSymError`` otherwise.
@@ -207,7 +263,7 @@ def export_model(model, path, fmt: str | None = None, *, example_size: int | Non
     fmt = fmt or _fmt_from_suffix(path)
     if fmt not in FORMATS:
         raise MicroSymError(f"export: unknown format '{fmt}' (expected one of {', '.join(FORMATS)})")
-    net, meta = deployed_network(model)
+    net, meta = deployed_network(model, fold_bn=fold_bn)
     meta["format"] = fmt
     path.parent.mkdir(parents=True, exist_ok=True)
     ndim = meta["ndim"]
@@ -230,7 +286,8 @@ def export_model(model, path, fmt: str | None = None, *, example_size: int | Non
     tmp.replace(path)  # a crash mid-write never leaves a half file under the real name
     if check:
         with torch.no_grad():
-            ref = net(x)
+            model.eval()
+            ref = model(x)  # the source model itself, so folding and conversion are both checked
             got = load_deployed(path)(x)
         err = (got - ref).abs().max().item() / max(1.0, ref.abs().max().item())
         if not err < 1e-4:
