@@ -70,6 +70,9 @@ def parse():
                    help="thread counts for latency; the first is the headline (1 is robust on a shared CPU)")
     p.add_argument("--calibrate-batches", type=int, default=10, help="batch-norm re-estimation batches after pruning")
     p.add_argument("--quick", action="store_true", help="≈15 min: 4 test images, 1x40 fine-tuning steps, 300 plain steps")
+    p.add_argument("--latency-models", nargs="+", default=None, metavar="MODEL",
+                   help="only time these model files (escnn SegModel export, deployed .pt with folded batch norm, "
+                        "ONNX), interleaved, and write --out")
     p.add_argument("--out", default=str(ROOT / "bench/results/prune.json"))
     p.add_argument("--workdir", default=str(ROOT / "runs/bench_prune"))
     a = p.parse_args()
@@ -160,8 +163,44 @@ def latency_table(entries, args, threads):
     return {name: {kind: {"median": statistics.median(v), "min": min(v)} for kind, v in d.items()} for name, d in times.items()}
 
 
+def latency_only(args):
+    """Interleaved latency of model files in every deployed form (no training, no accuracy)."""
+    d = Path(tempfile.mkdtemp(prefix="bench_prune_lat_"))
+    forms = {}
+    for i, name in enumerate(args.latency_models):
+        m = load_model(name)
+        forms[f"{name} | SegModel.export()"] = m.export().eval()
+        forms[f"{name} | deployed .pt (BN folded)"] = load_deployed(export_model(m, d / f"{i}.pt"))
+        forms[f"{name} | onnxruntime"] = load_deployed(export_model(m, d / f"{i}.onnx"))
+    x = torch.randn(1, 1, args.latency_size, args.latency_size, generator=torch.Generator().manual_seed(0))
+    res = {}
+    for th in args.latency_threads:
+        torch.set_num_threads(th)
+        times = {k: [] for k in forms}
+        with torch.inference_mode():
+            for _ in range(args.rounds):
+                for k, net in forms.items():
+                    if hasattr(net, "__dict__") and "_rt" in net.__dict__:
+                        net.__dict__["_rt"] = None if _ == 0 else net.__dict__["_rt"]
+                    net(x)
+                    for _r in range(args.repeats):
+                        t0 = time.perf_counter()
+                        net(x)
+                        times[k].append(time.perf_counter() - t0)
+        res[f"{th}_threads"] = {k: {"median": statistics.median(v), "min": min(v)} for k, v in times.items()}
+        log(f"{th} thread(s):")
+        for k, v in res[f"{th}_threads"].items():
+            print(f"  {k:<70} median {v['median']:.4f} s  min {v['min']:.4f} s")
+    out = Path(args.out)
+    out.write_text(json.dumps({"latency_size": args.latency_size, "rounds": args.rounds, "repeats": args.repeats,
+                               "torch": torch.__version__, "results": res}, indent=2))
+    log(f"wrote {out}")
+
+
 def main():
     args = parse()
+    if args.latency_models:
+        return latency_only(args)
     torch.set_num_threads(args.threads)
     work = Path(args.workdir)
     work.mkdir(parents=True, exist_ok=True)
