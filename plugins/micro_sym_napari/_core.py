@@ -446,14 +446,14 @@ def angle_key(period: float, size: int = 161) -> np.ndarray:
 
 
 def angle_key_labels(period: float, size: int = 161) -> tuple[np.ndarray, list[str]]:
-    """Positions ``(n, 2)`` (row, col in key pixels) and texts for the angle ticks of :func:`angle_key`."""
+    """Positions ``(n, 2)`` (row, col in key pixels) and texts of the ticks of :func:`angle_key`: 0,
+    period/2 and period (= 0 again) on the first quarter/sixth of the wheel, where they read in order."""
     c = (size - 1) / 2
-    ticks = np.arange(0.0, 360.0, period / 2)
     rows, texts = [], []
-    for t in ticks:
-        r = 1.18 * c
+    for t, text in ((0.0, "0°"), (period / 2, f"{period / 2:g}°"), (period, f"{period:g}° ≡ 0°")):
+        r = 1.2 * c
         rows.append((c - r * math.sin(math.radians(t)), c + r * math.cos(math.radians(t))))
-        texts.append(f"{np.mod(t, period):g}°")
+        texts.append(text)
     return np.asarray(rows), texts
 
 
@@ -541,9 +541,9 @@ def result_layers(result: SegmentResult, name: str, *, scale=None, translate=Non
     """napari layer-data tuples ``(data, kwargs, layer_type)`` for a result, bottom to top.
 
     Layers: ``NAME orientation`` (2D: angle with the cyclic colormap, contrast limits = the symmetry
-    period; 3D: three additive channels ``NAME IPF-Z red/green/blue``), ``NAME boundary probability``
+    period; 3D: three additive channels ``NAME IPF-Z red/green/blue``), ``NAME P(boundary)``
     (hidden), ``NAME grains`` (Labels, ``features`` = per-grain statistics), ``NAME grain boundaries``
-    (black one-pixel lines) and the colour key of the orientation map, placed to the right of the image.
+    (yellow one-pixel lines) and the colour key of the orientation map, placed to the right of the image.
     """
     nd = result.ndim
     scale = tuple(scale) if scale is not None else (1.0,) * nd
@@ -553,7 +553,7 @@ def result_layers(result: SegmentResult, name: str, *, scale=None, translate=Non
                           "pixel_size": result.pixel_size, "seconds": round(result.seconds, 2), **result.info}}
     layers = []
     if nd == 2:
-        layers.append((result.orientation, {**common, "name": f"{name} orientation (° mod {result.period:g})",
+        layers.append((result.orientation, {**common, "name": f"{name} orientation",
                                             "colormap": _napari_cyclic(), "contrast_limits": (0.0, result.period),
                                             "interpolation2d": "nearest", "metadata": meta}, "image"))
     else:
@@ -561,7 +561,7 @@ def result_layers(result: SegmentResult, name: str, *, scale=None, translate=Non
         for c, colour in enumerate(("red", "green", "blue")):
             layers.append((rgb[c], {**common, "name": f"{name} IPF-Z {colour}", "colormap": colour,
                                     "contrast_limits": (0.0, 1.0), "blending": "additive", "metadata": meta}, "image"))
-    layers.append((result.boundary, {**common, "name": f"{name} boundary probability", "colormap": "magma",
+    layers.append((result.boundary, {**common, "name": f"{name} P(boundary)", "colormap": "magma",
                                      "contrast_limits": (0.0, 1.0), "visible": False, "metadata": meta}, "image"))
     layers.append((result.grains, {**common, "name": f"{name} grains", "features": features_frame(result.table),
                                    "opacity": 0.45, "visible": False, "metadata": meta}, "labels"))
@@ -580,7 +580,7 @@ def key_layers(symmetry: str, shape, *, scale, translate) -> list[tuple]:
     """
     nd = len(shape)
     h, w = shape[-2], shape[-1]
-    size = int(max(64, min(h, w) * 0.35))
+    size = int(max(64, min(h, w) * 0.4))
     sy, sx = scale[-2], scale[-1]
     # Key pixels have the image's pixel size: margin of 1/10 of the key, top-aligned with the image.
     off_y, off_x = translate[-2], translate[-1] + (w + size * 0.25) * sx
@@ -588,15 +588,16 @@ def key_layers(symmetry: str, shape, *, scale, translate) -> list[tuple]:
     if symmetry in SYMMETRY_K:
         period = 360.0 / SYMMETRY_K[symmetry]
         rgba, (pos, texts) = angle_key(period, size), angle_key_labels(period, size)
-        title = f"lattice angle, ° mod {period:g} ({symmetry})"
+        title = f"lattice angle θ (mod {period:g}°)"
         pad = 0.3 * size  # the key's tick labels sit outside the wheel
         off_y += pad * sy
         off_x += pad * sx
     else:
         rgba, (pos, texts) = ipf_key(size), ipf_key_labels(size)
-        title = "IPF-Z key (cubic): crystal direction along z"
+        title = "IPF-Z key (cubic)"
     key_translate = (off_y, off_x)
-    title_pos = np.array([[-0.22 * size, (size - 1) / 2]])
+    # Title under the key: text has a fixed screen size, and above the wheel it would hit the top tick.
+    title_pos = np.array([[1.25 * size, (size - 1) / 2]])
     points = np.concatenate([pos, title_pos]) * np.array(key_scale) + np.array(key_translate)
     texts = list(texts) + [title]
     if nd == 3:  # show the key in the middle z plane of the volume (2D layers sit at z = 0)
@@ -604,7 +605,7 @@ def key_layers(symmetry: str, shape, *, scale, translate) -> list[tuple]:
         points = np.concatenate([np.full((len(points), 1), z), points], 1)
     key = (rgba, {"name": "orientation colour key", "rgb": True, "scale": key_scale, "translate": key_translate,
                   "interpolation2d": "linear"}, "image")
-    font = max(9, min(14, int(size / 12)))
+    font = 11
     labels = (points, {"name": "orientation colour key labels", "size": 0, "text": {"string": "{label}", "color": "white",
                                                                                    "size": font, "anchor": "center"},
                        "features": {"label": texts}, "face_color": "transparent", "border_width": 0}, "points")
@@ -620,4 +621,6 @@ def _napari_cyclic():
 def _boundary_colormap():
     from napari.utils.colormaps import DirectLabelColormap
 
-    return DirectLabelColormap(color_dict={0: "transparent", 1: "black", None: "transparent"})
+    # Yellow: the twilight colormap runs from white through blue/red to near-black, so neither black nor
+    # white lines would show on every grain; yellow is absent from it and stands out on all of them.
+    return DirectLabelColormap(color_dict={0: "transparent", 1: "#ffe119", None: "transparent"})

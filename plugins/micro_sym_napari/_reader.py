@@ -96,7 +96,7 @@ def _orientation_layers(data, symmetry: str, name: str, kwargs: dict) -> list[tu
         return [(rgb[c], {**kwargs, "name": f"{name} IPF-Z {colour}", "colormap": colour, "contrast_limits": (0.0, 1.0),
                           "blending": "additive"}, "image") for c, colour in enumerate(("red", "green", "blue"))]
     period = 360.0 / SYMMETRY_K.get(symmetry, 4)
-    return [(data, {**kwargs, "name": f"{name} (° mod {period:g})", "colormap": _napari_cyclic(),
+    return [(data, {**kwargs, "name": name, "colormap": _napari_cyclic(),
                     "contrast_limits": (0.0, period), "interpolation2d": "nearest"}, "image")]
 
 
@@ -185,7 +185,7 @@ def read_segmentation(path: Path) -> list[tuple]:
         layers.append((image.data, {**common, "name": f"{name} image", "metadata": meta}, "image"))
     symmetry = "cubic" if nd == 3 else _symmetry_2d(run)
     layers += _orientation_layers(orientation, symmetry, f"{name} orientation", {**common, "metadata": meta})
-    layers.append((boundary, {**common, "name": f"{name} boundary probability", "colormap": "magma",
+    layers.append((boundary, {**common, "name": f"{name} P(boundary)", "colormap": "magma",
                               "contrast_limits": (0.0, 1.0), "visible": False, "metadata": meta}, "image"))
     kw = {**common, "name": f"{name} grains", "opacity": 0.45, "visible": False, "metadata": meta}
     csv = path.with_name(f"{name}_grains.csv")

@@ -14,12 +14,12 @@ SAMPLE_ROOT = Path(__file__).resolve().parents[2] / "sample_data"
 
 def sample_micrograph():
     """``sample_data/micrographs/images/sample_000.tif``: 512² square-lattice micrograph, 55 grains."""
-    return _sample("micrographs", "synthetic micrograph", dim=2)
+    return _sample("micrographs", "micrograph", dim=2)
 
 
 def sample_volume():
     """``sample_data/volume/images/sample_000.tif``: 96³ simple-cubic lattice volume, 74 grains."""
-    return _sample("volume", "synthetic volume", dim=3)
+    return _sample("volume", "volume", dim=3)
 
 
 def _sample(folder: str, title: str, dim: int):
@@ -35,8 +35,10 @@ def _sample(folder: str, title: str, dim: int):
     else:
         image, scale, unit = _regenerate(dim)
         source = "micro_sym.synth (regenerated: sample_data/ is not installed)"
-    meta = {"path": source, "unit": unit, "pixel_size": scale}
-    return [(image, {"name": f"{title} (sample_000)", "scale": scale, "metadata": meta}, "image")]
+    meta = {"path": source, "unit": unit, "pixel_size": scale, "description": f"synthetic {title}, sample_000"}
+    # Short names: result layers are called "<image> grains", "<image> orientation ..." and must fit
+    # the layer list.
+    return [(image, {"name": title, "scale": scale, "metadata": meta}, "image")]
 
 
 def _regenerate(dim: int):

@@ -339,6 +339,10 @@ def _add_layers(viewer, tuples) -> list:
             viewer.layers.remove(old)
     for layer in new:
         viewer.add_layer(layer)
+    # Leave the orientation map selected: its controls (colormap, contrast = period) are the ones to see.
+    ori = next((layer for layer in new if "orientation" in layer.name or "IPF" in layer.name), None)
+    if ori is not None:
+        viewer.layers.selection.active = ori
     return new
 
 
