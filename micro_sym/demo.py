@@ -12,6 +12,10 @@ import numpy as np
 SAMPLES = Path(__file__).resolve().parents[1] / "sample_data" / "micrographs"
 
 
+def _plain(o):
+    return o.tolist() if hasattr(o, "tolist") else str(o)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default="demo_output")
@@ -37,7 +41,7 @@ def main() -> None:
         "network (default-2d)": evaluate_sample(net, sample.grains, sample.orientation, ds.k),
         "classical (Gabor)": evaluate_sample(classical, sample.grains, sample.orientation, ds.k),
     }
-    (out / "demo_scores.json").write_text(json.dumps(scores, indent=2, default=float))
+    (out / "demo_scores.json").write_text(json.dumps(scores, indent=2, default=_plain))
     fig, axes = plt.subplots(1, 4, figsize=(16, 4.4))
     panels = [
         (sample.image, "micrograph", "gray"),
@@ -52,7 +56,7 @@ def main() -> None:
     fig.colorbar(im, ax=axes[-1], fraction=0.046)
     fig.savefig(out / "demo_2d.png", dpi=110, bbox_inches="tight")
     for method, s in scores.items():
-        print(f"{method}: {json.dumps(s, default=float)[:300]}")
+        print(f"{method}: {json.dumps(s, default=_plain)[:300]}")
     print(f"wrote {out / 'demo_2d.png'} and {out / 'demo_scores.json'}")
 
 
