@@ -222,9 +222,21 @@ def test_segment_widget_2d_and_statistics(make_napari_viewer, qtbot, tmp_path):
     assert grains.selected_label == top and grains.show_selected_label and grains.visible
     row = f.loc[f["grain"] == top].iloc[0]
     np.testing.assert_allclose(_widgets._camera(viewer).center[-2:], (row["centroid_y"], row["centroid_x"]), atol=1e-6)
+    # Picking a grain in the canvas (selected_label) highlights its row.
+    grains.selected_label = 5
+    sel = {i.row() for i in stats.table.selectedIndexes()}
+    assert len(sel) == 1 and int(stats.table.item(sel.pop(), header.index("grain")).value) == 5
     out = stats.export_csv(tmp_path / "grains.csv")
     lines = out.read_text().splitlines()
     assert len(lines) == n + 1 and lines[0].startswith("grain,n_points,area_nm2,ecd_nm")
+    # Save in the segmentation-output layout; the reader brings the same grains and statistics back.
+    zpath, csv = w.save(tmp_path / "seg")
+    assert w.save(tmp_path / "seg") is None  # refuses to overwrite silently
+    layers = {kw["name"]: (d, kw) for d, kw, kind in napari_get_reader(str(zpath))(str(zpath))}
+    data, kw = layers["micrograph grains"]
+    np.testing.assert_array_equal(np.asarray(data), grains.data)
+    np.testing.assert_allclose(kw["features"]["area_nm2"], f["area"], rtol=1e-5)
+    assert tuple(kw["scale"]) == (0.05, 0.05)
 
 
 @needs_samples

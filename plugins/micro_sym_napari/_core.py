@@ -418,6 +418,30 @@ def _tuple(v):
     return tuple(float(x) for x in v) if v is not None else None
 
 
+def save_result(result: SegmentResult, out_dir, name: str, *, overwrite: bool = False) -> tuple[Path, Path]:
+    """Write ``OUT/NAME.zarr`` (boundary, orientation, grains) and ``OUT/NAME_grains.csv``, the layout
+    ``micro-sym segment`` writes (DESIGN.md §1), so the reader (and other tools) open it the same way."""
+    import zarr
+
+    from micro_sym.grains import write_grain_csv
+    from micro_sym.io import write_ome_zarr
+
+    out_dir = Path(out_dir)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise MicroSymError(f"{out_dir}: cannot create output folder ({err.strerror or err})") from None
+    zpath = out_dir / f"{name}.zarr"
+    write_ome_zarr(zpath, {"boundary": result.boundary, "orientation": result.orientation,
+                           "grains": np.asarray(result.grains, np.uint32)},
+                   pixel_size=result.pixel_size, unit=result.unit, overwrite=overwrite)
+    root = zarr.open_group(str(zpath), mode="a")
+    root.attrs["micro_sym"] = {"method": result.method, "symmetry": result.symmetry, "n_grains": result.n_grains,
+                               **{k: v for k, v in result.info.items() if k != "value_range"}}
+    csv = write_grain_csv(out_dir / f"{name}_grains.csv", result.table, unit=result.unit or "px")
+    return zpath, Path(csv)
+
+
 # ------------------------------------------------------------------------------------ colouring
 
 

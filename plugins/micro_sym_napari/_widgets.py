@@ -122,6 +122,11 @@ class SegmentWidget(QWidget):
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.setEnabled(False)
         self.cancel_button.clicked.connect(self.cancel)
+        self.save_button = QPushButton("Save results…")
+        self.save_button.setToolTip("Write NAME.zarr (boundary, orientation, grains) and NAME_grains.csv, "
+                                    "the layout of 'micro-sym segment'; File > Open reads it back")
+        self.save_button.setEnabled(False)
+        self.save_button.clicked.connect(self._save_dialog)
         self.progress = QProgressBar()
         self.progress.setRange(0, 1)
         self.progress.setValue(0)
@@ -147,6 +152,7 @@ class SegmentWidget(QWidget):
         layout.addLayout(form)
         layout.addLayout(buttons)
         layout.addWidget(self.progress)
+        layout.addWidget(self.save_button)
         layout.addWidget(self.status)
         layout.addWidget(self.key_title)
         layout.addWidget(self.key_label)
@@ -264,11 +270,32 @@ class SegmentWidget(QWidget):
         tuples = _core.result_layers(result, t["name"], scale=t["scale"], translate=t["translate"])
         self.last_layers = _add_layers(self.viewer, tuples)
         self.last_result = result
+        self.last_name = t["name"]
+        self.save_button.setEnabled(True)
         self.progress.setRange(0, 1)
         self.progress.setValue(1)
         self.status.setText(f"{result.n_grains} grains in {result.seconds:.1f} s ({result.method}, "
                             f"{result.n_tiles} tile{'s' if result.n_tiles != 1 else ''})")
         self._show_key(result)
+
+    def _save_dialog(self):
+        folder = QFileDialog.getExistingDirectory(self, "Folder for the segmentation (NAME.zarr + NAME_grains.csv)")
+        if folder:
+            self.save(folder)
+
+    def save(self, folder, overwrite: bool = False):
+        """Write the last result into ``folder``; returns the paths or None after a notification."""
+        if self.last_result is None:
+            _show_error("nothing to save yet: run 'Segment' first")
+            return None
+        name = "".join(c if c.isalnum() or c in "-_." else "_" for c in self.last_name)
+        try:
+            paths = _core.save_result(self.last_result, folder, name, overwrite=overwrite)
+        except MicroSymError as err:
+            _show_error(str(err))
+            return None
+        _show_info(f"saved {paths[0]} and {paths[1].name}")
+        return paths
 
     def _on_aborted(self):
         self.progress.setRange(0, 1)
@@ -339,6 +366,10 @@ def _add_layers(viewer, tuples) -> list:
             viewer.layers.remove(old)
     for layer in new:
         viewer.add_layer(layer)
+    # napari numbers axes -3, -2, -1 by default; name them as DESIGN.md §1 does.
+    dims = viewer.dims
+    if dims.ndim in (2, 3) and all(label.lstrip("-").isdigit() for label in dims.axis_labels):
+        dims.axis_labels = tuple("zyx"[-dims.ndim:])
     # Leave the orientation map selected: its controls (colormap, contrast = period) are the ones to see.
     ori = next((layer for layer in new if "orientation" in layer.name or "IPF" in layer.name), None)
     if ori is not None:
@@ -450,6 +481,14 @@ class GrainStatsWidget(QWidget):
 
     def _layer_changed(self, *args):
         layer = self.layer
+        if getattr(self, "_watched", None) is not None:
+            try:
+                self._watched.events.selected_label.disconnect(self._label_picked)
+            except (TypeError, RuntimeError, ValueError):
+                pass
+        self._watched = layer
+        if layer is not None:  # picking a grain in the canvas highlights its row
+            layer.events.selected_label.connect(self._label_picked)
         self.table.setSortingEnabled(False)
         self.table.clear()
         if layer is None:
@@ -525,10 +564,31 @@ class GrainStatsWidget(QWidget):
             self.viewer.dims.set_point(0, world[0])
         _camera(self.viewer).center = tuple(world[-self.viewer.dims.ndisplay:])
 
+    def _label_picked(self, event=None):
+        layer = self.layer
+        if layer is None or getattr(self, "_selecting", False):
+            return
+        header = [self.table.horizontalHeaderItem(j).text() for j in range(self.table.columnCount())]
+        if "grain" not in header:
+            return
+        col = header.index("grain")
+        for r in range(self.table.rowCount()):
+            item = self.table.item(r, col)
+            if item is not None and int(item.value) == int(layer.selected_label):
+                self._selecting = True
+                try:
+                    self.table.selectRow(r)
+                    self.table.scrollToItem(item)
+                finally:
+                    self._selecting = False
+                return
+
     def select_row(self, row: int):
         self.table.selectRow(row)
 
     def _row_selected(self):
+        if getattr(self, "_selecting", False):
+            return
         rows = {i.row() for i in self.table.selectedIndexes()}
         if not rows:
             return
