@@ -153,6 +153,25 @@ def test_core_tiles_reproduce_whole_image_segmentation():
     assert list(res.table["grain"]) == list(range(1, res.n_grains + 1))
 
 
+@needs_samples
+def test_core_large_results_live_on_disk_and_stay_lazy(monkeypatch):
+    """Beyond IN_MEMORY_MAX_BYTES the maps go to a temporary Zarr store; layers read it lazily."""
+    import tifffile
+    import zarr
+
+    image = tifffile.imread(SAMPLE_2D)[:256, :320]
+    settings = _core.SegmentSettings(model="default-2d", tile=128)
+    ref = _core.segment(image, settings)
+    monkeypatch.setattr(_core, "IN_MEMORY_MAX_BYTES", 0)
+    res = _core.segment(image, settings)
+    assert isinstance(res.grains, zarr.Array) and isinstance(res.orientation, zarr.Array)
+    np.testing.assert_array_equal(res.grains[...], ref.grains)
+    layers = {kw["name"]: d for d, kw, kind in _core.result_layers(res, "crop")}
+    edges = layers["crop grain boundaries"]
+    assert not isinstance(edges, np.ndarray)  # dask, computed chunk by chunk on display
+    np.testing.assert_array_equal(np.asarray(edges), _core.boundary_mask(ref.grains))
+
+
 def test_core_rejects_bad_images_with_clear_messages():
     with pytest.raises(MicroSymError, match="4D"):
         _core.check_image(np.zeros((2, 3, 32, 32)), name="t")

@@ -548,6 +548,14 @@ def boundary_mask(grains) -> np.ndarray:
     return mask.astype(np.uint8)
 
 
+def _lazy_boundary_mask(grains):
+    """:func:`boundary_mask` of a Zarr/dask label map, chunk by chunk (a one-pixel overlap is enough)."""
+    import dask.array as da
+
+    lab = grains if isinstance(grains, da.Array) else da.from_zarr(grains)
+    return lab.map_overlap(boundary_mask, depth=1, boundary="none", dtype=np.uint8)
+
+
 # -------------------------------------------------------------------------------------- layers
 
 
@@ -570,6 +578,8 @@ def result_layers(result: SegmentResult, name: str, *, scale=None, translate=Non
     (yellow one-pixel lines) and the colour key of the orientation map, placed to the right of the image.
     """
     nd = result.ndim
+    grains = result.grains
+    edges = boundary_mask(grains) if isinstance(grains, np.ndarray) else _lazy_boundary_mask(grains)
     scale = tuple(scale) if scale is not None else (1.0,) * nd
     translate = tuple(translate) if translate is not None else (0.0,) * nd
     common = {"scale": scale, "translate": translate}
@@ -581,7 +591,12 @@ def result_layers(result: SegmentResult, name: str, *, scale=None, translate=Non
                                             "colormap": _napari_cyclic(), "contrast_limits": (0.0, result.period),
                                             "interpolation2d": "nearest", "metadata": meta}, "image"))
     else:
-        rgb = ipf_rgb(result.orientation)
+        ori = result.orientation
+        if not isinstance(ori, np.ndarray):  # a disk-backed result stays lazy
+            import dask.array as da
+
+            ori = da.from_zarr(ori)
+        rgb = ipf_rgb(ori)
         for c, colour in enumerate(("red", "green", "blue")):
             layers.append((rgb[c], {**common, "name": f"{name} IPF-Z {colour}", "colormap": colour,
                                     "contrast_limits": (0.0, 1.0), "blending": "additive", "metadata": meta}, "image"))
@@ -589,7 +604,7 @@ def result_layers(result: SegmentResult, name: str, *, scale=None, translate=Non
                                      "contrast_limits": (0.0, 1.0), "visible": False, "metadata": meta}, "image"))
     layers.append((result.grains, {**common, "name": f"{name} grains", "features": features_frame(result.table),
                                    "opacity": 0.45, "visible": False, "metadata": meta}, "labels"))
-    layers.append((boundary_mask(result.grains), {**common, "name": f"{name} grain boundaries",
+    layers.append((edges, {**common, "name": f"{name} grain boundaries",
                                                   "colormap": _boundary_colormap(), "opacity": 0.9, "metadata": meta},
                    "labels"))
     layers.extend(key_layers(result.symmetry, result.grains.shape, scale=scale, translate=translate))

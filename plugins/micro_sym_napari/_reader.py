@@ -192,9 +192,9 @@ def read_segmentation(path: Path) -> list[tuple]:
     if csv.is_file():
         kw["features"] = features_frame(read_grain_csv(csv))
     layers.append((grains, kw, "labels"))
-    from micro_sym_napari._core import boundary_mask
+    from micro_sym_napari._core import _lazy_boundary_mask
 
-    edges = grains.map_overlap(lambda b: boundary_mask(b), depth=1, boundary="none", dtype=np.uint8)
+    edges = _lazy_boundary_mask(grains)
     layers.append((edges, {**common, "name": f"{name} grain boundaries", "colormap": _boundary_colormap(),
                            "opacity": 0.9, "metadata": meta}, "labels"))
     sc = tuple(scale) if scale else (1.0,) * nd

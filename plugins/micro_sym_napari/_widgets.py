@@ -267,8 +267,14 @@ class SegmentWidget(QWidget):
             return
         result: _core.SegmentResult = value
         t = self._target
-        tuples = _core.result_layers(result, t["name"], scale=t["scale"], translate=t["translate"])
-        self.last_layers = _add_layers(self.viewer, tuples)
+        try:
+            tuples = _core.result_layers(result, t["name"], scale=t["scale"], translate=t["translate"])
+            self.last_layers = _add_layers(self.viewer, tuples)
+        except Exception as err:  # never a traceback dialog from a Qt slot
+            log.exception("adding micro_sym result layers failed")
+            self.status.setText("failed")
+            _show_error(f"could not show the result: {type(err).__name__}: {err}")
+            return
         self.last_result = result
         self.last_name = t["name"]
         self.save_button.setEnabled(True)
