@@ -27,11 +27,10 @@ against escnn's Wigner matrices and cached) projects the samples onto escnn's co
 from __future__ import annotations
 
 import functools
-import itertools
 
 import numpy as np
 
-from .orientation import matrix_to_quat, quat_normalize, quat_to_matrix
+from .orientation import cubic_rotation_matrices, matrix_to_quat, quat_normalize, quat_to_matrix
 
 #: Linear map from micro_sym's physical volume frame to escnn's frame (a rotation by 180° about x).
 VOLUME_TO_ESCNN = np.diag([1.0, -1.0, -1.0])
@@ -54,18 +53,6 @@ def _cubic_poly(l: int, v):
     return (v**l).sum(axis=-1)
 
 
-def _cube_matrices():
-    """The 24 rotation matrices of the cube (signed permutation matrices with det +1)."""
-    mats = []
-    for perm in itertools.permutations(range(3)):
-        for signs in itertools.product((1, -1), repeat=3):
-            m = np.zeros((3, 3))
-            m[np.arange(3), perm] = signs
-            if np.linalg.det(m) > 0:
-                mats.append(m)
-    return np.array(mats)
-
-
 @functools.lru_cache(maxsize=None)
 def _escnn_fit(l: int):
     """Fit ``(c0, P)`` once: ``c0`` the cubic-invariant vector of escnn's irrep(l), ``P`` the map
@@ -81,7 +68,7 @@ def _escnn_fit(l: int):
 
     so3 = so3_group(max(l, 6))
     irrep = so3.irrep(l)
-    cube = _cube_matrices()
+    cube = cubic_rotation_matrices()
     # Invariant subspace of irrep(l) under the cube group: 1-dimensional for l = 4 and l = 6.
     stack = np.concatenate([irrep(so3.element(m, "MAT")) - np.eye(DIM[l]) for m in cube])
     _, s, vt = np.linalg.svd(stack)

@@ -315,6 +315,24 @@ def write_ome_zarr(
     return path
 
 
+def move_into_place(tmp: Path, out: Path, produced) -> bool:
+    """Move finished outputs from a scratch folder into ``out``; True when ``tmp`` itself became ``out``.
+
+    Commands write everything into ``tmp`` first so a failure leaves nothing half-written in ``out``.
+    """
+    import shutil
+
+    if not out.exists():
+        tmp.rename(out)
+        return True
+    for name in produced:
+        target = out / name
+        if target.exists():
+            shutil.rmtree(target) if target.is_dir() else target.unlink()
+        (tmp / name).rename(target)
+    return False
+
+
 def _fill(dtype):
     return float("nan") if np.issubdtype(dtype, np.floating) else 0
 

@@ -140,8 +140,8 @@ def random_quaternions(n: int, rng: np.random.Generator):
     return quat_normalize(q[:, [1, 0, 2, 3]])
 
 
-def cubic_symmetry_quats():
-    """The 24 proper rotations of the cube (point group 432) as quaternions ``(24, 4)``."""
+def cubic_rotation_matrices():
+    """The 24 rotation matrices of the cube (signed permutation matrices with det +1), ``(24, 3, 3)``."""
     mats = []
     for perm in itertools.permutations(range(3)):
         for signs in itertools.product((1, -1), repeat=3):
@@ -149,7 +149,12 @@ def cubic_symmetry_quats():
             m[np.arange(3), perm] = signs
             if np.linalg.det(m) > 0:
                 mats.append(m)
-    return matrix_to_quat(np.array(mats))
+    return np.array(mats)
+
+
+def cubic_symmetry_quats():
+    """The 24 proper rotations of the cube (point group 432) as quaternions ``(24, 4)``."""
+    return matrix_to_quat(cubic_rotation_matrices())
 
 
 _CUBIC = cubic_symmetry_quats()

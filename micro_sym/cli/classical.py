@@ -14,6 +14,7 @@ from pathlib import Path
 import typer
 
 from micro_sym.errors import MicroSymError
+from micro_sym.io import move_into_place
 
 
 def classical(
@@ -73,14 +74,8 @@ def classical(
         root.attrs["micro_sym"] = {"method": "classical", "period_px": res["period"], "halo_px": res["halo"],
                                    "threshold_deg": threshold, "min_size": min_size}
         write_grain_csv(tmp / f"{name}_grains.csv", table, unit or "px")
-        if not out.exists():
-            tmp.rename(out)
+        if move_into_place(tmp, out, produced):
             tmp = None
-        else:
-            for p in produced:
-                if (out / p).exists():
-                    shutil.rmtree(out / p) if (out / p).is_dir() else (out / p).unlink()
-                (tmp / p).rename(out / p)
     except OSError as err:
         raise MicroSymError(f"{out}: cannot write output ({err.strerror or err})") from None
     finally:

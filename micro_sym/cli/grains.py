@@ -15,6 +15,7 @@ from pathlib import Path
 import typer
 
 from micro_sym.errors import MicroSymError
+from micro_sym.io import move_into_place
 
 
 def grains(
@@ -94,14 +95,8 @@ def grains(
                                    labels=lab2)
         plots.plot_grain_map(tmp / f"{name}_grain_map.png", lab2, pixel_size=ps2, unit=unit)
         # Everything exists: move into place (renames on one filesystem).
-        if not out.exists():
-            tmp.rename(out)
+        if move_into_place(tmp, out, produced):
             tmp = None
-        else:
-            for p in produced:
-                if (out / p).exists():
-                    shutil.rmtree(out / p) if (out / p).is_dir() else (out / p).unlink()
-                (tmp / p).rename(out / p)
     except MicroSymError:
         raise
     except OSError as err:
