@@ -250,7 +250,7 @@ def _seed_all(seed: int):
 
 
 def train(config: TrainConfig, data, out, *, val=None, resume: bool = False, log=print,
-          stop_after_epoch: int | None = None) -> dict:
+          stop_after_epoch: int | None = None, init=None) -> dict:
     """Train a model; returns the final validation report.
 
     Parameters
@@ -269,6 +269,9 @@ def train(config: TrainConfig, data, out, *, val=None, resume: bool = False, log
         Receives one line of text per log event.
     stop_after_epoch : int, optional
         Stop (as if interrupted) after this epoch, leaving ``last.pt`` for ``resume``.
+    init : path, optional
+        Model file whose weights start the run (fine-tuning, e.g. the bundled ``default_2d.pt`` on
+        your own micrographs); its architecture must equal ``config.model``. Ignored on ``resume``.
     """
     out = Path(out)
     device = torch.device(config.device)
@@ -278,6 +281,8 @@ def train(config: TrainConfig, data, out, *, val=None, resume: bool = False, log
         torch.set_num_threads(config.threads)
     _seed_all(config.seed)
     model = build_model(config.model).to(device)
+    if init is not None and not resume:
+        _init_from(model, init)
     k, stride = model.k, model.total_stride
     equivariant = model.config["arch"] == "unet_equi" and model.config.get("group", "C1") != "C1"
     rot_flip = (not equivariant) if config.aug.rot_flip is None else config.aug.rot_flip
@@ -431,6 +436,22 @@ def _load_weights(model, state: dict, path):
     bad = [key for key in missing + unexpected if not _derived(key)]
     if bad:
         raise MicroSymError(f"{path}: checkpoint does not fit the configured model ({bad[0]} ...)")
+
+
+def _init_from(model, path):
+    """Copy the weights of the model file ``path`` into ``model`` (same architecture required)."""
+    from micro_sym.models import load_model
+
+    source = load_model(path)
+    if not hasattr(source, "state_dict") or getattr(source, "exported", False):
+        raise MicroSymError(f"{path}: --init needs a trainable model file (.pt from micro-sym train), not an exported one")
+    ours = {k: v for k, v in model.config.items()}
+    theirs = dict(source.config)
+    differs = sorted(k for k in set(ours) | set(theirs) if ours.get(k) != theirs.get(k))
+    if differs:
+        raise MicroSymError(f"{path}: model differs from the configured one in {', '.join(differs)}")
+    source.train()  # escnn state_dict keys depend on the mode; the run starts in train mode
+    _load_weights(model, {k: v for k, v in source.state_dict().items() if not _derived(k)}, path)
 
 
 def _load_state(path):

@@ -65,6 +65,26 @@ def test_loss_decreases_and_files_written(straight_run):
     assert model.meta["trained_on"]["train_images"] and "val" in model.meta["metrics"]
 
 
+
+def test_init_starts_from_given_weights(dataset, straight_run, tmp_path):
+    """--init: a one-epoch run at learning rate ~0 starting from a model file keeps that model's weights."""
+    from micro_sym.models import load_model
+
+    out = tmp_path / "init"
+    train(_cfg(**{"optim.epochs": 1, "optim.lr": 1e-12, "optim.weight_decay": 0.0}), dataset, out,
+          log=lambda s: None, init=straight_run / "model.pt")
+    # Parameters only: batch-norm running statistics move during the epoch.
+    src = dict(load_model(straight_run / "model.pt").named_parameters())
+    got = dict(load_model(out / "model.pt").named_parameters())
+    assert src and src.keys() == got.keys()
+    for key in src:
+        assert torch.allclose(src[key], got[key], atol=1e-6), key
+
+
+def test_init_with_other_architecture_is_a_clear_error(dataset, straight_run, tmp_path):
+    with pytest.raises(MicroSymError, match="differs from the configured one in widths"):
+        train(_cfg(**{"model.widths": [1, 3]}), dataset, tmp_path / "bad", log=lambda s: None, init=straight_run / "model.pt")
+
 def test_resume_continues_where_it_stopped(dataset, straight_run, tmp_path):
     out = tmp_path / "resumed"
     train(_cfg(), dataset, out, log=lambda s: None, stop_after_epoch=2)

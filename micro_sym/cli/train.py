@@ -16,6 +16,7 @@ def train(
     device: str = typer.Option(None, "--device", help="cpu or cuda (overrides the config)."),
     epochs: int = typer.Option(None, "--epochs", help="Number of epochs (overrides the config)."),
     seed: int = typer.Option(None, "--seed", help="Random seed (overrides the config)."),
+    init: Path = typer.Option(None, "--init", help="Start from this model file's weights (fine-tuning; same architecture)."),
 ):
     """Train on random crops with augmentation; validate every epoch; write checkpoints to RUN_DIR."""
     from micro_sym.errors import MicroSymError
@@ -28,7 +29,9 @@ def train(
     cfg = load_train_config(config, **{"device": device, "optim.epochs": epochs, "seed": seed})
     if out.exists() and (out / "last.pt").exists() and not resume:
         raise MicroSymError(f"{out}: already holds a run (last.pt); pass --resume or choose another --out")
-    report = run(cfg, data, out, val=val, resume=resume, log=lambda s: typer.echo(s))
+    if init is not None and not init.is_file():
+        raise MicroSymError(f"--init {init}: no such model file")
+    report = run(cfg, data, out, val=val, resume=resume, log=lambda s: typer.echo(s), init=init)
     ov = report["overall"]
     typer.echo(f"done: {out / 'model.pt'} (best: {out / 'best.pt'}) | val boundary F1 {ov['boundary_f1']:.3f}, "
                f"grain F1 {ov['grain_f1']:.3f}, median orientation error {ov['orientation_median_deg']:.2f}°")
