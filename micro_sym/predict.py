@@ -118,11 +118,23 @@ def segment_image(model, image: np.ndarray, *, threshold: float = 5.0, min_size:
     return out
 
 
-def grains_from_maps(maps: dict, k: int, *, threshold=5.0, min_size=DEFAULT_MIN_SIZE, boundary_threshold=0.5) -> np.ndarray:
-    """Grain labels from predicted ``boundary`` and ``orientation`` maps (thin call of the grains module)."""
-    from micro_sym.grains import reconstruct_grains
+def grains_from_maps(maps: dict, k: int, *, threshold=5.0, min_size=DEFAULT_MIN_SIZE, boundary_threshold=0.5,
+                     region_merge: bool = True) -> np.ndarray:
+    """Grain labels from predicted ``boundary`` and ``orientation`` maps.
 
-    return reconstruct_grains(
-        maps["orientation"], symmetry=K_TO_SYMMETRY[k], threshold=threshold, connectivity=1,
-        boundary=maps["boundary"], boundary_threshold=boundary_threshold, min_size=min_size, small="merge",
-    ).astype(np.uint32)
+    With ``region_merge`` (the default for network maps, see :mod:`micro_sym.grains.regions`):
+    pixel pairs join at a tighter threshold, then regions merge while their mean orientations are
+    within ``threshold``; without it, the plain neighbour-pair rule at ``threshold``. Small grains
+    are merged into a neighbour last.
+    """
+    from micro_sym.grains import filter_small_grains, reconstruct_grains
+    from micro_sym.grains.regions import merge_regions, network_rule
+
+    rule = network_rule(threshold) if region_merge else {"pair_threshold": threshold, "merge_threshold": None}
+    labels = reconstruct_grains(
+        maps["orientation"], symmetry=K_TO_SYMMETRY[k], threshold=rule["pair_threshold"], connectivity=1,
+        boundary=maps["boundary"], boundary_threshold=boundary_threshold, min_size=0,
+    )
+    if rule["merge_threshold"] is not None:
+        labels = merge_regions(labels, maps["orientation"], k=k, threshold=rule["merge_threshold"], reach=rule["reach"])
+    return filter_small_grains(labels, min_size, small="merge").astype(np.uint32)

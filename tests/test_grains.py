@@ -247,3 +247,56 @@ def test_bad_inputs_raise_one_line_errors():
         reconstruct_grains(theta, connectivity=5)
     with pytest.raises(MicroSymError, match="small"):
         reconstruct_grains(theta, small="keep")
+
+
+# ----------------------------------------------------------------- region merging (network maps)
+
+
+def _two_grains_with_smooth_turn(width=40, turn=4):
+    """Angles 0° | 10° with a linear turn over ``turn`` px: no pixel pair differs by more than 2.5°."""
+    x = np.arange(width, dtype=np.float64)
+    ang = np.clip((x - width / 2) / turn, 0, 1) * 10.0
+    return np.tile(ang, (12, 1)).astype(np.float32)
+
+
+def test_region_merge_keeps_a_smoothly_turning_low_angle_boundary():
+    from micro_sym.grains.regions import merge_regions
+
+    ang = _two_grains_with_smooth_turn()
+    plain = reconstruct_grains(ang, symmetry="square", threshold=5.0)
+    assert plain.max() == 1  # the pair rule cannot see a 10° boundary turned over 4 px
+    regions = reconstruct_grains(ang, symmetry="square", threshold=2.0)
+    merged = merge_regions(regions, ang, k=4, threshold=5.0)
+    assert merged.max() == 2
+    assert (merged[:, :18] == merged[0, 0]).all() and (merged[:, 24:] == merged[0, -1]).all()
+
+
+def test_region_merge_joins_regions_across_a_thin_boundary_only_below_threshold():
+    from micro_sym.grains.regions import merge_regions, near_pairs
+
+    ang = np.zeros((10, 30), np.float32)
+    ang[:, 15:] = 3.0  # a 3° sub-grain boundary: one grain under the 5° rule
+    lab = np.ones((10, 30), np.int32)
+    lab[:, 15:] = 2
+    lab[:, 14:16] = 0  # ... which the network drew as a 2-px boundary
+    assert near_pairs(lab, 2).size == 0 and near_pairs(lab, 3).tolist() == [[1, 2]]
+    assert merge_regions(lab, ang, k=4, threshold=5.0, reach=3).max() == 1
+    assert merge_regions(lab, ang, k=4, threshold=5.0, reach=2).max() == 2  # too far apart
+    assert merge_regions(lab, ang, k=4, threshold=2.0, reach=3).max() == 2  # too different
+    out = merge_regions(lab, ang, k=4, threshold=5.0, reach=3)
+    assert (out[lab == 0] == 0).all()  # boundary pixels stay boundary
+
+
+def test_region_merge_is_greedy_on_updated_means():
+    """0° (big) - 4° (thin strip) - 8° (big): the strip joins one side; the two grains stay apart."""
+    from micro_sym.grains.regions import merge_similar_regions
+
+    sums = np.zeros((4, 2))
+    for i, (deg, n) in enumerate([(0.0, 1000), (4.0, 10), (8.0, 1000)], 1):
+        t = np.deg2rad(deg) * 4
+        sums[i] = n * np.cos(t), n * np.sin(t)
+    mapping = merge_similar_regions(3, sums, [(1, 2), (2, 3)], threshold=5.0, k=4)
+    assert mapping.max() == 2 and mapping[1] != mapping[3]
+    # A mirror of the same problem across the 0°/90° wrap behaves the same.
+    sums[:, 1] *= -1
+    assert merge_similar_regions(3, sums, [(1, 2), (2, 3)], threshold=5.0, k=4).max() == 2

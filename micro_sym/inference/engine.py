@@ -124,9 +124,9 @@ def maps_task(net_ref, job: dict, blocks: list) -> list:
     out = []
     for b, yb in zip(blocks, y):
         maps = net.decode(yb[(slice(None), *b.crop)])
-        lab = label_block(maps["orientation"], maps["boundary"], symmetry=net.symmetry, threshold=job["threshold"],
+        lab = label_block(maps["orientation"], maps["boundary"], symmetry=net.symmetry, threshold=job["pair_threshold"],
                           boundary_threshold=job["boundary_threshold"], origin=tuple(s.start for s in b.core),
-                          image_shape=job["shape"])
+                          image_shape=job["shape"], reach=job["reach"])
         try:
             open_array(job["zarr"], "boundary")[b.core] = maps["boundary"]
             ori = open_array(job["zarr"], "orientation")
@@ -243,6 +243,7 @@ def segment_input(path, out_dir, net: Network, runner, *, block=None, chunk=None
     -------
     InputResult
     """
+    from micro_sym.grains.regions import network_rule
     from micro_sym.io import open_image
     from micro_sym.models.normalize import intensity_range
     from micro_sym.predict import DEFAULT_MIN_SIZE
@@ -269,6 +270,7 @@ def segment_input(path, out_dir, net: Network, runner, *, block=None, chunk=None
         "model": {"name": net.name, "sha256": net.sha256}, "shape": list(img.data.shape), "ndim": img.ndim,
         "block": list(plan.block), "chunk": list(plan.chunk), "halo": plan.halo, "stride": plan.stride,
         "threshold": float(threshold), "min_size": min_size, "boundary_threshold": float(boundary_threshold),
+        "grain_rule": network_rule(threshold, img.ndim),
         "code_version": code_version(), "n_blocks": n, "status": "running",
     }
     mode = state.check_compatible(manifest)
@@ -300,7 +302,7 @@ def segment_input(path, out_dir, net: Network, runner, *, block=None, chunk=None
     create_outputs(state, plan.shape, img.ndim, plan.chunk, pixel_size=img.pixel_size, unit=img.unit)
 
     job = {"input": str(path), "array": array, "level": level, "value_range": manifest["value_range"],
-           "pad_mode": plan.pad_mode, "shape": plan.shape, "threshold": float(threshold),
+           "pad_mode": plan.pad_mode, "shape": plan.shape, **manifest["grain_rule"],
            "boundary_threshold": float(boundary_threshold), "zarr": str(state.zarr_path),
            "labels": str(state.labels_path), "sha256": net.sha256, "device": device,
            "torch_threads": getattr(runner, "torch_threads", None)}
@@ -323,8 +325,10 @@ def segment_input(path, out_dir, net: Network, runner, *, block=None, chunk=None
             if on_block:
                 on_block("maps", b.id)
 
-    merged = merge_blocks(plan, lambda b: state.load_block(b.id), symmetry=net.symmetry, threshold=threshold,
-                          min_size=min_size, pixel_size=img.pixel_size)
+    rule = manifest["grain_rule"]
+    merged = merge_blocks(plan, lambda b: state.load_block(b.id), symmetry=net.symmetry, threshold=rule["pair_threshold"],
+                          min_size=min_size, pixel_size=img.pixel_size, merge_threshold=rule["merge_threshold"],
+                          reach=rule["reach"])
     todo2 = [(i, b) for i, b in enumerate(plan.blocks) if b.id not in done2]
     for (i, b), _ in runner.run(grains_task, todo2, lambda ib: (job, ib[1], merged.block_lut(ib[0]))):
         state.mark("done2", b.id)
@@ -339,7 +343,7 @@ def segment_input(path, out_dir, net: Network, runner, *, block=None, chunk=None
     import zarr
 
     root = zarr.open_group(str(state.zarr_path), mode="a")
-    root.attrs["micro_sym"] = {k: manifest[k] for k in ("model", "threshold", "min_size", "boundary_threshold",
+    root.attrs["micro_sym"] = {k: manifest[k] for k in ("model", "threshold", "grain_rule", "min_size", "boundary_threshold",
                                                         "block", "chunk", "halo", "code_version", "n_grains")}
     state.write_manifest(manifest)  # the last write: only now is the input reported complete
     state.cleanup_scratch()

@@ -51,6 +51,8 @@ class BlockLabels:
     stats: dict
     contacts: np.ndarray
     faces: dict
+    near: np.ndarray | None = None
+    thick_faces: dict | None = None
 
     def to_arrays(self) -> dict:
         """Flat dict of arrays for ``np.savez`` (everything except the label image)."""
@@ -60,11 +62,15 @@ class BlockLabels:
         for name, (lab, ori) in self.faces.items():
             out[f"face_lab_{name}"] = lab
             out[f"face_ori_{name}"] = ori
+        if self.near is not None:
+            out["near"] = self.near
+            for name, lab in self.thick_faces.items():
+                out[f"thick_{name}"] = lab
         return out
 
 
 def label_block(orientation, boundary, *, symmetry, threshold: float = 5.0, boundary_threshold: float = 0.5,
-                origin=None, image_shape=None) -> BlockLabels:
+                origin=None, image_shape=None, reach: int = 0) -> BlockLabels:
     """Label the grains of one block (face connectivity, no size filter) and collect its merge data.
 
     The labels come from :func:`micro_sym.grains.reconstruct_grains` with ``min_size=0``, so the rule
@@ -83,6 +89,10 @@ def label_block(orientation, boundary, *, symmetry, threshold: float = 5.0, boun
         Global position of the block's first voxel (raster order, image-edge faces).
     image_shape : tuple of int, optional
         Whole image shape; defaults to the block's own shape (a single-block image).
+    reach : int
+        > 0 for region merging (:mod:`micro_sym.grains.regions`): also keep the block's region pairs
+        within ``reach`` px (:func:`~micro_sym.grains.regions.near_pairs`) and its outer ``reach``
+        planes per face, so the merge pass can find the pairs across block faces.
 
     Returns
     -------
@@ -122,7 +132,16 @@ def label_block(orientation, boundary, *, symmetry, threshold: float = 5.0, boun
             sl = tuple(idx if d == ax else slice(None) for d in range(nd))
             ori = orientation[(slice(None),) + sl] if kind.channel_axis else orientation[sl]
             faces[f"{side}{ax}"] = (labels[sl].copy(), np.ascontiguousarray(ori, dtype=np.float32))
-    return BlockLabels(labels, n, stats, contacts, faces)
+    if reach <= 0:
+        return BlockLabels(labels, n, stats, contacts, faces)
+    from micro_sym.grains.regions import near_pairs
+
+    thick = {}
+    for ax in range(nd):
+        a = np.moveaxis(labels, ax, 0)
+        thick[f"lo{ax}"] = np.ascontiguousarray(a[:reach])
+        thick[f"hi{ax}"] = np.ascontiguousarray(a[-reach:])
+    return BlockLabels(labels, n, stats, contacts, faces, near_pairs(labels, reach), thick)
 
 
 def _count_pairs(a, b) -> np.ndarray:
@@ -207,7 +226,7 @@ class MergeResult:
 
 
 def merge_blocks(plan, load, *, symmetry, threshold: float = 5.0, min_size: int = 0, small: str = "merge",
-                 pixel_size=None) -> MergeResult:
+                 pixel_size=None, merge_threshold: float | None = None, reach: int = 0) -> MergeResult:
     """Join per-block labels across block faces, filter small grains, number grains from 1.
 
     Parameters
@@ -225,11 +244,15 @@ def merge_blocks(plan, load, *, symmetry, threshold: float = 5.0, min_size: int 
         same round-by-round rule as :func:`micro_sym.grains.filter_small_grains`).
     pixel_size : tuple of float, optional
         Physical pixel size per axis for the statistics table.
+    merge_threshold, reach :
+        Region merging (2D, :func:`micro_sym.grains.regions.merge_similar_regions`) after the pair
+        rule and before the size filter; the blocks must have been labelled with the same ``reach``.
 
     Returns
     -------
     MergeResult
-        Grain ids equal those of whole-image :func:`~micro_sym.grains.reconstruct_grains`.
+        Grain ids equal those of whole-image :func:`~micro_sym.grains.reconstruct_grains` (followed
+        by :func:`~micro_sym.grains.regions.merge_regions` when ``merge_threshold`` is given).
     """
     from micro_sym.grains import face_equivalences, resolve_equivalences
 
@@ -282,6 +305,8 @@ def merge_blocks(plan, load, *, symmetry, threshold: float = 5.0, min_size: int 
     rank[order] = np.arange(1, n_comp + 1)
     grain0 = rank[comp]  # node -> initial grain id (0 for node 0)
     size0 = np.bincount(grain0[1:], weights=cat["count"], minlength=n_comp + 1).astype(np.int64) if n_nodes else np.zeros(1, np.int64)
+    if merge_threshold is not None:
+        grain0, n_comp, size0 = _merge_regions(plan, load, offsets, grain0, n_comp, cat, symmetry, merge_threshold, reach)
     contacts = np.concatenate(contact_parts) if contact_parts else np.zeros((0, 4), np.int64)
     cg = np.stack([grain0[contacts[:, 0]], grain0[contacts[:, 1]], contacts[:, 2], contacts[:, 3]], 1)
     final_of_initial = _filter_small(n_comp, size0, cg, min_size, small)
@@ -289,6 +314,52 @@ def merge_blocks(plan, load, *, symmetry, threshold: float = 5.0, min_size: int 
     n_grains = int(final_of_initial.max()) if len(final_of_initial) else 0
     table = _grain_table(lut[1:], n_grains, cat, cg, final_of_initial, symmetry, plan.shape, pixel_size)
     return MergeResult(offsets, lut[1:], n_grains, table)
+
+
+def _merge_regions(plan, load, offsets, grain0, n, cat, symmetry, threshold, reach):
+    """Region merging on the global graph: node -> merged grain id, number of grains, sizes.
+
+    Region pairs within ``reach`` px come from inside each block (saved ``near``) and from the
+    ``reach`` outer planes of blocks facing each other along an axis. A block thinner than
+    ``reach`` does not stop the search: the planes of the next blocks along the axis are paired too.
+    """
+    from micro_sym.grains.reconstruct import ANGLE_SYMMETRY
+    from micro_sym.grains.regions import merge_similar_regions
+
+    if symmetry not in ANGLE_SYMMETRY:
+        raise MicroSymError(f"region merging needs 2D angle maps (square or hexagonal), not '{symmetry}'")
+    blocks = plan.blocks
+    index_of = {b.index: i for i, b in enumerate(blocks)}
+    parts = [np.zeros((0, 2), np.int64)]
+    for i, b in enumerate(blocks):
+        near = np.asarray(load(b)["near"], np.int64).reshape(-1, 2)
+        parts.append(grain0[_node(near, offsets[i])])
+        for ax in range(len(plan.shape)):
+            a_planes = grain0[_node(np.asarray(load(b)[f"thick_hi{ax}"]), offsets[i])]
+            gap, step = 0, 1
+            while gap < reach:
+                nb = tuple(j + (step if d == ax else 0) for d, j in enumerate(b.index))
+                if nb not in index_of:
+                    break
+                j = index_of[nb]
+                b_planes = grain0[_node(np.asarray(load(blocks[j])[f"thick_lo{ax}"]), offsets[j])]
+                for ia in range(len(a_planes)):
+                    for ib in range(len(b_planes)):
+                        if len(a_planes) - ia + gap + ib <= reach:
+                            parts.append(np.stack([a_planes[ia].ravel(), b_planes[ib].ravel()], 1))
+                core = blocks[j].core[ax]
+                gap += core.stop - core.start
+                step += 1
+    pairs = np.concatenate(parts)
+    pairs = pairs[(pairs[:, 0] != pairs[:, 1]) & (pairs[:, 0] > 0) & (pairs[:, 1] > 0)]
+    pairs = np.unique(np.sort(pairs, axis=1), axis=0)
+    k = ANGLE_SYMMETRY[symmetry]
+    sums = np.stack([np.bincount(grain0[1:], weights=cat["ori_sum"][:, c], minlength=n + 1) for c in (0, 1)], 1)
+    mapping = merge_similar_regions(n, sums, pairs, threshold=threshold, k=k)
+    merged = mapping[grain0]
+    n_merged = int(mapping.max()) if len(mapping) else 0
+    sizes = np.bincount(merged[1:], weights=cat["count"], minlength=n_merged + 1).astype(np.int64)
+    return merged, n_merged, sizes
 
 
 def _node(labels, offset):

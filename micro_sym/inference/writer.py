@@ -30,7 +30,7 @@ from micro_sym.errors import MicroSymError
 
 MANIFEST_VERSION = 1
 # Keys that must match for a run to be resumed (everything that changes the output bytes).
-IDENTITY_KEYS = ("input", "model", "shape", "ndim", "block", "chunk", "halo", "stride", "threshold",
+IDENTITY_KEYS = ("input", "model", "shape", "ndim", "block", "chunk", "halo", "stride", "threshold", "grain_rule",
                  "min_size", "boundary_threshold", "code_version")
 
 

@@ -291,6 +291,7 @@ def segment(image, settings: SegmentSettings, **kwargs) -> SegmentResult:
 
 
 def _iter_network(image, settings, pixel_size, unit, net):
+    from micro_sym.grains.regions import network_rule
     from micro_sym.inference import label_block, merge_blocks, plan_blocks
     from micro_sym.models.normalize import intensity_range
 
@@ -303,6 +304,7 @@ def _iter_network(image, settings, pixel_size, unit, net):
                             f"{what[image.ndim][:-1]} of shape {tuple(image.shape)}; choose a {net.ndim}D model")
     shape = tuple(int(s) for s in image.shape)
     nd = len(shape)
+    rule = network_rule(settings.threshold, nd)  # the CLI engine's grain rule, so results agree
     stride = max(int(net.total_stride), 1)
     if settings.tile:
         # The tile is the engine's processing block and output chunk; both must sit on the stride grid.
@@ -341,16 +343,17 @@ def _iter_network(image, settings, pixel_size, unit, net):
                 parts.append(net.decode(y[:, z0:z0 + slab]))
             maps = {k: np.concatenate([m[k] for m in parts], axis=1 if k == "orientation" else 0) for k in parts[0]}
         done += steps[i]
-        lab = label_block(maps["orientation"], maps["boundary"], symmetry=net.symmetry, threshold=settings.threshold,
+        lab = label_block(maps["orientation"], maps["boundary"], symmetry=net.symmetry, threshold=rule["pair_threshold"],
                           boundary_threshold=settings.boundary_threshold, origin=tuple(s.start for s in b.core),
-                          image_shape=shape)
+                          image_shape=shape, reach=rule["reach"])
         boundary[b.core] = maps["boundary"]
         orientation[(slice(None), *b.core) if nd == 3 else b.core] = maps["orientation"]
         local[b.core] = lab.labels
         merge_data[b.id] = lab.to_arrays()
     yield Progress(done, total, "merging grains across tiles")
-    merged = merge_blocks(plan, lambda b: merge_data[b.id], symmetry=net.symmetry, threshold=settings.threshold,
-                          min_size=int(settings.min_size), pixel_size=pixel_size)
+    merged = merge_blocks(plan, lambda b: merge_data[b.id], symmetry=net.symmetry, threshold=rule["pair_threshold"],
+                          min_size=int(settings.min_size), pixel_size=pixel_size,
+                          merge_threshold=rule["merge_threshold"], reach=rule["reach"])
     grains = _allocate(shape, np.uint32, n)
     for i, b in enumerate(plan.blocks):
         grains[b.core] = merged.block_lut(i)[np.asarray(local[b.core])]
@@ -359,7 +362,7 @@ def _iter_network(image, settings, pixel_size, unit, net):
     table = _table(grains, orientation, net.symmetry, pixel_size, unit, merged.table)
     info = {"model": str(settings.model), "halo": int(plan.halo), "tile": list(plan.block), "tiles": n,
             "recompute": round(plan.recompute, 3), "value_range": [lo, hi], "threshold": settings.threshold,
-            "min_size": int(settings.min_size), "boundary_threshold": settings.boundary_threshold,
+            "grain_rule": rule, "min_size": int(settings.min_size), "boundary_threshold": settings.boundary_threshold,
             "device": settings.device}
     return SegmentResult(grains, boundary, orientation, table, net.symmetry, f"network {settings.model}",
                          _tuple(pixel_size), unit, n, time.perf_counter() - t0, info)
