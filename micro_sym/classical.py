@@ -36,8 +36,12 @@ Block-wise use
 fixed ``period`` its output at a pixel depends only on the input within :func:`classical_halo` px, and
 it is computed on a grid decimated by ``decimate`` px anchored at the array origin. A streaming engine
 that reads blocks with block origins **and** halo on multiples of :func:`classical_stride` and passes
-the same ``period`` (estimate it once with :func:`estimate_period`) gets centre crops equal to the
-whole-image result to float32 rounding.
+the same ``period`` (estimate it once with :func:`estimate_period`; it reads at most 16 Welch tiles,
+also from a lazy dask/zarr array) gets centre crops equal to the whole-image result: the envelopes are
+computed in float64 and the band-passes are plain Gaussians sampled on each FFT grid (no truncation
+mask that would depend on the padded size), so tile and whole image agree to ~1e-13 before the float32
+energies, i.e. bit for bit in practice. :func:`close_boundaries` (``close=True``) is *not* tile-local:
+block-wise runs (``micro-sym segment --method classical``) use ``close=False``.
 
 >>> from micro_sym.synth import Synth2DConfig, synth_2d              # doctest: +SKIP
 >>> s = synth_2d(Synth2DConfig(size=(256, 256)), seed=0)           # doctest: +SKIP
@@ -65,7 +69,9 @@ DEFAULT_SIGMA = 1.25
 DEFAULT_SMOOTH = 0.5
 #: Smallest grain kept by :func:`classical_segment` (pixels), as ``micro_sym.predict.DEFAULT_MIN_SIZE``.
 DEFAULT_MIN_SIZE = 32
-# Frequency-space truncation of each band-pass, in filter sigmas: exp(-4.5²/2) ≈ 4e-5 of the peak.
+# Effective support of each band-pass, in filter sigmas (exp(-4.5²/2) ≈ 4e-5 of the peak): sets the
+# decimation, the padding and the halo. The filters themselves are not cut there (a cut on the FFT grid
+# would depend on the padded size and break tile = whole-image equality at the 1e-4° level).
 _TRUNC = 4.5
 
 
@@ -123,7 +129,10 @@ def radial_power_spectrum(image, *, tile: int = 512, max_tiles: int = 16, worker
 
     Parameters
     ----------
-    image : (H, W) array
+    image : (H, W) array, or a lazy 2D array (dask, zarr: anything with ``shape``, ``dtype`` and slicing)
+        A lazy array is read tile by tile: only the (at most ``max_tiles``) Welch tiles are loaded,
+        each with its non-finite pixels set to the tile's finite mean. For a numpy array the result is
+        the same whenever the image is finite.
     tile : int
         Tile side (clipped to the image); the frequency resolution is ``1/tile`` cycles/px.
     max_tiles : int
@@ -134,24 +143,25 @@ def radial_power_spectrum(image, *, tile: int = 512, max_tiles: int = 16, worker
     freq : (n,) float64 cycles per pixel (bin centres, step ``1/tile``)
     power : (n,) float64 mean power per bin
     """
-    img = _check_image(image)
-    t = int(min(tile, *img.shape))
+    lazy = not isinstance(image, np.ndarray) and all(hasattr(image, a) for a in ("shape", "dtype", "__getitem__"))
+    if lazy:
+        shape = _check_lazy(image)
+    else:
+        img = _check_image(image)
+        shape = img.shape
+    t = int(min(tile, *shape))
     t -= t % 2
-    starts = []
-    for n in img.shape:
-        s = np.arange(0, n - t + 1, max(t // 2, 1))
-        if s[-1] != n - t:
-            s = np.append(s, n - t)
-        starts.append(s)
-    origins = [(r, c) for r in starts[0] for c in starts[1]]
-    if len(origins) > max_tiles:
-        origins = [origins[i] for i in np.linspace(0, len(origins) - 1, max_tiles).round().astype(int)]
+    origins = _welch_origins(shape, t, max_tiles)
     win = np.outer(np.hanning(t), np.hanning(t)).astype(np.float32)
     acc = np.zeros((t, t // 2 + 1))
+    flat = True
     for r, c in origins:
-        x = img[r : r + t, c : c + t]
+        x = _read_lazy_tile(image, r, c, t) if lazy else img[r : r + t, c : c + t]
+        flat = flat and float(x.max() - x.min()) <= 1e-6 * max(abs(float(x.min())), abs(float(x.max())), 1e-30)
         x = (x - x.mean()) * win
         acc += np.abs(fft.rfft2(x, workers=workers)) ** 2
+    if lazy and flat:
+        raise MicroSymError("image: constant wherever sampled; there is no lattice to measure")
     fy = fft.fftfreq(t)[:, None]
     fx = fft.rfftfreq(t)[None, :]
     rbin = np.rint(np.hypot(fy, fx) * t).astype(np.int64)
@@ -166,6 +176,41 @@ def radial_power_spectrum(image, *, tile: int = 512, max_tiles: int = 16, worker
     den = np.bincount(rbin[sel], weights=w[sel], minlength=n)
     power = num / np.maximum(den, 1e-12) / len(origins)
     return np.arange(n) / t, power
+
+
+def _welch_origins(shape, t: int, max_tiles: int) -> list:
+    """Top-left corners of the Welch tiles: 50 % overlap, evenly thinned to ``max_tiles``."""
+    starts = []
+    for n in shape:
+        s = np.arange(0, n - t + 1, max(t // 2, 1))
+        if s[-1] != n - t:
+            s = np.append(s, n - t)
+        starts.append(s)
+    origins = [(int(r), int(c)) for r in starts[0] for c in starts[1]]
+    if len(origins) > max_tiles:
+        origins = [origins[i] for i in np.linspace(0, len(origins) - 1, max_tiles).round().astype(int)]
+    return origins
+
+
+def _check_lazy(image, what: str = "image") -> tuple:
+    """Shape of a lazy 2D array after the checks :func:`_check_image` makes without reading it."""
+    shape = tuple(int(n) for n in image.shape)
+    if len(shape) != 2:
+        raise MicroSymError(f"{what}: the classical method needs a 2D image, got shape {shape}")
+    if np.dtype(image.dtype).kind not in "biuf":
+        raise MicroSymError(f"{what}: needs real numbers, got dtype {image.dtype}")
+    if min(shape) < 16:
+        raise MicroSymError(f"{what}: too small ({shape[0]} x {shape[1]}); need at least 16 x 16 pixels")
+    return shape
+
+
+def _read_lazy_tile(image, r: int, c: int, t: int) -> np.ndarray:
+    """One float32 tile of a lazy array; non-finite pixels take the tile's finite mean (0 if none)."""
+    x = np.asarray(image[r : r + t, c : c + t]).astype(np.float32)
+    finite = np.isfinite(x)
+    if not finite.all():
+        x = np.where(finite, x, np.float32(x[finite].mean()) if finite.any() else np.float32(0))
+    return x
 
 
 def _prominence(logp: np.ndarray, rel: float = 0.25, gap: float = 0.06) -> np.ndarray:
@@ -192,8 +237,10 @@ def estimate_period(image, lattice: str = "square", *, min_period: float = 2.5, 
 
     Parameters
     ----------
-    image : (H, W) array
+    image : (H, W) array, or a lazy 2D array (dask, zarr)
         Any real dtype; bright- or dark-field; background gradients and shot noise are tolerated.
+        At most 16 tiles of ``tile`` px are read (:func:`radial_power_spectrum`), so this is cheap
+        on huge lazy inputs too.
     lattice : {"square", "hexagonal"}
         Converts the ring frequency ``f`` to the lattice constant (``1/f`` or ``2/(√3 f)``).
     min_period, max_period : float
@@ -318,9 +365,11 @@ def _energy_stack(img, f0, sf, k, n_angles, d, pad, smooth_px, workers):
         m = fft.next_fast_len(int(math.ceil((n + 2 * pad) / d)))
         sizes.append(m * d)
     hp, wp = sizes
-    buf = np.zeros((hp, wp), np.float32)
+    # float64 (complex128 spectrum): rounding differs between FFT sizes, and a tile and the whole image
+    # have different padded sizes; at float32 precision the peak fit turns that into up to ~3e-4°.
+    buf = np.zeros((hp, wp), np.float64)
     buf[pad : pad + h, pad : pad + w] = img
-    spec = fft.fft2(buf, workers=workers)  # complex64 from float32
+    spec = fft.fft2(buf, workers=workers)
     del buf
     mh, mw = hp // d, wp // d
     # Box half-size (bins) around each filter centre: the filter support, as the box sets the output
@@ -330,7 +379,7 @@ def _energy_stack(img, f0, sf, k, n_angles, d, pad, smooth_px, workers):
     dirs = _directions(k, n_angles)
     energy = np.empty((n_angles, mh, mw), np.float32)
     for j in range(n_angles):
-        acc = np.zeros((mh, mw), np.float32)
+        acc = np.zeros((mh, mw), np.float64)
         for phi in dirs[j]:
             t = math.radians(phi)
             # Physical (f_x, f_y) -> array (f_row, f_col) = (-f_y, f_x): rows count downwards.
@@ -340,13 +389,15 @@ def _energy_stack(img, f0, sf, k, n_angles, d, pad, smooth_px, workers):
             ci = c0 + cols_off
             box = spec[np.ix_(ri % hp, ci % wp)]
             g = np.exp(-(((ri / hp - fr) ** 2)[:, None] + ((ci / wp - fc) ** 2)[None, :]) / (2 * sf * sf))
-            g[g < math.exp(-_TRUNC**2 / 2)] = 0.0
-            box *= g.astype(np.float32)
+            # No cut-off mask: with the default decimation the box edge is >= 2.2·_TRUNC filter sigmas
+            # out (weight < 1e-20), and a mask on the FFT grid would make the filter depend on the
+            # padded size (tile != whole image).
+            box *= g
             # Put the box centre at index 0 so the decimated inverse FFT sees the right frequencies
             # (the constant modulation left over does not change |env|²).
             env = fft.ifft2(np.fft.ifftshift(box), workers=workers)
             acc += env.real**2 + env.imag**2
-        energy[j] = acc
+        energy[j] = acc  # float32 from float64: equal tiles give equal energies
     if smooth_px > 0:
         ndimage.gaussian_filter(energy, sigma=(0, smooth_px / d, smooth_px / d), output=energy, mode="constant")
     return energy

@@ -179,3 +179,194 @@ def test_cli_writes_segmentation_layout(tmp_path, two_grains):
     assert run(["classical", str(path), "--out", str(tmp_path / "out")]) == 2
     tifffile.imwrite(tmp_path / "vol.tif", np.zeros((4, 32, 32), np.uint8))
     assert run(["classical", str(tmp_path / "vol.tif"), "--out", str(tmp_path / "o2")]) == 2
+
+
+# ------------------------------------------------------------------ block engine (`segment --method classical`)
+
+
+def _cli(args):
+    """``micro-sym ARGS`` in process: exit code and the non-empty stderr lines."""
+    import contextlib
+    import io
+
+    from micro_sym.cli import main
+
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        try:
+            code = main(args)
+        except SystemExit as e:  # typer exits explicitly on success
+            code = e.code
+    return code, [ln for ln in err.getvalue().splitlines() if ln.strip()]
+
+
+def _engine_image(tmp_path, lattice, period):
+    import tifffile
+
+    s = synth_2d(Synth2DConfig(size=(300, 260), lattice=lattice, period=period,
+                               microstructure={"grain_size": 60.0}), seed=1)
+    path = tmp_path / "a.tif"
+    tifffile.imwrite(path, s.image)
+    return s.image, path
+
+
+def _read_out(out, name="a"):
+    import zarr
+
+    g = zarr.open_group(str(out / f"{name}.zarr"), mode="r")
+    return {k: g[k][...] for k in ("boundary", "orientation", "grains")}
+
+
+def test_plan_blocks_unpadded_grid():
+    """``pad=False`` (the classical method): tiles unpadded, origins on the grid step, any chunk."""
+    from micro_sym.inference import plan_blocks
+
+    plan = plan_blocks((300, 260), 64, halo=98, stride=3, chunk=64, pad=False)
+    assert plan.block == (192, 192) and plan.halo == 99  # lcm(64, 3); halo rounded to the step
+    cover = np.zeros((300, 260), int)
+    for b in plan.blocks:
+        cover[b.core] += 1
+        assert b.pad == ((0, 0), (0, 0))
+        assert all(t.start % 3 == 0 and (t.start == 0 or c.start - t.start == 99) for t, c in zip(b.tile, b.core))
+        assert all(t.stop == min(n, c.stop + 99) for t, c, n in zip(b.tile, b.core, (300, 260)))
+    assert (cover == 1).all()
+    default = plan_blocks((5000, 5000), halo=99, stride=3, pad=False)
+    assert default.chunk == (513, 513) and all(b % 513 == 0 for b in default.block)
+
+
+@pytest.mark.parametrize("lattice,period", [("square", 6.0), ("hexagonal", 8.0)])
+def test_engine_tiled_equals_whole_image(tmp_path, lattice, period):
+    """Blocks of 64 px (square, grid step 2) or 192 px (hexagonal: step 3, so lcm(64, 3)) with the
+    period estimated once on the whole image reproduce whole-image classical_segment(close=False)."""
+    import json
+
+    from micro_sym.inference import segment
+
+    img, path = _engine_image(tmp_path, lattice, period)
+    ref = classical_segment(img, lattice=lattice, close=False, workers=1)
+    (res,) = segment([path], tmp_path / "out", method="classical", lattice=lattice, block=64, chunk=64, workers=1)
+    assert res.status == "complete", res.error
+    manifest = json.loads((tmp_path / "out" / ".a.run" / "manifest.json").read_text())
+    assert manifest["method"]["period"] == ref["period"] and manifest["method"]["period_source"] == "estimated"
+    assert manifest["stride"] == classical_stride(ref["period"], lattice=lattice)
+    assert manifest["grain_rule"] == {"pair_threshold": 5.0, "merge_threshold": None, "reach": 0}
+    assert res.n_blocks == (25 if lattice == "square" else 4)
+    out = _read_out(tmp_path / "out")
+    k = 4 if lattice == "square" else 6
+    assert misorientation_2d(out["orientation"], ref["orientation"], k).max() < 1e-4
+    np.testing.assert_allclose(out["boundary"], ref["boundary"], atol=1e-6)
+    assert ref["grains"].max() >= 5  # real grains, cut by the block borders
+    np.testing.assert_array_equal(out["grains"], ref["grains"])
+    csv = (tmp_path / "out" / "a_grains.csv").read_text().splitlines()
+    assert len(csv) == ref["grains"].max() + 1 and csv[0].startswith("grain,")
+
+
+def test_engine_resume_reuses_the_period(tmp_path, monkeypatch):
+    """An interrupted run resumes with the period in its manifest (no second estimate), identically."""
+    import micro_sym.inference.classical as engine_classical
+    from micro_sym.inference import segment
+
+    _, path = _engine_image(tmp_path, "square", 6.0)
+    kw = dict(method="classical", block=64, chunk=64, workers=1)
+
+    class Stop(Exception):
+        pass
+
+    def stop_after(n):
+        count = {"k": 0}
+
+        def hook(stage, block_id):
+            count["k"] += 1
+            if count["k"] == n:
+                raise Stop
+
+        return hook
+
+    with pytest.raises(Stop):
+        segment([path], tmp_path / "out", on_block=stop_after(7), **kw)
+
+    def no_estimate(*a, **k):
+        raise AssertionError("the period must come from the manifest")
+
+    with monkeypatch.context() as m:
+        m.setattr(engine_classical, "estimate_period", no_estimate)
+        (res,) = segment([path], tmp_path / "out", **kw)
+        assert res.status == "complete", res.error
+        assert 0 < res.blocks_run < res.n_blocks
+    (clean,) = segment([path], tmp_path / "clean", **kw)
+    a, b = _read_out(tmp_path / "out"), _read_out(tmp_path / "clean")
+    for key in a:
+        np.testing.assert_array_equal(a[key], b[key])
+    assert (tmp_path / "out" / "a_grains.csv").read_bytes() == (tmp_path / "clean" / "a_grains.csv").read_bytes()
+    # A different (given) period is a different run: refused, not mixed.
+    (other,) = segment([path], tmp_path / "out", period=6.5, **kw)
+    assert other.status == "failed" and "different run" in other.error
+
+
+def test_cli_segment_method_classical(tmp_path, two_grains):
+    import tifffile
+    import zarr
+    from typer.testing import CliRunner
+
+    from micro_sym.cli import app
+
+    _, img, _ = two_grains
+    path = tmp_path / "img.tif"
+    tifffile.imwrite(path, (img * 1000).astype(np.uint16))
+    args = ["segment", str(path), "--out", str(tmp_path / "out"), "--method", "classical", "--tile", "96", "--chunk", "96"]
+    r = CliRunner().invoke(app, args + ["--dry-run"], catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    import re
+
+    period = float(re.search(r"period ([0-9.]+) px \(estimated\)", r.output).group(1))
+    assert abs(period - 8.0) < 0.1 and "4 blocks" in r.output and not (tmp_path / "out").exists()
+    code, _ = _cli(args)
+    assert code == 0
+    root = zarr.open_group(str(tmp_path / "out" / "img.zarr"), mode="r")
+    assert {"boundary", "orientation", "grains"} <= set(root.array_keys())
+    assert root["grains"].dtype == np.uint32 and int(root["grains"][...].max()) >= 2
+    assert root["orientation"][...].max() < 90 and root["boundary"].dtype == np.float32
+    assert root.attrs["micro_sym"]["method"]["name"] == "classical"
+    assert abs(root.attrs["micro_sym"]["method"]["period"] - 8.0) < 0.1
+    assert (tmp_path / "out" / "img_grains.csv").read_text().count("\n") >= 3
+    assert _cli(args)[0] == 0  # complete: skipped
+
+
+def test_cli_segment_classical_errors(tmp_path, two_grains):
+    import tifffile
+
+    _, img, _ = two_grains
+    tifffile.imwrite(tmp_path / "img.tif", (img * 1000).astype(np.uint16))
+    tifffile.imwrite(tmp_path / "vol.tif", np.zeros((4, 32, 32), np.uint8), photometric="minisblack")
+    cases = [
+        (["segment", str(tmp_path / "vol.tif"), "--out", str(tmp_path / "o1"), "--method", "classical"], "needs a 2D image"),
+        (["segment", str(tmp_path / "img.tif"), "--out", str(tmp_path / "o2"), "--method", "classical", "--model",
+          "default-2d"], "--model is for --method network"),
+        (["segment", str(tmp_path / "img.tif"), "--out", str(tmp_path / "o3"), "--lattice", "hexagonal"],
+         "are for --method classical"),
+        (["segment", str(tmp_path / "img.tif"), "--out", str(tmp_path / "o4"), "--method", "fourier"], "--method fourier"),
+    ]
+    for args, expected in cases:
+        code, lines = _cli(args)
+        assert code == 2, (args, lines)
+        assert len(lines) == 1 and lines[0].startswith("micro-sym: error:") and expected in lines[0], lines
+
+
+def test_period_of_a_lazy_array_reads_only_the_welch_tiles():
+    """estimate_period on a lazy array (as the engine passes it) reads <= 16 tiles, same result."""
+
+    class Lazy:
+        def __init__(self, a):
+            self.a, self.shape, self.dtype, self.read = a, a.shape, a.dtype, 0
+
+        def __getitem__(self, idx):
+            x = self.a[idx]
+            self.read += x.size
+            return x
+
+    x = np.cos(2 * np.pi * np.arange(2048) / 7.3).astype(np.float32)
+    y = np.cos(2 * np.pi * np.arange(4096) / 7.3).astype(np.float32)
+    img = y[:, None] + x[None, :]
+    lazy = Lazy(img)
+    assert estimate_period(lazy) == estimate_period(img)
+    assert lazy.read == 16 * 512 * 512 < img.size

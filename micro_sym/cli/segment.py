@@ -1,4 +1,11 @@
-"""``micro-sym segment INPUT... --out OUTDIR``: batch segmentation, streamed, resumable."""
+"""``micro-sym segment INPUT... --out OUTDIR``: batch segmentation, streamed, resumable.
+
+``--method network`` (default) runs a trained model; ``--method classical`` runs the training-free
+Gabor filter bank (2D only) through the same block engine: same outputs, progress, resume and
+``--dry-run``. Its lattice period is estimated once per input (or given with ``--period``) and kept
+in the run manifest; inside blocks it runs with ``close=False``, i.e. without the watershed boundary
+closing of ``micro-sym classical``, which is a whole-image step and not tile-local.
+"""
 
 from __future__ import annotations
 
@@ -25,7 +32,14 @@ def _parse_tile(tile: Optional[str]):
 def segment(
     inputs: List[str] = typer.Argument(..., help="Images: TIFF, Zarr, OME-Zarr; glob patterns allowed."),
     out: Path = typer.Option(..., "--out", "-o", help="Output directory (NAME.zarr + NAME_grains.csv per input)."),
-    model: str = typer.Option("default-2d", "--model", help="Bundled model name or model file."),
+    method: str = typer.Option("network", "--method", help="network (a trained model) or classical (training-free "
+                               "Gabor filter bank, 2D only; no boundary closing, which is not tile-local)."),
+    model: Optional[str] = typer.Option(None, "--model", help="Bundled model name or model file (default default-2d; "
+                                        "--method network only)."),
+    lattice: Optional[str] = typer.Option(None, "--lattice", help="--method classical: square (default, angles mod 90°) "
+                                          "or hexagonal (mod 60°)."),
+    period: Optional[float] = typer.Option(None, "--period", help="--method classical: lattice constant in px (default: "
+                                           "estimated once per input from its power spectrum)."),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
     tile: Optional[str] = typer.Option(None, "--tile", help="Processing block, e.g. 1024 or 256x256x256 (multiple of --chunk)."),
     chunk: Optional[str] = typer.Option(None, "--chunk", help="Output chunk (write unit), default 512² / 128³."),
@@ -36,7 +50,10 @@ def segment(
     batch: int = typer.Option(1, "--batch", help="Tiles per forward call."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan (blocks, memory estimate, outputs) and exit."),
 ):
-    """Segment many images or volumes into boundary, orientation and grain maps, block by block."""
+    """Segment many images or volumes into boundary, orientation and grain maps, block by block.
+
+    With --method classical the maps come from the Gabor filter bank of `micro-sym classical`, run block-wise without its boundary-closing step (a whole-image watershed, not tile-local): boundaries are orientation jumps only, and grains follow the plain misorientation pair rule. The lattice period is estimated once per input (or --period) and kept for a resume.
+    """  # one line per paragraph: the help text keeps line breaks
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
     from rich.table import Table
@@ -44,6 +61,14 @@ def segment(
     from micro_sym.errors import MicroSymError
     from micro_sym.inference.engine import expand_inputs, segment as run_segment
 
+    if method not in ("network", "classical"):
+        raise MicroSymError(f"--method {method}: expected network or classical")
+    if method == "classical" and model is not None:
+        raise MicroSymError("--model is for --method network; the classical method needs no model")
+    if method == "network" and (lattice is not None or period is not None):
+        raise MicroSymError("--lattice and --period are for --method classical (a network's lattice comes from its model)")
+    if lattice is not None and lattice not in ("square", "hexagonal"):
+        raise MicroSymError(f"--lattice {lattice}: expected square or hexagonal")
     if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
         raise MicroSymError(f"--device {device}: expected cpu or cuda")
     if device.startswith("cuda"):
@@ -54,17 +79,19 @@ def segment(
     paths = expand_inputs(inputs)
     console = Console(stderr=True)
     kwargs = dict(block=_parse_tile(tile), chunk=_parse_tile(chunk), threshold=threshold, min_size=min_size,
-                  batch=batch, dry_run=dry_run)
+                  batch=batch, dry_run=dry_run, model=model, method=method, lattice=lattice, period=period)
     if dry_run:
-        results = run_segment(paths, out, model=model, scheduler=scheduler, workers=workers, device=device, **kwargs)
+        results = run_segment(paths, out, scheduler=scheduler, workers=workers, device=device, **kwargs)
         # Plain lines, not a table: paths stay whole in narrow terminals and logs.
         for r in results:
             if r.status == "failed":
                 typer.echo(f"{r.input}: cannot plan: {r.error}")
                 continue
             p = r.plan
+            m = p.get("method", {})
+            lat = f"classical {m['lattice']}, period {m['period']:.3f} px ({m['period_source']}), " if m.get("name") == "classical" else ""
             typer.echo(
-                f"{r.input}: shape {'x'.join(map(str, r.shape))}, {p['blocks']} blocks of {'x'.join(map(str, p['block']))} "
+                f"{r.input}: {lat}shape {'x'.join(map(str, r.shape))}, {p['blocks']} blocks of {'x'.join(map(str, p['block']))} "
                 f"(chunk {'x'.join(map(str, p['chunk']))}, halo {p['halo']}, largest tile {'x'.join(map(str, p['tile']))}, "
                 f"recompute {p['recompute']:.2f}x), memory estimate {p['memory_estimate_bytes'] / 2**20:,.0f} MiB "
                 f"per run -> {', '.join(p['outputs'])}"
@@ -92,7 +119,7 @@ def segment(
 
         results_seen: list = []
         current["task"] = bar.add_task(Path(paths[0]).name, total=None)
-        results = run_segment(paths, out, model=model, scheduler=scheduler, workers=workers, device=device,
+        results = run_segment(paths, out, scheduler=scheduler, workers=workers, device=device,
                               progress=on_progress, on_input=on_input, **kwargs)
 
     if len(results) == 1 and results[0].status == "failed":
@@ -104,6 +131,10 @@ def segment(
                       f"{r.blocks_run}/{r.n_blocks}" if r.n_blocks else "-", str(r.n_grains) if r.status != "failed" else "-",
                       f"{r.seconds:.1f} s", r.zarr if r.status != "failed" else r.error)
     Console(width=max(Console().width, 160)).print(table)
+    for r in results:
+        m = r.plan.get("method", {}) if r.status != "failed" else {}
+        if m.get("name") == "classical":
+            typer.echo(f"{r.input}: classical {m['lattice']}, period {m['period']:.3f} px ({m['period_source']})", err=True)
     failed = [r for r in results if r.status == "failed"]
     if len(results) == 1 and failed:  # a single input: the plain one-line user error, exit status 2
         raise MicroSymError(failed[0].error)

@@ -10,6 +10,8 @@ Public API
     Chunk-aligned blocks with stride-aligned halos.
 ``as_network(model)``, ``load_network(name_or_path)``, ``predict_array(net, image)``
     The network as the engine runs it, and the whole-image reference.
+``ClassicalMethod(lattice=, period=)`` / ``segment(..., method="classical")``
+    The training-free filter bank through the same engine (2D; period estimated once per input).
 ``make_runner("threads" | "processes" | "local-cluster" | "tcp://HOST:PORT")``
     Where block tasks run.
 ``label_block``, ``merge_blocks``
@@ -17,13 +19,14 @@ Public API
 """
 
 from micro_sym.inference.blocks import Block, BlockPlan, estimate_memory, plan_blocks
+from micro_sym.inference.classical import ClassicalMethod
 from micro_sym.inference.engine import InputResult, expand_inputs, segment, segment_input
 from micro_sym.inference.labels import label_block, merge_blocks
 from micro_sym.inference.network import Network, as_network, load_network, predict_array
 from micro_sym.inference.scheduler import make_runner
 
 __all__ = [
-    "Block", "BlockPlan", "InputResult", "Network", "as_network", "estimate_memory", "expand_inputs",
+    "Block", "BlockPlan", "ClassicalMethod", "InputResult", "Network", "as_network", "estimate_memory", "expand_inputs",
     "label_block", "load_network", "make_runner", "merge_blocks", "plan_blocks", "predict_array", "segment",
     "segment_input",
 ]

@@ -9,6 +9,10 @@ multiple of the network's total stride). Tile ends lie on the stride grid of tha
 every tile sees the same down-sampling grid as the whole image and the centre crop equals whole-image
 output to float rounding.
 
+Methods that take any tile size and only need tile origins on a grid anchored at the array origin
+(the classical filter bank, :mod:`.classical`) plan with ``pad=False``: no padding, tiles clipped to
+the image, block origins on multiples of the stride.
+
 >>> plan = plan_blocks((300, 200), block=(128, 128), halo=16, stride=4, chunk=(64, 64))
 >>> len(plan.blocks), plan.blocks[-1].core
 (6, (slice(256, 300, None), slice(128, 200, None)))
@@ -99,7 +103,7 @@ def padded_size(n: int, stride: int) -> int:
     return -(-n // stride) * stride
 
 
-def plan_blocks(shape, block=None, *, halo: int, stride: int = 1, chunk=None) -> BlockPlan:
+def plan_blocks(shape, block=None, *, halo: int, stride: int = 1, chunk=None, pad: bool = True) -> BlockPlan:
     """Cut an image into chunk-aligned processing blocks with stride-aligned halos.
 
     Parameters
@@ -115,7 +119,13 @@ def plan_blocks(shape, block=None, *, halo: int, stride: int = 1, chunk=None) ->
     stride : int
         Total down-sampling factor of the network.
     chunk : int or tuple of int, optional
-        Storage chunk of the outputs; must be a multiple of ``stride``.
+        Storage chunk of the outputs; must be a multiple of ``stride`` (with ``pad``).
+    pad : bool
+        True (networks): tiles live on the stride grid of the image padded like whole-image
+        inference. False (methods that handle any size and need only their origin-anchored grid, such
+        as the classical filter bank): tiles are never padded and start on multiples of ``stride``;
+        blocks are rounded up to multiples of ``lcm(chunk, stride)`` and the default chunk to a
+        multiple of ``stride``, so any chunk works.
 
     Returns
     -------
@@ -133,22 +143,29 @@ def plan_blocks(shape, block=None, *, halo: int, stride: int = 1, chunk=None) ->
         raise MicroSymError(f"cannot plan blocks for an image of shape {shape}")
     stride = max(int(stride), 1)
     halo = padded_size(max(int(halo), 0), stride)
-    chunk = _per_axis(chunk if chunk is not None else DEFAULT_CHUNK[nd], nd, "chunk")
+    if chunk is None:
+        chunk = DEFAULT_CHUNK[nd] if pad else tuple(padded_size(c, stride) for c in DEFAULT_CHUNK[nd])
+    chunk = _per_axis(chunk, nd, "chunk")
     # A chunk never needs to be larger than the image; keep it a multiple of the stride.
     chunk = tuple(min(c, padded_size(s, stride)) for c, s in zip(chunk, shape))
-    if any(c % stride for c in chunk):
+    if pad and any(c % stride for c in chunk):
         raise MicroSymError(f"output chunk {chunk} must be a multiple of the network stride {stride}")
+    # Blocks are whole chunks and (so that tile origins lie on the stride grid) multiples of the stride.
+    unit = chunk if pad else tuple(math.lcm(c, stride) for c in chunk)
     if block is None:
         block = tuple(min(padded_size(max(8 * halo, c), c), 4 * c) for c in chunk)
     block = _per_axis(block, nd, "tile")
-    block = tuple(min(padded_size(b, c), padded_size(s, c)) for b, c, s in zip(block, chunk, shape))
+    block = tuple(min(padded_size(b, u), padded_size(s, u)) for b, u, s in zip(block, unit, shape))
 
-    # Whole-image inference (micro_sym.predict.pad_to_stride) reflect-pads each axis to a multiple of
-    # the stride, splitting the padding between both ends; tiles live on that padded grid.
-    before = [((-n) % stride) // 2 for n in shape]
-    padded = [padded_size(n, stride) for n in shape]
-    extra = [p - n for p, n in zip(padded, shape)]
-    pad_mode = "reflect" if min(shape) > max(max(b, e - b) for b, e in zip(before, extra)) else "edge"
+    if pad:
+        # Whole-image inference (micro_sym.predict.pad_to_stride) reflect-pads each axis to a multiple
+        # of the stride, splitting the padding between both ends; tiles live on that padded grid.
+        before = [((-n) % stride) // 2 for n in shape]
+        padded = [padded_size(n, stride) for n in shape]
+        extra = [p - n for p, n in zip(padded, shape)]
+        pad_mode = "reflect" if min(shape) > max(max(b, e - b) for b, e in zip(before, extra)) else "edge"
+    else:  # the grid is anchored at the array origin and tiles end at the image edge
+        before, padded, pad_mode = [0] * nd, list(shape), "reflect"
     blocks = []
     for index in itertools.product(*(range(math.ceil(s / b)) for s, b in zip(shape, block))):
         core, tile, crop, pad = [], [], [], []

@@ -15,8 +15,14 @@ Per input, three streamed passes over the block plan (:mod:`.blocks`):
 Every output chunk belongs to exactly one block and is written by one task. Markers are the only
 record of progress; an interrupted run resumes where it stopped and produces identical bytes.
 
+The "network" may also be the classical filter bank (:class:`.classical.ClassicalMethod`,
+``method="classical"``): it has the same interface, plus ``for_input`` (fixes its lattice period once
+per input, before planning; the manifest records it and a resume reuses it), ``grain_rule`` (the plain
+pair rule) and ``pad_to_stride = False`` (unpadded tiles on its origin-anchored grid).
+
 >>> from micro_sym.inference import segment                       # doctest: +SKIP
 >>> results = segment(["vol.zarr"], "out/", model="default-2d")   # doctest: +SKIP
+>>> results = segment(["img.tif"], "out/", method="classical")    # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ import numpy as np
 
 from micro_sym.errors import MicroSymError
 from micro_sym.inference.blocks import BlockPlan, estimate_memory, plan_blocks
+from micro_sym.inference.classical import ClassicalMethod
 from micro_sym.inference.labels import label_block, merge_blocks, write_grain_csv
 from micro_sym.inference.network import Network, cached_network
 from micro_sym.inference.writer import RunState, create_outputs, forget_arrays, open_array, os_error
@@ -105,7 +112,7 @@ def _storage_array(img):
 
 
 def _resolve_net(net_ref, job) -> Network:
-    if isinstance(net_ref, Network):
+    if isinstance(net_ref, (Network, ClassicalMethod)):
         return net_ref
     return cached_network(net_ref, job["sha256"], job["device"], job.get("torch_threads"))
 
@@ -195,7 +202,13 @@ def plan_input(img, net: Network, *, block=None, chunk=None) -> BlockPlan:
         kind = {2: "2D image", 3: "3D volume"}[img.ndim]
         raise MicroSymError(f"{img.path}: model '{net.name}' is for {net.ndim}D data but the input is a {kind} of shape "
                             f"{tuple(img.data.shape)}")
-    return plan_blocks(img.data.shape, block, halo=net.halo, stride=net.total_stride, chunk=chunk)
+    return plan_blocks(img.data.shape, block, halo=net.halo, stride=net.total_stride, chunk=chunk,
+                       pad=getattr(net, "pad_to_stride", True))
+
+
+def method_info(net) -> dict:
+    """The method a run used, for its manifest and output attributes (classical: lattice and period)."""
+    return net.method_info() if hasattr(net, "method_info") else {"name": "network"}
 
 
 def _batches(blocks, size: int):
@@ -222,8 +235,9 @@ def segment_input(path, out_dir, net: Network, runner, *, block=None, chunk=None
         TIFF, Zarr array or OME-Zarr image (see :func:`micro_sym.io.open_image`).
     out_dir : str or Path
         Output directory (created if needed).
-    net : Network
-        From :func:`~.network.as_network` or :func:`~.network.load_network`.
+    net : Network or ClassicalMethod
+        From :func:`~.network.as_network` or :func:`~.network.load_network`, or the classical method
+        (its period is fixed here, once for this input).
     runner : Runner
         From :func:`~.scheduler.make_runner`, already bound to ``net``.
     block, chunk : int or tuple, optional
@@ -252,25 +266,29 @@ def segment_input(path, out_dir, net: Network, runner, *, block=None, chunk=None
     path = Path(path)
     min_size = DEFAULT_MIN_SIZE if min_size is None else int(min_size)
     img = open_image(path, array=array, level=level)
-    plan = plan_input(img, net, block=block, chunk=chunk)
     name = img.name
     state = RunState(Path(out_dir), name)
+    if hasattr(net, "for_input"):  # per-input settings: the classical period, estimated once or resumed
+        net = net.for_input(img, threshold=threshold, previous=state.read_manifest(),
+                            workers=getattr(runner, "torch_threads", None) or 1)
+    plan = plan_input(img, net, block=block, chunk=chunk)
     n = len(plan.blocks)
     est = estimate_memory(plan, out_channels=net.out_channels or 3, width=net.width, workers=runner.workers if runner else 1,
                           input_itemsize=img.data.dtype.itemsize)
     plan_info = {"blocks": n, "grid": plan.grid, "block": plan.block, "chunk": plan.chunk, "halo": plan.halo,
                  "tile": plan.max_tile_shape, "recompute": round(plan.recompute, 3), "memory_estimate_bytes": est,
-                 "outputs": [str(state.zarr_path), str(state.csv_path)]}
+                 "outputs": [str(state.zarr_path), str(state.csv_path)], "method": method_info(net)}
     result = InputResult(str(path), name, "planned", str(state.zarr_path), str(state.csv_path), tuple(img.data.shape),
                          n, plan=plan_info)
     if dry_run:
         return result
     manifest = {
         "version": 1, "input": fingerprint(path) | {"array": array, "level": level},
-        "model": {"name": net.name, "sha256": net.sha256}, "shape": list(img.data.shape), "ndim": img.ndim,
+        "model": {"name": net.name, "sha256": net.sha256}, "method": method_info(net),
+        "shape": list(img.data.shape), "ndim": img.ndim,
         "block": list(plan.block), "chunk": list(plan.chunk), "halo": plan.halo, "stride": plan.stride,
         "threshold": float(threshold), "min_size": min_size, "boundary_threshold": float(boundary_threshold),
-        "grain_rule": network_rule(threshold, img.ndim),
+        "grain_rule": net.grain_rule(threshold, img.ndim) if hasattr(net, "grain_rule") else network_rule(threshold, img.ndim),
         "code_version": code_version(), "n_blocks": n, "status": "running",
     }
     mode = state.check_compatible(manifest)
@@ -313,7 +331,8 @@ def segment_input(path, out_dir, net: Network, runner, *, block=None, chunk=None
     if progress:
         progress(progress_count, steps)
     todo = [b for b in plan.blocks if b.id not in done1]
-    ref = runner.net_ref()
+    # A network travels once per worker (runner); the classical method is a few settings: send it along.
+    ref = runner.net_ref() if isinstance(net, Network) else net
     for batch_blocks, arrays in runner.run(maps_task, _batches(todo, max(1, batch)), lambda bb: (ref, job, list(bb))):
         for b, arr in zip(batch_blocks, arrays):
             state.save_block(b.id, arr)
@@ -343,8 +362,9 @@ def segment_input(path, out_dir, net: Network, runner, *, block=None, chunk=None
     import zarr
 
     root = zarr.open_group(str(state.zarr_path), mode="a")
-    root.attrs["micro_sym"] = {k: manifest[k] for k in ("model", "threshold", "grain_rule", "min_size", "boundary_threshold",
-                                                        "block", "chunk", "halo", "code_version", "n_grains")}
+    root.attrs["micro_sym"] = {k: manifest[k] for k in ("model", "method", "threshold", "grain_rule", "min_size",
+                                                        "boundary_threshold", "block", "chunk", "halo", "code_version",
+                                                        "n_grains")}
     state.write_manifest(manifest)  # the last write: only now is the input reported complete
     state.cleanup_scratch()
     forget_arrays(state.zarr_path)
@@ -372,7 +392,8 @@ def expand_inputs(inputs) -> list[Path]:
     return out
 
 
-def segment(inputs, out_dir, *, model="default-2d", scheduler: str = "threads", workers: int | None = None,
+def segment(inputs, out_dir, *, model=None, method: str = "network", lattice: str | None = None,
+            period: float | None = None, scheduler: str = "threads", workers: int | None = None,
             device: str = "cpu", on_input=None, **kwargs) -> list[InputResult]:
     """Segment many inputs; a failing input is reported and the others still run.
 
@@ -381,8 +402,15 @@ def segment(inputs, out_dir, *, model="default-2d", scheduler: str = "threads", 
     inputs : list of str or Path
         Files, Zarr stores or glob patterns.
     out_dir : str or Path
-    model : str, Path, Network or torch.nn.Module
-        A bundled name, a model file, or an in-memory model with the SegModel interface.
+    model : str, Path, Network, torch.nn.Module or ClassicalMethod, optional
+        A bundled name (default ``"default-2d"``), a model file, or an in-memory model with the
+        SegModel interface. Not with ``method="classical"`` (except a configured ClassicalMethod).
+    method : {"network", "classical"}
+        ``"classical"``: the training-free Gabor filter bank (2D only, :mod:`.classical`), block-wise
+        with ``close=False`` (boundary gap closing is not tile-local), period estimated once per input.
+    lattice, period :
+        For ``method="classical"``: ``"square"`` (default) or ``"hexagonal"``, and the lattice constant
+        in px (default: estimated per input).
     scheduler : str
         ``threads`` (default, in process), ``processes``, ``local-cluster`` or ``tcp://HOST:PORT``.
     workers : int, optional
@@ -401,8 +429,18 @@ def segment(inputs, out_dir, *, model="default-2d", scheduler: str = "threads", 
 
     out_dir = Path(out_dir)
     paths = expand_inputs(inputs)
-    net = model if isinstance(model, Network) else (
-        load_network(model, device) if isinstance(model, (str, Path)) else as_network(model))
+    if method not in ("network", "classical"):
+        raise MicroSymError(f"--method {method}: expected network or classical")
+    if method == "classical" or isinstance(model, ClassicalMethod):
+        if model is not None and not isinstance(model, ClassicalMethod):
+            raise MicroSymError("--model is for --method network; the classical method needs no model")
+        net = model if model is not None else ClassicalMethod(lattice=lattice or "square", period=period)
+    else:
+        if lattice is not None or period is not None:
+            raise MicroSymError("--lattice and --period are for --method classical (a network's lattice comes from its model)")
+        model = "default-2d" if model is None else model
+        net = model if isinstance(model, Network) else (
+            load_network(model, device) if isinstance(model, (str, Path)) else as_network(model))
     if not kwargs.get("dry_run"):
         _check_writable(out_dir)
     runner = None if kwargs.get("dry_run") else make_runner(scheduler, workers)

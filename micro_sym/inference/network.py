@@ -122,7 +122,8 @@ def cached_network(payload, sha256: str, device: str = "cpu", torch_threads: int
             if torch_threads:
                 torch.set_num_threads(int(torch_threads))
             net = network_from_bytes(payload if isinstance(payload, bytes) else bytes(payload))
-            net.module.to(device).eval()
+            if getattr(net, "module", None) is not None:  # the classical method has no torch module
+                net.module.to(device).eval()
             _CACHE[(sha256, device)] = net
         return net
 

@@ -1,0 +1,245 @@
+"""The classical Gabor filter bank (:mod:`micro_sym.classical`) as the block engine runs it.
+
+:class:`ClassicalMethod` has the interface the engine uses of a :class:`~.network.Network`
+(``ndim``, ``halo``, ``total_stride``, ``normalize``/``forward``/``decode``, ``symmetry``, ``name`` and
+``sha256`` for the run manifest), so ``micro-sym segment --method classical`` is block-wise, resumable
+and writes the same outputs as a network run (``boundary``, ``orientation``, ``grains``,
+``NAME_grains.csv``). What differs:
+
+- **Period, once per input.** Before planning, :meth:`ClassicalMethod.for_input` fixes the lattice
+  period for the whole input: the ``--period`` given, else :func:`micro_sym.classical.estimate_period`
+  of the whole image (read lazily: at most 16 Welch tiles of 512², however large the input). It is
+  stored in the run manifest (``method.period``) and a resumed run reuses it instead of estimating
+  again. Halo and stride follow from it.
+- **Tiles.** With a fixed period the filter bank's output at a pixel depends only on the input within
+  :func:`~micro_sym.classical.classical_halo` px, computed on a grid decimated by
+  :func:`~micro_sym.classical.classical_stride` px anchored at the array origin. It handles any tile
+  size itself, so tiles are planned unpadded with origins and halo on that grid
+  (:func:`~.blocks.plan_blocks` with ``pad=False``), and the centre crops equal whole-image
+  ``classical_orientation_map(image, period=P, close=False)``.
+- **No boundary closing.** Inside blocks the maps come from
+  :func:`~micro_sym.classical.classical_orientation_map` with ``close=False``: the watershed gap
+  closing of :func:`~micro_sym.classical.close_boundaries` (applied by ``micro-sym classical``) is a
+  whole-image step, not tile-local. Boundaries are the orientation-jump score alone, so low-angle
+  boundaries can leak more than with ``micro-sym classical``.
+- **Grain rule.** The plain pair rule at the grain threshold (no region merging), as
+  :func:`~micro_sym.classical.classical_segment`.
+- **Intensities** are used raw (the filter bank is invariant to affine intensity changes); non-finite
+  pixels take the middle of the image's robust intensity range.
+
+>>> from micro_sym.inference import segment                                   # doctest: +SKIP
+>>> segment(["big.tif"], "out/", method="classical", lattice="hexagonal")     # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import pickle
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+
+from micro_sym.classical import (
+    DEFAULT_SIGMA,
+    DEFAULT_SMOOTH,
+    LATTICE_K,
+    classical_halo,
+    classical_orientation_map,
+    classical_stride,
+    estimate_period,
+)
+from micro_sym.errors import MicroSymError
+
+
+def _source_hash() -> str:
+    """Hash of the filter bank's code: a changed algorithm must not resume an old run."""
+    import micro_sym.classical as mod
+
+    return hashlib.sha256(Path(mod.__file__).read_bytes()).hexdigest()
+
+
+@dataclass(frozen=True)
+class ClassicalMethod:
+    """Training-free orientation mapping with the block engine's network interface.
+
+    Parameters
+    ----------
+    lattice : {"square", "hexagonal"}
+        Projected lattice symmetry: angles mod 90° or mod 60°.
+    period : float, optional
+        Lattice constant in px. ``None``: estimated once per input by :meth:`for_input`.
+    sigma, smooth : float
+        Filter window and energy smoothing in lattice periods (:func:`~micro_sym.classical.classical_orientation_map`).
+    threshold : float
+        Grain misorientation threshold (deg); the boundary score is 0.5 there. Set by :meth:`for_input`
+        from the run's ``threshold``.
+    period_source : str
+        ``"given"`` or ``"estimated"`` (recorded in the manifest).
+    workers : int
+        FFT threads per block task.
+
+    Examples
+    --------
+    >>> m = ClassicalMethod("square", period=8.0)
+    >>> m.ndim, m.halo, m.total_stride, m.name
+    (2, 99, 3, 'classical-square')
+    """
+
+    lattice: str = "square"
+    period: float | None = None
+    sigma: float = DEFAULT_SIGMA
+    smooth: float = DEFAULT_SMOOTH
+    threshold: float = 5.0
+    period_source: str = "given"
+    workers: int = 1
+
+    ndim: ClassVar[int] = 2
+    #: Tiles are not padded to the stride (see :func:`~.blocks.plan_blocks`, ``pad=False``).
+    pad_to_stride: ClassVar[bool] = False
+    #: For :func:`~.blocks.estimate_memory`: about 72 bytes per tile pixel (float64 spectrum, float32
+    #: maps and energies), as a conv net of this width would need.
+    width: ClassVar[int] = 8
+    out_channels: ClassVar[int] = 2
+    module: ClassVar[object] = None
+
+    def __post_init__(self):
+        if self.lattice not in LATTICE_K:
+            raise MicroSymError(f"--lattice {self.lattice}: expected square or hexagonal")
+        if self.period is not None:
+            p = self.period
+            if not (isinstance(p, (int, float, np.floating, np.integer)) and np.isfinite(p) and p > 0):
+                raise MicroSymError(f"--period {p}: expected a positive number of pixels")
+            object.__setattr__(self, "period", float(p))
+            classical_stride(self.period, lattice=self.lattice, sigma=self.sigma)  # too fine, < 2 px: one-line error
+
+    # ---------------------------------------------------------------- what the engine reads
+    @property
+    def k(self) -> int:
+        return LATTICE_K[self.lattice]
+
+    @property
+    def symmetry(self) -> str:
+        return self.lattice
+
+    @property
+    def name(self) -> str:
+        return f"classical-{self.lattice}"
+
+    def _fixed_period(self) -> float:
+        if self.period is None:
+            raise MicroSymError("classical method: the period is not fixed yet (call for_input first)")
+        return self.period
+
+    @property
+    def halo(self) -> int:
+        """:func:`~micro_sym.classical.classical_halo`, a multiple of :attr:`total_stride`."""
+        return classical_halo(self._fixed_period(), lattice=self.lattice, sigma=self.sigma, smooth=self.smooth)
+
+    @property
+    def total_stride(self) -> int:
+        """The filter bank's decimation step: tile origins must lie on multiples of it."""
+        return classical_stride(self._fixed_period(), lattice=self.lattice, sigma=self.sigma)
+
+    @property
+    def sha256(self) -> str:
+        """Stable identity for the run manifest: every setting that changes the output, and the code."""
+        settings = {"method": "classical", "lattice": self.lattice, "period": self.period, "sigma": self.sigma,
+                    "smooth": self.smooth, "threshold": float(self.threshold), "close": False}
+        h = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
+        h.update(_source_hash().encode())
+        return h.hexdigest()
+
+    def method_info(self) -> dict:
+        """What the manifest and the output's attributes record (the period is reused on resume)."""
+        return {"name": "classical", "lattice": self.lattice, "period": self.period,
+                "period_source": self.period_source, "sigma": self.sigma, "smooth": self.smooth,
+                "close_boundaries": False}
+
+    def grain_rule(self, threshold: float, ndim: int = 2) -> dict:
+        """The plain pair rule at the grain threshold, as :func:`~micro_sym.classical.classical_segment`."""
+        return {"pair_threshold": float(threshold), "merge_threshold": None, "reach": 0}
+
+    # ---------------------------------------------------------------- per input
+    def for_input(self, img, *, threshold: float = 5.0, previous: dict | None = None, workers: int = 1):
+        """This method with the period fixed for one opened input (``micro_sym.io.Image``).
+
+        Order: the ``period`` given; else the period a previous, interrupted run of this input
+        estimated (``previous`` = its manifest), so a resume reuses it; else
+        :func:`~micro_sym.classical.estimate_period` of the whole image, reading at most 16 tiles.
+
+        Raises
+        ------
+        MicroSymError
+            The input is not 2D, too small, or shows no lattice.
+        """
+        shape = tuple(img.data.shape)
+        if img.ndim != 2:
+            kind = {3: "a 3D volume"}.get(img.ndim, f"{img.ndim}D")
+            raise MicroSymError(f"{img.path}: the classical method needs a 2D image, but the input is {kind} of shape {shape}")
+        if min(shape) < 16:
+            raise MicroSymError(f"{img.path}: too small for the classical method ({shape[0]} x {shape[1]}); "
+                                f"need at least 16 x 16 pixels")
+        period, source = self.period, "given"
+        if period is None:
+            old = (previous or {}).get("method") or {}
+            if (old.get("name") == "classical" and old.get("lattice") == self.lattice
+                    and old.get("period_source") == "estimated" and old.get("period") is not None):
+                period, source = float(old["period"]), "estimated"
+            else:
+                period, source = self._estimate(img, workers), "estimated"
+        try:
+            net = replace(self, period=float(period), period_source=source, threshold=float(threshold),
+                          workers=max(1, int(workers)))
+        except MicroSymError as err:
+            raise MicroSymError(f"{img.path}: {err}") from None
+        return net
+
+    def _estimate(self, img, workers: int) -> float:
+        import dask
+
+        try:
+            # Local threads even under a distributed Client: the input's store need not be serializable.
+            with dask.config.set(scheduler="threads"):
+                return estimate_period(img.data, self.lattice, workers=max(1, int(workers)))
+        except MicroSymError as err:
+            raise MicroSymError(f"{img.path}: {err}") from None
+        except Exception as err:  # a damaged chunk among the sampled tiles
+            raise MicroSymError(f"{img.path}: cannot read the image to estimate the lattice period "
+                                f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})") from None
+
+    # ---------------------------------------------------------------- per tile
+    def normalize(self, x: np.ndarray, lo: float, hi: float) -> np.ndarray:
+        """Raw intensities as float32; non-finite pixels -> the middle of the image's ``[lo, hi]``."""
+        x = np.asarray(x, np.float32)
+        finite = np.isfinite(x)
+        return x if finite.all() else np.where(finite, x, np.float32(0.5 * (float(lo) + float(hi))))
+
+    def forward(self, x: np.ndarray, device: str = "cpu") -> np.ndarray:
+        """Tiles ``(B, H, W)`` -> ``(B, 2, H, W)``: boundary score and orientation (degrees).
+
+        ``classical_orientation_map(close=False)`` per tile. A featureless (constant) tile has no
+        lattice: orientation 0 and no boundary, as the map gives where the energy vanishes.
+        ``device`` is ignored (CPU FFTs).
+        """
+        x = np.asarray(x, np.float32)
+        out = np.zeros((len(x), 2) + x.shape[1:], np.float32)
+        for i, tile in enumerate(x):
+            lo, hi = float(tile.min()), float(tile.max())
+            if hi - lo <= 1e-6 * max(abs(lo), abs(hi), 1e-30):
+                continue
+            maps = classical_orientation_map(tile, lattice=self.lattice, period=self._fixed_period(), sigma=self.sigma,
+                                             smooth=self.smooth, threshold=self.threshold, close=False,
+                                             workers=self.workers)
+            out[i, 0], out[i, 1] = maps["boundary"], maps["orientation"]
+        return out
+
+    def decode(self, y: np.ndarray) -> dict:
+        """``(2, *spatial)`` from :meth:`forward` -> ``boundary`` and ``orientation`` float32 maps."""
+        return {"boundary": np.ascontiguousarray(y[0], np.float32), "orientation": np.ascontiguousarray(y[1], np.float32)}
+
+    def to_bytes(self) -> bytes:
+        """Pickle (a few hundred bytes: settings only), for process and Dask workers."""
+        return pickle.dumps(self, protocol=pickle.HIGHEST_PROTOCOL)
