@@ -55,7 +55,7 @@ class DataCfg(_Cfg):
 
 
 class AugCfg(_Cfg):
-    rot_flip: Optional[bool] = Field(None, description="random rot90/mirror; default: only for non-equivariant models")
+    rot_flip: Optional[bool] = Field(None, description="random rot90/mirror; default: unless the model is dihedral-equivariant (D4, D8, ...)")
     contrast: tuple[float, float] = Field((0.7, 1.4), description="multiplicative range on normalized intensities")
     offset: float = Field(0.2, ge=0, description="additive offset range ±")
     noise: float = Field(0.15, ge=0, description="max std of added Gaussian noise (normalized units)")
@@ -284,8 +284,11 @@ def train(config: TrainConfig, data, out, *, val=None, resume: bool = False, log
     if init is not None and not resume:
         _init_from(model, init)
     k, stride = model.k, model.total_stride
-    equivariant = model.config["arch"] == "unet_equi" and model.config.get("group", "C1") != "C1"
-    rot_flip = (not equivariant) if config.aug.rot_flip is None else config.aug.rot_flip
+    # Augment with the grid's rot90/mirror unless the network is already invariant to all of them:
+    # dihedral groups (D4, D8, ...) contain them; rotation-only groups (C4, C8) lack the mirrors.
+    group = model.config.get("group", "C1") if model.config["arch"] == "unet_equi" else "C1"
+    dihedral = group.startswith("D")
+    rot_flip = (not dihedral) if config.aug.rot_flip is None else config.aug.rot_flip
 
     train_data = load_training_data(data, k)
     if val is not None:
