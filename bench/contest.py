@@ -114,15 +114,16 @@ def ebsd_samples(dose, n, seed0, scale, size):
 
 
 def load_networks():
-    """The bundled 2D network(s), exported; empty when none is available."""
-    try:
-        from micro_sym.models import load_model
+    """The bundled 2D networks present in this installation, exported."""
+    from micro_sym.models import BUNDLED, load_model
 
-        model = load_model("default-2d", export=True)
-    except Exception as err:  # noqa: BLE001 - absence of a model is a result, not a crash
-        print(f"no bundled network: {type(err).__name__}: {err}", file=sys.stderr)
-        return {}
-    return {"network:default-2d": model}
+    out = {}
+    for name in BUNDLED:
+        try:
+            out[f"network:{name}"] = load_model(name, export=True)
+        except Exception as err:  # noqa: BLE001 - absence of a model is a result, not a crash
+            print(f"no bundled network {name}: {type(err).__name__}: {err}", file=sys.stderr)
+    return out
 
 
 def run_method(method, model, image, lattice="square"):
