@@ -77,21 +77,34 @@ def near_pairs(labels, reach: int = 2) -> np.ndarray:
     other across a boundary band (label 0) up to ``reach - 1`` pixels wide.
     """
     labels = np.asarray(labels)
-    parts = [np.zeros((0, 2), np.int64)]
+    base = int(labels.max()) + 1 if labels.size else 1
+    keys = [np.zeros(0, np.int64)]
     for ax in range(labels.ndim):
         a_all = np.moveaxis(labels, ax, 0)
         for d in range(1, reach + 1):
             if d >= a_all.shape[0]:
                 break
-            parts.append(_pairs_of(a_all[:-d], a_all[d:]))
-    return np.unique(np.concatenate(parts), axis=0)
+            keys.append(_pair_keys(a_all[:-d], a_all[d:], base))
+    return _keys_to_pairs(np.unique(np.concatenate(keys)), base)
 
 
-def _pairs_of(a, b) -> np.ndarray:
+def unique_pairs(a, b) -> np.ndarray:
+    """Sorted unique ``(min, max)`` rows of the label pairs ``(a[i], b[i])`` that differ and are > 0."""
+    a, b = np.asarray(a, np.int64).ravel(), np.asarray(b, np.int64).ravel()
+    base = int(max(a.max(initial=0), b.max(initial=0))) + 1
+    return _keys_to_pairs(_pair_keys(a, b, base), base)
+
+
+def _pair_keys(a, b, base: int) -> np.ndarray:
+    """Unique ``min * base + max`` codes of the differing, non-zero label pairs of ``a`` and ``b``."""
     a, b = np.asarray(a, np.int64).ravel(), np.asarray(b, np.int64).ravel()
     sel = (a != b) & (a > 0) & (b > 0)
     a, b = a[sel], b[sel]
-    return np.unique(np.stack([np.minimum(a, b), np.maximum(a, b)], 1), axis=0)
+    return np.unique(np.minimum(a, b) * base + np.maximum(a, b))
+
+
+def _keys_to_pairs(keys, base: int) -> np.ndarray:
+    return np.stack(np.divmod(keys, base), 1).astype(np.int64)
 
 
 def merge_similar_regions(n: int, ori_sum, pairs, *, threshold: float, k: int) -> np.ndarray:

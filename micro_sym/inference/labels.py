@@ -324,7 +324,7 @@ def _merge_regions(plan, load, offsets, grain0, n, cat, symmetry, threshold, rea
     ``reach`` does not stop the search: the planes of the next blocks along the axis are paired too.
     """
     from micro_sym.grains.reconstruct import ANGLE_SYMMETRY
-    from micro_sym.grains.regions import merge_similar_regions
+    from micro_sym.grains.regions import merge_similar_regions, unique_pairs
 
     if symmetry not in ANGLE_SYMMETRY:
         raise MicroSymError(f"region merging needs 2D angle maps (square or hexagonal), not '{symmetry}'")
@@ -351,8 +351,7 @@ def _merge_regions(plan, load, offsets, grain0, n, cat, symmetry, threshold, rea
                 gap += core.stop - core.start
                 step += 1
     pairs = np.concatenate(parts)
-    pairs = pairs[(pairs[:, 0] != pairs[:, 1]) & (pairs[:, 0] > 0) & (pairs[:, 1] > 0)]
-    pairs = np.unique(np.sort(pairs, axis=1), axis=0)
+    pairs = unique_pairs(pairs[:, 0], pairs[:, 1])
     k = ANGLE_SYMMETRY[symmetry]
     sums = np.stack([np.bincount(grain0[1:], weights=cat["ori_sum"][:, c], minlength=n + 1) for c in (0, 1)], 1)
     mapping = merge_similar_regions(n, sums, pairs, threshold=threshold, k=k)
