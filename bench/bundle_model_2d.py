@@ -1,6 +1,6 @@
-"""Ship a trained run as the bundled ``default-2d`` model, with its held-out metrics in the file.
+"""Ship a trained run as a bundled 2D model (``default-2d``, ``robust-2d``) with its held-out metrics.
 
-    python bench/bundle_default_2d.py RUN_DIR/model.pt --test data/synth2d_test [--out micro_sym/weights/default_2d.pt]
+    python bench/bundle_model_2d.py RUN_DIR/model.pt --test data/synth2d_test [--out micro_sym/weights/default_2d.pt]
 
 The held-out set must come from seeds that training and validation never used (see
 ``configs/train_default_2d.yaml``). The file's ``meta.metrics`` gets ``val`` (from training),
