@@ -29,6 +29,7 @@ same function to its global graph and gets the whole-image grains.
 from __future__ import annotations
 
 import heapq
+import math
 
 import numpy as np
 
@@ -136,19 +137,19 @@ def merge_similar_regions(n: int, ori_sum, pairs, *, threshold: float, k: int) -
     sums = np.array(ori_sum, np.float64).reshape(n + 1, 2)
     pairs = np.asarray(pairs, np.int64).reshape(-1, 2)
     period = 360.0 / k
-
-    def angle(i):
-        return np.rad2deg(np.arctan2(sums[i, 1], sums[i, 0])) / k
+    # Plain Python floats: the loop below is scalar work, where numpy scalars are slow.
+    cx, cy = sums[:, 0].tolist(), sums[:, 1].tolist()
+    angle = [math.degrees(math.atan2(y, x)) / k for x, y in zip(cx, cy)]
 
     def mis(i, j):
-        d = angle(i) - angle(j)
+        d = angle[i] - angle[j]
         return round(abs((d + period / 2) % period - period / 2), _DECIMALS)
 
     neighbours = [set() for _ in range(n + 1)]
     for a, b in pairs.tolist():
         neighbours[a].add(b)
         neighbours[b].add(a)
-    version = np.zeros(n + 1, np.int64)
+    version = [0] * (n + 1)
     heap = [(mis(a, b), a, b, 0, 0) for a, b in pairs.tolist()]
     heapq.heapify(heap)
     merged = []
@@ -161,7 +162,9 @@ def merge_similar_regions(n: int, ori_sum, pairs, *, threshold: float, k: int) -
         # The smaller id absorbs the larger: merged sets keep raster order of their first pixel.
         keep, gone = (a, b) if a < b else (b, a)
         merged.append((keep, gone))
-        sums[keep] += sums[gone]
+        cx[keep] += cx[gone]
+        cy[keep] += cy[gone]
+        angle[keep] = math.degrees(math.atan2(cy[keep], cx[keep])) / k
         version[keep] += 1
         version[gone] = -1
         neighbours[keep] |= neighbours[gone]
