@@ -123,7 +123,7 @@ def test_plan_blocks_are_chunk_aligned_and_cover_the_image():
 
 
 def test_tiled_2d_equals_whole_image(tmp_path):
-    img = _smooth((203, 171))  # blocks of 64: the last row of blocks is 11 px, thinner than 2 x reach
+    img = _smooth((194, 171))  # blocks of 64: the last row of blocks is 2 px, thinner than the merge reach
     tifffile.imwrite(tmp_path / "a.tif", img)
     model = Tiny2D()
     ref = segment_image(model, img, threshold=5.0, min_size=5)
