@@ -119,18 +119,20 @@ def segment_image(model, image: np.ndarray, *, threshold: float = 5.0, min_size:
 
 
 def grains_from_maps(maps: dict, k: int, *, threshold=5.0, min_size=DEFAULT_MIN_SIZE, boundary_threshold=0.5,
-                     region_merge: bool = True) -> np.ndarray:
+                     region_merge: bool = True, rule: dict | None = None) -> np.ndarray:
     """Grain labels from predicted ``boundary`` and ``orientation`` maps.
 
     With ``region_merge`` (the default for network maps, see :mod:`micro_sym.grains.regions`):
     pixel pairs join at a tighter threshold, then regions merge while their mean orientations are
     within ``threshold``; without it, the plain neighbour-pair rule at ``threshold``. Small grains
-    are merged into a neighbour last.
+    are merged into a neighbour last. ``rule`` (``pair_threshold``, ``merge_threshold``, ``reach``)
+    overrides both, for tuning (``bench/tune_grain_rule.py``).
     """
     from micro_sym.grains import filter_small_grains, reconstruct_grains
     from micro_sym.grains.regions import merge_regions, network_rule
 
-    rule = network_rule(threshold) if region_merge else {"pair_threshold": threshold, "merge_threshold": None}
+    if rule is None:
+        rule = network_rule(threshold) if region_merge else {"pair_threshold": threshold, "merge_threshold": None}
     labels = reconstruct_grains(
         maps["orientation"], symmetry=K_TO_SYMMETRY[k], threshold=rule["pair_threshold"], connectivity=1,
         boundary=maps["boundary"], boundary_threshold=boundary_threshold, min_size=0,

@@ -448,8 +448,7 @@ def _init_from(model, path):
     source = load_model(path)
     if not hasattr(source, "state_dict") or getattr(source, "exported", False):
         raise MicroSymError(f"{path}: --init needs a trainable model file (.pt from micro-sym train), not an exported one")
-    ours = {k: v for k, v in model.config.items()}
-    theirs = dict(source.config)
+    ours, theirs = dict(model.config), dict(source.config)
     differs = sorted(k for k in set(ours) | set(theirs) if ours.get(k) != theirs.get(k))
     if differs:
         raise MicroSymError(f"{path}: model differs from the configured one in {', '.join(differs)}")

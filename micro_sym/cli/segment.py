@@ -61,14 +61,7 @@ def segment(
     from micro_sym.errors import MicroSymError
     from micro_sym.inference.engine import expand_inputs, segment as run_segment
 
-    if method not in ("network", "classical"):
-        raise MicroSymError(f"--method {method}: expected network or classical")
-    if method == "classical" and model is not None:
-        raise MicroSymError("--model is for --method network; the classical method needs no model")
-    if method == "network" and (lattice is not None or period is not None):
-        raise MicroSymError("--lattice and --period are for --method classical (a network's lattice comes from its model)")
-    if lattice is not None and lattice not in ("square", "hexagonal"):
-        raise MicroSymError(f"--lattice {lattice}: expected square or hexagonal")
+    # --method/--model/--lattice/--period combinations are checked by the engine's segment().
     if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
         raise MicroSymError(f"--device {device}: expected cpu or cuda")
     if device.startswith("cuda"):

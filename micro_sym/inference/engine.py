@@ -18,7 +18,7 @@ record of progress; an interrupted run resumes where it stopped and produces ide
 The "network" may also be the classical filter bank (:class:`.classical.ClassicalMethod`,
 ``method="classical"``): it has the same interface, plus ``for_input`` (fixes its lattice period once
 per input, before planning; the manifest records it and a resume reuses it), ``grain_rule`` (the plain
-pair rule) and ``pad_to_stride = False`` (unpadded tiles on its origin-anchored grid).
+pair rule, where networks use region merging) and ``pad_to_stride = False`` (unpadded tiles on its origin-anchored grid).
 
 >>> from micro_sym.inference import segment                       # doctest: +SKIP
 >>> results = segment(["vol.zarr"], "out/", model="default-2d")   # doctest: +SKIP
@@ -257,7 +257,6 @@ def segment_input(path, out_dir, net: Network, runner, *, block=None, chunk=None
     -------
     InputResult
     """
-    from micro_sym.grains.regions import network_rule
     from micro_sym.io import open_image
     from micro_sym.models.normalize import intensity_range
     from micro_sym.predict import DEFAULT_MIN_SIZE
@@ -288,7 +287,7 @@ def segment_input(path, out_dir, net: Network, runner, *, block=None, chunk=None
         "shape": list(img.data.shape), "ndim": img.ndim,
         "block": list(plan.block), "chunk": list(plan.chunk), "halo": plan.halo, "stride": plan.stride,
         "threshold": float(threshold), "min_size": min_size, "boundary_threshold": float(boundary_threshold),
-        "grain_rule": net.grain_rule(threshold, img.ndim) if hasattr(net, "grain_rule") else network_rule(threshold, img.ndim),
+        "grain_rule": net.grain_rule(threshold, img.ndim),
         "code_version": code_version(), "n_blocks": n, "status": "running",
     }
     mode = state.check_compatible(manifest)

@@ -332,10 +332,11 @@ def _merge_regions(plan, load, offsets, grain0, n, cat, symmetry, threshold, rea
     index_of = {b.index: i for i, b in enumerate(blocks)}
     parts = [np.zeros((0, 2), np.int64)]
     for i, b in enumerate(blocks):
-        near = np.asarray(load(b)["near"], np.int64).reshape(-1, 2)
+        data = load(b)
+        near = np.asarray(data["near"], np.int64).reshape(-1, 2)
         parts.append(grain0[_node(near, offsets[i])])
         for ax in range(len(plan.shape)):
-            a_planes = grain0[_node(np.asarray(load(b)[f"thick_hi{ax}"]), offsets[i])]
+            a_planes = grain0[_node(np.asarray(data[f"thick_hi{ax}"]), offsets[i])]
             gap, step = 0, 1
             while gap < reach:
                 nb = tuple(j + (step if d == ax else 0) for d, j in enumerate(b.index))

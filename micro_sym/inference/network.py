@@ -59,6 +59,12 @@ class Network:
     out_channels: int = 0
     meta: dict = field(default_factory=dict)
 
+    def grain_rule(self, threshold: float, ndim: int) -> dict:
+        """Grain-rule parameters for this network's maps (:func:`micro_sym.grains.regions.network_rule`)."""
+        from micro_sym.grains.regions import network_rule
+
+        return network_rule(threshold, ndim)
+
     def normalize(self, x: np.ndarray, lo: float, hi: float) -> np.ndarray:
         """Float32 network input from raw intensities, with the whole image's ``lo``/``hi``."""
         if self.norm == "unit":

@@ -291,7 +291,6 @@ def segment(image, settings: SegmentSettings, **kwargs) -> SegmentResult:
 
 
 def _iter_network(image, settings, pixel_size, unit, net):
-    from micro_sym.grains.regions import network_rule
     from micro_sym.inference import label_block, merge_blocks, plan_blocks
     from micro_sym.models.normalize import intensity_range
 
@@ -304,7 +303,7 @@ def _iter_network(image, settings, pixel_size, unit, net):
                             f"{what[image.ndim][:-1]} of shape {tuple(image.shape)}; choose a {net.ndim}D model")
     shape = tuple(int(s) for s in image.shape)
     nd = len(shape)
-    rule = network_rule(settings.threshold, nd)  # the CLI engine's grain rule, so results agree
+    rule = net.grain_rule(settings.threshold, nd)  # the CLI engine's grain rule, so results agree
     stride = max(int(net.total_stride), 1)
     if settings.tile:
         # The tile is the engine's processing block and output chunk; both must sit on the stride grid.
