@@ -274,3 +274,24 @@ def test_local_cluster_two_processes_byte_identical(tmp_path, model_file):
     assert a.status == b.status == "complete", b.error
     ga, gb = _read(tmp_path / "threads", "a")["grains"], _read(tmp_path / "cluster", "a")["grains"]
     assert ga.max() > 1 and ga.tobytes() == gb.tobytes()
+
+
+def test_region_merge_across_a_block_thinner_than_the_reach():
+    """Two regions 4 px apart, the 3-px boundary between them exactly one block: merged as in the whole image."""
+    from micro_sym.grains import reconstruct_grains
+    from micro_sym.grains.regions import merge_regions
+    from micro_sym.inference import label_block, merge_blocks
+
+    ang = np.zeros((9, 6), np.float32)
+    ang[6:] = 3.0  # a 3° sub-grain boundary: one grain under the 5° rule
+    boundary = np.zeros((9, 6), np.float32)
+    boundary[3:6] = 1.0  # drawn by the network as a 3-px band
+    whole = merge_regions(reconstruct_grains(ang, symmetry="square", threshold=3.5, boundary=boundary), ang, k=4,
+                          threshold=5.0, reach=4)
+    assert whole.max() == 1
+    plan = plan_blocks((9, 6), 3, halo=0, stride=1, chunk=3)
+    data = {b.id: label_block(ang[b.core], boundary[b.core], symmetry="square", threshold=3.5,
+                              origin=tuple(s.start for s in b.core), image_shape=(9, 6), reach=4).to_arrays()
+            for b in plan.blocks}
+    merged = merge_blocks(plan, lambda b: data[b.id], symmetry="square", threshold=3.5, merge_threshold=5.0, reach=4)
+    assert merged.n_grains == 1
