@@ -1,6 +1,9 @@
 """``micro-sym segment INPUT... --out OUTDIR``: batch segmentation, streamed, resumable.
 
-``--method network`` (default) runs a trained model; ``--method classical`` runs the training-free
+``--method auto`` (the default without ``--model``) measures each 2D input's lattice fringe signal-to-noise ratio
+and runs the classical method below a calibrated threshold (very low dose), else the robust-2d network
+(:mod:`micro_sym.inference.method_choice`). ``--method network`` (the default with ``--model``) runs a
+trained model; ``--method classical`` runs the training-free
 Gabor filter bank (2D only) through the same block engine: same outputs, progress, resume and
 ``--dry-run``. Its lattice period is estimated once per input (or given with ``--period``) and kept
 in the run manifest; inside blocks it runs with ``close=False``, i.e. without the watershed boundary
@@ -29,13 +32,30 @@ def _parse_tile(tile: Optional[str]):
     return sizes
 
 
+def _method_line(m: dict) -> str:
+    """What ran on an input: the auto choice and why, the classical lattice and period."""
+    parts = []
+    a = m.get("auto")
+    if a and a.get("fringe_snr_db") is not None:
+        sign = "<" if a["chose"] == "classical" else ">="
+        parts.append(f"auto: {a['chose']} (fringe SNR {a['fringe_snr_db']:.1f} dB {sign} {a['classical_below_db']:g} dB)")
+    elif a:
+        parts.append(f"auto: {a['chose']} ({a.get('reason', '')})")
+    if m.get("name") == "classical":
+        period = f", period {m['period']:.3f} px ({m['period_source']})" if m.get("period") is not None else ""
+        parts.append(f"classical {m['lattice']}{period}")
+    return "; ".join(parts)
+
+
 def segment(
     inputs: List[str] = typer.Argument(..., help="Images: TIFF, Zarr, OME-Zarr; glob patterns allowed."),
     out: Path = typer.Option(..., "--out", "-o", help="Output directory (NAME.zarr + NAME_grains.csv per input)."),
-    method: str = typer.Option("network", "--method", help="network (a trained model) or classical (training-free "
-                               "Gabor filter bank, 2D only; no boundary closing, which is not tile-local)."),
-    model: Optional[str] = typer.Option(None, "--model", help="Bundled model name or model file (default default-2d; "
-                                        "--method network only)."),
+    method: Optional[str] = typer.Option(None, "--method", help="auto (default without --model: classical below a "
+                                         "calibrated lattice fringe SNR, else the network), network (default with "
+                                         "--model) or classical (training-free Gabor filter bank, 2D only; no boundary "
+                                         "closing, which is not tile-local)."),
+    model: Optional[str] = typer.Option(None, "--model", help="Bundled model name or model file (default: robust-2d "
+                                        "for --method auto, default-2d for --method network)."),
     lattice: Optional[str] = typer.Option(None, "--lattice", help="--method classical: square (default, angles mod 90°) "
                                           "or hexagonal (mod 60°)."),
     period: Optional[float] = typer.Option(None, "--period", help="--method classical: lattice constant in px (default: "
@@ -51,6 +71,8 @@ def segment(
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan (blocks, memory estimate, outputs) and exit."),
 ):
     """Segment many images or volumes into boundary, orientation and grain maps, block by block.
+
+    Without --model, --method auto chooses per 2D input: the classical filter bank when the image's lattice fringe signal-to-noise ratio (power-spectrum ring over the shot-noise floor) is below a calibrated threshold, where the networks fail (about 2 counts/px), else the robust-2d network. The choice is printed and kept in the run manifest.
 
     With --method classical the maps come from the Gabor filter bank of `micro-sym classical`, run block-wise without its boundary-closing step (a whole-image watershed, not tile-local): boundaries are orientation jumps only, and grains follow the plain misorientation pair rule. The lattice period is estimated once per input (or --period) and kept for a resume.
     """  # one line per paragraph: the help text keeps line breaks
@@ -82,7 +104,7 @@ def segment(
                 continue
             p = r.plan
             m = p.get("method", {})
-            lat = f"classical {m['lattice']}, period {m['period']:.3f} px ({m['period_source']}), " if m.get("name") == "classical" else ""
+            lat = _method_line(m) + ", " if m.get("auto") or m.get("name") == "classical" else ""
             typer.echo(
                 f"{r.input}: {lat}shape {'x'.join(map(str, r.shape))}, {p['blocks']} blocks of {'x'.join(map(str, p['block']))} "
                 f"(chunk {'x'.join(map(str, p['chunk']))}, halo {p['halo']}, largest tile {'x'.join(map(str, p['tile']))}, "
@@ -126,8 +148,8 @@ def segment(
     Console(width=max(Console().width, 160)).print(table)
     for r in results:
         m = r.plan.get("method", {}) if r.status != "failed" else {}
-        if m.get("name") == "classical":
-            typer.echo(f"{r.input}: classical {m['lattice']}, period {m['period']:.3f} px ({m['period_source']})", err=True)
+        if m.get("auto") or m.get("name") == "classical":
+            typer.echo(f"{r.input}: {_method_line(m)}", err=True)
     failed = [r for r in results if r.status == "failed"]
     if len(results) == 1 and failed:  # a single input: the plain one-line user error, exit status 2
         raise MicroSymError(failed[0].error)

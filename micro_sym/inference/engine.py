@@ -19,6 +19,8 @@ The "network" may also be the classical filter bank (:class:`.classical.Classica
 ``method="classical"``): it has the same interface, plus ``for_input`` (fixes its lattice period once
 per input, before planning; the manifest records it and a resume reuses it), ``grain_rule`` (the plain
 pair rule, where networks use region merging) and ``pad_to_stride = False`` (unpadded tiles on its origin-anchored grid).
+``method="auto"`` (:class:`.method_choice.AutoMethod`, the default without a model) picks one of the
+two per input from the image's lattice fringe signal-to-noise ratio, before planning; the manifest records the choice.
 
 >>> from micro_sym.inference import segment                       # doctest: +SKIP
 >>> results = segment(["vol.zarr"], "out/", model="default-2d")   # doctest: +SKIP
@@ -39,6 +41,7 @@ from micro_sym.errors import MicroSymError
 from micro_sym.inference.blocks import BlockPlan, estimate_memory, plan_blocks
 from micro_sym.inference.classical import ClassicalMethod
 from micro_sym.inference.labels import label_block, merge_blocks, write_grain_csv
+from micro_sym.inference.method_choice import AUTO_MODEL, AutoMethod
 from micro_sym.inference.network import Network, cached_network
 from micro_sym.inference.writer import RunState, create_outputs, forget_arrays, open_array, os_error
 
@@ -267,23 +270,27 @@ def segment_input(path, out_dir, net: Network, runner, *, block=None, chunk=None
     img = open_image(path, array=array, level=level)
     name = img.name
     state = RunState(Path(out_dir), name)
+    auto = None
+    if isinstance(net, AutoMethod):  # per input: classical or network, by the fringe SNR (or as recorded)
+        net, auto = net.choose(img, previous=state.read_manifest(), workers=getattr(runner, "torch_threads", None) or 1)
     if hasattr(net, "for_input"):  # per-input settings: the classical period, estimated once or resumed
         net = net.for_input(img, threshold=threshold, previous=state.read_manifest(),
                             workers=getattr(runner, "torch_threads", None) or 1)
     plan = plan_input(img, net, block=block, chunk=chunk)
+    method = method_info(net) | ({"auto": auto} if auto else {})
     n = len(plan.blocks)
     est = estimate_memory(plan, out_channels=net.out_channels or 3, width=net.width, workers=runner.workers if runner else 1,
                           input_itemsize=img.data.dtype.itemsize)
     plan_info = {"blocks": n, "grid": plan.grid, "block": plan.block, "chunk": plan.chunk, "halo": plan.halo,
                  "tile": plan.max_tile_shape, "recompute": round(plan.recompute, 3), "memory_estimate_bytes": est,
-                 "outputs": [str(state.zarr_path), str(state.csv_path)], "method": method_info(net)}
+                 "outputs": [str(state.zarr_path), str(state.csv_path)], "method": method}
     result = InputResult(str(path), name, "planned", str(state.zarr_path), str(state.csv_path), tuple(img.data.shape),
                          n, plan=plan_info)
     if dry_run:
         return result
     manifest = {
         "version": 1, "input": fingerprint(path) | {"array": array, "level": level},
-        "model": {"name": net.name, "sha256": net.sha256}, "method": method_info(net),
+        "model": {"name": net.name, "sha256": net.sha256}, "method": method,
         "shape": list(img.data.shape), "ndim": img.ndim,
         "block": list(plan.block), "chunk": list(plan.chunk), "halo": plan.halo, "stride": plan.stride,
         "threshold": float(threshold), "min_size": min_size, "boundary_threshold": float(boundary_threshold),
@@ -391,7 +398,7 @@ def expand_inputs(inputs) -> list[Path]:
     return out
 
 
-def segment(inputs, out_dir, *, model=None, method: str = "network", lattice: str | None = None,
+def segment(inputs, out_dir, *, model=None, method: str | None = None, lattice: str | None = None,
             period: float | None = None, scheduler: str = "threads", workers: int | None = None,
             device: str = "cpu", on_input=None, **kwargs) -> list[InputResult]:
     """Segment many inputs; a failing input is reported and the others still run.
@@ -402,11 +409,14 @@ def segment(inputs, out_dir, *, model=None, method: str = "network", lattice: st
         Files, Zarr stores or glob patterns.
     out_dir : str or Path
     model : str, Path, Network, torch.nn.Module or ClassicalMethod, optional
-        A bundled name (default ``"default-2d"``), a model file, or an in-memory model with the
-        SegModel interface. Not with ``method="classical"`` (except a configured ClassicalMethod).
-    method : {"network", "classical"}
+        A bundled name, a model file, or an in-memory model with the SegModel interface (default:
+        ``"default-2d"`` for ``method="network"``, ``"robust-2d"`` for ``"auto"``). Not with
+        ``method="classical"`` (except a configured ClassicalMethod).
+    method : {"auto", "network", "classical"}, optional
         ``"classical"``: the training-free Gabor filter bank (2D only, :mod:`.classical`), block-wise
         with ``close=False`` (boundary gap closing is not tile-local), period estimated once per input.
+        ``"auto"``: per 2D input, classical below the calibrated fringe SNR of
+        :mod:`.method_choice`, else the network. Default: ``"network"`` when a model is given, else ``"auto"``.
     lattice, period :
         For ``method="classical"``: ``"square"`` (default) or ``"hexagonal"``, and the lattice constant
         in px (default: estimated per input).
@@ -428,18 +438,24 @@ def segment(inputs, out_dir, *, model=None, method: str = "network", lattice: st
 
     out_dir = Path(out_dir)
     paths = expand_inputs(inputs)
-    if method not in ("network", "classical"):
-        raise MicroSymError(f"--method {method}: expected network or classical")
+    if method is None:
+        method = "network" if model is not None else "auto"
+    if method not in ("auto", "network", "classical"):
+        raise MicroSymError(f"--method {method}: expected auto, network or classical")
+    auto = None
     if method == "classical" or isinstance(model, ClassicalMethod):
         if model is not None and not isinstance(model, ClassicalMethod):
-            raise MicroSymError("--model is for --method network; the classical method needs no model")
+            raise MicroSymError("--model is for --method network or auto; the classical method needs no model")
         net = model if model is not None else ClassicalMethod(lattice=lattice or "square", period=period)
     else:
         if lattice is not None or period is not None:
             raise MicroSymError("--lattice and --period are for --method classical (a network's lattice comes from its model)")
-        model = "default-2d" if model is None else model
+        if model is None:
+            model = AUTO_MODEL if method == "auto" else "default-2d"
         net = model if isinstance(model, Network) else (
             load_network(model, device) if isinstance(model, (str, Path)) else as_network(model))
+        if method == "auto":
+            auto = AutoMethod(net)
     if not kwargs.get("dry_run"):
         _check_writable(out_dir)
     runner = None if kwargs.get("dry_run") else make_runner(scheduler, workers)
@@ -450,7 +466,7 @@ def segment(inputs, out_dir, *, model=None, method: str = "network", lattice: st
         for p in paths:
             t0 = time.perf_counter()
             try:
-                res = segment_input(p, out_dir, net, runner, device=device, **kwargs)
+                res = segment_input(p, out_dir, auto or net, runner, device=device, **kwargs)
             except MicroSymError as err:
                 res = InputResult(str(p), p.name, "failed", error=str(err))
             res.seconds = res.seconds or time.perf_counter() - t0

@@ -1,0 +1,156 @@
+"""``--method auto``: fringe SNR, the per-input choice between classical and network, its record and resume."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import tifffile
+
+from micro_sym.classical import fringe_snr
+from micro_sym.errors import MicroSymError
+from micro_sym.synth import Imaging2D, Synth2DConfig, micrograph_from_grains, synth_2d
+
+
+@pytest.fixture(scope="module")
+def grains_and_angles():
+    s = synth_2d(Synth2DConfig(size=(256, 256)), seed=21)
+    angles = {int(g): float(np.median(s.orientation[s.grains == g])) for g in np.unique(s.grains)}
+    n = max(angles) + 1
+    return s.grains, np.array([angles.get(g, 0.0) for g in range(n)])
+
+
+def _image(grains_and_angles, dose, seed=0, psf=1.0):
+    ids, angles = grains_and_angles
+    return micrograph_from_grains(ids.astype(np.uint32), angles, imaging=Imaging2D(dose=float(dose), psf_sigma=psf),
+                                  seed=seed, lattice="square", period=8.0)
+
+
+def test_fringe_snr_follows_dose_and_blur_not_intensity_scale(grains_and_angles):
+    """Same microstructure: SNR rises ~3 dB per doubling of dose, falls with blur, ignores affine intensity maps."""
+    snr = {d: fringe_snr(_image(grains_and_angles, d))[0] for d in (2, 4, 8, 100)}
+    assert snr[2] < snr[4] < snr[8] < snr[100]
+    for lo, hi in ((2, 4), (4, 8)):
+        assert 1.5 < snr[hi] - snr[lo] < 4.5, snr  # white shot noise: 3 dB per doubling
+    img = _image(grains_and_angles, 8)
+    base, period = fringe_snr(img)
+    assert abs(period - 8.0) < 0.1
+    for other in (3.0 * img + 50.0, img.max() - img):
+        assert abs(fringe_snr(other)[0] - base) < 1e-6
+    assert fringe_snr(_image(grains_and_angles, 8, psf=2.5))[0] < base - 3
+
+
+def test_fringe_snr_noise_only_is_a_one_line_error():
+    rng = np.random.default_rng(0)
+    with pytest.raises(MicroSymError, match="no lattice fringes"):
+        fringe_snr(rng.poisson(5.0, (256, 256)).astype(np.float32))
+
+
+def _read(out, name):
+    import zarr
+
+    g = zarr.open_group(str(out / f"{name}.zarr"), mode="r")
+    return {k: g[k][...] for k in ("boundary", "orientation", "grains")}
+
+
+def _manifest(out, name):
+    return json.loads((out / f".{name}.run" / "manifest.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def low_high(tmp_path_factory, grains_and_angles):
+    """A 2-count/px and a 100-count/px TIFF of one microstructure."""
+    d = tmp_path_factory.mktemp("auto")
+    for name, dose in (("low", 2), ("high", 100)):
+        tifffile.imwrite(d / f"{name}.tif", _image(grains_and_angles, dose, seed=5).astype(np.float32))
+    return d / "low.tif", d / "high.tif"
+
+
+def test_auto_runs_classical_at_low_dose_and_the_network_at_high_dose(tmp_path, low_high):
+    """Each input gets exactly what the chosen method alone produces; the manifest says why."""
+    from micro_sym.inference import segment
+    from micro_sym.inference.method_choice import AUTO_MODEL, CLASSICAL_BELOW_DB
+
+    kw = dict(block=128, chunk=128, workers=1)
+    res = segment(list(low_high), tmp_path / "auto", **kw)  # no model, no method: auto
+    assert [r.status for r in res] == ["complete", "complete"], [r.error for r in res]
+    low, high = (_manifest(tmp_path / "auto", n)["method"] for n in ("low", "high"))
+    assert low["name"] == "classical" and low["auto"]["chose"] == "classical"
+    assert low["auto"]["fringe_snr_db"] < CLASSICAL_BELOW_DB <= high["auto"]["fringe_snr_db"]
+    assert high["name"] == "network" and high["auto"]["chose"] == "network"
+    assert _manifest(tmp_path / "auto", "high")["model"]["name"] == AUTO_MODEL
+    (c,) = segment([low_high[0]], tmp_path / "classical", method="classical", **kw)
+    (n,) = segment([low_high[1]], tmp_path / "network", model=AUTO_MODEL, **kw)
+    assert c.status == n.status == "complete"
+    for name, ref in (("low", tmp_path / "classical"), ("high", tmp_path / "network")):
+        a, b = _read(tmp_path / "auto", name), _read(ref, name)
+        for key in a:
+            np.testing.assert_array_equal(a[key], b[key])
+
+
+def test_auto_resume_keeps_the_recorded_choice(tmp_path, low_high, monkeypatch):
+    """An interrupted auto run resumes with its recorded choice (no second measurement), identically."""
+    from micro_sym.inference import segment
+    from micro_sym.inference.method_choice import AutoMethod
+
+    kw = dict(block=64, chunk=64, workers=1)
+
+    class Stop(Exception):
+        pass
+
+    def stop_at_third(stage, block_id, count=[0]):
+        count[0] += 1
+        if count[0] == 3:
+            raise Stop
+
+    with pytest.raises(Stop):
+        segment([low_high[0]], tmp_path / "out", on_block=stop_at_third, **kw)
+
+    def no_measure(*a, **k):
+        raise AssertionError("the choice must come from the manifest")
+
+    with monkeypatch.context() as m:
+        m.setattr(AutoMethod, "_snr", staticmethod(no_measure))
+        (res,) = segment([low_high[0]], tmp_path / "out", **kw)
+    assert res.status == "complete" and 0 < res.blocks_run < res.n_blocks, res.error
+    (clean,) = segment([low_high[0]], tmp_path / "clean", **kw)
+    a, b = _read(tmp_path / "out", "low"), _read(tmp_path / "clean", "low")
+    for key in a:
+        np.testing.assert_array_equal(a[key], b[key])
+    assert _manifest(tmp_path / "out", "low")["method"]["auto"]["chose"] == "classical"
+
+
+def test_auto_3d_input_runs_the_network():
+    from types import SimpleNamespace
+
+    from micro_sym.inference.method_choice import AutoMethod
+
+    net = SimpleNamespace(ndim=3, k=4)
+    chosen, record = AutoMethod(net).choose(SimpleNamespace(ndim=3, path="vol.zarr", data=None))
+    assert chosen is net and record["chose"] == "network" and record["fringe_snr_db"] is None
+
+
+def test_cli_auto_reports_the_choice_and_fails_cleanly_without_lattice(tmp_path, low_high):
+    import contextlib
+    import io
+
+    from typer.testing import CliRunner
+
+    from micro_sym.cli import app, main
+
+    r = CliRunner().invoke(app, ["segment", str(low_high[0]), "--out", str(tmp_path / "o"), "--dry-run"],
+                           catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    assert "auto: classical (fringe SNR" in r.output and "period" in r.output
+    noise = tmp_path / "noise.tif"
+    tifffile.imwrite(noise, np.random.default_rng(1).poisson(5.0, (128, 128)).astype(np.uint16))
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        try:
+            code = main(["segment", str(noise), "--out", str(tmp_path / "o2")])
+        except SystemExit as e:
+            code = e.code
+    lines = [ln for ln in err.getvalue().splitlines() if ln.strip()]
+    assert code == 2 and len(lines) == 1, lines
+    assert lines[0].startswith("micro-sym: error:") and "no lattice fringes" in lines[0] and "--method network" in lines[0]
