@@ -8,8 +8,9 @@ that constant comes from. It scores, per image, the classical method and each bu
 the conditions of ``bench/contest.py`` (plus 3 counts/px, and the EBSD-morphology images at 2 counts/px),
 generated from *calibration* seeds (``SEED_OFFSET`` below, disjoint from the contest's held-out
 seeds and from training's), then picks the threshold that maximizes the mean grain F1 of the auto
-choice over these images. Also reported: the orientation error of the network's grains with the
-classical orientation map ("hybrid"), to show whether the filter bank's angle is the better one.
+choice over these images. Also reported ("hybrid"): the network's boundary map with the filter bank's
+orientation map, its orientation error and the grain F1 of the network grain rule on that pair, to
+show whether combining them would pay.
 
 Writes ``bench/results/method_choice.json``. Usage::
 
@@ -77,7 +78,7 @@ def main(argv=None):
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "method_choice.json")
     args = ap.parse_args(argv)
 
-    from micro_sym.predict import segment_image
+    from micro_sym.predict import grains_from_maps, segment_image
 
     networks = contest.load_networks()
     rows = []
@@ -90,8 +91,12 @@ def main(argv=None):
             for name, model in networks.items():
                 pred = segment_image(model, image)
                 row[name] = score(pred, gt, theta)
+                # Network boundaries with the filter bank's angles, grains by the network grain rule.
                 hybrid = dict(pred, orientation=cl["orientation"])
-                row[name]["hybrid_orientation_median_deg"] = score(hybrid, gt, theta)["orientation_median_deg"]
+                hybrid["grains"] = grains_from_maps(hybrid, 4)
+                h = score(hybrid, gt, theta)
+                row[name]["hybrid_orientation_median_deg"] = h["orientation_median_deg"]
+                row[name]["hybrid_grain_f1"] = h["grain_f1"]
             rows.append(row)
         sub = [r for r in rows if r["condition"] == cond]
         print(f"{cond:>16} fringe SNR {np.mean([r['fringe_snr_db'] for r in sub]):5.1f} dB  "
@@ -101,7 +106,9 @@ def main(argv=None):
     for name, (t, f1) in thresholds.items():
         never = np.mean([r[name]["grain_f1"] for r in rows])
         always = np.mean([r["classical"]["grain_f1"] for r in rows])
-        print(f"{name}: classical below {t:.2f} dB -> mean grain F1 {f1:.3f} (network only {never:.3f}, classical only {always:.3f})")
+        hybrid = np.mean([r[name]["hybrid_grain_f1"] for r in rows])
+        print(f"{name}: classical below {t:.2f} dB -> mean grain F1 {f1:.3f} (network only {never:.3f}, classical only "
+              f"{always:.3f}, network boundaries + classical angles {hybrid:.3f})")
     report = {
         "command": "python bench/calibrate_method_choice.py " + " ".join(sys.argv[1:] if argv is None else argv),
         "settings": {"size": args.size, "n_per_condition": args.n, "seed_offset": SEED_OFFSET},

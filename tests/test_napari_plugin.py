@@ -172,6 +172,22 @@ def test_core_large_results_live_on_disk_and_stay_lazy(monkeypatch):
     np.testing.assert_array_equal(np.asarray(edges), _core.boundary_mask(ref.grains))
 
 
+def test_core_auto_runs_the_chosen_method_and_says_why():
+    """'auto' in the widget: the filter bank at 2 counts/px, robust-2d at 100, each as if chosen alone."""
+    from micro_sym.synth import Synth2DConfig, synth_2d
+
+    for dose, method in ((2.0, "classical"), (100.0, "robust-2d")):
+        image = synth_2d(Synth2DConfig.model_validate({"size": (256, 256), "imaging": {"dose": dose}}), seed=7).image
+        res = _core.segment(image, _core.SegmentSettings(model=_core.AUTO, tile=128))
+        alone = _core.segment(image, _core.SegmentSettings(model=method, tile=128))
+        assert res.method.startswith(f"auto: {alone.method}, fringe SNR"), res.method
+        assert res.info["auto"]["chose"] == ("classical" if method == "classical" else "network")
+        np.testing.assert_array_equal(res.grains, alone.grains)
+    assert _core.available_models()[0] == _core.AUTO
+    with pytest.raises(MicroSymError, match="2D micrographs only"):
+        _core.check_settings(_core.SegmentSettings(model=_core.AUTO), 3)
+
+
 def test_core_rejects_bad_images_with_clear_messages():
     with pytest.raises(MicroSymError, match="4D"):
         _core.check_image(np.zeros((2, 3, 32, 32)), name="t")

@@ -94,3 +94,28 @@ class AutoMethod:
         except Exception as err:  # a damaged chunk among the sampled tiles
             raise MicroSymError(f"{img.path}: cannot read the image to measure its lattice fringes "
                                 f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})") from None
+
+
+def auto_segment(image, *, model=None, threshold: float = 5.0, classical_below_db: float = CLASSICAL_BELOW_DB) -> dict:
+    """In-memory ``--method auto`` for one 2D image: the maps and grains of the chosen method.
+
+    ``model``: a loaded 2D model (default: :data:`AUTO_MODEL`, exported). The classical branch is the
+    whole-image :func:`micro_sym.classical.classical_segment` (with its boundary closing, which the
+    block engine cannot apply). The result has the keys of :func:`micro_sym.predict.segment_image`
+    plus ``method`` (the record of :meth:`AutoMethod.choose`).
+    """
+    from micro_sym.classical import classical_segment, fringe_snr
+    from micro_sym.inference.network import K_TO_SYMMETRY
+    from micro_sym.models import load_model
+    from micro_sym.predict import segment_image
+
+    model = load_model(AUTO_MODEL, export=True) if model is None else model
+    lattice = K_TO_SYMMETRY.get(model.k, "square")
+    snr, period = fringe_snr(image, lattice)
+    chose = "classical" if snr < classical_below_db else "network"
+    if chose == "classical":
+        out = classical_segment(image, lattice=lattice, period=period, threshold=threshold)
+    else:
+        out = segment_image(model, image, threshold=threshold)
+    out["method"] = {"chose": chose, "fringe_snr_db": round(snr, 3), "classical_below_db": classical_below_db}
+    return out

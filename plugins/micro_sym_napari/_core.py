@@ -32,6 +32,9 @@ from micro_sym.errors import MicroSymError
 
 #: Model choice meaning "no network": the Gabor filter-bank method of :mod:`micro_sym.classical`.
 CLASSICAL = "classical"
+#: Model choice meaning "choose per image" (:mod:`micro_sym.inference.method_choice`): the filter
+#: bank below the calibrated lattice fringe SNR, else the robust-2d network. 2D only.
+AUTO = "auto"
 #: Above this many pixels the per-grain table comes from the tile merge (additive sums, no GOS)
 #: instead of :func:`micro_sym.grains.grain_table` over the whole label map (which needs a few
 #: volume-sized temporaries).
@@ -55,7 +58,7 @@ class SegmentSettings:
     ----------
     model : str
         A bundled model name (``"default-2d"``), the path of a micro_sym model file (trained,
-        pruned or exported with :func:`micro_sym.models.save_model`), or :data:`CLASSICAL`.
+        pruned or exported with :func:`micro_sym.models.save_model`), :data:`CLASSICAL` or :data:`AUTO`.
     device : str
         torch device (``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``).
     tile : int or None
@@ -163,7 +166,11 @@ def check_image(data, *, name: str = "image", layer_type: str = "image", rgb: bo
 
 def check_settings(settings: SegmentSettings, ndim: int) -> None:
     """Checks that need no model loading: classical is 2D only, a model file must exist, sane numbers."""
-    if settings.model == CLASSICAL:
+    if settings.model == AUTO and ndim != 2:
+        raise MicroSymError("'auto' chooses between methods for 2D micrographs only; choose a 3D model for volumes")
+    if settings.model == AUTO:
+        pass
+    elif settings.model == CLASSICAL:
         if ndim != 2:
             raise MicroSymError("the classical (filter-bank) method maps 2D micrographs only; choose a 3D model for volumes")
         if settings.lattice not in SYMMETRY_K:
@@ -226,11 +233,14 @@ def _check_device(device: str) -> None:
 
 
 def available_models() -> list[str]:
-    """Bundled model names present in this installation (e.g. ``default-2d``), then ``classical``."""
+    """``auto`` (when its network is installed), the bundled model names (e.g. ``default-2d``), then ``classical``."""
+    from micro_sym.inference.method_choice import AUTO_MODEL
     from micro_sym.models import BUNDLED
     from micro_sym.models.registry import WEIGHTS_DIR
 
     names = [n for n, f in BUNDLED.items() if (WEIGHTS_DIR / f).is_file()]
+    if AUTO_MODEL in names:
+        names.insert(0, AUTO)
     try:
         import micro_sym.classical  # noqa: F401
 
@@ -275,9 +285,34 @@ def iter_segment(image, settings: SegmentSettings, *, pixel_size=None, unit: str
     """
     check_image(image)
     check_settings(settings, image.ndim)
+    if settings.model == AUTO:
+        return (yield from _iter_auto(image, settings, pixel_size, unit))
     if settings.model == CLASSICAL:
         return (yield from _iter_classical(image, settings, pixel_size, unit))
     return (yield from _iter_network(image, settings, pixel_size, unit, net))
+
+
+def _iter_auto(image, settings, pixel_size, unit):
+    """The per-image choice of ``micro-sym segment --method auto``, then that method as chosen alone."""
+    from dataclasses import replace
+
+    from micro_sym.classical import fringe_snr
+    from micro_sym.inference.method_choice import AUTO_MODEL, CLASSICAL_BELOW_DB
+
+    yield Progress(0, 1, "lattice fringe SNR from the power spectrum")
+    net = load_network(AUTO_MODEL, settings.device)
+    lattice = {4: "square", 6: "hexagonal"}[net.k]
+    snr, _ = fringe_snr(image, lattice)
+    choice = {"chose": "classical" if snr < CLASSICAL_BELOW_DB else "network", "fringe_snr_db": round(snr, 2),
+              "classical_below_db": CLASSICAL_BELOW_DB}
+    if choice["chose"] == "classical":
+        result = yield from _iter_classical(image, replace(settings, model=CLASSICAL, lattice=lattice), pixel_size, unit)
+    else:
+        result = yield from _iter_network(image, replace(settings, model=AUTO_MODEL), pixel_size, unit, net)
+    sign = "<" if choice["chose"] == "classical" else ">="
+    result.method = f"auto: {result.method}, fringe SNR {snr:.1f} dB {sign} {CLASSICAL_BELOW_DB:g} dB"
+    result.info["auto"] = choice
+    return result
 
 
 def segment(image, settings: SegmentSettings, **kwargs) -> SegmentResult:

@@ -43,6 +43,7 @@ log = logging.getLogger(__name__)
 
 MODEL_FILE = "model file…"
 CLASSICAL_LABEL = "classical (no training)"
+AUTO_LABEL = "auto (filter bank at very low dose, else robust-2d)"
 
 
 def _show_error(message: str) -> None:
@@ -78,11 +79,11 @@ class SegmentWidget(QWidget):
         self.image_combo.setToolTip("2D image (y, x) or 3D volume (z, y, x) to segment")
         self.model_combo = QComboBox()
         for name in _core.available_models():
-            self.model_combo.addItem(CLASSICAL_LABEL if name == _core.CLASSICAL else name,
-                                     name)
+            self.model_combo.addItem({_core.CLASSICAL: CLASSICAL_LABEL, _core.AUTO: AUTO_LABEL}.get(name, name), name)
         self.model_combo.addItem(MODEL_FILE, MODEL_FILE)
         self.model_combo.setToolTip("Bundled network, a model file (.pt trained or pruned with micro_sym, or a "
-                                    "deployed .onnx/.ts/.safetensors from 'micro-sym export'), or the training-free Gabor filter-bank method (2D only)")
+                                    "deployed .onnx/.ts/.safetensors from 'micro-sym export'), the training-free Gabor filter-bank method (2D only), "
+                                    "or auto: per 2D image, the filter bank when the lattice fringe SNR is very low, else robust-2d")
         self.model_path = QLineEdit()
         self.model_path.setPlaceholderText("path to a micro_sym model file (.pt)")
         self.browse = QPushButton("Browse…")
@@ -195,7 +196,7 @@ class SegmentWidget(QWidget):
             self.model_path.setText(path)
 
     def set_model(self, model: str):
-        """Choose a bundled name, ``"classical"`` or a model file path (scripts and tests)."""
+        """Choose a bundled name, ``"classical"``, ``"auto"`` or a model file path (scripts and tests)."""
         i = self.model_combo.findData(model)
         if i >= 0:
             self.model_combo.setCurrentIndex(i)
