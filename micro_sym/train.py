@@ -67,6 +67,8 @@ class LossCfg(_Cfg):
     pos_weight: Optional[float] = Field(None, description="BCE weight of boundary pixels; default: per-batch negative/positive ratio, capped at 10")
     dice: float = Field(1.0, ge=0, description="weight of the soft dice term")
     orientation: float = Field(1.0, ge=0, description="weight of the orientation vector loss")
+    distill: float = Field(0.0, ge=0, description="weight of matching a teacher model's outputs (train(teacher=...): "
+                           "recovering a pruned model from the unpruned one)")
 
 
 class OptimCfg(_Cfg):
@@ -227,6 +229,19 @@ def segmentation_loss(out: torch.Tensor, boundary: torch.Tensor, vec: torch.Tens
     return total, {"bce": bce.item(), "dice": dice.item(), "orientation": ori.item()}
 
 
+def distillation_loss(out: torch.Tensor, teacher_out: torch.Tensor) -> torch.Tensor:
+    """Match a teacher everywhere: BCE to its boundary probability plus MSE to its orientation vector.
+
+    Unlike the labels, the teacher also speaks for the pixels the orientation loss masks out (near
+    boundaries) and gives soft boundary targets, which is what a pruned network needs to recover the
+    unpruned one's behaviour with few steps.
+    """
+    target = torch.sigmoid(teacher_out[:, :1].float())
+    bce = F.binary_cross_entropy_with_logits(out[:, :1].float(), target)
+    vec = ((out[:, 1:3].float() - teacher_out[:, 1:3].float()) ** 2).sum(1).mean()
+    return bce + vec
+
+
 # --------------------------------------------------------------------------- loop
 
 
@@ -250,7 +265,7 @@ def _seed_all(seed: int):
 
 
 def train(config: TrainConfig, data, out, *, val=None, resume: bool = False, log=print,
-          stop_after_epoch: int | None = None, init=None) -> dict:
+          stop_after_epoch: int | None = None, init=None, teacher=None) -> dict:
     """Train a model; returns the final validation report.
 
     Parameters
@@ -272,6 +287,9 @@ def train(config: TrainConfig, data, out, *, val=None, resume: bool = False, log
     init : path, optional
         Model file whose weights start the run (fine-tuning, e.g. the bundled ``default_2d.pt`` on
         your own micrographs); its architecture must equal ``config.model``. Ignored on ``resume``.
+    teacher : str, path or module, optional
+        A model (name, file or loaded 2D model) whose outputs the run also matches, with weight
+        ``config.loss.distill`` (:func:`distillation_loss`); required when that weight is positive.
     """
     out = Path(out)
     device = torch.device(config.device)
@@ -284,6 +302,10 @@ def train(config: TrainConfig, data, out, *, val=None, resume: bool = False, log
     if init is not None and not resume:
         _init_from(model, init)
     k, stride = model.k, model.total_stride
+    if config.loss.distill > 0 and teacher is None:
+        raise MicroSymError("loss.distill > 0 needs a teacher model")
+    if teacher is not None:
+        teacher = _load_teacher(teacher, model, device)
     # Augment with the grid's rot90/mirror unless the network is already invariant to all of them:
     # dihedral groups (D4, D8, ...) contain them; rotation-only groups (C4, C8) lack the mirrors.
     group = model.config.get("group", "C1") if model.config["arch"] == "unet_equi" else "C1"
@@ -330,6 +352,7 @@ def train(config: TrainConfig, data, out, *, val=None, resume: bool = False, log
         "data": str(Path(data).resolve()), "val": str(Path(val).resolve()) if val else None,
         "train_images": [d.name for d in train_data], "val_images": [d.name for d in val_data],
         "config": cfg_json, "command": " ".join(sys.argv),
+        "teacher": getattr(teacher, "name", None) if teacher is not None else None,
     }
     n_params = sum(p.numel() for p in model.parameters())
     log(f"model {model.config['arch']} {model.config.get('group', '')} widths={model.config['widths']} params={n_params} "
@@ -347,6 +370,12 @@ def train(config: TrainConfig, data, out, *, val=None, resume: bool = False, log
             with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=use_amp):
                 pred = model(x)
             loss, parts = segmentation_loss(pred, b, v, m, config.loss)
+            if teacher is not None and config.loss.distill > 0:
+                with torch.no_grad():
+                    teacher_out = teacher(x)
+                kd = distillation_loss(pred, teacher_out)
+                loss = loss + config.loss.distill * kd
+                parts["distill"] = kd.item()
             opt.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.unscale_(opt)
@@ -389,6 +418,27 @@ def train(config: TrainConfig, data, out, *, val=None, resume: bool = False, log
         report = _validate(model, val_data, config, device)
     save_model(model, out / "model.pt", trained_on=provenance, metrics={"val": report["overall"], "epoch": config.optim.epochs})
     return report
+
+
+def _load_teacher(teacher, model, device):
+    """The teacher as a frozen plain-torch module on ``device``; it must map the same lattice."""
+    from micro_sym.models import load_model
+
+    name = None
+    if isinstance(teacher, (str, Path)):
+        name = str(teacher)
+        teacher = load_model(teacher, export=True)
+    elif hasattr(teacher, "export") and not getattr(teacher, "exported", True):
+        from micro_sym.deploy.prune import safe_copy
+
+        teacher = safe_copy(teacher).export()  # plain torch: same outputs, faster, and the caller's model untouched
+    if int(getattr(teacher, "ndim", 2)) != 2 or int(getattr(teacher, "k", model.k)) != model.k:
+        raise MicroSymError(f"teacher {name or ''}: must be a 2D model for the same lattice (k = {model.k})".replace("  ", " "))
+    teacher = teacher.to(device).eval()
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    teacher.name = name or getattr(teacher, "name", "in-memory model")
+    return teacher
 
 
 def _resume_key(cfg_json: dict) -> dict:

@@ -331,18 +331,19 @@ def test_cli_prune_finetune_and_export(dataset, tmp_path):
     src = save_model(tiny2d(widths=(1, 2, 2)), tmp_path / "tiny.pt", trained_on={"test": True})
     out = tmp_path / "pruned.pt"
     rc = main(["prune", str(src), "--ratio", "0.5", "--out", str(out), "--finetune", str(dataset), "--val", str(dataset),
-               "--epochs", "1", "--steps-per-epoch", "2", "--crop", "32", "--batch-size", "2", "--calibrate-batches", "2", "--data", str(dataset), "--max-images", "1", "--latency-size", "32"])
+               "--epochs", "1", "--steps-per-epoch", "2", "--distill", "0.5", "--crop", "32", "--batch-size", "2", "--calibrate-batches", "2", "--data", str(dataset), "--max-images", "1", "--latency-size", "32"])
     assert rc == 0 and out.is_file()
     rep = json.loads((tmp_path / "pruned.report.json").read_text())
     assert rep["after"]["parameters"] < rep["before"]["parameters"]
     assert rep["after"]["equivariance_error"]["max"] < TOL and "grain_f1" in rep["after"]["accuracy"]
-    assert rep["finetune"]["epochs"] == 1
+    assert rep["finetune"]["epochs"] == 1 and rep["finetune"]["distill"] == 0.5
     onnx_out = tmp_path / "pruned.onnx"
     rc = main(["export", str(out), "--format", "onnx", "--out", str(onnx_out), "--latency-size", "32"])
     assert rc == 0 and onnx_out.is_file()
     rep = json.loads((tmp_path / "pruned.onnx.report.json").read_text())
     assert rep["metadata"]["halo"] == load_model(out).halo and rep["after"]["equivariance_error"]["max"] < TOL
     assert main(["prune", str(src), "--ratio", "1.5", "--out", str(tmp_path / "x.pt")]) == 2
+    assert main(["prune", str(src), "--ratio", "0.5", "--distill", "1", "--out", str(tmp_path / "x.pt")]) == 2  # no --finetune
 
 
 def test_finetune_changes_weights_keeps_structure(dataset):

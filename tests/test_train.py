@@ -85,6 +85,30 @@ def test_init_with_other_architecture_is_a_clear_error(dataset, straight_run, tm
     with pytest.raises(MicroSymError, match="differs from the configured one in widths"):
         train(_cfg(**{"model.widths": [1, 3]}), dataset, tmp_path / "bad", log=lambda s: None, init=straight_run / "model.pt")
 
+def test_distillation_loss_is_stationary_at_the_teacher():
+    """Soft-target BCE + vector MSE: zero gradient where the student equals the teacher, not elsewhere."""
+    from micro_sym.train import distillation_loss
+
+    teacher = torch.randn(2, 3, 8, 8)
+    student = teacher.clone().requires_grad_(True)
+    distillation_loss(student, teacher).backward()
+    assert student.grad.abs().max() < 1e-6
+    other = (teacher + 0.3 * torch.randn_like(teacher)).requires_grad_(True)
+    distillation_loss(other, teacher).backward()
+    assert other.grad.abs().max() > 1e-4
+
+
+def test_distill_from_a_teacher(dataset, straight_run, tmp_path):
+    """loss.distill > 0 matches a teacher model (and is logged); without a teacher it is a clear error."""
+    out = tmp_path / "kd"
+    cfg = _cfg(**{"optim.epochs": 1, "loss.distill": 1.0})
+    train(cfg, dataset, out, log=lambda s: None, init=straight_run / "model.pt", teacher=straight_run / "model.pt")
+    (h,) = _history(out)
+    assert h["distill"] > 0 and np.isfinite(h["loss"])
+    with pytest.raises(MicroSymError, match="needs a teacher"):
+        train(cfg, dataset, tmp_path / "no_teacher", log=lambda s: None)
+
+
 def test_resume_continues_where_it_stopped(dataset, straight_run, tmp_path):
     out = tmp_path / "resumed"
     train(_cfg(), dataset, out, log=lambda s: None, stop_after_epoch=2)

@@ -20,6 +20,8 @@ def prune(
     epochs: int = typer.Option(2, "--epochs", help="Fine-tuning epochs (per round)."),
     steps_per_epoch: Optional[int] = typer.Option(None, "--steps-per-epoch", help="Fine-tuning steps per epoch (default: the model's training config)."),
     lr: float = typer.Option(1e-3, "--lr", help="Fine-tuning learning rate."),
+    distill: float = typer.Option(0.0, "--distill", help="Fine-tuning: weight of matching the unpruned model's outputs "
+                                  "(knowledge distillation; 0 = labels only)."),
     crop: Optional[int] = typer.Option(None, "--crop", help="Fine-tuning crop side (default: the model's training config)."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Fine-tuning batch size (default: the model's training config)."),
     calibrate: Optional[Path] = typer.Option(None, "--calibrate", help="Dataset for batch-norm re-estimation after pruning (default: --finetune's)."),
@@ -42,6 +44,8 @@ def prune(
 
     if steps < 1 or epochs < 1:
         raise MicroSymError("--steps and --epochs must be positive")
+    if distill < 0 or (distill > 0 and finetune is None):
+        raise MicroSymError("--distill: a non-negative weight, used when fine-tuning (--finetune DATA)")
     m = load_model(model)
     if getattr(m, "exported", False):
         raise MicroSymError(f"{model}: a deployed (exported) file cannot be pruned; prune the escnn model file")
@@ -51,7 +55,8 @@ def prune(
     ft = None
     if finetune is not None:
         ft = lambda mod, s: finetune_model(mod, finetune, epochs=epochs, val=val, steps_per_epoch=steps_per_epoch, lr=lr,  # noqa: E731
-                                           crop=crop, batch_size=batch_size, log=typer.echo)
+                                           crop=crop, batch_size=batch_size, log=typer.echo,
+                                           teacher=m if distill > 0 else None, distill=distill)
     calib = calibrate if calibrate is not None else finetune
     if calib is not None and int(m.ndim) != 2:
         raise MicroSymError("--calibrate: batch-norm re-estimation is available for 2D models only")
@@ -62,7 +67,7 @@ def prune(
                                             pruned_from_sha256=m.meta.get("sha256")),
                metrics={"pruning": info, "report_after": after.get("accuracy", {})}, extra={"pruning": info})
     rep = {"command": "prune", "model": str(model), "out": str(out), "pruning": info,
-           "finetune": {"data": str(finetune), "epochs": epochs, "lr": lr} if finetune else None,
+           "finetune": {"data": str(finetune), "epochs": epochs, "lr": lr, "distill": distill} if finetune else None,
            "before": before, "after": after}
     _print(rep)
     path = report_path or out.with_name(out.stem + ".report.json")

@@ -556,7 +556,8 @@ def _set_fields(model, fields):
 
 def finetune_model(model, data, *, epochs: int = 2, out=None, val=None, steps_per_epoch: int | None = None,
                    lr: float = 1e-3, crop: int | None = None, batch_size: int | None = None, seed: int = 0,
-                   threads: int | None = None, log=print, train_config: dict | None = None):
+                   threads: int | None = None, log=print, train_config: dict | None = None,
+                   teacher=None, distill: float = 0.0):
     """Fine-tune a (pruned) 2D model with :func:`micro_sym.train.train`, starting from its weights.
 
     The training loop builds its model from the config; starting it from given weights uses its own
@@ -577,6 +578,9 @@ def finetune_model(model, data, *, epochs: int = 2, out=None, val=None, steps_pe
         Validation dataset (default: the training loop's split of ``data``).
     train_config : dict, optional
         Base training config (``TrainConfig`` fields); default: ``model.meta['trained_on']['config']``.
+    teacher, distill :
+        Also match this model's outputs (typically the unpruned model) with weight ``distill``
+        (:func:`micro_sym.train.distillation_loss`).
 
     Returns
     -------
@@ -611,6 +615,7 @@ def finetune_model(model, data, *, epochs: int = 2, out=None, val=None, steps_pe
         cfg.threads = int(threads)
     cfg.seed = int(seed)
     cfg.device = "cpu"
+    cfg.loss.distill = float(distill)
     tmp = out is None
     out = Path(tempfile.mkdtemp(prefix="micro_sym_finetune_")) if tmp else Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -622,10 +627,11 @@ def finetune_model(model, data, *, epochs: int = 2, out=None, val=None, steps_pe
         rng = np.random.default_rng(cfg.seed)
         T._save_state(out / "last.pt", work, opt, scaler, rng, 0, -float("inf"), [], cfg.model_dump(mode="json"))
         (out / "history.jsonl").unlink(missing_ok=True)
-        T.train(cfg, data, out, val=val, resume=True, log=log)
+        T.train(cfg, data, out, val=val, resume=True, log=log, teacher=teacher if distill > 0 else None)
         tuned = load_model(out / "model.pt")
         tuned.meta = dict(getattr(model, "meta", {}), finetune={"data": str(data), "epochs": int(epochs), "lr": float(lr),
-                                                                "steps_per_epoch": cfg.data.steps_per_epoch})
+                                                                "steps_per_epoch": cfg.data.steps_per_epoch,
+                                                                "distill": float(distill)})
         return tuned.eval()
     finally:
         if tmp:
