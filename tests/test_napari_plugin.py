@@ -505,3 +505,83 @@ def _draw_screenshot(dim: int, model: str, path: str) -> None:
 
 if __name__ == "__main__":  # the screenshot subprocess: DIM MODEL PATH
     _draw_screenshot(int(sys.argv[1]), sys.argv[2], sys.argv[3])
+
+
+# ------------------------------------------------------------------------------ correct and retrain
+
+
+def _corrected_crop(size=192):
+    """A crop of the 2D sample and its true grains: the 'corrections' a user would paint."""
+    import tifffile
+
+    image = tifffile.imread(SAMPLE_2D)[:size, :size]
+    grains = tifffile.imread(SAMPLE_2D.parents[1] / "grains" / SAMPLE_2D.name)[:size, :size]
+    return image, grains
+
+
+def test_grain_mean_angles_is_circular_per_grain():
+    from micro_sym_napari._retrain import grain_mean_angles
+
+    g = np.array([[1, 1, 2, 2, 0]])
+    out = grain_mean_angles(g, np.array([[89.0, 1.0, 30.0, 32.0, 50.0]]), 90.0)
+    np.testing.assert_allclose(out, [[0.0, 0.0, 31.0, 31.0, 0.0]], atol=1e-4)
+
+
+@needs_samples
+def test_core_retrain_writes_an_equivariant_model_that_segments(tmp_path):
+    from micro_sym.deploy.measure import equivariance_error
+    from micro_sym.models import load_model
+    from micro_sym.predict import segment_image
+    from micro_sym_napari import _retrain
+
+    image, grains = _corrected_crop()
+    settings = _retrain.RetrainSettings(model="default-2d", out=str(tmp_path / "mine.pt"), epochs=2, steps_per_epoch=2)
+    gen = _retrain.iter_retrain(image, grains, settings)
+    stages = []
+    while True:
+        try:
+            stages.append(next(gen).stage)
+        except StopIteration as stop:
+            res = stop.value
+            break
+    assert [s.split(":")[0] for s in stages[1:]] == ["epoch 1/2", "epoch 2/2"]
+    assert res.path == tmp_path / "mine.pt" and len(res.history) == 2 and all(np.isfinite(res.losses))
+    model = load_model(res.path)  # weights_only loading, like every model file
+    assert model.config == load_model("default-2d").config
+    assert equivariance_error(model)["max"] < 1e-4  # still exactly p4m-equivariant: all 8 elements
+    assert segment_image(model.export(), image)["grains"].max() >= 2
+    with pytest.raises(MicroSymError, match="differ in shape"):
+        _retrain.check_retrain(image, grains[:-1], settings)
+    with pytest.raises(MicroSymError, match="at least two"):
+        _retrain.check_retrain(image, np.ones_like(grains), settings)
+
+
+@needs_samples
+def test_retrain_widget_runs_cancels_and_refuses_bad_input(make_napari_viewer, qtbot, tmp_path, errors):
+    from micro_sym_napari._retrain_widget import RetrainWidget
+
+    viewer = make_napari_viewer()
+    image, grains = _corrected_crop(160)
+    viewer.add_image(image, name="micrograph")
+    viewer.add_labels(grains.astype(np.uint32), name="corrected grains",
+                      metadata={"micro_sym": {"method": "network robust-2d", "model": "robust-2d"}})
+    w = RetrainWidget(viewer)
+    assert w.image_combo.currentText() == "micrograph" and w.labels_combo.currentText() == "corrected grains"
+    assert w.model_edit.text() == "robust-2d"  # the network that produced the labels
+    w.epochs_spin.setValue(2)
+    w.steps_spin.setValue(2)
+    # Cancel after the first epoch: nothing is written.
+    w.out_edit.setText(str(tmp_path / "cancelled.pt"))
+    worker = w.run()
+    worker.yielded.connect(lambda p: w.cancel_button.click() if p.stage.startswith("epoch 1/") else None)
+    qtbot.waitUntil(lambda: w.worker is None, timeout=TIMEOUT_MS)
+    assert "cancelled" in w.status.text() and not (tmp_path / "cancelled.pt").exists()
+    w.out_edit.setText(str(tmp_path / "mine.pt"))
+    _run_to_end(qtbot, w)
+    assert (tmp_path / "mine.pt").is_file() and w.status.text().startswith("saved") and "not held out" in w.status.text()
+    # Bad input: labels of another shape -> one notification, no worker, no file.
+    viewer.add_labels(np.ones((50, 50), np.uint32), name="wrong")
+    w.labels_combo.setCurrentText("wrong")
+    w.out_edit.setText(str(tmp_path / "never.pt"))
+    assert w.run() is None and errors and "differ in shape" in errors[-1]
+    assert not (tmp_path / "never.pt").exists()

@@ -1,4 +1,4 @@
-"""The two dock widgets: "Segment grains" and "Grain statistics".
+"""The dock widgets "Segment grains" and "Grain statistics" ("Correct and retrain" is in :mod:`._retrain_widget`).
 
 Both are thin Qt shells around :mod:`micro_sym_napari._core`: they read their controls into a
 :class:`~micro_sym_napari._core.SegmentSettings`, validate the layer choice, and run

@@ -1,0 +1,232 @@
+"""The "Correct and retrain" dock widget: fine-tune a model on corrected grain labels.
+
+A thin Qt shell around :func:`micro_sym_napari._retrain.iter_retrain`, run in napari's generator
+worker like "Segment grains": the viewer stays responsive, each epoch advances the progress bar,
+Cancel stops after the current epoch and writes nothing, mistakes become one-line notifications.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+from qtpy.QtWidgets import (
+    QComboBox,
+    QDoubleSpinBox,
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QProgressBar,
+    QPushButton,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+from micro_sym.errors import MicroSymError
+from micro_sym_napari import _retrain, _widgets
+
+log = logging.getLogger(__name__)
+
+
+def _retrain_job(image, grains, settings):
+    """The worker's generator: yields Progress; returns ("ok", RetrainResult) or ("error", message)."""
+    try:
+        result = yield from _retrain.iter_retrain(image, grains, settings)
+    except MicroSymError as err:
+        return ("error", str(err))
+    except MemoryError:
+        return ("error", "out of memory while fine-tuning; crop the image to a smaller region")
+    except Exception as err:  # a bug or an unexpected library failure: keep the traceback in the log
+        log.exception("micro_sym retraining failed")
+        return ("error", f"retraining failed: {type(err).__name__}: {err}")
+    return ("ok", result)
+
+
+class RetrainWidget(QWidget):
+    """Fine-tune a 2D model on an image layer and its corrected grains Labels layer."""
+
+    def __init__(self, napari_viewer):
+        super().__init__()
+        self.viewer = napari_viewer
+        self.worker = None
+        self.last_result = None
+
+        self.image_combo = QComboBox()
+        self.image_combo.setToolTip("The micrograph (2D image layer) the labels belong to")
+        self.labels_combo = QComboBox()
+        self.labels_combo.setToolTip("The grains Labels layer after your corrections (paint every pixel with a grain id; "
+                                     "0 is learned as boundary)")
+        self.model_edit = QLineEdit("default-2d")
+        self.model_edit.setToolTip("Model to start from: a bundled name (default-2d, robust-2d) or a trained 2D .pt file; "
+                                   "filled in from the labels layer when it was segmented by a network")
+        self.epochs_spin = QSpinBox()
+        self.epochs_spin.setRange(1, 1000)
+        self.epochs_spin.setValue(5)
+        self.steps_spin = QSpinBox()
+        self.steps_spin.setRange(1, 100_000)
+        self.steps_spin.setValue(20)
+        self.steps_spin.setToolTip("Training steps per epoch (one batch of random crops of the image each)")
+        self.lr_spin = QDoubleSpinBox()
+        self.lr_spin.setDecimals(6)
+        self.lr_spin.setRange(1e-6, 1e-1)
+        self.lr_spin.setSingleStep(1e-4)
+        self.lr_spin.setValue(3e-4)
+        self.out_edit = QLineEdit(str(Path.home() / "micro_sym_retrained.pt"))
+        self.browse = QPushButton("Browse…")
+        self.browse.clicked.connect(self._browse_out)
+        out_row = QHBoxLayout()
+        out_row.setContentsMargins(0, 0, 0, 0)
+        out_row.addWidget(self.out_edit)
+        out_row.addWidget(self.browse)
+        out_widget = QWidget()
+        out_widget.setLayout(out_row)
+
+        self.run_button = QPushButton("Fine-tune")
+        self.run_button.clicked.connect(self.run)
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setEnabled(False)
+        self.cancel_button.clicked.connect(self.cancel)
+        self.progress = QProgressBar()
+        self.progress.setRange(0, 1)
+        self.progress.setValue(0)
+        self.status = QLabel("Correct the grains layer with napari's label tools, then fine-tune.")
+        self.status.setWordWrap(True)
+
+        form = QFormLayout()
+        form.addRow("Image", self.image_combo)
+        form.addRow("Corrected grains", self.labels_combo)
+        form.addRow("Start from model", self.model_edit)
+        form.addRow("Epochs", self.epochs_spin)
+        form.addRow("Steps per epoch", self.steps_spin)
+        form.addRow("Learning rate", self.lr_spin)
+        form.addRow("Save model as", out_widget)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.run_button)
+        buttons.addWidget(self.cancel_button)
+        layout = QVBoxLayout()
+        layout.addLayout(form)
+        layout.addLayout(buttons)
+        layout.addWidget(self.progress)
+        layout.addWidget(self.status)
+        layout.addStretch(1)
+        self.setLayout(layout)
+
+        self.labels_combo.currentIndexChanged.connect(self._labels_changed)
+        for ev in (self.viewer.layers.events.inserted, self.viewer.layers.events.removed):
+            ev.connect(self._refresh_layers)
+        self._refresh_layers()
+
+    # ------------------------------------------------------------------------------ controls
+
+    def _refresh_layers(self, event=None):
+        for combo, kind in ((self.image_combo, "image"), (self.labels_combo, "labels")):
+            current = combo.currentText()
+            combo.blockSignals(True)
+            combo.clear()
+            names = [layer.name for layer in _widgets._layer_choices(self.viewer, (kind,))]
+            if kind == "image":  # the raw micrograph, not our own result layers
+                names = [n for n in names if "micro_sym" not in self.viewer.layers[n].metadata] or names
+            combo.addItems(names)
+            if current in names:
+                combo.setCurrentText(current)
+            combo.blockSignals(False)
+        self._labels_changed()
+
+    def _labels_changed(self, *args):
+        """Start from the network that produced the labels, when the layer says which."""
+        name = self.labels_combo.currentText()
+        if not name or name not in self.viewer.layers:
+            return
+        meta = (self.viewer.layers[name].metadata or {}).get("micro_sym", {})
+        # Network results (also auto's network branch) record the model that ran; classical ones do not.
+        if str(meta.get("method", "")).startswith(("network", "auto: network")) and meta.get("model"):
+            self.model_edit.setText(str(meta["model"]))
+
+    def _browse_out(self):
+        path, _ = QFileDialog.getSaveFileName(self, "Save the fine-tuned model", self.out_edit.text(), "Model files (*.pt)")
+        if path:
+            self.out_edit.setText(path)
+
+    def settings(self) -> _retrain.RetrainSettings:
+        return _retrain.RetrainSettings(model=self.model_edit.text().strip(), out=self.out_edit.text().strip(),
+                                        epochs=int(self.epochs_spin.value()), steps_per_epoch=int(self.steps_spin.value()),
+                                        lr=float(self.lr_spin.value()))
+
+    # ---------------------------------------------------------------------------------- run
+
+    def run(self):
+        """Validate the choices, then start the worker (returns it, or None after a notification)."""
+        if self.worker is not None:
+            _widgets._show_info("fine-tuning is already running; wait for it or press Cancel")
+            return None
+        try:
+            names = {"image": self.image_combo.currentText(), "labels": self.labels_combo.currentText()}
+            for kind, name in names.items():
+                if not name or name not in self.viewer.layers:
+                    raise MicroSymError(f"no {kind} layer chosen; segment an image first, then correct its grains layer")
+            image = self.viewer.layers[names["image"]].data
+            grains = self.viewer.layers[names["labels"]].data
+            if getattr(self.viewer.layers[names["image"]], "multiscale", False):
+                image = image[0]
+            settings = self.settings()
+            _retrain.check_retrain(image, grains, settings)
+        except MicroSymError as err:
+            _widgets._show_error(str(err))
+            return None
+        from napari.qt.threading import create_worker
+
+        # Copies: the user may keep editing the labels while the worker trains.
+        self.worker = create_worker(_retrain_job, np.array(image), np.array(grains), settings, _start_thread=False,
+                                    _connect={"yielded": self._on_progress, "returned": self._on_returned,
+                                              "aborted": self._on_aborted, "errored": self._on_errored,
+                                              "finished": self._on_finished})
+        self.run_button.setEnabled(False)
+        self.cancel_button.setEnabled(True)
+        self.progress.setRange(0, 0)
+        self.status.setText(f"fine-tuning {settings.model} on '{names['image']}' with '{names['labels']}'…")
+        self.worker.start()
+        return self.worker
+
+    def cancel(self):
+        if self.worker is not None:
+            self.status.setText("cancelling after the current epoch…")
+            self.worker.quit()
+
+    def _on_progress(self, p):
+        self.progress.setRange(0, max(p.total, 1))
+        self.progress.setValue(p.done)
+        self.status.setText(p.stage)
+
+    def _on_returned(self, outcome):
+        status, value = outcome
+        if status != "ok":
+            self.status.setText("failed")
+            _widgets._show_error(value)
+            return
+        self.last_result = value
+        first, last = value.losses
+        self.progress.setRange(0, 1)
+        self.progress.setValue(1)
+        self.status.setText(f"saved {value.path}: training loss {first:.3f} -> {last:.3f} over {len(value.history)} "
+                            f"epochs (scores on the training image, not held out); choose it as a model file in "
+                            f"'Segment grains'")
+        _widgets._show_info(f"fine-tuned model saved to {value.path}")
+
+    def _on_aborted(self):
+        self.progress.setRange(0, 1)
+        self.progress.setValue(0)
+        self.status.setText("cancelled: no model was written")
+
+    def _on_errored(self, err):  # only reached by bugs: _retrain_job catches everything it can
+        log.error("micro_sym retraining failed", exc_info=err)
+        self.status.setText("failed")
+        _widgets._show_error(f"retraining failed: {type(err).__name__}: {err}")
+
+    def _on_finished(self):
+        self.worker = None
+        self.run_button.setEnabled(True)
+        self.cancel_button.setEnabled(False)
