@@ -115,7 +115,7 @@ def test_manifest_validates_and_commands_import():
     manifest = pm.get_manifest("micro-sym")
     commands = manifest.contributions.commands
     assert {c.id for c in commands} >= {"micro-sym.get_reader", "micro-sym.sample_micrograph", "micro-sym.sample_volume",
-                                        "micro-sym.segment_widget", "micro-sym.stats_widget"}
+                                        "micro-sym.segment_widget", "micro-sym.stats_widget", "micro-sym.retrain_widget"}
     for c in commands:
         assert callable(import_python_name(c.python_name)), c.python_name
     # Heavy libraries stay out of import time (DESIGN.md §6): importing the plugin must not load torch.
