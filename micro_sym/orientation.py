@@ -223,15 +223,14 @@ def reduce_to_reference(q, ref, symmetry: str = "cubic"):
     """
     q = np.asarray(q, dtype=np.float64)
     ref = np.broadcast_to(np.asarray(ref, dtype=np.float64), q.shape)
-    best = np.full(q.shape[:-1], -1.0)
-    out = np.empty_like(q)
-    for s in symmetry_quats(symmetry):
-        qs = quat_multiply(q, s)
-        dot = np.einsum("...i,...i->...", qs, ref)
-        take = np.abs(dot) > best
-        out[take] = np.where(dot[take, None] < 0, -qs[take], qs[take])
-        best = np.where(take, np.abs(dot), best)
-    return out
+    sym = symmetry_quats(symmetry)
+    # <ref, q ⊗ s> = Re(ref* ⊗ q ⊗ s) = <q* ⊗ ref, s>: one product per quaternion and one small
+    # matrix product score all |G| equivalents (instead of |G| quaternion products).
+    dots = quat_multiply(quat_conjugate(q), ref) @ sym.T
+    best = np.argmax(np.abs(dots), axis=-1)  # the first of equal maxima, as a strict > scan would keep
+    out = quat_multiply(q, sym[best])
+    sign = np.take_along_axis(dots, best[..., None], axis=-1)
+    return np.where(sign < 0, -out, out)
 
 
 def quat_rotate(q, v):
