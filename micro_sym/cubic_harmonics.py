@@ -311,16 +311,18 @@ def _refine(c, r, degrees, gens, gens2, iterations):
     """Gauss-Newton then Newton steps ``R <- exp(ω) R`` minimizing ``|D(R) c₀ - c|²`` (vectorized)."""
     for it in range(iterations):
         cur = matrix_to_sh(r, degrees)
-        # Jacobian of D(exp(ω)R)c0 at ω = 0: columns L_k D(R) c0.
-        jac = np.einsum("kij,nj->nik", gens, cur)
+        n, d = cur.shape
+        # Jacobian of D(exp(ω)R)c0 at ω = 0: columns L_k D(R) c0, as (n, 3, d) = J^T. Products
+        # by BLAS (matmul/tensordot): einsum over these small axes is several times slower.
+        jac_t = np.tensordot(cur, gens, axes=([1], [2]))  # (n, 3, d): [n, k, i] = sum_j L_k[i, j] cur[n, j]
         rhs = c - cur
-        hess = np.einsum("nik,nil->nkl", jac, jac)
-        jtr = np.einsum("nik,ni->nk", jac, rhs)
+        hess = jac_t @ np.swapaxes(jac_t, 1, 2)
+        jtr = (jac_t @ rhs[:, :, None])[:, :, 0]
         if it >= 2:
             # Newton: add the second-order term (symmetrized L_k L_l c)·(c - ĉ). Gauss-Newton alone
             # converges only linearly when the prediction is off the harmonic manifold (a real
             # network output), which would leave decoded angles depending on the start point.
-            second = np.einsum("klij,nj,ni->nkl", gens2, cur, -rhs)
+            second = ((cur @ gens2.reshape(9 * d, d).T).reshape(n, 9, d) @ -rhs[:, :, None]).reshape(n, 3, 3)
             newton = hess + second
             pd = np.linalg.eigvalsh(newton)[:, 0] > 1e-6 * np.trace(hess, axis1=1, axis2=2)
             hess = np.where(pd[:, None, None], newton, hess)
