@@ -34,6 +34,28 @@ TIMEOUT_MS = 90_000
 # ------------------------------------------------------------------------------------- fixtures
 
 
+@pytest.fixture(scope="module", autouse=True)
+def gl_info_cached(qapp):
+    """Query OpenGL's extensions and texture limits once, from napari's own hidden canvas.
+
+    napari caches both (lru_cache) but first asks while building the first layer's visual, through
+    the new viewer's canvas; under xvfb that canvas's context is now and then not current yet, and
+    ``glGetString`` returns None (a flaky AttributeError in the first GUI test). Asked here, before
+    any viewer exists, napari makes a canvas of its own current for the query.
+    """
+    from napari._vispy.utils.gl import get_gl_extensions, get_max_texture_sizes
+
+    for attempt in range(3):
+        try:
+            get_gl_extensions()
+            get_max_texture_sizes()
+            return
+        except AttributeError:
+            get_gl_extensions.cache_clear()
+            get_max_texture_sizes.cache_clear()
+            qapp.processEvents()
+
+
 def quaternion_net_3d():
     """A small real 3D network with the SegModel interface and a 4-channel quaternion head.
 
