@@ -224,13 +224,24 @@ def reduce_to_reference(q, ref, symmetry: str = "cubic"):
     q = np.asarray(q, dtype=np.float64)
     ref = np.broadcast_to(np.asarray(ref, dtype=np.float64), q.shape)
     sym = symmetry_quats(symmetry)
-    # <ref, q ⊗ s> = Re(ref* ⊗ q ⊗ s) = <q* ⊗ ref, s>: one product per quaternion and one small
-    # matrix product score all |G| equivalents (instead of |G| quaternion products).
-    dots = quat_multiply(quat_conjugate(q), ref) @ sym.T
-    best = np.argmax(np.abs(dots), axis=-1)  # the first of equal maxima, as a strict > scan would keep
-    out = quat_multiply(q, sym[best])
-    sign = np.take_along_axis(dots, best[..., None], axis=-1)
-    return np.where(sign < 0, -out, out)
+    # Fast path: within half the group's smallest rotation (90° cubic, 60° hexagonal) of ref, q
+    # itself is strictly the nearest equivalent (any other is at least that angle minus ours away),
+    # which holds for nearly every voxel of a grain aligned to one of its own voxels.
+    half = {"cubic": 45.0, "hexagonal": 30.0}[symmetry]
+    d0 = np.einsum("...i,...i->...", q, ref)
+    near = np.abs(d0) > np.cos(np.deg2rad(half) / 2)
+    out = np.where((d0 < 0)[..., None], -q, q)
+    far = ~near
+    if far.any():
+        qf, rf = q[far], ref[far]
+        # <ref, q ⊗ s> = Re(ref* ⊗ q ⊗ s) = <q* ⊗ ref, s>: one product per quaternion and one small
+        # matrix product score all |G| equivalents (instead of |G| quaternion products).
+        dots = quat_multiply(quat_conjugate(qf), rf) @ sym.T
+        best = np.argmax(np.abs(dots), axis=-1)  # the first of equal maxima, as a strict > scan keeps
+        qs = quat_multiply(qf, sym[best])
+        sign = np.take_along_axis(dots, best[..., None], axis=-1)
+        out[far] = np.where(sign < 0, -qs, qs)
+    return out
 
 
 def quat_rotate(q, v):
