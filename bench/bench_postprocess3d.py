@@ -10,7 +10,7 @@
   on a ``block³`` map of 32³ cells with 0.01 noise and 5 % boundary voxels, as the engine runs it
   for every block.
 
-Best of ``--repeats`` wall times, voxels/s; writes ``bench/results/postprocess3d.json``. The CPU is
+Best of ``--repeats`` wall times after one untimed call, voxels/s; writes ``bench/results/postprocess3d.json``. The CPU is
 shared on this machine, so compare runs made back to back.
 """
 
@@ -25,17 +25,10 @@ from pathlib import Path
 
 import numpy as np
 
+from bench_model2d import _best_time  # noqa: E402  (best of N after one untimed warm-up call)
+
 warnings.filterwarnings("ignore")
 ROOT = Path(__file__).resolve().parent
-
-
-def best_of(fn, repeats):
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return min(times)
 
 
 def main():
@@ -55,9 +48,8 @@ def main():
     for degrees in ((4,), (4, 6)):
         exact = quat_to_sh4(q, degrees=degrees)
         noisy = exact + 0.05 * rng.normal(size=exact.shape)
-        sh_to_quat(noisy[:100], degrees=degrees)  # warm-up: coarse grid, generators, escnn fit
         for name, c in (("exact", exact), ("noise 0.05", noisy)):
-            s = best_of(lambda: sh_to_quat(c, degrees=degrees), args.repeats)
+            s = _best_time(lambda: sh_to_quat(c, degrees=degrees), args.repeats)
             rows.append({"step": "sh_to_quat", "degrees": list(degrees), "input": name, "voxels": args.n,
                          "seconds": s, "voxels_per_s": args.n / s})
             print(f"sh_to_quat l={'+'.join(map(str, degrees)):<4} {name:>10}: {args.n / s:>10,.0f} voxels/s")
@@ -68,8 +60,7 @@ def main():
     quats = quats + 0.01 * rng.normal(size=quats.shape)
     quats = (quats / np.linalg.norm(quats, axis=0, keepdims=True)).astype(np.float32)
     boundary = (rng.random((n,) * 3) < 0.05).astype(np.float32)
-    label_block(quats, boundary, symmetry="cubic")  # warm-up
-    s = best_of(lambda: label_block(quats, boundary, symmetry="cubic", threshold=5.0), args.repeats)
+    s = _best_time(lambda: label_block(quats, boundary, symmetry="cubic", threshold=5.0), args.repeats)
     rows.append({"step": "label_block", "block": [n] * 3, "seconds": s, "voxels_per_s": n**3 / s})
     print(f"label_block {n}³ cubic: {s:.2f} s, {n**3 / s:,.0f} voxels/s")
 

@@ -97,6 +97,15 @@ class TrainConfig(_Cfg):
     threads: Optional[int] = Field(None, ge=1, description="torch CPU threads (default: torch's choice)")
 
 
+def finetuning_config(model, base: dict | None = None) -> TrainConfig:
+    """The training config to continue training ``model``: ``base`` (default: the config its file
+    records in ``meta['trained_on']``, unknown keys dropped) with the model's own architecture."""
+    base = dict(base or (getattr(model, "meta", {}).get("trained_on", {}) or {}).get("config", {}) or {})
+    base = {k: v for k, v in base.items() if k in TrainConfig.model_fields}
+    base["model"] = dict(model.config)
+    return TrainConfig.model_validate(base)
+
+
 def load_train_config(path=None, **overrides) -> TrainConfig:
     """Read and validate a YAML training config; ``overrides`` use dotted keys (``optim.epochs=3``).
 

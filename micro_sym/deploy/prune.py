@@ -598,10 +598,7 @@ def finetune_model(model, data, *, epochs: int = 2, out=None, val=None, steps_pe
 
     if int(getattr(model, "ndim", 2)) != 2:
         raise MicroSymError("finetune: only 2D models have a training loop here (3D: micro_sym.models.train3d)")
-    base = dict(train_config or (getattr(model, "meta", {}).get("trained_on", {}) or {}).get("config", {}) or {})
-    base = {k: v for k, v in base.items() if k in T.TrainConfig.model_fields}
-    base["model"] = dict(model.config)
-    cfg = T.TrainConfig.model_validate(base)
+    cfg = T.finetuning_config(model, train_config)
     cfg.optim.epochs = int(epochs)
     cfg.optim.lr = float(lr)
     cfg.optim.warmup_steps = min(cfg.optim.warmup_steps, 20)  # weights are trained: a short ramp suffices

@@ -182,7 +182,7 @@ class ClassicalMethod:
         if min(shape) < 16:
             raise MicroSymError(f"{img.path}: too small for the classical method ({shape[0]} x {shape[1]}); "
                                 f"need at least 16 x 16 pixels")
-        period, source = self.period, "given"
+        period, source = self.period, self.period_source
         if period is None:
             old = (previous or {}).get("method") or {}
             if (old.get("name") == "classical" and old.get("lattice") == self.lattice

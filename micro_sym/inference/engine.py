@@ -271,11 +271,12 @@ def segment_input(path, out_dir, net: Network, runner, *, block=None, chunk=None
     name = img.name
     state = RunState(Path(out_dir), name)
     auto = None
+    previous = state.read_manifest()
+    workers = getattr(runner, "torch_threads", None) or 1
     if isinstance(net, AutoMethod):  # per input: classical or network, by the fringe SNR (or as recorded)
-        net, auto = net.choose(img, previous=state.read_manifest(), workers=getattr(runner, "torch_threads", None) or 1)
+        net, auto = net.choose(img, previous=previous, workers=workers)
     if hasattr(net, "for_input"):  # per-input settings: the classical period, estimated once or resumed
-        net = net.for_input(img, threshold=threshold, previous=state.read_manifest(),
-                            workers=getattr(runner, "torch_threads", None) or 1)
+        net = net.for_input(img, threshold=threshold, previous=previous, workers=workers)
     plan = plan_input(img, net, block=block, chunk=chunk)
     method = method_info(net) | ({"auto": auto} if auto else {})
     n = len(plan.blocks)

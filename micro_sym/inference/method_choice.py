@@ -70,16 +70,21 @@ class AutoMethod:
                          "reason": "3D input: the classical method is 2D only"}
         lattice = K_TO_SYMMETRY.get(net.k, "square")
         old = ((previous or {}).get("method") or {}).get("auto")
+        period = None  # on resume the classical method takes its period from the manifest
         if old and old.get("chose") in ("network", "classical"):
             record = dict(old)
         else:
-            snr = self._snr(img, lattice, workers)
+            snr, period = self._snr(img, lattice, workers)
             chose = "classical" if snr < self.classical_below_db else "network"
             record = {"chose": chose, "fringe_snr_db": round(snr, 3), "classical_below_db": self.classical_below_db}
-        return (ClassicalMethod(lattice=lattice, period=None) if record["chose"] == "classical" else net), record
+        if record["chose"] == "network":
+            return net, record
+        # The period comes from the same spectrum as the SNR, so the input is not sampled twice.
+        return ClassicalMethod(lattice=lattice, period=period, period_source="estimated"), record
 
     @staticmethod
-    def _snr(img, lattice: str, workers: int) -> float:
+    def _snr(img, lattice: str, workers: int) -> tuple[float, float]:
+        """:func:`micro_sym.classical.fringe_snr` of a lazily read input: ``(snr_db, period)``."""
         import dask
 
         from micro_sym.classical import fringe_snr
@@ -87,7 +92,7 @@ class AutoMethod:
         try:
             # Local threads even under a distributed Client: the input's store need not be serializable.
             with dask.config.set(scheduler="threads"):
-                return fringe_snr(img.data, lattice, workers=max(1, int(workers)))[0]
+                return fringe_snr(img.data, lattice, workers=max(1, int(workers)))
         except MicroSymError as err:
             raise MicroSymError(f"{img.path}: {str(err).removeprefix('image: ')}; --method auto needs them to choose, "
                                 f"--method network runs the network anyway") from None

@@ -166,10 +166,9 @@ def check_image(data, *, name: str = "image", layer_type: str = "image", rgb: bo
 
 def check_settings(settings: SegmentSettings, ndim: int) -> None:
     """Checks that need no model loading: classical is 2D only, a model file must exist, sane numbers."""
-    if settings.model == AUTO and ndim != 2:
-        raise MicroSymError("'auto' chooses between methods for 2D micrographs only; choose a 3D model for volumes")
     if settings.model == AUTO:
-        pass
+        if ndim != 2:
+            raise MicroSymError("'auto' chooses between methods for 2D micrographs only; choose a 3D model for volumes")
     elif settings.model == CLASSICAL:
         if ndim != 2:
             raise MicroSymError("the classical (filter-bank) method maps 2D micrographs only; choose a 3D model for volumes")

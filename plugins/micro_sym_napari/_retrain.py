@@ -141,13 +141,10 @@ def iter_retrain(image, grains, settings: RetrainSettings):
     if getattr(model, "exported", False) or int(getattr(model, "ndim", 2)) != 2 or not hasattr(model, "config"):
         raise MicroSymError(f"{settings.model}: retraining needs a trained 2D model file (.pt), not an exported or 3D one")
     lattice = {4: "square", 6: "hexagonal"}[model.k]
-    angles = predict_image(model.export() if hasattr(model, "export") else model, image)["orientation"]
+    angles = predict_image(model.export(), image)["orientation"]
     orientation = grain_mean_angles(grains, angles, 360.0 / model.k)
 
-    base = dict((model.meta.get("trained_on", {}) or {}).get("config", {}) or {})
-    base = {k: v for k, v in base.items() if k in T.TrainConfig.model_fields}
-    base["model"] = dict(model.config)
-    cfg = T.TrainConfig.model_validate(base)
+    cfg = T.finetuning_config(model)
     cfg.optim.epochs, cfg.optim.lr = int(settings.epochs), float(settings.lr)
     cfg.optim.warmup_steps = min(cfg.optim.warmup_steps, 10)
     cfg.data.steps_per_epoch = int(settings.steps_per_epoch)

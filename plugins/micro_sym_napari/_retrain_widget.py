@@ -7,7 +7,6 @@ Cancel stops after the current epoch and writes nothing, mistakes become one-lin
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import numpy as np
@@ -29,25 +28,16 @@ from qtpy.QtWidgets import (
 from micro_sym.errors import MicroSymError
 from micro_sym_napari import _retrain, _widgets
 
-log = logging.getLogger(__name__)
-
-
 def _retrain_job(image, grains, settings):
-    """The worker's generator: yields Progress; returns ("ok", RetrainResult) or ("error", message)."""
-    try:
-        result = yield from _retrain.iter_retrain(image, grains, settings)
-    except MicroSymError as err:
-        return ("error", str(err))
-    except MemoryError:
-        return ("error", "out of memory while fine-tuning; crop the image to a smaller region")
-    except Exception as err:  # a bug or an unexpected library failure: keep the traceback in the log
-        log.exception("micro_sym retraining failed")
-        return ("error", f"retraining failed: {type(err).__name__}: {err}")
-    return ("ok", result)
+    """The retrain worker's generator (see :func:`micro_sym_napari._widgets._guarded`)."""
+    gen = _retrain.iter_retrain(image, grains, settings)
+    return (yield from _widgets._guarded(gen, "retraining", "crop the image to a smaller region"))
 
 
-class RetrainWidget(QWidget):
+class RetrainWidget(_widgets._WorkerControls, QWidget):
     """Fine-tune a 2D model on an image layer and its corrected grains Labels layer."""
+
+    UNIT, NOTHING_DONE, WHAT = "epoch", "no model was written", "retraining"
 
     def __init__(self, napari_viewer):
         super().__init__()
@@ -191,16 +181,6 @@ class RetrainWidget(QWidget):
         self.worker.start()
         return self.worker
 
-    def cancel(self):
-        if self.worker is not None:
-            self.status.setText("cancelling after the current epoch…")
-            self.worker.quit()
-
-    def _on_progress(self, p):
-        self.progress.setRange(0, max(p.total, 1))
-        self.progress.setValue(p.done)
-        self.status.setText(p.stage)
-
     def _on_returned(self, outcome):
         status, value = outcome
         if status != "ok":
@@ -215,18 +195,3 @@ class RetrainWidget(QWidget):
                             f"epochs (scores on the training image, not held out); choose it as a model file in "
                             f"'Segment grains'")
         _widgets._show_info(f"fine-tuned model saved to {value.path}")
-
-    def _on_aborted(self):
-        self.progress.setRange(0, 1)
-        self.progress.setValue(0)
-        self.status.setText("cancelled: no model was written")
-
-    def _on_errored(self, err):  # only reached by bugs: _retrain_job catches everything it can
-        log.error("micro_sym retraining failed", exc_info=err)
-        self.status.setText("failed")
-        _widgets._show_error(f"retraining failed: {type(err).__name__}: {err}")
-
-    def _on_finished(self):
-        self.worker = None
-        self.run_button.setEnabled(True)
-        self.cancel_button.setEnabled(False)

@@ -62,11 +62,51 @@ def _layer_choices(viewer, types=("image", "labels")):
     return [layer for layer in viewer.layers if layer._type_string in types]
 
 
+class _WorkerControls:
+    """Run button, Cancel, progress bar and status line around one napari generator worker.
+
+    Subclasses set ``UNIT`` (what a yield is: the Cancel point), ``NOTHING_DONE`` (what a cancelled
+    run leaves) and ``WHAT`` (for failure messages), and own ``worker``, ``run_button``,
+    ``cancel_button``, ``progress`` and ``status``.
+    """
+
+    UNIT = "step"
+    NOTHING_DONE = "nothing was changed"
+    WHAT = "run"
+
+    def cancel(self):
+        if self.worker is not None:
+            self.status.setText(f"cancelling after the current {self.UNIT}…")
+            self.worker.quit()
+
+    def _on_progress(self, p: _core.Progress):
+        self.progress.setRange(0, max(p.total, 1))
+        self.progress.setValue(p.done)
+        self.status.setText(p.stage)
+
+    def _on_aborted(self):
+        self.progress.setRange(0, 1)
+        self.progress.setValue(0)
+        self.status.setText(f"cancelled: {self.NOTHING_DONE}")
+
+    def _on_errored(self, err):  # only reached by bugs: the job catches everything it can
+        log.error(f"micro_sym {self.WHAT} failed", exc_info=err)
+        self.status.setText("failed")
+        _show_error(f"{self.WHAT} failed: {type(err).__name__}: {err}")
+
+    def _on_finished(self):
+        self.worker = None
+        self.run_button.setEnabled(True)
+        self.cancel_button.setEnabled(False)
+
+
 # ================================================================================ Segment grains
 
 
-class SegmentWidget(QWidget):
+class SegmentWidget(_WorkerControls, QWidget):
     """Segment the grains of a 2D image or 3D volume layer with a network or the classical method."""
+
+    UNIT, NOTHING_DONE, WHAT = "tile", "no layers were added", "segmentation"
 
     def __init__(self, napari_viewer):
         super().__init__()
@@ -250,16 +290,6 @@ class SegmentWidget(QWidget):
         self.worker.start()
         return self.worker
 
-    def cancel(self):
-        if self.worker is not None:
-            self.status.setText("cancelling after the current tile…")
-            self.worker.quit()
-
-    def _on_progress(self, p: _core.Progress):
-        self.progress.setRange(0, max(p.total, 1))
-        self.progress.setValue(p.done)
-        self.status.setText(p.stage)
-
     def _on_returned(self, outcome):
         status, value = outcome
         if status != "ok":
@@ -304,21 +334,6 @@ class SegmentWidget(QWidget):
         _show_info(f"saved {paths[0]} and {paths[1].name}")
         return paths
 
-    def _on_aborted(self):
-        self.progress.setRange(0, 1)
-        self.progress.setValue(0)
-        self.status.setText("cancelled: no layers were added")
-
-    def _on_errored(self, err):  # only reached by bugs: _segment_job catches everything it can
-        log.error("micro_sym segmentation failed", exc_info=err)
-        self.status.setText("failed")
-        _show_error(f"segmentation failed: {type(err).__name__}: {err}")
-
-    def _on_finished(self):
-        self.worker = None
-        self.run_button.setEnabled(True)
-        self.cancel_button.setEnabled(False)
-
     def _show_key(self, result):
         if result.ndim == 2:
             rgba = _core.angle_key(result.period, 121)
@@ -332,21 +347,27 @@ class SegmentWidget(QWidget):
         self.key_label.setPixmap(_pixmap(rgba))
 
 
-def _segment_job(data, settings, pixel_size, unit):
-    """The worker's generator: yields Progress; returns ("ok", result) or ("error", message).
+def _guarded(gen, what: str, out_of_memory: str):
+    """Run a worker generator: yields its Progress; returns ("ok", result) or ("error", message).
 
     Errors are returned rather than raised so they become one notification, not a traceback dialog.
     """
     try:
-        result = yield from _core.iter_segment(data, settings, pixel_size=pixel_size, unit=unit)
+        result = yield from gen
     except MicroSymError as err:
         return ("error", str(err))
     except MemoryError:
-        return ("error", "out of memory; choose a smaller tile size")
+        return ("error", f"out of memory; {out_of_memory}")
     except Exception as err:  # a bug or an unexpected library failure: keep the traceback in the log
-        log.exception("micro_sym segmentation failed")
-        return ("error", f"segmentation failed: {type(err).__name__}: {err}")
+        log.exception(f"micro_sym {what} failed")
+        return ("error", f"{what} failed: {type(err).__name__}: {err}")
     return ("ok", result)
+
+
+def _segment_job(data, settings, pixel_size, unit):
+    """The Segment worker's generator (see :func:`_guarded`)."""
+    gen = _core.iter_segment(data, settings, pixel_size=pixel_size, unit=unit)
+    return (yield from _guarded(gen, "segmentation", "choose a smaller tile size"))
 
 
 def _physical(layer):
