@@ -214,6 +214,16 @@ def symmetry_quats(symmetry: str):
     raise ValueError(f"unknown symmetry '{symmetry}' (expected cubic or hexagonal)")
 
 
+def nearest_without_search_cos(symmetry: str) -> float:
+    """``|q · ref|`` above which ``q`` itself is its symmetry equivalent nearest ``ref``.
+
+    That is within half the group's smallest rotation (90° cubic, 60° hexagonal) of ``ref``: any
+    other equivalent is then at least that rotation minus our angle away, so strictly farther.
+    """
+    half = {"cubic": 45.0, "hexagonal": 30.0}[symmetry]
+    return float(np.cos(np.deg2rad(half) / 2))
+
+
 def reduce_to_reference(q, ref, symmetry: str = "cubic"):
     """The symmetry-equivalent ``q ⊗ s`` of each quaternion closest to ``ref`` (same hemisphere).
 
@@ -224,12 +234,9 @@ def reduce_to_reference(q, ref, symmetry: str = "cubic"):
     q = np.asarray(q, dtype=np.float64)
     ref = np.broadcast_to(np.asarray(ref, dtype=np.float64), q.shape)
     sym = symmetry_quats(symmetry)
-    # Fast path: within half the group's smallest rotation (90° cubic, 60° hexagonal) of ref, q
-    # itself is strictly the nearest equivalent (any other is at least that angle minus ours away),
-    # which holds for nearly every voxel of a grain aligned to one of its own voxels.
-    half = {"cubic": 45.0, "hexagonal": 30.0}[symmetry]
+    # Fast path (nearly every voxel of a grain aligned to one of its own voxels): q itself.
     d0 = np.einsum("...i,...i->...", q, ref)
-    near = np.abs(d0) > np.cos(np.deg2rad(half) / 2)
+    near = np.abs(d0) > nearest_without_search_cos(symmetry)
     out = np.where((d0 < 0)[..., None], -q, q)
     far = ~near
     if far.any():

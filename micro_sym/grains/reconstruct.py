@@ -25,8 +25,8 @@ Algorithm and memory
 --------------------
 The volume is processed in slabs along the first axis (a few million points each). Inside a slab the
 pairs for every neighbour offset are computed with numpy (float32 for float32 input, float64 for
-float64 input), the pairs that connect become edges of a sparse graph, and
-``scipy.sparse.csgraph.connected_components`` labels it. Slabs are then stitched with
+float64 input) and a compiled union-find over the pairs that connect labels them
+(:mod:`micro_sym.grains._kernels`). Slabs are then stitched with
 :func:`face_equivalences` (the same rule, applied across the face) and :func:`resolve_equivalences`
 (a union of label pairs), which is exactly what a block-wise streaming engine does; see
 :func:`face_equivalences`. Peak memory is the input plus a few int32/float arrays of one slab.
@@ -179,6 +179,10 @@ def pair_connected(a, b, kind: OrientationKind, threshold: float):
 
 def _pair_max_scalar(a, b, kind: OrientationKind):
     """max over symmetry rotations s of |scalar part of (a* ⊗ b ⊗ s)|, per pair."""
+    if kind.symmetry == "cubic":
+        from micro_sym.grains._kernels import cubic_max_scalar
+
+        return cubic_max_scalar(a, b)
     a0, a1, a2, a3 = a
     b0, b1, b2, b3 = b
     # Components of d = conj(a) ⊗ b.
@@ -186,33 +190,11 @@ def _pair_max_scalar(a, b, kind: OrientationKind):
     x = a0 * b1 - a1 * b0 - a2 * b3 + a3 * b2
     y = a0 * b2 - a2 * b0 - a3 * b1 + a1 * b3
     z = a0 * b3 - a3 * b0 - a1 * b2 + a2 * b1
-    if kind.symmetry == "cubic":
-        return _cubic_max_scalar(w, x, y, z)
     best = None
     for sw in kind.sym_w.astype(w.dtype):
         v = np.abs(w * sw[0] + x * sw[1] + y * sw[2] + z * sw[3])
         best = v if best is None else np.maximum(best, v, out=best)
     return best
-
-
-def _cubic_max_scalar(w, x, y, z):
-    """Closed form of max_s |(d ⊗ s)_0| over the 24 rotations of 432 (Grimmer 1974).
-
-    With |components| sorted a >= b >= c >= d, the scalar parts are the single components
-    (identity, 2-fold about <100>), (a+b)/√2 (4-fold about <100>, 2-fold about <110>) and
-    (a+b+c+d)/2 (3-fold about <111>); 24 dot products become a handful of maxima.
-    """
-    for v in (w, x, y, z):
-        np.abs(v, out=v)
-    m1 = np.maximum(np.maximum(w, x), np.maximum(y, z))
-    total = w + x + y + z
-    # Sum of the two largest = max over the 6 pairs.
-    top2 = np.maximum(np.maximum(w + x, w + y), np.maximum(w + z, x + y))
-    top2 = np.maximum(top2, np.maximum(x + z, y + z), out=top2)
-    inv_sqrt2 = w.dtype.type(1 / np.sqrt(2.0))
-    top2 *= inv_sqrt2
-    total *= w.dtype.type(0.5)
-    return np.maximum(np.maximum(m1, top2, out=m1), total, out=m1)
 
 
 def _shift_slices(shape, off):
@@ -463,30 +445,13 @@ def _valid_mask(orient, kind, spatial, boundary, boundary_threshold, mask):
 
 def _label_slab(orient, valid, phase, offsets, kind, threshold):
     """Connected components of one slab: labels 1..n (first-appearance order), 0 = invalid."""
-    shape = valid.shape
-    n_pts = valid.size
-    idx = np.arange(n_pts, dtype=np.int32 if n_pts < 2**31 else np.int64).reshape(shape)
-    rows, cols = [], []
+    from micro_sym.grains._kernels import label_components
+
+    masks = []
     for off in offsets:
-        ok, lo, hi = _pairs_ok(orient, valid, phase, off, kind, threshold)
-        rows.append(idx[lo][ok])
-        cols.append(idx[hi][ok])
-        del ok
-    r = np.concatenate(rows)
-    c = np.concatenate(cols)
-    del rows, cols
-    g = sparse.csr_matrix((np.ones(len(r), np.int8), (r, c)), shape=(n_pts, n_pts))
-    del r, c
-    _, comp = connected_components(g, directed=False)
-    del g
-    comp = comp.reshape(shape)
-    # Renumber the components that hold valid points 1..n; order (by smallest point) is kept.
-    used = np.zeros(comp.max() + 2, bool)
-    used[comp[valid]] = True
-    remap = np.cumsum(used).astype(np.int32 if n_pts < 2**31 else np.int64)
-    lab = remap[comp]
-    lab[~valid] = 0
-    return lab, int(used.sum())
+        ok, lo, _ = _pairs_ok(orient, valid, phase, off, kind, threshold)
+        masks.append((off, ok, lo))
+    return label_components(valid, masks, np.int32 if valid.size < 2**31 else np.int64)
 
 
 # ---------------------------------------------------------------------------------- small grains

@@ -158,17 +158,11 @@ def _count_pairs(a, b) -> np.ndarray:
 
 
 def _block_stats(labels, n, orientation, kind, origin, image_shape) -> dict:
+    from micro_sym.grains._kernels import aligned_quaternion_sums, label_moments
+
     nd = labels.ndim
-    flat = labels.ravel()
-    fg = np.flatnonzero(flat)
-    lab = flat[fg].astype(np.int64) - 1
-    count = np.bincount(lab, minlength=n).astype(np.int64)
-    gcoords = [c.astype(np.float64) + o for c, o in zip(np.unravel_index(fg, labels.shape), origin)]
-    m1 = np.stack([np.bincount(lab, weights=c, minlength=n) for c in gcoords], 1) if n else np.zeros((0, nd))
-    m2 = np.zeros((n, nd * nd))
-    for i in range(nd):
-        for j in range(i, nd):
-            m2[:, i * nd + j] = m2[:, j * nd + i] = np.bincount(lab, weights=gcoords[i] * gcoords[j], minlength=n)
+    count, first_local, m1, m2 = label_moments(labels, n, origin)
+    m2 = m2.reshape(n, nd * nd)
     edge = np.zeros((n, nd), np.int64)
     for d in range(nd):
         for pos in ({0, image_shape[d] - 1}):
@@ -179,19 +173,20 @@ def _block_stats(labels, n, orientation, kind, origin, image_shape) -> dict:
                 # A one-pixel-thick image has both edges on the same plane: count both faces.
                 mult = 2 if image_shape[d] == 1 else 1
                 edge[:, d] += mult * np.bincount(plane, minlength=n)
-    # fg is in raster order, so each label's smallest position in it is its first voxel (O(N), no sort).
-    first_pos = np.full(n, len(lab), np.int64)
-    np.minimum.at(first_pos, lab, np.arange(len(lab), dtype=np.int64))
-    first = (np.ravel_multi_index(tuple(c[first_pos].astype(np.int64) for c in gcoords), image_shape)
+    first_coords = np.unravel_index(first_local, labels.shape)
+    first = (np.ravel_multi_index(tuple(c + o for c, o in zip(first_coords, origin)), image_shape)
              if n else np.zeros(0, np.int64))
     if kind.channel_axis:
-        q = np.moveaxis(orientation.reshape(4, -1)[:, fg], 0, -1).astype(np.float64)
-        ok = np.isfinite(q).all(1)
-        ref = q[first_pos][lab]
-        aligned = np.zeros_like(q)
-        aligned[ok] = _reduce(q[ok], ref[ok], kind.symmetry)
-        ori_sum = np.stack([np.bincount(lab, weights=aligned[:, i], minlength=n) for i in range(4)], 1)
+        from micro_sym import orientation as ori
+
+        # Each label's quaternions are aligned to the one at its first voxel, then summed.
+        ref = orientation.reshape(4, -1)[:, first_local].T.astype(np.float64)
+        ori_sum = aligned_quaternion_sums(labels, orientation, ref, ori.symmetry_quats(kind.symmetry),
+                                          ori.nearest_without_search_cos(kind.symmetry))
     else:
+        flat = labels.ravel()
+        fg = np.flatnonzero(flat)
+        lab = flat[fg].astype(np.int64) - 1
         t = np.deg2rad(orientation.ravel()[fg].astype(np.float64)) * kind.k
         ori_sum = np.stack([np.bincount(lab, weights=np.cos(t), minlength=n),
                             np.bincount(lab, weights=np.sin(t), minlength=n)], 1)

@@ -86,10 +86,9 @@ class Network:
             theta, _ = decode_angle(y[1:3], self.k)
             return {"boundary": boundary, "orientation": theta.astype(np.float32)}
         if self.orientation == "quaternion":
-            q = y[1:5].astype(np.float64)
-            q = q / np.linalg.norm(q, axis=0, keepdims=True)
-            q *= np.where(q[:1] < 0, -1.0, 1.0)
-            return {"boundary": boundary, "orientation": q.astype(np.float32)}
+            from micro_sym.inference._kernels import unit_quaternions
+
+            return {"boundary": boundary, "orientation": unit_quaternions(y[1:5])}
         from micro_sym.cubic_harmonics import sh_to_quat
 
         degrees = (4, 6) if self.orientation == "harmonics46" else (4,)
