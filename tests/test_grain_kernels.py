@@ -127,3 +127,14 @@ def test_unit_quaternions_equal_the_numpy_decode():
     assert got.dtype == np.float32
     np.testing.assert_array_equal(got, q.astype(np.float32))
     assert np.isnan(got[:, 0, 0, 0]).all() and (got[0][np.isfinite(got[0])] >= 0).all()
+
+
+@pytest.mark.parametrize("ndim", [2, 3])
+def test_shifted_cubic_kernel_equals_the_view_kernel_for_every_offset(ndim):
+    rng = np.random.default_rng(ndim)
+    shape = (13, 17) if ndim == 2 else (5, 6, 7)
+    q = ori.random_quaternions(int(np.prod(shape)), rng).T.reshape((4,) + shape).astype(np.float32)
+    for off in rec.neighbour_offsets(ndim, 2):
+        lo, hi = rec._shift_slices(shape, off)
+        want = K.cubic_max_scalar(q[(slice(None),) + lo], q[(slice(None),) + hi])
+        np.testing.assert_array_equal(K.cubic_max_scalar_shifted(q, lo, hi), want)

@@ -11,6 +11,7 @@ from micro_sym.grains.reconstruct import (  # noqa: F401
     pair_connected,
     reconstruct_grains,
     resolve_equivalences,
+    unique_label_pairs,
 )
 from micro_sym.grains.stats import (  # noqa: F401
     boundary_misorientations,

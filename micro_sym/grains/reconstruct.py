@@ -53,6 +53,7 @@ __all__ = [
     "pair_connected",
     "face_equivalences",
     "resolve_equivalences",
+    "unique_label_pairs",
     "filter_small_grains",
     "OrientationKind",
     "orientation_kind",
@@ -209,6 +210,11 @@ def _pairs_ok(orient, valid, phase, off, kind, threshold):
     ok = valid[lo] & valid[hi]
     if phase is not None:
         ok &= phase[lo] == phase[hi]
+    if kind.symmetry == "cubic":  # the hot path of 3D labelling: one pass over the array, no views
+        from micro_sym.grains._kernels import cubic_max_scalar_shifted
+
+        ok &= cubic_max_scalar_shifted(orient, lo, hi) >= _cos_half(threshold)
+        return ok, lo, hi
     if kind.channel_axis:
         a, b = orient[(slice(None),) + lo], orient[(slice(None),) + hi]
     else:
@@ -282,7 +288,23 @@ def face_equivalences(
         ok, lo, hi = _pairs_ok(stack_o, valid, stack_p, off, kind, threshold)
         out.append(np.stack([stack_l[lo][ok], stack_l[hi][ok]], axis=1).astype(np.int64))
     pairs = np.concatenate(out) if out else np.zeros((0, 2), np.int64)
-    return np.unique(pairs, axis=0) if len(pairs) else pairs
+    return unique_label_pairs(pairs[:, 0], pairs[:, 1])
+
+
+def unique_label_pairs(a, b, *, counts: bool = False) -> np.ndarray:
+    """Sorted unique rows ``(a[i], b[i])`` of non-negative labels (``np.unique(axis=0)``, much faster).
+
+    With ``counts`` a third column holds how often each pair occurs.
+    """
+    a, b = np.asarray(a, np.int64).ravel(), np.asarray(b, np.int64).ravel()
+    if not len(a):
+        return np.zeros((0, 3 if counts else 2), np.int64)
+    # One int64 key per pair, a major (labels < 2**31): a 1-D unique is many times faster than
+    # np.unique(axis=0), which sorts structured rows, and gives the same lexicographic order.
+    base = int(b.max()) + 1
+    keys, n = np.unique(a * base + b, return_counts=True)
+    cols = [*np.divmod(keys, base)] + ([n] if counts else [])
+    return np.stack(cols, 1).astype(np.int64)
 
 
 def resolve_equivalences(n_labels: int, pairs):

@@ -510,21 +510,21 @@ def write_grain_csv(path, table: dict, unit: str = "px") -> Path:
     path = Path(path)
     units = column_units(table, unit)
     header = [f"{c}_{units[c]}" if units[c] else c for c in table]
-    cols = list(table.values())
-    n = len(cols[0]) if cols else 0
+    # Formatted a column at a time (python scalars from tolist()): ~10x faster than per cell.
+    cols = [_column_text(c) for c in table.values()]
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(header)
-        for i in range(n):
-            w.writerow([_fmt(c[i]) for c in cols])
+        w.writerows(zip(*cols))
     return path
 
 
-def _fmt(v):
-    if isinstance(v, (np.integer, int)):
-        return int(v)
-    v = float(v)
-    return "" if not np.isfinite(v) else f"{v:.6g}"
+def _column_text(col) -> list:
+    """Cells of one column: integers as integers, floats with 6 significant digits, non-finite empty."""
+    col = np.asarray(col)
+    if np.issubdtype(col.dtype, np.integer):
+        return col.tolist()
+    return [f"{v:.6g}" if math.isfinite(v) else "" for v in col.astype(np.float64).tolist()]
 
 
 def write_summary_json(path, summary: dict, table: dict | None = None, unit: str = "px") -> Path:

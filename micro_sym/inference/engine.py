@@ -67,7 +67,7 @@ def read_tile(job: dict, block) -> np.ndarray:
     """The block's input tile as a numpy array; a failing read names the input and the chunk."""
     img = _image(job["input"], job.get("array"), job.get("level", 0))
     try:
-        return np.asarray(img.data[block.tile].compute(scheduler="synchronous"))
+        return img.read(block.tile)
     except MicroSymError:
         raise
     except Exception as err:
@@ -76,7 +76,7 @@ def read_tile(job: dict, block) -> np.ndarray:
 
 def _locate_bad_chunk(img, block, err) -> str:
     """Find the storage chunk behind a failed read by reading the tile's chunks one at a time."""
-    node = _storage_array(img)
+    node = img.store  # storage chunks (dask chunks may merge several); None for TIFF
     chunks = tuple(node.chunks[-img.ndim:]) if node is not None else tuple(c[0] for c in img.data.chunks)
     lead = (0,) * (node.ndim - img.ndim) if node is not None else ()
     bounds = [np.unique(np.r_[np.arange(0, n, c), n]) for n, c in zip(img.data.shape, chunks)]
@@ -90,7 +90,7 @@ def _locate_bad_chunk(img, block, err) -> str:
     for idx in itertools.product(*ranges):
         region = tuple(slice(int(b[i]), int(b[i + 1])) for b, i in zip(bounds, idx))
         try:
-            if node is not None:  # storage chunk by storage chunk (dask chunks may merge several)
+            if node is not None:
                 node[lead + region]
             else:
                 img.data[region].compute(scheduler="synchronous")
@@ -99,19 +99,6 @@ def _locate_bad_chunk(img, block, err) -> str:
             return (f"cannot read chunk {tuple(idx)} ({where}): {type(chunk_err).__name__}: "
                     f"{str(chunk_err).splitlines()[0] if str(chunk_err) else ''}".rstrip(": "))
     return f"cannot read block {block.id}: {type(err).__name__}: {err}"
-
-
-def _storage_array(img):
-    """The Zarr array behind a Zarr/OME-Zarr input (None for TIFF): its chunks are the storage chunks."""
-    try:
-        import zarr
-
-        node = zarr.open(str(img.path), mode="r")
-        if isinstance(node, zarr.Group):
-            node = node[img.metadata.get("array")]
-        return node if isinstance(node, zarr.Array) else None
-    except Exception:
-        return None
 
 
 def _resolve_net(net_ref, job) -> Network:

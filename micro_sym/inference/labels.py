@@ -105,7 +105,7 @@ def label_block(orientation, boundary, *, symmetry, threshold: float = 5.0, boun
     array([[1, 1, 2],
            [1, 1, 2]], dtype=uint32)
     """
-    from micro_sym.grains import orientation_kind, reconstruct_grains
+    from micro_sym.grains import orientation_kind, reconstruct_grains, unique_label_pairs
 
     orientation = np.asarray(orientation)
     kind = orientation_kind(orientation.shape, symmetry)
@@ -123,7 +123,7 @@ def label_block(orientation, boundary, *, symmetry, threshold: float = 5.0, boun
         lo, hi = a[:-1], a[1:]
         diff = lo != hi
         if diff.any():
-            p = _count_pairs(lo[diff], hi[diff])
+            p = unique_label_pairs(lo[diff], hi[diff], counts=True)
             parts.append(np.insert(p, 2, ax, axis=1))
     contacts = np.concatenate(parts) if parts else np.zeros((0, 4), np.int64)
     faces = {}
@@ -142,19 +142,6 @@ def label_block(orientation, boundary, *, symmetry, threshold: float = 5.0, boun
         thick[f"lo{ax}"] = np.ascontiguousarray(a[:reach])
         thick[f"hi{ax}"] = np.ascontiguousarray(a[-reach:])
     return BlockLabels(labels, n, stats, contacts, faces, near_pairs(labels, reach), thick)
-
-
-def _count_pairs(a, b) -> np.ndarray:
-    """Ordered label pairs ``(a, b, count)`` (no symmetrisation: callers count each pair once)."""
-    a, b = np.asarray(a, np.int64).ravel(), np.asarray(b, np.int64).ravel()
-    if not len(a):
-        return np.zeros((0, 3), np.int64)
-    # One int64 key per pair (a major, as a lexicographic sort of the rows): a 1-D unique is many
-    # times faster than np.unique(axis=0), which sorts structured rows. Labels are >= 0 and < 2**31.
-    base = int(b.max()) + 1
-    keys, counts = np.unique(a * base + b, return_counts=True)
-    pa, pb = np.divmod(keys, base)
-    return np.stack([pa, pb, counts], 1).astype(np.int64)
 
 
 def _block_stats(labels, n, orientation, kind, origin, image_shape) -> dict:
@@ -255,7 +242,7 @@ def merge_blocks(plan, load, *, symmetry, threshold: float = 5.0, min_size: int 
         Grain ids equal those of whole-image :func:`~micro_sym.grains.reconstruct_grains` (followed
         by :func:`~micro_sym.grains.regions.merge_regions` when ``merge_threshold`` is given).
     """
-    from micro_sym.grains import face_equivalences, resolve_equivalences
+    from micro_sym.grains import face_equivalences, resolve_equivalences, unique_label_pairs
 
     blocks = plan.blocks
     nd = len(plan.shape)
@@ -291,7 +278,7 @@ def merge_blocks(plan, load, *, symmetry, threshold: float = 5.0, min_size: int 
                 edges.append(pairs)
             diff = la != lb
             if diff.any():
-                p = _count_pairs(la[diff], lb[diff])
+                p = unique_label_pairs(la[diff], lb[diff], counts=True)
                 contact_parts.append(np.insert(p, 2, ax, axis=1))
     e = np.concatenate(edges) if edges else np.zeros((0, 2), np.int64)
     comp = resolve_equivalences(n_nodes, e)  # node -> component, 0 stays 0; ordered by smallest node

@@ -79,7 +79,7 @@ class Network:
 
         2D orientation is degrees in ``[0, 360/k)``; 3D is quaternions ``(4, *spatial)``.
         """
-        boundary = (1.0 / (1.0 + np.exp(-y[0].astype(np.float64)))).astype(np.float32)
+        boundary = _sigmoid(y[0])
         if self.orientation == "angle":
             from micro_sym.orientation import decode_angle
 
@@ -106,6 +106,15 @@ class Network:
     def to_bytes(self) -> bytes:
         """Serialized form shipped to workers (pickle of the exported module, as dask ships tasks)."""
         return pickle.dumps(self, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def _sigmoid(logits) -> np.ndarray:
+    """float32 ``1 / (1 + exp(-x))``, computed in float64 in place (no volume-sized temporaries)."""
+    z = np.negative(logits, dtype=np.float64)
+    np.exp(z, out=z)
+    z += 1.0
+    np.divide(1.0, z, out=z)
+    return z.astype(np.float32)
 
 
 def network_from_bytes(payload: bytes) -> Network:
