@@ -279,14 +279,15 @@ def sh_to_matrix(coeffs, degrees=(4,), iterations: int = 6, candidates: int = 3,
     res = np.empty(len(flat))
     grid_mats, tree = _coarse_grid(tuple(degrees))
     gens = _generators(tuple(degrees))
-    gens2 = 0.5 * (np.einsum("kab,lbc->klac", gens, gens) + np.einsum("lab,kbc->klac", gens, gens))
+    from ._sh_refine import refine  # numba: imported on first decode, not with the module
+
     tol = 0.15 * np.sqrt(len(degrees))
+    fits = _refine_fits(tuple(degrees))
     for s in range(0, len(flat), chunk):
         c = _normalize_blocks(flat[s : s + chunk], degrees)
         n = len(c)
         _, idx = tree.query(c, k=1, workers=-1)
-        r = _refine(c, grid_mats[idx], degrees, gens, gens2, iterations)
-        resid = np.linalg.norm(matrix_to_sh(r, degrees) - c, axis=-1)
+        r, resid = refine(c, grid_mats[idx], fits, gens, iterations)
         # Far from the harmonic manifold (poor network outputs) the objective can have several local
         # minima, and the answer must not depend on which basin the nearest grid point falls into:
         # there, refine the `candidates` nearest grid orientations too and keep the best. Voxels
@@ -295,8 +296,8 @@ def sh_to_matrix(coeffs, degrees=(4,), iterations: int = 6, candidates: int = 3,
         if candidates > 1 and len(redo):
             _, idk = tree.query(c[redo], k=candidates, workers=-1)
             cc = np.repeat(c[redo], candidates, axis=0)
-            rr = _refine(cc, grid_mats[idk.ravel()], degrees, gens, gens2, iterations)
-            rres = np.linalg.norm(matrix_to_sh(rr, degrees) - cc, axis=-1).reshape(len(redo), candidates)
+            rr, rres = refine(cc, grid_mats[idk.ravel()], fits, gens, iterations)
+            rres = rres.reshape(len(redo), candidates)
             best = np.argmin(rres, axis=1)
             better = rres[np.arange(len(redo)), best] < resid[redo]
             sel = redo[better]
@@ -307,28 +308,13 @@ def sh_to_matrix(coeffs, degrees=(4,), iterations: int = 6, candidates: int = 3,
     return out.reshape(shape + (3, 3)), res.reshape(shape)
 
 
-def _refine(c, r, degrees, gens, gens2, iterations):
-    """Gauss-Newton then Newton steps ``R <- exp(ω) R`` minimizing ``|D(R) c₀ - c|²`` (vectorized)."""
-    for it in range(iterations):
-        cur = matrix_to_sh(r, degrees)
-        n, d = cur.shape
-        # Jacobian of D(exp(ω)R)c0 at ω = 0: columns L_k D(R) c0, as (n, 3, d) = J^T. Products
-        # by BLAS (matmul/tensordot): einsum over these small axes is several times slower.
-        jac_t = np.tensordot(cur, gens, axes=([1], [2]))  # (n, 3, d): [n, k, i] = sum_j L_k[i, j] cur[n, j]
-        rhs = c - cur
-        hess = jac_t @ np.swapaxes(jac_t, 1, 2)
-        jtr = (jac_t @ rhs[:, :, None])[:, :, 0]
-        if it >= 2:
-            # Newton: add the second-order term (symmetrized L_k L_l c)·(c - ĉ). Gauss-Newton alone
-            # converges only linearly when the prediction is off the harmonic manifold (a real
-            # network output), which would leave decoded angles depending on the start point.
-            second = ((cur @ gens2.reshape(9 * d, d).T).reshape(n, 9, d) @ -rhs[:, :, None]).reshape(n, 3, 3)
-            newton = hess + second
-            pd = np.linalg.eigvalsh(newton)[:, 0] > 1e-6 * np.trace(hess, axis1=1, axis2=2)
-            hess = np.where(pd[:, None, None], newton, hess)
-        omega = np.linalg.solve(hess + 1e-12 * np.eye(3), jtr[..., None])[..., 0]
-        r = _exp_so3(omega) @ r
-    return r
+@functools.lru_cache(maxsize=4)
+def _refine_fits(degrees):
+    """Per degree: sphere points, fitted projection and |c0| (what :func:`matrix_to_sh` evaluates)."""
+    if degrees[0] != 4 or any(l not in DIM for l in degrees):
+        raise ValueError(f"degrees must be (4,) or (4, 6), got {degrees}")
+    return tuple((_POINTS[: _NPOINTS[l]].copy(), _escnn_fit(l)[1], float(np.linalg.norm(_escnn_fit(l)[0])))
+                 for l in degrees)
 
 
 def _normalize_blocks(c, degrees):
@@ -338,18 +324,6 @@ def _normalize_blocks(c, degrees):
         out.append(b / np.maximum(np.linalg.norm(b, axis=-1, keepdims=True), 1e-12))
         o += DIM[l]
     return np.concatenate(out, axis=-1)
-
-
-def _exp_so3(omega):
-    """Rodrigues' formula for axis-angle vectors ``(n, 3)``."""
-    theta = np.linalg.norm(omega, axis=-1)[:, None, None]
-    k = np.zeros(omega.shape[:-1] + (3, 3))
-    k[:, 0, 1], k[:, 0, 2], k[:, 1, 2] = -omega[:, 2], omega[:, 1], -omega[:, 0]
-    k = k - np.swapaxes(k, -1, -2)
-    safe = np.maximum(theta, 1e-12)
-    a = np.where(theta > 1e-8, np.sin(safe) / safe, 1.0)
-    b = np.where(theta > 1e-8, (1 - np.cos(safe)) / safe**2, 0.5)
-    return np.eye(3) + a * k + b * (k @ k)
 
 
 def sh_to_quat(coeffs, degrees=(4,), iterations: int = 6, candidates: int = 3, return_residual: bool = False):
