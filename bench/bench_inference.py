@@ -104,6 +104,7 @@ def bare_forward(block: int, workers: int, halo: int = 4, reps: int = 3) -> dict
     from concurrent.futures import ThreadPoolExecutor
 
     import torch
+    from bench_model2d import _best_time  # best of N after one untimed warm-up call
 
     from micro_sym.inference import as_network
 
@@ -112,13 +113,7 @@ def bare_forward(block: int, workers: int, halo: int = 4, reps: int = 3) -> dict
     x = np.random.default_rng(0).random((1, tile, tile, tile), dtype=np.float32)
 
     def best(fn):
-        fn()  # warm-up
-        times = []
-        for _ in range(reps):
-            t0 = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - t0)
-        return min(times)
+        return _best_time(fn, reps)
 
     torch.set_num_threads(os.cpu_count() or 1)
     single = best(lambda: net.forward(x))
