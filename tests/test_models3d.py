@@ -206,3 +206,18 @@ def test_cli_train_and_evaluate_3d(tmp_path):
                                  "--json", str(tmp_path / "ev.json")])
     assert r.exit_code == 0, r.output
     assert "grain F1" in r.output and json.loads((tmp_path / "ev.json").read_text())["overall"]["n_volumes"] == 1
+
+
+def test_evaluate3d_boundary_threshold_is_applied():
+    # Above every probability nothing is predicted boundary (boundary F1 0); at 0 everything is.
+    from micro_sym.models.gcnn3d import build_model3d
+    from micro_sym.models.train3d import boundary_from_grains, evaluate3d, make_volumes
+
+    torch.manual_seed(0)
+    model = build_model3d({"variant": "plain", "width": 8, "levels": 2, "degrees": [4]}).eval()
+    vols = make_volumes(1, (16, 16, 16), seed=3, grain_size=8.0)
+    assert evaluate3d(model, vols, boundary_threshold=1.01)["boundary_f1"] == 0.0
+    everything = evaluate3d(model, vols, boundary_threshold=0.0)
+    share = boundary_from_grains(vols[0][1]).mean()
+    assert abs(everything["boundary_f1"] - 2 * share / (1 + share)) < 1e-9
+    assert everything["grain_f1"] == 0.0

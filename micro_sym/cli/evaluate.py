@@ -25,7 +25,7 @@ def evaluate(
     from micro_sym.models import load_model
 
     from micro_sym.models.train3d import cli_evaluate3d, is_3d_model  # 3D hook: gcnn3d models
-    if is_3d_model(model): return cli_evaluate3d(model, dataset, device=device, threshold=threshold, min_size=min_size, json_out=json_out, log=typer.echo) and None  # noqa: E701,E501
+    if is_3d_model(model): return cli_evaluate3d(model, dataset, device=device, threshold=threshold, min_size=min_size, boundary_threshold=boundary_threshold, json_out=json_out, log=typer.echo) and None  # noqa: E701,E501
     ds = LabeledDataset(dataset)
     m = load_model(model, device=device, export=True)
     if ds.ndim != 2 or ds.k != m.k:

@@ -297,12 +297,13 @@ def grain_f1(pred_labels, true_labels, iou: float = 0.5):
     return float(2 * prec * rec / max(prec + rec, 1e-12))
 
 
-def evaluate3d(model, volumes, *, threshold_deg=5.0, min_size=20, device="cpu"):
+def evaluate3d(model, volumes, *, threshold_deg=5.0, min_size=20, boundary_threshold=0.5, device="cpu"):
     """Held-out metrics: boundary F1, grain F1 at IoU > 0.5, median cubic misorientation (degrees).
 
     Grains follow DESIGN.md §3 (``reconstruct_grains``: 6-connected, misorientation < 5°, predicted
-    boundaries separate, grains under ``min_size`` voxels merged). Misorientation is measured on
-    the true grains' interior voxels.
+    boundaries separate, grains under ``min_size`` voxels merged). Voxels with a boundary
+    probability ``>= boundary_threshold`` are predicted boundary. Misorientation is measured on the
+    true grains' interior voxels.
     """
     from ..grains import reconstruct_grains
 
@@ -310,9 +311,9 @@ def evaluate3d(model, volumes, *, threshold_deg=5.0, min_size=20, device="cpu"):
     for img, grains, quats in volumes:
         prob, q = predict_volume(model, img, device=device)
         labels = reconstruct_grains(q, symmetry="cubic", threshold=threshold_deg, connectivity=1,
-                                    boundary=prob, min_size=min_size)
+                                    boundary=prob, boundary_threshold=boundary_threshold, min_size=min_size)
         true_boundary = boundary_from_grains(grains)
-        row = {"boundary_f1": boundary_f1(prob >= 0.5, true_boundary),
+        row = {"boundary_f1": boundary_f1(prob >= boundary_threshold, true_boundary),
                "grain_f1": grain_f1(labels, np.where(true_boundary, 0, grains))}
         if quats is not None:
             inside = ~true_boundary
@@ -437,7 +438,8 @@ def cli_train3d(config, data, out, *, val=None, device=None, seed=None, steps=No
     return metrics
 
 
-def cli_evaluate3d(model, dataset, *, device="cpu", threshold=5.0, min_size=20, json_out=None, log=print):
+def cli_evaluate3d(model, dataset, *, device="cpu", threshold=5.0, min_size=20, boundary_threshold=0.5, json_out=None,
+                   log=print):
     """``micro-sym evaluate`` for 3D models: boundary F1, grain F1 (IoU > 0.5), median misorientation."""
     from . import load_model
 
@@ -449,7 +451,8 @@ def cli_evaluate3d(model, dataset, *, device="cpu", threshold=5.0, min_size=20, 
     train, held_out = _load_volumes(dataset, {**TRAIN3D_DEFAULTS, "synthetic": syn, "train": {"val_fraction": 0.0}}, seed)
     # ``synthetic``: the held-out volumes (other seeds than training); a dataset: all of its volumes.
     vols = held_out if str(dataset) == "synthetic" else train
-    metrics = evaluate3d(m, vols, threshold_deg=threshold, min_size=min_size, device=device)
+    metrics = evaluate3d(m, vols, threshold_deg=threshold, min_size=min_size, boundary_threshold=boundary_threshold,
+                         device=device)
     log(f"boundary F1 {metrics['boundary_f1']:.3f}  grain F1 {metrics['grain_f1']:.3f}  "
         f"median misorientation {metrics.get('median_misorientation_deg', float('nan')):.2f}°  ({metrics['n_volumes']} volumes)")
     report = {"overall": metrics, "model": {"path": m.meta.get("path"), "config": m.config}, "dataset": str(dataset)}
