@@ -87,8 +87,48 @@ def _positive_definite_above(m, eps):
     return det > 0
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _apply_generators(gens, v, out):
+    """out[k] = gens[k] v for the three generators (pass their transposes for L_kᵀ v)."""
+    d = v.shape[0]
+    for k in range(3):
+        for i in range(d):
+            s = 0.0
+            for j in range(d):
+                s += gens[k, i, j] * v[j]
+            out[k, i] = s
+
+
+@njit(cache=True, nogil=True)
+def _rotate_left(r, omega, e, tmp):
+    """r <- exp(ω) r (Rodrigues: exp(ω) = I + a K + b K², K the cross-product matrix of ω); returns |ω|.
+
+    A non-finite ω leaves ``r`` unchanged.
+    """
+    theta = np.sqrt(omega[0] * omega[0] + omega[1] * omega[1] + omega[2] * omega[2])
+    if not np.isfinite(theta):
+        return theta
+    if theta > 1e-8:
+        a, b = np.sin(theta) / theta, (1 - np.cos(theta)) / (theta * theta)
+    else:
+        a, b = 1.0, 0.5
+    w0, w1, w2 = omega[0], omega[1], omega[2]
+    kk = ((0.0, -w2, w1), (w2, 0.0, -w0), (-w1, w0, 0.0))
+    for i in range(3):
+        for j in range(3):
+            k2 = kk[i][0] * kk[0][j] + kk[i][1] * kk[1][j] + kk[i][2] * kk[2][j]
+            e[i, j] = (1.0 if i == j else 0.0) + a * kk[i][j] + b * k2
+    for i in range(3):
+        for j in range(3):
+            tmp[i, j] = e[i, 0] * r[0, j] + e[i, 1] * r[1, j] + e[i, 2] * r[2, j]
+    for i in range(3):
+        for j in range(3):
+            r[i, j] = tmp[i, j]
+    return theta
+
+
 @njit(cache=True, nogil=True, error_model="numpy")
-def _refine_all(c, r_all, pts4, proj4, scale4, pts6, proj6, scale6, gens, iterations, residual):
+def _refine_all(c, r_all, pts4, proj4, scale4, pts6, proj6, scale6, gens, gens_t, iterations, residual):
     n, d = c.shape
     cur = np.empty(d)
     rhs = np.empty(d)
@@ -106,12 +146,7 @@ def _refine_all(c, r_all, pts4, proj4, scale4, pts6, proj6, scale6, gens, iterat
             _coefficients(r, pts4, proj4, scale4, pts6, proj6, scale6, cur)
             for i in range(d):
                 rhs[i] = c[v, i] - cur[i]
-            for k in range(3):  # jac[k, i] = sum_j L_k[i, j] cur[j]
-                for i in range(d):
-                    s = 0.0
-                    for j in range(d):
-                        s += gens[k, i, j] * cur[j]
-                    jac[k, i] = s
+            _apply_generators(gens, cur, jac)  # jac[k] = L_k ĉ: the Jacobian's columns
             for k in range(3):
                 s = 0.0
                 for i in range(d):
@@ -125,12 +160,7 @@ def _refine_all(c, r_all, pts4, proj4, scale4, pts6, proj6, scale6, gens, iterat
             if it >= 2:
                 # Newton: add the second-order term -rhs·(½(L_k L_m + L_m L_k) ĉ)
                 # = -½ ((L_kᵀ rhs)·(L_m ĉ) + (L_mᵀ rhs)·(L_k ĉ)), with L_m ĉ = jac[m].
-                for k in range(3):
-                    for j in range(d):
-                        s = 0.0
-                        for i in range(d):
-                            s += gens[k, i, j] * rhs[i]
-                        gtr[k, j] = s
+                _apply_generators(gens_t, rhs, gtr)
                 for k in range(3):
                     for m in range(3):
                         s = 0.0
@@ -144,27 +174,8 @@ def _refine_all(c, r_all, pts4, proj4, scale4, pts6, proj6, scale6, gens, iterat
             for k in range(3):
                 hess[k, k] += 1e-12
             _solve3(hess, jtr, omega)
-            theta = np.sqrt(omega[0] * omega[0] + omega[1] * omega[1] + omega[2] * omega[2])
-            if not np.isfinite(theta):
-                break
-            # Rodrigues: exp(ω) = I + a K + b K², K the cross-product matrix of ω.
-            if theta > 1e-8:
-                a, b = np.sin(theta) / theta, (1 - np.cos(theta)) / (theta * theta)
-            else:
-                a, b = 1.0, 0.5
-            w0, w1, w2 = omega[0], omega[1], omega[2]
-            kk = ((0.0, -w2, w1), (w2, 0.0, -w0), (-w1, w0, 0.0))
-            for i in range(3):
-                for j in range(3):
-                    k2 = kk[i][0] * kk[0][j] + kk[i][1] * kk[1][j] + kk[i][2] * kk[2][j]
-                    e[i, j] = (1.0 if i == j else 0.0) + a * kk[i][j] + b * k2
-            for i in range(3):
-                for j in range(3):
-                    tmp[i, j] = e[i, 0] * r[0, j] + e[i, 1] * r[1, j] + e[i, 2] * r[2, j]
-            for i in range(3):
-                for j in range(3):
-                    r[i, j] = tmp[i, j]
-            if theta < 1e-10:
+            theta = _rotate_left(r, omega, e, tmp)
+            if not np.isfinite(theta) or theta < 1e-10:
                 break
         _coefficients(r, pts4, proj4, scale4, pts6, proj6, scale6, cur)
         s = 0.0
@@ -183,5 +194,5 @@ def refine(c, r0, fits, gens, iterations: int):
     (pts4, proj4, s4), rest = fits[0], fits[1:]
     pts6, proj6, s6 = rest[0] if rest else (np.zeros((0, 3)), np.zeros((0, 0)), 1.0)
     _refine_all(np.ascontiguousarray(c, np.float64), r, pts4, proj4, float(s4), pts6, proj6, float(s6),
-                np.ascontiguousarray(gens), int(iterations), residual)
+                np.ascontiguousarray(gens), np.ascontiguousarray(np.swapaxes(gens, 1, 2)), int(iterations), residual)
     return r, residual

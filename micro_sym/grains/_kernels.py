@@ -8,7 +8,7 @@ as ``connected_components`` numbers them (by their smallest point), and the cubi
 numpy closed form's float operations in the same order and precision (bit-identical, tested), so the
 grains are the same whichever code path labels them.
 
-Arrays are handled as 3D; 2D callers add a leading axis of length 1. ``nogil`` lets the engine's
+Kernels work on 3D arrays; the wrappers view 2D input with a leading axis of length 1. ``nogil`` lets the engine's
 worker threads label blocks while another thread runs the network.
 """
 
@@ -16,6 +16,13 @@ from __future__ import annotations
 
 import numpy as np
 from numba import njit
+
+
+def _as_3d(a, channel: bool = False):
+    """View of a 2D or 3D array (after a leading channel axis if ``channel``) as 3D: 2D gets a leading axis of 1."""
+    spatial = a.shape[1:] if channel else a.shape
+    lead = (1,) * (3 - len(spatial))
+    return a.reshape(a.shape[:1] + lead + spatial) if channel else a.reshape(lead + spatial)
 
 
 @njit(cache=True, nogil=True)
@@ -91,8 +98,7 @@ def label_components(valid, pair_masks, dtype=np.int32):
         off3 = (0,) * (3 - len(off)) + tuple(off)
         start3 = (0,) * (3 - len(lo)) + tuple(s.start or 0 for s in lo)
         start = int(np.dot(start3, strides))
-        ok3 = ok.reshape((1,) * (3 - ok.ndim) + ok.shape)
-        _union_offset(parent, ok3, start, int(strides[0]), int(strides[1]), int(np.dot(off3, strides)))
+        _union_offset(parent, _as_3d(ok), start, int(strides[0]), int(strides[1]), int(np.dot(off3, strides)))
     out = np.empty(valid.size, dtype)
     n = _number_components(parent, np.ascontiguousarray(valid).ravel(), out)
     return out.reshape(shape), int(n)
@@ -147,7 +153,7 @@ def label_moments(labels, n: int, origin):
         Sums of products of global coordinates (symmetric).
     """
     nd = labels.ndim
-    lab3 = np.ascontiguousarray(labels).reshape((1,) * (3 - nd) + labels.shape)
+    lab3 = _as_3d(np.ascontiguousarray(labels))
     origin3 = np.array((0,) * (3 - nd) + tuple(origin), np.float64)
     count = np.zeros(n, np.int64)
     first = np.zeros(n, np.int64)
@@ -219,12 +225,8 @@ def aligned_quaternion_sums(labels, q, ref, sym, near_cos: float):
     near_cos : float
         ``|q · ref|`` above which ``q`` itself is the nearest equivalent.
     """
-    nd = labels.ndim
-    lead = (1,) * (3 - nd)
-    lab3 = np.ascontiguousarray(labels).reshape(lead + labels.shape)
-    q3 = np.asarray(q).reshape((4,) + lead + labels.shape)
     out = np.zeros((len(ref), 4))
-    _aligned_sums(lab3, q3, np.ascontiguousarray(ref, np.float64), np.ascontiguousarray(sym, np.float64),
+    _aligned_sums(_as_3d(np.ascontiguousarray(labels)), _as_3d(np.asarray(q), channel=True), np.ascontiguousarray(ref, np.float64), np.ascontiguousarray(sym, np.float64),
                   float(near_cos), out)
     return out
 
@@ -286,14 +288,10 @@ def cubic_max_scalar(a, b):
     instead of a dozen temporaries.
     """
     dtype = np.result_type(a.dtype, b.dtype)
-    spatial = a.shape[1:]
-    lead = (1,) * (3 - len(spatial))
-    a4 = a.reshape((4,) + lead + spatial) if lead else a
-    b4 = b.reshape((4,) + lead + spatial) if lead else b
-    out = np.empty(lead + spatial, dtype)
-    _cubic_max_scalar(a4.astype(dtype, copy=False), b4.astype(dtype, copy=False), dtype.type(1 / np.sqrt(2.0)),
-                      dtype.type(0.5), out)
-    return out.reshape(spatial)
+    out = np.empty(a.shape[1:], dtype)
+    _cubic_max_scalar(_as_3d(a.astype(dtype, copy=False), channel=True), _as_3d(b.astype(dtype, copy=False), channel=True),
+                      dtype.type(1 / np.sqrt(2.0)), dtype.type(0.5), _as_3d(out))
+    return out
 
 
 def cubic_max_scalar_shifted(q, lo, hi):
@@ -303,11 +301,10 @@ def cubic_max_scalar_shifted(q, lo, hi):
     neighbour offset, :func:`micro_sym.grains.reconstruct._shift_slices`). Same values.
     """
     spatial = q.shape[1:]
-    lead = (1,) * (3 - len(spatial))
-    q4 = np.ascontiguousarray(q).reshape((4,) + lead + spatial)
-    start_lo = np.array((0,) * len(lead) + tuple(s.start or 0 for s in lo), np.int64)
-    start_hi = np.array((0,) * len(lead) + tuple(s.start or 0 for s in hi), np.int64)
-    extent = lead + tuple(len(range(*s.indices(n))) for s, n in zip(lo, spatial))
-    out = np.empty(extent, q.dtype)
-    _cubic_max_scalar_shifted(q4, start_lo, start_hi, q.dtype.type(1 / np.sqrt(2.0)), q.dtype.type(0.5), out)
-    return out.reshape(extent[len(lead):])
+    pad = (0,) * (3 - len(spatial))
+    start_lo = np.array(pad + tuple(s.start or 0 for s in lo), np.int64)
+    start_hi = np.array(pad + tuple(s.start or 0 for s in hi), np.int64)
+    out = np.empty(tuple(len(range(*s.indices(n))) for s, n in zip(lo, spatial)), q.dtype)
+    _cubic_max_scalar_shifted(_as_3d(np.ascontiguousarray(q), channel=True), start_lo, start_hi,
+                              q.dtype.type(1 / np.sqrt(2.0)), q.dtype.type(0.5), _as_3d(out))
+    return out

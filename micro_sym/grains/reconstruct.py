@@ -143,8 +143,9 @@ def neighbour_offsets(ndim: int, connectivity: int):
     return sorted(out)
 
 
-def _cos_half(threshold: float) -> float:
-    return float(np.cos(np.deg2rad(threshold) / 2))
+def _within(w, threshold: float):
+    """Misorientation 2 arccos(w) <= threshold (degrees) <=> w >= cos(threshold / 2): no arccos needed."""
+    return w >= float(np.cos(np.deg2rad(threshold) / 2))
 
 
 def pair_connected(a, b, kind: OrientationKind, threshold: float):
@@ -173,9 +174,7 @@ def pair_connected(a, b, kind: OrientationKind, threshold: float):
         d -= period / 2
         np.abs(d, out=d)
         return d <= threshold  # NaN compares False
-    w = _pair_max_scalar(a, b, kind)
-    # misorientation = 2 arccos(w) <= threshold  <=>  w >= cos(threshold/2); no arccos needed.
-    return w >= _cos_half(threshold)
+    return _within(_pair_max_scalar(a, b, kind), threshold)
 
 
 def _pair_max_scalar(a, b, kind: OrientationKind):
@@ -213,7 +212,7 @@ def _pairs_ok(orient, valid, phase, off, kind, threshold):
     if kind.symmetry == "cubic":  # the hot path of 3D labelling: one pass over the array, no views
         from micro_sym.grains._kernels import cubic_max_scalar_shifted
 
-        ok &= cubic_max_scalar_shifted(orient, lo, hi) >= _cos_half(threshold)
+        ok &= _within(cubic_max_scalar_shifted(orient, lo, hi), threshold)
         return ok, lo, hi
     if kind.channel_axis:
         a, b = orient[(slice(None),) + lo], orient[(slice(None),) + hi]
