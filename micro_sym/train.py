@@ -69,6 +69,9 @@ class LossCfg(_Cfg):
     orientation: float = Field(1.0, ge=0, description="weight of the orientation vector loss")
     distill: float = Field(0.0, ge=0, description="weight of matching a teacher model's outputs (train(teacher=...): "
                            "recovering a pruned model from the unpruned one)")
+    low_angle_weight: float = Field(1.0, ge=1, description="BCE weight of boundary pixels on interfaces misoriented by "
+                                    "less than low_angle_max (weak lattice contrast; where predicted boundaries leak)")
+    low_angle_max: float = Field(20.0, gt=0, description="degrees: interfaces below this count as low-angle")
 
 
 class OptimCfg(_Cfg):
@@ -156,6 +159,27 @@ class Prepared:
         self.boundary = boundary_from_labels(sample.grains).astype(np.float32)
         self.angle = sample.orientation.astype(np.float32)
         self.mask = ((self.boundary == 0) & (sample.grains > 0) & np.isfinite(self.angle)).astype(np.float32)
+        self.interface_misorientation = interface_misorientation(sample.grains, self.angle, k)
+
+
+def interface_misorientation(grains, angle, k: int) -> np.ndarray:
+    """Per pixel, the smallest misorientation (degrees) of the grain interfaces it lies on; inf off interfaces.
+
+    An interface is a pair of 4-neighbours with different grain ids (> 0); both of its pixels get
+    its misorientation, so the 2-px boundary band of :func:`boundary_from_labels` is covered.
+    """
+    from micro_sym.orientation import misorientation_2d
+
+    out = np.full(grains.shape, np.inf, np.float32)
+    for ax in (0, 1):
+        g0, g1 = np.moveaxis(grains, ax, 0)[:-1], np.moveaxis(grains, ax, 0)[1:]
+        a0, a1 = np.moveaxis(angle, ax, 0)[:-1], np.moveaxis(angle, ax, 0)[1:]
+        m = np.nan_to_num(misorientation_2d(a0, a1, k).astype(np.float32), nan=np.inf)
+        m[(g0 == g1) | (g0 <= 0) | (g1 <= 0)] = np.inf
+        o = np.moveaxis(out, ax, 0)
+        np.minimum(o[:-1], m, out=o[:-1])
+        np.minimum(o[1:], m, out=o[1:])
+    return out
 
 
 def load_training_data(root, k: int, what: str = "training") -> list[Prepared]:
@@ -186,9 +210,10 @@ def _transform_angle(angle, rot: int, mirror: bool):
 
 
 def random_batch(data: list[Prepared], cfg: TrainConfig, crop: int, k: int, rot_flip: bool, rng: np.random.Generator):
-    """A batch of augmented random crops: ``x (B,1,c,c)``, ``boundary (B,1,c,c)``, ``vec (B,2,c,c)``, ``mask (B,1,c,c)``."""
+    """A batch of augmented random crops: ``x (B,1,c,c)``, ``boundary (B,1,c,c)``, ``vec (B,2,c,c)``, ``mask (B,1,c,c)``
+    and ``weight (B,1,c,c)``, the per-pixel boundary loss weight (``cfg.loss.low_angle_weight`` on low-angle interfaces, else 1)."""
     areas = np.array([d.image.size for d in data], dtype=np.float64)
-    xs, bs, vs, ms = [], [], [], []
+    xs, bs, vs, ms, ws = [], [], [], [], []
     a = cfg.aug
     for _ in range(cfg.data.batch_size):
         d = data[rng.choice(len(data), p=areas / areas.sum())]
@@ -196,10 +221,11 @@ def random_batch(data: list[Prepared], cfg: TrainConfig, crop: int, k: int, rot_
         x0 = rng.integers(0, d.image.shape[1] - crop + 1)
         sl = (slice(y0, y0 + crop), slice(x0, x0 + crop))
         img, bnd, ang, msk = d.image[sl], d.boundary[sl], d.angle[sl], d.mask[sl]
+        wgt = np.where(d.interface_misorientation[sl] < cfg.loss.low_angle_max, cfg.loss.low_angle_weight, 1.0).astype(np.float32)
         if rot_flip:
             rot, mirror = int(rng.integers(4)), bool(rng.integers(2))
             t = lambda z: np.fliplr(np.rot90(z, rot)) if mirror else np.rot90(z, rot)  # noqa: E731
-            img, bnd, msk = t(img), t(bnd), t(msk)
+            img, bnd, msk, wgt = t(img), t(bnd), t(msk), t(wgt)
             ang = _transform_angle(t(ang), rot, mirror)
         img = img.astype(np.float32, copy=True)
         if a.blur > 0 and rng.random() < 0.5:
@@ -214,14 +240,19 @@ def random_batch(data: list[Prepared], cfg: TrainConfig, crop: int, k: int, rot_
         bs.append(np.ascontiguousarray(bnd)[None])
         vs.append(vec)
         ms.append(np.ascontiguousarray(msk)[None])
-    return tuple(torch.from_numpy(np.ascontiguousarray(np.stack(z))) for z in (xs, bs, vs, ms))
+        ws.append(np.ascontiguousarray(wgt)[None])
+    return tuple(torch.from_numpy(np.ascontiguousarray(np.stack(z))) for z in (xs, bs, vs, ms, ws))
 
 
 # --------------------------------------------------------------------------- loss
 
 
-def segmentation_loss(out: torch.Tensor, boundary: torch.Tensor, vec: torch.Tensor, mask: torch.Tensor, cfg: LossCfg):
-    """Total loss and its parts: weighted BCE + dice (boundary) and masked vector MSE (orientation)."""
+def segmentation_loss(out: torch.Tensor, boundary: torch.Tensor, vec: torch.Tensor, mask: torch.Tensor, cfg: LossCfg,
+                      weight: torch.Tensor | None = None):
+    """Total loss and its parts: weighted BCE + dice (boundary) and masked vector MSE (orientation).
+
+    ``weight`` (per pixel, optional) multiplies the BCE terms, e.g. more on low-angle interfaces.
+    """
     logit = out[:, :1].float()
     pos = boundary.sum()
     if cfg.pos_weight is not None:
@@ -229,7 +260,7 @@ def segmentation_loss(out: torch.Tensor, boundary: torch.Tensor, vec: torch.Tens
     else:
         # Boundaries cover ~5-10% of pixels; weighting by the ratio keeps them from being ignored.
         pw = ((boundary.numel() - pos) / pos.clamp(min=1)).clamp(1.0, 10.0)
-    bce = F.binary_cross_entropy_with_logits(logit, boundary, pos_weight=pw.to(logit.device))
+    bce = F.binary_cross_entropy_with_logits(logit, boundary, weight=weight, pos_weight=pw.to(logit.device))
     prob = torch.sigmoid(logit)
     dice = 1 - (2 * (prob * boundary).sum() + 1) / (prob.sum() + boundary.sum() + 1)
     err = ((out[:, 1:3].float() - vec) ** 2).sum(1, keepdim=True)
@@ -375,10 +406,10 @@ def train(config: TrainConfig, data, out, *, val=None, resume: bool = False, log
             step = epoch * config.data.steps_per_epoch + it
             for g in opt.param_groups:
                 g["lr"] = _lr_at(step, total_steps, config.optim)
-            x, b, v, m = (t.to(device, non_blocking=True) for t in random_batch(train_data, config, crop, k, rot_flip, rng))
+            x, b, v, m, w = (t.to(device, non_blocking=True) for t in random_batch(train_data, config, crop, k, rot_flip, rng))
             with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=use_amp):
                 pred = model(x)
-            loss, parts = segmentation_loss(pred, b, v, m, config.loss)
+            loss, parts = segmentation_loss(pred, b, v, m, config.loss, weight=w if config.loss.low_angle_weight != 1 else None)
             if teacher is not None and config.loss.distill > 0:
                 with torch.no_grad():
                     teacher_out = teacher(x)

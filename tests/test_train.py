@@ -207,7 +207,39 @@ def test_random_batch_shapes_and_mask(dataset):
 
     data = load_training_data(dataset, 4)
     cfg = _cfg(**{"aug.rot_flip": True})
-    x, b, v, m = random_batch(data, cfg, 32, 4, True, np.random.default_rng(0))
-    assert x.shape == (4, 1, 32, 32) and v.shape == (4, 2, 32, 32)
+    x, b, v, m, w = random_batch(data, cfg, 32, 4, True, np.random.default_rng(0))
+    assert x.shape == (4, 1, 32, 32) and v.shape == (4, 2, 32, 32) and w.shape == b.shape
+    assert torch.all(w == 1.0)  # default: no extra weight on low-angle interfaces
     assert set(np.unique(b.numpy())) <= {0.0, 1.0} and (m * b).sum() == 0  # no orientation loss on boundaries
     assert torch.allclose((v**2).sum(1)[m[:, 0] > 0], torch.tensor(1.0), atol=1e-5)
+
+
+def test_low_angle_interfaces_get_the_boundary_weight():
+    from micro_sym.train import interface_misorientation
+
+    # Three vertical grains: 10° | 18° (8° apart: low-angle) | 60° (42° from 18°: high-angle).
+    grains = np.repeat(np.array([[1] * 4 + [2] * 4 + [3] * 4]), 6, axis=0)
+    angle = np.where(grains == 1, 10.0, np.where(grains == 2, 18.0, 60.0)).astype(np.float32)
+    m = interface_misorientation(grains, angle, 4)
+    assert np.allclose(m[:, 3:5], 8.0) and np.allclose(m[:, 7:9], 42.0)
+    assert np.isinf(m[:, [0, 1, 2, 5, 6, 9, 10, 11]]).all()
+    # square lattice: 85° and 5° are 10° apart
+    m2 = interface_misorientation(np.array([[1, 2]]), np.array([[85.0, 5.0]], np.float32), 4)
+    assert np.allclose(m2, 10.0)
+
+
+def test_boundary_weight_scales_only_the_weighted_pixels_bce():
+    from micro_sym.train import LossCfg, segmentation_loss
+
+    out = torch.zeros(1, 3, 4, 4)
+    boundary = torch.zeros(1, 1, 4, 4)
+    boundary[..., 1, :] = 1.0
+    vec, mask = torch.zeros(1, 2, 4, 4), torch.zeros(1, 1, 4, 4)
+    cfg = LossCfg(pos_weight=1.0, dice=0.0, orientation=0.0)
+    weight = torch.ones(1, 1, 4, 4)
+    weight[..., 1, :2] = 4.0  # two of the 16 pixels
+    plain, _ = segmentation_loss(out, boundary, vec, mask, cfg)
+    weighted, _ = segmentation_loss(out, boundary, vec, mask, cfg, weight=weight)
+    # every pixel's BCE is log 2 at logit 0: the mean goes from 16/16 to (14 + 2*4)/16 of it
+    assert float(plain) == pytest.approx(np.log(2))
+    assert float(weighted) == pytest.approx(np.log(2) * 22 / 16)
