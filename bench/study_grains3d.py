@@ -1,6 +1,10 @@
 """Study: grains from a 3D network's maps, the product's pair rule vs a seeded watershed.
 
-    python bench/study_grains3d.py --model runs/octa_synth3d/model.pt --data data/synth3d_val [--out bench/results/grains3d_rules.json]
+    python bench/study_grains3d.py --model runs/octa_synth3d/model.pt --data data/synth3d_val --out bench/results/grains3d_rules_val.json
+    python bench/study_grains3d.py --model runs/octa_synth3d/model.pt --data data/synth3d_test --thresholds 0.5 --radii 3.5 --out bench/results/grains3d_rules_test.json
+
+(the model: configs/train_3d_synth.yaml; the second line scores the setting chosen on the first's
+validation volumes, once, on the held-out ones.)
 
 Why: in 3D a predicted boundary must be a closed *surface*; one hole joins two grains, and the
 network's orientation turns smoothly across low-angle boundaries, so the pair rule (face
@@ -58,7 +62,7 @@ def main():
     ap.add_argument("--data", type=Path, required=True)
     ap.add_argument("--thresholds", type=float, nargs="+", default=[0.3, 0.5])
     ap.add_argument("--radii", type=float, nargs="+", default=[1.5, 2.5, 3.5, 4.5])
-    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "grains3d_rules.json")
+    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "grains3d_rules_val.json")
     args = ap.parse_args()
     model = load_model(args.model, export=True)
     cache = []
