@@ -308,3 +308,57 @@ def cubic_max_scalar_shifted(q, lo, hi):
     _cubic_max_scalar_shifted(_as_3d(np.ascontiguousarray(q), channel=True), start_lo, start_hi,
                               q.dtype.type(1 / np.sqrt(2.0)), q.dtype.type(0.5), _as_3d(out))
     return out
+
+
+@njit(cache=True, nogil=True)
+def _flood(labels, level, prob, free, sim0, sim1, sim2, steps):
+    """Bounded minimax flood (see :func:`micro_sym.grains.seeded.flood`): ``steps`` Jacobi rounds, in place.
+
+    Each round recomputes every free point from its face neighbours of the previous round, so after
+    round t a point holds the best path of at most t steps: lowest bottleneck, then the most similar
+    last step, then the smaller label.
+    """
+    nz, ny, nx = labels.shape
+    for _ in range(steps):
+        new_labels = labels.copy()
+        new_level = level.copy()
+        changed = False
+        for z in range(nz):
+            for y in range(ny):
+                for x in range(nx):
+                    if not free[z, y, x]:
+                        continue
+                    best, best_sim, best_label = np.inf, -np.inf, 0
+                    for d in range(6):
+                        a, b, c = z, y, x
+                        if d == 0:
+                            a = z - 1
+                        elif d == 1:
+                            a = z + 1
+                        elif d == 2:
+                            b = y - 1
+                        elif d == 3:
+                            b = y + 1
+                        elif d == 4:
+                            c = x - 1
+                        else:
+                            c = x + 1
+                        if a < 0 or b < 0 or c < 0 or a >= nz or b >= ny or c >= nx or labels[a, b, c] == 0:
+                            continue
+                        if d < 2:
+                            s = sim0[min(a, z), y, x]
+                        elif d < 4:
+                            s = sim1[z, min(b, y), x]
+                        else:
+                            s = sim2[z, y, min(c, x)]
+                        v = max(level[a, b, c], prob[z, y, x])
+                        lab = labels[a, b, c]
+                        if v < best or (v == best and (s > best_sim or (s == best_sim and lab < best_label))):
+                            best, best_sim, best_label = v, s, lab
+                    if best_label != labels[z, y, x] or best != level[z, y, x]:
+                        new_labels[z, y, x], new_level[z, y, x] = best_label, best
+                        changed = True
+        labels[:] = new_labels
+        level[:] = new_level
+        if not changed:
+            break
