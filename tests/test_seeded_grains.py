@@ -74,3 +74,21 @@ def test_bad_arguments_are_one_line_errors():
         seeded_grains(orientation, boundary[:4])
     with pytest.raises(MicroSymError, match=">= 0"):
         seeded_grains(orientation, boundary, steps=-1)
+
+
+def test_reach_merges_seeds_of_one_grain_split_by_a_drawn_subgrain_boundary():
+    # One grain (2° everywhere) with a predicted boundary line across it, e.g. a 1-4° sub-grain
+    # boundary the network drew: two seeds that face each other across the band and the core margins.
+    angle = np.full((30, 40), 2.0, np.float32)
+    boundary = np.zeros((30, 40), np.float32)
+    boundary[:, 19:21] = 0.9
+    apart = seeded_grains(angle, boundary, symmetry="square", core_radius=2.5, min_size=8)
+    joined = seeded_grains(angle, boundary, symmetry="square", core_radius=2.5, min_size=8, reach=10)
+    assert apart.max() == 2 and joined.max() == 1
+    other = angle.copy()
+    other[:, 20:] = 30.0  # a real grain boundary: the seeds stay apart
+    assert seeded_grains(other, boundary, symmetry="square", core_radius=2.5, min_size=8, reach=10).max() == 2
+    q = np.zeros((4, 4, 4, 4), np.float32)
+    q[0] = 1.0
+    with pytest.raises(MicroSymError, match="2D angle map"):
+        seeded_grains(q, np.zeros((4, 4, 4), np.float32), reach=4)

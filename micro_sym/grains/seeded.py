@@ -88,7 +88,7 @@ def flood(seeds, boundary, free, sims, steps: int = FLOOD_STEPS) -> np.ndarray:
 
 def seeded_grains(orientation, boundary, *, symmetry: str | None = None, threshold: float = 5.0,
                   boundary_threshold: float = 0.5, core_radius: float = CORE_RADIUS, steps: int = FLOOD_STEPS,
-                  min_size: int = 32) -> np.ndarray:
+                  min_size: int = 32, reach: int = 0) -> np.ndarray:
     """Grains from a predicted boundary probability and orientation map (2D or 3D), grown from seeds.
 
     Parameters
@@ -101,6 +101,11 @@ def seeded_grains(orientation, boundary, *, symmetry: str | None = None, thresho
         Pair-rule misorientation within a seed, degrees.
     core_radius, steps, min_size :
         See the module docstring.
+    reach : int
+        2D angle maps: > 0 merges seeds whose mean orientations are within ``threshold`` and that lie
+        within ``reach`` px of each other (:func:`micro_sym.grains.regions.merge_regions`) before the
+        flood. Seeds of one grain split by a sub-grain boundary that the network drew face each other
+        across the boundary band and two core margins.
 
     Returns
     -------
@@ -122,6 +127,12 @@ def seeded_grains(orientation, boundary, *, symmetry: str | None = None, thresho
     seeds = reconstruct_grains(orientation, symmetry=kind.symmetry, threshold=threshold, connectivity=1, mask=core,
                                min_size=0)
     seeds = filter_small_grains(seeds, min_size, small="drop") if min_size > 1 else seeds
+    if reach > 0:
+        from micro_sym.grains.regions import merge_regions
+
+        if kind.channel_axis:
+            raise MicroSymError("seeded grains: merging seeds (reach > 0) needs a 2D angle map")
+        seeds = merge_regions(seeds, orientation, k=kind.k, threshold=threshold, reach=reach)
     sims = [pair_similarity(orientation, kind, ax) for ax in range(len(spatial))]
     labels = flood(seeds, boundary, valid & (seeds == 0), sims, steps)
     return filter_small_grains(labels, 1, small="drop")  # consecutive ids in raster order
