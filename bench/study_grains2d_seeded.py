@@ -6,7 +6,7 @@
 The product rule (:func:`micro_sym.predict.grains_from_maps`): pixel pairs at 3.5°, regions merged
 within 4 px at 5°, small grains merged. Seeded (:func:`micro_sym.grains.seeded.seeded_grains` with
 ``reach``): pair-rule seeds of the pixels farther than ``r`` from any predicted boundary pixel, seeds
-under 32 px dropped, seeds merged within ``reach`` px at 5°, then the bounded flood (4 steps). The
+merged within ``reach`` px at 5°, seeds under 32 px dropped, then the bounded flood (4 steps). The
 tuning sets (synth seeds 5000 and 6000; ``micro-sym synth 2d --out data/synth2d_more16 --n 16
 --seed 6000``) choose ``r`` and ``reach``; the second line scores that choice once on the held-out
 set. Each row: pooled grain F1 over the set (IoU > 0.5, every true grain counted).

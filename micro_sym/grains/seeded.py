@@ -8,7 +8,8 @@ Interiors far from any predicted boundary do not leak, so grains are grown from 
 
 1. **core**: points with no predicted boundary point within ``core_radius`` (Euclidean); holes
    narrower than about twice the radius do not connect two cores;
-2. **seeds**: connected components of the core by the pair rule (DESIGN.md §3), seeds smaller than
+2. **seeds**: connected components of the core by the pair rule (DESIGN.md §3), in 2D optionally
+   merged with seeds of similar mean orientation nearby (``reach``), then seeds smaller than
    ``min_size`` points dropped (so no grain ends up smaller than that);
 3. **flood**: every other non-boundary point joins the seed it reaches over the lowest boundary
    probability (the highest probability on the path is what counts, as in a watershed), on paths of
@@ -103,8 +104,8 @@ def seeded_grains(orientation, boundary, *, symmetry: str | None = None, thresho
         See the module docstring.
     reach : int
         2D angle maps: > 0 merges seeds whose mean orientations are within ``threshold`` and that lie
-        within ``reach`` px of each other (:func:`micro_sym.grains.regions.merge_regions`) before the
-        flood. Seeds of one grain split by a sub-grain boundary that the network drew face each other
+        within ``reach`` px of each other (:func:`micro_sym.grains.regions.merge_regions`), before
+        small seeds are dropped and the flood. Seeds of one grain split by a sub-grain boundary that the network drew face each other
         across the boundary band and two core margins.
 
     Returns
@@ -126,13 +127,13 @@ def seeded_grains(orientation, boundary, *, symmetry: str | None = None, thresho
     core = valid & core_mask(boundary >= boundary_threshold, core_radius)
     seeds = reconstruct_grains(orientation, symmetry=kind.symmetry, threshold=threshold, connectivity=1, mask=core,
                                min_size=0)
-    seeds = filter_small_grains(seeds, min_size, small="drop") if min_size > 1 else seeds
-    if reach > 0:
+    if reach > 0:  # merged before the size filter, the order of the block engine's graph step
         from micro_sym.grains.regions import merge_regions
 
         if kind.channel_axis:
             raise MicroSymError("seeded grains: merging seeds (reach > 0) needs a 2D angle map")
         seeds = merge_regions(seeds, orientation, k=kind.k, threshold=threshold, reach=reach)
+    seeds = filter_small_grains(seeds, min_size, small="drop") if min_size > 1 else seeds
     sims = [pair_similarity(orientation, kind, ax) for ax in range(len(spatial))]
     labels = flood(seeds, boundary, valid & (seeds == 0), sims, steps)
     return filter_small_grains(labels, 1, small="drop")  # consecutive ids in raster order
