@@ -26,20 +26,11 @@ sys.path.insert(0, str(ROOT))
 
 from micro_sym.dataset import LabeledDataset  # noqa: E402
 from micro_sym.grains.seeded import seeded_grains  # noqa: E402
-from micro_sym.metrics import grain_f1  # noqa: E402
 from micro_sym.models import load_model  # noqa: E402
 from micro_sym.predict import grains_from_maps, predict_image  # noqa: E402
+from tune_grain_rule import pooled  # noqa: E402  (bench/ is the script's own folder)
 
 STEPS = 4
-
-
-def pooled(cache, rule) -> dict:
-    tp = n_pred = n_gt = 0
-    for sample, maps in cache:
-        r = grain_f1(rule(maps), sample.grains)
-        tp, n_pred, n_gt = tp + r["tp"], n_pred + r["n_pred"], n_gt + r["n_gt"]
-    p, r = tp / max(n_pred, 1), tp / max(n_gt, 1)
-    return {"grain_f1": 2 * p * r / (p + r) if p + r else 0.0, "tp": tp, "n_pred": n_pred, "n_gt": n_gt}
 
 
 def main():

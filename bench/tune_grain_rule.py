@@ -32,13 +32,18 @@ from micro_sym.predict import grains_from_maps, predict_image  # noqa: E402
 THRESHOLD = 5.0
 
 
-def pooled_f1(cache, rule) -> dict:
+def pooled(cache, labels_of) -> dict:
+    """Grain F1 pooled over ``(sample, maps)`` pairs, with grains ``labels_of(maps)``."""
     tp = n_pred = n_gt = 0
     for sample, maps in cache:
-        r = grain_f1(grains_from_maps(maps, 4, threshold=THRESHOLD, rule=rule), sample.grains)
+        r = grain_f1(labels_of(maps), sample.grains)
         tp, n_pred, n_gt = tp + r["tp"], n_pred + r["n_pred"], n_gt + r["n_gt"]
     p, r = tp / max(n_pred, 1), tp / max(n_gt, 1)
     return {"grain_f1": 2 * p * r / (p + r) if p + r else 0.0, "tp": tp, "n_pred": n_pred, "n_gt": n_gt}
+
+
+def pooled_f1(cache, rule) -> dict:
+    return pooled(cache, lambda maps: grains_from_maps(maps, 4, threshold=THRESHOLD, rule=rule))
 
 
 def main():

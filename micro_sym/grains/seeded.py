@@ -56,9 +56,9 @@ def pair_similarity(orientation, kind, axis: int) -> np.ndarray:
     if kind.channel_axis:
         s = _pair_max_scalar(orientation[(slice(None),) + lo], orientation[(slice(None),) + hi], kind)
     else:
-        period = 360.0 / kind.k
-        d = np.abs(np.mod(orientation[lo] - orientation[hi] + period / 2, period) - period / 2)
-        s = -d
+        from micro_sym.orientation import misorientation_2d
+
+        s = -misorientation_2d(orientation[lo], orientation[hi], kind.k)
     return np.nan_to_num(np.asarray(s, np.float32), nan=-np.inf)
 
 
@@ -105,8 +105,8 @@ def seeded_grains(orientation, boundary, *, symmetry: str | None = None, thresho
     reach : int
         2D angle maps: > 0 merges seeds whose mean orientations are within ``threshold`` and that lie
         within ``reach`` px of each other (:func:`micro_sym.grains.regions.merge_regions`), before
-        small seeds are dropped and the flood. Seeds of one grain split by a sub-grain boundary that the network drew face each other
-        across the boundary band and two core margins.
+        small seeds are dropped and the flood. Seeds of one grain split by a sub-grain boundary that
+        the network drew face each other across the boundary band and two core margins.
 
     Returns
     -------
@@ -135,5 +135,5 @@ def seeded_grains(orientation, boundary, *, symmetry: str | None = None, thresho
         seeds = merge_regions(seeds, orientation, k=kind.k, threshold=threshold, reach=reach)
     seeds = filter_small_grains(seeds, min_size, small="drop") if min_size > 1 else seeds
     sims = [pair_similarity(orientation, kind, ax) for ax in range(len(spatial))]
-    labels = flood(seeds, boundary, valid & (seeds == 0), sims, steps)
-    return filter_small_grains(labels, 1, small="drop")  # consecutive ids in raster order
+    # The flood only spreads the seeds' ids, which are consecutive already.
+    return flood(seeds, boundary, valid & (seeds == 0), sims, steps).astype(np.uint32)
