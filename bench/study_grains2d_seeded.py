@@ -1,15 +1,16 @@
-"""Study: 2D grains of the bundled default-2d, the product's rule vs seeded grains with seed merging.
+"""Study: 2D grains of the bundled default-2d, the region rule (rows "product": the rule before) vs seeded grains.
 
     python bench/study_grains2d_seeded.py --data data/synth2d_tune data/synth2d_more16 --out bench/results/grains2d_seeded_tune.json
     python bench/study_grains2d_seeded.py --data data/synth2d_test --radii 2.5 --reaches 12 --out bench/results/grains2d_seeded_test.json
 
-The product rule (:func:`micro_sym.predict.grains_from_maps`): pixel pairs at 3.5°, regions merged
-within 4 px at 5°, small grains merged. Seeded (:func:`micro_sym.grains.seeded.seeded_grains` with
+The region rule (the product's rule before this study, :func:`micro_sym.grains.regions.region_rule`):
+pixel pairs at 3.5°, regions merged within 4 px at 5°, small grains merged. Seeded (:func:`micro_sym.grains.seeded.seeded_grains` with
 ``reach``): pair-rule seeds of the pixels farther than ``r`` from any predicted boundary pixel, seeds
 merged within ``reach`` px at 5°, seeds under 32 px dropped, then the bounded flood (4 steps). The
 tuning sets (synth seeds 5000 and 6000; ``micro-sym synth 2d --out data/synth2d_more16 --n 16
 --seed 6000``) choose ``r`` and ``reach``; the second line scores that choice once on the held-out
-set. Each row: pooled grain F1 over the set (IoU > 0.5, every true grain counted).
+set. Each row: pooled grain F1 over the set (IoU > 0.5, every true grain counted). The choice is now
+the product's rule for network maps (:data:`micro_sym.grains.rules.SEEDED_2D`).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from micro_sym.dataset import LabeledDataset  # noqa: E402
+from micro_sym.grains.regions import region_rule  # noqa: E402
 from micro_sym.grains.seeded import seeded_grains  # noqa: E402
 from micro_sym.models import load_model  # noqa: E402
 from micro_sym.predict import grains_from_maps, predict_image  # noqa: E402
@@ -46,7 +48,7 @@ def main():
     for root in args.data:
         ds = LabeledDataset(root)
         cache = [(ds[n], predict_image(model, ds[n].image)) for n in ds.names]
-        rows.append({"data": str(root), "rule": "product", **pooled(cache, lambda m: grains_from_maps(m, 4))})
+        rows.append({"data": str(root), "rule": "product", **pooled(cache, lambda m: grains_from_maps(m, 4, rule=region_rule(5.0)))})
         print(rows[-1], flush=True)
         for r in args.radii:
             for reach in args.reaches:

@@ -119,24 +119,17 @@ def segment_image(model, image: np.ndarray, *, threshold: float = 5.0, min_size:
 
 
 def grains_from_maps(maps: dict, k: int, *, threshold=5.0, min_size=DEFAULT_MIN_SIZE, boundary_threshold=0.5,
-                     region_merge: bool = True, rule: dict | None = None) -> np.ndarray:
+                     rule: dict | None = None) -> np.ndarray:
     """Grain labels from predicted ``boundary`` and ``orientation`` maps.
 
-    With ``region_merge`` (the default for network maps, see :mod:`micro_sym.grains.regions`):
-    pixel pairs join at a tighter threshold, then regions merge while their mean orientations are
-    within ``threshold``; without it, the plain neighbour-pair rule at ``threshold``. Small grains
-    are merged into a neighbour last. ``rule`` (``pair_threshold``, ``merge_threshold``, ``reach``)
-    overrides both, for tuning (``bench/tune_grain_rule.py``).
+    By default the seeded rule for network maps (:func:`micro_sym.grains.rules.network_rule`: seeds
+    well inside the predicted boundaries, merged with similar seeds nearby, grown by a bounded
+    flood; seeds under ``min_size`` dropped). ``rule`` (a dict as :mod:`micro_sym.grains.rules`
+    describes) replaces it, e.g. :func:`~micro_sym.grains.rules.pair_rule` for the plain
+    neighbour-pair rule, for comparisons and tuning.
     """
-    from micro_sym.grains import filter_small_grains, reconstruct_grains
-    from micro_sym.grains.regions import merge_regions, network_rule
+    from micro_sym.grains.rules import grains_by_rule, network_rule
 
-    if rule is None:
-        rule = network_rule(threshold) if region_merge else {"pair_threshold": threshold, "merge_threshold": None}
-    labels = reconstruct_grains(
-        maps["orientation"], symmetry=K_TO_SYMMETRY[k], threshold=rule["pair_threshold"], connectivity=1,
-        boundary=maps["boundary"], boundary_threshold=boundary_threshold, min_size=0,
-    )
-    if rule["merge_threshold"] is not None:
-        labels = merge_regions(labels, maps["orientation"], k=k, threshold=rule["merge_threshold"], reach=rule["reach"])
-    return filter_small_grains(labels, min_size, small="merge").astype(np.uint32)
+    rule = network_rule(threshold, 2) if rule is None else rule
+    return grains_by_rule(maps["orientation"], maps["boundary"], rule, symmetry=K_TO_SYMMETRY[k], min_size=min_size,
+                          boundary_threshold=boundary_threshold)

@@ -13,6 +13,7 @@ from micro_sym.classical import (
     estimate_period,
 )
 from micro_sym.errors import MicroSymError
+from micro_sym.grains.rules import pair_rule
 from micro_sym.metrics import grain_f1
 from micro_sym.orientation import misorientation_2d
 from micro_sym.synth import Imaging2D, Synth2DConfig, micrograph_from_grains, render_lattice_2d, synth_2d
@@ -249,7 +250,7 @@ def test_engine_tiled_equals_whole_image(tmp_path, lattice, period):
     manifest = json.loads((tmp_path / "out" / ".a.run" / "manifest.json").read_text())
     assert manifest["method"]["period"] == ref["period"] and manifest["method"]["period_source"] == "estimated"
     assert manifest["stride"] == classical_stride(ref["period"], lattice=lattice)
-    assert manifest["grain_rule"] == {"pair_threshold": 5.0, "merge_threshold": None, "reach": 0}
+    assert manifest["grain_rule"] == pair_rule(5.0)  # the plain pair rule, no seeds
     assert res.n_blocks == (25 if lattice == "square" else 4)
     out = _read_out(tmp_path / "out")
     k = 4 if lattice == "square" else 6

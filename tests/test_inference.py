@@ -19,6 +19,7 @@ from typer.testing import CliRunner
 
 from micro_sym.cli import app
 from micro_sym.grains import reconstruct_grains
+from micro_sym.grains.rules import grains_by_rule, network_rule, pair_rule
 from micro_sym.inference import as_network, plan_blocks, predict_array, segment
 from micro_sym.models import build_model, save_model
 from micro_sym.predict import grains_from_maps, segment_image
@@ -91,6 +92,28 @@ class Tiny3D(nn.Module):
         return self.head(torch.cat([f, g], 1))
 
 
+def _check_table(csv_path, labels, orientation, symmetry, columns):
+    """The engine's per-grain CSV (block sums) equals the whole-image table of the same grains."""
+    import csv
+
+    from micro_sym.grains import grain_table
+
+    rows = list(csv.DictReader(line for line in csv_path.read_text().splitlines() if not line.startswith("#")))
+    ref = grain_table(labels, orientation, symmetry=symmetry)
+    assert len(rows) == labels.max() == len(ref["grain"])
+    for col in columns:
+        head = next(h for h in rows[0] if h == col or h.rsplit("_", 1)[0] == col)  # headers carry units
+        np.testing.assert_allclose([float(r[head]) for r in rows], ref[col], rtol=1e-5, atol=1e-3, err_msg=col)
+
+
+def _same_partition(a, b) -> bool:
+    """Same grains up to renumbering (0 = no grain in both)."""
+    if a.shape != b.shape or not np.array_equal(a == 0, b == 0):
+        return False
+    pairs = np.unique(np.stack([a.ravel(), b.ravel()]), axis=1)
+    return len(np.unique(pairs[0])) == len(np.unique(pairs[1])) == pairs.shape[1]
+
+
 def _smooth(shape, seed=0, sigma=3.0):
     img = ndimage.gaussian_filter(np.random.default_rng(seed).random(shape), sigma)
     return (255 * (img - img.min()) / np.ptp(img)).astype(np.uint8)
@@ -128,9 +151,10 @@ def test_tiled_2d_equals_whole_image(tmp_path):
     model = Tiny2D()
     ref = segment_image(model, img, threshold=5.0, min_size=5)
     assert ref["grains"].max() >= 20  # the comparison must involve real grains cut by block borders
-    # ... and region merging must matter, or the test would not check its block-wise version.
-    pair_rule = grains_from_maps(ref, 4, threshold=5.0, min_size=5, region_merge=False)
-    assert not np.array_equal(pair_rule, ref["grains"])
+    # ... and the seeded rule must differ from the plain pair rule, or the test would not check its block-wise
+    # version; seed merging too.
+    for other in (pair_rule(5.0), {**network_rule(5.0, 2), "merge_threshold": None, "reach": 0}):
+        assert not _same_partition(grains_from_maps(ref, 4, threshold=5.0, min_size=5, rule=other), ref["grains"])
     (res,) = segment([tmp_path / "a.tif"], tmp_path / "out", model=as_network(model), block=64, chunk=32,
                      threshold=5.0, min_size=5)
     assert res.status == "complete" and res.n_blocks == 12
@@ -139,8 +163,8 @@ def test_tiled_2d_equals_whole_image(tmp_path):
     d = np.abs(out["orientation"] - ref["orientation"])
     assert np.minimum(d, 90 - d).max() < 1e-4  # degrees; angles wrap at 360/k
     np.testing.assert_array_equal(out["grains"], ref["grains"])  # same ids, not just the same partition
-    csv = (tmp_path / "out" / "a_grains.csv").read_text().splitlines()
-    assert len(csv) == ref["grains"].max() + 1 and csv[0].startswith("grain,n_points")
+    _check_table(tmp_path / "out" / "a_grains.csv", ref["grains"], ref["orientation"], "square",
+                 ("n_points", "perimeter", "centroid_y", "centroid_x", "major_axis", "n_neighbours", "mean_angle"))
 
 
 def test_tiled_3d_equals_whole_volume(tmp_path):
@@ -154,10 +178,13 @@ def test_tiled_3d_equals_whole_volume(tmp_path):
     out = _read(tmp_path / "out", "v")
     np.testing.assert_allclose(out["boundary"], ref["boundary"], atol=1e-5)
     np.testing.assert_allclose(out["orientation"], ref["orientation"], atol=1e-5)
-    whole = reconstruct_grains(ref["orientation"], symmetry="cubic", threshold=THRESHOLD, boundary=ref["boundary"],
-                               min_size=0)
+    whole = grains_by_rule(ref["orientation"], ref["boundary"], network_rule(THRESHOLD, 3), symmetry="cubic", min_size=0)
     assert whole.max() >= 2
+    pair = reconstruct_grains(ref["orientation"], symmetry="cubic", threshold=THRESHOLD, boundary=ref["boundary"])
+    assert not _same_partition(pair, whole)  # the seeded rule's block-wise form is what is checked
     np.testing.assert_array_equal(out["grains"], whole)
+    _check_table(tmp_path / "out" / "v_grains.csv", whole, ref["orientation"], "cubic",
+                 ("n_points", "surface_area", "centroid_z", "centroid_x", "axis_a", "n_neighbours", "touches_border"))
 
 
 CRASH = """

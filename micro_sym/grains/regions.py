@@ -48,16 +48,12 @@ REACH = 4
 _DECIMALS = 9
 
 
-def network_rule(threshold: float, ndim: int = 2) -> dict:
-    """Grain-rule parameters for network maps: ``pair_threshold``, ``merge_threshold``, ``reach``.
-
-    2D: pairs at :data:`PAIR_FRACTION` of ``threshold``, then region merging at ``threshold``.
-    3D: the plain pair rule (``merge_threshold`` None): region means of quaternions are not
-    implemented in the block engine yet.
-    """
-    if ndim != 2:
-        return {"pair_threshold": float(threshold), "merge_threshold": None, "reach": 0}
-    return {"pair_threshold": PAIR_FRACTION * float(threshold), "merge_threshold": float(threshold), "reach": REACH}
+def region_rule(threshold: float) -> dict:
+    """The region-merging rule for 2D network maps (the product's rule before the seeded one of
+    :mod:`micro_sym.grains.rules`; kept for comparisons): pixel pairs at :data:`PAIR_FRACTION` of
+    ``threshold``, then region merging at ``threshold`` within :data:`REACH` px."""
+    return {"pair_threshold": PAIR_FRACTION * float(threshold), "merge_threshold": float(threshold), "reach": REACH,
+            "core_radius": None, "steps": 0}
 
 
 def region_orientation_sums(labels, orientation, k: int) -> np.ndarray:

@@ -183,6 +183,27 @@ def plan_blocks(shape, block=None, *, halo: int, stride: int = 1, chunk=None, pa
     return BlockPlan(shape, block, chunk, halo, stride, tuple(blocks), pad_mode)
 
 
+def grow(core, margin: int, shape) -> tuple:
+    """``core`` (slices) grown by ``margin`` points per side, clipped to an image of ``shape``."""
+    return tuple(slice(max(s.start - margin, 0), min(s.stop + margin, n)) for s, n in zip(core, shape))
+
+
+def inside(inner, outer) -> tuple:
+    """Where the region ``inner`` lies within the region ``outer`` (both global slices)."""
+    return tuple(slice(i.start - o.start, i.stop - o.start) for i, o in zip(inner, outer))
+
+
+def grown_crop(block: Block, margin: int, shape) -> tuple:
+    """Where ``grow(block.core, margin, shape)`` lies inside the block's (padded) tile output.
+
+    The outputs there are exact (equal to whole-image inference) when the plan's halo is at least
+    the network's receptive field plus ``margin``.
+    """
+    region = grow(block.core, margin, shape)
+    return tuple(slice(c.start - (s.start - r.start), c.stop + (r.stop - s.stop))
+                 for c, s, r in zip(block.crop, block.core, region))
+
+
 def _per_axis(value, nd: int, what: str) -> tuple:
     if isinstance(value, (int, np.integer)):
         value = (int(value),) * nd

@@ -160,7 +160,9 @@ class ClassicalMethod:
 
     def grain_rule(self, threshold: float, ndim: int = 2) -> dict:
         """The plain pair rule at the grain threshold, as :func:`~micro_sym.classical.classical_segment`."""
-        return {"pair_threshold": float(threshold), "merge_threshold": None, "reach": 0}
+        from micro_sym.grains.rules import pair_rule
+
+        return pair_rule(threshold)
 
     # ---------------------------------------------------------------- per input
     def for_input(self, img, *, threshold: float = 5.0, previous: dict | None = None, workers: int = 1):

@@ -10,7 +10,10 @@ Per input, three streamed passes over the block plan (:mod:`.blocks`):
    stores them and then creates the block's marker;
 2. **merge** (driver, small): union of labels across block faces, small-grain rule, consecutive ids
    and the per-grain table (:func:`.labels.merge_blocks`);
-3. **grains** (parallel): ``grains = lut[local labels]``, chunk-aligned, one marker per block.
+3. **grains** (parallel): ``grains = lut[local labels]``, chunk-aligned, one marker per block. With
+   the seeded rule of network maps (:mod:`micro_sym.grains.rules`) pass 1 labels only seeds, and
+   pass 3 floods the merged seeds over the written maps of the block plus a halo (:func:`flood_task`)
+   and keeps the grown grains' statistics for the table.
 
 Every output chunk belongs to exactly one block and is written by one task. Markers are the only
 record of progress; an interrupted run resumes where it stopped and produces identical bytes.
@@ -18,7 +21,7 @@ record of progress; an interrupted run resumes where it stopped and produces ide
 The "network" may also be the classical filter bank (:class:`.classical.ClassicalMethod`,
 ``method="classical"``): it has the same interface, plus ``for_input`` (fixes its lattice period once
 per input, before planning; the manifest records it and a resume reuses it), ``grain_rule`` (the plain
-pair rule, where networks use region merging) and ``pad_to_stride = False`` (unpadded tiles on its origin-anchored grid).
+pair rule, where networks use seeded grains) and ``pad_to_stride = False`` (unpadded tiles on its origin-anchored grid).
 ``method="auto"`` (:class:`.method_choice.AutoMethod`, the default without a model) picks one of the
 two per input from the image's lattice fringe signal-to-noise ratio, before planning; the manifest records the choice.
 
@@ -38,9 +41,11 @@ from pathlib import Path
 import numpy as np
 
 from micro_sym.errors import MicroSymError
-from micro_sym.inference.blocks import BlockPlan, estimate_memory, plan_blocks
+from micro_sym.grains.rules import is_seeded, seed_margin
+from micro_sym.inference.blocks import BlockPlan, estimate_memory, grow, grown_crop, inside, plan_blocks
 from micro_sym.inference.classical import ClassicalMethod
-from micro_sym.inference.labels import label_block, merge_blocks, write_grain_csv
+from micro_sym.inference.labels import (assemble_seeds, final_table, flood_block, label_block, merge_blocks, seed_core,
+                                        seed_parts, write_grain_csv)
 from micro_sym.inference.method_choice import AUTO_MODEL, AutoMethod
 from micro_sym.inference.network import Network, cached_network
 from micro_sym.inference.writer import RunState, create_outputs, forget_arrays, open_array, os_error
@@ -123,7 +128,7 @@ def maps_task(net_ref, job: dict, blocks: list) -> list:
         maps = net.decode(yb[(slice(None), *b.crop)])
         lab = label_block(maps["orientation"], maps["boundary"], symmetry=net.symmetry, threshold=job["pair_threshold"],
                           boundary_threshold=job["boundary_threshold"], origin=tuple(s.start for s in b.core),
-                          image_shape=job["shape"], reach=job["reach"])
+                          image_shape=job["shape"], reach=job["reach"], mask=_seed_core(net, job, b, yb))
         try:
             open_array(job["zarr"], "boundary")[b.core] = maps["boundary"]
             ori = open_array(job["zarr"], "orientation")
@@ -135,14 +140,45 @@ def maps_task(net_ref, job: dict, blocks: list) -> list:
     return out
 
 
+def _seed_core(net, job, block, y):
+    """Seeded rule: the block's seed core, from the boundary map of the block grown by the margin
+    (inside the tile, exact: the plan's halo includes the margin). None for the plain pair rule."""
+    if not is_seeded(job):
+        return None
+    margin = seed_margin(job)
+    region = grow(block.core, margin, job["shape"])
+    boundary = net.boundary_of(y[(slice(None), *grown_crop(block, margin, job["shape"]))])
+    return seed_core(boundary, inside(block.core, region), radius=job["core_radius"],
+                     boundary_threshold=job["boundary_threshold"])
+
+
 def grains_task(job: dict, block, lut: np.ndarray) -> int:
-    """Pass 3 for one block: final ids from local labels, written chunk-aligned."""
+    """Pass 3 for one block, plain pair rule: final ids from local labels, written chunk-aligned."""
     local = open_array(job["labels"])[block.core]
+    _write_grains(job, block, lut[local])
+    return int(local.size)
+
+
+def flood_task(job: dict, block, parts: list) -> dict:
+    """Pass 3 for one block, seeded rule: flood the final seed ids (``parts``: :func:`.labels.seed_parts`
+    of the block grown by ``steps + 1``) over the written maps; returns the block's grain statistics."""
+    region = grow(block.core, job["steps"] + 1, job["shape"])
+    ori = open_array(job["zarr"], "orientation")
+    orientation = ori[(slice(None), *region)] if ori.ndim == len(region) + 1 else ori[region]
+    boundary = open_array(job["zarr"], "boundary")[region]
+    seeds = assemble_seeds(region, parts, open_array(job["labels"]).__getitem__)
+    labels, arrays = flood_block(orientation, boundary, seeds, symmetry=job["symmetry"], steps=job["steps"],
+                                 inner=inside(block.core, region), origin=tuple(s.start for s in block.core),
+                                 image_shape=job["shape"], boundary_threshold=job["boundary_threshold"])
+    _write_grains(job, block, labels)
+    return arrays
+
+
+def _write_grains(job, block, labels):
     try:
-        open_array(job["zarr"], "grains")[block.core] = lut[local]
+        open_array(job["zarr"], "grains")[block.core] = labels
     except OSError as err:
         raise os_error(job["zarr"], err, f"write block {block.id}") from None
-    return int(local.size)
 
 
 # ----------------------------------------------------------------------------------- driver
@@ -186,13 +222,14 @@ def fingerprint(path: Path) -> dict:
             "mtime_ns": max((s.st_mtime_ns for s in stats), default=0), "files": len(files)}
 
 
-def plan_input(img, net: Network, *, block=None, chunk=None) -> BlockPlan:
-    """Block plan of an opened image for a network (checks dimensionality)."""
+def plan_input(img, net: Network, *, block=None, chunk=None, margin: int = 0) -> BlockPlan:
+    """Block plan of an opened image for a network (checks dimensionality); the halo covers the
+    network's receptive field plus ``margin`` (where the grain rule needs maps beyond the block)."""
     if img.ndim != net.ndim:
         kind = {2: "2D image", 3: "3D volume"}[img.ndim]
         raise MicroSymError(f"{img.path}: model '{net.name}' is for {net.ndim}D data but the input is a {kind} of shape "
                             f"{tuple(img.data.shape)}")
-    return plan_blocks(img.data.shape, block, halo=net.halo, stride=net.total_stride, chunk=chunk,
+    return plan_blocks(img.data.shape, block, halo=net.halo + margin, stride=net.total_stride, chunk=chunk,
                        pad=getattr(net, "pad_to_stride", True))
 
 
@@ -264,7 +301,8 @@ def segment_input(path, out_dir, net: Network, runner, *, block=None, chunk=None
         net, auto = net.choose(img, previous=previous, workers=workers)
     if hasattr(net, "for_input"):  # per-input settings: the classical period, estimated once or resumed
         net = net.for_input(img, threshold=threshold, previous=previous, workers=workers)
-    plan = plan_input(img, net, block=block, chunk=chunk)
+    rule = net.grain_rule(threshold, img.ndim)
+    plan = plan_input(img, net, block=block, chunk=chunk, margin=seed_margin(rule))
     method = method_info(net) | ({"auto": auto} if auto else {})
     n = len(plan.blocks)
     est = estimate_memory(plan, out_channels=net.out_channels or 3, width=net.width, workers=runner.workers if runner else 1,
@@ -282,7 +320,7 @@ def segment_input(path, out_dir, net: Network, runner, *, block=None, chunk=None
         "shape": list(img.data.shape), "ndim": img.ndim,
         "block": list(plan.block), "chunk": list(plan.chunk), "halo": plan.halo, "stride": plan.stride,
         "threshold": float(threshold), "min_size": min_size, "boundary_threshold": float(boundary_threshold),
-        "grain_rule": net.grain_rule(threshold, img.ndim),
+        "grain_rule": rule,
         "code_version": code_version(), "n_blocks": n, "status": "running",
     }
     mode = state.check_compatible(manifest)
@@ -316,7 +354,7 @@ def segment_input(path, out_dir, net: Network, runner, *, block=None, chunk=None
     job = {"input": str(path), "array": array, "level": level, "value_range": manifest["value_range"],
            "pad_mode": plan.pad_mode, "shape": plan.shape, **manifest["grain_rule"],
            "boundary_threshold": float(boundary_threshold), "zarr": str(state.zarr_path),
-           "labels": str(state.labels_path), "sha256": net.sha256, "device": device,
+           "labels": str(state.labels_path), "sha256": net.sha256, "device": device, "symmetry": net.symmetry,
            "torch_threads": getattr(runner, "torch_threads", None)}
     steps = 2 * n
     done1 = state.done("done1")
@@ -338,18 +376,28 @@ def segment_input(path, out_dir, net: Network, runner, *, block=None, chunk=None
             if on_block:
                 on_block("maps", b.id)
 
-    rule = manifest["grain_rule"]
+    seeded = is_seeded(rule)
     merged = merge_blocks(plan, lambda b: state.load_block(b.id), symmetry=net.symmetry, threshold=rule["pair_threshold"],
-                          min_size=min_size, pixel_size=img.pixel_size, merge_threshold=rule["merge_threshold"],
-                          reach=rule["reach"])
+                          min_size=min_size, small="drop" if seeded else "merge", pixel_size=img.pixel_size,
+                          merge_threshold=rule["merge_threshold"], reach=rule["reach"], table=not seeded)
     todo2 = [(i, b) for i, b in enumerate(plan.blocks) if b.id not in done2]
-    for (i, b), _ in runner.run(grains_task, todo2, lambda ib: (job, ib[1], merged.block_lut(ib[0]))):
+    if seeded:  # grains grow from the merged seeds; the statistics come from the grown grains
+        task, args = flood_task, lambda ib: (job, ib[1], seed_parts(plan, grow(ib[1].core, rule["steps"] + 1, plan.shape),
+                                                                   merged.block_lut))
+    else:
+        task, args = grains_task, lambda ib: (job, ib[1], merged.block_lut(ib[0]))
+    for (i, b), arrays in runner.run(task, todo2, args):
+        if seeded:
+            state.save_block(b.id, arrays, kind="final")
         state.mark("done2", b.id)
         progress_count += 1
         if progress:
             progress(progress_count, steps)
         if on_block:
             on_block("grains", b.id)
+    if seeded:
+        merged.table = final_table([state.load_block(b.id, kind="final") for b in plan.blocks], merged.n_grains,
+                                   symmetry=net.symmetry, image_shape=plan.shape, pixel_size=img.pixel_size)
 
     write_grain_csv(state.csv_path, merged.table, unit=img.unit or "px")
     manifest.update(status="complete", n_grains=merged.n_grains)

@@ -14,6 +14,13 @@ neighbours across a block face passes the same test gives exactly the whole-imag
    equal whole-image ids and do not depend on block size, scheduler or worker count;
 3. per block again: ``grains = lut[local]`` written chunk-aligned by the engine.
 
+The seeded rule for network maps (:mod:`micro_sym.grains.rules`) runs the same passes on the
+*seeds*: pass 1 labels only the block's seed core (:func:`seed_core`, from the boundary map
+``ceil(core_radius)`` beyond the block), pass 2 merges seeds (2D: nearby similar seeds) and drops
+small ones, and pass 3 floods the final seed ids over the maps of the block grown by ``steps + 1``
+(:func:`flood_block`, exact because the flood is local within ``steps``), which also yields the
+statistics of the grown grains for the table (:func:`final_table`).
+
 Nothing volume-sized is held: pass 2 reads one face plane at a time.
 """
 
@@ -70,7 +77,7 @@ class BlockLabels:
 
 
 def label_block(orientation, boundary, *, symmetry, threshold: float = 5.0, boundary_threshold: float = 0.5,
-                origin=None, image_shape=None, reach: int = 0) -> BlockLabels:
+                origin=None, image_shape=None, reach: int = 0, mask=None) -> BlockLabels:
     """Label the grains of one block (face connectivity, no size filter) and collect its merge data.
 
     The labels come from :func:`micro_sym.grains.reconstruct_grains` with ``min_size=0``, so the rule
@@ -93,6 +100,8 @@ def label_block(orientation, boundary, *, symmetry, threshold: float = 5.0, boun
         > 0 for region merging (:mod:`micro_sym.grains.regions`): also keep the block's region pairs
         within ``reach`` px (:func:`~micro_sym.grains.regions.near_pairs`) and its outer ``reach``
         planes per face, so the merge pass can find the pairs across block faces.
+    mask : ndarray of bool, optional
+        Only these points are labelled (the seeded rule's core, :func:`seed_core`).
 
     Returns
     -------
@@ -110,7 +119,7 @@ def label_block(orientation, boundary, *, symmetry, threshold: float = 5.0, boun
     orientation = np.asarray(orientation)
     kind = orientation_kind(orientation.shape, symmetry)
     labels = reconstruct_grains(orientation, symmetry=symmetry, threshold=threshold, connectivity=1,
-                                boundary=boundary, boundary_threshold=boundary_threshold, min_size=0)
+                                boundary=boundary, boundary_threshold=boundary_threshold, mask=mask, min_size=0)
     shape = labels.shape
     nd = len(shape)
     origin = tuple(origin) if origin is not None else (0,) * nd
@@ -142,6 +151,18 @@ def label_block(orientation, boundary, *, symmetry, threshold: float = 5.0, boun
         thick[f"lo{ax}"] = np.ascontiguousarray(a[:reach])
         thick[f"hi{ax}"] = np.ascontiguousarray(a[-reach:])
     return BlockLabels(labels, n, stats, contacts, faces, near_pairs(labels, reach), thick)
+
+
+def seed_core(boundary, inner, *, radius: float, boundary_threshold: float = 0.5) -> np.ndarray:
+    """The seeded rule's core (:func:`micro_sym.grains.seeded.core_mask`) of a block.
+
+    ``boundary`` covers the block grown by ``ceil(radius)`` (clipped to the image, as
+    :func:`~.blocks.grow` grows it); ``inner`` is where the block lies in it. The result, block-shaped,
+    equals the whole image's core there: every boundary point within ``radius`` is in view.
+    """
+    from micro_sym.grains.seeded import core_mask
+
+    return core_mask(np.asarray(boundary) >= boundary_threshold, radius)[inner]
 
 
 def _block_stats(labels, n, orientation, kind, origin, image_shape) -> dict:
@@ -214,7 +235,7 @@ class MergeResult:
 
 
 def merge_blocks(plan, load, *, symmetry, threshold: float = 5.0, min_size: int = 0, small: str = "merge",
-                 pixel_size=None, merge_threshold: float | None = None, reach: int = 0) -> MergeResult:
+                 pixel_size=None, merge_threshold: float | None = None, reach: int = 0, table: bool = True) -> MergeResult:
     """Join per-block labels across block faces, filter small grains, number grains from 1.
 
     Parameters
@@ -235,6 +256,8 @@ def merge_blocks(plan, load, *, symmetry, threshold: float = 5.0, min_size: int 
     merge_threshold, reach :
         Region merging (2D, :func:`micro_sym.grains.regions.merge_similar_regions`) after the pair
         rule and before the size filter; the blocks must have been labelled with the same ``reach``.
+    table : bool
+        False: skip the per-grain table (the seeded rule computes it after its flood, :func:`final_table`).
 
     Returns
     -------
@@ -300,8 +323,8 @@ def merge_blocks(plan, load, *, symmetry, threshold: float = 5.0, min_size: int 
     final_of_initial = _filter_small(n_comp, size0, cg, min_size, small)
     lut = final_of_initial[grain0].astype(np.uint32)  # node -> final id; lut[0] = 0
     n_grains = int(final_of_initial.max()) if len(final_of_initial) else 0
-    table = _grain_table(lut[1:], n_grains, cat, cg, final_of_initial, symmetry, plan.shape, pixel_size)
-    return MergeResult(offsets, lut[1:], n_grains, table)
+    grains = _grain_table(lut[1:], n_grains, cat, cg, final_of_initial, symmetry, plan.shape, pixel_size) if table else {}
+    return MergeResult(offsets, lut[1:], n_grains, grains)
 
 
 def _merge_regions(plan, load, offsets, grain0, n, cat, symmetry, threshold, reach):
@@ -492,6 +515,96 @@ def _mean_quaternions(g, sums, n, symmetry) -> np.ndarray:
     tot = np.linalg.norm(out, axis=1, keepdims=True)
     out = np.divide(out, tot, out=np.full_like(out, np.nan), where=tot > 0)
     return np.where(out[:, :1] < 0, -out, out)
+
+
+# ------------------------------------------------------------------------------ pass 3: flood (seeded rule)
+
+
+def seed_parts(plan, region, block_lut) -> list:
+    """``(slices, lut)`` for every block overlapping ``region``: where its local labels are and their final ids.
+
+    ``block_lut(i)`` is the lookup table of block ``i`` (:meth:`MergeResult.block_lut`). Small: the
+    parts travel with a pass-3 task, which reads the labels itself (:func:`assemble_seeds`).
+    """
+    parts = []
+    for i, b in enumerate(plan.blocks):
+        inter = tuple(slice(max(c.start, r.start), min(c.stop, r.stop)) for c, r in zip(b.core, region))
+        if all(s.start < s.stop for s in inter):
+            parts.append((inter, block_lut(i)))
+    return parts
+
+
+def assemble_seeds(region, parts, read_local) -> np.ndarray:
+    """Final seed ids over ``region`` from the blocks' local labels (``read_local(slices)``) and luts."""
+    from micro_sym.inference.blocks import inside
+
+    out = np.zeros(tuple(r.stop - r.start for r in region), np.uint32)
+    for inter, lut in parts:
+        out[inside(inter, region)] = lut[np.asarray(read_local(inter))]
+    return out
+
+
+def flood_block(orientation, boundary, seeds, *, symmetry, steps: int, inner, origin, image_shape,
+                boundary_threshold: float = 0.5):
+    """The seeded rule's flood for one block: final grain ids of its core plus their statistics.
+
+    ``orientation``, ``boundary`` and ``seeds`` (final seed ids, :func:`assemble_seeds`) cover the
+    block grown by ``steps + 1`` points (clipped to the image); ``inner`` is where the block lies in
+    them. The flood is local within ``steps`` points (:func:`micro_sym.grains.seeded.flood`), so the
+    core, and the plane beyond each of its high faces, equal the whole-image flood; that plane gives
+    the contacts across those faces (each counted once, by the block below).
+
+    Returns
+    -------
+    labels : ndarray of uint32
+        Final grain ids of the block.
+    arrays : dict
+        ``ids`` (the final id of each local statistics row), ``stat_*`` (as :class:`BlockLabels`,
+        without ``first``) and ``contacts`` in final ids, for :func:`final_table`.
+    """
+    from micro_sym.grains.reconstruct import _valid_mask, orientation_kind
+    from micro_sym.grains.seeded import flood, pair_similarity
+
+    kind = orientation_kind(np.shape(orientation), symmetry)
+    spatial = seeds.shape
+    nd = len(spatial)
+    valid = _valid_mask(orientation, kind, spatial, boundary, boundary_threshold, None)
+    sims = [pair_similarity(orientation, kind, ax) for ax in range(nd)]
+    grown = flood(seeds, boundary, valid & (seeds == 0), sims, steps)
+    labels = grown[inner].astype(np.uint32)
+    parts = []
+    for ax in range(nd):
+        # The block plus, where there is one, the next plane along this axis.
+        ext = tuple(slice(s.start, min(s.stop + 1, n)) if d == ax else s for d, (s, n) in enumerate(zip(inner, spatial)))
+        a = np.moveaxis(grown[ext], ax, 0)
+        lo, hi = a[:-1], a[1:]
+        diff = lo != hi
+        if diff.any():
+            from micro_sym.grains import unique_label_pairs
+
+            parts.append(np.insert(unique_label_pairs(lo[diff], hi[diff], counts=True), 2, ax, axis=1))
+    contacts = np.concatenate(parts) if parts else np.zeros((0, 4), np.int64)
+    ids, compact = np.unique(labels, return_inverse=True)
+    compact = compact.reshape(labels.shape)
+    if len(ids) and ids[0] == 0:
+        ids = ids[1:]
+    else:  # no 0 in the block: local labels from 1
+        compact = compact + 1
+    ori = orientation[(slice(None),) + inner] if kind.channel_axis else orientation[inner]
+    stats = _block_stats(compact.astype(np.int32), len(ids), ori, kind, origin, image_shape)
+    out = {f"stat_{k}": v for k, v in stats.items() if k != "first"}
+    out["ids"] = ids.astype(np.int64)
+    out["contacts"] = contacts
+    return labels, out
+
+
+def final_table(parts, n_grains: int, *, symmetry, image_shape, pixel_size=None) -> dict:
+    """The per-grain table from every block's :func:`flood_block` arrays (in block order)."""
+    keys = ("count", "m1", "m2", "edge", "ori_sum")
+    cat = {k: np.concatenate([np.asarray(p[f"stat_{k}"]) for p in parts]) for k in keys}
+    ids = np.concatenate([np.asarray(p["ids"]) for p in parts]).astype(np.uint32)
+    contacts = np.concatenate([np.asarray(p["contacts"], np.int64).reshape(-1, 4) for p in parts])
+    return _grain_table(ids, n_grains, cat, contacts, np.arange(n_grains + 1), symmetry, image_shape, pixel_size)
 
 
 def write_grain_csv(path, table: dict, unit: str = "px") -> Path:

@@ -60,8 +60,8 @@ class Network:
     meta: dict = field(default_factory=dict)
 
     def grain_rule(self, threshold: float, ndim: int) -> dict:
-        """Grain-rule parameters for this network's maps (:func:`micro_sym.grains.regions.network_rule`)."""
-        from micro_sym.grains.regions import network_rule
+        """Grain-rule parameters for this network's maps (:func:`micro_sym.grains.rules.network_rule`)."""
+        from micro_sym.grains.rules import network_rule
 
         return network_rule(threshold, ndim)
 
@@ -79,7 +79,7 @@ class Network:
 
         2D orientation is degrees in ``[0, 360/k)``; 3D is quaternions ``(4, *spatial)``.
         """
-        boundary = _sigmoid(y[0])
+        boundary = self.boundary_of(y)
         if self.orientation == "angle":
             from micro_sym.orientation import decode_angle
 
@@ -94,6 +94,10 @@ class Network:
         degrees = (4, 6) if self.orientation == "harmonics46" else (4,)
         q = sh_to_quat(np.moveaxis(y[1:], 0, -1), degrees)
         return {"boundary": boundary, "orientation": np.moveaxis(q, -1, 0).astype(np.float32)}
+
+    def boundary_of(self, y: np.ndarray) -> np.ndarray:
+        """Boundary probability alone from raw outputs (what :meth:`decode` returns as ``boundary``)."""
+        return _sigmoid(y[0])
 
     def forward(self, x: np.ndarray, device: str = "cpu") -> np.ndarray:
         """Run the module on a batch ``(B, *tile)`` of normalized tiles; returns ``(B, C, *tile)``."""

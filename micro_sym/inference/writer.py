@@ -8,8 +8,8 @@ Layout of one input ``NAME`` under ``OUT``::
         manifest.json         input fingerprint, weights hash, block/halo, code version, status
         labels.zarr           scratch: per-block local grain labels (uint32)
         blocks/ID.npz         per-block statistics and face planes (pass 1 result)
-        done1/ID, done2/ID    atomic markers: pass 1 (maps + local labels), pass 2 (grains) done
-        merge.npz             global lookup table of the merge
+        final/ID.npz          per-block statistics of the final grains (seeded rule, pass 3 result)
+        done1/ID, done2/ID    atomic markers: pass 1 (maps + local labels), pass 3 (grains) done
 
 A block's data is written first, then its marker is created atomically (write + ``os.replace``), so
 a marker always means "this block's chunks are complete". Completion is decided from markers only:
@@ -112,19 +112,20 @@ class RunState:
     def mark(self, stage: str, block_id: str) -> None:
         atomic_write_bytes(self.marker(stage, block_id), b"")
 
-    def save_block(self, block_id: str, arrays: dict) -> None:
+    def save_block(self, block_id: str, arrays: dict, kind: str = "blocks") -> None:
+        """Per-block arrays of pass 1 (``kind="blocks"``) or of the seeded flood (``"final"``)."""
         import io
 
         buf = io.BytesIO()
         np.savez(buf, **arrays)  # uncompressed: np.load reads single members without the rest
-        atomic_write_bytes(self.root / "blocks" / f"{block_id}.npz", buf.getvalue())
+        atomic_write_bytes(self.root / kind / f"{block_id}.npz", buf.getvalue())
 
-    def load_block(self, block_id: str):
-        return np.load(self.root / "blocks" / f"{block_id}.npz")
+    def load_block(self, block_id: str, kind: str = "blocks"):
+        return np.load(self.root / kind / f"{block_id}.npz")
 
     def prepare(self) -> None:
         try:
-            for sub in ("done1", "done2", "blocks"):
+            for sub in ("done1", "done2", "blocks", "final"):
                 (self.root / sub).mkdir(parents=True, exist_ok=True)
         except OSError as err:
             raise os_error(self.out_dir, err, "create output directory") from None
@@ -133,6 +134,7 @@ class RunState:
         """Drop scratch data of a completed input (keeps manifest and markers)."""
         shutil.rmtree(self.labels_path, ignore_errors=True)
         shutil.rmtree(self.root / "blocks", ignore_errors=True)
+        shutil.rmtree(self.root / "final", ignore_errors=True)
 
 
 def _canon(v):

@@ -325,7 +325,10 @@ def segment(image, settings: SegmentSettings, **kwargs) -> SegmentResult:
 
 
 def _iter_network(image, settings, pixel_size, unit, net):
+    from micro_sym.grains.rules import is_seeded, seed_margin
     from micro_sym.inference import label_block, merge_blocks, plan_blocks
+    from micro_sym.inference.blocks import grow, grown_crop, inside
+    from micro_sym.inference.labels import assemble_seeds, final_table, flood_block, seed_core, seed_parts
     from micro_sym.models.normalize import intensity_range
 
     t0 = time.perf_counter()
@@ -338,13 +341,15 @@ def _iter_network(image, settings, pixel_size, unit, net):
     shape = tuple(int(s) for s in image.shape)
     nd = len(shape)
     rule = net.grain_rule(settings.threshold, nd)  # the CLI engine's grain rule, so results agree
+    seeded, margin = is_seeded(rule), seed_margin(rule)
     stride = max(int(net.total_stride), 1)
+    halo = net.halo + margin  # the seed core of a tile needs the boundary map `margin` beyond it
     if settings.tile:
         # The tile is the engine's processing block and output chunk; both must sit on the stride grid.
         tile = int(math.ceil(settings.tile / stride) * stride)
-        plan = plan_blocks(shape, tile, halo=net.halo, stride=stride, chunk=tile)
+        plan = plan_blocks(shape, tile, halo=halo, stride=stride, chunk=tile)
     else:
-        plan = plan_blocks(shape, None, halo=net.halo, stride=stride)
+        plan = plan_blocks(shape, None, halo=halo, stride=stride)
     n = len(plan.blocks)
     # 3D harmonic outputs decode per voxel by an iterative fit (tens of seconds per 48³ tile on a CPU):
     # decode in z slabs and yield after each, so the progress bar moves and Cancel acts within seconds.
@@ -365,7 +370,8 @@ def _iter_network(image, settings, pixel_size, unit, net):
         x = np.nan_to_num(net.normalize(x, lo, hi), nan=0.0)
         if any(p != (0, 0) for p in b.pad):
             x = np.pad(x, b.pad, mode=plan.pad_mode)
-        y = net.forward(x[None], settings.device)[0][(slice(None), *b.crop)]
+        net_out = net.forward(x[None], settings.device)[0]
+        y = net_out[(slice(None), *b.crop)]
         if steps[i] == 1:
             maps = net.decode(y)
         else:  # per-voxel decode: z slabs give exactly the same values
@@ -376,20 +382,39 @@ def _iter_network(image, settings, pixel_size, unit, net):
                 parts.append(net.decode(y[:, z0:z0 + slab]))
             maps = {k: np.concatenate([m[k] for m in parts], axis=1 if k == "orientation" else 0) for k in parts[0]}
         done += steps[i]
+        core = None
+        if seeded:
+            grown_boundary = net.boundary_of(net_out[(slice(None), *grown_crop(b, margin, shape))])
+            core = seed_core(grown_boundary, inside(b.core, grow(b.core, margin, shape)), radius=rule["core_radius"],
+                             boundary_threshold=settings.boundary_threshold)
         lab = label_block(maps["orientation"], maps["boundary"], symmetry=net.symmetry, threshold=rule["pair_threshold"],
                           boundary_threshold=settings.boundary_threshold, origin=tuple(s.start for s in b.core),
-                          image_shape=shape, reach=rule["reach"])
+                          image_shape=shape, reach=rule["reach"], mask=core)
         boundary[b.core] = maps["boundary"]
         orientation[(slice(None), *b.core) if nd == 3 else b.core] = maps["orientation"]
         local[b.core] = lab.labels
         merge_data[b.id] = lab.to_arrays()
     yield Progress(done, total, "merging grains across tiles")
     merged = merge_blocks(plan, lambda b: merge_data[b.id], symmetry=net.symmetry, threshold=rule["pair_threshold"],
-                          min_size=int(settings.min_size), pixel_size=pixel_size,
-                          merge_threshold=rule["merge_threshold"], reach=rule["reach"])
+                          min_size=int(settings.min_size), small="drop" if seeded else "merge", pixel_size=pixel_size,
+                          merge_threshold=rule["merge_threshold"], reach=rule["reach"], table=not seeded)
     grains = _allocate(shape, np.uint32, n)
+    final = []
     for i, b in enumerate(plan.blocks):
-        grains[b.core] = merged.block_lut(i)[np.asarray(local[b.core])]
+        if not seeded:
+            grains[b.core] = merged.block_lut(i)[np.asarray(local[b.core])]
+            continue
+        # Seeded rule: grow the merged seeds (the engine's pass 3, on the maps in memory).
+        region = grow(b.core, rule["steps"] + 1, shape)
+        seeds = assemble_seeds(region, seed_parts(plan, region, merged.block_lut), lambda sl: local[sl])
+        ori = np.asarray(orientation[(slice(None), *region) if nd == 3 else region])
+        grains[b.core], arrays = flood_block(ori, np.asarray(boundary[region]), seeds, symmetry=net.symmetry,
+                                             steps=rule["steps"], inner=inside(b.core, region),
+                                             origin=tuple(s.start for s in b.core), image_shape=shape,
+                                             boundary_threshold=settings.boundary_threshold)
+        final.append(arrays)
+    if seeded:
+        merged.table = final_table(final, merged.n_grains, symmetry=net.symmetry, image_shape=shape, pixel_size=pixel_size)
     del local, merge_data
     yield Progress(done + 1, total, "grain statistics")
     table = _table(grains, orientation, net.symmetry, pixel_size, unit, merged.table)
