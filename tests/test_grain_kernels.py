@@ -138,3 +138,21 @@ def test_shifted_cubic_kernel_equals_the_view_kernel_for_every_offset(ndim):
         lo, hi = rec._shift_slices(shape, off)
         want = K.cubic_max_scalar(q[(slice(None),) + lo], q[(slice(None),) + hi])
         np.testing.assert_array_equal(K.cubic_max_scalar_shifted(q, lo, hi), want)
+
+
+@pytest.mark.parametrize("shape", [(37, 45, 29), (61, 47)])
+def test_within_radius_equals_ball_dilation(shape):
+    """The separable kernel marks exactly what a binary dilation by the Euclidean ball marks (image edges included)."""
+    from scipy import ndimage
+
+    from micro_sym.grains._kernels import within_radius
+
+    rng = np.random.default_rng(len(shape))
+    field = ndimage.gaussian_filter(rng.random(shape), 2)
+    for q in (0.97, 0.75):
+        mask = field > np.quantile(field, q)
+        for radius in (0.0, 1.0, 1.5, 2.5, 3.5, 4.2):
+            r = int(np.floor(radius))
+            grid = np.mgrid[(slice(-r, r + 1),) * len(shape)]
+            ball = (grid**2).sum(0) <= radius * radius
+            np.testing.assert_array_equal(within_radius(mask, radius), ndimage.binary_dilation(mask, structure=ball))

@@ -362,3 +362,55 @@ def _flood(labels, level, prob, free, sim0, sim1, sim2, steps):
         level[:] = new_level
         if not changed:
             break
+
+
+@njit(cache=True, nogil=True)
+def _within_radius(mask, reach, r2, out):
+    """``out`` = points with a ``mask`` point at squared Euclidean distance <= ``r2`` (``reach`` = floor(r)).
+
+    Three separable passes of squared distances capped at ``reach`` per axis (exact for this test:
+    a point within the radius is within ``reach`` along every axis), instead of a ball dilation whose
+    cost grows with the ball's volume.
+    """
+    nz, ny, nx = mask.shape
+    big = np.int32(3 * (reach + 1) * (reach + 1) + 1)
+    a = np.full(mask.shape, big, np.int32)
+    for z in range(nz):
+        for y in range(ny):
+            for x in range(nx):
+                if mask[z, y, x]:
+                    for d in range(-reach, reach + 1):
+                        xx = x + d
+                        if 0 <= xx < nx and d * d < a[z, y, xx]:
+                            a[z, y, xx] = d * d
+    b = np.full(mask.shape, big, np.int32)
+    for z in range(nz):
+        for y in range(ny):
+            for x in range(nx):
+                v = a[z, y, x]
+                if v < big:
+                    for d in range(-reach, reach + 1):
+                        yy = y + d
+                        if 0 <= yy < ny and v + d * d < b[z, yy, x]:
+                            b[z, yy, x] = v + d * d
+    for z in range(nz):
+        for y in range(ny):
+            for x in range(nx):
+                out[z, y, x] = False
+    for z in range(nz):
+        for y in range(ny):
+            for x in range(nx):
+                v = b[z, y, x]
+                if v <= r2:
+                    for d in range(-reach, reach + 1):
+                        zz = z + d
+                        if 0 <= zz < nz and v + d * d <= r2:
+                            out[zz, y, x] = True
+
+
+def within_radius(mask, radius: float) -> np.ndarray:
+    """Points (2D or 3D) with a ``mask`` point within Euclidean ``radius`` (a binary dilation by a ball)."""
+    mask = np.ascontiguousarray(mask, dtype=bool)
+    out = np.empty(mask.shape, bool)
+    _within_radius(_as_3d(mask), int(np.floor(radius)), float(radius) * float(radius), _as_3d(out))
+    return out

@@ -24,7 +24,6 @@ watershed cannot be tiled. ``bench/study_grains3d.py`` measures it against the p
 from __future__ import annotations
 
 import numpy as np
-from scipy import ndimage
 
 from micro_sym.errors import MicroSymError
 
@@ -35,10 +34,9 @@ FLOOD_STEPS = 8
 
 def core_mask(boundary_mask: np.ndarray, radius: float) -> np.ndarray:
     """True where no ``boundary_mask`` point lies within ``radius`` (Euclidean, points)."""
-    r = int(np.floor(radius))
-    grid = np.mgrid[(slice(-r, r + 1),) * boundary_mask.ndim]
-    ball = (grid**2).sum(0) <= radius * radius
-    return ~ndimage.binary_dilation(boundary_mask, structure=ball)
+    from micro_sym.grains._kernels import within_radius
+
+    return ~within_radius(boundary_mask, radius)
 
 
 def pair_similarity(orientation, kind, axis: int) -> np.ndarray:

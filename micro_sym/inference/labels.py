@@ -584,14 +584,15 @@ def flood_block(orientation, boundary, seeds, *, symmetry, steps: int, inner, or
 
             parts.append(np.insert(unique_label_pairs(lo[diff], hi[diff], counts=True), 2, ax, axis=1))
     contacts = np.concatenate(parts) if parts else np.zeros((0, 4), np.int64)
-    ids, compact = np.unique(labels, return_inverse=True)
-    compact = compact.reshape(labels.shape)
-    if len(ids) and ids[0] == 0:
-        ids = ids[1:]
-    else:  # no 0 in the block: local labels from 1
-        compact = compact + 1
+    # Local rows 1..n for the final ids present (a lookup table, not a sort of the block).
+    present = np.bincount(labels.ravel(), minlength=1) > 0
+    present[0] = False
+    ids = np.flatnonzero(present)
+    local = np.zeros(len(present), np.int32)
+    local[ids] = np.arange(1, len(ids) + 1, dtype=np.int32)
+    compact = local[labels]
     ori = orientation[(slice(None),) + inner] if kind.channel_axis else orientation[inner]
-    stats = _block_stats(compact.astype(np.int32), len(ids), ori, kind, origin, image_shape)
+    stats = _block_stats(compact, len(ids), ori, kind, origin, image_shape)
     out = {f"stat_{k}": v for k, v in stats.items() if k != "first"}
     out["ids"] = ids.astype(np.int64)
     out["contacts"] = contacts
