@@ -158,6 +158,9 @@ def test_tiled_2d_equals_whole_image(tmp_path):
     (res,) = segment([tmp_path / "a.tif"], tmp_path / "out", model=as_network(model), block=64, chunk=32,
                      threshold=5.0, min_size=5)
     assert res.status == "complete" and res.n_blocks == 12
+    g = zarr.open_group(str(tmp_path / "out" / "a.zarr"), mode="r")
+    # Written a shard (= output chunk) at a time, read back (halos of the last pass) in half chunks.
+    assert g["boundary"].shards == (32, 32) and g["boundary"].chunks == (16, 16)
     out = _read(tmp_path / "out", "a")
     np.testing.assert_allclose(out["boundary"], ref["boundary"], atol=1e-5)
     d = np.abs(out["orientation"] - ref["orientation"])

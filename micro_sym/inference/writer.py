@@ -141,8 +141,27 @@ def _canon(v):
     return json.loads(json.dumps(v, sort_keys=True, default=str))
 
 
+def read_chunks(write_unit) -> tuple:
+    """Inner chunk of a write unit (a shard): half of it per axis where it splits evenly.
+
+    The seeded grain rule's last pass reads each block's maps with a halo of a few points from its
+    neighbours; zarr decodes whole chunks, so with chunk = block that read decoded 27 full blocks in
+    3D (0.90 s per 146³ region of 4-channel float32); with 64³ chunks inside 128³ shards, 0.28 s,
+    while writing whole shards costs the same (measured with random data on this machine).
+    """
+    return tuple(c // 2 if c % 2 == 0 and c >= 32 else c for c in write_unit)
+
+
+def _layout(write_unit, lead=()) -> dict:
+    """``create_array`` keywords: shards of the write unit made of :func:`read_chunks` (or plain chunks)."""
+    inner = read_chunks(write_unit)
+    if inner == tuple(write_unit):
+        return {"chunks": tuple(lead) + tuple(write_unit)}
+    return {"chunks": tuple(lead) + inner, "shards": tuple(lead) + tuple(write_unit)}
+
+
 def create_outputs(state: RunState, shape, ndim: int, chunk, *, pixel_size=None, unit=None) -> None:
-    """Create the empty output arrays (chunk grid = write unit) if they do not exist yet."""
+    """Create the empty output arrays (shard grid = write unit) if they do not exist yet."""
     import zarr
 
     spatial = tuple(shape)
@@ -152,10 +171,10 @@ def create_outputs(state: RunState, shape, ndim: int, chunk, *, pixel_size=None,
                  "grains": ((), "uint32")}
         for name, (lead, dtype) in specs.items():
             if name not in root:
-                root.create_array(name, shape=lead + spatial, chunks=lead + tuple(chunk), dtype=dtype,
+                root.create_array(name, shape=lead + spatial, **_layout(chunk, lead), dtype=dtype,
                                   fill_value=float("nan") if dtype == "float32" else 0, compressors=_compressor())
         if not state.labels_path.exists():
-            zarr.create_array(str(state.labels_path), shape=spatial, chunks=tuple(chunk), dtype="uint32",
+            zarr.create_array(str(state.labels_path), shape=spatial, **_layout(chunk), dtype="uint32",
                               fill_value=0, zarr_format=3, compressors=_compressor())
         scale = list(pixel_size) if pixel_size is not None else [1.0] * ndim
         axes = [{"name": a, "type": "space", **({"unit": unit} if unit else {})} for a in "zyx"[-ndim:]]
