@@ -125,7 +125,9 @@ def load_networks():
     out = {}
     for name in BUNDLED:
         try:
-            out[f"network:{name}"] = load_model(name, export=True)
+            model = load_model(name, export=True)
+            if model.ndim == 2:  # the contest is on micrographs
+                out[f"network:{name}"] = model
         except Exception as err:  # noqa: BLE001 - absence of a model is a result, not a crash
             print(f"no bundled network {name}: {type(err).__name__}: {err}", file=sys.stderr)
     return out

@@ -72,7 +72,7 @@ def segment(
 ):
     """Segment many images or volumes into boundary, orientation and grain maps, block by block.
 
-    Without --model, --method auto chooses per 2D input: the classical filter bank when the image's lattice fringe signal-to-noise ratio (power-spectrum ring over the shot-noise floor) is below a calibrated threshold (4.5 dB, reached at about 4 counts/px; the networks fail at 2-3), else the robust-2d network. The choice is printed and kept in the run manifest.
+    Without --model, --method auto chooses per 2D input: the classical filter bank when the image's lattice fringe signal-to-noise ratio (power-spectrum ring over the shot-noise floor) is below a calibrated threshold (1.1 dB, between 2 and 3 counts/px; the network fails at 2), else the robust-2d network. The choice is printed and kept in the run manifest.
 
     With --method classical the maps come from the Gabor filter bank of `micro-sym classical`, run block-wise without its boundary-closing step (a whole-image watershed, not tile-local): boundaries are orientation jumps only, and grains follow the plain misorientation pair rule. The lattice period is estimated once per input (or --period) and kept for a resume.
     """  # one line per paragraph: the help text keeps line breaks

@@ -227,8 +227,9 @@ def plan_input(img, net: Network, *, block=None, chunk=None, margin: int = 0) ->
     network's receptive field plus ``margin`` (where the grain rule needs maps beyond the block)."""
     if img.ndim != net.ndim:
         kind = {2: "2D image", 3: "3D volume"}[img.ndim]
+        hint = "--model default-3d (bundled)" if img.ndim == 3 else "a 2D model, e.g. --model robust-2d"
         raise MicroSymError(f"{img.path}: model '{net.name}' is for {net.ndim}D data but the input is a {kind} of shape "
-                            f"{tuple(img.data.shape)}")
+                            f"{tuple(img.data.shape)}; use {hint}")
     return plan_blocks(img.data.shape, block, halo=net.halo + margin, stride=net.total_stride, chunk=chunk,
                        pad=getattr(net, "pad_to_stride", True))
 

@@ -11,12 +11,13 @@ network.
 The threshold comes from ``python bench/calibrate_method_choice.py`` (calibration seeds, disjoint from
 the contest's held-out images): per image of every contest condition it scores both methods and picks
 the threshold that maximizes the mean grain F1 of the choice (ties within half a point: the widest
-margin). With robust-2d that is 4.51 dB, between the 3 and 5 counts/px images: mean grain F1 0.733,
-versus 0.649 for the network alone and 0.606 for the classical method alone; 2 and 3 counts/px go to
-the classical method, blurred images (about 8 dB) to the network, which wins there
-(bench/results/method_choice.json). The default-2d model, trained on clean images only, would need
-13.45 dB and reach 0.704, so auto runs robust-2d unless a model is given (the threshold is the
-robust-2d one either way).
+margin). With robust-2d and the seeded grain rule of network maps (:mod:`micro_sym.grains.rules`)
+that is 1.13 dB, between the 2 and 3 counts/px images: mean grain F1 0.770, versus 0.720 for the
+network alone and 0.606 for the classical method alone; 2 counts/px goes to the classical method,
+3 counts/px and everything above to the network (bench/results/method_choice.json). With the
+previous grain rule (region merging) the network was weaker at low dose and the threshold was
+4.51 dB. The default-2d model, trained on clean images only, would need 13.45 dB and reach 0.727,
+so auto runs robust-2d unless a model is given (the threshold is the robust-2d one either way).
 
 The choice, the SNR and the threshold are recorded in the run manifest (``method.auto``); a
 resumed run reuses the recorded choice. 3D inputs always run the network.
@@ -29,7 +30,7 @@ from dataclasses import dataclass
 from micro_sym.errors import MicroSymError
 
 #: Fringe SNR (dB) below which the classical method segments the input (calibrated, see above).
-CLASSICAL_BELOW_DB = 4.51
+CLASSICAL_BELOW_DB = 1.13
 #: The network auto runs when no model is given (the one the threshold was calibrated for).
 AUTO_MODEL = "robust-2d"
 

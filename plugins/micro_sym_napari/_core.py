@@ -168,7 +168,8 @@ def check_settings(settings: SegmentSettings, ndim: int) -> None:
     """Checks that need no model loading: classical is 2D only, a model file must exist, sane numbers."""
     if settings.model == AUTO:
         if ndim != 2:
-            raise MicroSymError("'auto' chooses between methods for 2D micrographs only; choose a 3D model for volumes")
+            raise MicroSymError("'auto' chooses between methods for 2D micrographs only; choose a 3D model for volumes "
+                                "(e.g. the bundled default-3d)")
     elif settings.model == CLASSICAL:
         if ndim != 2:
             raise MicroSymError("the classical (filter-bank) method maps 2D micrographs only; choose a 3D model for volumes")
