@@ -9,13 +9,19 @@ pixel pairs at 3.5°, regions merged within 4 px at 5°, small grains merged. Se
 merged within ``reach`` px at 5°, seeds under 32 px dropped, then the bounded flood (4 steps). The
 tuning sets (synth seeds 5000 and 6000; ``micro-sym synth 2d --out data/synth2d_more16 --n 16
 --seed 6000``) choose ``r`` and ``reach``; the second line scores that choice once on the held-out
-set. Each row: pooled grain F1 over the set (IoU > 0.5, every true grain counted). The choice is now
+set. Each row: pooled grain F1 over the set (IoU > 0.5, every true grain counted). A wider grid on the
+tuning sets around the choice (flood steps, boundary and seed pair thresholds, seed minimum size)::
+
+    python bench/study_grains2d_seeded.py --data data/synth2d_tune data/synth2d_more16 --radii 2.5 --reaches 12 \
+        --steps 4 8 --boundary-thresholds 0.4 0.5 0.6 --pair-thresholds 4 5 --seed-min-sizes 16 32 \
+        --out bench/results/grains2d_seeded_grid_tune.json The choice is now
 the product's rule for network maps (:data:`micro_sym.grains.rules.SEEDED_2D`).
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sys
 import warnings
@@ -41,6 +47,10 @@ def main():
     ap.add_argument("--data", type=Path, nargs="+", required=True)
     ap.add_argument("--radii", type=float, nargs="+", default=[1.5, 2.5, 3.5])
     ap.add_argument("--reaches", type=int, nargs="+", default=[8, 10, 12])
+    ap.add_argument("--steps", type=int, nargs="+", default=[STEPS], help="flood steps")
+    ap.add_argument("--boundary-thresholds", type=float, nargs="+", default=[0.5])
+    ap.add_argument("--pair-thresholds", type=float, nargs="+", default=[5.0], help="seed pair rule, degrees")
+    ap.add_argument("--seed-min-sizes", type=int, nargs="+", default=[32], help="seeds smaller than this are dropped")
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
     model = load_model(args.model, export=True)
@@ -50,13 +60,16 @@ def main():
         cache = [(ds[n], predict_image(model, ds[n].image)) for n in ds.names]
         rows.append({"data": str(root), "rule": "product", **pooled(cache, lambda m: grains_from_maps(m, 4, rule=region_rule(5.0)))})
         print(rows[-1], flush=True)
-        for r in args.radii:
-            for reach in args.reaches:
-                rule = lambda m: seeded_grains(m["orientation"], m["boundary"], symmetry="square", core_radius=r,  # noqa: E731
-                                               steps=STEPS, min_size=32, reach=reach)
-                rows.append({"data": str(root), "rule": "seeded", "core_radius": r, "reach": reach, "steps": STEPS,
-                             **pooled(cache, rule)})
-                print(rows[-1], flush=True)
+        grid = itertools.product(args.radii, args.reaches, args.steps, args.boundary_thresholds, args.pair_thresholds,
+                                 args.seed_min_sizes)
+        for r, reach, steps, bt, pt, ms in grid:
+            rule = lambda m: seeded_grains(m["orientation"], m["boundary"], symmetry="square", threshold=pt,  # noqa: E731
+                                           boundary_threshold=bt, core_radius=r, steps=steps, min_size=ms, reach=reach)
+            row = {"core_radius": r, "reach": reach, "steps": steps}
+            if (bt, pt, ms) != (0.5, 5.0, 32):  # rows of the first study had none of these keys
+                row |= {"boundary_threshold": bt, "pair_threshold": pt, "seed_min_size": ms}
+            rows.append({"data": str(root), "rule": "seeded", **row, **pooled(cache, rule)})
+            print(rows[-1], flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"model": args.model, "rows": rows}, indent=1))
 
