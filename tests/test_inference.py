@@ -197,21 +197,23 @@ from micro_sym.inference import segment
 n = {{"k": 0}}
 def crash(stage, block_id):
     n["k"] += 1
-    if n["k"] == 5:
+    if n["k"] == {kill_at}:
         os._exit(3)  # a hard kill: no cleanup, no exception handling
 segment([sys.argv[1]], sys.argv[2], model=sys.argv[3], block=64, chunk=32, threshold={thr}, min_size=5,
         workers=1, on_block=crash)
 """
 
 
-def test_resume_after_kill_is_identical_and_writes_no_block_twice(tmp_path, model_file):
+@pytest.mark.parametrize("kill_at, stage", [(5, "maps"), (17, "grains")])  # 12 blocks: 12 maps markers, then grains
+def test_resume_after_kill_is_identical_and_writes_no_block_twice(tmp_path, model_file, kill_at, stage):
     img = _smooth((203, 171), seed=3)
     tifffile.imwrite(tmp_path / "a.tif", img)
     script = tmp_path / "crash.py"
-    script.write_text(textwrap.dedent(CRASH.format(thr=THRESHOLD_2D)))
+    script.write_text(textwrap.dedent(CRASH.format(thr=THRESHOLD_2D, kill_at=kill_at)))
     p = subprocess.run([sys.executable, str(script), str(tmp_path / "a.tif"), str(tmp_path / "out"), str(model_file)])
     assert p.returncode == 3
-    done = {f.name for f in (tmp_path / "out" / ".a.run" / "done1").iterdir()}
+    marker_dir = tmp_path / "out" / ".a.run" / ("done1" if stage == "maps" else "done2")
+    done = {f.name for f in marker_dir.iterdir()}
     assert 0 < len(done) < 12
     manifest = json.loads((tmp_path / "out" / ".a.run" / "manifest.json").read_text())
     assert manifest["status"] == "running"  # never reported complete
@@ -219,8 +221,10 @@ def test_resume_after_kill_is_identical_and_writes_no_block_twice(tmp_path, mode
     (res,) = segment([tmp_path / "a.tif"], tmp_path / "out", model=str(model_file), block=64, chunk=32,
                      threshold=THRESHOLD_2D, min_size=5, workers=1, on_block=lambda s, b: rerun.append((s, b)))
     assert res.status == "complete", res.error
-    maps_rerun = {b for s, b in rerun if s == "maps"}
-    assert not maps_rerun & done and len(maps_rerun | done) == 12
+    stage_rerun = {b for s, b in rerun if s == stage}
+    assert not stage_rerun & done and len(stage_rerun | done) == 12
+    if stage == "grains":  # the seeded flood's per-block statistics of the first run were kept and reused
+        assert not {b for s, b in rerun if s == "maps"}
     (clean,) = segment([tmp_path / "a.tif"], tmp_path / "clean", model=str(model_file), block=64, chunk=32,
                        threshold=THRESHOLD_2D, min_size=5, workers=1)
     a, b = _read(tmp_path / "out", "a"), _read(tmp_path / "clean", "a")
