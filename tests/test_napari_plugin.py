@@ -206,22 +206,8 @@ def test_core_auto_runs_the_chosen_method_and_says_why():
         assert res.info["auto"]["chose"] == ("classical" if method == "classical" else "network")
         np.testing.assert_array_equal(res.grains, alone.grains)
     assert _core.available_models()[0] == _core.AUTO
-
-
-def test_core_auto_runs_the_bundled_3d_network_on_volumes(monkeypatch):
-    """'auto' on a volume: the bundled default-3d (auto's choice is between 2D methods)."""
-    _core.check_settings(_core.SegmentSettings(model=_core.AUTO), 3)  # accepted for volumes
-    seen = {}
-
-    def fake_network(image, settings, pixel_size, unit, net):
-        seen["model"] = settings.model
-        return _core.SegmentResult(np.zeros(image.shape, np.uint32), None, None, {}, "cubic", f"network {settings.model}",
-                                   None, None, 1, 0.0, {})
-        yield  # a generator, like the real one
-
-    monkeypatch.setattr(_core, "_iter_network", fake_network)
-    res = _core.segment(np.zeros((16, 16, 16), np.float32), _core.SegmentSettings(model=_core.AUTO))
-    assert seen["model"] == "default-3d" and res.method == "auto: network default-3d (3D volume)"
+    with pytest.raises(MicroSymError, match="2D micrographs only"):
+        _core.check_settings(_core.SegmentSettings(model=_core.AUTO), 3)
 
 
 def test_core_rejects_bad_images_with_clear_messages():
