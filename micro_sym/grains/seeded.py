@@ -85,6 +85,16 @@ def flood(seeds, boundary, free, sims, steps: int = FLOOD_STEPS) -> np.ndarray:
     return labels.reshape(np.shape(seeds))
 
 
+def grow_seeds(orientation, boundary, seeds, kind, *, boundary_threshold: float = 0.5,
+               steps: int = FLOOD_STEPS) -> np.ndarray:
+    """Step 3 of the rule: flood ``seeds`` into the other valid, non-boundary points (int64 labels)."""
+    from micro_sym.grains.reconstruct import _valid_mask
+
+    valid = _valid_mask(orientation, kind, seeds.shape, boundary, boundary_threshold, None)
+    sims = [pair_similarity(orientation, kind, ax) for ax in range(seeds.ndim)]
+    return flood(seeds, boundary, valid & (seeds == 0), sims, steps)
+
+
 def seeded_grains(orientation, boundary, *, symmetry: str | None = None, threshold: float = 5.0,
                   boundary_threshold: float = 0.5, core_radius: float = CORE_RADIUS, steps: int = FLOOD_STEPS,
                   min_size: int = 32, reach: int = 0) -> np.ndarray:
@@ -132,6 +142,6 @@ def seeded_grains(orientation, boundary, *, symmetry: str | None = None, thresho
             raise MicroSymError("seeded grains: merging seeds (reach > 0) needs a 2D angle map")
         seeds = merge_regions(seeds, orientation, k=kind.k, threshold=threshold, reach=reach)
     seeds = filter_small_grains(seeds, min_size, small="drop") if min_size > 1 else seeds
-    sims = [pair_similarity(orientation, kind, ax) for ax in range(len(spatial))]
     # The flood only spreads the seeds' ids, which are consecutive already.
-    return flood(seeds, boundary, valid & (seeds == 0), sims, steps).astype(np.uint32)
+    return grow_seeds(orientation, boundary, seeds, kind, boundary_threshold=boundary_threshold,
+                      steps=steps).astype(np.uint32)

@@ -562,15 +562,13 @@ def flood_block(orientation, boundary, seeds, *, symmetry, steps: int, inner, or
         ``ids`` (the final id of each local statistics row), ``stat_*`` (as :class:`BlockLabels`,
         without ``first``) and ``contacts`` in final ids, for :func:`final_table`.
     """
-    from micro_sym.grains.reconstruct import _valid_mask, orientation_kind
-    from micro_sym.grains.seeded import flood, pair_similarity
+    from micro_sym.grains.reconstruct import orientation_kind
+    from micro_sym.grains.seeded import grow_seeds
 
     kind = orientation_kind(np.shape(orientation), symmetry)
     spatial = seeds.shape
     nd = len(spatial)
-    valid = _valid_mask(orientation, kind, spatial, boundary, boundary_threshold, None)
-    sims = [pair_similarity(orientation, kind, ax) for ax in range(nd)]
-    grown = flood(seeds, boundary, valid & (seeds == 0), sims, steps)
+    grown = grow_seeds(orientation, boundary, seeds, kind, boundary_threshold=boundary_threshold, steps=steps)
     labels = grown[inner].astype(np.uint32)
     parts = []
     for ax in range(nd):
