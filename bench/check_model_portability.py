@@ -1,16 +1,24 @@
-"""Does a 3D model file give the same maps in this environment as where it was trained?
+"""Does a 3D model file give the same maps in this environment as where it was made?
 
-    python bench/check_model_portability.py --model runs/octa_synth3d/model.pt
+    python bench/check_model_portability.py --model default-3d
+    python bench/check_model_portability.py --model runs/octa_synth3d/model.pt --write-reference tests/data/default_3d_reference.json
+    python bench/check_model_portability.py --model default-3d --reference tests/data/default_3d_reference.json
 
 Loads the file (weights only), predicts a 40³ crop of the bundled sample volume and prints the
 boundary-probability mean, the fraction of predicted boundary voxels and the number of seeded grains.
-Run it in two environments and compare: the octahedral model of configs/train_3d_synth.yaml gave
-different numbers in a fresh venv than in the one it was trained in (see the README's 3D item).
+``--write-reference`` also stores the raw network outputs on a sub-grid of that crop; ``--reference``
+compares against such a file and exits 1 when they differ (tests/test_models3d.py does the same for
+the bundled default-3d). Run it in two environments and compare: the escnn file of the octahedral
+model of configs/train_3d_synth.yaml gave different numbers in a fresh venv than in the one it was
+trained in (escnn builds octahedral bases numerically); its exported plain-torch file, the bundled
+default-3d, gives the same numbers everywhere.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import sys
 import warnings
 from pathlib import Path
 
@@ -20,20 +28,65 @@ import tifffile
 warnings.filterwarnings("ignore", message=".*py3nj.*")
 
 from micro_sym.grains.rules import grains_by_rule, network_rule  # noqa: E402
-from micro_sym.inference import load_network, predict_array  # noqa: E402
+from micro_sym.inference import load_network  # noqa: E402
+from micro_sym.models.normalize import intensity_range  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
+CROP = 40  # voxels per side, from the corner of the sample volume's first file
+STEP = 8  # the reference keeps raw outputs at every STEP-th voxel
+TOLERANCE = 1e-3  # max abs difference of raw outputs (logits / harmonic coefficients, O(1) values)
+
+
+def sample_crop() -> np.ndarray:
+    return tifffile.imread(sorted((ROOT / "sample_data" / "volume" / "images").glob("*.tif"))[0])[:CROP, :CROP, :CROP]
+
+
+def raw_and_maps(model):
+    """The network's raw output on the crop (C, D, H, W) and its decoded maps."""
+    net = load_network(model)
+    vol = sample_crop()
+    lo, hi = intensity_range(vol)
+    raw = net.forward(np.nan_to_num(net.normalize(vol, lo, hi), nan=0.0)[None])[0]  # 40 is a multiple of the stride
+    return raw, net.decode(raw)
+
+
+def summary(model) -> dict:
+    raw, maps = raw_and_maps(model)
+    b = maps["boundary"]
+    grains = grains_by_rule(maps["orientation"], b, network_rule(5.0, 3), symmetry="cubic", min_size=32)
+    sub = raw[:, ::STEP, ::STEP, ::STEP]
+    return {"boundary_mean": float(b.mean()), "boundary_fraction": float((b >= 0.5).mean()), "grains": int(grains.max()),
+            "crop": CROP, "step": STEP, "raw_shape": list(sub.shape), "raw": np.round(sub, 6).ravel().tolist()}
+
+
+def compare(got: dict, ref: dict) -> list[str]:
+    """Differences between two summaries, as readable lines (empty when they agree)."""
+    problems = []
+    if got["raw_shape"] != ref["raw_shape"]:
+        return [f"raw output shape {got['raw_shape']} != reference {ref['raw_shape']}"]
+    err = float(np.abs(np.asarray(got["raw"]) - np.asarray(ref["raw"])).max())
+    if not err <= TOLERANCE:
+        problems.append(f"raw outputs differ from the reference by up to {err:.3g} (tolerance {TOLERANCE})")
+    if got["grains"] != ref["grains"]:
+        problems.append(f"{got['grains']} seeded grains, reference {ref['grains']}")
+    return problems
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", required=True)
+    ap.add_argument("--write-reference", type=Path)
+    ap.add_argument("--reference", type=Path)
     args = ap.parse_args()
-    vol = tifffile.imread(sorted((ROOT / "sample_data" / "volume" / "images").glob("*.tif"))[0])[:40, :40, :40]
-    out = predict_array(load_network(args.model), vol)
-    b = out["boundary"]
-    grains = grains_by_rule(out["orientation"], b, network_rule(5.0, 3), symmetry="cubic", min_size=32)
-    print(f"boundary mean {b.mean():.3f}  boundary voxels {(b >= 0.5).mean():.3f}  grains {int(grains.max())}")
+    got = summary(args.model)
+    print(f"boundary mean {got['boundary_mean']:.3f}  boundary voxels {got['boundary_fraction']:.3f}  grains {got['grains']}")
+    if args.write_reference:
+        args.write_reference.write_text(json.dumps({"model": str(args.model), **got}) + "\n")
+        print(f"wrote {args.write_reference}")
+    if args.reference:
+        problems = compare(got, json.loads(args.reference.read_text()))
+        print("\n".join(problems) or "matches the reference")
+        sys.exit(1 if problems else 0)
 
 
 if __name__ == "__main__":

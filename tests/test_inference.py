@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 from micro_sym.cli import app
 from micro_sym.grains import reconstruct_grains
 from micro_sym.grains.rules import grains_by_rule, network_rule, pair_rule
-from micro_sym.inference import as_network, plan_blocks, predict_array, segment
+from micro_sym.inference import as_network, load_network, plan_blocks, predict_array, segment
 from micro_sym.models import build_model, save_model
 from micro_sym.predict import grains_from_maps, segment_image
 
@@ -287,6 +287,13 @@ def test_bad_inputs_give_one_line_errors(tmp_path, model_file, capfd):
         lines = lines or err
         assert code == 2, (args, lines)
         assert len(lines) == 1 and lines[0].startswith("micro-sym: error:") and expected in lines[0], lines
+
+
+def test_volumes_without_a_model_run_the_bundled_3d_network(tmp_path):
+    zarr.create_array(str(tmp_path / "v.zarr"), data=_smooth((24, 24, 24), sigma=2.0), chunks=(16, 16, 16))
+    (res,) = segment([tmp_path / "v.zarr"], tmp_path / "out", dry_run=True)
+    assert res.status == "planned" and res.plan["method"] == {"name": "network"}
+    assert res.plan["halo"] >= load_network("default-3d").halo  # the 3D network's plan, not a 2D one
 
 
 def test_dry_run_prints_plan_and_writes_nothing(tmp_path, model_file):

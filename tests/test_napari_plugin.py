@@ -206,8 +206,22 @@ def test_core_auto_runs_the_chosen_method_and_says_why():
         assert res.info["auto"]["chose"] == ("classical" if method == "classical" else "network")
         np.testing.assert_array_equal(res.grains, alone.grains)
     assert _core.available_models()[0] == _core.AUTO
-    with pytest.raises(MicroSymError, match="2D micrographs only"):
-        _core.check_settings(_core.SegmentSettings(model=_core.AUTO), 3)
+
+
+def test_core_auto_runs_the_bundled_3d_network_on_volumes(monkeypatch):
+    """'auto' on a volume: the bundled default-3d (auto's choice is between 2D methods)."""
+    _core.check_settings(_core.SegmentSettings(model=_core.AUTO), 3)  # accepted for volumes
+    seen = {}
+
+    def fake_network(image, settings, pixel_size, unit, net):
+        seen["model"] = settings.model
+        return _core.SegmentResult(np.zeros(image.shape, np.uint32), None, None, {}, "cubic", f"network {settings.model}",
+                                   None, None, 1, 0.0, {})
+        yield  # a generator, like the real one
+
+    monkeypatch.setattr(_core, "_iter_network", fake_network)
+    res = _core.segment(np.zeros((16, 16, 16), np.float32), _core.SegmentSettings(model=_core.AUTO))
+    assert seen["model"] == "default-3d" and res.method == "auto: network default-3d (3D volume)"
 
 
 def test_core_rejects_bad_images_with_clear_messages():
@@ -448,14 +462,6 @@ def _docs_or_tmp(tmp_path, name):
     return tmp_path / name
 
 
-def _model_3d():
-    """A trained 3D model for the figure: bundled (``default-3d``) or ``MICRO_SYM_NAPARI_3D_MODEL``; else None."""
-    from micro_sym.models import BUNDLED
-
-    names = [n for n in BUNDLED if "3d" in n]
-    return os.environ.get("MICRO_SYM_NAPARI_3D_MODEL") or (names[0] if names else None)
-
-
 @needs_samples
 @pytest.mark.parametrize("dim", [2, 3])
 def test_screenshots(tmp_path, dim):
@@ -466,15 +472,10 @@ def test_screenshots(tmp_path, dim):
     """
     if not os.environ.get("DISPLAY"):
         pytest.skip("needs an X display (run under xvfb-run)")
-    docs = os.environ.get("MICRO_SYM_DOCS_IMAGES") == "1"
-    # The real 3D model (minutes on a CPU: per-voxel orientation decode) draws the docs figure; the
-    # rendering check of a test run uses the fixed-weight test network.
-    model = "default-2d" if dim == 2 else (_model_3d() if docs else os.environ.get("MICRO_SYM_NAPARI_3D_MODEL"))
-    if dim == 3 and model is None and docs:
-        pytest.skip("no trained 3D model: set MICRO_SYM_NAPARI_3D_MODEL to draw docs/images/napari_3d.png")
+    model = "default-2d" if dim == 2 else os.environ.get("MICRO_SYM_NAPARI_3D_MODEL", "default-3d")
     path = _docs_or_tmp(tmp_path, f"napari_{dim}d.png")
     env = {**os.environ, "QT_QPA_PLATFORM": "xcb"}
-    res = subprocess.run([sys.executable, __file__, str(dim), str(model or ""), str(path)], env=env,
+    res = subprocess.run([sys.executable, __file__, str(dim), model, str(path)], env=env,
                          capture_output=True, text=True, timeout=3600)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     from PIL import Image
@@ -500,11 +501,6 @@ def _draw_screenshot(dim: int, model: str, path: str) -> None:
         widget.setMaximumWidth(430)
     viewer.window.add_dock_widget(w, name="Segment grains")
     viewer.window.add_dock_widget(stats, name="Grain statistics", tabify=True)
-    if not model:  # rendering check without a trained 3D model: the fixed-weight test network
-        net = quaternion_net_3d()
-        _core.load_network = lambda m, device="cpu": net
-        _core.check_settings = lambda settings, ndim: None
-        model = "default-2d"
     w.set_model(model)
     w.tile_spin.setValue(0 if dim == 2 else 48)
     worker = w.run()

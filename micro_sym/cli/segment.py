@@ -55,7 +55,8 @@ def segment(
                                          "--model) or classical (training-free Gabor filter bank, 2D only; no boundary "
                                          "closing, which is not tile-local)."),
     model: Optional[str] = typer.Option(None, "--model", help="Bundled model name or model file (default: robust-2d "
-                                        "for --method auto, default-2d for --method network)."),
+                                        "for --method auto, default-2d for --method network; default-3d when every "
+                                        "input is a 3D volume)."),
     lattice: Optional[str] = typer.Option(None, "--lattice", help="--method classical: square (default, angles mod 90°) "
                                           "or hexagonal (mod 60°)."),
     period: Optional[float] = typer.Option(None, "--period", help="--method classical: lattice constant in px (default: "
@@ -72,7 +73,7 @@ def segment(
 ):
     """Segment many images or volumes into boundary, orientation and grain maps, block by block.
 
-    Without --model, --method auto chooses per 2D input: the classical filter bank when the image's lattice fringe signal-to-noise ratio (power-spectrum ring over the shot-noise floor) is below a calibrated threshold (1.1 dB, between 2 and 3 counts/px; the network fails at 2), else the robust-2d network. The choice is printed and kept in the run manifest.
+    Without --model, --method auto chooses per 2D input: the classical filter bank when the image's lattice fringe signal-to-noise ratio (power-spectrum ring over the shot-noise floor) is below a calibrated threshold (1.1 dB, between 2 and 3 counts/px; the network fails at 2), else the robust-2d network. The choice is printed and kept in the run manifest. A batch of 3D volumes only runs the bundled default-3d network.
 
     With --method classical the maps come from the Gabor filter bank of `micro-sym classical`, run block-wise without its boundary-closing step (a whole-image watershed, not tile-local): boundaries are orientation jumps only, and grains follow the plain misorientation pair rule. The lattice period is estimated once per input (or --period) and kept for a resume.
     """  # one line per paragraph: the help text keeps line breaks

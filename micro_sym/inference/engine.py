@@ -51,6 +51,8 @@ from micro_sym.inference.network import Network, cached_network
 from micro_sym.inference.writer import RunState, create_outputs, forget_arrays, open_array, os_error
 
 _IMAGES: dict = {}
+#: The network for 3D volumes when no model is given.
+DEFAULT_3D_MODEL = "default-3d"
 
 
 # ----------------------------------------------------------------------------------- tasks
@@ -227,7 +229,7 @@ def plan_input(img, net: Network, *, block=None, chunk=None, margin: int = 0) ->
     network's receptive field plus ``margin`` (where the grain rule needs maps beyond the block)."""
     if img.ndim != net.ndim:
         kind = {2: "2D image", 3: "3D volume"}[img.ndim]
-        hint = "a 3D model file (--model PATH)" if img.ndim == 3 else "a 2D model, e.g. --model robust-2d"
+        hint = "--model default-3d (bundled)" if img.ndim == 3 else "a 2D model, e.g. --model robust-2d"
         raise MicroSymError(f"{img.path}: model '{net.name}' is for {net.ndim}D data but the input is a {kind} of shape "
                             f"{tuple(img.data.shape)}; use {hint}")
     return plan_blocks(img.data.shape, block, halo=net.halo + margin, stride=net.total_stride, chunk=chunk,
@@ -447,7 +449,8 @@ def segment(inputs, out_dir, *, model=None, method: str | None = None, lattice: 
     out_dir : str or Path
     model : str, Path, Network, torch.nn.Module or ClassicalMethod, optional
         A bundled name, a model file, or an in-memory model with the SegModel interface (default:
-        ``"default-2d"`` for ``method="network"``, ``"robust-2d"`` for ``"auto"``). Not with
+        ``"default-2d"`` for ``method="network"``, ``"robust-2d"`` for ``"auto"``; with neither
+        a model nor a method, a batch of 3D volumes only runs :data:`DEFAULT_3D_MODEL`). Not with
         ``method="classical"`` (except a configured ClassicalMethod).
     method : {"auto", "network", "classical"}, optional
         ``"classical"``: the training-free Gabor filter bank (2D only, :mod:`.classical`), block-wise
@@ -477,6 +480,8 @@ def segment(inputs, out_dir, *, model=None, method: str | None = None, lattice: 
     paths = expand_inputs(inputs)
     if method is None:
         method = "network" if model is not None else "auto"
+    if method == "auto" and model is None and paths and all(_ndim(p, kwargs) == 3 for p in paths):
+        model, method = DEFAULT_3D_MODEL, "network"  # auto chooses among 2D methods; volumes get the 3D network
     if method not in ("auto", "network", "classical"):
         raise MicroSymError(f"--method {method}: expected auto, network or classical")
     auto = None
@@ -514,6 +519,16 @@ def segment(inputs, out_dir, *, model=None, method: str | None = None, lattice: 
         if runner is not None:
             runner.close()
     return results
+
+
+def _ndim(path, kwargs) -> int | None:
+    """Dimensionality of an input, or None where it cannot be opened (its error is reported later)."""
+    from micro_sym.io import open_image
+
+    try:
+        return open_image(path, array=kwargs.get("array"), level=kwargs.get("level", 0)).ndim
+    except MicroSymError:
+        return None
 
 
 def _check_writable(out_dir: Path) -> None:

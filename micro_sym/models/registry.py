@@ -17,7 +17,7 @@ from micro_sym.errors import MicroSymError
 FORMAT_VERSION = 1
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 #: Bundled model names -> files in ``micro_sym/weights/``.
-BUNDLED = {"default-2d": "default_2d.pt", "robust-2d": "robust_2d.pt"}
+BUNDLED = {"default-2d": "default_2d.pt", "robust-2d": "robust_2d.pt", "default-3d": "default_3d.pt"}
 
 _LATTICE_K = {"square": 4, "hexagonal": 6}
 _ARCHS = {}

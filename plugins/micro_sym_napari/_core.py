@@ -33,8 +33,10 @@ from micro_sym.errors import MicroSymError
 #: Model choice meaning "no network": the Gabor filter-bank method of :mod:`micro_sym.classical`.
 CLASSICAL = "classical"
 #: Model choice meaning "choose per image" (:mod:`micro_sym.inference.method_choice`): the filter
-#: bank below the calibrated lattice fringe SNR, else the robust-2d network. 2D only.
+#: bank below the calibrated lattice fringe SNR, else the robust-2d network; volumes: DEFAULT_3D.
 AUTO = "auto"
+#: The network "auto" runs for 3D volumes (the CLI does the same for a batch of volumes).
+DEFAULT_3D = "default-3d"
 #: Above this many pixels the per-grain table comes from the tile merge (additive sums, no GOS)
 #: instead of :func:`micro_sym.grains.grain_table` over the whole label map (which needs a few
 #: volume-sized temporaries).
@@ -167,7 +169,7 @@ def check_image(data, *, name: str = "image", layer_type: str = "image", rgb: bo
 def check_settings(settings: SegmentSettings, ndim: int) -> None:
     """Checks that need no model loading: classical is 2D only, a model file must exist, sane numbers."""
     if settings.model == AUTO:
-        if ndim != 2:
+        if ndim != 2 and DEFAULT_3D not in available_models():
             raise MicroSymError("'auto' chooses between methods for 2D micrographs only; choose a 3D model file for volumes")
     elif settings.model == CLASSICAL:
         if ndim != 2:
@@ -284,6 +286,12 @@ def iter_segment(image, settings: SegmentSettings, *, pixel_size=None, unit: str
     """
     check_image(image)
     check_settings(settings, image.ndim)
+    if settings.model == AUTO and image.ndim == 3:  # auto picks among 2D methods; volumes get the 3D network
+        from dataclasses import replace
+
+        result = yield from _iter_network(image, replace(settings, model=DEFAULT_3D), pixel_size, unit, net)
+        result.method = f"auto: {result.method} (3D volume)"
+        return result
     if settings.model == AUTO:
         return (yield from _iter_auto(image, settings, pixel_size, unit))
     if settings.model == CLASSICAL:
