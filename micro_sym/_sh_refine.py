@@ -1,4 +1,5 @@
-"""Compiled per-voxel refinement of cubic-harmonic decoding (numba), for :mod:`micro_sym.cubic_harmonics`.
+"""Compiled per-voxel steps of cubic-harmonic decoding (numba), for :mod:`micro_sym.cubic_harmonics`:
+the choice of start orientations (:func:`largest`) and their refinement (:func:`refine`).
 
 The numpy form of the Gauss-Newton/Newton steps works on ``(n, 3, d)`` stacks of tiny matrices:
 each step allocates a dozen arrays and runs batched 3×3 solves and eigenvalue problems, which left
@@ -13,8 +14,14 @@ rounding; iterations stop early once the update is below 1e-10 rad (6e-9°, far 
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 from numba import njit
+
+#: Threads for the decode kernels (nogil): the cores this process may use.
+THREADS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -128,8 +135,9 @@ def _rotate_left(r, omega, e, tmp):
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def _refine_all(c, r_all, pts4, proj4, scale4, pts6, proj6, scale6, gens, gens_t, iterations, residual):
-    n, d = c.shape
+def _refine_rows(c, r_all, pts4, proj4, scale4, pts6, proj6, scale6, gens, gens_t, iterations, residual):
+    """Refine every row in place (one thread's share: scratch arrays allocated once)."""
+    d = c.shape[1]
     cur = np.empty(d)
     rhs = np.empty(d)
     jac = np.empty((3, d))
@@ -140,7 +148,7 @@ def _refine_all(c, r_all, pts4, proj4, scale4, pts6, proj6, scale6, gens, gens_t
     omega = np.empty(3)
     e = np.empty((3, 3))
     tmp = np.empty((3, 3))
-    for v in range(n):
+    for v in range(c.shape[0]):
         r = r_all[v]
         for it in range(iterations):
             _coefficients(r, pts4, proj4, scale4, pts6, proj6, scale6, cur)
@@ -184,6 +192,47 @@ def _refine_all(c, r_all, pts4, proj4, scale4, pts6, proj6, scale6, gens, gens_t
         residual[v] = np.sqrt(s)
 
 
+@njit(cache=True, nogil=True)
+def _largest_rows(similarity, k, out):
+    m = similarity.shape[1]
+    for v in range(similarity.shape[0]):
+        best = np.full(k, -np.inf)
+        idx = np.zeros(k, np.int64)
+        for j in range(m):
+            x = similarity[v, j]
+            if x > best[k - 1]:
+                i = k - 1
+                while i > 0 and best[i - 1] < x:
+                    best[i], idx[i] = best[i - 1], idx[i - 1]
+                    i -= 1
+                best[i], idx[i] = x, j
+        out[v] = idx
+
+
+def _in_threads(kernel, *arrays, rows_per_share: int = 2048):
+    """Run a nogil ``kernel(*arrays)`` on the same row slices of every array, in threads (outputs are
+    arrays written in place). Plain threads rather than numba's ``parallel=True``: its default threading layer may
+    not be entered from several threads at once, and the block engine calls this from its workers."""
+    n = len(arrays[0])
+    shares = [slice(s, min(n, s + rows_per_share)) for s in range(0, n, rows_per_share)]
+    if len(shares) < 2 or THREADS < 2:
+        kernel(*arrays)
+        return
+    with ThreadPoolExecutor(THREADS) as pool:
+        list(pool.map(lambda rows: kernel(*[a[rows] for a in arrays]), shares))
+
+
+def largest(similarity, k: int) -> np.ndarray:
+    """Column indices of each row's ``k`` largest values, largest first: ``(n, k)`` int64.
+
+    One pass per row (insertion into a k-list): ``np.argpartition`` over the 1000 start orientations
+    took longer than the refinement itself.
+    """
+    out = np.empty((len(similarity), k), np.int64)
+    _in_threads(lambda sim, o: _largest_rows(sim, k, o), similarity, out)
+    return out
+
+
 def refine(c, r0, fits, gens, iterations: int):
     """Refine start rotations ``r0`` (n, 3, 3) towards coefficients ``c`` (n, d); returns (r, residual).
 
@@ -193,6 +242,9 @@ def refine(c, r0, fits, gens, iterations: int):
     residual = np.empty(len(c))
     (pts4, proj4, s4), rest = fits[0], fits[1:]
     pts6, proj6, s6 = rest[0] if rest else (np.zeros((0, 3)), np.zeros((0, 0)), 1.0)
-    _refine_all(np.ascontiguousarray(c, np.float64), r, pts4, proj4, float(s4), pts6, proj6, float(s6),
-                np.ascontiguousarray(gens), np.ascontiguousarray(np.swapaxes(gens, 1, 2)), int(iterations), residual)
+    gens_t = np.ascontiguousarray(np.swapaxes(gens, 1, 2))
+    gens = np.ascontiguousarray(gens)
+    _in_threads(lambda cc, rr, res: _refine_rows(cc, rr, pts4, proj4, float(s4), pts6, proj6, float(s6), gens, gens_t,
+                                                 int(iterations), res),
+                np.ascontiguousarray(c, np.float64), r, residual)
     return r, residual
