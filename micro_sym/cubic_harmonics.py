@@ -20,13 +20,15 @@ micro_sym quaternion ``q`` is encoded as ``D(VOLUME_TO_ESCNN · R(q)) c₀`` and
 The test suite checks this against a real escnn network under all 24 grid rotations.
 
 Implementation. ``D^l(R) c₀`` is evaluated for millions of voxels without escnn: the rotated
-harmonic is sampled at fixed points on the sphere and a fixed linear map (fitted once, exactly,
-against escnn's Wigner matrices and cached) projects the samples onto escnn's coefficients.
+harmonic is sampled at fixed points on the sphere and a fixed linear map (fitted exactly against
+escnn's Wigner matrices, shipped in ``weights/cubic_harmonics.npz``) projects the samples onto
+escnn's coefficients.
 """
 
 from __future__ import annotations
 
 import functools
+from pathlib import Path
 
 import numpy as np
 
@@ -58,9 +60,38 @@ def _cubic_poly(l: int, v):
     return p.sum(axis=-1)
 
 
-@functools.lru_cache(maxsize=None)
+#: The encoding's constants (c0, P and the generators per degree), computed by
+#: :func:`constants_from_escnn` and shipped with the package, so that encoding and decoding (and so
+#: deployed 3D models) need no escnn. ``python -m
+#: micro_sym.cubic_harmonics`` rewrites the file; a test checks it against escnn.
+CONSTANTS_PATH = Path(__file__).resolve().parent / "weights" / "cubic_harmonics.npz"
+
+
+def constants_from_escnn() -> dict:
+    """``c0_l``, ``P_l`` (:func:`_escnn_fit`) and ``L_l`` (Lie-algebra generators) for l = 4 and 6."""
+    out = {}
+    for l in DIM:
+        out[f"c0_{l}"], out[f"P_{l}"] = _escnn_fit(l)
+        out[f"L_{l}"] = _escnn_generators(l)
+    return out
+
+
+@functools.lru_cache(maxsize=1)
+def _constants() -> dict:
+    if CONSTANTS_PATH.is_file():
+        with np.load(CONSTANTS_PATH) as f:
+            return {key: f[key] for key in f.files}
+    return constants_from_escnn()  # a source checkout before the file was written
+
+
+def _fit(l: int):
+    """``(c0, P)`` of degree l (see :func:`_escnn_fit`)."""
+    c = _constants()
+    return c[f"c0_{l}"], c[f"P_{l}"]
+
+
 def _escnn_fit(l: int):
-    """Fit ``(c0, P)`` once: ``c0`` the cubic-invariant vector of escnn's irrep(l), ``P`` the map
+    """Fit ``(c0, P)``: ``c0`` the cubic-invariant vector of escnn's irrep(l), ``P`` the map
     from samples of the rotated polynomial at ``_POINTS`` to ``D^l(R) c0``.
 
     Imports escnn lazily (heavy import); everything else in this module is numpy.
@@ -147,10 +178,10 @@ def matrix_to_sh(mats, degrees=(4,)):
     mats = np.asarray(mats, dtype=np.float64)
     out = []
     for l in degrees:
-        _, p = _escnn_fit(l)
+        _, p = _fit(l)
         c = _samples(l, mats) @ p
         # |D c0| = |c0|: normalize once so both degrees weigh equally in losses and decoding.
-        out.append(c / np.linalg.norm(_escnn_fit(l)[0]))
+        out.append(c / np.linalg.norm(_fit(l)[0]))
     return np.concatenate(out, axis=-1)
 
 
@@ -187,22 +218,20 @@ def quat_to_sh4(q, degrees=(4,)):
 @functools.lru_cache(maxsize=None)
 def _generators(degrees):
     """Lie-algebra generators ``L_k`` (k = x, y, z) of the stacked representation, shape (3, d, d)."""
-    # Central differences of D(exp(eps e_k)) are exact to O(eps^2); the fitted map is linear in
-    # the samples, so build D(R) column by column from matrix_to_sh of the basis vectors' images.
-    eps = 1e-4
-    gens = []
-    for k in range(3):
-        blocks = []
-        for l in degrees:
-            blocks.append(_rep_matrix(l, _axis_rot(k, eps)) - _rep_matrix(l, _axis_rot(k, -eps)))
-        d = sum(b.shape[0] for b in blocks)
-        g = np.zeros((d, d))
-        o = 0
-        for b in blocks:
-            g[o : o + b.shape[0], o : o + b.shape[0]] = b / (2 * eps)
-            o += b.shape[0]
-        gens.append(g)
-    return np.stack(gens)
+    blocks = [_constants()[f"L_{l}"] for l in degrees]
+    d = sum(b.shape[1] for b in blocks)
+    g = np.zeros((3, d, d))
+    o = 0
+    for b in blocks:
+        g[:, o : o + b.shape[1], o : o + b.shape[1]] = b
+        o += b.shape[1]
+    return g
+
+
+def _escnn_generators(l: int) -> np.ndarray:
+    """``L_k`` of escnn's irrep(l), shape (3, d, d), by central differences of D(exp(±eps e_k))."""
+    eps = 1e-4  # exact to O(eps²)
+    return np.stack([(_rep_matrix(l, _axis_rot(k, eps)) - _rep_matrix(l, _axis_rot(k, -eps))) / (2 * eps) for k in range(3)])
 
 
 def _axis_rot(k, angle):
@@ -317,7 +346,7 @@ def _refine_fits(degrees):
     """Per degree: sphere points, fitted projection and |c0| (what :func:`matrix_to_sh` evaluates)."""
     if degrees[0] != 4 or any(l not in DIM for l in degrees):
         raise ValueError(f"degrees must be (4,) or (4, 6), got {degrees}")
-    return tuple((_POINTS[: _NPOINTS[l]].copy(), _escnn_fit(l)[1], float(np.linalg.norm(_escnn_fit(l)[0])))
+    return tuple((_POINTS[: _NPOINTS[l]].copy(), _fit(l)[1], float(np.linalg.norm(_fit(l)[0])))
                  for l in degrees)
 
 
@@ -367,3 +396,8 @@ def sh_to_quat(coeffs, degrees=(4,), iterations: int = 6, candidates: int = 5, r
     q = np.where(bad[..., None], np.nan, q)
     res = np.where(bad, np.nan, res)
     return (q, res) if return_residual else q
+
+
+if __name__ == "__main__":  # rewrite the shipped constants from escnn
+    np.savez(CONSTANTS_PATH, **constants_from_escnn())
+    print(f"wrote {CONSTANTS_PATH}")

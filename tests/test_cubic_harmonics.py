@@ -86,3 +86,14 @@ def test_noisy_decode_is_a_local_minimum_of_the_coefficient_distance(degrees):
             f.append((np.linalg.norm(matrix_to_sh(moved, degrees) - c, axis=-1)) ** 2)
         grad[:, k] = (f[0] - f[1]) / (2 * h)
     assert np.abs(grad).max() < 1e-6, np.abs(grad).max()  # finite-difference floor ~3e-8; a wrong Newton term leaves ~3e-5
+
+
+def test_shipped_constants_equal_escnn():
+    """weights/cubic_harmonics.npz (what encoding and decoding use, no escnn needed) is escnn's."""
+    from micro_sym.cubic_harmonics import CONSTANTS_PATH, _constants, constants_from_escnn
+
+    assert CONSTANTS_PATH.is_file()
+    shipped, fresh = _constants(), constants_from_escnn()
+    assert set(shipped) == set(fresh) == {f"{name}_{l}" for name in ("c0", "P", "L") for l in (4, 6)}
+    for key in fresh:
+        np.testing.assert_allclose(shipped[key], fresh[key], atol=1e-9, err_msg=key)
