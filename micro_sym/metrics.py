@@ -40,9 +40,34 @@ def boundary_from_labels(labels: np.ndarray) -> np.ndarray:
 
 
 def _thin(mask: np.ndarray) -> np.ndarray:
+    """1-px lines (2D, skeletonize) or 1-2-voxel sheets (3D, :func:`_medial_sheet`) of a boundary mask."""
+    mask = np.asarray(mask, bool)
+    if mask.ndim == 3:
+        return _medial_sheet(mask)
     from skimage.morphology import skeletonize
 
-    return skeletonize(mask.astype(bool))
+    return skeletonize(mask)
+
+
+def _medial_sheet(mask: np.ndarray) -> np.ndarray:
+    """Voxels of ``mask`` on the ridge of its distance to the outside, along some axis.
+
+    skimage's 3D skeletonize thins sheets to curves (a boundary surface would vanish), so boundaries
+    are thinned across their thickness only: a voxel stays when, along at least one axis, its distance
+    to the outside is at least both neighbours' and more than one of them. A slab of thickness t
+    keeps its 1 (odd t) or 2 (even t) middle layers; a voxel inside a slab, whose distance equals its
+    neighbours' along the slab, is kept by the axis across it.
+    """
+    dist = ndimage.distance_transform_edt(np.pad(mask, 1))  # outside the array counts as outside
+    keep = np.zeros(mask.shape, bool)
+    d = dist[(slice(1, -1),) * mask.ndim]
+    for ax in range(mask.ndim):
+        lo = [slice(1, -1)] * mask.ndim
+        hi = [slice(1, -1)] * mask.ndim
+        lo[ax], hi[ax] = slice(0, -2), slice(2, None)
+        a, b = dist[tuple(lo)], dist[tuple(hi)]
+        keep |= (d >= a) & (d >= b) & ((d > a) | (d > b))
+    return keep & mask
 
 
 def boundary_f1(pred_boundary: np.ndarray, gt_labels: np.ndarray, tolerance: float = BOUNDARY_TOLERANCE) -> dict:
@@ -63,8 +88,13 @@ def boundary_f1(pred_boundary: np.ndarray, gt_labels: np.ndarray, tolerance: flo
     -------
     dict with ``precision``, ``recall``, ``f1`` and counts ``tp_pred``, ``n_pred``, ``tp_gt``, ``n_gt``.
     """
+    return boundary_f1_masks(pred_boundary, boundary_from_labels(gt_labels), tolerance)
+
+
+def boundary_f1_masks(pred_boundary: np.ndarray, true_boundary: np.ndarray, tolerance: float = BOUNDARY_TOLERANCE) -> dict:
+    """:func:`boundary_f1` of two boundary masks, 2D or 3D (thinned by :func:`_thin`, Euclidean tolerance)."""
     pred = _thin(pred_boundary)
-    gt = _thin(boundary_from_labels(gt_labels))
+    gt = _thin(true_boundary)
     d_to_gt = ndimage.distance_transform_edt(~gt) if gt.any() else np.full(gt.shape, np.inf)
     d_to_pred = ndimage.distance_transform_edt(~pred) if pred.any() else np.full(pred.shape, np.inf)
     counts = {

@@ -5,7 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from micro_sym.metrics import aggregate, boundary_f1, boundary_from_labels, evaluate_sample, grain_f1, orientation_errors
+from micro_sym.metrics import aggregate, boundary_f1, boundary_f1_masks, boundary_from_labels, evaluate_sample, grain_f1, orientation_errors
+
+
+from micro_sym.models.train3d import boundary_from_grains  # noqa: E402
 
 
 def stripes(n=3, size=60, shift=0):
@@ -25,6 +28,19 @@ def test_boundary_f1_tolerance():
     thick = np.zeros(gt.shape, bool)
     thick[:, 17:23] = thick[:, 37:43] = True
     assert boundary_f1(thick, gt)["f1"] == 1.0
+
+
+def test_boundary_f1_tolerance_3d():
+    """The same score for volumes: boundary sheets thinned across their thickness, 2-voxel tolerance."""
+    gt = np.repeat(stripes()[None], 20, axis=0)  # sheets at x = 20 and 40 through the volume
+    truth = boundary_from_grains(gt)
+    assert boundary_f1_masks(truth, truth)["f1"] == 1.0
+    assert boundary_f1_masks(boundary_from_grains(np.repeat(stripes(shift=2)[None], 20, axis=0)), truth)["f1"] == 1.0
+    assert boundary_f1_masks(boundary_from_grains(np.repeat(stripes(shift=5)[None], 20, axis=0)), truth)["f1"] == 0.0
+    thick = np.zeros(gt.shape, bool)
+    thick[..., 17:23] = thick[..., 37:43] = True
+    assert boundary_f1_masks(thick, truth)["f1"] == 1.0  # a thick sheet counts like its middle
+    assert boundary_f1_masks(np.ones(gt.shape, bool), truth)["f1"] < 0.5  # "boundary everywhere" does not pay
 
 
 def test_grain_f1_matching():

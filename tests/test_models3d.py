@@ -206,6 +206,13 @@ def test_cli_train_and_evaluate_3d(tmp_path):
                                  "--json", str(tmp_path / "ev.json")])
     assert r.exit_code == 0, r.output
     assert "grain F1" in r.output and json.loads((tmp_path / "ev.json").read_text())["overall"]["n_volumes"] == 1
+    # An exported 3D file evaluates the same way (the bundled default-3d is one).
+    r = CliRunner().invoke(app, ["export", str(tmp_path / "run" / "model.pt"), "--out", str(tmp_path / "m3d.pt")])
+    assert r.exit_code == 0, r.output
+    r = CliRunner().invoke(app, ["evaluate", "synthetic", "--model", str(tmp_path / "m3d.pt"), "--json", str(tmp_path / "ev2.json")])
+    assert r.exit_code == 0, r.output
+    ours, theirs = (json.loads((tmp_path / f).read_text())["overall"] for f in ("ev.json", "ev2.json"))
+    assert abs(ours["boundary_f1"] - theirs["boundary_f1"]) < 1e-3 and abs(ours["grain_f1"] - theirs["grain_f1"]) < 0.05
 
 
 def test_evaluate3d_boundary_threshold_is_applied():

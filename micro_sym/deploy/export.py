@@ -221,7 +221,7 @@ def model_metadata(model) -> dict:
         "ndim": ndim, "k": int(getattr(model, "k", 4)), "halo": int(model.halo), "total_stride": int(model.total_stride),
         "normalization": str(getattr(model, "normalization", "pm1")),
         "out_channels": int(getattr(model, "out_channels", 3)), "config": cfg,
-        "source": {key: meta[key] for key in ("path", "sha256", "metrics", "pruning", "finetune") if key in meta},
+        "source": {key: meta[key] for key in ("path", "sha256", "metrics", "pruning", "finetune", "trained_on") if key in meta},
         "torch": torch.__version__,
     }
     if ndim == 3:
@@ -383,6 +383,12 @@ class DeployedModel(nn.Module):
 
     def export(self):
         return self
+
+    def normalize(self, x, lo: float, hi: float):
+        """Network input from raw intensities, as the source model normalized them."""
+        from micro_sym.models.normalize import normalize_by_tag
+
+        return normalize_by_tag(self.normalization, x, lo, hi)
 
     def __getstate__(self):
         state = super().__getstate__() if hasattr(super(), "__getstate__") else dict(self.__dict__)

@@ -67,12 +67,9 @@ class Network:
 
     def normalize(self, x: np.ndarray, lo: float, hi: float) -> np.ndarray:
         """Float32 network input from raw intensities, with the whole image's ``lo``/``hi``."""
-        if self.norm == "unit":
-            scale = float(hi) - float(lo) or 1.0
-            return ((np.asarray(x, np.float32) - np.float32(lo)) / np.float32(scale)).astype(np.float32)
-        from micro_sym.models.normalize import normalize
+        from micro_sym.models.normalize import normalize_by_tag
 
-        return normalize(np.asarray(x, np.float32), lo, hi)
+        return normalize_by_tag(self.norm, x, lo, hi)
 
     def decode(self, y: np.ndarray) -> dict:
         """Raw ``(C, *spatial)`` outputs -> ``boundary`` float32 and ``orientation`` float32.

@@ -73,3 +73,12 @@ def normalize(x, lo: float, hi: float):
     if isinstance(out, np.ndarray):
         return out.astype(np.float32, copy=False)
     return out.float() if hasattr(out, "float") else out
+
+
+def normalize_by_tag(tag: str, x, lo: float, hi: float) -> np.ndarray:
+    """Float32 network input by a model's ``normalization`` tag: ``"pm1"`` (:func:`normalize`) or
+    ``"unit"`` (lo -> 0, hi -> 1)."""
+    if tag == "unit":
+        scale = float(hi) - float(lo) or 1.0
+        return ((np.asarray(x, np.float32) - np.float32(lo)) / np.float32(scale)).astype(np.float32)
+    return normalize(np.asarray(x, np.float32), lo, hi)
