@@ -26,6 +26,16 @@ from micro_sym.models import build_model, load_model, save_model
 warnings.filterwarnings("ignore", message=".*py3nj.*")
 TOL = 1e-5
 ROOT = Path(__file__).resolve().parent.parent
+#: Prefix of the subprocess scripts that must run without escnn: any import of it fails.
+BLOCK_ESCNN = textwrap.dedent("""
+    import sys, importlib.abc
+    class Block(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            if name == "escnn" or name.startswith("escnn."):
+                raise ImportError("escnn is blocked in this test")
+            return None
+    sys.meta_path.insert(0, Block())
+""")
 
 
 def _randomize_bn(model, seed=0):
@@ -262,14 +272,7 @@ def test_exported_files_run_without_escnn(pruned2d, exported_files, tmp_path):
         ref = pruned.export()(x).numpy()
     np.save(tmp_path / "x.npy", x.numpy())
     np.save(tmp_path / "ref.npy", ref)
-    script = textwrap.dedent(f"""
-        import sys, importlib.abc
-        class Block(importlib.abc.MetaPathFinder):
-            def find_spec(self, name, path=None, target=None):
-                if name == "escnn" or name.startswith("escnn."):
-                    raise ImportError("escnn is blocked in this test")
-                return None
-        sys.meta_path.insert(0, Block())
+    script = BLOCK_ESCNN + textwrap.dedent(f"""
         import numpy as np, torch
         from micro_sym.deploy.export import load_deployed
         from micro_sym.predict import segment_image
@@ -306,14 +309,7 @@ def test_bundled_3d_model_segments_without_escnn(tmp_path):
     vol = tifffile.imread(ROOT / "sample_data" / "volume" / "images" / "sample_000.tif")[:24, :24, :24]
     np.save(tmp_path / "vol.npy", vol)
     np.save(tmp_path / "q.npy", predict_array(load_network("default-3d"), vol)["orientation"])
-    script = textwrap.dedent(f"""
-        import sys, importlib.abc
-        class Block(importlib.abc.MetaPathFinder):
-            def find_spec(self, name, path=None, target=None):
-                if name == "escnn" or name.startswith("escnn."):
-                    raise ImportError("escnn is blocked in this test")
-                return None
-        sys.meta_path.insert(0, Block())
+    script = BLOCK_ESCNN + textwrap.dedent(f"""
         import numpy as np
         from micro_sym.grains.rules import grains_by_rule, network_rule
         from micro_sym.inference import load_network, predict_array
