@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -64,11 +65,18 @@ def main() -> None:
     from micro_sym.inference import segment
 
     images = sorted((SAMPLES / "images").glob("*.tif"))
+    # A fresh run each time: the engine rightly refuses to resume outputs written by other code or
+    # settings, and the demo's folder is its own (an earlier version's results would block it).
+    shutil.rmtree(out / "segment", ignore_errors=True)
+    failed = 0
     for r in segment(images, out / "segment"):
+        failed += r.status == "failed"
         manifest = json.loads((out / "segment" / f".{r.name}.run" / "manifest.json").read_text()) if r.status != "failed" else {}
         auto = manifest.get("method", {}).get("auto", {})
         how = f"{auto['chose']} (fringe SNR {auto['fringe_snr_db']:.1f} dB)" if auto else r.error
         print(f"segment {r.input}: {r.status}, {r.n_grains} grains, {how} -> {r.zarr}")
+    if failed:
+        raise SystemExit(f"micro-sym demo: {failed} of {len(images)} sample images failed")
 
 
 if __name__ == "__main__":
