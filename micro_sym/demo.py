@@ -1,6 +1,7 @@
 """`make demo`: segment the bundled sample micrographs with the default model and the classical
 method, score both against the exact ground truth, and write outputs plus a PNG figure; then run the
-batch engine as `micro-sym segment` does by default (`--method auto`) over all sample micrographs."""
+batch engine as `micro-sym segment` does by default (`--method auto`) over all sample micrographs,
+and over the sample tomography volume (which runs the bundled default-3d)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 SAMPLES = Path(__file__).resolve().parents[1] / "sample_data" / "micrographs"
+VOLUMES = SAMPLES.parent / "volume"
 
 
 def _plain(o):
@@ -64,20 +66,21 @@ def main() -> None:
     # The batch path: streamed, resumable, method chosen per image (micro-sym segment IMAGES --out DIR).
     from micro_sym.inference import segment
 
-    images = sorted((SAMPLES / "images").glob("*.tif"))
-    # A fresh run each time: the engine rightly refuses to resume outputs written by other code or
-    # settings, and the demo's folder is its own (an earlier version's results would block it).
-    shutil.rmtree(out / "segment", ignore_errors=True)
+    # Volumes in their own batch (and folder): without a model, an all-volume batch runs default-3d.
+    batches = {"segment": sorted((SAMPLES / "images").glob("*.tif")), "segment3d": sorted((VOLUMES / "images").glob("*.tif"))}
     failed = 0
-    for r in segment(images, out / "segment"):
-        failed += r.status == "failed"
-        manifest = json.loads((out / "segment" / f".{r.name}.run" / "manifest.json").read_text()) if r.status != "failed" else {}
-        auto = manifest.get("method", {}).get("auto", {})
-        how = f"{auto['chose']} (fringe SNR {auto['fringe_snr_db']:.1f} dB)" if auto else r.error
-        print(f"segment {r.input}: {r.status}, {r.n_grains} grains, {how} -> {r.zarr}")
+    for folder, images in batches.items():
+        # A fresh run each time: the engine rightly refuses to resume outputs written by other code
+        # or settings, and the demo's folders are its own (an earlier version's results would block it).
+        shutil.rmtree(out / folder, ignore_errors=True)
+        for r in segment(images, out / folder):
+            failed += r.status == "failed"
+            manifest = json.loads((out / folder / f".{r.name}.run" / "manifest.json").read_text()) if r.status != "failed" else {}
+            auto = manifest.get("method", {}).get("auto", {})
+            how = f"{auto['chose']} (fringe SNR {auto['fringe_snr_db']:.1f} dB)" if auto else (r.error or manifest.get("model", {}).get("name", ""))
+            print(f"segment {r.input}: {r.status}, {r.n_grains} grains, {how} -> {r.zarr}")
     if failed:
-        raise SystemExit(f"micro-sym demo: {failed} of {len(images)} sample images failed")
-
+        raise SystemExit(f"micro-sym demo: {failed} sample inputs failed")
 
 if __name__ == "__main__":
     main()
