@@ -62,8 +62,8 @@ def _cubic_poly(l: int, v):
 
 #: The encoding's constants (c0, P and the generators per degree), computed by
 #: :func:`constants_from_escnn` and shipped with the package, so that encoding and decoding (and so
-#: deployed 3D models) need no escnn. ``python -m
-#: micro_sym.cubic_harmonics`` rewrites the file; a test checks it against escnn.
+#: deployed 3D models) need no escnn. ``python -m micro_sym.cubic_harmonics`` rewrites the file;
+#: a test checks it against escnn.
 CONSTANTS_PATH = Path(__file__).resolve().parent / "weights" / "cubic_harmonics.npz"
 
 
@@ -78,10 +78,8 @@ def constants_from_escnn() -> dict:
 
 @functools.lru_cache(maxsize=1)
 def _constants() -> dict:
-    if CONSTANTS_PATH.is_file():
-        with np.load(CONSTANTS_PATH) as f:
-            return {key: f[key] for key in f.files}
-    return constants_from_escnn()  # a source checkout before the file was written
+    with np.load(CONSTANTS_PATH) as f:
+        return {key: f[key] for key in f.files}
 
 
 def _fit(l: int):

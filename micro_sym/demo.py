@@ -82,5 +82,6 @@ def main() -> None:
     if failed:
         raise SystemExit(f"micro-sym demo: {failed} sample inputs failed")
 
+
 if __name__ == "__main__":
     main()

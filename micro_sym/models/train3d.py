@@ -477,13 +477,17 @@ def is_3d_model(name_or_path) -> bool:
     """True when a model file (or bundled name) holds a 3D model."""
     from .registry import resolve_model_path
 
-    from ..deploy.export import is_deployed_file, load_deployed
+    from ..deploy.export import DEPLOYED_TAG, load_deployed
 
     try:
         path = resolve_model_path(name_or_path)
-        if is_deployed_file(path):  # exported files (the bundled default-3d is one) say so in their metadata
+        if path.suffix in (".onnx", ".ts", ".safetensors"):  # exported files keep ndim in their metadata
             return load_deployed(path).ndim == 3
         blob = torch.load(path, map_location="cpu", weights_only=True)
     except Exception:
         return False  # load_model reports the problem
-    return isinstance(blob, dict) and isinstance(blob.get("config"), dict) and blob["config"].get("arch") == "gcnn3d"
+    if not isinstance(blob, dict):
+        return False
+    if blob.get("format") == DEPLOYED_TAG:  # an exported plain-torch file (the bundled default-3d is one)
+        return int(blob["meta"].get("ndim", 2)) == 3
+    return isinstance(blob.get("config"), dict) and blob["config"].get("arch") == "gcnn3d"
