@@ -225,8 +225,7 @@ def _in_threads(kernel, *arrays, rows_per_share: int = 2048):
 def largest(similarity, k: int) -> np.ndarray:
     """Column indices of each row's ``k`` largest values, largest first: ``(n, k)`` int64.
 
-    One pass per row (insertion into a k-list): ``np.argpartition`` over the 1000 start orientations
-    took longer than the refinement itself.
+    One compiled pass per row (insertion into a k-list), rows shared among threads.
     """
     out = np.empty((len(similarity), k), np.int64)
     _in_threads(lambda sim, o: _largest_rows(sim, k, o), similarity, out)

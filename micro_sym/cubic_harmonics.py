@@ -263,9 +263,10 @@ def _start_grid(degrees, n: int = 1000):
     A fixed-seed uniform sample of SO(3). Every sample is equivalent to one in the cubic fundamental
     zone and the coefficients are cubic-invariant, so the nearest coefficient vector is the nearest
     orientation there: 1000 samples leave gaps of 4.7° (median) to 10.6° (worst of 20,000 random
-    orientations), inside Gauss-Newton's basin. All vectors have the same norm, so "nearest" is the
-    largest dot product: one small matrix product per batch of voxels (a 30,000-orientation KD-tree,
-    the previous start, cost three times the whole refinement).
+    orientations, ``python bench/study_decode_start.py``), inside Gauss-Newton's basin. All vectors have the same norm, so "nearest" is the
+    largest dot product: one small matrix product per batch of voxels. Replacing the previous start
+    (a KD-tree over 30,000 orientations in 9-D), together with the threaded refinement, made decoding
+    real outputs 3.9x faster (``bench/bench_postprocess3d.py``).
     """
     rng = np.random.default_rng(20240611)
     mats = quat_to_matrix(_random_quats(n, rng))
@@ -291,7 +292,8 @@ def sh_to_matrix(coeffs, degrees=(4,), iterations: int = 6, candidates: int = 5,
         Start orientations refined per voxel far from the harmonic manifold (residual above 0.15 per
         degree after the first); the lowest residual wins. 5, not 3: with 3 the decoded orientations
         of an untrained network's outputs rotated with the volume on 99.3% of voxels, with 5 on
-        99.8-99.9% (the rest are near-ties between two minima); 20% slower on the bundled model.
+        99.8-99.9% (the rest are near-ties between two minima); 24% slower on the bundled model
+        (``python bench/study_decode_start.py``).
     chunk : int
         Voxels per vectorized batch (bounds memory).
 

@@ -304,7 +304,8 @@ def evaluate3d(model, volumes, *, threshold_deg=5.0, min_size=20, boundary_thres
     maps. ``boundary_f1_tolerance`` is the 2D evaluation's score (:func:`micro_sym.metrics.boundary_f1_masks`:
     both maps thinned across their thickness, 2-voxel tolerance), reported beside it but not used
     as the headline: in 3D a ball of radius 2 around a voxel holds 33 voxels, and on the synthetic
-    test volumes (16% boundary voxels) a random mask already scores 0.60 with it (0.18 in 2D).
+    test volumes (15% boundary voxels) a random mask already scores 0.58 with it, against 0.19-0.20
+    on the 2D test micrographs (``python bench/check_boundary_score_chance.py``).
 
     Grains by the seeded rule for network maps of ``micro-sym segment``
     (:func:`micro_sym.grains.rules.network_rule`: seeds by the 6-connected pair rule at
