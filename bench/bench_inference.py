@@ -8,8 +8,8 @@ For each size a uint8 Zarr volume (chunks 128³) with grain-like structure is wr
 ``bench/_data`` and segmented by ``micro_sym.inference.segment`` in a *fresh subprocess*, whose peak
 RSS (``ru_maxrss``) is reported. The model is a small plain 3D conv net (exported plain torch,
 quaternion head; see ``bench_model``) because decoding the real 3D models' cubic-harmonic output
-(``sh_to_quat``) runs at ~110k (l=4) or ~26k (l=4+6) voxels/s on noisy outputs and ~52k on the
-bundled default-3d's real outputs on this machine (``bench/bench_postprocess3d.py``), slower than such
+(``sh_to_quat``) runs at ~120k (l=4) or ~50k (l=4+6) voxels/s on noisy outputs and ~95k on the
+bundled default-3d's real outputs on this machine (``bench/bench_postprocess3d.py``), far slower than such
 a model's forward pass, so it would dominate every number here.
 The bare forward throughput is measured on the same interior tile shape two ways (one forward with
 torch on all cores; the engine's layout of worker threads each running single-threaded forwards,

@@ -7,7 +7,7 @@
    (the same mask, checked here).
 2. The last pass's halo read: a 146³ region of a 4-channel float32 map from Zarr arrays written in
    128³ blocks, stored as plain 128³ chunks vs 128³ shards of 64³ chunks (random data, Blosc LZ4).
-Prints seconds (best of 3) and writes bench/results/seeded_parts.json.
+Prints seconds (best of 3 after one untimed call) and writes bench/results/seeded_parts.json.
 """
 
 from __future__ import annotations
@@ -22,17 +22,9 @@ import numpy as np
 import zarr
 from scipy import ndimage
 
+from bench_model2d import _best_time  # noqa: E402  (best of N after one untimed warm-up call)
 from micro_sym.grains._kernels import within_radius
 from micro_sym.inference.writer import _compressor
-
-
-def best(fn, n=3):
-    times = []
-    for _ in range(n):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return min(times)
 
 
 def core_mask_times(radius=3.5):
@@ -44,8 +36,8 @@ def core_mask_times(radius=3.5):
     ball = (grid**2).sum(0) <= radius * radius
     within_radius(mask, radius)  # compile
     assert np.array_equal(within_radius(mask, radius), ndimage.binary_dilation(mask, structure=ball))
-    return {"ball_dilation_s": best(lambda: ndimage.binary_dilation(mask, structure=ball)),
-            "within_radius_s": best(lambda: within_radius(mask, radius))}
+    return {"ball_dilation_s": _best_time(lambda: ndimage.binary_dilation(mask, structure=ball), 3),
+            "within_radius_s": _best_time(lambda: within_radius(mask, radius), 3)}
 
 
 def halo_read_times():
@@ -64,7 +56,7 @@ def halo_read_times():
                         a[:, i * 128:(i + 1) * 128, j * 128:(j + 1) * 128, k * 128:(k + 1) * 128] = data
             write = (time.perf_counter() - t) / 27
             region = (slice(None),) + (slice(128 - 9, 256 + 9),) * 3
-            out[name] = {"write_per_block_s": write, "read_146_region_s": best(lambda: a[region])}
+            out[name] = {"write_per_block_s": write, "read_146_region_s": _best_time(lambda: a[region], 3)}
     finally:
         shutil.rmtree(root, ignore_errors=True)
     return out

@@ -13,7 +13,7 @@ import torch
 
 warnings.filterwarnings("ignore", message=".*py3nj.*")
 
-from micro_sym.cubic_harmonics import quat_to_sh4, sh_to_quat  # noqa: E402
+from micro_sym.cubic_harmonics import _normalize_blocks, quat_to_sh4, sh_to_quat  # noqa: E402
 from micro_sym.models.gcnn3d import (  # noqa: E402
     VARIANTS,
     build_model3d,
@@ -101,14 +101,27 @@ def test_decoded_orientations_rotate(case):
     group = _group(cfg)
     for gi in (group[5], group[-1]):  # two elements (one C3 and one other); all are covered above
         r = cube_grid_rotations()[gi]
-        q_rot = _decode(exported(rotate_volume(x, r)), m.degrees)
+        y_rot = exported(rotate_volume(x, r))
+        q_rot = _decode(y_rot, m.degrees)
         expected = quat_multiply(r.quat, rotate_volume(np.moveaxis(q0, -1, 0), r).transpose(1, 2, 3, 0))
         err = misorientation_cubic(q_rot, expected)
         # Untrained outputs lie far from the harmonic manifold, the hard case for the projection:
-        # a vector almost equidistant from two orbit points has two near-tied nearest orientations,
-        # and float noise may pick either (bench/study_decode_start.py: 99.8-99.9% of voxels agree). Everything else must agree.
+        # a vector almost equidistant from two orbit points has two near-tied minima, and the
+        # multi-start may land in either (bench/study_decode_start.py: 98.9-99.9% of voxels agree,
+        # depending on the install's escnn basis). Everything else must agree, and where the two
+        # decodes disagree both must fit the rotated output almost equally well.
         assert np.median(err) < 1e-3, (name, gi, np.median(err))
-        assert np.mean(err < 0.5) >= 0.995, (name, gi, np.mean(err < 0.5))
+        assert np.mean(err < 0.5) >= 0.99, (name, gi, np.mean(err < 0.5))
+        off = err >= 0.5
+        fit_found, fit_expected = _fit_residual(q_rot, y_rot, m.degrees), _fit_residual(expected, y_rot, m.degrees)
+        assert np.all(np.abs(fit_found - fit_expected)[off] <= 0.05 * fit_expected[off]), (name, gi)
+
+
+def _fit_residual(q, y, degrees):
+    """Distance of each voxel's normalized coefficients from those of orientation ``q`` (the decode's objective)."""
+    c = np.moveaxis(y[0, 1:].double().numpy(), 0, -1)
+    c = _normalize_blocks(c.reshape(-1, c.shape[-1]), degrees).reshape(c.shape)
+    return np.linalg.norm(c - quat_to_sh4(q, degrees), axis=-1)
 
 
 @torch.no_grad()

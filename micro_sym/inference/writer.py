@@ -146,7 +146,7 @@ def read_chunks(write_unit) -> tuple:
 
     The seeded grain rule's last pass reads each block's maps with a halo of a few points from its
     neighbours; zarr decodes whole chunks, so with chunk = block that read decoded 27 full blocks in
-    3D (0.68 s per 146³ region of 4-channel float32); with 64³ chunks inside 128³ shards, 0.20 s,
+    3D (0.86 s per 146³ region of 4-channel float32); with 64³ chunks inside 128³ shards, 0.25 s,
     while writing whole shards costs the same (random data, ``bench/bench_seeded_parts.py``).
     """
     return tuple(c // 2 if c % 2 == 0 and c >= 32 else c for c in write_unit)
