@@ -126,7 +126,8 @@ def default_3d() -> dict:
             q = sh_to_quat(coeffs, (4,), candidates=5)
             seconds = time.perf_counter() - t0
         reference = q if reference is None else reference
-        sweep.append({"retry_above": threshold if np.isfinite(threshold) else "never", "decode_s": seconds, "retried": float(np.mean(first > threshold)),
+        sweep.append({"retry_above": threshold if np.isfinite(threshold) else "never", "decode_s": seconds,
+                      "retried": float(np.mean(first > threshold)),
                       "changed_over_0.5deg": float(np.mean(misorientation_cubic(q, reference) > 0.5))})
     out["retry_threshold"] = sweep
     return out
