@@ -31,12 +31,11 @@ warnings.filterwarnings("ignore", message=".*py3nj.*")
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from micro_sym.dataset import LabeledDataset  # noqa: E402
 from micro_sym.grains.regions import region_rule  # noqa: E402
 from micro_sym.grains.seeded import seeded_grains  # noqa: E402
 from micro_sym.models import load_model  # noqa: E402
-from micro_sym.predict import grains_from_maps, predict_image  # noqa: E402
-from tune_grain_rule import pooled  # noqa: E402  (bench/ is the script's own folder)
+from micro_sym.predict import grains_from_maps  # noqa: E402
+from tune_grain_rule import pooled, predicted  # noqa: E402  (bench/ is the script's own folder)
 
 STEPS = 4
 
@@ -56,8 +55,7 @@ def main():
     model = load_model(args.model, export=True)
     rows = []
     for root in args.data:
-        ds = LabeledDataset(root)
-        cache = [(ds[n], predict_image(model, ds[n].image)) for n in ds.names]
+        cache = predicted(model, root)
         rows.append({"data": str(root), "rule": "product", **pooled(cache, lambda m: grains_from_maps(m, 4, rule=region_rule(5.0)))})
         print(rows[-1], flush=True)
         grid = itertools.product(args.radii, args.reaches, args.steps, args.boundary_thresholds, args.pair_thresholds,

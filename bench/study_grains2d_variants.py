@@ -39,15 +39,13 @@ warnings.filterwarnings("ignore", message=".*py3nj.*")
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from micro_sym.dataset import LabeledDataset  # noqa: E402
 from micro_sym.grains.reconstruct import _valid_mask, filter_small_grains, orientation_kind, reconstruct_grains  # noqa: E402
 from micro_sym.grains.regions import (  # noqa: E402
     _keys_to_pairs, _pair_keys, merge_similar_regions, near_pairs, region_orientation_sums)
 from micro_sym.grains.seeded import core_mask, grow_seeds  # noqa: E402
 from micro_sym.models import load_model  # noqa: E402
 from micro_sym.orientation import misorientation_2d  # noqa: E402
-from micro_sym.predict import predict_image  # noqa: E402
-from tune_grain_rule import pooled  # noqa: E402  (bench/ is the script's own folder)
+from tune_grain_rule import pooled, predicted  # noqa: E402  (bench/ is the script's own folder)
 
 K = 4  # square lattice
 PRODUCT = {"threshold": 5.0, "core_radius": 2.5, "reach": 12, "min_size": 32, "steps": 4, "boundary_threshold": 0.5}
@@ -170,8 +168,7 @@ def main():
     model = load_model(args.model, export=True)
     rows = []
     for root in args.data:
-        ds = LabeledDataset(root)
-        cache = [(ds[n], predict_image(model, ds[n].image)) for n in ds.names]
+        cache = predicted(model, root)
         for name, params, rule in variants():
             rows.append({"data": str(root), "variant": name, **params, **pooled(cache, rule)})
             print(rows[-1], flush=True)

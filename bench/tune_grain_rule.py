@@ -32,6 +32,11 @@ from micro_sym.predict import grains_from_maps, predict_image  # noqa: E402
 THRESHOLD = 5.0
 
 
+def predicted(model, root) -> list:
+    """``(sample, maps)`` for every sample of the labeled dataset at ``root``: what :func:`pooled` scores."""
+    return [(s, predict_image(model, s.image)) for s in LabeledDataset(root)]
+
+
 def pooled(cache, labels_of) -> dict:
     """Grain F1 pooled over ``(sample, maps)`` pairs, with grains ``labels_of(maps)``."""
     tp = n_pred = n_gt = 0
@@ -56,7 +61,7 @@ def main():
     args = ap.parse_args()
 
     model = load_model(args.model, export=True)
-    cache = [(s, predict_image(model, s.image)) for s in LabeledDataset(args.data)]
+    cache = predicted(model, args.data)
     rows = [{"rule": "pair rule only", **pooled_f1(cache, {"pair_threshold": THRESHOLD, "merge_threshold": None})}]
     for fraction in args.fractions:
         for reach in args.reaches:
