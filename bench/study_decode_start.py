@@ -21,7 +21,6 @@ Writes ``bench/results/decode_start.json``. The CPU is shared on this machine: c
 
 from __future__ import annotations
 
-import contextlib
 import json
 import sys
 import time
@@ -55,7 +54,7 @@ def rotation_agreement() -> dict:
     sys.path.insert(0, str(ROOT.parent / "tests"))
     import test_models3d as t  # the equivariance test's model and input
 
-    from micro_sym.cubic_harmonics import sh_to_quat
+    from micro_sym.cubic_harmonics import MULTI_START_RESIDUAL, sh_to_quat
     from micro_sym.models.gcnn3d import cube_grid_rotations, rotate_volume
     from micro_sym.orientation import misorientation_cubic, quat_multiply
 
@@ -67,29 +66,17 @@ def rotation_agreement() -> dict:
         rotated = {gi: exported(rotate_volume(x, cube_grid_rotations()[gi]))[0, 1:].double().numpy()
                    for gi in (5, 23)}  # the test's two elements
 
-    def agreement(gi: int, candidates: int) -> float:
+    def agreement(gi: int, candidates: int, retry: float = MULTI_START_RESIDUAL) -> float:
         r = cube_grid_rotations()[gi]
-        q0 = sh_to_quat(np.moveaxis(y0, 0, -1), (4, 6), candidates=candidates)
-        q1 = sh_to_quat(np.moveaxis(rotated[gi], 0, -1), (4, 6), candidates=candidates)
+        q0 = sh_to_quat(np.moveaxis(y0, 0, -1), (4, 6), candidates=candidates, retry_residual=retry)
+        q1 = sh_to_quat(np.moveaxis(rotated[gi], 0, -1), (4, 6), candidates=candidates, retry_residual=retry)
         expected = quat_multiply(r.quat, rotate_volume(np.moveaxis(q0, -1, 0), r).transpose(1, 2, 3, 0))
         return float(np.mean(misorientation_cubic(q1, expected) < 0.5))
 
     out = {str(c): [agreement(gi, c) for gi in rotated] for c in (3, 5)}
     for threshold in RETRY_THRESHOLDS:
-        with _retry_threshold(threshold):
-            out[f"5, retry above {threshold:g}"] = [agreement(gi, 5) for gi in rotated]
+        out[f"5, retry above {threshold:g}"] = [agreement(gi, 5, threshold) for gi in rotated]
     return out
-
-
-@contextlib.contextmanager
-def _retry_threshold(value: float):
-    import micro_sym.cubic_harmonics as ch
-
-    old, ch.MULTI_START_RESIDUAL = ch.MULTI_START_RESIDUAL, value
-    try:
-        yield
-    finally:
-        ch.MULTI_START_RESIDUAL = old
 
 
 def default_3d() -> dict:
@@ -121,10 +108,9 @@ def default_3d() -> dict:
     _, first = sh_to_matrix(coeffs, (4,), candidates=1)  # residual after the nearest start alone
     sweep, reference = [], None
     for threshold in RETRY_THRESHOLDS:
-        with _retry_threshold(threshold):
-            t0 = time.perf_counter()
-            q = sh_to_quat(coeffs, (4,), candidates=5)
-            seconds = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        q = sh_to_quat(coeffs, (4,), candidates=5, retry_residual=threshold)
+        seconds = time.perf_counter() - t0
         reference = q if reference is None else reference
         sweep.append({"retry_above": threshold if np.isfinite(threshold) else "never", "decode_s": seconds,
                       "retried": float(np.mean(first > threshold)),

@@ -39,10 +39,11 @@ warnings.filterwarnings("ignore", message=".*py3nj.*")
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from micro_sym.grains.reconstruct import _valid_mask, filter_small_grains, orientation_kind, reconstruct_grains  # noqa: E402
+from micro_sym.grains.reconstruct import (  # noqa: E402
+    _shift_slices, _valid_mask, filter_small_grains, orientation_kind, reconstruct_grains)
 from micro_sym.grains.regions import (  # noqa: E402
     _keys_to_pairs, _pair_keys, merge_similar_regions, near_pairs, region_orientation_sums)
-from micro_sym.grains.seeded import core_mask, grow_seeds  # noqa: E402
+from micro_sym.grains.seeded import core_mask, grow_seeds, seeded_grains  # noqa: E402
 from micro_sym.models import load_model  # noqa: E402
 from micro_sym.orientation import misorientation_2d  # noqa: E402
 from tune_grain_rule import pooled, predicted  # noqa: E402  (bench/ is the script's own folder)
@@ -68,11 +69,21 @@ def seeded(maps, *, core_exclude=None, merge_threshold=None, pairs=near_pairs) -
     return grow_seeds(theta, boundary, seeds, kind, boundary_threshold=p["boundary_threshold"], steps=p["steps"])
 
 
+def _check_harness(maps) -> None:
+    """The hook-free :func:`seeded` must be the product's rule, or the variants compare against nothing."""
+    p = PRODUCT
+    product = seeded_grains(maps["orientation"], maps["boundary"], symmetry="square", threshold=p["threshold"],
+                            boundary_threshold=p["boundary_threshold"], core_radius=p["core_radius"],
+                            steps=p["steps"], min_size=p["min_size"], reach=p["reach"])
+    if not np.array_equal(seeded(maps), product):
+        raise SystemExit("study harness: seeded() no longer reproduces micro_sym.grains.seeded.seeded_grains")
+
+
 def _shifted(a, dy, dx, fill):
     """``out[p] = a[p - (dy, dx)]``, ``fill`` where that falls outside."""
-    h, w = a.shape
+    lo, hi = _shift_slices(a.shape, (dy, dx))
     out = np.full(a.shape, fill, a.dtype)
-    out[max(0, dy):h + min(0, dy), max(0, dx):w + min(0, dx)] = a[max(0, -dy):h - max(0, dy), max(0, -dx):w - max(0, dx)]
+    out[hi] = a[lo]
     return out
 
 
@@ -169,6 +180,7 @@ def main():
     rows = []
     for root in args.data:
         cache = predicted(model, root)
+        _check_harness(cache[0][1])
         for name, params, rule in variants():
             rows.append({"data": str(root), "variant": name, **params, **pooled(cache, rule)})
             print(rows[-1], flush=True)

@@ -282,7 +282,8 @@ def _start_grid(degrees, n: int = 1000):
     return mats, np.ascontiguousarray(matrix_to_sh(mats, degrees).T, dtype=np.float32)
 
 
-def sh_to_matrix(coeffs, degrees=(4,), iterations: int = 6, candidates: int = 5, chunk: int = 8192):
+def sh_to_matrix(coeffs, degrees=(4,), iterations: int = 6, candidates: int = 5, chunk: int = 8192,
+                 retry_residual: float = MULTI_START_RESIDUAL):
     """Decode cubic-harmonic coefficients to rotation matrices in escnn's frame.
 
     Coarse search (nearest coefficient vector among :func:`_start_grid`'s orientations, i.e. over
@@ -299,12 +300,14 @@ def sh_to_matrix(coeffs, degrees=(4,), iterations: int = 6, candidates: int = 5,
         and converge quadratically for noisy network outputs.
     candidates : int
         Start orientations refined per voxel far from the harmonic manifold (residual above
-        :data:`MULTI_START_RESIDUAL` per degree after the first); the lowest residual wins. 5, not 3:
+        ``retry_residual`` per degree after the first); the lowest residual wins. 5, not 3:
         with 3 the decoded orientations of an untrained network's outputs rotated with the volume on
         98.9-99.0% of voxels, with 5 on 99.5-99.7% (the rest are near-ties between two minima;
         ``python bench/study_decode_start.py``, in this install: the fractions depend on escnn's basis).
     chunk : int
         Voxels per vectorized batch (bounds memory).
+    retry_residual : float
+        See ``candidates``; :data:`MULTI_START_RESIDUAL` says why the default.
 
     Returns
     -------
@@ -321,7 +324,7 @@ def sh_to_matrix(coeffs, degrees=(4,), iterations: int = 6, candidates: int = 5,
     gens = _generators(tuple(degrees))
     from ._sh_refine import largest, refine  # numba: imported on first decode, not with the module
 
-    tol = MULTI_START_RESIDUAL * np.sqrt(len(degrees))
+    tol = retry_residual * np.sqrt(len(degrees))
     fits = _refine_fits(tuple(degrees))
     for s in range(0, len(flat), chunk):
         c = _normalize_blocks(flat[s : s + chunk], degrees)
@@ -368,7 +371,8 @@ def _normalize_blocks(c, degrees):
     return np.concatenate(out, axis=-1)
 
 
-def sh_to_quat(coeffs, degrees=(4,), iterations: int = 6, candidates: int = 5, return_residual: bool = False):
+def sh_to_quat(coeffs, degrees=(4,), iterations: int = 6, candidates: int = 5, return_residual: bool = False,
+               retry_residual: float = MULTI_START_RESIDUAL):
     """Decode the cubic-harmonic field to micro_sym quaternions (physical frame).
 
     Parameters
@@ -384,6 +388,8 @@ def sh_to_quat(coeffs, degrees=(4,), iterations: int = 6, candidates: int = 5, r
         Coarse-grid orientations refined per voxel (the lowest residual wins).
     return_residual : bool
         Also return the coefficient-space residual (small = confident).
+    retry_residual : float
+        As in :func:`sh_to_matrix`.
 
     Returns
     -------
@@ -400,7 +406,8 @@ def sh_to_quat(coeffs, degrees=(4,), iterations: int = 6, candidates: int = 5, r
     """
     coeffs = np.asarray(coeffs, dtype=np.float64)
     bad = np.isnan(coeffs).any(axis=-1)
-    mats, res = sh_to_matrix(np.where(bad[..., None], 1.0, coeffs), degrees, iterations, candidates)
+    mats, res = sh_to_matrix(np.where(bad[..., None], 1.0, coeffs), degrees, iterations, candidates,
+                             retry_residual=retry_residual)
     q = matrix_to_quat(VOLUME_TO_ESCNN.T @ mats)
     q = np.where(bad[..., None], np.nan, q)
     res = np.where(bad, np.nan, res)
