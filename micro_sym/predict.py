@@ -15,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from micro_sym.deploy.runtime import cpu_forward
 from micro_sym.errors import MicroSymError
 from micro_sym.models.normalize import intensity_range, normalize
 from micro_sym.orientation import decode_angle
@@ -60,7 +61,8 @@ def raw_outputs(model, image: np.ndarray, *, device="cpu", value_range=None) -> 
     x, crop = pad_to_stride(x, model.total_stride)
     model.eval()
     with torch.inference_mode():
-        y = model(torch.from_numpy(np.ascontiguousarray(x))[None, None].to(device))
+        t = torch.from_numpy(np.ascontiguousarray(x))[None, None].to(device)
+        y = cpu_forward(model, 2, t) if t.device.type == "cpu" else model(t)
     return y[0].float().cpu().numpy()[(slice(None), *crop)]
 
 

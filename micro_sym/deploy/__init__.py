@@ -8,6 +8,9 @@
     :func:`export_model` writes a deployable file (``.pt``/``.safetensors`` plain torch, ``.ts``
     TorchScript, ``.onnx``) that runs without escnn; :func:`load_deployed` loads it back with the
     SegModel interface (``ndim``, ``k``, ``halo``, ``total_stride``, ``__call__`` on torch tensors).
+``micro_sym.deploy.runtime``
+    :func:`cpu_forward` runs exported networks on the CPU by the fastest backend (onnxruntime for 2D,
+    channels-last torch for 3D); the engine, ``predict_image`` and ``segment_image`` use it.
 ``micro_sym.deploy.measure``
     Parameters, convolution MACs, CPU latency, equivariance error over the exact group elements.
 

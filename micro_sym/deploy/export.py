@@ -302,12 +302,14 @@ def _fmt_from_suffix(path: Path) -> str:
     raise MicroSymError(f"{path}: cannot tell the export format from the suffix (use .pt, .safetensors, .ts or .onnx)")
 
 
-def _write_onnx(net, x, path, meta):
+def onnx_bytes(net: nn.Module, x: torch.Tensor) -> bytes:
+    """ONNX graph (opset :data:`ONNX_OPSET`) of a plain-torch network, batch and spatial axes dynamic.
+
+    ``x`` is an example input ``(1, 1, *spatial)``; its dimensionality names the axes.
+    """
     import warnings
 
-    import onnx
-
-    ndim = meta["ndim"]
+    ndim = x.ndim - 2
     axes = {0: "batch", **{2 + i: ax for i, ax in enumerate(("z", "y", "x")[-ndim:])}}
     buf = io.BytesIO()
     with warnings.catch_warnings():
@@ -315,7 +317,13 @@ def _write_onnx(net, x, path, meta):
         # dynamo=False: the TorchScript-based exporter needs no onnxscript and handles dynamic H/W axes
         torch.onnx.export(net, (x,), buf, input_names=["image"], output_names=["maps"], opset_version=ONNX_OPSET,
                           dynamic_axes={"image": axes, "maps": axes}, dynamo=False)
-    proto = onnx.load_from_string(buf.getvalue())
+    return buf.getvalue()
+
+
+def _write_onnx(net, x, path, meta):
+    import onnx
+
+    proto = onnx.load_from_string(onnx_bytes(net, x))
     entry = proto.metadata_props.add()
     entry.key, entry.value = META_KEY, json.dumps(meta)
     proto.producer_name = "micro_sym"
@@ -359,12 +367,9 @@ class DeployedModel(nn.Module):
     def _runtime(self):
         if self.__dict__.get("_rt") is None:
             if self.fmt == "onnx":
-                import onnxruntime as ort
+                from micro_sym.deploy.runtime import ort_session
 
-                opts = ort.SessionOptions()
-                opts.intra_op_num_threads = max(1, torch.get_num_threads())
-                opts.inter_op_num_threads = 1
-                self.__dict__["_rt"] = ort.InferenceSession(self._payload, opts, providers=["CPUExecutionProvider"])
+                self.__dict__["_rt"] = ort_session(self._payload)
             elif self.fmt == "torchscript":
                 self.__dict__["_rt"] = torch.jit.load(io.BytesIO(self._payload), map_location="cpu").eval()
         return self.__dict__["_rt"]

@@ -100,9 +100,12 @@ class Network:
         """Run the module on a batch ``(B, *tile)`` of normalized tiles; returns ``(B, C, *tile)``."""
         import torch
 
+        from micro_sym.deploy.runtime import cpu_forward
+
         with torch.inference_mode():
             t = torch.from_numpy(np.ascontiguousarray(x, np.float32))[:, None].to(device)
-            return self.module(t).float().cpu().numpy()
+            y = cpu_forward(self.module, self.ndim, t) if t.device.type == "cpu" else self.module(t)
+            return y.float().cpu().numpy()
 
     def to_bytes(self) -> bytes:
         """Serialized form shipped to workers (pickle of the exported module, as dask ships tasks)."""
