@@ -2,7 +2,7 @@
 
 Why: our U-Nets have few channels per layer (8-192), where torch's default NCHW convolutions are
 slow on a CPU. onnxruntime's fused convolutions ran the bundled 2D networks 3-3.6 times faster
-than torch on 2 cores, channels-last torch 1.5-1.7 times faster in 2D and 1.4 times in 3D, where
+than torch on 2 cores, channels-last torch 1.4-1.7 times faster in 2D and 1.3-1.4 times in 3D, where
 onnxruntime gained nothing (``python bench/bench_runtime.py``). The outputs
 equal the torch module's to float rounding (``tests/test_runtime.py``).
 
