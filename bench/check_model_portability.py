@@ -1,14 +1,17 @@
-"""Does a 3D model file give the same maps in this environment as where it was made?
+"""Does a model file give the same maps in this environment as where it was made?
 
     python bench/check_model_portability.py --model default-3d
     python bench/check_model_portability.py --model runs/octa_synth3d/model.pt --write-reference tests/data/default_3d_reference.json
     python bench/check_model_portability.py --model default-3d --reference tests/data/default_3d_reference.json
+    python bench/check_model_portability.py --model default-2d --write-reference tests/data/default_2d_reference.json
 
-Loads the file (weights only), predicts a 40³ crop of the bundled sample volume and prints the
-boundary-probability mean, the fraction of predicted boundary voxels and the number of seeded grains.
-``--write-reference`` also stores the raw network outputs on a sub-grid of that crop; ``--reference``
-compares against such a file and exits 1 when they differ (tests/test_models3d.py does the same for
-the bundled default-3d). Run it in two environments and compare: the escnn file of the octahedral
+Loads the file (weights only), predicts a 40³ crop of the bundled sample volume (2D models: a 128²
+crop of the first sample micrograph) and prints the boundary-probability mean, the fraction of
+predicted boundary points and the number of seeded grains. ``--write-reference`` also stores the raw
+network outputs on a sub-grid of that crop; ``--reference`` compares against such a file and exits 1
+when they differ (tests/test_models3d.py and tests/test_models2d.py do the same for the bundled
+default-3d and default-2d; default-2d ships as an escnn file, so this is what shows that its D4 bases
+are the same in every installation). Run it in two environments and compare: the escnn file of the octahedral
 model of configs/train_3d_synth.yaml gave different numbers in a fresh venv than in the one it was
 trained in (escnn builds octahedral bases numerically); its exported plain-torch file, the bundled
 default-3d, gives the same numbers everywhere.
@@ -29,34 +32,38 @@ warnings.filterwarnings("ignore", message=".*py3nj.*")
 
 from micro_sym.grains.rules import grains_by_rule, network_rule  # noqa: E402
 from micro_sym.inference import load_network  # noqa: E402
+from micro_sym.inference.network import K_TO_SYMMETRY  # noqa: E402
 from micro_sym.models.normalize import intensity_range  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-CROP = 40  # voxels per side, from the corner of the sample volume's first file
-STEP = 8  # the reference keeps raw outputs at every STEP-th voxel
+CROP = {3: 40, 2: 128}  # points per side, from the corner of the first sample volume / micrograph
+STEP = {3: 8, 2: 16}  # the reference keeps raw outputs at every STEP-th point
 TOLERANCE = 1e-3  # max abs difference of raw outputs (logits / harmonic coefficients, O(1) values)
 
 
-def sample_crop() -> np.ndarray:
-    return tifffile.imread(sorted((ROOT / "sample_data" / "volume" / "images").glob("*.tif"))[0])[:CROP, :CROP, :CROP]
+def sample_crop(ndim: int) -> np.ndarray:
+    folder = ROOT / "sample_data" / ("volume" if ndim == 3 else "micrographs") / "images"
+    return tifffile.imread(sorted(folder.glob("*.tif"))[0])[(slice(CROP[ndim]),) * ndim]
 
 
 def raw_and_maps(model):
     """The network's raw output on the crop (C, D, H, W) and its decoded maps."""
     net = load_network(model)
-    vol = sample_crop()
-    lo, hi = intensity_range(vol)
-    raw = net.forward(np.nan_to_num(net.normalize(vol, lo, hi), nan=0.0)[None])[0]  # 40 is a multiple of the stride
-    return raw, net.decode(raw)
+    crop = sample_crop(net.ndim)
+    lo, hi = intensity_range(crop)
+    raw = net.forward(np.nan_to_num(net.normalize(crop, lo, hi), nan=0.0)[None])[0]  # CROP is a multiple of the stride
+    return raw, net.decode(raw), net
 
 
 def summary(model) -> dict:
-    raw, maps = raw_and_maps(model)
+    raw, maps, net = raw_and_maps(model)
     b = maps["boundary"]
-    grains = grains_by_rule(maps["orientation"], b, network_rule(5.0, 3), symmetry="cubic", min_size=32)
-    sub = raw[:, ::STEP, ::STEP, ::STEP]
+    symmetry = "cubic" if net.ndim == 3 else K_TO_SYMMETRY[net.k]
+    grains = grains_by_rule(maps["orientation"], b, network_rule(5.0, net.ndim), symmetry=symmetry, min_size=32)
+    sub = raw[(slice(None),) + (slice(None, None, STEP[net.ndim]),) * net.ndim]
     return {"boundary_mean": float(b.mean()), "boundary_fraction": float((b >= 0.5).mean()), "grains": int(grains.max()),
-            "crop": CROP, "step": STEP, "raw_shape": list(sub.shape), "raw": np.round(sub, 6).ravel().tolist()}
+            "crop": CROP[net.ndim], "step": STEP[net.ndim], "raw_shape": list(sub.shape),
+            "raw": np.round(sub, 6).ravel().tolist()}
 
 
 def compare(got: dict, ref: dict) -> list[str]:
@@ -79,7 +86,7 @@ def main():
     ap.add_argument("--reference", type=Path)
     args = ap.parse_args()
     got = summary(args.model)
-    print(f"boundary mean {got['boundary_mean']:.3f}  boundary voxels {got['boundary_fraction']:.3f}  grains {got['grains']}")
+    print(f"boundary mean {got['boundary_mean']:.3f}  boundary points {got['boundary_fraction']:.3f}  grains {got['grains']}")
     if args.write_reference:
         args.write_reference.write_text(json.dumps({"model": str(args.model), **got}) + "\n")
         print(f"wrote {args.write_reference}")

@@ -195,6 +195,27 @@ def test_bundled_default_model_loads():
     assert model.meta["trained_on"]["config"]["model"]["group"] == "D4"
 
 
+def test_bundled_default_2d_reproduces_its_reference_outputs():
+    """Raw outputs and seeded grains on a crop of a sample micrograph equal those recorded where the
+    bundled escnn file was trained (tests/data/default_2d_reference.json): its D4 filter bases must
+    not depend on this installation (the 3D escnn file failed exactly this)."""
+    import json
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    sys.path.insert(0, str(root / "bench"))
+    try:
+        import check_model_portability as portability
+    finally:
+        sys.path.remove(str(root / "bench"))
+    ref = json.loads((root / "tests" / "data" / "default_2d_reference.json").read_text())
+    assert ref["grains"] > 1 and ref["raw_shape"][0] == 3  # boundary logit + the frequency-4 vector
+    assert portability.compare(portability.summary("default-2d"), ref) == []
+    shifted = dict(ref, raw=[v + 0.01 for v in ref["raw"]])
+    assert portability.compare(ref, shifted)  # and a real difference is reported
+
+
 # --------------------------------------------------------------------------- pipeline
 
 
