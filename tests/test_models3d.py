@@ -266,18 +266,7 @@ def test_bundled_default_3d_reproduces_its_reference_outputs():
     """Raw outputs and seeded grains on a crop of the sample volume equal those of the trained escnn
     model, recorded where it was trained (tests/data/default_3d_reference.json): the file must not
     depend on this installation's escnn bases (the escnn file itself failed this in a fresh venv)."""
-    import json
-    import sys
-    from pathlib import Path
+    from _portability import assert_reproduces_reference
 
-    root = Path(__file__).resolve().parent.parent
-    sys.path.insert(0, str(root / "bench"))
-    try:
-        import check_model_portability as portability
-    finally:
-        sys.path.remove(str(root / "bench"))
-    ref = json.loads((root / "tests" / "data" / "default_3d_reference.json").read_text())
+    ref = assert_reproduces_reference("default-3d", "default_3d_reference.json")
     assert ref["grains"] > 0  # a reference worth reproducing
-    assert portability.compare(portability.summary("default-3d"), ref) == []
-    shifted = dict(ref, raw=[v + 0.01 for v in ref["raw"]])
-    assert portability.compare(ref, shifted)  # and a real difference is reported

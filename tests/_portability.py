@@ -1,0 +1,23 @@
+"""Shared check: a bundled model reproduces the reference outputs recorded where it was made."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def assert_reproduces_reference(name: str, reference: str) -> dict:
+    """``bench/check_model_portability.py``'s comparison for bundled ``name`` against ``tests/data/reference``."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        import check_model_portability as portability
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
+    ref = json.loads((ROOT / "tests" / "data" / reference).read_text())
+    assert portability.compare(portability.summary(name), ref) == []
+    shifted = dict(ref, raw=[v + 0.01 for v in ref["raw"]])
+    assert portability.compare(ref, shifted)  # and a real difference is reported
+    return ref
