@@ -254,3 +254,19 @@ def test_segment_pipeline_equivariant_under_p4m():
         # The deployed float32 model: the same up to float32 rounding.
         out32 = segment_image(model32, np.ascontiguousarray(g(image)))
         assert np.abs(out32["boundary"] - g(ref32["boundary"])).max() < 1e-4
+
+
+def test_default_2d_configs_describe_the_bundled_model():
+    """The shipped training config and the fine-tuning config README points users to (--init the
+    bundled weights) name the bundled model's architecture, so `--init` accepts it."""
+    from pathlib import Path
+
+    import yaml
+
+    from micro_sym.models import load_model
+
+    bundled = load_model("default-2d").config
+    root = Path(__file__).resolve().parent.parent / "configs"
+    for name in ("train_default_2d.yaml", "finetune_default_2d.yaml"):
+        section = yaml.safe_load((root / name).read_text())["model"]
+        assert {k: bundled.get(k) for k in section} == section, name
