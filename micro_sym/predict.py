@@ -62,7 +62,7 @@ def raw_outputs(model, image: np.ndarray, *, device="cpu", value_range=None) -> 
     model.eval()
     with torch.inference_mode():
         t = torch.from_numpy(np.ascontiguousarray(x))[None, None].to(device)
-        y = cpu_forward(model, 2, t) if t.device.type == "cpu" else model(t)
+        y = cpu_forward(model, 2, t)
     return y[0].float().cpu().numpy()[(slice(None), *crop)]
 
 

@@ -124,13 +124,13 @@ def _is_plain_torch(module: nn.Module) -> bool:
 
 
 def cpu_forward(model: nn.Module, ndim: int, x: torch.Tensor) -> torch.Tensor:
-    """``model(x)`` on the CPU, by the fastest backend for plain-torch networks (cached per module).
+    """``model(x)``; on the CPU by the fastest backend for plain-torch networks (cached per module).
 
-    escnn models (still trainable, not traceable to ONNX), ONNX and TorchScript files (already on
-    their own runtime) run as they are.
+    Inputs on another device (CUDA), escnn models (still trainable, not traceable to ONNX), ONNX and
+    TorchScript files (already on their own runtime) run as they are.
     """
     fmt = getattr(model, "fmt", None)
-    if fmt in ("onnx", "torchscript"):
+    if x.device.type != "cpu" or fmt in ("onnx", "torchscript"):
         return model(x)
     module = model.net if fmt in ("torch", "safetensors") else model
     backend = chosen_backend(ndim)

@@ -104,8 +104,7 @@ class Network:
 
         with torch.inference_mode():
             t = torch.from_numpy(np.ascontiguousarray(x, np.float32))[:, None].to(device)
-            y = cpu_forward(self.module, self.ndim, t) if t.device.type == "cpu" else self.module(t)
-            return y.float().cpu().numpy()
+            return cpu_forward(self.module, self.ndim, t).float().cpu().numpy()
 
     def to_bytes(self) -> bytes:
         """Serialized form shipped to workers (pickle of the exported module, as dask ships tasks)."""
