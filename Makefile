@@ -37,6 +37,7 @@ test: setup
 	QT_QPA_PLATFORM=offscreen xvfb-run -a -s "-screen 0 1280x1024x24" \
 	  $(BIN)/python -m pytest -q tests
 
+# Timed benchmarks only (bench/bench_*.py); studies and provenance scripts are run by hand (bench/README.md).
 bench: setup
 	for f in bench/bench_*.py; do $(BIN)/python $$f || exit 1; done
 

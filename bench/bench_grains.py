@@ -12,16 +12,15 @@ to the input array size. Prints a table and writes ``bench/results/grains.json``
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import time
 import tracemalloc
-from pathlib import Path
 
 import numpy as np
 from scipy import ndimage
 
+from _common import RESULTS, write_json
 from micro_sym.grains import reconstruct_grains
 from micro_sym.orientation import axis_angle_to_quat, quat_multiply, random_quaternions
 
@@ -107,11 +106,8 @@ def main():
         "quick": args.quick,
         "results": rows,
     }
-    path = Path(__file__).parent / "results" / "grains.json"
-    path.parent.mkdir(exist_ok=True)
     if not args.quick:
-        path.write_text(json.dumps(out, indent=2) + "\n")
-        print(f"wrote {path}")
+        print(f"wrote {write_json(RESULTS / 'grains.json', out)}")
 
 
 if __name__ == "__main__":

@@ -30,8 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent
-DATA = ROOT / "_data"
+from _common import DATA, RESULTS, best_time, write_json
 
 
 def bench_model():
@@ -105,7 +104,6 @@ def bare_forward(block: int, workers: int, halo: int = 4, reps: int = 3) -> dict
     from concurrent.futures import ThreadPoolExecutor
 
     import torch
-    from bench_model2d import _best_time  # best of N after one untimed warm-up call
 
     from micro_sym.inference import as_network
 
@@ -114,7 +112,7 @@ def bare_forward(block: int, workers: int, halo: int = 4, reps: int = 3) -> dict
     x = np.random.default_rng(0).random((1, tile, tile, tile), dtype=np.float32)
 
     def best(fn):
-        return _best_time(fn, reps)
+        return best_time(fn, reps)
 
     torch.set_num_threads(os.cpu_count() or 1)
     single = best(lambda: net.forward(x))
@@ -178,8 +176,7 @@ def main():
                                for k in ("torch_default", "engine_layout")},
         "graph": graph,
     }
-    (ROOT / "results").mkdir(exist_ok=True)
-    (ROOT / "results" / "inference.json").write_text(json.dumps(result, indent=1, default=str))
+    write_json(RESULTS / "inference.json", result, indent=1, default=str)
     print(f"\n{'size':>6} {'wall s':>8} {'vox/s':>12} {'peak RSS MB':>12}")
     for r in runs:
         print(f"{r['n']:>5}³ {r['wall_s']:>8.1f} {r['voxels_per_s']:>12,.0f} {r['peak_rss_mb']:>12.0f}")

@@ -21,6 +21,8 @@ from pathlib import Path
 import numpy as np
 import tifffile
 
+from _common import BENCH, RESULTS, write_json
+
 
 def write_big_tiff(path: Path, size: int, layout: str) -> None:
     """A BigTIFF with a smooth ramp plus noise, written block by block."""
@@ -74,12 +76,11 @@ def main():
         print(f"{'layout':>8} {'size':>12} {'file MB':>8} {'peak RSS MB':>12} {'wall s':>7}")
         for layout, r in results.items():
             print(f"{layout:>8} {r['shape']:>12} {r['file_mb']:>8} {r['peak_rss_mb']:>12} {r['wall_s']:>7}")
-        out_path = Path(__file__).parent / "results" / "io.json"
-        out_path.parent.mkdir(exist_ok=True)
-        out_path.write_text(json.dumps({"benchmark": "micro-sym info on a uint16 BigTIFF", "results": results}, indent=2))
+        out_path = write_json(RESULTS / "io.json",
+                              {"benchmark": "micro-sym info on a uint16 BigTIFF", "results": results})
         print(f"wrote {out_path}")
         return
-    with tempfile.TemporaryDirectory(dir=Path(__file__).parent) as tmp:
+    with tempfile.TemporaryDirectory(dir=BENCH) as tmp:
         path = Path(tmp) / f"big_{args.layout}.tif"
         write_big_tiff(path, args.size, args.layout)
         r = measure(path)

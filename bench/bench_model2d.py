@@ -16,26 +16,15 @@ model.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
-import time
 import warnings
-from pathlib import Path
 
 import numpy as np
 import torch
 
+from _common import RESULTS, best_time, write_json
+
 warnings.filterwarnings("ignore", message=".*py3nj.*")
-
-
-def _best_time(fn, repeats):
-    fn()  # warm-up: oneDNN primitive creation, allocator
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return min(times)
 
 
 def main():
@@ -44,14 +33,14 @@ def main():
     ap.add_argument("--size", type=int, default=1024)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "model2d.json"))
+    ap.add_argument("--out", default=str(RESULTS / "model2d.json"))
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
     from micro_sym.classical import classical_segment
     from micro_sym.deploy.runtime import chosen_backend, cpu_forward
     from micro_sym.models import load_model
-    from micro_sym.predict import predict_image, segment_image
+    from micro_sym.inference.whole_image import predict_image, segment_image
     from micro_sym.synth import Synth2DConfig, synth_2d
 
     model = load_model(args.model)
@@ -79,7 +68,7 @@ def main():
         ("segment_image, exported", lambda: segment_image(exported, image)),
         ("classical_segment", lambda: classical_segment(image)),
     ]:
-        t = _best_time(fn, args.repeats if "escnn" not in name else max(1, args.repeats - 1))
+        t = best_time(fn, args.repeats if "escnn" not in name else max(1, args.repeats - 1))
         rows.append({"what": name, "seconds": round(t, 4), "mpix_per_s": round(mp / t, 3)})
 
     n_params = sum(p.numel() for p in model.parameters())
@@ -101,9 +90,7 @@ def main():
     print(f"{'':<34}{'seconds':>9}{'MP/s':>9}")
     for r in rows:
         print(f"{r['what']:<34}{r['seconds']:>9.3f}{r['mpix_per_s']:>9.2f}")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
+    out = write_json(args.out, result)
     print(f"wrote {out}")
 
 

@@ -13,13 +13,12 @@ Prints a table and writes ``bench/results/models3d.json``.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
-import time
 import warnings
-from pathlib import Path
 
 import torch
+
+from _common import RESULTS, best_time, write_json
 
 warnings.filterwarnings("ignore")
 
@@ -29,20 +28,13 @@ def _time(fn, x, reps, device, autocast=None):
         with torch.no_grad():
             if autocast is not None:
                 with torch.autocast(device_type=device, dtype=autocast):
-                    return fn(x)
-            return fn(x)
-
-    call()  # warm-up (cuDNN autotune, escnn caches)
-    if device == "cuda":
-        torch.cuda.synchronize()
-    best = float("inf")
-    for _ in range(reps):
-        t = time.perf_counter()
-        call()
+                    fn(x)
+            else:
+                fn(x)
         if device == "cuda":
             torch.cuda.synchronize()
-        best = min(best, time.perf_counter() - t)
-    return best
+
+    return best_time(call, reps)  # the untimed first call: cuDNN autotune, escnn caches
 
 
 def run(device, size, batch, width, reps, variants, levels):
@@ -90,7 +82,7 @@ def main():
     ap.add_argument("--cuda-size", type=int, default=96)
     ap.add_argument("--cuda-batch", type=int, default=4)
     ap.add_argument("--cuda-width", type=int, default=48)
-    ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "models3d.json"))
+    ap.add_argument("--out", default=str(RESULTS / "models3d.json"))
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     variants = {
@@ -113,8 +105,7 @@ def main():
     out = {"machine": {"platform": platform.platform(), "torch": torch.__version__, "cpu_threads": args.threads,
                        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None},
            "args": vars(args), "rows": rows}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(out, indent=2))
+    write_json(args.out, out)
     print(f"wrote {args.out}")
 
 

@@ -20,18 +20,15 @@ shared on this machine, so compare runs made back to back.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
-import time
 import warnings
 from pathlib import Path
 
 import numpy as np
 
-from bench_model2d import _best_time  # noqa: E402  (best of N after one untimed warm-up call)
+from _common import RESULTS, ROOT, best_time, write_json
 
 warnings.filterwarnings("ignore")
-ROOT = Path(__file__).resolve().parent
 
 
 def main():
@@ -40,10 +37,10 @@ def main():
     ap.add_argument("--block", type=int, default=128)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--crop", type=int, default=48, help="side of the sample-volume crop for the default-3d row")
-    ap.add_argument("--out", type=Path, default=ROOT / "results" / "postprocess3d.json")
+    ap.add_argument("--out", type=Path, default=RESULTS / "postprocess3d.json")
     args = ap.parse_args()
 
-    from micro_sym.cubic_harmonics import quat_to_sh4, sh_to_quat
+    from micro_sym.orientation.cubic_harmonics import quat_to_sh4, sh_to_quat
     from micro_sym.inference.labels import label_block
 
     rng = np.random.default_rng(0)
@@ -54,13 +51,13 @@ def main():
         exact = quat_to_sh4(q, degrees=degrees)
         noisy = exact + 0.05 * rng.normal(size=exact.shape)
         for name, c in (("exact", exact), ("noise 0.05", noisy)):
-            s = _best_time(lambda: sh_to_quat(c, degrees=degrees), args.repeats)
+            s = best_time(lambda: sh_to_quat(c, degrees=degrees), args.repeats)
             rows.append({"step": "sh_to_quat", "degrees": list(degrees), "input": name, "voxels": args.n,
                          "seconds": s, "voxels_per_s": args.n / s})
             print(f"sh_to_quat l={'+'.join(map(str, degrees)):<4} {name:>10}: {args.n / s:>10,.0f} voxels/s")
 
     real = _default_3d_field(args.crop)
-    s = _best_time(lambda: sh_to_quat(real, degrees=(4,)), args.repeats)
+    s = best_time(lambda: sh_to_quat(real, degrees=(4,)), args.repeats)
     rows.append({"step": "sh_to_quat", "degrees": [4], "input": f"default-3d, sample {args.crop}³", "voxels": len(real),
                  "seconds": s, "voxels_per_s": len(real) / s})
     print(f"sh_to_quat l=4    default-3d: {len(real) / s:>10,.0f} voxels/s")
@@ -71,13 +68,12 @@ def main():
     quats = quats + 0.01 * rng.normal(size=quats.shape)
     quats = (quats / np.linalg.norm(quats, axis=0, keepdims=True)).astype(np.float32)
     boundary = (rng.random((n,) * 3) < 0.05).astype(np.float32)
-    s = _best_time(lambda: label_block(quats, boundary, symmetry="cubic", threshold=5.0), args.repeats)
+    s = best_time(lambda: label_block(quats, boundary, symmetry="cubic", threshold=5.0), args.repeats)
     rows.append({"step": "label_block", "block": [n] * 3, "seconds": s, "voxels_per_s": n**3 / s})
     print(f"label_block {n}³ cubic: {s:.2f} s, {n**3 / s:,.0f} voxels/s")
 
-    out = args.out
-    out.write_text(json.dumps({"command": "python bench/bench_postprocess3d.py", "machine": platform.machine(),
-                               "repeats": args.repeats, "rows": rows}, indent=1) + "\n")
+    out = write_json(args.out, {"command": "python bench/bench_postprocess3d.py", "machine": platform.machine(),
+                                "repeats": args.repeats, "rows": rows}, indent=1)
     print(f"wrote {out}")
 
 
@@ -89,7 +85,7 @@ def _default_3d_field(crop: int) -> np.ndarray:
     from micro_sym.models.normalize import intensity_range
 
     net = load_network("default-3d")
-    vol = tifffile.imread(ROOT.parent / "sample_data" / "volume" / "images" / "sample_000.tif")[:crop, :crop, :crop]
+    vol = tifffile.imread(ROOT / "sample_data" / "volume" / "images" / "sample_000.tif")[:crop, :crop, :crop]
     lo, hi = intensity_range(vol)
     raw = net.forward(net.normalize(vol, lo, hi)[None])[0]
     return np.moveaxis(raw[1:], 0, -1).reshape(-1, raw.shape[0] - 1).astype(np.float64)

@@ -22,10 +22,8 @@ Fuller run: ``python bench/bench_prune.py --epochs 3 --steps 100 --plain-steps 1
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import statistics
-import sys
 import tempfile
 import time
 import warnings
@@ -35,17 +33,12 @@ import numpy as np
 import torch
 
 warnings.filterwarnings("ignore")
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
+from _common import RESULTS, ROOT, log, write_json  # noqa: E402
 from micro_sym.deploy.export import export_model, load_deployed  # noqa: E402
 from micro_sym.deploy.measure import count_macs, count_parameters, equivariance_error, evaluate_accuracy  # noqa: E402
 from micro_sym.deploy.prune import channel_prune_plain, finetune_model, layer_fields, prune_model  # noqa: E402
 from micro_sym.models import load_model  # noqa: E402
-
-
-def log(msg):
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
 def parse():
@@ -73,7 +66,7 @@ def parse():
     p.add_argument("--latency-models", nargs="+", default=None, metavar="MODEL",
                    help="only time these model files (escnn SegModel export, deployed .pt with folded batch norm, "
                         "ONNX), interleaved, and write --out")
-    p.add_argument("--out", default=str(ROOT / "bench/results/prune.json"))
+    p.add_argument("--out", default=str(RESULTS / "prune.json"))
     p.add_argument("--workdir", default=str(ROOT / "runs/bench_prune"))
     a = p.parse_args()
     if a.quick:
@@ -102,7 +95,7 @@ def plain_finetune(model, args, base_cfg, steps):
     The training loop builds models from configs, which cannot describe a channel-pruned plain net;
     this loop reuses its data pipeline and loss unchanged (rot/flip augmentation: a plain CNN).
     """
-    from micro_sym import train as T
+    from micro_sym.training import train2d as T
 
     cfg = T.TrainConfig.model_validate({**base_cfg, "model": {"arch": "unet_plain"}})
     data = T.load_training_data(args.train, model.k)
@@ -191,9 +184,8 @@ def latency_only(args):
         log(f"{th} thread(s):")
         for k, v in res[f"{th}_threads"].items():
             print(f"  {k:<70} median {v['median']:.4f} s  min {v['min']:.4f} s")
-    out = Path(args.out)
-    out.write_text(json.dumps({"latency_size": args.latency_size, "rounds": args.rounds, "repeats": args.repeats,
-                               "torch": torch.__version__, "results": res}, indent=2))
+    out = write_json(args.out, {"latency_size": args.latency_size, "rounds": args.rounds, "repeats": args.repeats,
+                                "torch": torch.__version__, "results": res})
     log(f"wrote {out}")
 
 
@@ -256,7 +248,7 @@ def main():
 
     # Plain CNN with the layer shapes (hence latency) of the 50%-pruned p4m model, trained from scratch.
     if ref_ratio in pruned_models and args.plain_steps > 0:
-        from micro_sym import train as T
+        from micro_sym.training import train2d as T
 
         widths = matched_plain_widths(pruned_models[ref_ratio])
         cfg = {**base_cfg, "model": {**{k: base.config[k] for k in ("convs_per_level", "dec_convs", "stem_kernel", "head_kernel")},
@@ -294,9 +286,7 @@ def main():
         "note": "CPU shared with other jobs: latencies are medians of interleaved rounds, ratios are the robust quantity.",
         "wall_s": round(time.time() - t_start, 1), "rows": rows,
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
+    out = write_json(args.out, result)
     print()
     print(f"{'model':<44} {'params':>8} {'MAC/px':>7} {'torch s':>8} {'x':>5} {'onnx s':>7} {'x':>5} {'grainF1':>8} {'bndF1':>6} {'eq err':>8}")
     for r in rows:

@@ -13,14 +13,12 @@ picks (printed).
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import warnings
-from pathlib import Path
 
 import torch
 
-from bench_model2d import _best_time
+from _common import RESULTS, best_time, write_json
 
 warnings.filterwarnings("ignore", message=".*py3nj.*")
 
@@ -32,7 +30,7 @@ def main():
     ap.add_argument("--size2d", type=int, default=1024)
     ap.add_argument("--size3d", type=int, default=64)
     ap.add_argument("--models", nargs="+", default=["default-2d", "robust-2d", "default-3d"])
-    ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "runtime.json"))
+    ap.add_argument("--out", default=str(RESULTS / "runtime.json"))
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -53,7 +51,7 @@ def main():
             runner = CpuRunner(module, ndim, backend)
             with torch.no_grad():
                 err = (runner(x) - ref).abs().max().item() / scale
-                t = _best_time(lambda: runner(x), args.repeats)
+                t = best_time(lambda: runner(x), args.repeats)
             rows.append({"model": name, "ndim": ndim, "input": [side] * ndim, "backend": backend,
                          "auto": backend == chosen_backend(ndim, "auto"), "seconds": round(t, 4),
                          "mega_per_s": round(side ** ndim / t / 1e6, 3), "rel_err_vs_torch": err})
@@ -64,9 +62,7 @@ def main():
         mark = " <- auto" if r["auto"] else ""
         print(f"{r['model']:<12}{'x'.join(map(str, r['input'])):>10}{r['backend']:>15}{r['seconds']:>9.3f}"
               f"{r['mega_per_s']:>8.2f}{r['rel_err_vs_torch']:>10.1e}{mark}")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
+    out = write_json(args.out, result)
     print(f"wrote {out}")
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import cProfile
-import json
 import os
 import platform
 import pstats
@@ -20,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from _common import RESULTS, write_json
 from micro_sym.synth import Synth2DConfig, Synth3DConfig, synth_2d, synth_3d
 
 
@@ -55,7 +55,7 @@ def main():
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--size2d", type=int, default=1024)
     ap.add_argument("--size3d", type=int, default=128)
-    ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "synth.json"))
+    ap.add_argument("--out", default=str(RESULTS / "synth.json"))
     args = ap.parse_args()
 
     synth_2d(Synth2DConfig(size=(128, 128)), seed=0)  # warm-up: imports, FFT plans
@@ -108,8 +108,7 @@ def main():
         "results": results,
         "stages": stages,
     }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(out, indent=1) + "\n")
+    write_json(args.out, out, indent=1)
     print(f"wrote {args.out}")
 
 

@@ -31,10 +31,10 @@ def main() -> None:
     import matplotlib.pyplot as plt
 
     from micro_sym.classical import classical_segment
-    from micro_sym.dataset import LabeledDataset
+    from micro_sym.io.datasets import LabeledDataset
     from micro_sym.metrics import evaluate_sample
     from micro_sym.models import load_model
-    from micro_sym.predict import segment_image
+    from micro_sym.inference.whole_image import segment_image
 
     ds = LabeledDataset(SAMPLES)
     model = load_model("default-2d", export=True)

@@ -224,7 +224,7 @@ def aggregate(per_image: dict) -> dict:
 
 def evaluate_model(model, dataset, *, names=None, threshold: float = 5.0, min_size: int | None = None,
                    boundary_threshold: float = 0.5, device="cpu", progress=None, min_gt_size: int = 0) -> dict:
-    """Run :func:`micro_sym.predict.segment_image` on labeled samples and score them.
+    """Run :func:`micro_sym.inference.whole_image.segment_image` on labeled samples and score them.
 
     Parameters
     ----------
@@ -243,7 +243,7 @@ def evaluate_model(model, dataset, *, names=None, threshold: float = 5.0, min_si
     dict
         :func:`aggregate` report (``overall`` and ``images``).
     """
-    from micro_sym.predict import DEFAULT_MIN_SIZE, segment_image
+    from micro_sym.inference.whole_image import DEFAULT_MIN_SIZE, segment_image
 
     run = model if getattr(model, "exported", True) else model.export()
     samples = (dataset[n] for n in names) if names is not None else iter(dataset)

@@ -36,7 +36,7 @@ def lattice_sample(size=64, n_grains=4, period=6.0, seed=0, noise=0.05):
 
 
 def write_dataset(root, n=4, size=64, seed=0, **kw):
-    """Write a labeled dataset (DESIGN.md §1) of ``n`` lattice samples; returns the root path."""
+    """Write a labeled dataset (docs/design.md §1) of ``n`` lattice samples; returns the root path."""
     import tifffile
 
     root = Path(root)

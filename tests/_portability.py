@@ -10,12 +10,12 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def assert_reproduces_reference(name: str, reference: str) -> dict:
-    """``bench/check_model_portability.py``'s comparison for bundled ``name`` against ``tests/data/reference``."""
-    sys.path.insert(0, str(ROOT / "bench"))
+    """``bench/provenance/check_model_portability.py``'s comparison for bundled ``name`` against ``tests/data/reference``."""
+    sys.path.insert(0, str(ROOT / "bench" / "provenance"))
     try:
         import check_model_portability as portability
     finally:
-        sys.path.remove(str(ROOT / "bench"))
+        sys.path.remove(str(ROOT / "bench" / "provenance"))
     ref = json.loads((ROOT / "tests" / "data" / reference).read_text())
     assert portability.compare(portability.summary(name), ref) == []
     shifted = dict(ref, raw=[v + 0.01 for v in ref["raw"]])

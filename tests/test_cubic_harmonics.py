@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from micro_sym.cubic_harmonics import DIM, VOLUME_TO_ESCNN, escnn_irrep_matrices, matrix_to_sh, quat_to_sh4, sh_to_quat
+from micro_sym.orientation.cubic_harmonics import DIM, VOLUME_TO_ESCNN, escnn_irrep_matrices, matrix_to_sh, quat_to_sh4, sh_to_quat
 from micro_sym.orientation import (
     cubic_symmetry_quats,
     misorientation_cubic,
@@ -67,7 +67,7 @@ def test_noisy_and_nan_inputs():
 def test_noisy_decode_is_a_local_minimum_of_the_coefficient_distance(degrees):
     # The compiled Gauss-Newton/Newton refinement must land on a stationary point of
     # |D(R) c0 - c| (the objective it minimizes), not just somewhere near the truth.
-    from micro_sym.cubic_harmonics import _normalize_blocks, sh_to_matrix
+    from micro_sym.orientation.cubic_harmonics import _normalize_blocks, sh_to_matrix
 
     rng = np.random.default_rng(6)
     c = quat_to_sh4(random_quaternions(200, rng), degrees)
@@ -90,7 +90,7 @@ def test_noisy_decode_is_a_local_minimum_of_the_coefficient_distance(degrees):
 
 def test_shipped_constants_equal_escnn():
     """weights/cubic_harmonics.npz (what encoding and decoding use, no escnn needed) is escnn's."""
-    from micro_sym.cubic_harmonics import CONSTANTS_PATH, _constants, constants_from_escnn
+    from micro_sym.orientation.cubic_harmonics import CONSTANTS_PATH, _constants, constants_from_escnn
 
     assert CONSTANTS_PATH.is_file()
     shipped, fresh = _constants(), constants_from_escnn()

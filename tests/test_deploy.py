@@ -173,7 +173,7 @@ def test_layer_scope_iterative_and_errors():
 
 
 def test_pruned_model_saves_loads_weights_only_and_segments(pruned2d, tmp_path):
-    from micro_sym.predict import segment_image
+    from micro_sym.inference.whole_image import segment_image
 
     pruned, info = pruned2d
     path = save_model(pruned, tmp_path / "pruned.pt", trained_on={"test": True}, extra={"pruning": info})
@@ -275,7 +275,7 @@ def test_exported_files_run_without_escnn(pruned2d, exported_files, tmp_path):
     script = BLOCK_ESCNN + textwrap.dedent(f"""
         import numpy as np, torch
         from micro_sym.deploy.export import load_deployed
-        from micro_sym.predict import segment_image
+        from micro_sym.inference.whole_image import segment_image
         x = torch.from_numpy(np.load({str(tmp_path / 'x.npy')!r}))
         ref = np.load({str(tmp_path / 'ref.npy')!r})
         for p in {[str(p) for p in exported_files.values()]!r}:

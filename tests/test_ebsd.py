@@ -10,7 +10,7 @@ import pytest
 
 from micro_sym import orientation as ori
 from micro_sym.cli import main as cli_main
-from micro_sym.ebsd import read_ang, read_ctf, read_ebsd, write_ang, write_ctf
+from micro_sym.io.ebsd import read_ang, read_ctf, read_ebsd, write_ang, write_ctf
 from micro_sym.errors import MicroSymError
 from micro_sym.grains import reconstruct_grains
 
@@ -58,7 +58,7 @@ def test_oxford_binary(oxford):
 
 def _partial(m, rows=60, cols=80):
     """A sub-map with some non-indexed points (phase 0) so the text readers' masks are exercised."""
-    from micro_sym.ebsd import EBSDMap
+    from micro_sym.io.ebsd import EBSDMap
 
     sub = EBSDMap(m.quaternions[:, :rows, :cols].copy(), m.euler[:, :rows, :cols].copy(),
                   m.phase[:rows, :cols].copy(), m.mask[:rows, :cols].copy(), m.step, m.unit, m.phases, m.path)

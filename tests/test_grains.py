@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from micro_sym import orientation as ori
-from micro_sym.ebsd import read_ebsd
+from micro_sym.io.ebsd import read_ebsd
 from micro_sym.errors import MicroSymError
 from micro_sym.grains import (
     face_equivalences,

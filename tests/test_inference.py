@@ -22,7 +22,7 @@ from micro_sym.grains import reconstruct_grains
 from micro_sym.grains.rules import grains_by_rule, network_rule, pair_rule
 from micro_sym.inference import as_network, load_network, plan_blocks, predict_array, segment
 from micro_sym.models import build_model, save_model
-from micro_sym.predict import grains_from_maps, segment_image
+from micro_sym.inference.whole_image import grains_from_maps, segment_image
 
 THRESHOLD = 20.0  # 3D (Tiny3D's quaternions vary strongly)
 # The untrained plain CNN's angle field varies by only ~0.04° over an image: 2D tests with it use a
@@ -34,7 +34,7 @@ def _model2d():
     torch.manual_seed(0)
     m = build_model({"arch": "unet_plain", "widths": [4, 8]}).eval()
     head = [mod for mod in m.core.modules() if isinstance(mod, nn.Conv2d) and mod.out_channels == 3][-1]
-    from micro_sym.predict import raw_outputs
+    from micro_sym.inference.whole_image import raw_outputs
 
     logits = raw_outputs(m, _smooth((96, 96), seed=9))[0]
     with torch.no_grad():  # ~75% interior, the rest boundary: grains separated by boundary pixels

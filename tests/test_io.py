@@ -12,7 +12,7 @@ import pytest
 import tifffile
 import zarr
 
-from micro_sym.dataset import LabeledDataset
+from micro_sym.io.datasets import LabeledDataset
 from micro_sym.errors import MicroSymError
 from micro_sym.io import open_image, value_range, write_ome_zarr
 

@@ -8,7 +8,7 @@ import pytest
 from micro_sym.metrics import aggregate, boundary_f1, boundary_f1_masks, boundary_from_labels, evaluate_sample, grain_f1, orientation_errors
 
 
-from micro_sym.models.train3d import boundary_from_grains  # noqa: E402
+from micro_sym.training.train3d import boundary_from_grains  # noqa: E402
 
 
 def stripes(n=3, size=60, shift=0):

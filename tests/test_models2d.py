@@ -223,7 +223,7 @@ class _Float64(nn.Module):
     def __init__(self, model):
         super().__init__()
         self.inner = copy.deepcopy(model).double()
-        for attr in ("k", "total_stride", "halo", "exported", "config"):
+        for attr in ("ndim", "k", "total_stride", "halo", "exported", "config"):
             setattr(self, attr, getattr(model, attr))
 
     def forward(self, x):
@@ -234,7 +234,7 @@ def test_segment_pipeline_equivariant_under_p4m():
     from _lattice import lattice_sample
 
     from micro_sym.orientation import misorientation_2d
-    from micro_sym.predict import segment_image
+    from micro_sym.inference.whole_image import segment_image
 
     model32 = load_model("default-2d", export=True)
     model = _Float64(model32)

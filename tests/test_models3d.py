@@ -13,7 +13,7 @@ import torch
 
 warnings.filterwarnings("ignore", message=".*py3nj.*")
 
-from micro_sym.cubic_harmonics import _normalize_blocks, quat_to_sh4, sh_to_quat  # noqa: E402
+from micro_sym.orientation.cubic_harmonics import _normalize_blocks, quat_to_sh4, sh_to_quat  # noqa: E402
 from micro_sym.models.gcnn3d import (  # noqa: E402
     VARIANTS,
     build_model3d,
@@ -107,7 +107,7 @@ def test_decoded_orientations_rotate(case):
         err = misorientation_cubic(q_rot, expected)
         # Untrained outputs lie far from the harmonic manifold, the hard case for the projection:
         # a vector almost equidistant from two orbit points has two near-tied minima, and the
-        # multi-start may land in either (bench/study_decode_start.py: 98.9-99.9% of voxels agree,
+        # multi-start may land in either (bench/studies/study_decode_start.py: 98.9-99.9% of voxels agree,
         # depending on the install's escnn basis). Everything else must agree, and where the two
         # decodes disagree both must fit the rotated output almost equally well.
         assert np.median(err) < 1e-3, (name, gi, np.median(err))
@@ -199,7 +199,7 @@ def test_bad_config():
 
 
 def test_cli_train_and_evaluate_3d(tmp_path):
-    # `micro-sym train` / `micro-sym evaluate` route 3D configs and models to micro_sym.models.train3d.
+    # `micro-sym train` / `micro-sym evaluate` route 3D configs and models to micro_sym.training.train3d.
     import json
 
     from typer.testing import CliRunner
@@ -231,7 +231,7 @@ def test_cli_train_and_evaluate_3d(tmp_path):
 def test_evaluate3d_boundary_threshold_is_applied():
     # Above every probability nothing is predicted boundary (boundary F1 0); at 0 everything is.
     from micro_sym.models.gcnn3d import build_model3d
-    from micro_sym.models.train3d import boundary_from_grains, evaluate3d, make_volumes
+    from micro_sym.training.train3d import boundary_from_grains, evaluate3d, make_volumes
 
     torch.manual_seed(0)
     model = build_model3d({"variant": "plain", "width": 8, "levels": 2, "degrees": [4]}).eval()

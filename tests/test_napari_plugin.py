@@ -140,7 +140,7 @@ def test_manifest_validates_and_commands_import():
                                         "micro-sym.segment_widget", "micro-sym.stats_widget", "micro-sym.retrain_widget"}
     for c in commands:
         assert callable(import_python_name(c.python_name)), c.python_name
-    # Heavy libraries stay out of import time (DESIGN.md §6): importing the plugin must not load torch.
+    # Heavy libraries stay out of import time (docs/CONTRIBUTING.md): importing the plugin must not load torch.
     code = "import sys, micro_sym_napari._reader, micro_sym_napari._sample_data, micro_sym_napari._core; " \
            "print('torch' in sys.modules, 'escnn' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120).stdout.split()
@@ -156,7 +156,7 @@ def test_core_tiles_reproduce_whole_image_segmentation():
     import tifffile
 
     from micro_sym.models import load_model
-    from micro_sym.predict import segment_image
+    from micro_sym.inference.whole_image import segment_image
 
     image = tifffile.imread(SAMPLE_2D)
     steps = []
@@ -432,7 +432,7 @@ def test_reader_opens_segmentation_output_with_all_layers(tmp_path, make_napari_
 
 
 def test_reader_ebsd_map(tmp_path):
-    from micro_sym.ebsd import EBSDMap, write_ctf
+    from micro_sym.io.ebsd import EBSDMap, write_ctf
     from micro_sym.orientation import euler_bunge_to_quat
 
     euler = np.zeros((3, 6, 8))
@@ -551,7 +551,7 @@ def test_grain_mean_angles_is_circular_per_grain():
 def test_core_retrain_writes_an_equivariant_model_that_segments(tmp_path):
     from micro_sym.deploy.measure import equivariance_error
     from micro_sym.models import load_model
-    from micro_sym.predict import segment_image
+    from micro_sym.inference.whole_image import segment_image
     from micro_sym_napari import _retrain
 
     image, grains = _corrected_crop()

@@ -55,7 +55,7 @@ def _spectrum_peak(img, mask, pad: int):
 
 
 def _fft_angle_2d(img, mask, lattice):
-    """In-plane lattice angle (degrees, DESIGN.md convention) measured from the Fourier peaks."""
+    """In-plane lattice angle (degrees, docs/design.md convention) measured from the Fourier peaks."""
     kr, kc = _spectrum_peak(img, mask, pad=4)
     ang = np.degrees(np.arctan2(-kr, kc))  # y is up: a row frequency kr is -ky
     # Square: reciprocal basis parallel to the direct one. Hexagonal: rotated by 30°.
@@ -235,7 +235,7 @@ def _cli(args):
 
 def test_cli_writes_valid_dataset(tmp_path):
     main = _cli
-    from micro_sym.dataset import LabeledDataset
+    from micro_sym.io.datasets import LabeledDataset
 
     out = tmp_path / "ds"
     assert main(["synth", "2d", "--out", str(out), "--n", "2", "--size", "96x128", "--seed", "5", "--lattice", "hexagonal"]) == 0

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from micro_sym.errors import MicroSymError
-from micro_sym.train import _transform_angle, load_train_config, random_batch, train
+from micro_sym.training.train2d import _transform_angle, load_train_config, random_batch, train
 
 warnings.filterwarnings("ignore", message=".*py3nj.*")
 
@@ -87,7 +87,7 @@ def test_init_with_other_architecture_is_a_clear_error(dataset, straight_run, tm
 
 def test_distillation_loss_is_stationary_at_the_teacher():
     """Soft-target BCE + vector MSE: zero gradient where the student equals the teacher, not elsewhere."""
-    from micro_sym.train import distillation_loss
+    from micro_sym.training.train2d import distillation_loss
 
     teacher = torch.randn(2, 3, 8, 8)
     student = teacher.clone().requires_grad_(True)
@@ -203,7 +203,7 @@ def test_rot_flip_augmentation_transforms_orientation_target():
 
 
 def test_random_batch_shapes_and_mask(dataset):
-    from micro_sym.train import load_training_data
+    from micro_sym.training.train2d import load_training_data
 
     data = load_training_data(dataset, 4)
     cfg = _cfg(**{"aug.rot_flip": True})
@@ -215,7 +215,7 @@ def test_random_batch_shapes_and_mask(dataset):
 
 
 def test_low_angle_interfaces_get_the_boundary_weight():
-    from micro_sym.train import interface_misorientation
+    from micro_sym.training.train2d import interface_misorientation
 
     # Three vertical grains: 10° | 18° (8° apart: low-angle) | 60° (42° from 18°: high-angle).
     grains = np.repeat(np.array([[1] * 4 + [2] * 4 + [3] * 4]), 6, axis=0)
@@ -229,7 +229,7 @@ def test_low_angle_interfaces_get_the_boundary_weight():
 
 
 def test_boundary_weight_scales_only_the_weighted_pixels_bce():
-    from micro_sym.train import LossCfg, segmentation_loss
+    from micro_sym.training.train2d import LossCfg, segmentation_loss
 
     out = torch.zeros(1, 3, 4, 4)
     boundary = torch.zeros(1, 1, 4, 4)

@@ -1,6 +1,6 @@
 """``micro-sym classical INPUT --out DIR``: training-free segmentation by a symmetric Gabor filter bank.
 
-Writes the segmentation output layout of DESIGN.md §1: ``DIR/NAME.zarr`` (OME-Zarr with ``boundary``,
+Writes the segmentation output layout of docs/design.md §1: ``DIR/NAME.zarr`` (OME-Zarr with ``boundary``,
 ``orientation``, ``grains`` and also ``confidence``) and ``DIR/NAME_grains.csv``. Everything is
 written into a temporary directory next to DIR and moved into place when complete.
 """

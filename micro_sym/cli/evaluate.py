@@ -19,12 +19,12 @@ def evaluate(
     min_gt_size: int = typer.Option(0, "--min-gt-size", help="Ignore true grains smaller than this (pixels) in the grain F1; 0 counts all."),
 ):
     """Boundary F1 (2-px tolerance), grain F1 (IoU > 0.5), median orientation error, per image and overall."""
-    from micro_sym.dataset import LabeledDataset
+    from micro_sym.io.datasets import LabeledDataset
     from micro_sym.errors import MicroSymError
     from micro_sym.metrics import evaluate_model
     from micro_sym.models import load_model
 
-    from micro_sym.models.train3d import cli_evaluate3d, is_3d_model  # 3D hook: gcnn3d models
+    from micro_sym.training.train3d import cli_evaluate3d, is_3d_model  # 3D hook: gcnn3d models
     if is_3d_model(model): return cli_evaluate3d(model, dataset, device=device, threshold=threshold, min_size=min_size, boundary_threshold=boundary_threshold, json_out=json_out, log=typer.echo) and None  # noqa: E701,E501
     ds = LabeledDataset(dataset)
     m = load_model(model, device=device, export=True)

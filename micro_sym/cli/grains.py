@@ -126,7 +126,7 @@ def _load(path: Path, symmetry):
         raise MicroSymError(f"{path}: no such file or directory")
     suffix = path.suffix.lower()
     if suffix in (".cpr", ".crc", ".ctf", ".ang"):
-        from micro_sym.ebsd import read_ebsd
+        from micro_sym.io.ebsd import read_ebsd
 
         m = read_ebsd(path)
         sym = symmetry or m.symmetry

@@ -20,11 +20,11 @@ def train(
 ):
     """Train on random crops with augmentation; validate every epoch; write checkpoints to RUN_DIR."""
     from micro_sym.errors import MicroSymError
-    from micro_sym.train import load_train_config, train as run
+    from micro_sym.training.train2d import load_train_config, train as run
 
     if device not in (None, "cpu", "cuda"):
         raise MicroSymError(f"--device: expected cpu or cuda, got '{device}'")
-    from micro_sym.models.train3d import cli_train3d, is_3d_config  # 3D hook: gcnn3d configs
+    from micro_sym.training.train3d import cli_train3d, is_3d_config  # 3D hook: gcnn3d configs
     if is_3d_config(config): return cli_train3d(config, data, out, val=val, device=device, seed=seed, log=typer.echo)  # noqa: E701
     cfg = load_train_config(config, **{"device": device, "optim.epochs": epochs, "seed": seed})
     if out.exists() and (out / "last.pt").exists() and not resume:

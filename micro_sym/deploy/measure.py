@@ -115,7 +115,7 @@ def cpu_latency(model, size: int | None = None, *, repeats: int = 5, warmup: int
 def transform_output_2d(y: torch.Tensor, r: int, mirror: bool, k: int) -> torch.Tensor:
     """Expected output transform for input ``mirror(rot90(x, r))``: maps move with the image and
     ``(cos kθ, sin kθ)`` turns by ``k·90°·r`` (θ → θ + 90° r), then a mirror (θ → 180° − θ) negates
-    ``sin`` for even k (the frequency-k O(2) irrep, DESIGN.md §2)."""
+    ``sin`` for even k (the frequency-k O(2) irrep, docs/design.md §2)."""
     out = torch.rot90(y, r, dims=(-2, -1))
     if mirror:
         out = torch.flip(out, dims=(-1,))
@@ -187,7 +187,7 @@ def _equivariance(model, x, ndim):
 
 def evaluate_accuracy(model, data, *, max_images: int | None = None) -> dict:
     """Boundary F1, grain F1 and orientation error on a labeled 2D dataset (:func:`micro_sym.metrics.evaluate_model`)."""
-    from micro_sym.dataset import LabeledDataset
+    from micro_sym.io.datasets import LabeledDataset
     from micro_sym.metrics import evaluate_model
 
     ds = LabeledDataset(data)

@@ -1,4 +1,4 @@
-"""Field-wise structured pruning of escnn U-Nets (DESIGN.md §4).
+"""Field-wise structured pruning of escnn U-Nets (docs/design.md §4).
 
 The pruning unit is a **field**: all |G| channels of a regular field (or all dimensions of an irrep
 field). Removing a whole field keeps every layer a map between G-representations, so the smaller
@@ -558,7 +558,7 @@ def finetune_model(model, data, *, epochs: int = 2, out=None, val=None, steps_pe
                    lr: float = 1e-3, crop: int | None = None, batch_size: int | None = None, seed: int = 0,
                    threads: int | None = None, log=print, train_config: dict | None = None,
                    teacher=None, distill: float = 0.0):
-    """Fine-tune a (pruned) 2D model with :func:`micro_sym.train.train`, starting from its weights.
+    """Fine-tune a (pruned) 2D model with :func:`micro_sym.training.train2d.train`, starting from its weights.
 
     The training loop builds its model from the config; starting it from given weights uses its own
     resume mechanism: a checkpoint at epoch 0 holding these weights (and a fresh optimizer) is
@@ -580,7 +580,7 @@ def finetune_model(model, data, *, epochs: int = 2, out=None, val=None, steps_pe
         Base training config (``TrainConfig`` fields); default: ``model.meta['trained_on']['config']``.
     teacher, distill :
         Also match this model's outputs (typically the unpruned model) with weight ``distill``
-        (:func:`micro_sym.train.distillation_loss`).
+        (:func:`micro_sym.training.train2d.distillation_loss`).
 
     Returns
     -------
@@ -593,11 +593,11 @@ def finetune_model(model, data, *, epochs: int = 2, out=None, val=None, steps_pe
 
     import numpy as np
 
-    from micro_sym import train as T
+    from micro_sym.training import train2d as T
     from micro_sym.models import load_model
 
     if int(getattr(model, "ndim", 2)) != 2:
-        raise MicroSymError("finetune: only 2D models have a training loop here (3D: micro_sym.models.train3d)")
+        raise MicroSymError("finetune: only 2D models have a training loop here (3D: micro_sym.training.train3d)")
     cfg = T.finetuning_config(model, train_config)
     cfg.optim.epochs = int(epochs)
     cfg.optim.lr = float(lr)
@@ -758,7 +758,7 @@ def recalibrate_bn(model, data, *, batches: int = 20, batch_size: int = 6, crop:
     data : path
         Labeled training dataset (images are normalized as in training).
     """
-    from micro_sym import train as T
+    from micro_sym.training import train2d as T
 
     cfg = T.TrainConfig.model_validate({"model": {"arch": "unet_plain"}, "data": {"crop": crop, "batch_size": batch_size}})
     samples = T.load_training_data(data, model.k)

@@ -1,4 +1,4 @@
-"""Grain reconstruction from orientation maps (DESIGN.md §3), vectorized and block-mergeable.
+"""Grain reconstruction from orientation maps (docs/design.md §3), vectorized and block-mergeable.
 
 The rule
 --------
@@ -350,7 +350,7 @@ def reconstruct_grains(
     small: str = "merge",
     phase=None,
 ) -> np.ndarray:
-    """Label grains in a 2D/3D orientation map (DESIGN.md §3).
+    """Label grains in a 2D/3D orientation map (docs/design.md §3).
 
     Parameters
     ----------

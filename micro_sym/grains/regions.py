@@ -37,7 +37,7 @@ from micro_sym.errors import MicroSymError
 
 #: Pixel pairs join at this fraction of the grain threshold (3.5° for the 5° rule). With the
 #: stage-1 default 2D model on a tuning set (synth seed 5000, not the held-out test set;
-#: ``bench/tune_grain_rule.py``) 0.6-0.8 were within 0.01 grain F1 of each other at reach 4; the
+#: ``bench/studies/tune_grain_rule.py``) 0.6-0.8 were within 0.01 grain F1 of each other at reach 4; the
 #: plain pair rule was 0.04 lower.
 PAIR_FRACTION = 0.7
 #: Regions this many pixels apart along an axis are neighbours: bridges predicted boundaries up to

@@ -1,6 +1,6 @@
 """The grain rule for network maps: which parameters, and applying it to a whole image.
 
-Measured maps (EBSD) use the plain neighbour-pair rule of DESIGN.md §3. A network's maps get the
+Measured maps (EBSD) use the plain neighbour-pair rule of docs/design.md §3. A network's maps get the
 *seeded* rule of :mod:`micro_sym.grains.seeded` (pair-rule seeds of the points well inside the
 predicted boundaries, in 2D merged with similar seeds nearby, small seeds dropped, then a bounded
 flood), because its boundary map has holes and its orientation turns smoothly across them. One
@@ -13,10 +13,10 @@ from __future__ import annotations
 import numpy as np
 
 #: 2D defaults, chosen on the tuning sets (synth seeds 5000 and 6000) with the bundled default-2d
-#: (``bench/study_grains2d_seeded.py``): grain F1 0.906 / 0.879 with pair-rule regions merged within
+#: (``bench/studies/study_grains2d_seeded.py``): grain F1 0.906 / 0.879 with pair-rule regions merged within
 #: 4 px -> 0.925 / 0.904 seeded; held-out 0.869 -> 0.884.
 SEEDED_2D = {"core_radius": 2.5, "steps": 4, "reach": 12}
-#: 3D defaults, chosen on validation volumes (``bench/study_grains3d.py``): held-out grain F1 of the
+#: 3D defaults, chosen on validation volumes (``bench/studies/study_grains3d.py``): held-out grain F1 of the
 #: octahedral model 0.599 with the pair rule -> 0.795 seeded.
 SEEDED_3D = {"core_radius": 3.5, "steps": 8, "reach": 0}
 

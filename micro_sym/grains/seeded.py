@@ -8,7 +8,7 @@ Interiors far from any predicted boundary do not leak, so grains are grown from 
 
 1. **core**: points with no predicted boundary point within ``core_radius`` (Euclidean); holes
    narrower than about twice the radius do not connect two cores;
-2. **seeds**: connected components of the core by the pair rule (DESIGN.md §3), in 2D optionally
+2. **seeds**: connected components of the core by the pair rule (docs/design.md §3), in 2D optionally
    merged with seeds of similar mean orientation nearby (``reach``), then seeds smaller than
    ``min_size`` points dropped (so no grain ends up smaller than that);
 3. **flood**: every other non-boundary point joins the seed it reaches over the lowest boundary
@@ -18,7 +18,7 @@ Interiors far from any predicted boundary do not leak, so grains are grown from 
 
 The flood is bounded on purpose: a point's label depends only on the maps within ``steps`` (+ the
 core radius) of it, which a block-wise engine can reproduce exactly with that halo; an unbounded
-watershed cannot be tiled. ``bench/study_grains3d.py`` measures it against the pair rule.
+watershed cannot be tiled. ``bench/studies/study_grains3d.py`` measures it against the pair rule.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import numpy as np
 
 from micro_sym.errors import MicroSymError
 
-#: Defaults chosen on validation volumes of the 3D generator (``bench/study_grains3d.py``).
+#: Defaults chosen on validation volumes of the 3D generator (``bench/studies/study_grains3d.py``).
 CORE_RADIUS = 3.5
 FLOOD_STEPS = 8
 

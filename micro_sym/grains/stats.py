@@ -1,4 +1,4 @@
-"""Per-grain and per-map statistics (DESIGN.md §3), CSV/JSON writers and the KAM map.
+"""Per-grain and per-map statistics (docs/design.md §3), CSV/JSON writers and the KAM map.
 
 All per-grain quantities are computed for all grains at once with ``np.bincount`` over the label
 map (no per-grain Python loop over points), so 256³ volumes are handled in seconds.
@@ -27,7 +27,7 @@ from micro_sym.grains.reconstruct import (
     orientation_kind,
 )
 
-LOW_ANGLE_DEG = 15.0  # low/high-angle boundary limit (DESIGN.md §3)
+LOW_ANGLE_DEG = 15.0  # low/high-angle boundary limit (docs/design.md §3)
 SIGMA3_BRANDON_DEG = 15.0 / math.sqrt(3.0)  # Brandon criterion for Σ3: 15°/√3 ≈ 8.66°
 _TO_MM = {"mm": 1.0, "µm": 1e-3, "um": 1e-3, "micron": 1e-3, "nm": 1e-6, "m": 1e3, "cm": 10.0}
 _CHUNK = 1 << 20  # points per chunk for the quaternion averaging (bounds 24-fold temporaries)

@@ -1,4 +1,4 @@
-"""Block planning: processing blocks, their halos and the tiles the network sees (DESIGN.md §5).
+"""Block planning: processing blocks, their halos and the tiles the network sees (docs/design.md §5).
 
 Three sizes matter. The *storage chunk* of the outputs is the write unit; a *processing block* is a
 multiple of it, so every block writes whole chunks and no two blocks ever touch the same chunk (zarr 3
@@ -28,7 +28,7 @@ import numpy as np
 
 from micro_sym.errors import MicroSymError
 
-# Storage chunks of the outputs (the write unit): ≥256 KiB per chunk for float32 (DESIGN.md §5).
+# Storage chunks of the outputs (the write unit): ≥256 KiB per chunk for float32 (docs/design.md §5).
 DEFAULT_CHUNK = {2: (512, 512), 3: (128, 128, 128)}
 
 
@@ -158,7 +158,7 @@ def plan_blocks(shape, block=None, *, halo: int, stride: int = 1, chunk=None, pa
     block = tuple(min(padded_size(b, u), padded_size(s, u)) for b, u, s in zip(block, unit, shape))
 
     if pad:
-        # Whole-image inference (micro_sym.predict.pad_to_stride) reflect-pads each axis to a multiple
+        # Whole-image inference (micro_sym.inference.whole_image.pad_to_stride) reflect-pads each axis to a multiple
         # of the stride, splitting the padding between both ends; tiles live on that padded grid.
         before = [((-n) % stride) // 2 for n in shape]
         padded = [padded_size(n, stride) for n in shape]

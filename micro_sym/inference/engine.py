@@ -42,12 +42,12 @@ import numpy as np
 
 from micro_sym.errors import MicroSymError
 from micro_sym.grains.rules import is_seeded, seed_margin
-from micro_sym.inference.blocks import BlockPlan, estimate_memory, grow, grown_crop, inside, plan_blocks
+from micro_sym.inference.blocks import BlockPlan, estimate_memory, grow, plan_blocks
 from micro_sym.inference.classical import ClassicalMethod
-from micro_sym.inference.labels import (assemble_seeds, final_table, flood_block, label_block, merge_blocks, seed_core,
-                                        seed_parts, write_grain_csv)
+from micro_sym.inference.labels import final_table, flood_region, merge_blocks, seed_parts, write_grain_csv
 from micro_sym.inference.method_choice import AUTO_MODEL, AutoMethod
 from micro_sym.inference.network import Network, cached_network
+from micro_sym.inference.tiles import iter_tiles, label_tile
 from micro_sym.inference.writer import RunState, create_outputs, forget_arrays, open_array, os_error
 
 _IMAGES: dict = {}
@@ -117,20 +117,11 @@ def _resolve_net(net_ref, job) -> Network:
 def maps_task(net_ref, job: dict, blocks: list) -> list:
     """Pass 1 for a batch of blocks with equal tile shapes; returns per-block merge data."""
     net = _resolve_net(net_ref, job)
-    lo, hi = job["value_range"]
-    tiles = []
-    for b in blocks:
-        x = np.nan_to_num(net.normalize(read_tile(job, b), lo, hi), nan=0.0)
-        if any(p != (0, 0) for p in b.pad):
-            x = np.pad(x, b.pad, mode=job["pad_mode"])
-        tiles.append(x)
-    y = net.forward(np.stack(tiles), job["device"])
     out = []
-    for b, yb in zip(blocks, y):
-        maps = net.decode(yb[(slice(None), *b.crop)])
-        lab = label_block(maps["orientation"], maps["boundary"], symmetry=net.symmetry, threshold=job["pair_threshold"],
-                          boundary_threshold=job["boundary_threshold"], origin=tuple(s.start for s in b.core),
-                          image_shape=job["shape"], reach=job["reach"], mask=_seed_core(net, job, b, yb))
+    for tile in iter_tiles(net, blocks, lambda b: read_tile(job, b), value_range=job["value_range"],
+                           pad_mode=job["pad_mode"], device=job["device"], batch=len(blocks)):
+        b, maps = tile.block, tile.maps
+        lab = label_tile(net, tile, maps, rule=job, shape=job["shape"], boundary_threshold=job["boundary_threshold"])
         try:
             open_array(job["zarr"], "boundary")[b.core] = maps["boundary"]
             ori = open_array(job["zarr"], "orientation")
@@ -140,18 +131,6 @@ def maps_task(net_ref, job: dict, blocks: list) -> list:
             raise os_error(job["zarr"], err, f"write block {b.id}") from None
         out.append(lab.to_arrays())
     return out
-
-
-def _seed_core(net, job, block, y):
-    """Seeded rule: the block's seed core, from the boundary map of the block grown by the margin
-    (inside the tile, exact: the plan's halo includes the margin). None for the plain pair rule."""
-    if not is_seeded(job):
-        return None
-    margin = seed_margin(job)
-    region = grow(block.core, margin, job["shape"])
-    boundary = net.boundary_of(y[(slice(None), *grown_crop(block, margin, job["shape"]))])
-    return seed_core(boundary, inside(block.core, region), radius=job["core_radius"],
-                     boundary_threshold=job["boundary_threshold"])
 
 
 def grains_task(job: dict, block, lut: np.ndarray) -> int:
@@ -164,14 +143,10 @@ def grains_task(job: dict, block, lut: np.ndarray) -> int:
 def flood_task(job: dict, block, parts: list) -> dict:
     """Pass 3 for one block, seeded rule: flood the final seed ids (``parts``: :func:`.labels.seed_parts`
     of the block grown by ``steps + 1``) over the written maps; returns the block's grain statistics."""
-    region = grow(block.core, job["steps"] + 1, job["shape"])
-    ori = open_array(job["zarr"], "orientation")
-    orientation = ori[(slice(None), *region)] if ori.ndim == len(region) + 1 else ori[region]
-    boundary = open_array(job["zarr"], "boundary")[region]
-    seeds = assemble_seeds(region, parts, open_array(job["labels"]).__getitem__)
-    labels, arrays = flood_block(orientation, boundary, seeds, symmetry=job["symmetry"], steps=job["steps"],
-                                 inner=inside(block.core, region), origin=tuple(s.start for s in block.core),
-                                 image_shape=job["shape"], boundary_threshold=job["boundary_threshold"])
+    labels, arrays = flood_region(block, parts, orientation=open_array(job["zarr"], "orientation"),
+                                  boundary=open_array(job["zarr"], "boundary"), local_labels=open_array(job["labels"]),
+                                  steps=job["steps"], symmetry=job["symmetry"], image_shape=job["shape"],
+                                  boundary_threshold=job["boundary_threshold"])
     _write_grains(job, block, labels)
     return arrays
 
@@ -272,8 +247,8 @@ def segment_input(path, out_dir, net: Network, runner, *, block=None, chunk=None
         From :func:`~.scheduler.make_runner`, already bound to ``net``.
     block, chunk : int or tuple, optional
         Processing block and output chunk sizes (see :func:`~.blocks.plan_blocks`).
-    threshold, min_size, boundary_threshold : grain rule (DESIGN.md §3); ``min_size`` defaults to
-        :data:`micro_sym.predict.DEFAULT_MIN_SIZE`, like whole-image segmentation.
+    threshold, min_size, boundary_threshold : grain rule (docs/design.md §3); ``min_size`` defaults to
+        :data:`micro_sym.inference.whole_image.DEFAULT_MIN_SIZE`, like whole-image segmentation.
     batch : int
         Tiles per forward call (tiles of equal shape are stacked; useful on GPUs).
     dry_run : bool
@@ -289,7 +264,7 @@ def segment_input(path, out_dir, net: Network, runner, *, block=None, chunk=None
     """
     from micro_sym.io import open_image
     from micro_sym.models.normalize import intensity_range
-    from micro_sym.predict import DEFAULT_MIN_SIZE
+    from micro_sym.inference.whole_image import DEFAULT_MIN_SIZE
 
     t0 = time.perf_counter()
     path = Path(path)

@@ -1,4 +1,4 @@
-"""Global grain labels from per-block labels (DESIGN.md §3 rule, §5 "label per block, then merge").
+"""Global grain labels from per-block labels (docs/design.md §3 rule, §5 "label per block, then merge").
 
 A grain is a connected set of non-boundary pixels whose neighbours (face neighbours, connectivity 1)
 differ in orientation by at most ``threshold`` degrees. Because the rule only looks at neighbour
@@ -595,6 +595,25 @@ def flood_block(orientation, boundary, seeds, *, symmetry, steps: int, inner, or
     out["ids"] = ids.astype(np.int64)
     out["contacts"] = contacts
     return labels, out
+
+
+def flood_region(block, parts, *, orientation, boundary, local_labels, steps: int, symmetry, image_shape,
+                 boundary_threshold: float = 0.5):
+    """Pass 3 of the seeded rule for one block, from wherever the maps live (numpy or Zarr arrays).
+
+    Reads the block grown by ``steps + 1`` points from ``orientation`` (``(y, x)`` angles or
+    ``(4, z, y, x)`` quaternions), ``boundary`` and the pass-1 ``local_labels``, turns the local labels
+    into final seed ids with ``parts`` (:func:`seed_parts` of that region) and floods them
+    (:func:`flood_block`). Returns ``(labels, arrays)`` as :func:`flood_block`.
+    """
+    from micro_sym.inference.blocks import grow, inside
+
+    region = grow(block.core, steps + 1, image_shape)
+    ori = orientation[(slice(None), *region)] if orientation.ndim == len(region) + 1 else orientation[region]
+    seeds = assemble_seeds(region, parts, lambda sl: local_labels[sl])
+    return flood_block(np.asarray(ori), np.asarray(boundary[region]), seeds, symmetry=symmetry, steps=steps,
+                       inner=inside(block.core, region), origin=tuple(s.start for s in block.core),
+                       image_shape=image_shape, boundary_threshold=boundary_threshold)
 
 
 def final_table(parts, n_grains: int, *, symmetry, image_shape, pixel_size=None) -> dict:

@@ -1,14 +1,14 @@
 """``--method auto``: per input, the classical filter bank where it beats the network, else the network.
 
 The bundled networks fail on very noisy micrographs (2-3 counts/px) where the training-free filter bank
-still finds grains (``bench/contest.py``). Before segmenting a 2D input, :class:`AutoMethod` measures the
+still finds grains (``bench/studies/contest.py``). Before segmenting a 2D input, :class:`AutoMethod` measures the
 signal-to-noise ratio of its lattice fringes, the first lattice ring of the power spectrum over the
 white shot-noise floor (:func:`micro_sym.classical.fringe_snr`, dB; dose and blur lower it, grain size
 does not), from at most 16 Welch tiles read lazily, so the choice costs little even for huge inputs.
 Below :data:`CLASSICAL_BELOW_DB` the input runs through the classical method, otherwise through the
 network.
 
-The threshold comes from ``python bench/calibrate_method_choice.py`` (calibration seeds, disjoint from
+The threshold comes from ``python bench/provenance/calibrate_method_choice.py`` (calibration seeds, disjoint from
 the contest's held-out images): per image of every contest condition it scores both methods and picks
 the threshold that maximizes the mean grain F1 of the choice (ties within half a point: the widest
 margin). With robust-2d and the seeded grain rule of network maps (:mod:`micro_sym.grains.rules`)
@@ -107,13 +107,13 @@ def auto_segment(image, *, model=None, threshold: float = 5.0, classical_below_d
 
     ``model``: a loaded 2D model (default: :data:`AUTO_MODEL`, exported). The classical branch is the
     whole-image :func:`micro_sym.classical.classical_segment` (with its boundary closing, which the
-    block engine cannot apply). The result has the keys of :func:`micro_sym.predict.segment_image`
+    block engine cannot apply). The result has the keys of :func:`micro_sym.inference.whole_image.segment_image`
     plus ``method`` (the record of :meth:`AutoMethod.choose`).
     """
     from micro_sym.classical import classical_segment, fringe_snr
     from micro_sym.inference.network import K_TO_SYMMETRY
     from micro_sym.models import load_model
-    from micro_sym.predict import segment_image
+    from micro_sym.inference.whole_image import segment_image
 
     model = load_model(AUTO_MODEL, export=True) if model is None else model
     lattice = K_TO_SYMMETRY.get(model.k, "square")

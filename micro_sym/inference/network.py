@@ -36,7 +36,7 @@ class Network:
         ``"square"``/``"hexagonal"`` (2D angle maps) or ``"cubic"`` (3D quaternions).
     orientation : str
         How channels 1.. decode: ``"angle"`` (cos kθ, sin kθ), ``"harmonics4"``/``"harmonics46"``
-        (cubic harmonics, :func:`micro_sym.cubic_harmonics.sh_to_quat`) or ``"quaternion"``
+        (cubic harmonics, :func:`micro_sym.orientation.cubic_harmonics.sh_to_quat`) or ``"quaternion"``
         (4 channels, normalized).
     norm : str
         ``"pm1"`` (:func:`micro_sym.models.normalize`, lo -> -1, hi -> 1) or ``"unit"`` (lo -> 0, hi -> 1,
@@ -74,19 +74,21 @@ class Network:
     def decode(self, y: np.ndarray) -> dict:
         """Raw ``(C, *spatial)`` outputs -> ``boundary`` float32 and ``orientation`` float32.
 
-        2D orientation is degrees in ``[0, 360/k)``; 3D is quaternions ``(4, *spatial)``.
+        2D orientation is degrees in ``[0, 360/k)``, with ``confidence`` in ``[0, 1]`` (the length of
+        the predicted ``(cos kθ, sin kθ)``); 3D is quaternions ``(4, *spatial)``.
         """
         boundary = self.boundary_of(y)
         if self.orientation == "angle":
             from micro_sym.orientation import decode_angle
 
-            theta, _ = decode_angle(y[1:3], self.k)
-            return {"boundary": boundary, "orientation": theta.astype(np.float32)}
+            theta, length = decode_angle(y[1:3], self.k)
+            return {"boundary": boundary, "orientation": theta.astype(np.float32),
+                    "confidence": np.clip(length, 0.0, 1.0).astype(np.float32)}
         if self.orientation == "quaternion":
             from micro_sym.inference._kernels import unit_quaternions
 
             return {"boundary": boundary, "orientation": unit_quaternions(y[1:5])}
-        from micro_sym.cubic_harmonics import sh_to_quat
+        from micro_sym.orientation.cubic_harmonics import sh_to_quat
 
         degrees = (4, 6) if self.orientation == "harmonics46" else (4,)
         q = sh_to_quat(np.moveaxis(y[1:], 0, -1), degrees)
@@ -155,7 +157,7 @@ def weights_hash(module, config=None) -> str:
     return h.hexdigest()
 
 
-def as_network(model, *, name: str = "") -> Network:
+def as_network(model, *, name: str = "", export: bool = True) -> Network:
     """Wrap a SegModel (2D or 3D) or any module with its attributes as a :class:`Network`.
 
     Parameters
@@ -166,6 +168,9 @@ def as_network(model, *, name: str = "") -> Network:
         (``"pm1"``/``"unit"``), ``export()``.
     name : str
         Model name or path, recorded in manifests.
+    export : bool
+        Run the plain-torch export (default; faster, same outputs to float rounding). False runs the
+        module itself, e.g. a model being trained.
     """
     for attr in ("ndim", "halo", "total_stride"):
         if not hasattr(model, attr):
@@ -177,7 +182,7 @@ def as_network(model, *, name: str = "") -> Network:
     sha = sha or weights_hash(model, config)
     module = model
     exported = getattr(model, "exported", False)
-    if hasattr(model, "export") and not exported:
+    if export and hasattr(model, "export") and not exported:
         module = model.export()
     module.eval()
     if ndim == 2:
@@ -208,21 +213,3 @@ def load_network(name_or_path, device: str = "cpu") -> Network:
 
     model = load_model(name_or_path, device="cpu")
     return as_network(model, name=str(name_or_path))
-
-
-def predict_array(net: Network, image: np.ndarray, *, value_range=None, device: str = "cpu") -> dict:
-    """Whole-image reference: ``boundary`` and ``orientation`` of a whole 2D image or 3D volume in memory.
-
-    Same steps as :func:`micro_sym.predict.predict_image` (whole-image ``intensity_range``, NaN -> 0,
-    reflect padding split between both ends to the stride), for either dimensionality. The tiled
-    engine must reproduce this to float rounding.
-    """
-    from micro_sym.models.normalize import intensity_range
-    from micro_sym.predict import pad_to_stride
-
-    image = np.asarray(image)
-    lo, hi = value_range if value_range is not None else intensity_range(image)
-    x = np.nan_to_num(net.normalize(image, lo, hi), nan=0.0)
-    x, crop = pad_to_stride(x, net.total_stride)
-    y = net.forward(x[None], device)[0]
-    return net.decode(y[(slice(None), *crop)])

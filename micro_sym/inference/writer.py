@@ -1,8 +1,8 @@
-"""Chunk-aligned OME-Zarr output, atomic per-block markers and the run manifest (DESIGN.md §1, §5).
+"""Chunk-aligned OME-Zarr output, atomic per-block markers and the run manifest (docs/design.md §1, §5).
 
 Layout of one input ``NAME`` under ``OUT``::
 
-    OUT/NAME.zarr/            OME-Zarr image group: boundary, orientation, grains (DESIGN.md §1)
+    OUT/NAME.zarr/            OME-Zarr image group: boundary, orientation, grains (docs/design.md §1)
     OUT/NAME_grains.csv       one row per grain (written last)
     OUT/.NAME.run/            run state (kept small; scratch removed when the input completes)
         manifest.json         input fingerprint, weights hash, block/halo, code version, status

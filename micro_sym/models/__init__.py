@@ -11,7 +11,7 @@ Interface (a **contract** for predict, tiled inference, the napari plugin, pruni
   whole-image inference,
 - ``forward(x)``: ``(B, 1, H, W)`` float32 normalized by :func:`normalize` with the *whole image's*
   :func:`intensity_range` -> ``(B, 3, H, W)``: channel 0 the boundary logit (invariant field),
-  channels 1-2 the orientation field ``(cos kθ, sin kθ)`` (DESIGN.md §2; decode with
+  channels 1-2 the orientation field ``(cos kθ, sin kθ)`` (docs/design.md §2; decode with
   ``micro_sym.orientation.decode_angle``; the vector length is a confidence),
 - ``export()``: a plain-torch ``SegModel`` (``exported=True``, no escnn at run time) with identical
   outputs; run inference on this one (it is several times faster than the escnn module).

@@ -3,7 +3,7 @@
 All variants share one encoder-decoder topology and one interface (``ndim``, ``k``, ``halo``,
 ``total_stride``, ``config``, ``forward(x: (B, 1, z, y, x)) -> (B, 1 + d, z, y, x)``, ``export()``,
 ``normalize``). Output channel 0 is the boundary logit (an invariant field); channels 1.. are the
-cubic-orientation field of :mod:`micro_sym.cubic_harmonics` (l = 4, 9 channels, optionally + l = 6,
+cubic-orientation field of :mod:`micro_sym.orientation.cubic_harmonics` (l = 4, 9 channels, optionally + l = 6,
 13 channels) in escnn's irrep basis, decoded per voxel with ``sh_to_quat``.
 
 Variants (``config["variant"]``):
@@ -46,7 +46,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..cubic_harmonics import DIM, VOLUME_TO_ESCNN, escnn_irrep_matrices
+from micro_sym.orientation.cubic_harmonics import DIM, VOLUME_TO_ESCNN, escnn_irrep_matrices
 
 VARIANTS = ("octa", "so3", "pointgroup", "plain")
 
@@ -65,7 +65,7 @@ DEFAULT_CONFIG = {
 
 # ------------------------------------------------------------------------------- grid rotations
 
-# Index space (d, h, w) -> micro_sym physical frame (x, y, z) = (w, h, d) (DESIGN.md §1).
+# Index space (d, h, w) -> micro_sym physical frame (x, y, z) = (w, h, d) (docs/design.md §1).
 _INDEX_TO_PHYS = np.array([[0.0, 0, 1], [0, 1, 0], [1, 0, 0]])
 
 

@@ -114,7 +114,7 @@ class SegModel(nn.Module):
     k : int
         Lattice symmetry order of the orientation field (4 square, 6 hexagonal).
     total_stride : int
-        Input height and width must be multiples of it (:func:`micro_sym.predict.predict_image` pads).
+        Input height and width must be multiples of it (:func:`micro_sym.inference.whole_image.predict_image` pads).
     halo : int
         Receptive-field radius in pixels, measured by :func:`measure_halo`, rounded up to a multiple of
         ``total_stride``; tiles overlapping by ``halo`` reproduce whole-image inference.

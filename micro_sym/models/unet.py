@@ -129,7 +129,7 @@ def make_gspace(group: str):
 
 
 def orientation_repr(gspace, k: int):
-    """The frequency-k O(2) irrep restricted to the network's group (DESIGN.md §2).
+    """The frequency-k O(2) irrep restricted to the network's group (docs/design.md §2).
 
     For D4 and k = 4 it is trivial (cos 4θ) ⊕ mirror-sign (sin 4θ); for rotation-only groups the
     mirror part disappears; for D16 a 22.5° rotation turns (cos 4θ, sin 4θ) by 90°. escnn's element

@@ -35,7 +35,7 @@ class Microstructure(_Model):
     subgrain_angle: tuple[float, float] = Field((1.0, 4.0), description="misorientation range of sub-grain boundaries, degrees")
     low_angle_fraction: float = Field(0.15, ge=0, le=1, description="fraction of cells given a low-angle boundary (above the threshold) to a neighbour")
     low_angle_angle: tuple[float, float] = Field((6.0, 14.0), description="misorientation range of low-angle grain boundaries, degrees")
-    threshold_deg: float = Field(5.0, gt=0, description="grain rule (DESIGN.md §3): neighbouring cells closer than this are one grain")
+    threshold_deg: float = Field(5.0, gt=0, description="grain rule (docs/design.md §3): neighbouring cells closer than this are one grain")
     disorder_width: float = Field(1.5, ge=0, description="half-width of the disordered layer at general high-angle boundaries, pixels")
 
     @field_validator("twin_width", "subgrain_angle", "low_angle_angle")

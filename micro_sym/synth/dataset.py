@@ -1,4 +1,4 @@
-"""Write generated samples as a labeled dataset (DESIGN.md §1) that ``micro_sym.dataset`` reads.
+"""Write generated samples as a labeled dataset (docs/design.md §1) that ``micro_sym.io.datasets`` reads.
 
 ::
 

@@ -22,7 +22,7 @@ WORKERS = 2
 def scan_positions(shape, imaging: Imaging2D, rng: np.random.Generator):
     """Physical ``(x, y)`` specimen positions sampled by each pixel of a (possibly distorted) scan.
 
-    Undistorted, pixel ``(row, col)`` sits at ``x = col, y = -row`` (DESIGN.md §1: y up on screen).
+    Undistorted, pixel ``(row, col)`` sits at ``x = col, y = -row`` (docs/design.md §1: y up on screen).
     A raster scan moves fast along x and steps in y, so its errors are per scan line: a linear shear,
     a slow drift (a smoothed random walk) and line-to-line jitter, all as x offsets of whole rows.
 

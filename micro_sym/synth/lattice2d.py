@@ -5,7 +5,7 @@ columns with its own in-plane angle and a random translation. The intensity of a
 its own specimen position mapped into the grain's lattice coordinates (no stamping of atoms), so
 rendering costs a few vectorised passes over the image.
 
-Orientation convention (DESIGN.md §1): the angle, in degrees, of the lattice's first basis vector from
+Orientation convention (docs/design.md §1): the angle, in degrees, of the lattice's first basis vector from
 +x, counter-clockwise as displayed (y up = decreasing row), stored in ``[0, 360/k)``.
 
 >>> from micro_sym.synth import Synth2DConfig, synth_2d
@@ -55,7 +55,7 @@ class Synth2DSample:
     Attributes
     ----------
     image : (H, W) uint16 or float32 detector counts.
-    grains : (H, W) uint32 grain ids, consecutive from 1 (DESIGN.md §3 grain rule applied).
+    grains : (H, W) uint32 grain ids, consecutive from 1 (docs/design.md §3 grain rule applied).
     boundary : (H, W) bool, True where a face neighbour has another grain id.
     orientation : (H, W) float32 degrees in ``[0, 360/k)``: exactly the angle each pixel was rendered with.
     cells : (H, W) int32 tessellation cells before the grain rule (twins and sub-grains are cells).
@@ -190,7 +190,7 @@ def render_lattice_2d(
         Grain id per pixel. Id 0 is treated like any other id (give it an angle, or NaN for an
         amorphous region).
     angles : array indexed by grain id, or dict ``{id: degrees}``
-        In-plane lattice angle per grain (DESIGN.md convention, any value; taken modulo 360/k).
+        In-plane lattice angle per grain (docs/design.md convention, any value; taken modulo 360/k).
         A NaN angle renders that grain amorphous.
     lattice : {"square", "hexagonal"}
     period : float

@@ -1,6 +1,6 @@
 """Grain tessellations: relaxed power diagrams, cell adjacency, the grain rule and boundary masks.
 
-Works in any dimension on *physical* coordinates (DESIGN.md §1: 2D ``(x, y)`` with y up, 3D ``(x, y, z)``),
+Works in any dimension on *physical* coordinates (docs/design.md §1: 2D ``(x, y)`` with y up, 3D ``(x, y, z)``),
 evaluated at arbitrary sample positions, so a distorted scan samples exactly the same microstructure as
 the lattice rendered on it.
 
@@ -195,7 +195,7 @@ def boundary_mask(labels):
 
 
 def apply_grain_rule(cells, pairs, misorientation, threshold_deg: float):
-    """Grain ids from cells by the DESIGN.md §3 rule.
+    """Grain ids from cells by the docs/design.md §3 rule.
 
     Touching cells closer than ``threshold_deg`` are one grain (transitively, as in MTEX/DREAM.3D),
     and a grain is a *connected* region (4-/6-connectivity), so a parent cut in two by a twin band

@@ -4,7 +4,7 @@ Each grain is a simple-cubic lattice of atoms (Gaussian blobs) with a uniformly 
 SO(3); some grains are a few degrees from a neighbour (sub-grain and low-angle boundaries) and some hold
 a Σ3 annealing-twin slab (60° about a <111> axis, coherent on the {111} mid-plane of the slab).
 
-Frames (DESIGN.md §1): arrays ``(z, y, x)``; physical ``x`` = last axis, ``y`` = second-to-last,
+Frames (docs/design.md §1): arrays ``(z, y, x)``; physical ``x`` = last axis, ``y`` = second-to-last,
 ``z`` = first. The quaternion ``q`` (scalar first) of a grain rotates crystal vectors into this frame:
 crystal axis ``e_i`` points along column ``i`` of ``quat_to_matrix(q)``, as ``(x, y, z)``.
 

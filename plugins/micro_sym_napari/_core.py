@@ -15,7 +15,7 @@ Tiling follows the streaming engine (:mod:`micro_sym.inference`): its block plan
 stride-aligned tiles with a halo of the network's measured receptive field, the whole image's
 intensity range normalizes every tile, grains are labelled per tile and merged across tile faces with
 the engine's :func:`~micro_sym.inference.merge_blocks`. The result therefore equals whole-image
-inference (:func:`micro_sym.predict.segment_image`) whatever the tile size -- the tests check it.
+inference (:func:`micro_sym.inference.whole_image.segment_image`) whatever the tile size -- the tests check it.
 """
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ class SegmentSettings:
     tile : int or None
         Edge of the processing tile (core, without halo) in pixels; ``None`` = the engine's default.
     threshold : float
-        Grain misorientation threshold in degrees (DESIGN.md §3).
+        Grain misorientation threshold in degrees (docs/design.md §3).
     min_size : int
         Grains with fewer pixels are merged into a neighbour.
     boundary_threshold : float
@@ -97,7 +97,7 @@ class Progress:
 class SegmentResult:
     """Maps, grains and per-grain statistics of one image.
 
-    ``orientation`` is degrees ``(y, x)`` in 2D and quaternions ``(4, z, y, x)`` in 3D (DESIGN.md §1);
+    ``orientation`` is degrees ``(y, x)`` in 2D and quaternions ``(4, z, y, x)`` in 3D (docs/design.md §1);
     ``table`` maps column names to arrays, one row per grain (ids ``1..n_grains``).
     """
 
@@ -333,10 +333,13 @@ def segment(image, settings: SegmentSettings, **kwargs) -> SegmentResult:
 
 
 def _iter_network(image, settings, pixel_size, unit, net):
+    """The engine's three grain passes (:mod:`micro_sym.inference.engine`) in memory: tiles through
+    :func:`~micro_sym.inference.iter_tiles`, labels per tile, merge across tiles, then the final grains."""
     from micro_sym.grains.rules import is_seeded, seed_margin
-    from micro_sym.inference import label_block, merge_blocks, plan_blocks
-    from micro_sym.inference.blocks import grow, grown_crop, inside
-    from micro_sym.inference.labels import assemble_seeds, final_table, flood_block, seed_core, seed_parts
+    from micro_sym.inference import iter_tiles, merge_blocks, plan_blocks
+    from micro_sym.inference.blocks import grow
+    from micro_sym.inference.labels import final_table, flood_region, seed_parts
+    from micro_sym.inference.tiles import label_tile
     from micro_sym.models.normalize import intensity_range
 
     t0 = time.perf_counter()
@@ -349,9 +352,9 @@ def _iter_network(image, settings, pixel_size, unit, net):
     shape = tuple(int(s) for s in image.shape)
     nd = len(shape)
     rule = net.grain_rule(settings.threshold, nd)  # the CLI engine's grain rule, so results agree
-    seeded, margin = is_seeded(rule), seed_margin(rule)
+    seeded = is_seeded(rule)
     stride = max(int(net.total_stride), 1)
-    halo = net.halo + margin  # the seed core of a tile needs the boundary map `margin` beyond it
+    halo = net.halo + seed_margin(rule)  # the seed core of a tile needs the boundary map beyond it
     if settings.tile:
         # The tile is the engine's processing block and output chunk; both must sit on the stride grid.
         tile = int(math.ceil(settings.tile / stride) * stride)
@@ -372,32 +375,14 @@ def _iter_network(image, settings, pixel_size, unit, net):
     orientation = _allocate(((4,) if nd == 3 else ()) + shape, np.float32, n)
     local = _allocate(shape, np.uint32, n)
     merge_data = {}
+    tiles = iter_tiles(net, plan.blocks, lambda b: np.asarray(image[b.tile]), value_range=(lo, hi),
+                       pad_mode=plan.pad_mode, device=settings.device, decode=False)
     for i, b in enumerate(plan.blocks):
         yield Progress(done, total, f"tile {i + 1}/{n}")
-        x = np.asarray(image[b.tile])
-        x = np.nan_to_num(net.normalize(x, lo, hi), nan=0.0)
-        if any(p != (0, 0) for p in b.pad):
-            x = np.pad(x, b.pad, mode=plan.pad_mode)
-        net_out = net.forward(x[None], settings.device)[0]
-        y = net_out[(slice(None), *b.crop)]
-        if steps[i] == 1:
-            maps = net.decode(y)
-        else:  # per-voxel decode: z slabs give exactly the same values
-            parts = []
-            for j, z0 in enumerate(range(0, y.shape[1], slab)):
-                if j:
-                    yield Progress(done + j, total, f"tile {i + 1}/{n}: orientation planes {z0}-{min(z0 + slab, y.shape[1])}")
-                parts.append(net.decode(y[:, z0:z0 + slab]))
-            maps = {k: np.concatenate([m[k] for m in parts], axis=1 if k == "orientation" else 0) for k in parts[0]}
+        out = next(tiles)
+        maps = yield from _decode(net, out.core_outputs, slab, done, total, f"tile {i + 1}/{n}")
         done += steps[i]
-        core = None
-        if seeded:
-            grown_boundary = net.boundary_of(net_out[(slice(None), *grown_crop(b, margin, shape))])
-            core = seed_core(grown_boundary, inside(b.core, grow(b.core, margin, shape)), radius=rule["core_radius"],
-                             boundary_threshold=settings.boundary_threshold)
-        lab = label_block(maps["orientation"], maps["boundary"], symmetry=net.symmetry, threshold=rule["pair_threshold"],
-                          boundary_threshold=settings.boundary_threshold, origin=tuple(s.start for s in b.core),
-                          image_shape=shape, reach=rule["reach"], mask=core)
+        lab = label_tile(net, out, maps, rule=rule, shape=shape, boundary_threshold=settings.boundary_threshold)
         boundary[b.core] = maps["boundary"]
         orientation[(slice(None), *b.core) if nd == 3 else b.core] = maps["orientation"]
         local[b.core] = lab.labels
@@ -412,14 +397,10 @@ def _iter_network(image, settings, pixel_size, unit, net):
         if not seeded:
             grains[b.core] = merged.block_lut(i)[np.asarray(local[b.core])]
             continue
-        # Seeded rule: grow the merged seeds (the engine's pass 3, on the maps in memory).
-        region = grow(b.core, rule["steps"] + 1, shape)
-        seeds = assemble_seeds(region, seed_parts(plan, region, merged.block_lut), lambda sl: local[sl])
-        ori = np.asarray(orientation[(slice(None), *region) if nd == 3 else region])
-        grains[b.core], arrays = flood_block(ori, np.asarray(boundary[region]), seeds, symmetry=net.symmetry,
-                                             steps=rule["steps"], inner=inside(b.core, region),
-                                             origin=tuple(s.start for s in b.core), image_shape=shape,
-                                             boundary_threshold=settings.boundary_threshold)
+        parts = seed_parts(plan, grow(b.core, rule["steps"] + 1, shape), merged.block_lut)
+        grains[b.core], arrays = flood_region(b, parts, orientation=orientation, boundary=boundary, local_labels=local,
+                                              steps=rule["steps"], symmetry=net.symmetry, image_shape=shape,
+                                              boundary_threshold=settings.boundary_threshold)
         final.append(arrays)
     if seeded:
         merged.table = final_table(final, merged.n_grains, symmetry=net.symmetry, image_shape=shape, pixel_size=pixel_size)
@@ -432,6 +413,18 @@ def _iter_network(image, settings, pixel_size, unit, net):
             "device": settings.device}
     return SegmentResult(grains, boundary, orientation, table, net.symmetry, f"network {settings.model}",
                          _tuple(pixel_size), unit, n, time.perf_counter() - t0, info)
+
+
+def _decode(net, y, slab, done, total, what):
+    """``net.decode(y)``; with ``slab``, z slab by z slab (same values), yielding progress between slabs."""
+    if not slab or y.shape[1] <= slab:
+        return net.decode(y)
+    parts = []
+    for j, z0 in enumerate(range(0, y.shape[1], slab)):
+        if j:
+            yield Progress(done + j, total, f"{what}: orientation planes {z0}-{min(z0 + slab, y.shape[1])}")
+        parts.append(net.decode(y[:, z0:z0 + slab]))
+    return {k: np.concatenate([m[k] for m in parts], axis=1 if k == "orientation" else 0) for k in parts[0]}
 
 
 def _iter_classical(image, settings, pixel_size, unit):
@@ -489,7 +482,7 @@ def _tuple(v):
 
 def save_result(result: SegmentResult, out_dir, name: str, *, overwrite: bool = False) -> tuple[Path, Path]:
     """Write ``OUT/NAME.zarr`` (boundary, orientation, grains) and ``OUT/NAME_grains.csv``, the layout
-    ``micro-sym segment`` writes (DESIGN.md §1), so the reader (and other tools) open it the same way."""
+    ``micro-sym segment`` writes (docs/design.md §1), so the reader (and other tools) open it the same way."""
     import zarr
 
     from micro_sym.grains import write_grain_csv

@@ -9,7 +9,7 @@ What a path opens as
 - any other OME-Zarr image: one image layer per multiscale image, as a pyramid when it has levels;
 - a plain Zarr array or a ``.tif``/``.tiff``: an image layer backed by the file's chunks, scaled by
   the pixel size found in its metadata; a TIFF inside a labeled dataset's ``grains/``,
-  ``boundary/`` or ``orientation/`` folder (DESIGN.md §1) opens as labels or as a coloured orientation map;
+  ``boundary/`` or ``orientation/`` folder (docs/design.md §1) opens as labels or as a coloured orientation map;
 - ``.ctf``, ``.cpr``/``.crc``, ``.ang`` EBSD maps: IPF-Z colour map, phases and the band contrast /
   image quality channel when the file has one.
 """
@@ -71,7 +71,7 @@ def read_tiff_layers(path: Path) -> list[tuple]:
     if img.pixel_size is not None:
         kwargs["scale"] = tuple(img.pixel_size)
     folder = path.parent.name
-    # Ground truth of a labeled dataset (DESIGN.md §1) sits in sibling folders named by content.
+    # Ground truth of a labeled dataset (docs/design.md §1) sits in sibling folders named by content.
     if folder in ("grains", "boundary") and np.issubdtype(img.data.dtype, np.integer):
         return [(img.data, {**kwargs, "name": f"{img.name} {folder} (ground truth)"}, "labels")]
     if folder == "orientation":
@@ -246,7 +246,7 @@ def _symmetry_2d(run: dict) -> str:
 
 
 def read_ebsd_layers(path: Path) -> list[tuple]:
-    from micro_sym.ebsd import read_ebsd
+    from micro_sym.io.ebsd import read_ebsd
     from micro_sym_napari._core import ipf_rgb, key_layers
 
     m = read_ebsd(path)

@@ -2,7 +2,7 @@
 
 The user segments an image, fixes the grains layer with napari's label tools (paint, fill, erase,
 merge by filling one grain with another's id) and fine-tunes the model on the result from the
-"Correct and retrain" widget. What the training loop gets (``micro_sym.train``, started from the
+"Correct and retrain" widget. What the training loop gets (``micro_sym.training.train2d``, started from the
 model's weights with ``init=``):
 
 - **grains**: the corrected labels; 0 means boundary/unlabeled, as in every labeled dataset, so every
@@ -105,7 +105,7 @@ def grain_mean_angles(grains: np.ndarray, angle: np.ndarray, period: float) -> n
 
 
 def write_corrected_dataset(root: Path, image, grains, orientation, lattice: str) -> Path:
-    """A one-image labeled dataset (``micro_sym.dataset`` layout) in ``root``."""
+    """A one-image labeled dataset (``micro_sym.io.datasets`` layout) in ``root``."""
     import json
 
     import tifffile
@@ -127,9 +127,9 @@ def iter_retrain(image, grains, settings: RetrainSettings):
     RetrainResult
         Through ``StopIteration.value``: the written model file and the per-epoch training history.
     """
-    from micro_sym import train as T
+    from micro_sym.training import train2d as T
     from micro_sym.models import load_model, resolve_model_path
-    from micro_sym.predict import predict_image
+    from micro_sym.inference.whole_image import predict_image
 
     check_retrain(image, grains, settings)
     image = np.asarray(image, np.float32)

@@ -1,4 +1,4 @@
-"""Sample data: the synthetic micrograph and volume committed in ``sample_data/`` (DESIGN.md §1 layout).
+"""Sample data: the synthetic micrograph and volume committed in ``sample_data/`` (docs/design.md §1 layout).
 
 A source checkout has the files; an installation without them (a wheel ships no ``sample_data/``)
 regenerates sample 0 with :mod:`micro_sym.synth`, the recipe ``sample_data/README.md`` documents.

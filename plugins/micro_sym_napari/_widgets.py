@@ -394,7 +394,7 @@ def _add_layers(viewer, tuples) -> list:
             viewer.layers.remove(old)
     for layer in new:
         viewer.add_layer(layer)
-    # napari numbers axes -3, -2, -1 by default; name them as DESIGN.md §1 does.
+    # napari numbers axes -3, -2, -1 by default; name them as docs/design.md §1 does.
     dims = viewer.dims
     if dims.ndim in (2, 3) and all(label.lstrip("-").isdigit() for label in dims.axis_labels):
         dims.axis_labels = tuple("zyx"[-dims.ndim:])

@@ -1,0 +1,179 @@
+"""Helpers shared by the bench scripts (timed benchmarks, studies, provenance): paths, timing, JSON output,
+and the test images and grain-F1 pooling that more than one study uses. Not a script; no script imports another.
+
+Scripts in ``bench/`` import it directly (a script's own folder is on ``sys.path``); scripts in
+``bench/studies/`` and ``bench/provenance/`` first put ``bench/`` on the path, the same line in each::
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/, for _common
+    from _common import RESULTS, ROOT, write_json  # noqa: E402
+
+Importing it also puts the repository root on ``sys.path``, so the scripts run this checkout's
+``micro_sym`` even where the package is not installed.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent  # the repository root
+RESULTS = BENCH / "results"  # every script's JSON / PNG output (committed)
+DATA = BENCH / "_data"  # generated inputs (git-ignored)
+
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+
+# -- timing and output --------------------------------------------------------------------------
+
+
+def best_time(fn, repeats: int) -> float:
+    """Best of ``repeats`` wall times (seconds) of ``fn()``, after one untimed warm-up call
+    (oneDNN primitive creation, allocator, FFT plans, caches)."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return min(times)
+
+
+def log(msg: str) -> None:
+    """Print ``msg`` with a wall-clock time stamp, flushed (long runs)."""
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def write_json(path, obj, *, indent: int = 2, default=None) -> Path:
+    """Write ``obj`` as JSON to ``path`` (parent folders created, trailing newline); returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj, indent=indent, default=default) + "\n")
+    return path
+
+
+def nan_to_none(x):
+    """``default=`` for :func:`write_json`, called for values ``json`` cannot write (numpy float32): NaN as null."""
+    return None if x != x else x
+
+
+# -- 2D test images: the contest (studies/contest.py) and the method-choice calibration --------
+# -- (provenance/calibrate_method_choice.py) draw them from different seed ranges -----------------
+
+EBSD_PATH = ROOT.parent / "shared" / "data" / "defdap_ebsd" / "testDataEBSD.cpr"
+DOSES = (2, 5, 20, 100)  # counts per pixel of the dose conditions
+
+
+def conditions(size: int):
+    """(name, config overrides) of every synthetic condition."""
+    base_im = {"dose": 100.0}
+    out = [(f"dose_{d}", {"imaging": {"dose": float(d)}}) for d in DOSES]
+    for name, gs in (("small", 40.0), ("medium", 80.0), ("large", 160.0)):
+        out.append((f"grains_{name}", {"imaging": base_im, "microstructure": {"grain_size": gs}}))
+    out.append(("blur", {"imaging": {**base_im, "psf_sigma": 2.5}}))
+    out.append(("inverted", {"imaging": {**base_im, "contrast": "bright_field"}}))
+    out.append(("scan_distortion", {"imaging": {**base_im, "jitter": 0.5, "drift": 3.0, "shear": 0.03}}))
+    return out
+
+
+def synthetic_samples(name, overrides, size, n, seed0):
+    """``(name, image, grains, orientation)`` of ``n`` synthetic micrographs of one condition."""
+    from micro_sym.synth import Synth2DConfig, synth_2d
+
+    cfg = Synth2DConfig.model_validate({"size": (size, size), **overrides})
+    for i in range(n):
+        s = synth_2d(cfg, seed=seed0 + i)
+        yield f"{name}_{i}", s.image, s.grains, s.orientation
+
+
+def ebsd_ground_truth(scale: int):
+    """Grain map and per-grain in-plane square-lattice angles from the real EBSD map."""
+    from micro_sym.grains import reconstruct_grains
+    from micro_sym.io.ebsd import read_ebsd
+    from micro_sym.orientation import quat_to_matrix
+
+    m = read_ebsd(EBSD_PATH)
+    ids = reconstruct_grains(m.quaternions, symmetry="cubic", threshold=5.0, mask=m.mask, min_size=4, small="merge")
+    # Unindexed / dropped points: take the nearest grain, so the rendered image is all crystal.
+    if (ids == 0).any():
+        from scipy import ndimage
+
+        idx = ndimage.distance_transform_edt(ids == 0, return_distances=False, return_indices=True)
+        ids = ids[tuple(idx)]
+    n = int(ids.max()) + 1
+    angles = np.full(n, np.nan)
+    q = np.moveaxis(m.quaternions, 0, -1)
+    for g in range(1, n):
+        sel = np.flatnonzero((ids == g).ravel() & m.mask.ravel())
+        if not len(sel):
+            angles[g] = 0.0
+            continue
+        rot = quat_to_matrix(q.reshape(-1, 4)[sel[len(sel) // 2]])  # a representative point of the grain
+        # Columns = crystal axes in the sample frame; the one closest to the map plane sets the
+        # in-plane square lattice (mod 90° by the cube's 4-fold axes).
+        axis = rot[:, int(np.argmin(np.abs(rot[2])))]
+        angles[g] = np.degrees(np.arctan2(axis[1], axis[0])) % 90.0
+    angles[0] = 0.0
+    ids = np.repeat(np.repeat(ids, scale, 0), scale, 1)
+    return ids, angles
+
+
+def ebsd_samples(dose, n, seed0, scale, size):
+    """``(name, image, grains, orientation)`` of ``n`` micrographs rendered on the EBSD map's grain shapes."""
+    from micro_sym.grains import reconstruct_grains
+    from micro_sym.synth import Imaging2D, micrograph_from_grains
+
+    ids, angles = ebsd_ground_truth(scale)
+    if size:
+        ids = ids[: min(size, ids.shape[0]), : min(size, ids.shape[1])]
+    theta = angles[ids].astype(np.float32)
+    # Ground truth grains of the *image*: neighbours whose in-plane angles are within 5° look like one
+    # crystal in a lattice image, so apply the grain rule to the in-plane angle map.
+    gt = reconstruct_grains(theta, symmetry="square", threshold=5.0, connectivity=1).astype(np.uint32)
+    for i in range(n):
+        img = micrograph_from_grains(ids.astype(np.uint32), angles, imaging=Imaging2D(dose=float(dose)),
+                                     seed=seed0 + i, lattice="square", period=8.0)
+        yield f"ebsd_dose_{dose}_{i}", img, gt, theta
+
+
+def load_networks():
+    """The bundled 2D networks present in this installation, exported, as ``{"network:NAME": model}``."""
+    from micro_sym.models import BUNDLED, load_model
+
+    out = {}
+    for name in BUNDLED:
+        try:
+            model = load_model(name, export=True)
+            if model.ndim == 2:  # the contest is on micrographs
+                out[f"network:{name}"] = model
+        except Exception as err:  # noqa: BLE001 - absence of a model is a result, not a crash
+            print(f"no bundled network {name}: {type(err).__name__}: {err}", file=sys.stderr)
+    return out
+
+
+# -- 2D grain rules scored on a labeled dataset (studies/tune_grain_rule.py, study_grains2d_*.py) --
+
+
+def predicted(model, root) -> list:
+    """``(sample, maps)`` for every sample of the labeled dataset at ``root``: what :func:`pooled` scores."""
+    from micro_sym.inference.whole_image import predict_image
+    from micro_sym.io.datasets import LabeledDataset
+
+    return [(s, predict_image(model, s.image)) for s in LabeledDataset(root)]
+
+
+def pooled(cache, labels_of) -> dict:
+    """Grain F1 pooled over ``(sample, maps)`` pairs, with grains ``labels_of(maps)``."""
+    from micro_sym.metrics import grain_f1
+
+    tp = n_pred = n_gt = 0
+    for sample, maps in cache:
+        r = grain_f1(labels_of(maps), sample.grains)
+        tp, n_pred, n_gt = tp + r["tp"], n_pred + r["n_pred"], n_gt + r["n_gt"]
+    p, r = tp / max(n_pred, 1), tp / max(n_gt, 1)
+    return {"grain_f1": 2 * p * r / (p + r) if p + r else 0.0, "tp": tp, "n_pred": n_pred, "n_gt": n_gt}

@@ -1,0 +1,101 @@
+"""Does a model file give the same maps in this environment as where it was made?
+
+    python bench/provenance/check_model_portability.py --model default-3d
+    python bench/provenance/check_model_portability.py --model runs/octa_synth3d/model.pt --write-reference tests/data/default_3d_reference.json
+    python bench/provenance/check_model_portability.py --model default-3d --reference tests/data/default_3d_reference.json
+    python bench/provenance/check_model_portability.py --model default-2d --write-reference tests/data/default_2d_reference.json
+
+Loads the file (weights only), predicts a 40³ crop of the bundled sample volume (2D models: a 128²
+crop of the first sample micrograph) and prints the boundary-probability mean, the fraction of
+predicted boundary points and the number of seeded grains. ``--write-reference`` also stores the raw
+network outputs on a sub-grid of that crop; ``--reference`` compares against such a file and exits 1
+when they differ (tests/test_models3d.py and tests/test_models2d.py do the same for the bundled
+default-3d and default-2d; default-2d ships as an escnn file, so this is what shows that its D4 bases
+are the same in every installation). Run it in two environments and compare: the escnn file of the octahedral
+model of configs/train_3d_synth.yaml gave different numbers in a fresh venv than in the one it was
+trained in (escnn builds octahedral bases numerically); its exported plain-torch file, the bundled
+default-3d, gives the same numbers everywhere.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import tifffile
+
+warnings.filterwarnings("ignore", message=".*py3nj.*")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/, for _common
+
+from _common import ROOT  # noqa: E402
+from micro_sym.grains.rules import grains_by_rule, network_rule  # noqa: E402
+from micro_sym.inference import load_network  # noqa: E402
+from micro_sym.inference.network import K_TO_SYMMETRY  # noqa: E402
+from micro_sym.models.normalize import intensity_range  # noqa: E402
+
+CROP = {3: 40, 2: 128}  # points per side, from the corner of the first sample volume / micrograph
+STEP = {3: 8, 2: 16}  # the reference keeps raw outputs at every STEP-th point
+TOLERANCE = 1e-3  # max abs difference of raw outputs (logits / harmonic coefficients, O(1) values)
+
+
+def sample_crop(ndim: int) -> np.ndarray:
+    folder = ROOT / "sample_data" / ("volume" if ndim == 3 else "micrographs") / "images"
+    return tifffile.imread(sorted(folder.glob("*.tif"))[0])[(slice(CROP[ndim]),) * ndim]
+
+
+def raw_and_maps(model):
+    """The network's raw output on the crop (C, D, H, W) and its decoded maps."""
+    net = load_network(model)
+    crop = sample_crop(net.ndim)
+    lo, hi = intensity_range(crop)
+    raw = net.forward(np.nan_to_num(net.normalize(crop, lo, hi), nan=0.0)[None])[0]  # CROP is a multiple of the stride
+    return raw, net.decode(raw), net
+
+
+def summary(model) -> dict:
+    raw, maps, net = raw_and_maps(model)
+    b = maps["boundary"]
+    symmetry = "cubic" if net.ndim == 3 else K_TO_SYMMETRY[net.k]
+    grains = grains_by_rule(maps["orientation"], b, network_rule(5.0, net.ndim), symmetry=symmetry, min_size=32)
+    sub = raw[(slice(None),) + (slice(None, None, STEP[net.ndim]),) * net.ndim]
+    return {"boundary_mean": float(b.mean()), "boundary_fraction": float((b >= 0.5).mean()), "grains": int(grains.max()),
+            "crop": CROP[net.ndim], "step": STEP[net.ndim], "raw_shape": list(sub.shape),
+            "raw": np.round(sub, 6).ravel().tolist()}
+
+
+def compare(got: dict, ref: dict) -> list[str]:
+    """Differences between two summaries, as readable lines (empty when they agree)."""
+    problems = []
+    if got["raw_shape"] != ref["raw_shape"]:
+        return [f"raw output shape {got['raw_shape']} != reference {ref['raw_shape']}"]
+    err = float(np.abs(np.asarray(got["raw"]) - np.asarray(ref["raw"])).max())
+    if not err <= TOLERANCE:
+        problems.append(f"raw outputs differ from the reference by up to {err:.3g} (tolerance {TOLERANCE})")
+    if got["grains"] != ref["grains"]:
+        problems.append(f"{got['grains']} seeded grains, reference {ref['grains']}")
+    return problems
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", required=True)
+    ap.add_argument("--write-reference", type=Path)
+    ap.add_argument("--reference", type=Path)
+    args = ap.parse_args()
+    got = summary(args.model)
+    print(f"boundary mean {got['boundary_mean']:.3f}  boundary points {got['boundary_fraction']:.3f}  grains {got['grains']}")
+    if args.write_reference:
+        args.write_reference.write_text(json.dumps({"model": str(args.model), **got}) + "\n")
+        print(f"wrote {args.write_reference}")
+    if args.reference:
+        problems = compare(got, json.loads(args.reference.read_text()))
+        print("\n".join(problems) or "matches the reference")
+        sys.exit(1 if problems else 0)
+
+
+if __name__ == "__main__":
+    main()

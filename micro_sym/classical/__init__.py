@@ -1,0 +1,30 @@
+"""The classical (training-free) method: lattice period from the power spectrum and a Gabor filter bank.
+
+:mod:`micro_sym.classical.filter_bank` holds the method; this package exposes its public functions.
+The block engine's adapter (tiles, halo, manifest) is :mod:`micro_sym.inference.classical`.
+
+>>> from micro_sym.classical import classical_segment        # doctest: +SKIP
+>>> out = classical_segment(image, lattice="square")          # doctest: +SKIP
+>>> out["grains"].max(), out["period"]                        # doctest: +SKIP
+"""
+
+from micro_sym.classical.filter_bank import (
+    DEFAULT_MIN_SIZE,
+    DEFAULT_SIGMA,
+    DEFAULT_SMOOTH,
+    LATTICE_K,
+    boundary_score,
+    classical_halo,
+    classical_orientation_map,
+    classical_segment,
+    classical_stride,
+    close_boundaries,
+    estimate_period,
+    fringe_snr,
+    radial_power_spectrum,
+    ring_frequency,
+)
+
+__all__ = ["DEFAULT_MIN_SIZE", "DEFAULT_SIGMA", "DEFAULT_SMOOTH", "LATTICE_K", "boundary_score", "classical_halo",
+           "classical_orientation_map", "classical_segment", "classical_stride", "close_boundaries", "estimate_period",
+           "fringe_snr", "radial_power_spectrum", "ring_frequency"]
