@@ -220,38 +220,3 @@ def aggregate(per_image: dict) -> dict:
         for name, r in per_image.items()
     }
     return {"overall": overall, "images": images}
-
-
-def evaluate_model(model, dataset, *, names=None, threshold: float = 5.0, min_size: int | None = None,
-                   boundary_threshold: float = 0.5, device="cpu", progress=None, min_gt_size: int = 0) -> dict:
-    """Run :func:`micro_sym.inference.whole_image.segment_image` on labeled samples and score them.
-
-    Parameters
-    ----------
-    model : SegModel
-        Exported for speed if it is an escnn model (same outputs).
-    dataset : LabeledDataset or sequence of Sample
-    names : list of str, optional
-        Subset of sample names (``LabeledDataset`` only).
-    progress : callable, optional
-        Called with each sample name after it is scored.
-    min_gt_size : int
-        See :func:`grain_f1` (default: every true grain counts).
-
-    Returns
-    -------
-    dict
-        :func:`aggregate` report (``overall`` and ``images``).
-    """
-    from micro_sym.inference.whole_image import DEFAULT_MIN_SIZE, segment_image
-
-    run = model if getattr(model, "exported", True) else model.export()
-    samples = (dataset[n] for n in names) if names is not None else iter(dataset)
-    per_image = {}
-    for s in samples:
-        pred = segment_image(run, s.image, threshold=threshold, min_size=DEFAULT_MIN_SIZE if min_size is None else min_size,
-                             boundary_threshold=boundary_threshold, device=device)
-        per_image[s.name] = evaluate_sample(pred, s.grains, s.orientation, run.k, boundary_threshold, min_gt_size)
-        if progress:
-            progress(s.name)
-    return aggregate(per_image)

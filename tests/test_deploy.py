@@ -18,10 +18,11 @@ import torch
 
 from micro_sym.deploy.export import export_model, load_deployed
 from micro_sym.deploy.measure import count_macs, equivariance_error
-from micro_sym.deploy.prune import (channel_prune_plain, field_importance, finetune_model, layer_fields, prune_model,
-                                    select_fields)
+from micro_sym.deploy.prune import channel_prune_plain, field_importance, prune_model, select_fields
 from micro_sym.errors import MicroSymError
 from micro_sym.models import build_model, load_model, save_model
+from micro_sym.models.fields import layer_fields, prunable_layers
+from micro_sym.training.finetune import finetune_model
 
 warnings.filterwarnings("ignore", message=".*py3nj.*")
 TOL = 1e-5
@@ -131,9 +132,7 @@ def test_removing_dead_fields_keeps_outputs_through_skips():
     must leave the outputs unchanged, which checks the weight copy through skips and concatenations."""
     torch.manual_seed(3)
     m = _randomize_bn(build_model({"arch": "unet_equi", "group": "D4", "widths": [2, 4, 4], "dec_convs": 1}), seed=3)
-    from micro_sym.deploy.prune import _layers
-
-    layers, _ = _layers(m)
+    layers, _ = prunable_layers(m)
     dead = {1: [1], 3: [0, 2], 5: [3], 6: [1]}  # enc level-0 skip, enc level-1 skip, bottleneck, a decoder
     with torch.no_grad():
         for li, fields in dead.items():

@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/, for _com
 
 from _common import ROOT  # noqa: E402
 from micro_sym.io.datasets import LabeledDataset  # noqa: E402
-from micro_sym.metrics import evaluate_model  # noqa: E402
+from micro_sym.inference.evaluate import evaluate_model  # noqa: E402
 from micro_sym.models import load_model, save_model  # noqa: E402
 
 

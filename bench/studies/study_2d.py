@@ -4,7 +4,7 @@
                                      [--test-images 16] [--threads 2] [--out bench/results/study_2d.json]
 
 What it measures (all accuracies on ONE held-out synthetic test set, generated with a seed that no
-training or validation image uses, scored by :func:`micro_sym.metrics.evaluate_model` on the exported
+training or validation image uses, scored by :func:`micro_sym.inference.evaluate.evaluate_model` on the exported
 model: boundary F1, grain F1, median orientation error):
 
 1. **Data efficiency** (``--study data``): the shipped p4m architecture (``unet_equi``, group D4,
@@ -56,7 +56,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/, for _com
 from _common import BENCH, RESULTS, log, write_json  # noqa: E402
 from micro_sym.io.datasets import LabeledDataset  # noqa: E402
 from micro_sym.deploy.measure import count_macs, count_parameters, cpu_latency, equivariance_error  # noqa: E402
-from micro_sym.metrics import evaluate_model  # noqa: E402
+from micro_sym.inference.evaluate import evaluate_model  # noqa: E402
 from micro_sym.models import load_model  # noqa: E402
 from micro_sym.synth import load_config  # noqa: E402
 from micro_sym.synth.dataset import generate_dataset  # noqa: E402

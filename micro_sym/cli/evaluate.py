@@ -21,7 +21,7 @@ def evaluate(
     """Boundary F1 (2-px tolerance), grain F1 (IoU > 0.5), median orientation error, per image and overall."""
     from micro_sym.io.datasets import LabeledDataset
     from micro_sym.errors import MicroSymError
-    from micro_sym.metrics import evaluate_model
+    from micro_sym.inference.evaluate import evaluate_model
     from micro_sym.models import load_model
 
     from micro_sym.training.train3d import cli_evaluate3d, is_3d_model  # 3D hook: gcnn3d models

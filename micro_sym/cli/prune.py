@@ -38,7 +38,8 @@ def prune(
 
     warnings.filterwarnings("ignore", message=".*py3nj.*")
     from micro_sym.deploy.measure import report as measure
-    from micro_sym.deploy.prune import finetune_model, prune_model
+    from micro_sym.deploy.prune import prune_model
+    from micro_sym.training.finetune import finetune_model
     from micro_sym.errors import MicroSymError
     from micro_sym.models import load_model, save_model
 

@@ -302,6 +302,16 @@ def _fmt_from_suffix(path: Path) -> str:
     raise MicroSymError(f"{path}: cannot tell the export format from the suffix (use .pt, .safetensors, .ts or .onnx)")
 
 
+def ort_session(payload: bytes, threads: int | None = None):
+    """An onnxruntime CPU session for ONNX bytes, with torch's thread count unless ``threads`` is given."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = max(1, int(threads or torch.get_num_threads()))
+    opts.inter_op_num_threads = 1
+    return ort.InferenceSession(payload, opts, providers=["CPUExecutionProvider"])
+
+
 def onnx_bytes(net: nn.Module, x: torch.Tensor) -> bytes:
     """ONNX graph (opset :data:`ONNX_OPSET`) of a plain-torch network, batch and spatial axes dynamic.
 
@@ -367,8 +377,6 @@ class DeployedModel(nn.Module):
     def _runtime(self):
         if self.__dict__.get("_rt") is None:
             if self.fmt == "onnx":
-                from micro_sym.deploy.runtime import ort_session
-
                 self.__dict__["_rt"] = ort_session(self._payload)
             elif self.fmt == "torchscript":
                 self.__dict__["_rt"] = torch.jit.load(io.BytesIO(self._payload), map_location="cpu").eval()

@@ -186,9 +186,9 @@ def _equivariance(model, x, ndim):
 
 
 def evaluate_accuracy(model, data, *, max_images: int | None = None) -> dict:
-    """Boundary F1, grain F1 and orientation error on a labeled 2D dataset (:func:`micro_sym.metrics.evaluate_model`)."""
+    """Boundary F1, grain F1 and orientation error on a labeled 2D dataset (:func:`micro_sym.inference.evaluate.evaluate_model`)."""
     from micro_sym.io.datasets import LabeledDataset
-    from micro_sym.metrics import evaluate_model
+    from micro_sym.inference.evaluate import evaluate_model
 
     ds = LabeledDataset(data)
     names = list(ds.names)[: max_images] if max_images else None

@@ -26,22 +26,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from micro_sym.deploy.export import onnx_bytes, ort_session
 from micro_sym.errors import MicroSymError
 
 BACKENDS = ("auto", "onnxruntime", "channels-last", "torch")
 ENV_VAR = "MICRO_SYM_CPU_BACKEND"
 
 log = logging.getLogger(__name__)
-
-
-def ort_session(payload: bytes, threads: int | None = None):
-    """An onnxruntime CPU session for ONNX bytes, with torch's thread count unless ``threads`` is given."""
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = max(1, int(threads or torch.get_num_threads()))
-    opts.inter_op_num_threads = 1
-    return ort.InferenceSession(payload, opts, providers=["CPUExecutionProvider"])
 
 
 def chosen_backend(ndim: int, backend: str | None = None) -> str:
@@ -92,8 +83,6 @@ class CpuRunner:
         return torch.channels_last if self.ndim == 2 else torch.channels_last_3d
 
     def _build_session(self, module):
-        from micro_sym.deploy.export import onnx_bytes
-
         side = max(16, 2 * int(getattr(module, "total_stride", 8)))
         with torch.inference_mode(False), torch.no_grad():
             x = torch.zeros((1, 1) + (side,) * self.ndim)

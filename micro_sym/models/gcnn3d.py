@@ -470,7 +470,7 @@ class OctaUNet3D(_EscnnUNet3D):
         reps = [gs.trivial_repr] + [so3.restrict_representation("octa", so3.irrep(l)) for l in self.degrees]
         self._build(gs, types, gs.type(*reps), regular=True)
         if self.config.get("layer_fields"):  # field-pruned model (micro_sym.deploy.prune)
-            from ..deploy.prune import shrink_structure; shrink_structure(self, self.config["layer_fields"])  # noqa: E702
+            from micro_sym.models.fields import shrink_structure; shrink_structure(self, self.config["layer_fields"])  # noqa: E702
 
 
 class SO3UNet3D(_EscnnUNet3D):

@@ -56,8 +56,8 @@ def _unet_equi(config):
 
     kw = _arch_kwargs(config)
     core = build_equivariant_unet(k=config["k"], **{**kw, "widths": tuple(kw["widths"])})
-    if config.get("layer_fields"):  # field-pruned model: rebuild its smaller field types (micro_sym.deploy.prune)
-        from micro_sym.deploy.prune import shrink_core; core = shrink_core(core, config["layer_fields"])  # noqa: E702
+    if config.get("layer_fields"):  # field-pruned model: rebuild its smaller field types (micro_sym.models.fields)
+        from micro_sym.models.fields import shrink_core; core = shrink_core(core, config["layer_fields"])  # noqa: E702
     return core, 2 ** (len(kw["widths"]) - 1)
 
 

@@ -469,7 +469,7 @@ def _load_teacher(teacher, model, device):
         name = str(teacher)
         teacher = load_model(teacher, export=True)
     elif hasattr(teacher, "export") and not getattr(teacher, "exported", True):
-        from micro_sym.deploy.prune import safe_copy
+        from micro_sym.models.fields import safe_copy
 
         teacher = safe_copy(teacher).export()  # plain torch: same outputs, faster, and the caller's model untouched
     if int(getattr(teacher, "ndim", 2)) != 2 or int(getattr(teacher, "k", model.k)) != model.k:
@@ -499,7 +499,7 @@ def _val_samples(root, k, names=None):
 
 
 def _validate(model, samples, config: TrainConfig, device) -> dict:
-    from micro_sym.metrics import evaluate_model
+    from micro_sym.inference.evaluate import evaluate_model
 
     e = config.eval
     return evaluate_model(model, samples, threshold=e.threshold, min_size=e.min_size, boundary_threshold=e.boundary_threshold,
