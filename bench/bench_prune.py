@@ -97,18 +97,19 @@ def plain_finetune(model, args, base_cfg, steps):
     The training loop builds models from configs, which cannot describe a channel-pruned plain net;
     this loop reuses its data pipeline and loss unchanged (rot/flip augmentation: a plain CNN).
     """
-    from micro_sym.training import train2d as T
+    from micro_sym.training.config import TrainConfig
+    from micro_sym.training.train2d import load_training_data, random_batch, segmentation_loss
 
-    cfg = T.TrainConfig.model_validate({**base_cfg, "model": {"arch": "unet_plain"}})
-    data = T.load_training_data(args.train, model.k)
+    cfg = TrainConfig.model_validate({**base_cfg, "model": {"arch": "unet_plain"}})
+    data = load_training_data(args.train, model.k)
     crop = (cfg.data.crop // model.total_stride) * model.total_stride
     rng = np.random.default_rng(0)
     torch.manual_seed(0)
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=cfg.optim.weight_decay)
     for step in range(steps):
-        x, b, v, m = T.random_batch(data, cfg, crop, model.k, True, rng)
-        loss, _ = T.segmentation_loss(model(x), b, v, m, cfg.loss)
+        x, b, v, m, _ = random_batch(data, cfg, crop, model.k, True, rng)
+        loss, _ = segmentation_loss(model(x), b, v, m, cfg.loss)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
@@ -250,7 +251,8 @@ def main():
 
     # Plain CNN with the layer shapes (hence latency) of the 50%-pruned p4m model, trained from scratch.
     if ref_ratio in pruned_models and args.plain_steps > 0:
-        from micro_sym.training import train2d as T
+        from micro_sym.training.config import TrainConfig
+        from micro_sym.training.loop import train
 
         widths = matched_plain_widths(pruned_models[ref_ratio])
         cfg = {**base_cfg, "model": {**{k: base.config[k] for k in ("convs_per_level", "dec_convs", "stem_kernel", "head_kernel")},
@@ -259,7 +261,7 @@ def main():
         cfg["optim"] = {**cfg.get("optim", {}), "epochs": max(1, steps // args.steps)}
         cfg["data"] = {**cfg.get("data", {}), "steps_per_epoch": min(args.steps, steps)}
         t0 = time.time()
-        T.train(T.TrainConfig.model_validate(cfg), args.train, work / "plain", val=args.val, log=lambda s: None)
+        train(TrainConfig.model_validate(cfg), args.train, work / "plain", val=args.val, log=lambda s: None)
         plain = load_model(work / "plain" / "model.pt")
         add(f"plain CNN widths={widths}", plain, "plain", {"widths": widths, "train_steps": cfg["optim"]["epochs"] * cfg["data"]["steps_per_epoch"],
                                                           "train_s": round(time.time() - t0, 1)})

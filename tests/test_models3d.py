@@ -5,6 +5,7 @@ Models are tiny (one regular field / a few irreps, 16³ volumes) to keep the fil
 escnn caches its kernel bases on disk, so only the first run pays for them.
 """
 
+import json
 import warnings
 
 import numpy as np
@@ -199,7 +200,8 @@ def test_bad_config():
 
 
 def test_cli_train_and_evaluate_3d(tmp_path):
-    # `micro-sym train` / `micro-sym evaluate` route 3D configs and models to micro_sym.training.train3d.
+    # `micro-sym train` runs 3D configs through the one training loop; `micro-sym evaluate` routes 3D models
+    # to micro_sym.training.train3d.
     import json
 
     from typer.testing import CliRunner
@@ -208,7 +210,7 @@ def test_cli_train_and_evaluate_3d(tmp_path):
 
     cfg = tmp_path / "tiny3d.yaml"
     cfg.write_text("model: {arch: gcnn3d, variant: pointgroup, group: T, width: 12, levels: 2}\n"
-                   "train: {steps: 2, crop: 16, batch: 1}\n"
+                   "data: {crop: 16, batch_size: 1, steps_per_epoch: 2}\noptim: {epochs: 1}\n"
                    "synthetic: {n_train: 1, n_val: 1, shape: [16, 16, 16], grain_size: 8.0}\n")
     r = CliRunner().invoke(app, ["train", str(cfg), "--data", "synthetic", "--out", str(tmp_path / "run")])
     assert r.exit_code == 0, r.output
@@ -270,3 +272,54 @@ def test_bundled_default_3d_reproduces_its_reference_outputs():
 
     ref = assert_reproduces_reference("default-3d", "default_3d_reference.json")
     assert ref["grains"] > 0  # a reference worth reproducing
+
+
+def _tiny_3d_config(**overrides):
+    from micro_sym.training.config import validate_config
+
+    data = {"model": {"arch": "gcnn3d", "variant": "pointgroup", "group": "T", "width": 12, "levels": 2},
+            "data": {"crop": 16, "batch_size": 1, "steps_per_epoch": 2}, "optim": {"epochs": 2},
+            "synthetic": {"n_train": 1, "n_val": 1, "shape": [16, 16, 16], "grain_size": 8.0}}
+    for key, value in overrides.items():
+        section, leaf = key.split(".")
+        data.setdefault(section, {})[leaf] = value
+    return validate_config(data)
+
+
+def test_3d_runs_the_one_training_loop_resume_and_init(tmp_path):
+    """3D training is the shared loop: its 3D defaults, --resume to the same weights, --init."""
+    from micro_sym.errors import MicroSymError
+    from micro_sym.training.config import DEFAULTS_3D, validate_config
+    from micro_sym.training.loop import train
+
+    cfg = _tiny_3d_config()
+    assert cfg.ndim == 3 and cfg.loss.pos_weight == DEFAULTS_3D["loss"]["pos_weight"] and cfg.optim.warmup_steps == 0
+    assert cfg.model["variant"] == "pointgroup"  # the file's model keys win over the 3D defaults
+    with pytest.raises(MicroSymError, match="train"):  # the schema of the former 3D-only configs is refused
+        validate_config({"model": {"arch": "gcnn3d"}, "train": {"steps": 2}})
+
+    quiet = dict(log=lambda s: None)
+    train(cfg, "synthetic", tmp_path / "straight", **quiet)
+    train(cfg, "synthetic", tmp_path / "resumed", stop_after_epoch=1, **quiet)
+    assert not (tmp_path / "resumed" / "model.pt").exists()
+    lines = []
+    train(cfg, "synthetic", tmp_path / "resumed", resume=True, log=lines.append)
+    assert any("resumed" in s and "epoch 1" in s for s in lines)
+    a = torch.load(tmp_path / "straight" / "model.pt", weights_only=True)["state_dict"]
+    b = torch.load(tmp_path / "resumed" / "model.pt", weights_only=True)["state_dict"]
+    for key in a:
+        assert torch.allclose(a[key], b[key], atol=1e-5), key
+    history = [json.loads(line) for line in (tmp_path / "resumed" / "history.jsonl").read_text().splitlines()]
+    assert [h["epoch"] for h in history] == [1, 2] and {"val_boundary_f1", "val_grain_f1"} <= set(history[-1])
+
+    # --init: the run starts from the given file's weights (a negligible learning rate keeps them;
+    # batch-norm running statistics still move, so only the weights are compared).
+    init_cfg = _tiny_3d_config(**{"optim.lr": 1e-12, "optim.epochs": 1})
+    train(init_cfg, "synthetic", tmp_path / "init", init=tmp_path / "straight" / "model.pt", **quiet)
+    c = torch.load(tmp_path / "init" / "model.pt", weights_only=True)["state_dict"]
+    weights = [key for key in a if a[key].dtype.is_floating_point and "running_" not in key]
+    assert weights and all(torch.allclose(a[key], c[key], atol=1e-6) for key in weights)
+    fresh = torch.load(tmp_path / "straight" / "model.pt", weights_only=True)["state_dict"]  # and can fail:
+    train(init_cfg, "synthetic", tmp_path / "no_init", **quiet)
+    d = torch.load(tmp_path / "no_init" / "model.pt", weights_only=True)["state_dict"]
+    assert not all(torch.allclose(fresh[key], d[key], atol=1e-6) for key in weights)

@@ -11,7 +11,9 @@ import pytest
 import torch
 
 from micro_sym.errors import MicroSymError
-from micro_sym.training.train2d import _transform_angle, load_train_config, random_batch, train
+from micro_sym.training.config import load_train_config
+from micro_sym.training.loop import train
+from micro_sym.training.train2d import _transform_angle, random_batch
 
 warnings.filterwarnings("ignore", message=".*py3nj.*")
 
@@ -229,7 +231,8 @@ def test_low_angle_interfaces_get_the_boundary_weight():
 
 
 def test_boundary_weight_scales_only_the_weighted_pixels_bce():
-    from micro_sym.training.train2d import LossCfg, segmentation_loss
+    from micro_sym.training.config import LossCfg
+    from micro_sym.training.train2d import segmentation_loss
 
     out = torch.zeros(1, 3, 4, 4)
     boundary = torch.zeros(1, 1, 4, 4)

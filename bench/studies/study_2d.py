@@ -60,7 +60,8 @@ from micro_sym.inference.evaluate import evaluate_model  # noqa: E402
 from micro_sym.models import load_model  # noqa: E402
 from micro_sym.synth import load_config  # noqa: E402
 from micro_sym.synth.dataset import generate_dataset  # noqa: E402
-from micro_sym.training.train2d import load_train_config, train  # noqa: E402
+from micro_sym.training.config import load_train_config  # noqa: E402
+from micro_sym.training.loop import train  # noqa: E402
 
 DATA = BENCH / "_data" / "study2d"
 TRAIN_SEED, VAL_SEED, TEST_SEED = 1000, 2000, 3000

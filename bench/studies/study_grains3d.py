@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/, for _com
 from _common import RESULTS, write_json  # noqa: E402
 from micro_sym.grains import filter_small_grains, reconstruct_grains  # noqa: E402
 from micro_sym.inference import load_network, predict_array  # noqa: E402
-from micro_sym.training.train3d import boundary_from_grains, grain_f1, load_dataset3d  # noqa: E402
+from micro_sym.training.train3d import boundary_from_grains, grain_f1, load_volumes  # noqa: E402
 
 MIN_SIZE = 32  # the default of `micro-sym evaluate` (3D too)
 
@@ -75,7 +75,7 @@ def main():
     args = ap.parse_args()
     net = load_network(args.model)  # exported plain torch
     cache = []
-    for image, grains, _ in load_dataset3d(args.data):
+    for _, image, grains, _ in load_volumes(args.data, None):
         maps = predict_array(net, image)  # whole volume, as micro_sym.training.train3d.evaluate3d
         cache.append((maps["boundary"], maps["orientation"], np.where(boundary_from_grains(grains), 0, grains)))
 

@@ -49,12 +49,13 @@ def finetune_model(model, data, *, epochs: int = 2, out=None, val=None, steps_pe
 
     import numpy as np
 
-    from micro_sym.training import train2d as T
     from micro_sym.models import load_model
+    from micro_sym.training.config import finetuning_config
+    from micro_sym.training.loop import save_state, train
 
     if int(getattr(model, "ndim", 2)) != 2:
         raise MicroSymError("finetune: only 2D models have a training loop here (3D: micro_sym.training.train3d)")
-    cfg = T.finetuning_config(model, train_config)
+    cfg = finetuning_config(model, train_config)
     cfg.optim.epochs = int(epochs)
     cfg.optim.lr = float(lr)
     cfg.optim.warmup_steps = min(cfg.optim.warmup_steps, 20)  # weights are trained: a short ramp suffices
@@ -78,9 +79,9 @@ def finetune_model(model, data, *, epochs: int = 2, out=None, val=None, steps_pe
         scaler = torch.amp.GradScaler("cuda", enabled=False)
         torch.manual_seed(cfg.seed)
         rng = np.random.default_rng(cfg.seed)
-        T._save_state(out / "last.pt", work, opt, scaler, rng, 0, -float("inf"), [], cfg.model_dump(mode="json"))
+        save_state(out / "last.pt", work, opt, scaler, rng, 0, -float("inf"), [], cfg.model_dump(mode="json"))
         (out / "history.jsonl").unlink(missing_ok=True)
-        T.train(cfg, data, out, val=val, resume=True, log=log, teacher=teacher if distill > 0 else None)
+        train(cfg, data, out, val=val, resume=True, log=log, teacher=teacher if distill > 0 else None)
         tuned = load_model(out / "model.pt")
         tuned.meta = dict(getattr(model, "meta", {}), finetune={"data": str(data), "epochs": int(epochs), "lr": float(lr),
                                                                 "steps_per_epoch": cfg.data.steps_per_epoch,
@@ -106,10 +107,11 @@ def recalibrate_bn(model, data, *, batches: int = 20, batch_size: int = 6, crop:
     data : path
         Labeled training dataset (images are normalized as in training).
     """
-    from micro_sym.training import train2d as T
+    from micro_sym.training.config import TrainConfig
+    from micro_sym.training.train2d import load_training_data, random_batch
 
-    cfg = T.TrainConfig.model_validate({"model": {"arch": "unet_plain"}, "data": {"crop": crop, "batch_size": batch_size}})
-    samples = T.load_training_data(data, model.k)
+    cfg = TrainConfig.model_validate({"model": {"arch": "unet_plain"}, "data": {"crop": crop, "batch_size": batch_size}})
+    samples = load_training_data(data, model.k)
     crop = min(crop, min(min(d.image.shape) for d in samples))
     cfg.data.crop = crop
     c = (crop // model.total_stride) * model.total_stride
@@ -121,7 +123,7 @@ def recalibrate_bn(model, data, *, batches: int = 20, batch_size: int = 6, crop:
     rng = np.random.default_rng(seed)
     model.train()
     for _ in range(int(batches)):
-        x, *_ = T.random_batch(samples, cfg, c, model.k, False, rng)
+        x, *_ = random_batch(samples, cfg, c, model.k, False, rng)
         model(x)
     for m, mom in zip(bns, saved):
         m.momentum = mom

@@ -1,16 +1,11 @@
-"""Training a 2D grain segmenter on a labeled dataset (docs/design.md §1), readable top to bottom.
+"""What training a 2D grain segmenter needs beyond the loop (:mod:`micro_sym.training.loop`).
 
-``train(config, data, out)``:
-
-1. load the dataset into memory, each image normalized once with its whole-image range (as at
-   inference), targets: boundary band (2 px along every grain interface), orientation vector
-   ``(cos kθ, sin kθ)`` and its mask (grain interiors with a defined angle);
-2. each step draws random crops, augments them (intensity, noise, blur; rotations/flips, which also
-   transform the orientation target, for non-equivariant models), and minimizes
-   ``weighted BCE + dice`` on boundaries plus the masked squared error of the orientation vector;
-3. each epoch validates on whole images with the metrics of :mod:`micro_sym.metrics` and writes
-   ``RUN/last.pt`` (training state, for ``--resume``), ``RUN/best.pt`` and, at the end,
-   ``RUN/model.pt`` (model files for :func:`micro_sym.models.load_model`) and ``RUN/history.jsonl``.
+:class:`Task2D`: the labeled micrographs in memory, each normalized once with its whole-image range
+(as at inference), with targets: boundary band (2 px along every grain interface), orientation vector
+``(cos kθ, sin kθ)`` and its mask (grain interiors with a defined angle); random augmented crops
+(intensity, noise, blur; rotations/flips, which also transform the orientation target, for models not
+equivariant to them); the loss ``weighted BCE + dice`` on boundaries plus the masked squared error of
+the orientation vector; validation on whole images with the metrics of :mod:`micro_sym.metrics`.
 
 The orientation loss is symmetry-aware by construction: ``(cos kθ, sin kθ)`` is identical for all
 k symmetric descriptions of one lattice, so no min over equivalents is needed.
@@ -18,133 +13,18 @@ k symmetric descriptions of one lattice, so no min over equivalents is needed.
 
 from __future__ import annotations
 
-import json
-import math
-import os
-import random
-import sys
-import time
 from pathlib import Path
-from typing import Literal, Optional
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from scipy import ndimage
 
 from micro_sym.errors import MicroSymError
 from micro_sym.metrics import boundary_from_labels
-from micro_sym.models import build_model, intensity_range, normalize, save_model
+from micro_sym.models import intensity_range, normalize
 from micro_sym.orientation import encode_angle
-
-# --------------------------------------------------------------------------- config
-
-
-class _Cfg(BaseModel):
-    # A misspelt key must be an error, not a silent default.
-    model_config = ConfigDict(extra="forbid")
-
-
-class DataCfg(_Cfg):
-    crop: int = Field(128, ge=16, description="random crop side (rounded down to the model's total stride)")
-    batch_size: int = Field(8, ge=1)
-    steps_per_epoch: int = Field(100, ge=1)
-    val_fraction: float = Field(0.1, ge=0, lt=1, description="images held out for validation when no --val set is given")
-    val_max_images: int = Field(8, ge=1, description="at most this many validation images per epoch (whole images)")
-
-
-class AugCfg(_Cfg):
-    rot_flip: Optional[bool] = Field(None, description="random rot90/mirror; default: unless the model is dihedral-equivariant (D4, D8, ...)")
-    contrast: tuple[float, float] = Field((0.7, 1.4), description="multiplicative range on normalized intensities")
-    offset: float = Field(0.2, ge=0, description="additive offset range ±")
-    noise: float = Field(0.15, ge=0, description="max std of added Gaussian noise (normalized units)")
-    blur: float = Field(1.0, ge=0, description="max Gaussian blur sigma, px (applied to half the crops)")
-    invert_prob: float = Field(0.0, ge=0, le=1, description="probability of inverting contrast (bright-field look)")
-
-
-class LossCfg(_Cfg):
-    pos_weight: Optional[float] = Field(None, description="BCE weight of boundary pixels; default: per-batch negative/positive ratio, capped at 10")
-    dice: float = Field(1.0, ge=0, description="weight of the soft dice term")
-    orientation: float = Field(1.0, ge=0, description="weight of the orientation vector loss")
-    distill: float = Field(0.0, ge=0, description="weight of matching a teacher model's outputs (train(teacher=...): "
-                           "recovering a pruned model from the unpruned one)")
-    low_angle_weight: float = Field(1.0, ge=1, description="BCE weight of boundary pixels on interfaces misoriented by "
-                                    "less than low_angle_max (weak lattice contrast; where predicted boundaries leak)")
-    low_angle_max: float = Field(20.0, gt=0, description="degrees: interfaces below this count as low-angle")
-
-
-class OptimCfg(_Cfg):
-    epochs: int = Field(20, ge=1)
-    lr: float = Field(3e-3, gt=0)
-    weight_decay: float = Field(1e-4, ge=0)
-    warmup_steps: int = Field(100, ge=0)
-    grad_clip: float = Field(1.0, gt=0)
-
-
-class EvalCfg(_Cfg):
-    threshold: float = Field(5.0, gt=0, description="grain rule misorientation threshold, degrees")
-    min_size: int = Field(32, ge=0)
-    boundary_threshold: float = Field(0.5, gt=0, lt=1)
-
-
-class TrainConfig(_Cfg):
-    model: dict = Field(default_factory=lambda: {"arch": "unet_equi", "group": "D4"})
-    data: DataCfg = DataCfg()
-    aug: AugCfg = AugCfg()
-    loss: LossCfg = LossCfg()
-    optim: OptimCfg = OptimCfg()
-    eval: EvalCfg = EvalCfg()
-    seed: int = 0
-    device: Literal["cpu", "cuda"] = "cpu"
-    threads: Optional[int] = Field(None, ge=1, description="torch CPU threads (default: torch's choice)")
-
-
-def finetuning_config(model, base: dict | None = None) -> TrainConfig:
-    """The training config to continue training ``model``: ``base`` (default: the config its file
-    records in ``meta['trained_on']``, unknown keys dropped) with the model's own architecture."""
-    base = dict(base or (getattr(model, "meta", {}).get("trained_on", {}) or {}).get("config", {}) or {})
-    base = {k: v for k, v in base.items() if k in TrainConfig.model_fields}
-    base["model"] = dict(model.config)
-    return TrainConfig.model_validate(base)
-
-
-def load_train_config(path=None, **overrides) -> TrainConfig:
-    """Read and validate a YAML training config; ``overrides`` use dotted keys (``optim.epochs=3``).
-
-    Raises
-    ------
-    MicroSymError
-        Unreadable YAML or invalid values (one line naming the file and the field).
-    """
-    import yaml
-
-    data, where = {}, "config"
-    if path is not None:
-        path, where = Path(path), str(path)
-        if not path.is_file():
-            raise MicroSymError(f"{path}: config file does not exist")
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as err:
-            raise MicroSymError(f"{path}: not valid YAML ({type(err).__name__})") from None
-        if not isinstance(data, dict):
-            raise MicroSymError(f"{path}: expected a mapping at the top level")
-    for key, value in overrides.items():
-        if value is None:
-            continue
-        node = data
-        *parents, leaf = key.split(".")
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[leaf] = value
-    try:
-        return TrainConfig.model_validate(data)
-    except ValidationError as err:
-        first = err.errors()[0]
-        loc = ".".join(str(p) for p in first["loc"]) or "config"
-        raise MicroSymError(f"{where}: {loc}: {first['msg']} ({len(err.errors())} problem(s))") from None
-
+from micro_sym.training.config import LossCfg, TrainConfig
 
 # --------------------------------------------------------------------------- data
 
@@ -282,184 +162,6 @@ def distillation_loss(out: torch.Tensor, teacher_out: torch.Tensor) -> torch.Ten
     return bce + vec
 
 
-# --------------------------------------------------------------------------- loop
-
-
-def _lr_at(step: int, total: int, cfg: OptimCfg) -> float:
-    if step < cfg.warmup_steps:
-        return cfg.lr * (step + 1) / cfg.warmup_steps
-    p = (step - cfg.warmup_steps) / max(1, total - cfg.warmup_steps)
-    return cfg.lr * 0.5 * (1 + math.cos(math.pi * min(p, 1.0)))
-
-
-def _score(overall: dict) -> float:
-    """Model selection: mean of the two F1s minus 1% per degree of median orientation error."""
-    ori = overall["orientation_median_deg"]
-    return (overall["boundary_f1"] + overall["grain_f1"]) / 2 - 0.01 * (ori if np.isfinite(ori) else 90.0)
-
-
-def _seed_all(seed: int):
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
-def train(config: TrainConfig, data, out, *, val=None, resume: bool = False, log=print,
-          stop_after_epoch: int | None = None, init=None, teacher=None) -> dict:
-    """Train a model; returns the final validation report.
-
-    Parameters
-    ----------
-    config : TrainConfig
-        See ``configs/train_default_2d.yaml``.
-    data : path
-        Labeled training dataset (with orientation maps).
-    out : path
-        Run directory: ``last.pt``, ``best.pt``, ``model.pt``, ``history.jsonl``, ``config.json``.
-    val : path, optional
-        Validation dataset; default: the last ``data.val_fraction`` of the training images.
-    resume : bool
-        Continue from ``out/last.pt`` (same config required).
-    log : callable
-        Receives one line of text per log event.
-    stop_after_epoch : int, optional
-        Stop (as if interrupted) after this epoch, leaving ``last.pt`` for ``resume``.
-    init : path, optional
-        Model file whose weights start the run (fine-tuning, e.g. the bundled ``default_2d.pt`` on
-        your own micrographs); its architecture must equal ``config.model``. Ignored on ``resume``.
-    teacher : str, path or module, optional
-        A model (name, file or loaded 2D model) whose outputs the run also matches, with weight
-        ``config.loss.distill`` (:func:`distillation_loss`); required when that weight is positive.
-    """
-    out = Path(out)
-    device = torch.device(config.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise MicroSymError("--device cuda: no CUDA device available")
-    if config.threads:
-        torch.set_num_threads(config.threads)
-    _seed_all(config.seed)
-    model = build_model(config.model).to(device)
-    if init is not None and not resume:
-        _init_from(model, init)
-    k, stride = model.k, model.total_stride
-    if config.loss.distill > 0 and teacher is None:
-        raise MicroSymError("loss.distill > 0 needs a teacher model")
-    if teacher is not None:
-        teacher = _load_teacher(teacher, model, device)
-    # Augment with the grid's rot90/mirror unless the network is already invariant to all of them:
-    # dihedral groups (D4, D8, ...) contain them; rotation-only groups (C4, C8) lack the mirrors.
-    group = model.config.get("group", "C1") if model.config["arch"] == "unet_equi" else "C1"
-    dihedral = group.startswith("D")
-    rot_flip = (not dihedral) if config.aug.rot_flip is None else config.aug.rot_flip
-
-    train_data = load_training_data(data, k)
-    if val is not None:
-        val_data = _val_samples(val, k)
-    else:
-        n_val = int(round(len(train_data) * config.data.val_fraction))
-        if n_val == 0 or n_val >= len(train_data):
-            raise MicroSymError(f"{data}: need a --val dataset or more images ({len(train_data)}) for a validation split")
-        val_data = _val_samples(data, k, names=[d.name for d in train_data[-n_val:]])
-        train_data = train_data[:-n_val]
-    val_data = val_data[: config.data.val_max_images]
-    crop = (config.data.crop // stride) * stride
-    small = min(min(d.image.shape) for d in train_data)
-    if small < crop:
-        raise MicroSymError(f"{data}: images of side {small} px are smaller than the crop size {crop}")
-
-    opt = torch.optim.AdamW(model.parameters(), lr=config.optim.lr, weight_decay=config.optim.weight_decay)
-    use_amp = device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
-    rng = np.random.default_rng(config.seed)
-    total_steps = config.optim.epochs * config.data.steps_per_epoch
-    start_epoch, best, history = 0, -float("inf"), []
-    cfg_json = config.model_dump(mode="json")
-
-    out.mkdir(parents=True, exist_ok=True)
-    if resume:
-        state = _load_state(out / "last.pt")
-        if _resume_key(state["config"]) != _resume_key(cfg_json):
-            raise MicroSymError(f"{out / 'last.pt'}: was written with a different config; refusing to resume")
-        _load_weights(model, state["model"], out / "last.pt")
-        opt.load_state_dict(state["optimizer"])
-        scaler.load_state_dict(state["scaler"])
-        rng.bit_generator.state = json.loads(state["numpy_rng"])
-        torch.set_rng_state(state["torch_rng"])
-        start_epoch, best, history = state["epoch"], state["best"], json.loads(state["history"])
-        log(f"resumed from {out / 'last.pt'} at epoch {start_epoch}")
-    (out / "config.json").write_text(json.dumps(cfg_json, indent=2))
-    provenance = {
-        "data": str(Path(data).resolve()), "val": str(Path(val).resolve()) if val else None,
-        "train_images": [d.name for d in train_data], "val_images": [d.name for d in val_data],
-        "config": cfg_json, "command": " ".join(sys.argv),
-        "teacher": getattr(teacher, "name", None) if teacher is not None else None,
-    }
-    n_params = sum(p.numel() for p in model.parameters())
-    log(f"model {model.config['arch']} {model.config.get('group', '')} widths={model.config['widths']} params={n_params} "
-        f"halo={model.halo} | {len(train_data)} train / {len(val_data)} val images | crop {crop} | rot/flip aug {rot_flip}")
-
-    report = None
-    for epoch in range(start_epoch, config.optim.epochs):
-        model.train()
-        t0, sums = time.time(), {}
-        for it in range(config.data.steps_per_epoch):
-            step = epoch * config.data.steps_per_epoch + it
-            for g in opt.param_groups:
-                g["lr"] = _lr_at(step, total_steps, config.optim)
-            x, b, v, m, w = (t.to(device, non_blocking=True) for t in random_batch(train_data, config, crop, k, rot_flip, rng))
-            with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=use_amp):
-                pred = model(x)
-            loss, parts = segmentation_loss(pred, b, v, m, config.loss, weight=w if config.loss.low_angle_weight != 1 else None)
-            if teacher is not None and config.loss.distill > 0:
-                with torch.no_grad():
-                    teacher_out = teacher(x)
-                kd = distillation_loss(pred, teacher_out)
-                loss = loss + config.loss.distill * kd
-                parts["distill"] = kd.item()
-            opt.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.unscale_(opt)
-            torch.nn.utils.clip_grad_norm_(model.parameters(), config.optim.grad_clip)
-            scaler.step(opt)
-            scaler.update()
-            for key, val_ in {"loss": loss.item(), **parts}.items():
-                sums[key] = sums.get(key, 0.0) + val_
-            if (it + 1) % max(1, config.data.steps_per_epoch // 5) == 0 and it + 1 < config.data.steps_per_epoch:
-                log(f"  epoch {epoch + 1} step {it + 1}/{config.data.steps_per_epoch} loss {sums['loss'] / (it + 1):.4f} "
-                    f"({(time.time() - t0) / (it + 1):.2f} s/step)")
-        train_time = time.time() - t0
-        means = {key: s / config.data.steps_per_epoch for key, s in sums.items()}
-
-        model.eval()
-        report = _validate(model, val_data, config, device)
-        ov = report["overall"]
-        score = _score(ov)
-        record = {"epoch": epoch + 1, "step": (epoch + 1) * config.data.steps_per_epoch, **means,
-                  "val_boundary_f1": ov["boundary_f1"], "val_grain_f1": ov["grain_f1"],
-                  "val_orientation_median_deg": ov["orientation_median_deg"], "score": score,
-                  "train_s": round(train_time, 1), "val_s": round(time.time() - t0 - train_time, 1)}
-        history.append(record)
-        with open(out / "history.jsonl", "a") as f:
-            f.write(json.dumps(record) + "\n")
-        log(f"epoch {epoch + 1}/{config.optim.epochs} loss {means['loss']:.4f} (bce {means['bce']:.3f} dice {means['dice']:.3f} "
-            f"ori {means['orientation']:.3f}) | val bF1 {ov['boundary_f1']:.3f} gF1 {ov['grain_f1']:.3f} "
-            f"ori {ov['orientation_median_deg']:.2f}° | {train_time:.0f}+{record['val_s']:.0f}s")
-        if score > best:
-            best = score
-            save_model(model, out / "best.pt", trained_on=provenance, metrics={"val": ov, "epoch": epoch + 1})
-        model.train()  # escnn state_dict keys depend on the mode: save the training state in train mode
-        _save_state(out / "last.pt", model, opt, scaler, rng, epoch + 1, best, history, cfg_json)
-        if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch and epoch + 1 < config.optim.epochs:
-            log(f"stopped after epoch {epoch + 1}; continue with --resume")
-            return report
-
-    model.eval()
-    if report is None:  # resumed a finished run
-        report = _validate(model, val_data, config, device)
-    save_model(model, out / "model.pt", trained_on=provenance, metrics={"val": report["overall"], "epoch": config.optim.epochs})
-    return report
-
-
 def _load_teacher(teacher, model, device):
     """The teacher as a frozen plain-torch module on ``device``; it must map the same lattice."""
     from micro_sym.models import load_model
@@ -481,14 +183,6 @@ def _load_teacher(teacher, model, device):
     return teacher
 
 
-def _resume_key(cfg_json: dict) -> dict:
-    """What must match to resume: everything but the device and the number of epochs (which may grow)."""
-    key = json.loads(json.dumps(cfg_json))
-    key.pop("device", None)
-    key.get("optim", {}).pop("epochs", None)
-    return key
-
-
 def _val_samples(root, k, names=None):
     from micro_sym.io.datasets import LabeledDataset
 
@@ -506,50 +200,71 @@ def _validate(model, samples, config: TrainConfig, device) -> dict:
                           device=device)
 
 
-def _save_state(path, model, opt, scaler, rng, epoch, best, history, cfg_json):
-    state = {
-        # escnn's expanded filters are derived buffers whose presence depends on the module's mode
-        # history; the trainable weights alone define the model.
-        "model": {key: v for key, v in model.state_dict().items() if not _derived(key)}, "optimizer": opt.state_dict(), "scaler": scaler.state_dict(),
-        # JSON strings keep the state loadable with weights_only=True (numpy's state has big ints).
-        "numpy_rng": json.dumps(rng.bit_generator.state), "torch_rng": torch.get_rng_state(),
-        "epoch": epoch, "best": best, "history": json.dumps(history), "config": cfg_json,
-    }
-    tmp = Path(str(path) + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)  # a crash mid-save keeps the previous checkpoint
+# --------------------------------------------------------------------------- the task
 
 
-def _derived(key: str) -> bool:
-    return key.endswith(".filter") or key.endswith(".expanded_bias")
+class Task2D:
+    """Training a 2D model on labeled micrographs: data, batches, loss and validation for
+    :func:`micro_sym.training.loop.train`."""
 
+    def __init__(self, config: TrainConfig, model):
+        self.config, self.model = config, model
+        self.k = model.k
+        # Augment with the grid's rot90/mirror unless the network is already invariant to all of them:
+        # dihedral groups (D4, D8, ...) contain them; rotation-only groups (C4, C8) lack the mirrors.
+        group = model.config.get("group", "C1") if model.config["arch"] == "unet_equi" else "C1"
+        self.rot_flip = (not group.startswith("D")) if config.aug.rot_flip is None else config.aug.rot_flip
+        self.teacher = None
 
-def _load_weights(model, state: dict, path):
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    bad = [key for key in missing + unexpected if not _derived(key)]
-    if bad:
-        raise MicroSymError(f"{path}: checkpoint does not fit the configured model ({bad[0]} ...)")
+    def load(self, data, val, *, teacher=None, device="cpu"):
+        """Training images (with targets) and validation samples; the teacher for distillation."""
+        config, k = self.config, self.k
+        if config.loss.distill > 0 and teacher is None:
+            raise MicroSymError("loss.distill > 0 needs a teacher model")
+        if teacher is not None:
+            self.teacher = _load_teacher(teacher, self.model, device)
+        train_data = load_training_data(data, k)
+        if val is not None:
+            val_data = _val_samples(val, k)
+        else:
+            n_val = int(round(len(train_data) * config.data.val_fraction))
+            if n_val == 0 or n_val >= len(train_data):
+                raise MicroSymError(f"{data}: need a --val dataset or more images ({len(train_data)}) for a validation split")
+            val_data = _val_samples(data, k, names=[d.name for d in train_data[-n_val:]])
+            train_data = train_data[:-n_val]
+        self.train_data, self.val_data = train_data, val_data[: config.data.val_max_images]
+        stride = self.model.total_stride
+        self.crop = (config.data.crop // stride) * stride
+        small = min(min(d.image.shape) for d in train_data)
+        if small < self.crop:
+            raise MicroSymError(f"{data}: images of side {small} px are smaller than the crop size {self.crop}")
 
+    def provenance(self) -> dict:
+        return {"train_images": [d.name for d in self.train_data], "val_images": [d.name for d in self.val_data],
+                "teacher": getattr(self.teacher, "name", None)}
 
-def _init_from(model, path):
-    """Copy the weights of the model file ``path`` into ``model`` (same architecture required)."""
-    from micro_sym.models import load_model
+    def summary(self) -> str:
+        return (f"{len(self.train_data)} train / {len(self.val_data)} val images | crop {self.crop} | "
+                f"rot/flip aug {self.rot_flip}")
 
-    source = load_model(path)
-    if not hasattr(source, "state_dict") or getattr(source, "exported", False):
-        raise MicroSymError(f"{path}: --init needs a trainable model file (.pt from micro-sym train), not an exported one")
-    ours, theirs = dict(model.config), dict(source.config)
-    differs = sorted(k for k in set(ours) | set(theirs) if ours.get(k) != theirs.get(k))
-    if differs:
-        raise MicroSymError(f"{path}: model differs from the configured one in {', '.join(differs)}")
-    source.train()  # escnn state_dict keys depend on the mode; the run starts in train mode
-    _load_weights(model, {k: v for k, v in source.state_dict().items() if not _derived(k)}, path)
+    def batch(self, rng) -> tuple:
+        return random_batch(self.train_data, self.config, self.crop, self.k, self.rot_flip, rng)
 
+    def loss(self, pred, batch):
+        x, b, v, m, w = batch
+        cfg = self.config.loss
+        loss, parts = segmentation_loss(pred, b, v, m, cfg, weight=w if cfg.low_angle_weight != 1 else None)
+        if self.teacher is not None and cfg.distill > 0:
+            with torch.no_grad():
+                teacher_out = self.teacher(x)
+            kd = distillation_loss(pred, teacher_out)
+            loss = loss + cfg.distill * kd
+            parts["distill"] = kd.item()
+        return loss, parts
 
-def _load_state(path):
-    if not Path(path).is_file():
-        raise MicroSymError(f"{path}: no checkpoint to resume from")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise MicroSymError(f"{path}: unreadable checkpoint ({type(err).__name__})") from None
+    def validate(self, model, device) -> dict:
+        return _validate(model, self.val_data, self.config, device)
+
+    @staticmethod
+    def headline(overall: dict) -> dict:
+        return {k: overall[k] for k in ("boundary_f1", "grain_f1", "orientation_median_deg")}

@@ -1,8 +1,9 @@
-"""Training and evaluation of the 3D models (boundary + cubic l = 4 orientation field).
+"""What training and evaluating a 3D model (boundary + cubic l = 4 orientation field) needs beyond
+the loop (:mod:`micro_sym.training.loop`).
 
-Read top to bottom: synthetic lattice volumes (when no dataset is given), targets, the loss, the
-training loop, inference with decoding, metrics. ``micro-sym train`` / ``micro-sym evaluate`` call
-:func:`train3d` / :func:`evaluate3d` for 3D configs and datasets.
+Read top to bottom: synthetic lattice volumes (``--data synthetic``), targets, the loss, random
+crops, :class:`Task3D` (the loop's 3D part), metrics and :func:`evaluate3d`; ``micro-sym evaluate``
+calls :func:`cli_evaluate3d` for 3D models.
 
 Synthetic data: until ``micro_sym.synth`` ships its 3D generator, :func:`synth_lattice_volume` makes
 small atomic-resolution-like tomograms: a power-diagram-free Voronoi polycrystal with a uniformly
@@ -14,7 +15,6 @@ the orientation exactly modulo the 24 cube rotations, as in real data), blurred 
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import numpy as np
@@ -90,22 +90,6 @@ def make_volumes(n, shape, seed, **kw):
     return [synth_lattice_volume(shape, rng=rng, **kw) for _ in range(n)]
 
 
-def load_dataset3d(root):
-    """3D samples of a labeled dataset (docs/design.md §1) as ``(image, grains, quats)`` tuples."""
-    from micro_sym.io.datasets import LabeledDataset
-    from micro_sym.errors import MicroSymError
-
-    out = []
-    for s in LabeledDataset(root):
-        img = np.asarray(s.image if hasattr(s, "image") else s[0], dtype=np.float32)
-        grains = np.asarray(s.grains if hasattr(s, "grains") else s[1])
-        quats = getattr(s, "orientation", None)
-        if img.ndim != 3:
-            raise MicroSymError(f"{root}: sample is not a 3D volume (shape {img.shape})")
-        out.append((img, grains.astype(np.uint32), None if quats is None else np.asarray(quats, np.float32)))
-    return out
-
-
 # ------------------------------------------------------------------------------- targets and loss
 
 
@@ -137,16 +121,23 @@ def targets(grains, quats, degrees=(4,)):
     return boundary, np.moveaxis(c, -1, 0)
 
 
-def loss_fn(out, boundary, orient, pos_weight: float = 2.0, w_orient: float = 4.0):
-    """BCE on the boundary logit + MSE on the orientation field over valid voxels."""
-    bce = torch.nn.functional.binary_cross_entropy_with_logits(
-        out[:, 0], boundary, pos_weight=torch.tensor(pos_weight, device=out.device))
+def loss_fn(out, boundary, orient, pos_weight: float | None = 2.0, w_orient: float = 4.0):
+    """BCE on the boundary logit + MSE on the orientation field over valid voxels; returns (total, parts).
+
+    ``pos_weight`` None: the per-batch negative/positive ratio, capped at 10 (as 2D).
+    """
+    if pos_weight is None:
+        pos = boundary.sum()
+        pw = ((boundary.numel() - pos) / pos.clamp(min=1)).clamp(1.0, 10.0)
+    else:
+        pw = torch.tensor(pos_weight, device=out.device)
+    bce = torch.nn.functional.binary_cross_entropy_with_logits(out[:, 0], boundary, pos_weight=pw)
     if orient is None:
-        return bce
+        return bce, {"bce": bce.item()}
     valid = torch.isfinite(orient[:, :1]).float()
     diff = (out[:, 1:] - torch.nan_to_num(orient)) ** 2 * valid
     mse = diff.sum() / (valid.sum() * orient.shape[1]).clamp(min=1)
-    return bce + w_orient * mse
+    return bce + w_orient * mse, {"bce": bce.item(), "orientation": mse.item()}
 
 
 # ------------------------------------------------------------------------------- training
@@ -189,59 +180,86 @@ def prepare(volumes, model):
     return out
 
 
-def train3d(model, train_volumes, *, steps=300, crop=24, batch=2, lr=3e-3, seconds=None, augment=True,
-            log=None, seed=0, device="cpu", amp=None):
-    """Train a 3D model (Adam, cosine learning rate) on random crops; returns the loss history.
+class Task3D:
+    """Training a 3D model on labeled volumes (or ``"synthetic"`` ones): data, batches, loss and
+    validation for :func:`micro_sym.training.loop.train`."""
 
-    Parameters
-    ----------
-    model : SegModel3D
-    train_volumes : list of (image, grains, quats)
-    steps : int
-    crop : int
-        Cubic crop size (a multiple of ``model.total_stride``).
-    batch : int
-    lr : float
-    seconds : float, optional
-        Wall-clock budget; training stops early when it is spent.
-    augment : bool
-        Random grid rotations of the crops.
-    log : callable, optional
-        ``log(step, loss, elapsed)``.
-    device : str
-        ``"cpu"`` or ``"cuda"``.
-    amp : {None, "bf16", "fp16"}
-        Mixed precision on CUDA (autocast; fp16 with a gradient scaler). The loss is computed in fp32.
-    """
-    rng = np.random.default_rng(seed)
-    torch.manual_seed(seed)
-    data = prepare(train_volumes, model)
-    model.to(device).train()
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    # fp16 needs loss scaling; bf16 and fp32 do not (the scaler is then a no-op).
-    scaler = torch.amp.GradScaler("cuda", enabled=(amp == "fp16" and str(device).startswith("cuda")))
-    t0, hist = time.time(), []
-    for step in range(steps):
-        x, b, o = (t.to(device) for t in _crops(data, crop, batch, rng, model.degrees, augment))
-        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp) if str(device).startswith("cuda") else None
-        with torch.autocast("cuda", dtype=dtype, enabled=dtype is not None):
-            out = model(x)
-        loss = loss_fn(out.float(), b, o)
-        opt.zero_grad()
-        scaler.scale(loss).backward()
-        scaler.step(opt)
-        scaler.update()
-        # Cosine decay over whichever budget (steps or seconds) runs out first.
-        progress = max((step + 1) / steps, (time.time() - t0) / seconds if seconds else 0.0)
-        for group in opt.param_groups:
-            group["lr"] = lr * 0.5 * (1 + np.cos(np.pi * min(progress, 1.0)))
-        hist.append(float(loss.detach()))
-        if log and (step % 10 == 0 or step == steps - 1):
-            log(step, float(np.mean(hist[-10:])), time.time() - t0)
-        if seconds and time.time() - t0 > seconds:
-            break
-    model.eval()
-    return hist
+    def __init__(self, config, model):
+        self.config, self.model = config, model
+        # Random cube rotations of the crops: the plain baseline's only way to learn the symmetry, and
+        # harmless for the equivariant variants (orientation targets rotate with ρ(g)).
+        self.augment = True if config.aug.rot_flip is None else config.aug.rot_flip
+
+    def load(self, data, val, *, teacher=None, device="cpu"):
+        from micro_sym.errors import MicroSymError
+
+        config = self.config
+        if teacher is not None or config.loss.distill > 0:
+            raise MicroSymError("loss.distill: distillation from a teacher model is implemented for 2D models only")
+        volumes = load_volumes(data, config)
+        if val is not None:
+            held = load_volumes(val, config)
+        elif str(data) == "synthetic":
+            held = make_volumes(config.synthetic.n_val, config.synthetic.shape, config.seed + 1000, **_synth_kw(config))
+            held = [(f"synthetic-val-{i}", *v) for i, v in enumerate(held)]
+        else:
+            n_val = int(round(len(volumes) * config.data.val_fraction))
+            if n_val == 0 or n_val >= len(volumes):
+                raise MicroSymError(f"{data}: need a --val dataset or more volumes ({len(volumes)}) for a validation split")
+            volumes, held = volumes[:-n_val], volumes[-n_val:]
+        self.train_names = [v[0] for v in volumes]
+        self.val_names = [v[0] for v in held][: config.data.val_max_images]
+        self.val = [v[1:] for v in held][: config.data.val_max_images]
+        stride = self.model.total_stride
+        self.crop = (config.data.crop // stride) * stride
+        small = min(min(v[1].shape) for v in volumes)
+        if small < self.crop:
+            raise MicroSymError(f"{data}: volumes of side {small} voxels are smaller than the crop size {self.crop}")
+        self.data = prepare([v[1:] for v in volumes], self.model)
+
+    def provenance(self) -> dict:
+        return {"train_images": self.train_names, "val_images": self.val_names}
+
+    def summary(self) -> str:
+        return (f"{len(self.train_names)} train / {len(self.val_names)} val volumes | crop {self.crop} | "
+                f"rotation aug {self.augment}")
+
+    def batch(self, rng) -> tuple:
+        return _crops(self.data, self.crop, self.config.data.batch_size, rng, self.model.degrees, self.augment)
+
+    def loss(self, pred, batch):
+        _, b, o = batch
+        return loss_fn(pred, b, o, pos_weight=self.config.loss.pos_weight, w_orient=self.config.loss.orientation)
+
+    def validate(self, model, device) -> dict:
+        e = self.config.eval
+        return {"overall": evaluate3d(model, self.val, threshold_deg=e.threshold, min_size=e.min_size,
+                                      boundary_threshold=e.boundary_threshold, device=str(device))}
+
+    @staticmethod
+    def headline(overall: dict) -> dict:
+        return {"boundary_f1": overall["boundary_f1"], "grain_f1": overall["grain_f1"],
+                "orientation_median_deg": overall.get("median_misorientation_deg", float("nan"))}
+
+
+def _synth_kw(config) -> dict:
+    return {"grain_size": config.synthetic.grain_size, "period": config.synthetic.period}
+
+
+def load_volumes(data, config) -> list:
+    """``(name, image, grains, quats)`` of a labeled 3D dataset, or of ``config.synthetic.n_train``
+    generated volumes when ``data`` is ``"synthetic"``."""
+    from micro_sym.errors import MicroSymError
+    from micro_sym.io.datasets import LabeledDataset
+
+    if str(data) == "synthetic":
+        vols = make_volumes(config.synthetic.n_train, config.synthetic.shape, config.seed, **_synth_kw(config))
+        return [(f"synthetic-{i}", *v) for i, v in enumerate(vols)]
+    ds = LabeledDataset(data)
+    if ds.ndim != 3:
+        raise MicroSymError(f"{data}: 3D model config but this dataset is {ds.ndim}D")
+    return [(s.name, np.asarray(s.image, np.float32), np.asarray(s.grains).astype(np.uint32),
+             None if s.orientation is None else np.asarray(s.orientation, np.float32)) for s in ds]
 
 
 # ------------------------------------------------------------------------------- metrics
@@ -311,135 +329,27 @@ def evaluate3d(model, volumes, *, threshold_deg=5.0, min_size=20, boundary_thres
     return {k: float(np.mean([r[k] for r in rows])) for k in rows[0]} | {"n_volumes": len(rows)}
 
 
-def main_train_default(out_path, seconds=780.0, seed=0, log_path=None):
-    """Train the bundled default 3D model on synthetic volumes within a wall-clock budget.
-
-    Writes ``out_path`` (a model file) and a JSON report next to it; returns the held-out metrics.
-    """
-    from micro_sym.models import save_model
-    from micro_sym.models.gcnn3d import build_model3d
-
-    torch.set_num_threads(1)
-    cfg = {"variant": "octa", "width": 48, "levels": 2, "degrees": [4]}
-    model = build_model3d(cfg)
-    shape, kw = (32, 32, 32), dict(grain_size=12.0, period=3.5)
-    train = make_volumes(12, shape, seed=seed, **kw)
-    held_out = make_volumes(3, shape, seed=seed + 1000, **kw)
-    logf = open(log_path, "a") if log_path else None
-
-    def log(step, loss, el):
-        line = f"step {step} loss {loss:.4f} t {el:.0f}s"
-        print(line, flush=True)
-        if logf:
-            logf.write(line + "\n")
-            logf.flush()
-
-    hist = train3d(model, train, steps=100000, crop=24, batch=2, lr=3e-3, seconds=seconds, log=log, seed=seed)
-    metrics = evaluate3d(model, held_out)
-    report = {"config": model.config, "steps": len(hist), "final_loss": float(np.mean(hist[-20:])),
-              "held_out": metrics, "data": {"generator": "synth_lattice_volume", "shape": shape, **kw,
-                                            "train": 12, "held_out": 3, "seed": seed}}
-    save_model(model, out_path, trained_on=report["data"], metrics=metrics)
-    Path(str(out_path) + ".json").write_text(json.dumps(report, indent=2))
-    return report
-
-
 # ------------------------------------------------------------------------------- CLI entry points
-
-
-def is_3d_config(path) -> bool:
-    """True when a training config YAML describes a 3D model (``model: {arch: gcnn3d}`` or ``ndim: 3``)."""
-    import yaml
-
-    try:
-        cfg = yaml.safe_load(Path(path).read_text()) or {}
-    except (OSError, yaml.YAMLError):
-        return False  # the 2D loader reports unreadable configs
-    model = cfg.get("model", {}) if isinstance(cfg, dict) else {}
-    return isinstance(model, dict) and (model.get("arch") == "gcnn3d" or model.get("ndim") == 3)
-
-
-TRAIN3D_DEFAULTS = {
-    "model": {"arch": "gcnn3d", "variant": "octa", "width": 48, "levels": 2, "degrees": [4]},
-    "train": {"steps": 2000, "seconds": None, "crop": 24, "batch": 2, "lr": 3e-3, "augment": True, "seed": 0,
-              "device": "cpu", "amp": None, "val_fraction": 0.2},
-    "eval": {"threshold_deg": 5.0, "min_size": 20},
-    "synthetic": {"n_train": 12, "n_val": 3, "shape": [32, 32, 32], "grain_size": 12.0, "period": 3.5},
-}
-
-
-def _load_volumes(data, cfg, seed):
-    """Training volumes from a labeled 3D dataset, or ``synthetic`` (the generator above)."""
-    from micro_sym.errors import MicroSymError
-
-    if str(data) == "synthetic":
-        s = cfg["synthetic"]
-        kw = dict(grain_size=s["grain_size"], period=s["period"])
-        return (make_volumes(s["n_train"], s["shape"], seed, **kw), make_volumes(s["n_val"], s["shape"], seed + 1000, **kw))
-    from micro_sym.io.datasets import LabeledDataset
-
-    ds = LabeledDataset(data)
-    if ds.ndim != 3:
-        raise MicroSymError(f"{data}: 3D model config but this dataset is {ds.ndim}D")
-    vols = [(s.image, s.grains, s.orientation) for s in ds]
-    frac = cfg["train"]["val_fraction"]
-    n_val = min(len(vols) - 1, max(1, int(round(len(vols) * frac)))) if frac > 0 and len(vols) > 1 else 0
-    return vols[n_val:], vols[:n_val]
-
-
-def cli_train3d(config, data, out, *, val=None, device=None, seed=None, steps=None, log=print):
-    """``micro-sym train`` for 3D configs: train, validate, write ``OUT/model.pt`` and ``OUT/report.json``."""
-    import copy as _copy
-
-    import yaml
-
-    from micro_sym.models import save_model
-    from micro_sym.models.gcnn3d import build_model3d
-
-    cfg = _copy.deepcopy(TRAIN3D_DEFAULTS)
-    user = yaml.safe_load(Path(config).read_text()) or {}
-    for key, value in user.items():
-        if isinstance(value, dict) and key in cfg:
-            cfg[key].update(value)
-        else:
-            cfg[key] = value
-    t = cfg["train"]
-    t["device"] = device or t["device"]
-    t["seed"] = t["seed"] if seed is None else seed
-    t["steps"] = t["steps"] if steps is None else steps
-    train_vols, val_vols = _load_volumes(data, cfg, t["seed"])
-    if val is not None:
-        _, val_vols = _load_volumes(val, {**cfg, "train": {**t, "val_fraction": 1.0}}, t["seed"])
-    model = build_model3d(cfg["model"])
-    hist = train3d(model, train_vols, steps=t["steps"], crop=t["crop"], batch=t["batch"], lr=t["lr"],
-                   seconds=t["seconds"], augment=t["augment"], seed=t["seed"], device=t["device"], amp=t["amp"],
-                   log=lambda s, loss, el: log(f"step {s} loss {loss:.4f} ({el:.0f} s)"))
-    metrics = evaluate3d(model.cpu(), val_vols, threshold_deg=cfg["eval"]["threshold_deg"],
-                         min_size=cfg["eval"]["min_size"]) if val_vols else {}
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    prov = {"data": str(data), "config": cfg, "steps_done": len(hist)}
-    save_model(model, out / "model.pt", trained_on=prov, metrics=metrics)
-    (out / "report.json").write_text(json.dumps({"overall": metrics, "loss": hist, **prov}, indent=2, default=str))
-    log(f"done: {out / 'model.pt'} | val boundary F1 {metrics.get('boundary_f1', float('nan')):.3f}, grain F1 "
-        f"{metrics.get('grain_f1', float('nan')):.3f}, median misorientation {metrics.get('median_misorientation_deg', float('nan')):.2f}°")
-    return metrics
 
 
 def cli_evaluate3d(model, dataset, *, device="cpu", threshold=5.0, min_size=20, boundary_threshold=0.5, json_out=None,
                    log=print):
     """``micro-sym evaluate`` for 3D models: boundary F1, grain F1 (IoU > 0.5), median misorientation."""
+    from types import SimpleNamespace
+
     from micro_sym.models import load_model
+    from micro_sym.training.config import SyntheticCfg
 
     m = load_model(model, device=device, export=True)
-    # ``synthetic`` regenerates the held-out volumes of the model's own training config when it has one.
-    # (an exported file keeps its source's provenance under "source")
-    trained = (m.meta.get("trained_on") or m.meta.get("source", {}).get("trained_on") or {}).get("config") or {}
-    syn = {**TRAIN3D_DEFAULTS["synthetic"], **(trained.get("synthetic") or {})}
-    seed = int((trained.get("train") or {}).get("seed", 0))
-    train, held_out = _load_volumes(dataset, {**TRAIN3D_DEFAULTS, "synthetic": syn, "train": {"val_fraction": 0.0}}, seed)
-    # ``synthetic``: the held-out volumes (other seeds than training); a dataset: all of its volumes.
-    vols = held_out if str(dataset) == "synthetic" else train
+    if str(dataset) == "synthetic":
+        # The held-out volumes of the model's own training config (other seeds than training); an
+        # exported file keeps its source's provenance under "source".
+        trained = (m.meta.get("trained_on") or m.meta.get("source", {}).get("trained_on") or {}).get("config") or {}
+        seed = int(trained.get("seed", (trained.get("train") or {}).get("seed", 0)))  # files before the one config
+        cfg = SimpleNamespace(synthetic=SyntheticCfg(**(trained.get("synthetic") or {})), seed=seed)
+        vols = make_volumes(cfg.synthetic.n_val, cfg.synthetic.shape, seed + 1000, **_synth_kw(cfg))
+    else:
+        vols = [v[1:] for v in load_volumes(dataset, None)]
     metrics = evaluate3d(m, vols, threshold_deg=threshold, min_size=min_size, boundary_threshold=boundary_threshold,
                          device=device)
     log(f"boundary F1 {metrics['boundary_f1']:.3f}  grain F1 {metrics['grain_f1']:.3f}  "

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from micro_sym.errors import MicroSymError
+from micro_sym.orientation.symmetry import lattice as find_lattice
 from micro_sym_napari._core import Progress
 
 
@@ -127,9 +128,10 @@ def iter_retrain(image, grains, settings: RetrainSettings):
     RetrainResult
         Through ``StopIteration.value``: the written model file and the per-epoch training history.
     """
-    from micro_sym.training import train2d as T
-    from micro_sym.models import load_model, resolve_model_path
     from micro_sym.inference.whole_image import predict_image
+    from micro_sym.models import load_model, resolve_model_path
+    from micro_sym.training.config import finetuning_config
+    from micro_sym.training.loop import train
 
     check_retrain(image, grains, settings)
     image = np.asarray(image, np.float32)
@@ -140,11 +142,11 @@ def iter_retrain(image, grains, settings: RetrainSettings):
     model = load_model(path)
     if getattr(model, "exported", False) or int(getattr(model, "ndim", 2)) != 2 or not hasattr(model, "config"):
         raise MicroSymError(f"{settings.model}: retraining needs a trained 2D model file (.pt), not an exported or 3D one")
-    lattice = {4: "square", 6: "hexagonal"}[model.k]
+    lattice = find_lattice(model.k, ndim=2).name
     angles = predict_image(model.export(), image)["orientation"]
     orientation = grain_mean_angles(grains, angles, 360.0 / model.k)
 
-    cfg = T.finetuning_config(model)
+    cfg = finetuning_config(model)
     cfg.optim.epochs, cfg.optim.lr = int(settings.epochs), float(settings.lr)
     cfg.optim.warmup_steps = min(cfg.optim.warmup_steps, 10)
     cfg.data.steps_per_epoch = int(settings.steps_per_epoch)
@@ -162,7 +164,7 @@ def iter_retrain(image, grains, settings: RetrainSettings):
         history = []
         for epoch in range(1, settings.epochs + 1):
             # One epoch per call (resuming the run's own checkpoint): the generator yields between epochs.
-            T.train(cfg, data, run, val=data, resume=epoch > 1, init=path if epoch == 1 else None,
+            train(cfg, data, run, val=data, resume=epoch > 1, init=path if epoch == 1 else None,
                     stop_after_epoch=epoch, log=lambda s: None)
             history = _history(run)
             h = history[-1]
