@@ -8,7 +8,7 @@ import typer
 
 
 def info(
-    path: Path = typer.Argument(..., help="TIFF file, Zarr array/group or OME-Zarr image."),
+    path: Path = typer.Argument(..., help="TIFF, Zarr, OME-Zarr or microscope file (.dm3/.dm4, .emd, .ser, MRC)."),
     array: str = typer.Option(None, "--array", help="Array name inside a Zarr group."),
     level: int = typer.Option(0, "--level", help="OME-Zarr multiscale level."),
 ):
@@ -28,6 +28,8 @@ def info(
         ("pixel size", size.strip()),
         ("value range", f"{lo:g} .. {hi:g}"),
     ]
+    if img.metadata.get("source"):  # microscope files: which signal (and frame of a stack) was taken
+        rows.insert(1, ("source", f"{img.metadata.get('format', '')}, {img.metadata['source']}"))
     for key, value in rows:
         typer.echo(f"{key:>12}: {value}")
 

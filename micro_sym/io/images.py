@@ -12,56 +12,13 @@ with the input raise :class:`~micro_sym.errors.MicroSymError` with one line nami
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import dask.array as da
 import numpy as np
 
 from micro_sym.errors import MicroSymError
-
-TIFF_SUFFIXES = (".tif", ".tiff", ".btf", ".tf8")
-# Processing-friendly chunk sizes: one network tile, not one TIFF strip or one whole file.
-DEFAULT_CHUNKS = {2: (1024, 1024), 3: (128, 128, 128)}
-SPATIAL_AXES = {2: "yx", 3: "zyx"}
-
-
-@dataclass
-class Image:
-    """A lazily loaded 2D ``(y, x)`` or 3D ``(z, y, x)`` image and what is known about it."""
-
-    data: da.Array
-    path: Path
-    pixel_size: tuple[float, ...] | None = None  # per spatial axis, in ``unit``
-    unit: str | None = None
-    axes: str = ""
-    metadata: dict = field(default_factory=dict)
-    store: object = None  # the zarr.Array behind ``data`` for Zarr inputs (storage chunks, direct reads)
-
-    @property
-    def ndim(self) -> int:
-        return self.data.ndim
-
-    def read(self, region) -> np.ndarray:
-        """One region (a tuple of slices) as numpy.
-
-        Straight from the Zarr array when there is one: dask's assembly of the many chunks a tile
-        with a halo touches costs about as much as decompressing them. Else through dask.
-        """
-        s = self.store
-        lead = s.ndim - self.ndim if s is not None else 0
-        if s is not None and tuple(s.shape[lead:]) == tuple(self.data.shape):
-            return np.asarray(s[(0,) * lead + tuple(region)])  # leading axes were singletons (squeezed)
-        return np.asarray(self.data[tuple(region)].compute(scheduler="synchronous"))
-
-    @property
-    def name(self) -> str:
-        name = self.path.name
-        for suffix in (".ome.tiff", ".ome.tif", ".ome.zarr", *TIFF_SUFFIXES, ".zarr"):
-            if name.lower().endswith(suffix):
-                return name[: -len(suffix)]
-        return self.path.stem
-
+from micro_sym.io.base import DEFAULT_CHUNKS, SPATIAL_AXES, TIFF_SUFFIXES, Image
 
 def open_image(path, *, array: str | None = None, level: int = 0, chunks=None) -> Image:
     """Open a 2D or 3D image lazily.
@@ -70,7 +27,8 @@ def open_image(path, *, array: str | None = None, level: int = 0, chunks=None) -
     ----------
     path : str or Path
         A ``.tif``/``.tiff`` file, a Zarr array, a Zarr group plus ``array``, or an OME-Zarr image
-        (``path/to/array`` inside a group also works).
+        (``path/to/array`` inside a group also works), or an electron-microscope file (``.dm3``,
+        ``.dm4``, ``.emd``, ``.ser``/``.emi``, MRC; read by :mod:`micro_sym.io.microscope`).
     array : str, optional
         Name of the array inside a Zarr group.
     level : int
@@ -81,15 +39,20 @@ def open_image(path, *, array: str | None = None, level: int = 0, chunks=None) -
     path = Path(path)
     if not path.exists():
         raise MicroSymError(f"{path}: no such file or directory")
+    from micro_sym.io.microscope import MICROSCOPE_SUFFIXES, open_microscope
+
     if _is_tiff(path):
         img = _open_tiff(path)
+    elif path.is_file() and path.suffix.lower() in MICROSCOPE_SUFFIXES:
+        img = open_microscope(path)  # .dm3/.dm4, .emd, .ser/.emi, MRC (micro_sym/io/microscope.py)
     elif path.is_dir():
         img = _open_zarr(path, array, level)
     elif path.suffix.lower() == ".zarr" or path.name in ("zarr.json", ".zarray"):
         raise MicroSymError(f"{path}: a Zarr store must be a directory")
     else:
         raise MicroSymError(
-            f"{path}: unsupported file type '{path.suffix or path.name}' (expected .tif/.tiff, .zarr or OME-Zarr)"
+            f"{path}: unsupported file type '{path.suffix or path.name}' (expected .tif/.tiff, .zarr, OME-Zarr "
+            "or a microscope file: .dm3/.dm4, .emd, .ser/.emi, .mrc/.mrcs/.rec/.st/.ali)"
         )
     img.data = _squeeze_to_spatial(img, path)
     _check_dtype(img.data.dtype, path)
