@@ -36,7 +36,8 @@ warnings.filterwarnings("ignore")
 
 from _common import RESULTS, ROOT, log, write_json  # noqa: E402
 from micro_sym.deploy.export import export_model, load_deployed  # noqa: E402
-from micro_sym.deploy.measure import count_macs, count_parameters, equivariance_error, evaluate_accuracy  # noqa: E402
+from micro_sym.deploy.measure import count_macs, count_parameters, evaluate_accuracy  # noqa: E402
+from micro_sym.models.base import equivariance_error  # noqa: E402
 from micro_sym.deploy.prune import channel_prune_plain, prune_model  # noqa: E402
 from micro_sym.models.fields import layer_fields  # noqa: E402
 from micro_sym.training.finetune import finetune_model  # noqa: E402

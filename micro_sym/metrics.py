@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
+from micro_sym.grains.boundaries import find_boundaries
 from micro_sym.orientation import misorientation_2d
 
 BOUNDARY_TOLERANCE = 2.0
@@ -26,17 +27,10 @@ def boundary_from_labels(labels: np.ndarray) -> np.ndarray:
     """Boundary mask of a label image: label 0, or a 4-neighbour with another label (both sides).
 
     Marking both sides gives a 2-px band along touching labels, centred on the interface, which is
-    also the training target; a band of 0 labels is marked as it is.
+    also the training target; a band of 0 labels is marked as it is
+    (:func:`~micro_sym.grains.boundaries.find_boundaries`, ``mode="thick_zero"``).
     """
-    labels = np.asarray(labels)
-    b = labels == 0
-    dy = labels[1:, :] != labels[:-1, :]
-    dx = labels[:, 1:] != labels[:, :-1]
-    b[1:, :] |= dy
-    b[:-1, :] |= dy
-    b[:, 1:] |= dx
-    b[:, :-1] |= dx
-    return b
+    return find_boundaries(labels, mode="thick_zero")
 
 
 def _thin(mask: np.ndarray) -> np.ndarray:

@@ -20,4 +20,5 @@ def assert_reproduces_reference(name: str, reference: str) -> dict:
     assert portability.compare(portability.summary(name), ref) == []
     shifted = dict(ref, raw=[v + 0.01 for v in ref["raw"]])
     assert portability.compare(ref, shifted)  # and a real difference is reported
+    assert portability.compare(ref, dict(ref, grains_sha256="other"))  # other grains, same count
     return ref

@@ -19,8 +19,7 @@ def test_decode_recovers_random_orientations(degrees):
     c = quat_to_sh4(q, degrees)
     assert c.shape == (3000, sum(DIM[l] for l in degrees))
     err = misorientation_cubic(q, sh_to_quat(c, degrees))
-    assert err.max() < 0.5, err.max()
-    assert np.median(err) < 1e-3
+    assert err.max() < 1e-4, err.max()  # exact coefficients decode to float rounding (measured 2.4e-6°)
 
 
 def test_field_is_cubic_invariant_and_not_more():

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,10 +13,8 @@ from micro_sym.io.ebsd import read_ang, read_ctf, read_ebsd, write_ang, write_ct
 from micro_sym.errors import MicroSymError
 from micro_sym.grains import reconstruct_grains
 
-DEFDAP = Path("/work/shared/data/defdap_ebsd")
-if not DEFDAP.exists():
-    DEFDAP = Path(__file__).resolve().parents[2] / "shared" / "data" / "defdap_ebsd"
-pytestmark = pytest.mark.skipif(not (DEFDAP / "testDataEBSD.cpr").exists(), reason="DefDAP data not available")
+from _shared import shared_path
+
 
 
 def run(args):
@@ -29,13 +26,13 @@ def run(args):
 
 @pytest.fixture(scope="module")
 def oxford():
-    return read_ebsd(DEFDAP / "testDataEBSD.crc")
+    return read_ebsd(shared_path("defdap_ebsd", "testDataEBSD.crc"))
 
 
 @pytest.fixture
 def oxford_copy(tmp_path):
     for s in (".cpr", ".crc"):
-        shutil.copy(DEFDAP / f"testDataEBSD{s}", tmp_path / f"m{s}")
+        shutil.copy(shared_path("defdap_ebsd", f"testDataEBSD{s}"), tmp_path / f"m{s}")
         (tmp_path / f"m{s}").chmod(0o644)
     return tmp_path / "m.cpr"
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,9 +18,8 @@ from micro_sym.grains import (
 )
 from micro_sym.grains import reconstruct as rec
 
-DEFDAP = Path("/work/shared/data/defdap_ebsd")
-if not DEFDAP.exists():  # checkouts keep the shared data next to the repository
-    DEFDAP = Path(__file__).resolve().parents[2] / "shared" / "data" / "defdap_ebsd"
+from _shared import shared_path
+
 
 
 def same_partition(a, b):
@@ -36,9 +34,7 @@ def same_partition(a, b):
 
 @pytest.fixture(scope="module")
 def defdap_map():
-    if not (DEFDAP / "testDataEBSD.cpr").exists():
-        pytest.skip("DefDAP reference data not available")
-    return read_ebsd(DEFDAP / "testDataEBSD.cpr")
+    return read_ebsd(shared_path("defdap_ebsd", "testDataEBSD.cpr"))
 
 
 # ----------------------------------------------------------------------------- DefDAP reference
@@ -47,7 +43,7 @@ def defdap_map():
 @pytest.mark.parametrize("min_size", [0, 10, 100])
 def test_matches_defdap_partition(defdap_map, min_size):
     """DefDAP's rule: 5°, 4-connected, pairwise (neighbour-to-neighbour) test, small grains dropped."""
-    ref = np.load(DEFDAP / f"ebsd_grains_5deg_{min_size}.npz")["grains"]
+    ref = np.load(shared_path("defdap_ebsd", f"ebsd_grains_5deg_{min_size}.npz"))["grains"]
     m = defdap_map
     lab = reconstruct_grains(m.quaternions, symmetry="cubic", threshold=5.0, connectivity=1, mask=m.mask,
                              phase=m.phase, min_size=min_size, small="drop")
@@ -60,7 +56,7 @@ def test_matches_defdap_partition(defdap_map, min_size):
 
 def test_defdap_boundary_points(defdap_map):
     """Points whose +x / +y neighbour is across a >5° boundary equal DefDAP's boundary lists."""
-    b = np.load(DEFDAP / "ebsd_grain_boundaries_5deg.npz")
+    b = np.load(shared_path("defdap_ebsd", "ebsd_grain_boundaries_5deg.npz"))
     q = defdap_map.quaternions
     kind = orientation_kind(q.shape, "cubic")
     cut_x = ~rec.pair_connected(q[:, :, :-1], q[:, :, 1:], kind, 5.0)

@@ -8,7 +8,6 @@ h5py) so every reader runs without the shared data; the two real micrographs in
 from __future__ import annotations
 
 import json
-import os
 import struct
 import subprocess
 import sys
@@ -22,20 +21,15 @@ from micro_sym.errors import MicroSymError
 from micro_sym.io import open_image, value_range
 from micro_sym.io.microscope import MICROSCOPE_SUFFIXES, _length, open_microscope
 
-REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real_micrographs"
+from _shared import shared_path
+
 AU_EMD = "example_Au_nanoparticle.emd"  # Velox HAADF-STEM, 2048² uint16, 7.4984e-12 m per pixel
 MOS2_DM3 = "example_Se_implanted_MoS2.dm3"  # 1024² (DataType 11: uint32), 0.0126953125 nm per pixel
 
 
 def shared_file(name: str) -> Path:
-    """A file of the shared real-micrograph data: skipped when absent, but a failure on CI."""
-    path = REAL / name
-    if not path.is_file():
-        message = f"shared test data missing: {path}"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
-    return path
+    """A file of the shared real-micrograph data (skipped when absent, a failure on CI)."""
+    return shared_path("real_micrographs", name)
 
 
 def run_cli(*args):
@@ -546,3 +540,16 @@ def test_tia_emi_without_ser_and_bad_ser(tmp_path):
 ])
 def test_length_units(unit, expected):
     assert _length(unit) == expected
+
+
+def test_napari_reader_opens_microscope_files_scaled(tmp_path):
+    from micro_sym_napari._reader import napari_get_reader
+
+    path = tmp_path / "scan.dm3"
+    data = np.arange(48 * 64, dtype=np.float32).reshape(48, 64)
+    write_dm(path, data, scales=(0.5, 0.25), units=("Å", "Å"))
+    reader = napari_get_reader(str(path))
+    assert reader is not None
+    [(layer_data, kwargs, kind)] = reader(str(path))
+    assert kind == "image" and kwargs["scale"] == pytest.approx((0.05, 0.025))
+    np.testing.assert_array_equal(np.asarray(layer_data), data)

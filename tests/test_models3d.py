@@ -97,10 +97,9 @@ def test_export_identical(case):
 def test_decoded_orientations_rotate(case):
     # q -> r q: decoding the output of the rotated volume gives the rotated decoded orientations.
     name, cfg, m, exported = case
-    x = _input(2)[..., 2:-2, 2:-2, 2:-2]  # 12³: decoding is the slow part
+    x = _input(2)[..., 4:-4, 4:-4, 4:-4]  # 8³: decoding is the slow part
     q0 = _decode(m(x), m.degrees)
-    group = _group(cfg)
-    for gi in (group[5], group[-1]):  # two elements (one C3 and one other); all are covered above
+    for gi in _group(cfg)[1:]:  # every element but the identity
         r = cube_grid_rotations()[gi]
         y_rot = exported(rotate_volume(x, r))
         q_rot = _decode(y_rot, m.degrees)
@@ -151,7 +150,7 @@ def test_grains_map_exactly():
     y = torch.cat([y[:, :1], field], 1)
     g0 = grains_of(y)
     assert g0.max() >= 2
-    for gi in (1, 7, 13, 23):
+    for gi in range(1, 24):
         y_rot = rotate_output(y, gi, m.degrees)
         g1 = grains_of(y_rot)
         g0r = np.ascontiguousarray(rotate_volume(g0, cube_grid_rotations()[gi]))

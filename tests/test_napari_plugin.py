@@ -21,6 +21,7 @@ napari = pytest.importorskip("napari")
 pytest.importorskip("pytestqt")
 
 from micro_sym.errors import MicroSymError  # noqa: E402
+from micro_sym.inference import interactive  # noqa: E402
 from micro_sym_napari import _core, _widgets  # noqa: E402
 from micro_sym_napari._reader import napari_get_reader  # noqa: E402
 
@@ -160,7 +161,7 @@ def test_core_tiles_reproduce_whole_image_segmentation():
 
     image = tifffile.imread(SAMPLE_2D)
     steps = []
-    gen = _core.iter_segment(image, _core.SegmentSettings(model="default-2d", tile=192))
+    gen = interactive.iter_segment(image, interactive.SegmentSettings(model="default-2d", tile=192))
     while True:
         try:
             steps.append(next(gen))
@@ -182,10 +183,10 @@ def test_core_large_results_live_on_disk_and_stay_lazy(monkeypatch):
     import zarr
 
     image = tifffile.imread(SAMPLE_2D)[:256, :320]
-    settings = _core.SegmentSettings(model="default-2d", tile=128)
-    ref = _core.segment(image, settings)
-    monkeypatch.setattr(_core, "IN_MEMORY_MAX_BYTES", 0)
-    res = _core.segment(image, settings)
+    settings = interactive.SegmentSettings(model="default-2d", tile=128)
+    ref = interactive.segment(image, settings)
+    monkeypatch.setattr(interactive, "IN_MEMORY_MAX_BYTES", 0)
+    res = interactive.segment(image, settings)
     assert isinstance(res.grains, zarr.Array) and isinstance(res.orientation, zarr.Array)
     np.testing.assert_array_equal(res.grains[...], ref.grains)
     layers = {kw["name"]: d for d, kw, kind in _core.result_layers(res, "crop")}
@@ -200,27 +201,27 @@ def test_core_auto_runs_the_chosen_method_and_says_why():
 
     for dose, method in ((2.0, "classical"), (100.0, "robust-2d")):
         image = synth_2d(Synth2DConfig.model_validate({"size": (256, 256), "imaging": {"dose": dose}}), seed=7).image
-        res = _core.segment(image, _core.SegmentSettings(model=_core.AUTO, tile=128))
-        alone = _core.segment(image, _core.SegmentSettings(model=method, tile=128))
+        res = interactive.segment(image, interactive.SegmentSettings(model=interactive.AUTO, tile=128))
+        alone = interactive.segment(image, interactive.SegmentSettings(model=method, tile=128))
         assert res.method.startswith(f"auto: {alone.method}, fringe SNR"), res.method
         assert res.info["auto"]["chose"] == ("classical" if method == "classical" else "network")
         np.testing.assert_array_equal(res.grains, alone.grains)
-    assert _core.available_models()[0] == _core.AUTO
+    assert interactive.available_models()[0] == interactive.AUTO
 
 
 def test_core_auto_runs_the_bundled_3d_network_on_volumes(monkeypatch):
     """'auto' on a volume: the bundled default-3d (auto's choice is between 2D methods)."""
-    _core.check_settings(_core.SegmentSettings(model=_core.AUTO), 3)  # accepted for volumes
+    interactive.check_settings(interactive.SegmentSettings(model=interactive.AUTO), 3)  # accepted for volumes
     seen = {}
 
     def fake_network(image, settings, pixel_size, unit, net):
         seen["model"] = settings.model
-        return _core.SegmentResult(np.zeros(image.shape, np.uint32), None, None, {}, "cubic", f"network {settings.model}",
+        return interactive.SegmentResult(np.zeros(image.shape, np.uint32), None, None, {}, "cubic", f"network {settings.model}",
                                    None, None, 1, 0.0, {})
         yield  # a generator, like the real one
 
-    monkeypatch.setattr(_core, "_iter_network", fake_network)
-    res = _core.segment(np.zeros((16, 16, 16), np.float32), _core.SegmentSettings(model=_core.AUTO))
+    monkeypatch.setattr(interactive, "_iter_network", fake_network)
+    res = interactive.segment(np.zeros((16, 16, 16), np.float32), interactive.SegmentSettings(model=interactive.AUTO))
     assert seen["model"] == "default-3d" and res.method == "auto: network default-3d (3D volume)"
 
 
@@ -232,9 +233,9 @@ def test_core_rejects_bad_images_with_clear_messages():
     with pytest.raises(MicroSymError, match="Labels layer"):
         _core.check_image(np.zeros((32, 32), np.uint32), name="g", layer_type="labels")
     with pytest.raises(MicroSymError, match="does not exist"):
-        _core.check_settings(_core.SegmentSettings(model="/nonexistent/model.pt"), 2)
+        interactive.check_settings(interactive.SegmentSettings(model="/nonexistent/model.pt"), 2)
     with pytest.raises(MicroSymError, match="2D micrographs only"):
-        _core.check_settings(_core.SegmentSettings(model=_core.CLASSICAL), 3)
+        interactive.check_settings(interactive.SegmentSettings(model=interactive.CLASSICAL), 3)
 
 
 # -------------------------------------------------------------------------------------- widgets
@@ -349,7 +350,7 @@ def test_bad_inputs_notify_and_change_nothing(make_napari_viewer, qtbot, errors)
     before = _snapshot(viewer)
     expected = [("stack 4D", "default-2d", "4D"), ("colour photo", "default-2d", "RGB"),
                 ("some labels", "default-2d", "Labels layer"), ("small volume", "/no/such/model.pt", "does not exist"),
-                ("small volume", _core.CLASSICAL, "2D micrographs only")]
+                ("small volume", interactive.CLASSICAL, "2D micrographs only")]
     for layer, model, message in expected:
         w.image_combo.setCurrentText(layer)
         w.set_model(model)
@@ -375,7 +376,7 @@ def test_segment_widget_3d(make_napari_viewer, qtbot, tiny_3d_model, monkeypatch
     net = quaternion_net_3d()
     loaded = []
     # ... and the worker runs the fast fixed-weight network in its place (see quaternion_net_3d).
-    monkeypatch.setattr(_core, "load_network", lambda model, device="cpu": loaded.append(model) or net)
+    monkeypatch.setattr(interactive, "load_network", lambda model, device="cpu": loaded.append(model) or net)
     w.tile_spin.setValue(48)
     stages = []
     worker = w.run()
@@ -394,7 +395,7 @@ def test_segment_widget_3d(make_napari_viewer, qtbot, tiny_3d_model, monkeypatch
     q = np.stack([f[f"mean_q{c}"] for c in "wxyz"], 1)
     np.testing.assert_allclose(np.linalg.norm(q, axis=1), 1.0, atol=1e-5)
     # Tiling is exact in 3D too: same grains as the network on the whole volume.
-    whole = _core.segment(np.asarray(vol.data), _core.SegmentSettings(model=str(tiny_3d_model)), net=net)
+    whole = interactive.segment(np.asarray(vol.data), interactive.SegmentSettings(model=str(tiny_3d_model)), net=net)
     np.testing.assert_array_equal(whole.grains, grains.data)
     # Rotations about z keep sample z along crystal [001]: the IPF-Z map is pure red where defined.
     assert float(np.asarray(chans[1].data).max()) < 1e-3 and float(np.asarray(chans[0].data).min()) > 0.99

@@ -15,6 +15,7 @@ from scipy import ndimage
 
 from micro_sym.errors import MicroSymError
 from micro_sym.orientation import misorientation_2d, quat_to_matrix, random_quaternions
+from micro_sym.orientation.symmetry import lattice as find_lattice
 from micro_sym.synth import (
     Imaging2D,
     Synth2DConfig,
@@ -25,8 +26,6 @@ from micro_sym.synth import (
     synth_2d,
     synth_3d,
 )
-
-K = {"square": 4, "hexagonal": 6}
 
 
 def _taper(mask, width=6.0):
@@ -61,18 +60,18 @@ def _fft_angle_2d(img, mask, lattice):
     # Square: reciprocal basis parallel to the direct one. Hexagonal: rotated by 30°.
     if lattice == "hexagonal":
         ang -= 30.0
-    return float(np.mod(ang, 360.0 / K[lattice])), float(np.hypot(kr, kc))
+    return float(np.mod(ang, find_lattice(lattice).period)), float(np.hypot(kr, kc))
 
 
 @pytest.mark.parametrize("lattice", ["square", "hexagonal"])
 @pytest.mark.parametrize("angle", [0.3, 17.0, 44.5, 59.0, 88.9])
 def test_render_given_grain_map_fft_angle(lattice, angle):
     """A single grain rendered at a given angle shows its lattice peaks exactly there."""
-    angle = float(np.mod(angle, 360 / K[lattice]))
+    angle = float(np.mod(angle, find_lattice(lattice).period))
     ids = np.ones((160, 160), dtype=np.uint32)
     img = render_lattice_2d(ids, {1: angle}, lattice=lattice, period=8.0, rng=1)
     measured, freq = _fft_angle_2d(img, ids > 0, lattice)
-    assert misorientation_2d(measured, angle, K[lattice]) < 1.0
+    assert misorientation_2d(measured, angle, find_lattice(lattice).k) < 1.0
     expected_freq = 1 / 8.0 if lattice == "square" else 2 / (8.0 * np.sqrt(3))
     assert abs(freq - expected_freq) < 0.02 * expected_freq
 
@@ -82,7 +81,7 @@ def test_synth_2d_orientation_matches_fft_of_each_grain(lattice):
     """Every large grain of a generated (noise-free) image has the stored angle, measured by FFT."""
     cfg = Synth2DConfig(size=(320, 320), lattice=lattice, microstructure={"grain_size": 110, "twin_fraction": 0.5})
     s = synth_2d(cfg, seed=4)
-    k = K[lattice]
+    k = find_lattice(lattice).k
     checked = 0
     for g in np.argsort(np.bincount(s.grains.ravel()))[::-1][:5]:
         mask = s.grains == g

@@ -7,7 +7,7 @@
 
 Loads the file (weights only), predicts a 40³ crop of the bundled sample volume (2D models: a 128²
 crop of the first sample micrograph) and prints the boundary-probability mean, the fraction of
-predicted boundary points and the number of seeded grains. ``--write-reference`` also stores the raw
+predicted boundary points and the seeded grains (their count and a hash of the partition). ``--write-reference`` also stores the raw
 network outputs on a sub-grid of that crop; ``--reference`` compares against such a file and exits 1
 when they differ (tests/test_models3d.py and tests/test_models2d.py do the same for the bundled
 default-3d and default-2d; default-2d ships as an escnn file, so this is what shows that its D4 bases
@@ -20,6 +20,7 @@ default-3d, gives the same numbers everywhere.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
 import warnings
@@ -34,8 +35,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/, for _com
 from _common import ROOT  # noqa: E402
 from micro_sym.grains.rules import grains_by_rule, network_rule  # noqa: E402
 from micro_sym.inference import load_network  # noqa: E402
-from micro_sym.inference.network import K_TO_SYMMETRY  # noqa: E402
 from micro_sym.models.normalize import intensity_range  # noqa: E402
+from micro_sym.orientation.symmetry import lattice  # noqa: E402
 
 CROP = {3: 40, 2: 128}  # points per side, from the corner of the first sample volume / micrograph
 STEP = {3: 8, 2: 16}  # the reference keeps raw outputs at every STEP-th point
@@ -59,12 +60,25 @@ def raw_and_maps(model):
 def summary(model) -> dict:
     raw, maps, net = raw_and_maps(model)
     b = maps["boundary"]
-    symmetry = "cubic" if net.ndim == 3 else K_TO_SYMMETRY[net.k]
+    symmetry = "cubic" if net.ndim == 3 else lattice(net.k, ndim=2).name
     grains = grains_by_rule(maps["orientation"], b, network_rule(5.0, net.ndim), symmetry=symmetry, min_size=32)
     sub = raw[(slice(None),) + (slice(None, None, STEP[net.ndim]),) * net.ndim]
     return {"boundary_mean": float(b.mean()), "boundary_fraction": float((b >= 0.5).mean()), "grains": int(grains.max()),
+            "grains_sha256": partition_hash(grains),
             "crop": CROP[net.ndim], "step": STEP[net.ndim], "raw_shape": list(sub.shape),
             "raw": np.round(sub, 6).ravel().tolist()}
+
+
+def partition_hash(labels: np.ndarray) -> str:
+    """SHA-256 of a label map renumbered in raster order of first appearance (0 stays 0): equal
+    hashes mean the same grains, whatever their ids."""
+    flat = labels.ravel()
+    ids, first = np.unique(flat, return_index=True)
+    order = ids[np.argsort(first)]
+    order = order[order != 0]
+    lut = np.zeros(int(flat.max()) + 1, np.uint32)
+    lut[order] = np.arange(1, len(order) + 1, dtype=np.uint32)
+    return hashlib.sha256(lut[flat].astype("<u4").tobytes()).hexdigest()
 
 
 def compare(got: dict, ref: dict) -> list[str]:
@@ -77,6 +91,8 @@ def compare(got: dict, ref: dict) -> list[str]:
         problems.append(f"raw outputs differ from the reference by up to {err:.3g} (tolerance {TOLERANCE})")
     if got["grains"] != ref["grains"]:
         problems.append(f"{got['grains']} seeded grains, reference {ref['grains']}")
+    elif got["grains_sha256"] != ref["grains_sha256"]:
+        problems.append("the seeded grains differ from the reference's (same count, other grains)")
     return problems
 
 

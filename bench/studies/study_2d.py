@@ -55,7 +55,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/, for _com
 
 from _common import BENCH, RESULTS, log, write_json  # noqa: E402
 from micro_sym.io.datasets import LabeledDataset  # noqa: E402
-from micro_sym.deploy.measure import count_macs, count_parameters, cpu_latency, equivariance_error  # noqa: E402
+from micro_sym.deploy.measure import count_macs, count_parameters, cpu_latency  # noqa: E402
+from micro_sym.models.base import equivariance_error  # noqa: E402
 from micro_sym.inference.evaluate import evaluate_model  # noqa: E402
 from micro_sym.models import load_model  # noqa: E402
 from micro_sym.synth import load_config  # noqa: E402

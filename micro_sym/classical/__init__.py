@@ -12,7 +12,6 @@ from micro_sym.classical.filter_bank import (
     DEFAULT_MIN_SIZE,
     DEFAULT_SIGMA,
     DEFAULT_SMOOTH,
-    LATTICE_K,
     boundary_score,
     classical_halo,
     classical_orientation_map,
@@ -25,6 +24,6 @@ from micro_sym.classical.filter_bank import (
     ring_frequency,
 )
 
-__all__ = ["DEFAULT_MIN_SIZE", "DEFAULT_SIGMA", "DEFAULT_SMOOTH", "LATTICE_K", "boundary_score", "classical_halo",
+__all__ = ["DEFAULT_MIN_SIZE", "DEFAULT_SIGMA", "DEFAULT_SMOOTH", "boundary_score", "classical_halo",
            "classical_orientation_map", "classical_segment", "classical_stride", "close_boundaries", "estimate_period",
            "fringe_snr", "radial_power_spectrum", "ring_frequency"]

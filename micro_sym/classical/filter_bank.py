@@ -58,8 +58,8 @@ import numpy as np
 from scipy import fft, ndimage
 
 from micro_sym.errors import MicroSymError
+from micro_sym.orientation.symmetry import lattice as find_lattice
 
-LATTICE_K = {"square": 4, "hexagonal": 6}
 #: Two cores are shared by everyone on this machine; FFTs are the only threaded step.
 WORKERS = 2
 #: Default Gabor envelope sigma, in lattice periods: sets the window (≈ 2.5 periods FWHM of the energy),
@@ -104,9 +104,8 @@ def _check_image(image, what: str = "image") -> np.ndarray:
 
 
 def _check_lattice(lattice: str) -> int:
-    if lattice not in LATTICE_K:
-        raise MicroSymError(f"lattice: unknown '{lattice}' (expected square or hexagonal)")
-    return LATTICE_K[lattice]
+    """``k`` of a 2D lattice name (MicroSymError for others)."""
+    return find_lattice(lattice, ndim=2).k
 
 
 def ring_frequency(period: float, lattice: str = "square") -> float:
@@ -595,7 +594,7 @@ def close_boundaries(orientation, confidence, score, lattice: str = "square", *,
     if markers.max() < 2:
         return score
     regions = watershed((1.0 - conf) + score, markers.astype(np.int32))
-    regions = _merge_regions(regions, orientation, conf, LATTICE_K[lattice], threshold)
+    regions = _merge_regions(regions, orientation, conf, _check_lattice(lattice), threshold)
     band = np.zeros(regions.shape, bool)
     dy = regions[1:] != regions[:-1]
     dx = regions[:, 1:] != regions[:, :-1]

@@ -8,13 +8,12 @@ written into a temporary directory next to DIR and moved into place when complet
 from __future__ import annotations
 
 import shutil
-import tempfile
 from pathlib import Path
 
 import typer
 
 from micro_sym.errors import MicroSymError
-from micro_sym.io import move_into_place
+from micro_sym.io import move_into_place, scratch_folder
 
 
 def classical(
@@ -34,9 +33,9 @@ def classical(
     from micro_sym.classical import DEFAULT_SIGMA, classical_segment
     from micro_sym.grains.stats import grain_table, write_grain_csv
     from micro_sym.io import open_image, write_ome_zarr
+    from micro_sym.orientation.symmetry import lattice as find_lattice
 
-    if lattice not in ("square", "hexagonal"):
-        raise MicroSymError(f"--lattice: expected square or hexagonal, got '{lattice}'")
+    find_lattice(lattice, ndim=2, where="--lattice")
     img = open_image(input, array=array)
     if img.ndim != 2:
         raise MicroSymError(f"{input}: the classical method needs a 2D image, got {img.ndim}D {tuple(img.data.shape)}")
@@ -52,17 +51,7 @@ def classical(
     table = grain_table(labels, res["orientation"], symmetry=lattice, pixel_size=ps, unit=unit)
     produced = [f"{name}.zarr", f"{name}_grains.csv"]
     out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise MicroSymError(f"{out}: exists and is not a directory")
-    clash = [p for p in produced if (out / p).exists()]
-    if clash and not overwrite:
-        raise MicroSymError(f"{out / clash[0]}: already exists (pass --overwrite to replace)")
-    parent = out if out.exists() else out.parent
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=parent))
-    except OSError as err:
-        raise MicroSymError(f"{out}: cannot create output ({err.strerror})") from None
+    tmp = scratch_folder(out, produced, overwrite)
     try:
         arrays = {"boundary": res["boundary"], "orientation": res["orientation"], "grains": labels.astype(np.uint32),
                   "confidence": res["confidence"]}

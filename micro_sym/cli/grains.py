@@ -9,13 +9,12 @@ into place only when complete, so an error leaves nothing behind.
 from __future__ import annotations
 
 import shutil
-import tempfile
 from pathlib import Path
 
 import typer
 
 from micro_sym.errors import MicroSymError
-from micro_sym.io import move_into_place
+from micro_sym.io import move_into_place, scratch_folder
 
 
 def grains(
@@ -64,17 +63,7 @@ def grains(
     out = Path(out)
     produced = [f"{name}.zarr", f"{name}_grains.csv", f"{name}_summary.json", f"{name}_size_hist.png",
                 f"{name}_misorientation_hist.png", f"{name}_orientation.png", f"{name}_grain_map.png"]
-    if out.exists() and not out.is_dir():
-        raise MicroSymError(f"{out}: exists and is not a directory")
-    clash = [p for p in produced if (out / p).exists()]
-    if clash and not overwrite:
-        raise MicroSymError(f"{out / clash[0]}: already exists (pass --overwrite to replace)")
-    parent = out.parent if not out.exists() else out
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=parent))
-    except OSError as err:
-        raise MicroSymError(f"{out}: cannot create output ({err.strerror})") from None
+    tmp = scratch_folder(out, produced, overwrite)
     try:
         arrays = {"grains": labels, "orientation": orient.astype(np.float32), "kam": kam}
         if boundary is not None:

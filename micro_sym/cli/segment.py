@@ -70,12 +70,17 @@ def segment(
     min_size: Optional[int] = typer.Option(None, "--min-size", help="Smallest grain in pixels (default 32)."),
     batch: int = typer.Option(1, "--batch", help="Tiles per forward call."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan (blocks, memory estimate, outputs) and exit."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Start every input afresh: delete its NAME.zarr, "
+                                   "NAME_grains.csv and run state in --out first (otherwise files of a different run, "
+                                   "or not written by micro-sym, are refused)."),
 ):
     """Segment many images or volumes into boundary, orientation and grain maps, block by block.
 
     Without --model, --method auto chooses per 2D input: the classical filter bank when the image's lattice fringe signal-to-noise ratio (power-spectrum ring over the shot-noise floor) is below a calibrated threshold (1.1 dB, between 2 and 3 counts/px; the network fails at 2), else the robust-2d network. The choice is printed and kept in the run manifest. A batch of 3D volumes only runs the bundled default-3d network.
 
     With --method classical the maps come from the Gabor filter bank of `micro-sym classical`, run block-wise without its boundary-closing step (a whole-image watershed, not tile-local): boundaries are orientation jumps only, and grains follow the plain misorientation pair rule. The lattice period is estimated once per input (or --period) and kept for a resume.
+
+    A rerun with the same settings resumes an interrupted input and skips a complete one; outputs of different settings, or files in --out not written by micro-sym, are refused unless --overwrite. One run at a time writes an input's outputs: a second run on the same input and --out is refused (lock file OUT/.NAME.lock, released when the first run exits, however it exits).
     """  # one line per paragraph: the help text keeps line breaks
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -95,7 +100,8 @@ def segment(
     paths = expand_inputs(inputs)
     console = Console(stderr=True)
     kwargs = dict(block=_parse_tile(tile), chunk=_parse_tile(chunk), threshold=threshold, min_size=min_size,
-                  batch=batch, dry_run=dry_run, model=model, method=method, lattice=lattice, period=period)
+                  batch=batch, dry_run=dry_run, overwrite=overwrite, model=model, method=method, lattice=lattice,
+                  period=period)
     if dry_run:
         results = run_segment(paths, out, scheduler=scheduler, workers=workers, device=device, **kwargs)
         # Plain lines, not a table: paths stay whole in narrow terminals and logs.

@@ -154,7 +154,14 @@ def deployed_network(model, fold_bn: bool = True) -> tuple[DeployedUNet, dict]:
         ``b' = (b − μ)·γ/σ + β``): the same function with one full-resolution memory pass less per
         layer. InnerBatchNorm shares γ, β, μ, σ over the |G| channels of a field, so the folded
         filters stay exactly as equivariant as before.
+
+    An already deployed file (:class:`DeployedModel`, e.g. the bundled ``default-3d``) converts too:
+    plain torch and safetensors files hold the :class:`DeployedUNet` itself, TorchScript files its
+    weights under the same names (rebuilt from the stored layer spec). ONNX files cannot be turned
+    back into torch layers and raise :class:`MicroSymError`.
     """
+    if isinstance(model, DeployedModel):
+        return _redeployed_network(model, fold_bn)
     src = model
     if not getattr(model, "exported", False):
         if not hasattr(model, "export"):
@@ -170,6 +177,41 @@ def deployed_network(model, fold_bn: bool = True) -> tuple[DeployedUNet, dict]:
     net = build_from_spec(spec)
     net.load_state_dict(ref.state_dict(), strict=True)
     return net.eval(), {"spec": spec, "batch_norm_folded": bool(fold_bn), **model_metadata(model)}
+
+
+def _redeployed_network(model: DeployedModel, fold_bn: bool) -> tuple[DeployedUNet, dict]:
+    """:func:`deployed_network` of a deployed file: its plain network again, with its metadata."""
+    where = model.meta.get("path", "model")
+    if model.fmt in ("torch", "safetensors"):
+        ref = model.net
+    elif model.fmt == "torchscript" and getattr(model, "spec", None):
+        ref = build_from_spec(model.spec)
+        try:
+            ref.load_state_dict(model._runtime().state_dict(), strict=True)
+        except RuntimeError as err:
+            raise MicroSymError(f"{where}: TorchScript weights do not fit its layer spec ({str(err).splitlines()[0]})") from None
+    else:
+        raise MicroSymError(f"{where}: already exported ({model.fmt}); {model.fmt} holds no torch layers to convert: "
+                            f"export the source model, or its .pt, .safetensors or .ts export, to the format you need")
+    ref = copy_module(ref).cpu().eval()
+    folded = bool(model.meta.get("batch_norm_folded", False))
+    if fold_bn and not folded:
+        ref = _fold_batch_norms(ref)
+    spec = network_spec_of(ref)
+    net = build_from_spec(spec)
+    net.load_state_dict(ref.state_dict(), strict=True)
+    # The interface values and the provenance of the original source carry over; this file's own
+    # path, hash and format do not (the new file gets its own).
+    meta = {k: v for k, v in model.meta.items() if k not in ("path", "sha256", "format", "spec", "batch_norm_folded")}
+    meta["converted_from"] = {k: model.meta[k] for k in ("path", "sha256", "format") if k in model.meta}
+    return net.eval(), {"spec": spec, "batch_norm_folded": folded or bool(fold_bn), **json.loads(json.dumps(meta, default=str))}
+
+
+def copy_module(m: nn.Module) -> nn.Module:
+    """A deep copy (the deployed model keeps its own network untouched by folding and ``.cpu()``)."""
+    import copy
+
+    return copy.deepcopy(m)
 
 
 @torch.no_grad()
@@ -498,5 +540,7 @@ def load_deployed(path, device: str = "cpu") -> DeployedModel:
     except Exception as err:  # truncated or foreign files
         raise MicroSymError(f"{path}: unreadable {fmt} model file ({type(err).__name__}: {str(err).splitlines()[0][:120]})") from None
     model.meta.update({"path": str(path), "sha256": sha, "format": fmt})
-    model.meta.pop("spec", None)
+    # The layer spec leaves the metadata (reports print it) but stays with the model: a TorchScript
+    # file is converted to other formats by rebuilding its layers from it.
+    model.spec = model.meta.pop("spec", None)
     return model.to(device).eval()

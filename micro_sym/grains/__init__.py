@@ -3,6 +3,7 @@
 >>> from micro_sym.grains import reconstruct_grains, grain_table, map_summary   # doctest: +SKIP
 """
 
+from micro_sym.grains.boundaries import find_boundaries  # noqa: F401
 from micro_sym.grains.reconstruct import (  # noqa: F401
     face_equivalences,
     filter_small_grains,

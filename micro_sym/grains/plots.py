@@ -3,7 +3,7 @@
 Each function takes arrays (a 2D map, or one 3D slice chosen by the caller) and writes one PNG.
 Orientation colours: cyclic ``twilight`` colormap over ``[0, 360/k)`` for 2D angles, with a colour
 wheel showing the k-fold period; IPF colouring (sample direction, default Z) for cubic quaternions,
-with the standard [001]-[101]-[111] triangle as key.
+with the standard [001]-[101]-[111] triangle as key (colours shared with napari: :mod:`micro_sym.grains.colours`).
 """
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from micro_sym import orientation as ori
+from micro_sym.grains.boundaries import find_boundaries
+from micro_sym.grains.colours import ANGLE_COLORMAP, IPF_KEY_EXTENT, angle_fraction, ipf_key, ipf_key_corners
 from micro_sym.grains.reconstruct import orientation_kind
 
 
@@ -83,7 +85,7 @@ def orientation_rgb(orientation, symmetry=None, direction=(0.0, 0.0, 1.0)):
     if kind.kind == "angle":
         plt = _plt()
         period = 360.0 / kind.k
-        rgb = plt.get_cmap("twilight")(np.mod(orient, period) / period)[..., :3]
+        rgb = plt.get_cmap(ANGLE_COLORMAP)(angle_fraction(orient, period))[..., :3]
         rgb[~np.isfinite(orient)] = 1.0
         return rgb
     q = np.moveaxis(orient, 0, -1)
@@ -100,7 +102,7 @@ def plot_orientation_map(path, orientation, *, symmetry=None, pixel_size=None, u
     kind = orientation_kind(orient.shape, symmetry)
     rgb = orientation_rgb(orient, symmetry, direction)
     if labels is not None:
-        rgb = np.where(_boundary_mask(np.asarray(labels))[..., None], 0.0, rgb)
+        rgb = np.where(find_boundaries(labels, mode="one_sided")[..., None], 0.0, rgb)
     extent, u = _extent(rgb.shape[:2], pixel_size, unit)
     fig = plt.figure(figsize=(8, 4.8))
     ax = fig.add_axes([0.05, 0.1, 0.62, 0.82])
@@ -124,7 +126,7 @@ def _angle_key(ax, k):
     th = np.linspace(0, 2 * np.pi, 361)
     r = np.linspace(0.5, 1.0, 2)
     T, R = np.meshgrid(th, r)
-    ax.pcolormesh(T, R, np.mod(np.rad2deg(T), period) / period, cmap=plt.get_cmap("twilight"), vmin=0, vmax=1,
+    ax.pcolormesh(T, R, angle_fraction(np.rad2deg(T), period), cmap=plt.get_cmap(ANGLE_COLORMAP), vmin=0, vmax=1,
                   shading="auto")
     ax.set_yticks([])
     ax.set_xticks(np.deg2rad(np.arange(0, 360, period / 2 if k <= 4 else period)))
@@ -133,31 +135,12 @@ def _angle_key(ax, k):
 
 def _ipf_key(ax, n: int = 160):
     """Standard cubic triangle [001]-[101]-[111] in stereographic projection, coloured like the map."""
-    # Grid over the projection plane; keep points inside the triangle z >= x >= y >= 0.
-    X, Y = np.meshgrid(np.linspace(0, 0.42, n), np.linspace(0, 0.38, n))
-    r2 = X**2 + Y**2
-    v = np.stack([2 * X, 2 * Y, 1 - r2], -1) / (1 + r2)[..., None]  # inverse stereographic
-    inside = (v[..., 2] >= v[..., 0]) & (v[..., 0] >= v[..., 1]) & (v[..., 1] >= 0)
-    rgb = ori.ipf_colour_from_crystal_direction(v)
-    img = np.concatenate([rgb, inside[..., None].astype(float)], -1)
-    ax.imshow(img, origin="lower", extent=(0, 0.42, 0, 0.38))
-    for label, d in (("001", (0, 0, 1)), ("101", (1, 0, 1)), ("111", (1, 1, 1))):
-        d = np.asarray(d, float) / np.linalg.norm(d)
-        px, py = d[0] / (1 + d[2]), d[1] / (1 + d[2])
+    xmax, ymax = IPF_KEY_EXTENT
+    ax.imshow(ipf_key(n, origin="lower", dtype=np.float64), origin="lower", extent=(0, xmax, 0, ymax))
+    for label, px, py in ipf_key_corners():
         ax.annotate(label, (px, py), textcoords="offset points", xytext=(-6, -12 if label != "111" else 4), fontsize=9)
     ax.set_axis_off()
     ax.set_title("IPF key (cubic)", fontsize=9)
-
-
-def _boundary_mask(labels):
-    """Points whose +x/+y (and +z) neighbour is in another grain, plus label-0 points."""
-    b = labels == 0
-    for ax in range(labels.ndim):
-        a = np.moveaxis(labels, ax, 0)
-        d = a[1:] != a[:-1]
-        bm = np.moveaxis(b, ax, 0)
-        bm[:-1] |= d
-    return b
 
 
 def plot_grain_map(path, labels, *, pixel_size=None, unit=None, seed: int = 0):
@@ -168,7 +151,7 @@ def plot_grain_map(path, labels, *, pixel_size=None, unit=None, seed: int = 0):
     rng = np.random.default_rng(seed)
     colours = np.vstack([[0, 0, 0], 0.25 + 0.75 * rng.random((n, 3))])
     rgb = colours[lab]
-    rgb[_boundary_mask(lab)] = 0.0
+    rgb[find_boundaries(lab, mode="one_sided")] = 0.0
     extent, u = _extent(lab.shape, pixel_size, unit)
     fig, ax = plt.subplots(figsize=(6, 6 * lab.shape[0] / max(lab.shape[1], 1) + 0.6))
     ax.imshow(rgb, extent=extent, interpolation="nearest")

@@ -41,8 +41,8 @@ from scipy import sparse
 from scipy.sparse.csgraph import connected_components
 
 from micro_sym.errors import MicroSymError
+from micro_sym.orientation.symmetry import CUBIC, HEXAGONAL, lattice
 
-ANGLE_SYMMETRY = {"square": 4, "hexagonal": 6}
 # Neighbour pairs per slab: bounds the pair/edge arrays of one csgraph call (~100 MB), whatever the
 # connectivity (26-connectivity has 13 pairs per point, 4-connectivity 2).
 SLAB_PAIRS = 1 << 23
@@ -55,6 +55,8 @@ __all__ = [
     "resolve_equivalences",
     "unique_label_pairs",
     "filter_small_grains",
+    "merge_into_best_neighbours",
+    "consecutive_ids",
     "OrientationKind",
     "orientation_kind",
 ]
@@ -100,21 +102,19 @@ def orientation_kind(orientation_shape, symmetry: str | None) -> OrientationKind
     looks_quat = len(shape) in (3, 4) and shape[0] == 4
     if symmetry is None:
         symmetry = "cubic" if looks_quat else "square"
-    symmetry = str(symmetry).lower()
-    if symmetry == "cubic":
+    lat = lattice(str(symmetry).lower(), where="orientation", what="symmetry")
+    if lat is CUBIC:
         if not looks_quat:
             raise MicroSymError(
                 f"orientation: cubic symmetry needs quaternions of shape (4, y, x) or (4, z, y, x), got {shape}"
             )
         return OrientationKind("quat", "cubic")
-    if symmetry == "hexagonal" and looks_quat:
+    if lat is HEXAGONAL and looks_quat:
         s = ori.hexagonal_symmetry_quats()
         return OrientationKind("quat", "hexagonal", sym_w=s * np.array([1.0, -1.0, -1.0, -1.0]))
-    if symmetry in ANGLE_SYMMETRY:
-        if len(shape) not in (2, 3):
-            raise MicroSymError(f"orientation: angle map must be 2D or 3D, got shape {shape}")
-        return OrientationKind("angle", symmetry, k=ANGLE_SYMMETRY[symmetry])
-    raise MicroSymError(f"orientation: unknown symmetry '{symmetry}' (expected square, hexagonal or cubic)")
+    if len(shape) not in (2, 3):
+        raise MicroSymError(f"orientation: angle map must be 2D or 3D, got shape {shape}")
+    return OrientationKind("angle", lat.name, k=lat.k)
 
 
 # ------------------------------------------------------------------------------------ pair rule
@@ -533,15 +533,7 @@ def filter_small_grains(labels, min_size: int, *, small: str = "merge", connecti
             break
         uk, counts = np.unique(keys, return_counts=True)
         src, dst = np.divmod(uk, n + 1)
-        # Best neighbour per small grain: most shared pairs, then larger neighbour, then lower id.
-        order = np.lexsort((dst, -sizes[dst], -counts, src))
-        src, dst = src[order], dst[order]
-        first = np.r_[True, src[1:] != src[:-1]]
-        mapping = resolve_equivalences(n, np.stack([src[first], dst[first]], 1))
-        # Keep the id of the smallest old label in each merged set (resolve numbers them so).
-        first_old = np.full(mapping.max() + 1, np.iinfo(np.int64).max)
-        np.minimum.at(first_old, mapping, np.arange(n + 1))
-        lab = first_old[mapping].astype(lab.dtype)[lab]
+        lab = merge_into_best_neighbours(src, dst, counts, sizes, n).astype(lab.dtype)[lab]
         no_nb = is_small.copy()
         no_nb[src] = False
         if no_nb.any():  # small grains with no neighbour at all this round: drop them
@@ -549,9 +541,38 @@ def filter_small_grains(labels, min_size: int, *, small: str = "merge", connecti
     else:
         sizes = np.bincount(lab.ravel())
         lab[(sizes < min_size)[lab] & (lab > 0)] = 0
-    present = np.zeros(int(lab.max()) + 1 if lab.size else 1, bool)
-    present[lab.ravel()] = True
+    return consecutive_ids(lab).astype(np.uint32)
+
+
+def merge_into_best_neighbours(src, dst, counts, sizes, n: int) -> np.ndarray:
+    """One round of small-grain merging (:func:`filter_small_grains`): the new id of every id ``0..n``.
+
+    Rows ``(src, dst, counts)``: small grain ``src`` shares ``counts`` neighbour pairs with grain
+    ``dst``. Each small grain joins its best neighbour (most shared pairs, then the larger neighbour
+    by ``sizes``, then the lower id), transitively; a merged set keeps the smallest old id in it.
+
+    >>> merge_into_best_neighbours(np.array([1, 1]), np.array([2, 3]), np.array([1, 1]), np.array([0, 1, 5, 9]), 3)
+    array([0, 1, 2, 1])
+    """
+    order = np.lexsort((dst, -sizes[dst], -counts, src))
+    src, dst = src[order], dst[order]
+    first = np.r_[True, src[1:] != src[:-1]]
+    mapping = resolve_equivalences(n, np.stack([src[first], dst[first]], 1))
+    # Keep the id of the smallest old label in each merged set (resolve numbers them so).
+    first_old = np.full(mapping.max() + 1, np.iinfo(np.int64).max)
+    np.minimum.at(first_old, mapping, np.arange(n + 1))
+    return first_old[mapping]
+
+
+def consecutive_ids(labels) -> np.ndarray:
+    """Labels renumbered ``1..N`` in the order of their ids (0 stays 0).
+
+    >>> consecutive_ids(np.array([0, 7, 3, 7]))
+    array([0, 2, 1, 2])
+    """
+    present = np.zeros(int(labels.max()) + 1 if labels.size else 1, bool)
+    present[labels.ravel()] = True
     present[0] = False
     remap = np.cumsum(present)
     remap[0] = 0
-    return remap[lab].astype(np.uint32)
+    return remap[labels]

@@ -35,13 +35,11 @@ import numpy as np
 
 from micro_sym.errors import MicroSymError
 
-#: Pixel pairs join at this fraction of the grain threshold (3.5° for the 5° rule). With the
-#: stage-1 default 2D model on a tuning set (synth seed 5000, not the held-out test set;
-#: ``bench/studies/tune_grain_rule.py``) 0.6-0.8 were within 0.01 grain F1 of each other at reach 4; the
-#: plain pair rule was 0.04 lower.
+#: Pixel pairs join at this fraction of the grain threshold (3.5° for the 5° rule): chosen on a
+#: tuning set (``bench/studies/tune_grain_rule.py``, docs/results.md).
 PAIR_FRACTION = 0.7
 #: Regions this many pixels apart along an axis are neighbours: bridges predicted boundaries up to
-#: 3 px wide, the width the boundary head draws (same tuning run: 4-5 best, 2 was 0.03 lower).
+#: 3 px wide, the width the boundary head draws (same tuning run).
 REACH = 4
 #: Misorientations are compared after rounding to this many decimals, so that sums accumulated in a
 #: different order (block-wise vs whole image) cannot reorder near-equal merges.

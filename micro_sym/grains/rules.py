@@ -13,11 +13,9 @@ from __future__ import annotations
 import numpy as np
 
 #: 2D defaults, chosen on the tuning sets (synth seeds 5000 and 6000) with the bundled default-2d
-#: (``bench/studies/study_grains2d_seeded.py``): grain F1 0.906 / 0.879 with pair-rule regions merged within
-#: 4 px -> 0.925 / 0.904 seeded; held-out 0.869 -> 0.884.
+#: (``bench/studies/study_grains2d_seeded.py``; figures in docs/results.md).
 SEEDED_2D = {"core_radius": 2.5, "steps": 4, "reach": 12}
-#: 3D defaults, chosen on validation volumes (``bench/studies/study_grains3d.py``): held-out grain F1 of the
-#: octahedral model 0.599 with the pair rule -> 0.795 seeded.
+#: 3D defaults, chosen on validation volumes (``bench/studies/study_grains3d.py``; docs/results.md).
 SEEDED_3D = {"core_radius": 3.5, "steps": 8, "reach": 0}
 
 

@@ -455,8 +455,8 @@ def map_summary(labels, orientation=None, *, symmetry=None, pixel_size=None, uni
         orient = np.asarray(orientation)
         kind = orientation_kind(orient.shape, symmetry)
         mis, _, dq = boundary_misorientations(lab, orient, symmetry=symmetry)
-        top = {"square": 45.0, "hexagonal": 30.0}.get(kind.symmetry, 62.8) if kind.kind == "angle" else (
-            62.8 if kind.symmetry == "cubic" else 93.9)
+        # The largest possible misorientation: 180°/k for k-fold angles, 62.8° cubic (432), 93.9° 622.
+        top = 180.0 / kind.k if kind.kind == "angle" else (62.8 if kind.symmetry == "cubic" else 93.9)
         edges = np.arange(0.0, top + bins_deg, bins_deg)
         hist, _ = np.histogram(mis, bins=edges)
         m = len(mis)
@@ -502,12 +502,22 @@ def _astm(lab, table, ps, unit):
 # ------------------------------------------------------------------------------------- writers
 
 
-def write_grain_csv(path, table: dict, unit: str = "px") -> Path:
+def write_grain_csv(path, table: dict, unit: str = "px", *, atomic: bool = False) -> Path:
     """One row per grain; header names carry their unit as a suffix (``area_um2``, ``ecd_um``, ``gos_deg``).
 
     Columns are those of :func:`grain_table`; see ``COLUMNS_2D``/``COLUMNS_3D`` for their meaning.
+    ``atomic``: write ``.NAME.tmp`` beside ``path`` and move it into place, so a reader never sees
+    a partial table (the streaming engine); a failed write is then a :class:`MicroSymError`.
     """
     path = Path(path)
+    if atomic:
+        tmp = path.with_name(f".{path.name}.tmp")
+        try:
+            write_grain_csv(tmp, table, unit=unit or "px")
+            tmp.replace(path)
+        except OSError as err:
+            raise MicroSymError(f"{path}: cannot write grain table ({err.strerror or err})") from None
+        return path
     units = column_units(table, unit)
     header = [f"{c}_{units[c]}" if units[c] else c for c in table]
     # Formatted a column at a time (python scalars from tolist()): ~10x faster than per cell.

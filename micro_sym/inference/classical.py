@@ -45,13 +45,13 @@ import numpy as np
 from micro_sym.classical import (
     DEFAULT_SIGMA,
     DEFAULT_SMOOTH,
-    LATTICE_K,
     classical_halo,
     classical_orientation_map,
     classical_stride,
     estimate_period,
 )
 from micro_sym.errors import MicroSymError
+from micro_sym.orientation.symmetry import lattice as find_lattice
 
 
 def _source_hash() -> str:
@@ -106,8 +106,7 @@ class ClassicalMethod:
     module: ClassVar[object] = None
 
     def __post_init__(self):
-        if self.lattice not in LATTICE_K:
-            raise MicroSymError(f"--lattice {self.lattice}: expected square or hexagonal")
+        find_lattice(self.lattice, ndim=2, where="--lattice")
         if self.period is not None:
             p = self.period
             if not (isinstance(p, (int, float, np.floating, np.integer)) and np.isfinite(p) and p > 0):
@@ -118,7 +117,7 @@ class ClassicalMethod:
     # ---------------------------------------------------------------- what the engine reads
     @property
     def k(self) -> int:
-        return LATTICE_K[self.lattice]
+        return find_lattice(self.lattice).k
 
     @property
     def symmetry(self) -> str:

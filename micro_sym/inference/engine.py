@@ -16,7 +16,13 @@ Per input, three streamed passes over the block plan (:mod:`.blocks`):
    and keeps the grown grains' statistics for the table.
 
 Every output chunk belongs to exactly one block and is written by one task. Markers are the only
-record of progress; an interrupted run resumes where it stopped and produces identical bytes.
+record of progress; an interrupted run resumes where it stopped and produces identical bytes. A run
+holds ``OUT/.NAME.lock`` (:class:`.writer.OutputLock`) from before it reads the manifest until after
+it removes its scratch, so two runs never work on one output; a killed run's lock vanishes with it.
+
+The per-grain table does not depend on the blocks: 3D mean orientations align every voxel of a grain
+to one reference for the whole grain (the quaternion at the first seed voxel, in raster order, of the
+grain), not to a reference per block (:func:`.labels.merge_blocks` picks it, pass 3 aligns to it).
 
 The "network" may also be the classical filter bank (:class:`.classical.ClassicalMethod`,
 ``method="classical"``): it has the same interface, plus ``for_input`` (fixes its lattice period once
@@ -42,13 +48,14 @@ import numpy as np
 
 from micro_sym.errors import MicroSymError
 from micro_sym.grains.rules import is_seeded, seed_margin
+from micro_sym.grains.stats import write_grain_csv
 from micro_sym.inference.blocks import BlockPlan, estimate_memory, grow, plan_blocks
 from micro_sym.inference.classical import ClassicalMethod
-from micro_sym.inference.labels import final_table, flood_region, merge_blocks, seed_parts, write_grain_csv
+from micro_sym.inference.labels import final_table, flood_region, grain_refs, merge_blocks, seed_parts
 from micro_sym.inference.method_choice import AUTO_MODEL, AutoMethod
 from micro_sym.inference.network import Network, cached_network
 from micro_sym.inference.tiles import iter_tiles, label_tile
-from micro_sym.inference.writer import RunState, create_outputs, forget_arrays, open_array, os_error
+from micro_sym.inference.writer import OutputLock, RunState, create_outputs, forget_arrays, open_array, os_error
 
 _IMAGES: dict = {}
 #: The network for 3D volumes when no model is given.
@@ -140,13 +147,16 @@ def grains_task(job: dict, block, lut: np.ndarray) -> int:
     return int(local.size)
 
 
-def flood_task(job: dict, block, parts: list) -> dict:
+def flood_task(job: dict, block, parts: list, refs=None) -> dict:
     """Pass 3 for one block, seeded rule: flood the final seed ids (``parts``: :func:`.labels.seed_parts`
-    of the block grown by ``steps + 1``) over the written maps; returns the block's grain statistics."""
+    of the block grown by ``steps + 1``) over the written maps; returns the block's grain statistics.
+
+    ``refs`` (3D): ``(ids, quaternions)``, the reference orientation of every grain the block can
+    hold (:func:`.labels.grain_refs`), so that its quaternion sums align like every other block's."""
     labels, arrays = flood_region(block, parts, orientation=open_array(job["zarr"], "orientation"),
                                   boundary=open_array(job["zarr"], "boundary"), local_labels=open_array(job["labels"]),
                                   steps=job["steps"], symmetry=job["symmetry"], image_shape=job["shape"],
-                                  boundary_threshold=job["boundary_threshold"])
+                                  boundary_threshold=job["boundary_threshold"], refs=refs)
     _write_grains(job, block, labels)
     return arrays
 
@@ -230,8 +240,8 @@ def _batches(blocks, size: int):
 
 def segment_input(path, out_dir, net: Network, runner, *, block=None, chunk=None, threshold: float = 5.0,
                   min_size: int | None = None, boundary_threshold: float = 0.5, device: str = "cpu",
-                  batch: int = 1, array=None, level: int = 0, dry_run: bool = False, on_block=None,
-                  progress=None) -> InputResult:
+                  batch: int = 1, array=None, level: int = 0, dry_run: bool = False, overwrite: bool = False,
+                  on_block=None, progress=None) -> InputResult:
     """Segment one image into ``OUT/NAME.zarr`` + ``OUT/NAME_grains.csv``, resuming if possible.
 
     Parameters
@@ -252,7 +262,10 @@ def segment_input(path, out_dir, net: Network, runner, *, block=None, chunk=None
     batch : int
         Tiles per forward call (tiles of equal shape are stacked; useful on GPUs).
     dry_run : bool
-        Plan only: nothing is computed or written.
+        Plan only: nothing is computed, written or locked.
+    overwrite : bool
+        Start this input afresh: delete its ``NAME.zarr``, ``NAME_grains.csv`` and run state first
+        (a different earlier run, or files not written by micro-sym, are refused otherwise).
     on_block : callable, optional
         ``on_block(stage, block_id)`` after each block's marker is written (progress, tests).
     progress : callable, optional
@@ -261,15 +274,50 @@ def segment_input(path, out_dir, net: Network, runner, *, block=None, chunk=None
     Returns
     -------
     InputResult
+
+    Raises
+    ------
+    MicroSymError
+        Among others when another run holds this input's output lock (``OUT/.NAME.lock``).
     """
     from micro_sym.io import open_image
+
+    path = Path(path)
+    img = open_image(path, array=array, level=level)
+    if dry_run:
+        return _segment_input(img, path, out_dir, net, runner, block=block, chunk=chunk, threshold=threshold,
+                              min_size=min_size, boundary_threshold=boundary_threshold, device=device, batch=batch,
+                              array=array, level=level, dry_run=True, on_block=on_block, progress=progress)
+    # Held from before the manifest is read until the scratch is gone: a second run on this input
+    # would otherwise resume the same markers and the first to finish would delete scratch labels
+    # the other still reads.
+    with OutputLock(out_dir, img.name):
+        if overwrite:
+            state = RunState(Path(out_dir), img.name)
+            _refuse_deleting_input(path, state)
+            state.remove_outputs()
+        return _segment_input(img, path, out_dir, net, runner, block=block, chunk=chunk, threshold=threshold,
+                              min_size=min_size, boundary_threshold=boundary_threshold, device=device, batch=batch,
+                              array=array, level=level, dry_run=False, on_block=on_block, progress=progress)
+
+
+def _refuse_deleting_input(path: Path, state: RunState) -> None:
+    """``--overwrite`` must not delete the input itself (``segment out/a.zarr --out out``)."""
+    p = path.resolve()
+    for out in (state.zarr_path, state.csv_path, state.root):
+        o = out.resolve()
+        if p == o or o in p.parents:
+            raise MicroSymError(f"{path}: --overwrite would delete this input ({out} is its output); choose another --out")
+
+
+def _segment_input(img, path: Path, out_dir, net, runner, *, block, chunk, threshold, min_size, boundary_threshold,
+                   device, batch, array, level, dry_run, on_block, progress) -> InputResult:
+    """:func:`segment_input` on an opened image (under the output lock unless ``dry_run``)."""
     from micro_sym.models.normalize import intensity_range
     from micro_sym.inference.whole_image import DEFAULT_MIN_SIZE
 
     t0 = time.perf_counter()
-    path = Path(path)
     min_size = DEFAULT_MIN_SIZE if min_size is None else int(min_size)
-    img = open_image(path, array=array, level=level)
     name = img.name
     state = RunState(Path(out_dir), name)
     auto = None
@@ -360,8 +408,11 @@ def segment_input(path, out_dir, net: Network, runner, *, block=None, chunk=None
                           merge_threshold=rule["merge_threshold"], reach=rule["reach"], table=not seeded)
     todo2 = [(i, b) for i, b in enumerate(plan.blocks) if b.id not in done2]
     if seeded:  # grains grow from the merged seeds; the statistics come from the grown grains
-        task, args = flood_task, lambda ib: (job, ib[1], seed_parts(plan, grow(ib[1].core, rule["steps"] + 1, plan.shape),
-                                                                   merged.block_lut))
+        def args(ib):
+            parts = seed_parts(plan, grow(ib[1].core, rule["steps"] + 1, plan.shape), merged.block_lut)
+            return job, ib[1], parts, grain_refs(parts, merged.refs)
+
+        task = flood_task
     else:
         task, args = grains_task, lambda ib: (job, ib[1], merged.block_lut(ib[0]))
     for (i, b), arrays in runner.run(task, todo2, args):
@@ -375,9 +426,10 @@ def segment_input(path, out_dir, net: Network, runner, *, block=None, chunk=None
             on_block("grains", b.id)
     if seeded:
         merged.table = final_table([state.load_block(b.id, kind="final") for b in plan.blocks], merged.n_grains,
-                                   symmetry=net.symmetry, image_shape=plan.shape, pixel_size=img.pixel_size)
+                                   symmetry=net.symmetry, image_shape=plan.shape, pixel_size=img.pixel_size,
+                                   aligned=merged.refs is not None)
 
-    write_grain_csv(state.csv_path, merged.table, unit=img.unit or "px")
+    write_grain_csv(state.csv_path, merged.table, unit=img.unit or "px", atomic=True)
     manifest.update(status="complete", n_grains=merged.n_grains)
     import zarr
 
@@ -442,17 +494,24 @@ def segment(inputs, out_dir, *, model=None, method: str | None = None, lattice: 
     on_input : callable, optional
         ``on_input(result)`` after each input.
     **kwargs
-        Passed to :func:`segment_input` (``block``, ``chunk``, ``threshold``, ``min_size``, ...).
+        Passed to :func:`segment_input` (``block``, ``chunk``, ``threshold``, ``min_size``, ``overwrite``, ...).
 
     Returns
     -------
     list of InputResult
+
+    Raises
+    ------
+    MicroSymError
+        For the whole batch: bad settings, an unreachable scheduler, an output directory that cannot
+        be written, or two inputs that would write the same ``OUT/NAME.zarr``.
     """
     from micro_sym.inference.network import as_network, load_network
     from micro_sym.inference.scheduler import make_runner
 
     out_dir = Path(out_dir)
     paths = expand_inputs(inputs)
+    _check_names(paths, out_dir, kwargs)
     if method is None:
         method = "network" if model is not None else "auto"
     if method == "auto" and model is None and paths and all(_ndim(p, kwargs) == 3 for p in paths):
@@ -494,6 +553,26 @@ def segment(inputs, out_dir, *, model=None, method: str | None = None, lattice: 
         if runner is not None:
             runner.close()
     return results
+
+
+def _check_names(paths, out_dir: Path, kwargs) -> None:
+    """Refuse a batch in which two inputs have the same output name (``d1/a.tif`` and ``d2/a.zarr``).
+
+    Both would write ``OUT/a.zarr``: the second would resume or refuse the first one's output, or,
+    with ``overwrite``, delete it. Inputs that cannot be opened are skipped here (reported later).
+    """
+    from micro_sym.io import open_image
+
+    seen: dict = {}
+    for p in paths:
+        try:
+            name = open_image(p, array=kwargs.get("array"), level=kwargs.get("level", 0)).name
+        except MicroSymError:
+            continue
+        if name in seen:
+            raise MicroSymError(f"{seen[name]} and {p} would both write {out_dir / (name + '.zarr')}; rename one "
+                                f"or segment them into different --out directories")
+        seen[name] = p
 
 
 def _ndim(path, kwargs) -> int | None:

@@ -27,11 +27,10 @@ Nothing volume-sized is held: pass 2 reads one face plane at a time.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
-from micro_sym.errors import MicroSymError
+from micro_sym.orientation.symmetry import lattice
 
 _SLAB = 1 << 17  # quaternions per symmetry-reduction call: bounds its 24-fold scratch
 
@@ -47,7 +46,8 @@ class BlockLabels:
     (global raster index of the label's first voxel), ``m1`` (coordinate sums), ``m2`` (sums of
     coordinate products, flattened ``nd × nd``), ``edge`` (voxel faces on the image edge, per axis),
     ``ori_sum`` (2D: summed ``(cos kθ, sin kθ)``; 3D: quaternions summed after aligning each to the
-    label's first voxel under the lattice symmetry). ``contacts`` is ``(m, 4)``:
+    label's first voxel under the lattice symmetry) and, 3D only, ``ref`` (the quaternion at that
+    first voxel). ``contacts`` is ``(m, 4)``:
     ``(label_a, label_b, axis, pairs)`` for every pair of *different* labels (0 included) that are
     face neighbours inside the block. ``faces`` maps ``"lo0"``, ``"hi0"``, ... to
     ``(labels, orientation)`` on the block's faces.
@@ -165,7 +165,14 @@ def seed_core(boundary, inner, *, radius: float, boundary_threshold: float = 0.5
     return core_mask(np.asarray(boundary) >= boundary_threshold, radius)[inner]
 
 
-def _block_stats(labels, n, orientation, kind, origin, image_shape) -> dict:
+def _block_stats(labels, n, orientation, kind, origin, image_shape, ref=None) -> dict:
+    """Additive per-label statistics of one block (see :class:`BlockLabels`).
+
+    3D: ``ref`` (``(n, 4)``, optional) is the orientation each label's quaternions are aligned to
+    before summing; rows that are not finite, or all rows without it, use the label's first voxel.
+    The quaternion at that first voxel is returned as ``ref`` so that the merge can give every grain
+    one reference for all blocks (:func:`merge_blocks`).
+    """
     from micro_sym.grains._kernels import aligned_quaternion_sums, label_moments
 
     nd = labels.ndim
@@ -184,13 +191,21 @@ def _block_stats(labels, n, orientation, kind, origin, image_shape) -> dict:
     first_coords = np.unravel_index(first_local, labels.shape)
     first = (np.ravel_multi_index(tuple(c + o for c, o in zip(first_coords, origin)), image_shape)
              if n else np.zeros(0, np.int64))
+    extra = {}
     if kind.channel_axis:
         from micro_sym import orientation as ori
 
-        # Each label's quaternions are aligned to the one at its first voxel, then summed.
-        ref = orientation.reshape(4, -1)[:, first_local].T.astype(np.float64)
-        ori_sum = aligned_quaternion_sums(labels, orientation, ref, ori.symmetry_quats(kind.symmetry),
+        first_q = orientation.reshape(4, -1)[:, first_local].T.astype(np.float64)
+        use = first_q
+        if ref is not None:
+            # One reference per grain for every block: the aligned sums then add up to the same
+            # mean whatever the tiling (a block-local reference picks other symmetry equivalents
+            # for the far side of a grain whose orientation turns, and the mean moved by degrees).
+            ref = np.asarray(ref, np.float64).reshape(n, 4)
+            use = np.where(np.isfinite(ref).all(1, keepdims=True), ref, first_q)
+        ori_sum = aligned_quaternion_sums(labels, orientation, use, ori.symmetry_quats(kind.symmetry),
                                           ori.nearest_without_search_cos(kind.symmetry))
+        extra["ref"] = first_q
     else:
         flat = labels.ravel()
         fg = np.flatnonzero(flat)
@@ -199,7 +214,7 @@ def _block_stats(labels, n, orientation, kind, origin, image_shape) -> dict:
         ori_sum = np.stack([np.bincount(lab, weights=np.cos(t), minlength=n),
                             np.bincount(lab, weights=np.sin(t), minlength=n)], 1)
     return {"count": count, "first": np.asarray(first, np.int64), "m1": m1, "m2": m2, "edge": edge,
-            "ori_sum": ori_sum}
+            "ori_sum": ori_sum, **extra}
 
 
 def _reduce(q, ref, symmetry):
@@ -221,13 +236,16 @@ class MergeResult:
 
     ``offsets[b]`` is the first node of block ``b`` (nodes are the blocks' local labels, in block
     order), ``lut`` maps node -> final grain id (0 = dropped small grain), and ``table`` holds the
-    per-grain statistics as columns named like :func:`micro_sym.grains.grain_table`'s.
+    per-grain statistics as columns named like :func:`micro_sym.grains.grain_table`'s. ``refs``
+    (3D, else None) is ``(n_grains, 4)``: each grain's reference orientation, the quaternion at its
+    first voxel in raster order (of its seeds, for the seeded rule), the same for every tiling.
     """
 
     offsets: np.ndarray
     lut: np.ndarray
     n_grains: int
     table: dict
+    refs: np.ndarray | None = None
 
     def block_lut(self, b: int) -> np.ndarray:
         """Lookup table local label -> final id for block ``b`` (index 0 -> 0)."""
@@ -272,12 +290,15 @@ def merge_blocks(plan, load, *, symmetry, threshold: float = 5.0, min_size: int 
     index_of = {b.index: i for i, b in enumerate(blocks)}
     keys = ("count", "first", "m1", "m2", "edge", "ori_sum")
     stats = {k: [] for k in keys}
+    refs = []  # 3D: the quaternion at every node's first voxel
     counts, contact_parts = [], []
     for i, b in enumerate(blocks):
         data = load(b)
         counts.append(int(data["n"]))
         for k in keys:
             stats[k].append(np.asarray(data[f"stat_{k}"]))
+        if "stat_ref" in data:
+            refs.append(np.asarray(data["stat_ref"]).reshape(-1, 4))
     offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
     n_nodes = int(offsets[-1])
     # Nodes are numbered from 1 (0 = not a grain) so label 0 maps to node 0 everywhere.
@@ -323,8 +344,26 @@ def merge_blocks(plan, load, *, symmetry, threshold: float = 5.0, min_size: int 
     final_of_initial = _filter_small(n_comp, size0, cg, min_size, small)
     lut = final_of_initial[grain0].astype(np.uint32)  # node -> final id; lut[0] = 0
     n_grains = int(final_of_initial.max()) if len(final_of_initial) else 0
-    grains = _grain_table(lut[1:], n_grains, cat, cg, final_of_initial, symmetry, plan.shape, pixel_size) if table else {}
-    return MergeResult(offsets, lut[1:], n_grains, grains)
+    refs_by_grain = _first_refs(lut[1:], cat["first"], np.concatenate(refs), n_grains) if refs and len(refs) == len(blocks) else None
+    grains = (_grain_table(lut[1:], n_grains, cat, cg, final_of_initial, symmetry, plan.shape, pixel_size, refs=refs_by_grain)
+              if table else {})
+    return MergeResult(offsets, lut[1:], n_grains, grains, refs_by_grain)
+
+
+def _first_refs(lut, first, node_refs, n_grains) -> np.ndarray:
+    """Per final grain, the reference quaternion of its node with the smallest first voxel (raster order).
+
+    Which node comes first in raster order does not depend on the tiling, so neither does the
+    reference (NaN rows for grains without a node, which do not occur).
+    """
+    out = np.full((n_grains, 4), np.nan)
+    keep = np.flatnonzero(lut > 0)
+    if len(keep):
+        order = keep[np.lexsort((first[keep], lut[keep]))]  # by grain, then by first voxel
+        g = lut[order].astype(np.int64)
+        lead = np.r_[True, g[1:] != g[:-1]]
+        out[g[lead] - 1] = node_refs[order[lead]]
+    return out
 
 
 def _merge_regions(plan, load, offsets, grain0, n, cat, symmetry, threshold, reach):
@@ -334,11 +373,9 @@ def _merge_regions(plan, load, offsets, grain0, n, cat, symmetry, threshold, rea
     ``reach`` outer planes of blocks facing each other along an axis. A block thinner than
     ``reach`` does not stop the search: the planes of the next blocks along the axis are paired too.
     """
-    from micro_sym.grains.reconstruct import ANGLE_SYMMETRY
     from micro_sym.grains.regions import merge_similar_regions, unique_pairs
 
-    if symmetry not in ANGLE_SYMMETRY:
-        raise MicroSymError(f"region merging needs 2D angle maps (square or hexagonal), not '{symmetry}'")
+    k = lattice(symmetry, ndim=2, where="region merging").k
     blocks = plan.blocks
     index_of = {b.index: i for i, b in enumerate(blocks)}
     parts = [np.zeros((0, 2), np.int64)]
@@ -364,7 +401,6 @@ def _merge_regions(plan, load, offsets, grain0, n, cat, symmetry, threshold, rea
                 step += 1
     pairs = np.concatenate(parts)
     pairs = unique_pairs(pairs[:, 0], pairs[:, 1])
-    k = ANGLE_SYMMETRY[symmetry]
     sums = np.stack([np.bincount(grain0[1:], weights=cat["ori_sum"][:, c], minlength=n + 1) for c in (0, 1)], 1)
     mapping = merge_similar_regions(n, sums, pairs, threshold=threshold, k=k)
     merged = mapping[grain0]
@@ -387,7 +423,7 @@ def _filter_small(n, sizes0, contacts, min_size, small):
     (ties: larger neighbour, lower id); a merged set keeps its smallest id; small grains without any
     neighbour are dropped; at most 64 rounds, then leftovers are dropped; ids are made consecutive.
     """
-    from micro_sym.grains import resolve_equivalences
+    from micro_sym.grains.reconstruct import consecutive_ids, merge_into_best_neighbours
 
     cur = np.arange(n + 1, dtype=np.int64)  # initial id -> current id
     if min_size > 1 and n:
@@ -416,13 +452,7 @@ def _filter_small(n, sizes0, contacts, min_size, small):
             uk, inv = np.unique(key, return_inverse=True)
             cnt = np.bincount(inv, weights=w).astype(np.int64)
             src, dst = np.divmod(uk, m + 1)
-            order = np.lexsort((dst, -sizes[dst], -cnt, src))
-            src, dst = src[order], dst[order]
-            firsts = np.r_[True, src[1:] != src[:-1]]
-            mapping = resolve_equivalences(m, np.stack([src[firsts], dst[firsts]], 1))
-            first_old = np.full(mapping.max() + 1, np.iinfo(np.int64).max)
-            np.minimum.at(first_old, mapping, np.arange(m + 1))
-            cur = first_old[mapping][cur]
+            cur = merge_into_best_neighbours(src, dst, cnt, sizes, m)[cur]
             no_nb = is_small.copy()
             no_nb[src] = False
             if no_nb.any():
@@ -430,16 +460,15 @@ def _filter_small(n, sizes0, contacts, min_size, small):
         else:
             sizes = np.bincount(cur, weights=sizes0, minlength=int(cur.max()) + 1)
             cur[(sizes < min_size)[cur] & (cur > 0)] = 0
-    present = np.zeros(int(cur.max()) + 1, bool)
-    present[cur] = True
-    present[0] = False
-    remap = np.cumsum(present)
-    remap[0] = 0
-    return remap[cur]
+    return consecutive_ids(cur)
 
 
-def _grain_table(lut, n, cat, contacts, final_of_initial, symmetry, image_shape, pixel_size) -> dict:
-    """Per-grain columns (names as in :func:`micro_sym.grains.grain_table`) from additive block sums."""
+def _grain_table(lut, n, cat, contacts, final_of_initial, symmetry, image_shape, pixel_size, *, refs=None,
+                 aligned: bool = False) -> dict:
+    """Per-grain columns (names as in :func:`micro_sym.grains.grain_table`) from additive block sums.
+
+    ``refs``, ``aligned``: how the 3D quaternion sums combine (:func:`_mean_quaternions`).
+    """
     from micro_sym.grains import orientation_kind
 
     nd = len(image_shape)
@@ -489,7 +518,8 @@ def _grain_table(lut, n, cat, contacts, final_of_initial, symmetry, image_shape,
     kind = orientation_kind((4, 1, 1) if symmetry == "cubic" else (1, 1), symmetry)
     ori = cat["ori_sum"][keep] if n else np.zeros((0, 4 if kind.channel_axis else 2))
     if kind.channel_axis:
-        t.update({f"mean_q{c}": v for c, v in zip("wxyz", _mean_quaternions(g, ori, n, kind.symmetry).T)})
+        t.update({f"mean_q{c}": v for c, v in zip("wxyz", _mean_quaternions(g, ori, n, kind.symmetry, refs=refs,
+                                                                              aligned=aligned).T)})
     else:
         c = np.bincount(g, weights=ori[:, 0], minlength=n)
         s = np.bincount(g, weights=ori[:, 1], minlength=n)
@@ -497,20 +527,37 @@ def _grain_table(lut, n, cat, contacts, final_of_initial, symmetry, image_shape,
     return t
 
 
-def _mean_quaternions(g, sums, n, symmetry) -> np.ndarray:
-    """Combine per-block aligned quaternion sums: align each part to the grain's first part, then add."""
+def _mean_quaternions(g, sums, n, symmetry, *, refs=None, aligned: bool = False) -> np.ndarray:
+    """Mean orientation per grain from per-block quaternion sums (rows of ``sums``, grain ``g``).
+
+    ``aligned``: every part was summed against the same reference per grain (the merge's ``refs``,
+    the seeded rule's pass 3), so the parts simply add: the mean is the same for every tiling.
+    Otherwise each part was aligned to its own block's reference; each part's mean is then brought
+    to the symmetry equivalent nearest ``refs[g]`` (the grain's first voxel) or, without ``refs``,
+    nearest the grain's first part, and the parts are added with their weights. That is exact only
+    while a grain's orientations stay well inside one symmetry cell around every reference.
+    """
     sums = np.asarray(sums, np.float64).reshape(-1, 4)
+    if aligned:
+        out = np.stack([np.bincount(g, weights=sums[:, c], minlength=n) for c in range(4)], 1).astype(np.float64)
+        out = out.reshape(n, 4)
+        tot = np.linalg.norm(out, axis=1, keepdims=True)
+        out = np.divide(out, tot, out=np.full_like(out, np.nan), where=tot > 0)
+        return np.where(out[:, :1] < 0, -out, out)
     norm = np.linalg.norm(sums, axis=1)
     q = np.divide(sums, norm[:, None], out=np.zeros_like(sums), where=norm[:, None] > 0)
     # Parts come in block order; the first part of each grain is its reference.
     _, first = np.unique(g, return_index=True)
     ref = np.zeros((n, 4))
     ref[g[first]] = q[first]
+    if refs is not None:
+        given = np.isfinite(refs).all(1)
+        ref[given] = refs[given]
     ok = norm > 0
-    aligned = np.zeros_like(q)
+    aligned_q = np.zeros_like(q)
     if ok.any():
-        aligned[ok] = _reduce(q[ok], ref[g[ok]], symmetry)
-    out = np.stack([np.bincount(g, weights=aligned[:, c] * norm, minlength=n) for c in range(4)], 1).astype(np.float64)
+        aligned_q[ok] = _reduce(q[ok], ref[g[ok]], symmetry)
+    out = np.stack([np.bincount(g, weights=aligned_q[:, c] * norm, minlength=n) for c in range(4)], 1).astype(np.float64)
     out = out.reshape(n, 4)
     tot = np.linalg.norm(out, axis=1, keepdims=True)
     out = np.divide(out, tot, out=np.full_like(out, np.nan), where=tot > 0)
@@ -545,14 +592,16 @@ def assemble_seeds(region, parts, read_local) -> np.ndarray:
 
 
 def flood_block(orientation, boundary, seeds, *, symmetry, steps: int, inner, origin, image_shape,
-                boundary_threshold: float = 0.5):
+                boundary_threshold: float = 0.5, refs=None):
     """The seeded rule's flood for one block: final grain ids of its core plus their statistics.
 
     ``orientation``, ``boundary`` and ``seeds`` (final seed ids, :func:`assemble_seeds`) cover the
     block grown by ``steps + 1`` points (clipped to the image); ``inner`` is where the block lies in
     them. The flood is local within ``steps`` points (:func:`micro_sym.grains.seeded.flood`), so the
     core, and the plane beyond each of its high faces, equal the whole-image flood; that plane gives
-    the contacts across those faces (each counted once, by the block below).
+    the contacts across those faces (each counted once, by the block below). ``refs`` (3D, optional):
+    ``(ids, quaternions)``, sorted final ids and the reference each grain's quaternions are aligned
+    to before summing (:attr:`MergeResult.refs`); without it, each grain's first voxel in the block.
 
     Returns
     -------
@@ -590,7 +639,14 @@ def flood_block(orientation, boundary, seeds, *, symmetry, steps: int, inner, or
     local[ids] = np.arange(1, len(ids) + 1, dtype=np.int32)
     compact = local[labels]
     ori = orientation[(slice(None),) + inner] if kind.channel_axis else orientation[inner]
-    stats = _block_stats(compact, len(ids), ori, kind, origin, image_shape)
+    ref = None
+    if refs is not None and kind.channel_axis:
+        rid, rq = np.asarray(refs[0], np.int64), np.asarray(refs[1], np.float64).reshape(-1, 4)
+        pos = np.minimum(np.searchsorted(rid, ids), max(len(rid) - 1, 0))
+        ref = np.full((len(ids), 4), np.nan)  # NaN: no reference given (falls back to the block's own)
+        hit = (rid[pos] == ids) if len(rid) else np.zeros(len(ids), bool)
+        ref[hit] = rq[pos[hit]]
+    stats = _block_stats(compact, len(ids), ori, kind, origin, image_shape, ref=ref)
     out = {f"stat_{k}": v for k, v in stats.items() if k != "first"}
     out["ids"] = ids.astype(np.int64)
     out["contacts"] = contacts
@@ -598,13 +654,13 @@ def flood_block(orientation, boundary, seeds, *, symmetry, steps: int, inner, or
 
 
 def flood_region(block, parts, *, orientation, boundary, local_labels, steps: int, symmetry, image_shape,
-                 boundary_threshold: float = 0.5):
+                 boundary_threshold: float = 0.5, refs=None):
     """Pass 3 of the seeded rule for one block, from wherever the maps live (numpy or Zarr arrays).
 
     Reads the block grown by ``steps + 1`` points from ``orientation`` (``(y, x)`` angles or
     ``(4, z, y, x)`` quaternions), ``boundary`` and the pass-1 ``local_labels``, turns the local labels
     into final seed ids with ``parts`` (:func:`seed_parts` of that region) and floods them
-    (:func:`flood_block`). Returns ``(labels, arrays)`` as :func:`flood_block`.
+    (:func:`flood_block`, which takes ``refs``). Returns ``(labels, arrays)`` as :func:`flood_block`.
     """
     from micro_sym.inference.blocks import grow, inside
 
@@ -613,27 +669,30 @@ def flood_region(block, parts, *, orientation, boundary, local_labels, steps: in
     seeds = assemble_seeds(region, parts, lambda sl: local_labels[sl])
     return flood_block(np.asarray(ori), np.asarray(boundary[region]), seeds, symmetry=symmetry, steps=steps,
                        inner=inside(block.core, region), origin=tuple(s.start for s in block.core),
-                       image_shape=image_shape, boundary_threshold=boundary_threshold)
+                       image_shape=image_shape, boundary_threshold=boundary_threshold, refs=refs)
 
 
-def final_table(parts, n_grains: int, *, symmetry, image_shape, pixel_size=None) -> dict:
-    """The per-grain table from every block's :func:`flood_block` arrays (in block order)."""
+def grain_refs(parts: list, refs):
+    """The grain references a pass-3 task needs: those of the final ids in its ``parts``' lookup tables.
+
+    Only these travel with the task (a few rows), not the table of every grain of the volume.
+    """
+    if refs is None:
+        return None
+    ids = np.unique(np.concatenate([np.asarray(lut) for _, lut in parts])) if parts else np.zeros(0, np.int64)
+    ids = ids[ids > 0].astype(np.int64)
+    return ids, np.ascontiguousarray(refs[ids - 1])
+
+
+def final_table(parts, n_grains: int, *, symmetry, image_shape, pixel_size=None, aligned: bool = False) -> dict:
+    """The per-grain table from every block's :func:`flood_block` arrays (in block order).
+
+    ``aligned``: the blocks were flooded with the merge's ``refs``, so 3D quaternion sums add as they
+    are (tile-invariant means, :func:`_mean_quaternions`).
+    """
     keys = ("count", "m1", "m2", "edge", "ori_sum")
     cat = {k: np.concatenate([np.asarray(p[f"stat_{k}"]) for p in parts]) for k in keys}
     ids = np.concatenate([np.asarray(p["ids"]) for p in parts]).astype(np.uint32)
     contacts = np.concatenate([np.asarray(p["contacts"], np.int64).reshape(-1, 4) for p in parts])
-    return _grain_table(ids, n_grains, cat, contacts, np.arange(n_grains + 1), symmetry, image_shape, pixel_size)
-
-
-def write_grain_csv(path, table: dict, unit: str = "px") -> Path:
-    """Write the per-grain table with :func:`micro_sym.grains.write_grain_csv`, atomically."""
-    from micro_sym.grains import write_grain_csv as _write
-
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        _write(tmp, table, unit=unit or "px")
-        tmp.replace(path)
-    except OSError as err:
-        raise MicroSymError(f"{path}: cannot write grain table ({err.strerror or err})") from None
-    return path
+    return _grain_table(ids, n_grains, cat, contacts, np.arange(n_grains + 1), symmetry, image_shape, pixel_size,
+                        aligned=aligned)

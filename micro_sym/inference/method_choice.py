@@ -12,12 +12,11 @@ The threshold comes from ``python bench/provenance/calibrate_method_choice.py`` 
 the contest's held-out images): per image of every contest condition it scores both methods and picks
 the threshold that maximizes the mean grain F1 of the choice (ties within half a point: the widest
 margin). With robust-2d and the seeded grain rule of network maps (:mod:`micro_sym.grains.rules`)
-that is 1.13 dB, between the 2 and 3 counts/px images: mean grain F1 0.770, versus 0.720 for the
-network alone and 0.606 for the classical method alone; 2 counts/px goes to the classical method,
-3 counts/px and everything above to the network (bench/results/method_choice.json). With the
-previous grain rule (region merging) the network was weaker at low dose and the threshold was
-4.51 dB. The default-2d model, trained on clean images only, would need 13.45 dB and reach 0.727,
-so auto runs robust-2d unless a model is given (the threshold is the robust-2d one either way).
+that is 1.13 dB, between the 2 and 3 counts/px images: 2 counts/px goes to the classical method,
+3 counts/px and everything above to the network (``bench/results/method_choice.json``; the scores
+are in docs/results.md). The default-2d model, trained on clean images only, would need a far
+higher threshold, so auto runs robust-2d unless a model is given (the threshold is the robust-2d one
+either way).
 
 The choice, the SNR and the threshold are recorded in the run manifest (``method.auto``); a
 resumed run reuses the recorded choice. 3D inputs always run the network.
@@ -28,6 +27,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from micro_sym.errors import MicroSymError
+from micro_sym.orientation.symmetry import SQUARE
+from micro_sym.orientation.symmetry import lattice as find_lattice
 
 #: Fringe SNR (dB) below which the classical method segments the input (calibrated, see above).
 CLASSICAL_BELOW_DB = 1.13
@@ -63,13 +64,12 @@ class AutoMethod:
             network`` forces the network).
         """
         from micro_sym.inference.classical import ClassicalMethod
-        from micro_sym.inference.network import K_TO_SYMMETRY
 
         net = self.network
         if img.ndim != 2 or net.ndim != 2:
             return net, {"chose": "network", "fringe_snr_db": None, "classical_below_db": self.classical_below_db,
                          "reason": "3D input: the classical method is 2D only"}
-        lattice = K_TO_SYMMETRY.get(net.k, "square")
+        lattice = find_lattice(net.k, ndim=2, default=SQUARE).name
         old = ((previous or {}).get("method") or {}).get("auto")
         period = None  # on resume the classical method takes its period from the manifest
         if old and old.get("chose") in ("network", "classical"):
@@ -111,12 +111,11 @@ def auto_segment(image, *, model=None, threshold: float = 5.0, classical_below_d
     plus ``method`` (the record of :meth:`AutoMethod.choose`).
     """
     from micro_sym.classical import classical_segment, fringe_snr
-    from micro_sym.inference.network import K_TO_SYMMETRY
     from micro_sym.models import load_model
     from micro_sym.inference.whole_image import segment_image
 
     model = load_model(AUTO_MODEL, export=True) if model is None else model
-    lattice = K_TO_SYMMETRY.get(model.k, "square")
+    lattice = find_lattice(model.k, ndim=2, default=SQUARE).name
     snr, period = fringe_snr(image, lattice)
     chose = "classical" if snr < classical_below_db else "network"
     if chose == "classical":

@@ -17,9 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from micro_sym.errors import MicroSymError
-
-K_TO_SYMMETRY = {4: "square", 6: "hexagonal"}
+from micro_sym.orientation.symmetry import lattice
 
 
 @dataclass
@@ -172,9 +170,9 @@ def as_network(model, *, name: str = "", export: bool = True) -> Network:
         Run the plain-torch export (default; faster, same outputs to float rounding). False runs the
         module itself, e.g. a model being trained.
     """
-    for attr in ("ndim", "halo", "total_stride"):
-        if not hasattr(model, attr):
-            raise MicroSymError(f"model {name or type(model).__name__}: lacks the '{attr}' attribute of the SegModel interface")
+    from micro_sym.models.base import check_model
+
+    check_model(model, name)
     ndim = int(model.ndim)
     config = dict(getattr(model, "config", {}) or {})
     model.eval()
@@ -187,9 +185,7 @@ def as_network(model, *, name: str = "", export: bool = True) -> Network:
     module.eval()
     if ndim == 2:
         k = int(model.k)
-        symmetry = K_TO_SYMMETRY.get(k)
-        if symmetry is None:
-            raise MicroSymError(f"model {name}: unsupported lattice order k={k} (expected 4 or 6)")
+        symmetry = lattice(k, ndim=2, where=f"model {name}").name
         encoding, norm = getattr(model, "orientation_encoding", "angle"), getattr(model, "normalization", "pm1")
     else:
         k = int(getattr(model, "k", 24))

@@ -7,11 +7,19 @@ of a run is ``window`` tasks at a time). The network travels as bytes once per w
 the driver's object, process pools receive it in their initializer, Dask workers get it scattered
 (broadcast) once and keep one deserialized copy per process (:func:`~.network.cached_network`).
 Each task reads its own tile and halo from the input, so no image data moves between workers.
+
+A ``tcp://`` address is probed before ``distributed.Client`` connects (:func:`probe_scheduler`):
+the client waits for the scheduler's handshake without a deadline and reads any 8 bytes as a frame
+length, so a peer that accepts and stays silent hung a run for minutes and an HTTP server made it
+try to allocate exabytes. The probe reads the handshake itself, with a deadline.
 """
 
 from __future__ import annotations
 
 import os
+import socket
+import struct
+import time
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
 from micro_sym.errors import MicroSymError
@@ -138,13 +146,120 @@ class ProcessRunner(Runner):
             self.pool.shutdown(wait=True, cancel_futures=True)
 
 
-class DaskRunner(Runner):
-    """``distributed``: a LocalCluster of worker processes or an existing scheduler at ``tcp://``."""
+#: Seconds a ``tcp://`` scheduler has to accept the connection and send its handshake.
+HANDSHAKE_TIMEOUT = 10.0
+# A Dask handshake is a small msgpack dict (~60 bytes); anything claiming more is not one.
+_MAX_HANDSHAKE_BYTES = 1 << 16
 
-    def __init__(self, address: str | None = None, workers: int | None = None, window: int | None = None):
+
+def probe_scheduler(address: str, timeout: float = HANDSHAKE_TIMEOUT) -> None:
+    """Check that ``address`` is a Dask scheduler, within ``timeout`` seconds, before a Client connects.
+
+    A Dask TCP server writes its handshake (an 8-byte length, then msgpack frames holding a dict
+    with ``python``, ``compression`` and ``pickle-protocol``) as soon as it accepts a connection,
+    before it reads anything; the probe reads and decodes it and closes. ``tls://`` addresses are
+    only checked for a listening port (their first bytes are the TLS handshake the client starts).
+
+    Raises
+    ------
+    MicroSymError
+        One line: ``ADDRESS: connection refused``, ``ADDRESS: not a Dask scheduler (no handshake
+        within N s)``, ``ADDRESS: not a Dask scheduler (it answered '...')``, unknown host, ...
+    """
+    from distributed.comm.addressing import parse_address, parse_host_port
+
+    try:
+        scheme, loc = parse_address(address)
+        host, port = parse_host_port(loc, 8786)
+    except ValueError as err:
+        raise MicroSymError(f"--scheduler {address}: expected tcp://HOST:PORT ({err})") from None
+    deadline = time.monotonic() + timeout
+    try:
+        sock = socket.create_connection((host, port), timeout=timeout)
+    except ConnectionRefusedError:
+        raise MicroSymError(f"{address}: connection refused") from None
+    except socket.gaierror:
+        raise MicroSymError(f"{address}: unknown host '{host}'") from None
+    except TimeoutError:  # socket.timeout is TimeoutError
+        raise MicroSymError(f"{address}: no answer to a connection within {timeout:g} s") from None
+    except OSError as err:
+        raise MicroSymError(f"{address}: cannot connect ({err.strerror or err})") from None
+    with sock:
+        if scheme != "tcp":
+            return
+        head = _recv(sock, 8, deadline)
+        if head is None:
+            raise MicroSymError(f"{address}: not a Dask scheduler (no handshake within {timeout:g} s)")
+        if len(head) < 8:
+            raise MicroSymError(f"{address}: not a Dask scheduler (it closed the connection without a handshake)"
+                                if not head else _foreign(address, head))
+        (nbytes,) = struct.unpack("Q", head)
+        if not 8 <= nbytes <= _MAX_HANDSHAKE_BYTES:
+            sock.settimeout(max(0.01, min(0.2, deadline - time.monotonic())))
+            try:
+                head += sock.recv(64)  # a little more of the reply, for the message
+            except OSError:
+                pass
+            raise _foreign(address, head)
+        body = _recv(sock, nbytes, deadline)
+        if body is None:
+            raise MicroSymError(f"{address}: not a Dask scheduler (no handshake within {timeout:g} s)")
+        if len(body) < nbytes or not _is_handshake(body):
+            raise _foreign(address, head + body)
+
+
+def _recv(sock, n: int, deadline: float) -> bytes | None:
+    """Up to ``n`` bytes before ``deadline``: fewer if the peer closes, None if the time runs out first."""
+    buf = b""
+    while len(buf) < n:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return None
+        sock.settimeout(left)
+        try:
+            chunk = sock.recv(n - len(buf))
+        except TimeoutError:
+            return None
+        except OSError:
+            return buf
+        if not chunk:
+            return buf
+        buf += chunk
+    return buf
+
+
+def _is_handshake(body: bytes) -> bool:
+    """Whether ``body`` decodes as the frames of a Dask comm handshake."""
+    try:
+        from distributed.protocol.core import loads
+        from distributed.protocol.utils import unpack_frames
+
+        msg = loads(unpack_frames(body))
+    except Exception:  # any decoding error: not Dask's protocol
+        return False
+    return isinstance(msg, dict) and "python" in msg
+
+
+def _foreign(address: str, data: bytes) -> MicroSymError:
+    text = "".join(c if c.isprintable() else " " for c in data[:48].decode("latin-1")).strip()
+    text = " ".join(text.split())
+    return MicroSymError(f"{address}: not a Dask scheduler (it answered '{text}')" if text else
+                         f"{address}: not a Dask scheduler (its reply is not a Dask handshake)")
+
+
+class DaskRunner(Runner):
+    """``distributed``: a LocalCluster of worker processes or an existing scheduler at ``tcp://``.
+
+    ``connect_timeout``: seconds an existing scheduler has to answer (:func:`probe_scheduler`).
+    """
+
+    def __init__(self, address: str | None = None, workers: int | None = None, window: int | None = None,
+                 connect_timeout: float | None = None):
         from distributed import Client, LocalCluster
 
         self.cluster = None
+        if address is not None:
+            probe_scheduler(address, HANDSHAKE_TIMEOUT if connect_timeout is None else float(connect_timeout))
         try:
             if address is None:
                 n = workers or min(2, available_cores())
@@ -187,8 +302,14 @@ class DaskRunner(Runner):
                 self.cluster.close()
 
 
-def make_runner(scheduler: str = "threads", workers: int | None = None, window: int | None = None) -> Runner:
-    """A runner for ``threads`` | ``processes`` | ``local-cluster`` | ``tcp://HOST:PORT``."""
+def make_runner(scheduler: str = "threads", workers: int | None = None, window: int | None = None,
+                connect_timeout: float | None = None) -> Runner:
+    """A runner for ``threads`` | ``processes`` | ``local-cluster`` | ``tcp://HOST:PORT``.
+
+    ``connect_timeout`` (default :data:`HANDSHAKE_TIMEOUT`): seconds a ``tcp://`` scheduler has to
+    accept and send its handshake; past it, or with a peer that is not Dask, a one-line
+    :class:`MicroSymError`.
+    """
     if scheduler == "threads":
         return ThreadRunner(workers, window)
     if scheduler == "processes":
@@ -196,5 +317,5 @@ def make_runner(scheduler: str = "threads", workers: int | None = None, window: 
     if scheduler == "local-cluster":
         return DaskRunner(None, workers, window)
     if scheduler.startswith(("tcp://", "tls://")):
-        return DaskRunner(scheduler, workers, window)
+        return DaskRunner(scheduler, workers, window, connect_timeout)
     raise MicroSymError(f"--scheduler {scheduler}: expected threads, processes, local-cluster or tcp://HOST:PORT")

@@ -15,8 +15,9 @@ from __future__ import annotations
 import numpy as np
 
 from micro_sym.errors import MicroSymError
-from micro_sym.inference.network import K_TO_SYMMETRY, as_network
+from micro_sym.inference.network import as_network
 from micro_sym.inference.tiles import predict_array, predict_raw
+from micro_sym.orientation.symmetry import lattice
 
 #: Grains smaller than this (pixels) are merged into a neighbour; a lattice-resolved grain is much
 #: larger than the few-pixel specks a noisy boundary map leaves between boundary branches.
@@ -103,5 +104,5 @@ def grains_from_maps(maps: dict, k: int, *, threshold=5.0, min_size=DEFAULT_MIN_
     from micro_sym.grains.rules import grains_by_rule, network_rule
 
     rule = network_rule(threshold, 2) if rule is None else rule
-    return grains_by_rule(maps["orientation"], maps["boundary"], rule, symmetry=K_TO_SYMMETRY[k], min_size=min_size,
-                          boundary_threshold=boundary_threshold)
+    return grains_by_rule(maps["orientation"], maps["boundary"], rule, symmetry=lattice(k, ndim=2).name,
+                          min_size=min_size, boundary_threshold=boundary_threshold)

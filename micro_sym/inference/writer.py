@@ -11,9 +11,15 @@ Layout of one input ``NAME`` under ``OUT``::
         final/ID.npz          per-block statistics of the final grains (seeded rule, pass 3 result)
         done1/ID, done2/ID    atomic markers: pass 1 (maps + local labels), pass 3 (grains) done
 
+    OUT/.NAME.lock            locked (``flock``) by the run writing NAME; the file stays when it is free
+
 A block's data is written first, then its marker is created atomically (write + ``os.replace``), so
 a marker always means "this block's chunks are complete". Completion is decided from markers only:
 an all-background chunk leaves no file, so chunk files cannot tell.
+
+One run at a time per output (:class:`OutputLock`): a second run on the same input and ``--out``
+would resume the same markers and scratch, and the first to finish deletes scratch labels the
+other still reads, leaving an output marked complete but wrong.
 """
 
 from __future__ import annotations
@@ -86,17 +92,24 @@ class RunState:
         atomic_write_bytes(self.manifest_path, json.dumps(manifest, indent=1, sort_keys=True).encode())
 
     def check_compatible(self, manifest: dict) -> str:
-        """``"new"``, ``"resume"`` or ``"complete"``; raises if the output belongs to a different run."""
+        """``"new"``, ``"resume"`` or ``"complete"``; raises if the output belongs to a different run.
+
+        Without a manifest, an existing ``NAME.zarr`` or ``NAME_grains.csv`` is someone else's file
+        (only a segment run writes the manifest, and it writes it before either output), so it is
+        never replaced silently: the user chooses ``--overwrite`` or another ``--out``.
+        """
         old = self.read_manifest()
         if old is None:
-            if self.zarr_path.exists():
-                raise MicroSymError(f"{self.zarr_path}: exists but was not written by a micro-sym segment run here; "
-                                    f"choose another --out or delete it")
+            for p in (self.zarr_path, self.csv_path):
+                if p.exists():
+                    raise MicroSymError(f"{p}: exists but was not written by a micro-sym segment run here; "
+                                        f"choose another --out, or rerun with --overwrite to replace it")
             return "new"
         differ = [k for k in IDENTITY_KEYS if _canon(old.get(k)) != _canon(manifest.get(k))]
         if differ:
             raise MicroSymError(f"{self.zarr_path}: output of a different run (differs in {', '.join(differ)}); "
-                                f"refusing to resume: choose another --out or delete {self.zarr_path} and {self.root}")
+                                f"refusing to resume: rerun with --overwrite to start {self.name} afresh, "
+                                f"or choose another --out")
         if old.get("status") == "complete" and self.zarr_path.exists() and self.csv_path.exists():
             return "complete"
         return "resume"
@@ -130,11 +143,140 @@ class RunState:
         except OSError as err:
             raise os_error(self.out_dir, err, "create output directory") from None
 
+    def remove_outputs(self) -> None:
+        """Delete this input's outputs and run state (``--overwrite``: start the input afresh).
+
+        Only the three paths that belong to ``NAME``; the lock file stays (the caller holds it).
+        """
+        try:
+            for d in (self.zarr_path, self.root):
+                if d.is_dir() and not d.is_symlink():
+                    shutil.rmtree(d)
+                elif d.exists() or d.is_symlink():
+                    d.unlink()
+            self.csv_path.unlink(missing_ok=True)
+        except OSError as err:
+            raise os_error(self.out_dir, err, f"remove the previous output of {self.name}") from None
+        forget_arrays(self.zarr_path)
+        forget_arrays(self.labels_path)
+
     def cleanup_scratch(self) -> None:
         """Drop scratch data of a completed input (keeps manifest and markers)."""
         shutil.rmtree(self.labels_path, ignore_errors=True)
         shutil.rmtree(self.root / "blocks", ignore_errors=True)
         shutil.rmtree(self.root / "final", ignore_errors=True)
+
+
+class OutputLock:
+    """Exclusive lock of one input's outputs under ``OUT``: ``OUT/.NAME.lock``, held for the whole run.
+
+    ``fcntl.flock`` (``msvcrt.locking`` on Windows), taken without waiting: a second run on the same
+    input fails at once with one line instead of interleaving with the first. The kernel drops the
+    lock when its holder exits, however it exits, so a killed run never leaves a stale lock behind,
+    and the file itself is kept: deleting it would let a later run lock a new file while an older
+    one still holds the unlinked one.
+
+    Examples
+    --------
+    >>> with OutputLock(out_dir, "a"):                # doctest: +SKIP
+    ...     run()
+    """
+
+    def __init__(self, out_dir, name: str):
+        self.out_dir = Path(out_dir)
+        self.name = name
+        self.path = self.out_dir / f".{name}.lock"
+        self._fh = None
+
+    def acquire(self) -> OutputLock:
+        """Take the lock or raise :class:`MicroSymError` naming the output and the lock file."""
+        try:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            fh = open(self.path, "a+b")
+        except OSError as err:
+            raise os_error(self.out_dir, err, f"create lock file {self.path.name}") from None
+        try:
+            _lock_nonblocking(fh)
+        except OSError as err:
+            if err.errno in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):
+                # A file system without locks (some network and FUSE mounts): run unprotected rather
+                # than refuse every run there.
+                import warnings
+
+                warnings.warn(f"{self.path}: file locks are not supported here; a second run on this output "
+                              f"would not be detected", stacklevel=2)
+                self._fh = fh
+                return self
+            fh.close()
+            if err.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK, errno.EDEADLK):
+                raise os_error(self.path, err, "lock") from None
+            raise MicroSymError(f"{self.name}: another micro-sym run is writing {self.out_dir / (self.name + '.zarr')} "
+                                f"(lock file {self.path}{_holder(self.path)}); wait for it or choose another --out") from None
+        # Who holds it: for the refusal message of a second run, and for a person looking at the file.
+        try:
+            fh.seek(0)
+            fh.truncate()
+            fh.write(f"pid {os.getpid()} on {_hostname()}\n".encode())
+            fh.flush()
+        except OSError:
+            pass
+        self._fh = fh
+        return self
+
+    def release(self) -> None:
+        if self._fh is not None:
+            try:
+                _unlock(self._fh)
+            except OSError:  # never locked (no lock support) or already gone with the descriptor
+                pass
+            finally:
+                self._fh.close()
+                self._fh = None
+
+    def __enter__(self) -> OutputLock:
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def _holder(path: Path) -> str:
+    """``", held by pid N on HOST"`` from a lock file's text (advisory: reading it is allowed), or ``""``."""
+    try:
+        text = path.read_text(errors="replace").strip()
+    except OSError:
+        return ""
+    return f", held by {text}" if text.startswith("pid ") and "\n" not in text and len(text) < 200 else ""
+
+
+def _hostname() -> str:
+    import socket
+
+    return socket.gethostname()
+
+
+def _lock_nonblocking(fh) -> None:
+    try:
+        import fcntl
+    except ImportError:  # Windows: a byte-range lock on the first byte does the same job
+        import msvcrt
+
+        fh.seek(0)
+        msvcrt.locking(fh.fileno(), msvcrt.LK_NBLCK, 1)
+        return
+    fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+
+def _unlock(fh) -> None:
+    try:
+        import fcntl
+    except ImportError:
+        import msvcrt
+
+        fh.seek(0)
+        msvcrt.locking(fh.fileno(), msvcrt.LK_UNLCK, 1)
+        return
+    fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
 
 def _canon(v):

@@ -16,9 +16,10 @@ from micro_sym.io.images import (
     move_into_place,
     open_image,
     read_json,
+    scratch_folder,
     value_range,
     write_ome_zarr,
 )
 
 __all__ = ["DEFAULT_CHUNKS", "SPATIAL_AXES", "TIFF_SUFFIXES", "Image", "move_into_place", "open_image", "read_json",
-           "value_range", "write_ome_zarr"]
+           "scratch_folder", "value_range", "write_ome_zarr"]

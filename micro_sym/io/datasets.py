@@ -25,8 +25,7 @@ import numpy as np
 
 from micro_sym.errors import MicroSymError
 from micro_sym.io import TIFF_SUFFIXES, open_image, read_json
-
-LATTICE_ORDER = {"square": 4, "hexagonal": 6, "cubic": None}
+from micro_sym.orientation.symmetry import lattice
 
 
 @dataclass
@@ -55,9 +54,7 @@ class LabeledDataset:
         meta_path = self.root / "dataset.json"
         self.meta = read_json(meta_path) if meta_path.exists() else {}
         self.lattice = self.meta.get("lattice", "square")
-        if self.lattice not in LATTICE_ORDER:
-            raise MicroSymError(f"{meta_path}: unknown lattice '{self.lattice}' (expected {', '.join(LATTICE_ORDER)})")
-        self.k = LATTICE_ORDER[self.lattice]
+        self.k = lattice(str(self.lattice), where=str(meta_path)).k
         self.pixel_size = tuple(self.meta["pixel_size"]) if "pixel_size" in self.meta else None
         self.unit = self.meta.get("unit")
         self.names = list(self._images)

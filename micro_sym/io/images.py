@@ -291,6 +291,27 @@ def write_ome_zarr(
     return path
 
 
+def scratch_folder(out: Path, produced, overwrite: bool) -> Path:
+    """A new scratch folder beside (or in) ``out`` for a command's outputs, once they may be written.
+
+    ``out`` must be a folder or not exist yet; an existing output named in ``produced`` is an error
+    unless ``overwrite``. Write into the folder, then :func:`move_into_place`.
+    """
+    import tempfile
+
+    if out.exists() and not out.is_dir():
+        raise MicroSymError(f"{out}: exists and is not a directory")
+    clash = [p for p in produced if (out / p).exists()]
+    if clash and not overwrite:
+        raise MicroSymError(f"{out / clash[0]}: already exists (pass --overwrite to replace)")
+    parent = out if out.exists() else out.parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=parent))
+    except OSError as err:
+        raise MicroSymError(f"{out}: cannot create output ({err.strerror})") from None
+
+
 def move_into_place(tmp: Path, out: Path, produced) -> bool:
     """Move finished outputs from a scratch folder into ``out``; True when ``tmp`` itself became ``out``.
 

@@ -1,20 +1,11 @@
-"""2D grain-segmentation networks: a model registry, model files, and the SegModel interface.
+"""Segmentation networks, 2D and 3D: the model contract, a registry, model files.
 
-Interface (a **contract** for predict, tiled inference, the napari plugin, pruning and export)
-------------------------------------------------------------------------------------------
-``SegModel`` is a ``torch.nn.Module`` with
-
-- ``ndim`` = 2, ``k`` (4 square / 6 hexagonal lattice), ``config`` (complete model config dict),
-- ``total_stride``: input H and W must be multiples of it (``predict_image`` pads, reflect mode),
-- ``halo``: receptive-field radius in pixels from a gradient probe, rounded up to ``total_stride``
-  (stored in the model file); tiles cut with this overlap and origins on the stride reproduce
-  whole-image inference,
-- ``forward(x)``: ``(B, 1, H, W)`` float32 normalized by :func:`normalize` with the *whole image's*
-  :func:`intensity_range` -> ``(B, 3, H, W)``: channel 0 the boundary logit (invariant field),
-  channels 1-2 the orientation field ``(cos kθ, sin kθ)`` (docs/design.md §2; decode with
-  ``micro_sym.orientation.decode_angle``; the vector length is a confidence),
-- ``export()``: a plain-torch ``SegModel`` (``exported=True``, no escnn at run time) with identical
-  outputs; run inference on this one (it is several times faster than the escnn module).
+Every model keeps one contract (:mod:`micro_sym.models.base`: ``ndim``, ``k``, ``halo``,
+``total_stride``, ``config``, ``normalization``, ``forward``, ``export()``, exact equivariance on
+the grid checked by :func:`~micro_sym.models.base.equivariance_error`). 2D models are
+:class:`SegModel` (this module's registry, :mod:`micro_sym.models.unet`); 3D models are the
+G-CNNs of :mod:`micro_sym.models.gcnn3d` (``arch: gcnn3d``); :mod:`micro_sym.models.fields`
+rebuilds either with fewer fields (pruning).
 
 Functions: ``build_model(config)``, ``save_model(model, path, trained_on=, metrics=)``,
 ``load_model(name_or_path, device="cpu", export=False)`` (``"default-2d"`` is the bundled model in
@@ -38,6 +29,7 @@ Model files hold ``{"config", "state_dict", "meta"}`` (``torch.load(path, weight
 >>> fast = model.export()                                                          # doctest: +SKIP
 """
 
+from micro_sym.models.base import SegmentationModel, check_model, equivariance_error
 from micro_sym.models.normalize import PERCENTILES, intensity_range, normalize
 from micro_sym.models.registry import (
     BUNDLED,
@@ -53,6 +45,7 @@ from micro_sym.models.registry import (
 )
 
 __all__ = [
-    "BUNDLED", "PERCENTILES", "SegModel", "build_model", "complete_config", "intensity_range", "list_models",
-    "load_model", "measure_halo", "normalize", "register_model", "resolve_model_path", "save_model",
+    "BUNDLED", "PERCENTILES", "SegModel", "SegmentationModel", "build_model", "check_model", "complete_config",
+    "equivariance_error", "intensity_range", "list_models", "load_model", "measure_halo", "normalize", "register_model",
+    "resolve_model_path", "save_model",
 ]

@@ -709,6 +709,17 @@ def complete_config3d(config) -> dict:
         if int(cfg[key]) < 1:
             raise MicroSymError(f"model config: {key} must be a positive integer")
         cfg[key] = int(cfg[key])
+    # Sizes no model has (a damaged or foreign file) fail here, before the filters are allocated.
+    from micro_sym.models.limits import MAX_CHANNELS, MAX_LEVELS
+
+    hint = "; the file is damaged or not a micro_sym model"
+    if cfg["levels"] > MAX_LEVELS:
+        raise MicroSymError(f"model config: 'levels' is {cfg['levels']} (at most {MAX_LEVELS}){hint}")
+    if cfg["width"] * 2 ** (cfg["levels"] - 1) > MAX_CHANNELS:
+        raise MicroSymError(f"model config: 'width' {cfg['width']:,} asks for {cfg['width'] * 2 ** (cfg['levels'] - 1):,} "
+                            f"channels at level {cfg['levels'] - 1} (at most {MAX_CHANNELS:,}){hint}")
+    if cfg["so3_max_frequency"] > 8:
+        raise MicroSymError(f"model config: 'so3_max_frequency' is {cfg['so3_max_frequency']} (at most 8){hint}")
     return cfg
 
 
@@ -768,7 +779,10 @@ def model3d_from_blob(blob, path, device="cpu", export: bool = False):
 
     from ..errors import MicroSymError
 
-    cfg = complete_config3d(blob["config"])
+    try:
+        cfg = complete_config3d(blob["config"])
+    except MicroSymError as err:  # name the file: the config came from it
+        raise MicroSymError(f"{path}: {err}") from None
     model = _CLASSES[cfg["variant"]](cfg).eval()
     # escnn keeps some index buffers as expanded (stride-0) views, which load_state_dict cannot
     # copy into; give every buffer its own memory first (values are rebuilt from the config anyway).

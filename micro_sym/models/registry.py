@@ -13,13 +13,14 @@ import torch
 from torch import nn
 
 from micro_sym.errors import MicroSymError
+from micro_sym.models.limits import MAX_CHANNELS, MAX_CONVS, MAX_KERNEL, MAX_LEVELS, MAX_PARAMETERS
+from micro_sym.orientation.symmetry import lattice
 
 FORMAT_VERSION = 1
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 #: Bundled model names -> files in ``micro_sym/weights/``.
 BUNDLED = {"default-2d": "default_2d.pt", "robust-2d": "robust_2d.pt", "default-3d": "default_3d.pt"}
 
-_LATTICE_K = {"square": 4, "hexagonal": 6}
 _ARCHS = {}
 
 
@@ -42,6 +43,36 @@ DEFAULTS = {
     "unet_equi": dict(group="D4", widths=[2, 4, 8, 16], convs_per_level=2, kernel_size=3, stem_kernel=5, upsample="bilinear", head_kernel=1, dec_convs=None),
     "unet_plain": dict(widths=[16, 32, 64, 128], convs_per_level=2, kernel_size=3, stem_kernel=5, upsample="bilinear", head_kernel=1, dec_convs=None),
 }
+
+
+def check_config_sizes(cfg: dict) -> None:
+    """Raise :class:`MicroSymError` naming the key of a completed 2D config with sizes no model has.
+
+    Channels are ``widths`` times the group order for ``unet_equi`` (regular fields). The parameter
+    estimate counts every 3x3 (``kernel_size``) convolution of encoder and decoder at full width;
+    it is an upper bound of the order of the real count, enough to refuse terabytes.
+    """
+    widths = cfg["widths"]
+    group = str(cfg.get("group", "C1")) if cfg["arch"] == "unet_equi" else "C1"
+    mult = int(group[1:]) * (2 if group[0] == "D" else 1) if group[1:].isdigit() else 1
+    hint = "; the file is damaged or not a micro_sym model"
+    if len(widths) > MAX_LEVELS:
+        raise MicroSymError(f"model config: 'widths' has {len(widths)} levels (at most {MAX_LEVELS}){hint}")
+    for i, w in enumerate(widths):
+        if w * mult > MAX_CHANNELS:
+            raise MicroSymError(f"model config: 'widths' asks for {w * mult:,} channels at level {i} "
+                                f"(at most {MAX_CHANNELS:,}){hint}")
+    for key, top in (("kernel_size", MAX_KERNEL), ("stem_kernel", MAX_KERNEL), ("head_kernel", MAX_KERNEL),
+                     ("convs_per_level", MAX_CONVS)):
+        v = cfg.get(key)
+        if isinstance(v, int) and not 1 <= v <= top:
+            raise MicroSymError(f"model config: '{key}' is {v} (expected 1 to {top}){hint}")
+    k2 = int(cfg.get("kernel_size", 3)) ** 2
+    convs = int(cfg.get("convs_per_level", 2))
+    est = sum(3 * convs * k2 * (w * mult) ** 2 for w in widths)
+    if est > MAX_PARAMETERS:
+        raise MicroSymError(f"model config: 'widths' {widths} ask for about {est:.2g} weights "
+                            f"(at most {MAX_PARAMETERS:.0e}){hint}")
 
 
 def _arch_kwargs(config):
@@ -84,12 +115,10 @@ def complete_config(config: dict) -> dict:
     cfg.setdefault("arch", "unet_equi")
     if cfg["arch"] not in _ARCHS:
         raise MicroSymError(f"model config: unknown arch '{cfg['arch']}' (expected one of {', '.join(list_models())})")
-    lattice = cfg.setdefault("lattice", "square")
-    if lattice not in _LATTICE_K:
-        raise MicroSymError(f"model config: lattice '{lattice}' is not a 2D lattice (expected square or hexagonal)")
-    cfg.setdefault("k", _LATTICE_K[lattice])
-    if cfg["k"] != _LATTICE_K[lattice]:
-        raise MicroSymError(f"model config: k={cfg['k']} does not fit a {lattice} lattice")
+    lat = lattice(str(cfg.setdefault("lattice", "square")), ndim=2, where="model config")
+    cfg.setdefault("k", lat.k)
+    if cfg["k"] != lat.k:
+        raise MicroSymError(f"model config: k={cfg['k']} does not fit a {lat.name} lattice")
     for key, value in DEFAULTS[cfg["arch"]].items():
         cfg.setdefault(key, value)
     cfg["widths"] = [int(w) for w in cfg["widths"]]
@@ -100,6 +129,7 @@ def complete_config(config: dict) -> dict:
 
         if cfg["group"] not in GROUPS:
             raise MicroSymError(f"model config: unknown group '{cfg['group']}' (expected one of {', '.join(GROUPS)})")
+    check_config_sizes(cfg)
     cfg["ndim"] = 2
     return cfg
 
@@ -309,7 +339,10 @@ def load_model(name_or_path="default-2d", device="cpu", export: bool = False) ->
         raise MicroSymError(f"{path}: not a micro_sym model file (expected config, state_dict and meta)")
     if isinstance(blob["config"], dict) and blob["config"].get("arch") == "gcnn3d":  # 3D hook
         from micro_sym.models.gcnn3d import model3d_from_blob; return model3d_from_blob(blob, path, device, export)  # noqa: E702
-    cfg = complete_config(blob["config"])
+    try:
+        cfg = complete_config(blob["config"])
+    except MicroSymError as err:  # name the file: the config came from it
+        raise MicroSymError(f"{path}: {err}") from None
     core, stride = _ARCHS[cfg["arch"]](cfg)
     model = SegModel(core, cfg, stride, halo=int(blob["meta"].get("halo", 0)))
     model.eval()

@@ -188,7 +188,7 @@ def euler_bunge_to_quat(phi1_deg, Phi_deg, phi2_deg):
     return quat_normalize(quat_multiply(quat_multiply(q1, q2), q3))
 
 
-# ------------------------------------------------------------- added for grains (issue 5)
+# ------------------------------------------------------------- symmetry groups and misorientation
 
 
 def hexagonal_symmetry_quats():

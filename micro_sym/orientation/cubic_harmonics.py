@@ -273,9 +273,7 @@ def _start_grid(degrees, n: int = 1000):
     zone and the coefficients are cubic-invariant, so the nearest coefficient vector is the nearest
     orientation there: 1000 samples leave gaps of 4.7° (median) to 10.6° (worst of 20,000 random
     orientations, ``python bench/studies/study_decode_start.py``), inside Gauss-Newton's basin. All vectors have the same norm, so "nearest" is the
-    largest dot product: one small matrix product per batch of voxels. Replacing the previous start
-    (a KD-tree over 30,000 orientations in 9-D), together with the threaded refinement, made decoding
-    real outputs 3.9x faster (``bench/bench_postprocess3d.py``).
+    largest dot product: one small matrix product per batch of voxels.
     """
     rng = np.random.default_rng(20240611)
     mats = quat_to_matrix(_random_quats(n, rng))

@@ -1,4 +1,4 @@
-"""Synthetic polycrystal micrographs and tomography volumes with exact ground truth (issue 3).
+"""Synthetic polycrystal micrographs and tomography volumes with exact ground truth.
 
 Public API::
 
@@ -16,7 +16,7 @@ Public API::
 from micro_sym.synth.config import Imaging2D, Imaging3D, Microstructure, Synth2DConfig, Synth3DConfig, load_config
 from micro_sym.synth.imaging import apply_imaging_2d, apply_imaging_3d, scan_positions
 from micro_sym.synth.lattice2d import Synth2DSample, micrograph_from_grains, render_lattice_2d, synth_2d
-from micro_sym.synth.microstructure import boundary_mask, power_diagram, seed_cells
+from micro_sym.synth.microstructure import power_diagram, seed_cells
 from micro_sym.synth.volume3d import Synth3DSample, render_lattice_3d, synth_3d
 
 __all__ = [
@@ -29,7 +29,6 @@ __all__ = [
     "Synth3DSample",
     "apply_imaging_2d",
     "apply_imaging_3d",
-    "boundary_mask",
     "load_config",
     "micrograph_from_grains",
     "power_diagram",

@@ -13,9 +13,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from micro_sym.errors import MicroSymError
+from micro_sym.config_files import read_yaml_mapping, validate_model
 
 
 class _Model(BaseModel):
@@ -138,26 +138,7 @@ def load_config(path=None, dim: int = 2, **overrides):
     MicroSymError
         Unreadable YAML or invalid values, as one line naming the file and the field.
     """
-    import yaml
-
     cls = {2: Synth2DConfig, 3: Synth3DConfig}[dim]
-    data = {}
-    where = "config"
-    if path is not None:
-        path = Path(path)
-        where = str(path)
-        if not path.is_file():
-            raise MicroSymError(f"{path}: config file does not exist (or is not a regular file)")
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as err:
-            raise MicroSymError(f"{path}: not valid YAML ({type(err).__name__})") from None
-        if not isinstance(data, dict):
-            raise MicroSymError(f"{path}: expected a mapping of settings at the top level")
+    data = {} if path is None else read_yaml_mapping(path)
     data.update({k: v for k, v in overrides.items() if v is not None})
-    try:
-        return cls.model_validate(data)
-    except ValidationError as err:
-        first = err.errors()[0]
-        loc = ".".join(str(p) for p in first["loc"]) or "config"
-        raise MicroSymError(f"{where}: {loc}: {first['msg']} ({len(err.errors())} problem(s))") from None
+    return validate_model(cls, data, "config" if path is None else str(Path(path)))

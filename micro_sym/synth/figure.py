@@ -6,6 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
+from micro_sym.orientation.symmetry import lattice
+
 
 def save_figure_2d(sample, path, *, crop: int | None = None, dpi: int = 110):
     """Save a PNG: image | grain ids with boundaries | orientation map (cyclic colours) | zoom.
@@ -23,7 +25,7 @@ def save_figure_2d(sample, path, *, crop: int | None = None, dpi: int = 110):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    k = {"square": 4, "hexagonal": 6}[sample.info.get("lattice", "square")]
+    lat = lattice(sample.info.get("lattice", "square"))
     h, w = sample.image.shape
     crop = crop or max(32, min(h, w) // 4)
     rng = np.random.default_rng(0)
@@ -31,7 +33,7 @@ def save_figure_2d(sample, path, *, crop: int | None = None, dpi: int = 110):
     colours = rng.uniform(0.25, 1.0, (int(sample.grains.max()) + 1, 3))
     ids = colours[sample.grains]
     ids[sample.boundary] = 0
-    ori = plt.get_cmap("twilight")(sample.orientation / (360.0 / k))[..., :3]
+    ori = plt.get_cmap("twilight")(sample.orientation / lat.period)[..., :3]
     ori[sample.boundary] = 0
     fig, axes = plt.subplots(1, 4, figsize=(16, 4.4), constrained_layout=True)
     lo, hi = np.percentile(sample.image, [0.5, 99.5])
@@ -41,14 +43,14 @@ def save_figure_2d(sample, path, *, crop: int | None = None, dpi: int = 110):
     axes[1].imshow(ids)
     axes[1].set_title(f"grain ids + boundary ({int(sample.grains.max())} grains, {sample.info.get('n_twins', 0)} twins)")
     im = axes[2].imshow(ori)
-    axes[2].set_title(f"orientation (0..{360 // k}°, cyclic)")
+    axes[2].set_title(f"orientation (0..{360 // lat.k}°, cyclic)")
     axes[3].imshow(sample.image[:crop, :crop], cmap="gray", vmin=lo, vmax=hi, interpolation="nearest")
     axes[3].contour(sample.boundary[:crop, :crop], levels=[0.5], colors="yellow", linewidths=0.6)
     axes[3].set_title(f"zoom {crop}x{crop} px, boundary in yellow")
     for ax in axes:
         ax.set_xticks([])
         ax.set_yticks([])
-    sm = plt.cm.ScalarMappable(cmap="twilight", norm=plt.Normalize(0, 360 / k))
+    sm = plt.cm.ScalarMappable(cmap="twilight", norm=plt.Normalize(0, lat.period))
     fig.colorbar(sm, ax=axes[2], fraction=0.046, label="degrees")
     del im
     path = Path(path)

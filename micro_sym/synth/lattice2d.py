@@ -22,12 +22,13 @@ import numpy as np
 from scipy import ndimage
 
 from micro_sym.errors import MicroSymError
+from micro_sym.grains.boundaries import find_boundaries
 from micro_sym.orientation import misorientation_2d
+from micro_sym.orientation.symmetry import lattice as find_lattice
 from micro_sym.synth.config import Imaging2D, Synth2DConfig
 from micro_sym.synth.imaging import apply_imaging_2d, scan_positions
 from micro_sym.synth.microstructure import (
     apply_grain_rule,
-    boundary_mask,
     face_pairs,
     power_diagram,
     power_diagram_grid,
@@ -37,7 +38,6 @@ from micro_sym.synth.microstructure import (
     slab_mask,
 )
 
-LATTICE_K = {"square": 4, "hexagonal": 6}
 # Lattice points around the unit cell that holds a point, in fractional coordinates. For the square
 # lattice the comb is separable (see _square_comb); for the hexagonal lattice the 4 cell corners plus
 # the apexes of the 4 triangles across the cell's edges hold every atom within one lattice constant,
@@ -81,15 +81,17 @@ def lattice_basis(angles_deg, lattice: str = "square", period: float = 8.0):
     return period * np.stack([a1, a2], -1)
 
 
+def _comb1(f, sigma):
+    """1D periodic comb of Gaussians (width ``sigma``) at the integers, from the two nearest atoms."""
+    x = (f - np.floor(f)).astype(np.float32)  # fractional part is exact enough in float32, exp is 2x faster
+    c = np.float32(-0.5 / sigma**2)
+    return np.exp(c * x * x) + np.exp(c * (1 - x) ** 2)
+
+
 def _square_comb(fu, fv, sigma):
     # A Gaussian of the distance to a lattice point of an orthogonal lattice factorises per axis, so the
     # square-lattice comb is a product of two 1D periodic combs (nearest two atoms per axis suffice).
-    def comb1(f):
-        x = (f - np.floor(f)).astype(np.float32)  # fractional part is exact enough in float32, exp is 2x faster
-        c = np.float32(-0.5 / sigma**2)
-        return np.exp(c * x * x) + np.exp(c * (1 - x) ** 2)
-
-    return comb1(fu) * comb1(fv)
+    return _comb1(fu, sigma) * _comb1(fv, sigma)
 
 
 def _hex_comb(fu, fv, sigma):
@@ -151,6 +153,30 @@ def _disorder_weight(general_boundary, width):
     d = ndimage.distance_transform_edt(~general_boundary)
     t = np.clip(d / width, 0, 1)
     return (t * t * (3 - 2 * t)).astype(np.float32)  # smoothstep: no kink at the layer's edge
+
+
+def _grains_and_disorder(cells, pairs, mis, parent, ms):
+    """Grains of the cells by the grain rule, their boundary mask, and the disorder weight of the cells.
+
+    ``pairs``/``mis``: touching cells and their misorientations; ``parent``: a twin's parent cell (a
+    cell's own id otherwise). Coherent twin boundaries are ordered interfaces, so only general
+    boundaries get a disordered layer (:func:`_disorder_weight`).
+    """
+    grains = apply_grain_rule(cells, pairs, mis, ms.threshold_deg)
+    is_twin_pair = parent[pairs[:, 0]] == parent[pairs[:, 1]]
+    general = find_boundaries(apply_grain_rule(cells, pairs, np.where(is_twin_pair, 0.0, mis), ms.threshold_deg))
+    return grains, find_boundaries(grains), _disorder_weight(general, ms.disorder_width)
+
+
+def _sample_info(grains, cells, n_twins, plan) -> dict:
+    """The per-sample facts both generators report (grain, cell, twin and sub-grain counts)."""
+    return {
+        "n_grains": int(grains.max()),
+        "n_cells": int(cells.max()) + 1,
+        "n_twins": n_twins,
+        "n_subgrain": sum(1 for p in plan if p[2] == 0),
+        "n_low_angle": sum(1 for p in plan if p[2] == 1),
+    }
 
 
 def _angles_array(angles, n):
@@ -217,8 +243,7 @@ def render_lattice_2d(
     >>> img.shape, img.dtype
     ((64, 64), dtype('float32'))
     """
-    if lattice not in LATTICE_K:
-        raise MicroSymError(f"lattice: unknown '{lattice}' (expected square or hexagonal)")
+    find_lattice(lattice, ndim=2)
     grain_ids = np.asarray(grain_ids)
     if grain_ids.ndim != 2 or not np.issubdtype(grain_ids.dtype, np.integer):
         raise MicroSymError(f"grain_ids: need a 2D integer array, got {grain_ids.dtype} of shape {grain_ids.shape}")
@@ -240,7 +265,7 @@ def render_lattice_2d(
         y = np.broadcast_to(-np.arange(h, dtype=np.float64)[:, None], (h, w))
     else:
         x, y = positions
-    weight = _disorder_weight(boundary_mask(grain_ids), disorder_width)
+    weight = _disorder_weight(find_boundaries(grain_ids), disorder_width)
     if amorphous.any():
         weight = np.ones(grain_ids.shape, np.float32) if weight is None else weight
         weight = np.where(amorphous[grain_ids], 0, weight).astype(np.float32)
@@ -291,8 +316,8 @@ def synth_2d(config: Synth2DConfig | None = None, seed: int = 0) -> Synth2DSampl
     """
     cfg = config or Synth2DConfig()
     ms, im = cfg.microstructure, cfg.imaging
-    k = LATTICE_K[cfg.lattice]
-    period_deg = 360.0 / k
+    lat = find_lattice(cfg.lattice, ndim=2)
+    k, period_deg = lat.k, lat.period
     rng = np.random.default_rng(seed)
     h, w = cfg.size
     x, y = scan_positions((h, w), im, rng)
@@ -358,12 +383,7 @@ def synth_2d(config: Synth2DConfig | None = None, seed: int = 0) -> Synth2DSampl
 
     pairs = face_pairs(cells)
     mis = misorientation_2d(ang[pairs[:, 0]], ang[pairs[:, 1]], k)
-    grains = apply_grain_rule(cells, pairs, mis, ms.threshold_deg)
-    boundary = boundary_mask(grains)
-    # Coherent twin boundaries are ordered interfaces; only general boundaries get a disordered layer.
-    is_twin_pair = parent[pairs[:, 0]] == parent[pairs[:, 1]]
-    general = boundary_mask(apply_grain_rule(cells, pairs, np.where(is_twin_pair, 0.0, mis), ms.threshold_deg))
-    weight = _disorder_weight(general, ms.disorder_width)
+    grains, boundary, weight = _grains_and_disorder(cells, pairs, mis, parent, ms)
     clean = _render_cells(x, y, cells, bases, origins, cfg.lattice, cfg.atom_sigma, weight, cfg.period, rng)
 
     contrast = im.contrast if im.contrast != "random" else ("dark_field" if rng.random() < 0.5 else "bright_field")
@@ -373,13 +393,5 @@ def synth_2d(config: Synth2DConfig | None = None, seed: int = 0) -> Synth2DSampl
     else:
         image = counts.astype(np.float32)
     orientation = ang.astype(np.float32)[cells]
-    info = {
-        "n_grains": int(grains.max()),
-        "n_cells": int(cells.max()) + 1,
-        "n_twins": n_twins,
-        "n_subgrain": sum(1 for p in plan if p[2] == 0),
-        "n_low_angle": sum(1 for p in plan if p[2] == 1),
-        "contrast": contrast,
-        "lattice": cfg.lattice,
-    }
+    info = {**_sample_info(grains, cells, n_twins, plan), "contrast": contrast, "lattice": cfg.lattice}
     return Synth2DSample(image, grains, boundary, orientation, cells.astype(np.int32), clean, info)

@@ -1,4 +1,4 @@
-"""Grain tessellations: relaxed power diagrams, cell adjacency, the grain rule and boundary masks.
+"""Grain tessellations: relaxed power diagrams, cell adjacency and the grain rule.
 
 Works in any dimension on *physical* coordinates (docs/design.md §1: 2D ``(x, y)`` with y up, 3D ``(x, y, z)``),
 evaluated at arbitrary sample positions, so a distorted scan samples exactly the same microstructure as
@@ -9,7 +9,8 @@ the lattice rendered on it.
 >>> seeds, w = seed_cells([0, 0], [128, 128], grain_size=32, size_spread=0.3, relax_iterations=2, rng=rng)
 >>> yy, xx = np.mgrid[0:128, 0:128]
 >>> cells = power_diagram(np.stack([xx.ravel(), -yy.ravel()], -1), seeds, w).reshape(128, 128)
->>> bool(boundary_mask(cells).any())
+>>> from micro_sym.grains.boundaries import find_boundaries
+>>> bool(find_boundaries(cells).any())
 True
 """
 
@@ -171,27 +172,6 @@ def face_pairs(labels):
         keys.append(lo * n + hi)  # one int64 key per pair: 1D unique is far faster than unique(axis=0)
     keys = np.unique(np.concatenate(keys))
     return np.stack([keys // n, keys % n], -1)
-
-
-def boundary_mask(labels):
-    """True on every pixel/voxel whose label differs from a face neighbour (4- / 6-connectivity).
-
-    Both sides of a boundary are marked, so the mask is two pixels wide and symmetric; it is exactly
-    the set of pixels where the grain ids change.
-
-    >>> boundary_mask(np.array([[1, 1, 2], [1, 1, 2]])).astype(int)
-    array([[0, 1, 1],
-           [0, 1, 1]])
-    """
-    labels = np.asarray(labels)
-    mask = np.zeros(labels.shape, dtype=bool)
-    for ax in range(labels.ndim):
-        a = np.moveaxis(labels, ax, 0)
-        m = np.moveaxis(mask, ax, 0)  # a view: writes go into mask
-        diff = a[:-1] != a[1:]
-        m[:-1] |= diff
-        m[1:] |= diff
-    return mask
 
 
 def apply_grain_rule(cells, pairs, misorientation, threshold_deg: float):

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from micro_sym.errors import MicroSymError
+from micro_sym.grains.boundaries import find_boundaries
 from micro_sym.orientation import (
     axis_angle_to_quat,
     misorientation_cubic,
@@ -31,10 +32,8 @@ from micro_sym.orientation import (
 )
 from micro_sym.synth.config import Synth3DConfig
 from micro_sym.synth.imaging import apply_imaging_3d
-from micro_sym.synth.lattice2d import _disorder_weight, _smooth_noise
+from micro_sym.synth.lattice2d import _comb1, _disorder_weight, _grains_and_disorder, _sample_info, _smooth_noise
 from micro_sym.synth.microstructure import (
-    apply_grain_rule,
-    boundary_mask,
     face_pairs,
     power_diagram_grid,
     random_neighbour_assignment,
@@ -68,12 +67,6 @@ class Synth3DSample:
     cells: np.ndarray
     clean: np.ndarray
     info: dict = field(default_factory=dict)
-
-
-def _comb1(f, sigma):
-    x = (f - np.floor(f)).astype(np.float32)  # float32 is ample for the fractional part; exp is 2x faster
-    c = np.float32(-0.5 / sigma**2)
-    return np.exp(c * x * x) + np.exp(c * (1 - x) ** 2)
 
 
 def _grid_points(shape):
@@ -150,7 +143,7 @@ def render_lattice_3d(grain_ids, quaternions, *, period: float = 5.0, atom_sigma
         raise MicroSymError(f"quaternions: {len(q)} rows for grain ids up to {n - 1} (index them by grain id)")
     rot = quat_to_matrix(q[:n])
     origins = np.einsum("nij,nj->ni", rot, rng.random((n, 3))) * period if translations is None else np.asarray(translations, float)[:n]
-    weight = _disorder_weight(boundary_mask(grain_ids), disorder_width)
+    weight = _disorder_weight(find_boundaries(grain_ids), disorder_width)
     return _render_cells_3d(grain_ids.shape, grain_ids, rot, origins, period, atom_sigma, weight, rng)
 
 
@@ -222,22 +215,11 @@ def synth_3d(config: Synth3DConfig | None = None, seed: int = 0) -> Synth3DSampl
 
     pairs = face_pairs(cells)
     mis = misorientation_cubic(q[pairs[:, 0]], q[pairs[:, 1]])
-    grains = apply_grain_rule(cells, pairs, mis, ms.threshold_deg)
-    boundary = boundary_mask(grains)
-    is_twin_pair = parent[pairs[:, 0]] == parent[pairs[:, 1]]
-    general = boundary_mask(apply_grain_rule(cells, pairs, np.where(is_twin_pair, 0.0, mis), ms.threshold_deg))
-    weight = _disorder_weight(general, ms.disorder_width)
+    grains, boundary, weight = _grains_and_disorder(cells, pairs, mis, parent, ms)
     clean = _render_cells_3d(shape, cells, rot, origins, cfg.period, cfg.atom_sigma, weight, rng)
     volume = _to_dtype(apply_imaging_3d(clean, cfg.imaging, rng), cfg.dtype)
     orientation = np.moveaxis(q.astype(np.float32)[cells], -1, 0).copy()
-    info = {
-        "n_grains": int(grains.max()),
-        "n_cells": int(cells.max()) + 1,
-        "n_twins": n_twins,
-        "n_subgrain": sum(1 for p in plan if p[2] == 0),
-        "n_low_angle": sum(1 for p in plan if p[2] == 1),
-        "lattice": "cubic",
-    }
+    info = {**_sample_info(grains, cells, n_twins, plan), "lattice": "cubic"}
     return Synth3DSample(volume, grains, boundary, orientation, cells.astype(np.int32), clean, info)
 
 

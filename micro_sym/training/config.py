@@ -14,12 +14,11 @@ Misspelt keys are errors, not silent defaults.
 from __future__ import annotations
 
 import copy
-from pathlib import Path
 from typing import Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from micro_sym.errors import MicroSymError
+from micro_sym.config_files import read_yaml_mapping, validate_model
 
 
 class _Cfg(BaseModel):
@@ -130,12 +129,7 @@ def validate_config(data: dict, where: str = "config") -> TrainConfig:
             else:
                 merged[key] = value
         data = merged
-    try:
-        return TrainConfig.model_validate(data)
-    except ValidationError as err:
-        first = err.errors()[0]
-        loc = ".".join(str(p) for p in first["loc"]) or "config"
-        raise MicroSymError(f"{where}: {loc}: {first['msg']} ({len(err.errors())} problem(s))") from None
+    return validate_model(TrainConfig, data, where)
 
 
 def finetuning_config(model, base: dict | None = None) -> TrainConfig:
@@ -155,19 +149,8 @@ def load_train_config(path=None, **overrides) -> TrainConfig:
     MicroSymError
         Unreadable YAML or invalid values (one line naming the file and the field).
     """
-    import yaml
-
-    data, where = {}, "config"
-    if path is not None:
-        path, where = Path(path), str(path)
-        if not path.is_file():
-            raise MicroSymError(f"{path}: config file does not exist")
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as err:
-            raise MicroSymError(f"{path}: not valid YAML ({type(err).__name__})") from None
-        if not isinstance(data, dict):
-            raise MicroSymError(f"{path}: expected a mapping at the top level")
+    data = {} if path is None else read_yaml_mapping(path)
+    where = "config" if path is None else str(path)
     for key, value in overrides.items():
         if value is None:
             continue

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from micro_sym.grains.boundaries import find_boundaries
 from micro_sym.orientation.cubic_harmonics import quat_to_sh4
 from micro_sym.orientation import misorientation_cubic, quat_to_matrix, random_quaternions
 
@@ -98,16 +99,9 @@ def boundary_from_grains(grains):
 
     Datasets mark boundaries either with 0 (docs/design.md §1) or only by the change of grain id (the
     synthetic 3D generator labels every voxel); this rule gives the same 2-voxel-thick boundary
-    for both.
+    for both (:func:`~micro_sym.grains.boundaries.find_boundaries`, ``mode="grains"``).
     """
-    boundary = grains == 0
-    for ax in range(grains.ndim):
-        a = np.moveaxis(grains, ax, 0)
-        b = np.moveaxis(boundary, ax, 0)  # a view: writes go into boundary
-        diff = (a[1:] != a[:-1]) & (a[1:] > 0) & (a[:-1] > 0)
-        b[1:] |= diff
-        b[:-1] |= diff
-    return boundary
+    return find_boundaries(grains, mode="grains")
 
 
 def targets(grains, quats, degrees=(4,)):

@@ -11,7 +11,9 @@ What a path opens as
   the pixel size found in its metadata; a TIFF inside a labeled dataset's ``grains/``,
   ``boundary/`` or ``orientation/`` folder (docs/design.md §1) opens as labels or as a coloured orientation map;
 - ``.ctf``, ``.cpr``/``.crc``, ``.ang`` EBSD maps: IPF-Z colour map, phases and the band contrast /
-  image quality channel when the file has one.
+  image quality channel when the file has one;
+- electron-microscope files (Gatan ``.dm3/.dm4``, Velox ``.emd``, FEI ``.ser``, MRC): an image
+  layer scaled by the file's calibration (:mod:`micro_sym.io.microscope`).
 """
 
 from __future__ import annotations
@@ -39,6 +41,10 @@ def _kind(path: Path) -> str | None:
         return "ebsd"
     if name.endswith(TIFF_SUFFIXES):
         return "tiff"
+    from micro_sym.io.microscope import MICROSCOPE_SUFFIXES
+
+    if name.endswith(MICROSCOPE_SUFFIXES):
+        return "tiff"  # read like a TIFF: open_image gives the lazy image and its pixel size
     if path.is_dir() and ((path / "zarr.json").is_file() or (path / ".zgroup").is_file() or (path / ".zarray").is_file()):
         return "zarr"
     return None
@@ -88,14 +94,15 @@ def _dataset_lattice(root: Path) -> str:
 
 
 def _orientation_layers(data, symmetry: str, name: str, kwargs: dict) -> list[tuple]:
-    from micro_sym_napari._core import SYMMETRY_K, _napari_cyclic, ipf_rgb
+    from micro_sym.orientation.symmetry import SQUARE, lattice
+    from micro_sym_napari._core import _napari_cyclic, ipf_rgb
 
     kwargs = {k: v for k, v in kwargs.items() if k != "name"}
     if data.ndim == 4 or symmetry == "cubic":  # (4, z, y, x) quaternions
         rgb = ipf_rgb(data)
         return [(rgb[c], {**kwargs, "name": f"{name} IPF-Z {colour}", "colormap": colour, "contrast_limits": (0.0, 1.0),
                           "blending": "additive"}, "image") for c, colour in enumerate(("red", "green", "blue"))]
-    period = 360.0 / SYMMETRY_K.get(symmetry, 4)
+    period = lattice(symmetry, ndim=2, default=SQUARE).period
     return [(data, {**kwargs, "name": name, "colormap": _napari_cyclic(),
                     "contrast_limits": (0.0, period), "interpolation2d": "nearest"}, "image")]
 
@@ -226,8 +233,11 @@ def _input_image(path: Path):
 
 def _symmetry_2d(run: dict) -> str:
     """Lattice of a 2D output: stored by newer engines; else the model file's ``k``; else square."""
-    if run.get("symmetry") in ("square", "hexagonal"):
-        return run["symmetry"]
+    from micro_sym.orientation.symmetry import SQUARE, lattice
+
+    stored = lattice(str(run.get("symmetry")), ndim=2, default=None)
+    if stored is not None:
+        return stored.name
     model = (run.get("model") or {}).get("name")
     if model:
         try:
@@ -236,7 +246,7 @@ def _symmetry_2d(run: dict) -> str:
             from micro_sym.models import resolve_model_path
 
             blob = torch.load(resolve_model_path(model), map_location="cpu", weights_only=True)
-            return {6: "hexagonal"}.get(int(blob["config"].get("k", 4)), "square")
+            return lattice(int(blob["config"].get("k", 4)), ndim=2, default=SQUARE).name
         except Exception:
             pass
     return "square"

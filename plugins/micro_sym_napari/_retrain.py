@@ -28,7 +28,7 @@ import numpy as np
 
 from micro_sym.errors import MicroSymError
 from micro_sym.orientation.symmetry import lattice as find_lattice
-from micro_sym_napari._core import Progress
+from micro_sym.inference.interactive import Progress
 
 
 @dataclass

@@ -15,13 +15,9 @@ from qtpy.QtWidgets import (
     QDoubleSpinBox,
     QFileDialog,
     QFormLayout,
-    QHBoxLayout,
-    QLabel,
     QLineEdit,
-    QProgressBar,
     QPushButton,
     QSpinBox,
-    QVBoxLayout,
     QWidget,
 )
 
@@ -68,23 +64,9 @@ class RetrainWidget(_widgets._WorkerControls, QWidget):
         self.out_edit = QLineEdit(str(Path.home() / "micro_sym_retrained.pt"))
         self.browse = QPushButton("Browse…")
         self.browse.clicked.connect(self._browse_out)
-        out_row = QHBoxLayout()
-        out_row.setContentsMargins(0, 0, 0, 0)
-        out_row.addWidget(self.out_edit)
-        out_row.addWidget(self.browse)
-        out_widget = QWidget()
-        out_widget.setLayout(out_row)
+        out_widget = _widgets._path_row(self.out_edit, self.browse)
 
-        self.run_button = QPushButton("Fine-tune")
-        self.run_button.clicked.connect(self.run)
-        self.cancel_button = QPushButton("Cancel")
-        self.cancel_button.setEnabled(False)
-        self.cancel_button.clicked.connect(self.cancel)
-        self.progress = QProgressBar()
-        self.progress.setRange(0, 1)
-        self.progress.setValue(0)
-        self.status = QLabel("Correct the grains layer with napari's label tools, then fine-tune.")
-        self.status.setWordWrap(True)
+        self._build_controls("Fine-tune", "Correct the grains layer with napari's label tools, then fine-tune.")
 
         form = QFormLayout()
         form.addRow("Image", self.image_combo)
@@ -94,16 +76,7 @@ class RetrainWidget(_widgets._WorkerControls, QWidget):
         form.addRow("Steps per epoch", self.steps_spin)
         form.addRow("Learning rate", self.lr_spin)
         form.addRow("Save model as", out_widget)
-        buttons = QHBoxLayout()
-        buttons.addWidget(self.run_button)
-        buttons.addWidget(self.cancel_button)
-        layout = QVBoxLayout()
-        layout.addLayout(form)
-        layout.addLayout(buttons)
-        layout.addWidget(self.progress)
-        layout.addWidget(self.status)
-        layout.addStretch(1)
-        self.setLayout(layout)
+        self._lay_out(form, self.progress, self.status)
 
         self.labels_combo.currentIndexChanged.connect(self._labels_changed)
         for ev in (self.viewer.layers.events.inserted, self.viewer.layers.events.removed):
@@ -167,19 +140,9 @@ class RetrainWidget(_widgets._WorkerControls, QWidget):
         except MicroSymError as err:
             _widgets._show_error(str(err))
             return None
-        from napari.qt.threading import create_worker
-
         # Copies: the user may keep editing the labels while the worker trains.
-        self.worker = create_worker(_retrain_job, np.array(image), np.array(grains), settings, _start_thread=False,
-                                    _connect={"yielded": self._on_progress, "returned": self._on_returned,
-                                              "aborted": self._on_aborted, "errored": self._on_errored,
-                                              "finished": self._on_finished})
-        self.run_button.setEnabled(False)
-        self.cancel_button.setEnabled(True)
-        self.progress.setRange(0, 0)
-        self.status.setText(f"fine-tuning {settings.model} on '{names['image']}' with '{names['labels']}'…")
-        self.worker.start()
-        return self.worker
+        return self._start(_retrain_job, np.array(image), np.array(grains), settings,
+                           message=f"fine-tuning {settings.model} on '{names['image']}' with '{names['labels']}'…")
 
     def _on_returned(self, outcome):
         status, value = outcome

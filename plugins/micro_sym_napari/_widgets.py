@@ -1,8 +1,9 @@
 """The dock widgets "Segment grains" and "Grain statistics" ("Correct and retrain" is in :mod:`._retrain_widget`).
 
-Both are thin Qt shells around :mod:`micro_sym_napari._core`: they read their controls into a
-:class:`~micro_sym_napari._core.SegmentSettings`, validate the layer choice, and run
-:func:`~micro_sym_napari._core.iter_segment` in napari's generator worker, so the event loop keeps
+Both are thin Qt shells: they read their controls into a
+:class:`~micro_sym.inference.interactive.SegmentSettings`, validate the layer choice
+(:mod:`micro_sym_napari._core`), and run :func:`~micro_sym.inference.interactive.iter_segment` in
+napari's generator worker, so the event loop keeps
 running (the viewer stays responsive), every yielded tile advances the progress bar, and Cancel stops
 the worker at the next tile. Layers are added only when a run *returns*: a cancelled or failed run
 adds nothing and changes nothing. User mistakes become one-line napari notifications
@@ -37,6 +38,7 @@ from qtpy.QtWidgets import (
 )
 
 from micro_sym.errors import MicroSymError
+from micro_sym.inference import interactive
 from micro_sym_napari import _core
 
 log = logging.getLogger(__name__)
@@ -74,12 +76,53 @@ class _WorkerControls:
     NOTHING_DONE = "nothing was changed"
     WHAT = "run"
 
+    def _build_controls(self, run_text: str, status: str = "") -> None:
+        """The run and Cancel buttons (wired to ``run`` and :meth:`cancel`), the progress bar and the status line."""
+        self.run_button = QPushButton(run_text)
+        self.run_button.clicked.connect(self.run)
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setEnabled(False)
+        self.cancel_button.clicked.connect(self.cancel)
+        self.progress = QProgressBar()
+        self.progress.setRange(0, 1)
+        self.progress.setValue(0)
+        self.status = QLabel(status)
+        self.status.setWordWrap(True)
+
+    def _lay_out(self, form, *widgets) -> None:
+        """The widget's layout: ``form``, the run/Cancel row, then ``widgets`` top to bottom."""
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.run_button)
+        buttons.addWidget(self.cancel_button)
+        layout = QVBoxLayout()
+        layout.addLayout(form)
+        layout.addLayout(buttons)
+        for widget in widgets:
+            layout.addWidget(widget)
+        layout.addStretch(1)
+        self.setLayout(layout)
+
+    def _start(self, job, *args, message: str):
+        """Run the generator ``job(*args)`` in napari's worker, wired to the controls; returns the worker."""
+        from napari.qt.threading import create_worker
+
+        self.worker = create_worker(job, *args, _start_thread=False,
+                                    _connect={"yielded": self._on_progress, "returned": self._on_returned,
+                                              "aborted": self._on_aborted, "errored": self._on_errored,
+                                              "finished": self._on_finished})
+        self.run_button.setEnabled(False)
+        self.cancel_button.setEnabled(True)
+        self.progress.setRange(0, 0)  # busy until the first count arrives
+        self.status.setText(message)
+        self.worker.start()
+        return self.worker
+
     def cancel(self):
         if self.worker is not None:
             self.status.setText(f"cancelling after the current {self.UNIT}…")
             self.worker.quit()
 
-    def _on_progress(self, p: _core.Progress):
+    def _on_progress(self, p: interactive.Progress):
         self.progress.setRange(0, max(p.total, 1))
         self.progress.setValue(p.done)
         self.status.setText(p.stage)
@@ -112,14 +155,14 @@ class SegmentWidget(_WorkerControls, QWidget):
         super().__init__()
         self.viewer = napari_viewer
         self.worker = None
-        self.last_result: _core.SegmentResult | None = None
+        self.last_result: interactive.SegmentResult | None = None
         self.last_layers: list = []
 
         self.image_combo = QComboBox()
         self.image_combo.setToolTip("2D image (y, x) or 3D volume (z, y, x) to segment")
         self.model_combo = QComboBox()
-        for name in _core.available_models():
-            self.model_combo.addItem({_core.CLASSICAL: CLASSICAL_LABEL, _core.AUTO: AUTO_LABEL}.get(name, name), name)
+        for name in interactive.available_models():
+            self.model_combo.addItem({interactive.CLASSICAL: CLASSICAL_LABEL, interactive.AUTO: AUTO_LABEL}.get(name, name), name)
         self.model_combo.addItem(MODEL_FILE, MODEL_FILE)
         self.model_combo.setToolTip("Bundled network, a model file (.pt trained or pruned with micro_sym, or a "
                                     "deployed .onnx/.ts/.safetensors from 'micro-sym export'), the training-free Gabor filter-bank method (2D only), "
@@ -128,12 +171,7 @@ class SegmentWidget(_WorkerControls, QWidget):
         self.model_path.setPlaceholderText("path to a micro_sym model file (.pt)")
         self.browse = QPushButton("Browse…")
         self.browse.clicked.connect(self._browse_model)
-        path_row = QHBoxLayout()
-        path_row.setContentsMargins(0, 0, 0, 0)
-        path_row.addWidget(self.model_path)
-        path_row.addWidget(self.browse)
-        self.path_widget = QWidget()
-        self.path_widget.setLayout(path_row)
+        self.path_widget = _path_row(self.model_path, self.browse)
         self.lattice_combo = QComboBox()
         self.lattice_combo.addItems(["square", "hexagonal"])
         self.lattice_combo.setToolTip("Lattice symmetry for the classical method (networks know their own)")
@@ -158,21 +196,12 @@ class SegmentWidget(_WorkerControls, QWidget):
         self.min_size_spin.setSuffix(" px")
         self.min_size_spin.setToolTip("Smaller grains are merged into their neighbour")
 
-        self.run_button = QPushButton("Segment")
-        self.run_button.clicked.connect(self.run)
-        self.cancel_button = QPushButton("Cancel")
-        self.cancel_button.setEnabled(False)
-        self.cancel_button.clicked.connect(self.cancel)
+        self._build_controls("Segment")
         self.save_button = QPushButton("Save results…")
         self.save_button.setToolTip("Write NAME.zarr (boundary, orientation, grains) and NAME_grains.csv, "
                                     "the layout of 'micro-sym segment'; File > Open reads it back")
         self.save_button.setEnabled(False)
         self.save_button.clicked.connect(self._save_dialog)
-        self.progress = QProgressBar()
-        self.progress.setRange(0, 1)
-        self.progress.setValue(0)
-        self.status = QLabel("")
-        self.status.setWordWrap(True)
         self.key_title = QLabel("")
         self.key_label = QLabel()
         self.key_label.setAlignment(Qt.AlignmentFlag.AlignCenter)
@@ -186,19 +215,7 @@ class SegmentWidget(_WorkerControls, QWidget):
         form.addRow("Tile size", self.tile_spin)
         form.addRow("Misorientation threshold", self.threshold_spin)
         form.addRow("Minimum grain size", self.min_size_spin)
-        buttons = QHBoxLayout()
-        buttons.addWidget(self.run_button)
-        buttons.addWidget(self.cancel_button)
-        layout = QVBoxLayout()
-        layout.addLayout(form)
-        layout.addLayout(buttons)
-        layout.addWidget(self.progress)
-        layout.addWidget(self.save_button)
-        layout.addWidget(self.status)
-        layout.addWidget(self.key_title)
-        layout.addWidget(self.key_label)
-        layout.addStretch(1)
-        self.setLayout(layout)
+        self._lay_out(form, self.progress, self.save_button, self.status, self.key_title, self.key_label)
 
         self.model_combo.currentIndexChanged.connect(self._model_changed)
         self._model_changed()
@@ -226,9 +243,9 @@ class SegmentWidget(_WorkerControls, QWidget):
     def _model_changed(self, *args):
         choice = self.model_combo.currentData()
         self.path_widget.setVisible(choice == MODEL_FILE)
-        self.lattice_combo.setEnabled(choice == _core.CLASSICAL)
-        self.device_combo.setEnabled(choice != _core.CLASSICAL)
-        self.tile_spin.setEnabled(choice != _core.CLASSICAL)
+        self.lattice_combo.setEnabled(choice == interactive.CLASSICAL)
+        self.device_combo.setEnabled(choice != interactive.CLASSICAL)
+        self.tile_spin.setEnabled(choice != interactive.CLASSICAL)
 
     def _browse_model(self):
         path, _ = QFileDialog.getOpenFileName(self, "Choose a micro_sym model file", "", "Model files (*.pt *.pth *.onnx *.ts *.safetensors);;All files (*)")
@@ -244,10 +261,10 @@ class SegmentWidget(_WorkerControls, QWidget):
             self.model_combo.setCurrentIndex(self.model_combo.findData(MODEL_FILE))
             self.model_path.setText(str(model))
 
-    def settings(self) -> _core.SegmentSettings:
+    def settings(self) -> interactive.SegmentSettings:
         choice = self.model_combo.currentData()
         model = self.model_path.text().strip() if choice == MODEL_FILE else choice
-        return _core.SegmentSettings(
+        return interactive.SegmentSettings(
             model=model, device=self.device_combo.currentText().strip() or "cpu", tile=self.tile_spin.value() or None,
             threshold=float(self.threshold_spin.value()), min_size=int(self.min_size_spin.value()),
             lattice=self.lattice_combo.currentText())
@@ -271,24 +288,14 @@ class SegmentWidget(_WorkerControls, QWidget):
             data = layer.data[0] if getattr(layer, "multiscale", False) else layer.data
             _core.check_image(data, name=layer.name, layer_type=layer._type_string, rgb=bool(getattr(layer, "rgb", False)))
             settings = self.settings()
-            _core.check_settings(settings, data.ndim)
+            interactive.check_settings(settings, data.ndim)
         except MicroSymError as err:
             _show_error(str(err))
             return None
-        from napari.qt.threading import create_worker
-
         pixel_size, unit = _physical(layer)
         self._target = {"name": layer.name, "scale": tuple(layer.scale), "translate": tuple(layer.translate)}
-        self.worker = create_worker(_segment_job, data, settings, pixel_size, unit, _start_thread=False,
-                                    _connect={"yielded": self._on_progress, "returned": self._on_returned,
-                                              "aborted": self._on_aborted, "errored": self._on_errored,
-                                              "finished": self._on_finished})
-        self.run_button.setEnabled(False)
-        self.cancel_button.setEnabled(True)
-        self.progress.setRange(0, 0)  # busy until the first tile count arrives
-        self.status.setText(f"segmenting '{layer.name}' with {settings.model}…")
-        self.worker.start()
-        return self.worker
+        return self._start(_segment_job, data, settings, pixel_size, unit,
+                           message=f"segmenting '{layer.name}' with {settings.model}…")
 
     def _on_returned(self, outcome):
         status, value = outcome
@@ -296,7 +303,7 @@ class SegmentWidget(_WorkerControls, QWidget):
             self.status.setText("failed")
             _show_error(value)
             return
-        result: _core.SegmentResult = value
+        result: interactive.SegmentResult = value
         t = self._target
         try:
             tuples = _core.result_layers(result, t["name"], scale=t["scale"], translate=t["translate"])
@@ -327,7 +334,7 @@ class SegmentWidget(_WorkerControls, QWidget):
             return None
         name = "".join(c if c.isalnum() or c in "-_." else "_" for c in self.last_name)
         try:
-            paths = _core.save_result(self.last_result, folder, name, overwrite=overwrite)
+            paths = interactive.save_result(self.last_result, folder, name, overwrite=overwrite)
         except MicroSymError as err:
             _show_error(str(err))
             return None
@@ -335,12 +342,14 @@ class SegmentWidget(_WorkerControls, QWidget):
         return paths
 
     def _show_key(self, result):
+        from micro_sym.grains.colours import angle_key, ipf_key
+
         if result.ndim == 2:
-            rgba = _core.angle_key(result.period, 121)
+            rgba = angle_key(result.period, 121)
             self.key_title.setText(f"Orientation colour key: lattice angle θ, counter-clockwise from +x, "
                                    f"mod {result.period:g}° ({result.symmetry} lattice)")
         else:
-            rgba = _core.ipf_key(121)
+            rgba = ipf_key(121)
             self.key_title.setText("Orientation colour key (IPF-Z, cubic): the crystal direction along z; "
                                    "red [001], green [101], blue [111]")
         self.key_title.setWordWrap(True)
@@ -366,8 +375,19 @@ def _guarded(gen, what: str, out_of_memory: str):
 
 def _segment_job(data, settings, pixel_size, unit):
     """The Segment worker's generator (see :func:`_guarded`)."""
-    gen = _core.iter_segment(data, settings, pixel_size=pixel_size, unit=unit)
+    gen = interactive.iter_segment(data, settings, pixel_size=pixel_size, unit=unit)
     return (yield from _guarded(gen, "segmentation", "choose a smaller tile size"))
+
+
+def _path_row(edit, button) -> QWidget:
+    """A line edit and its Browse button side by side, as one form row."""
+    row = QHBoxLayout()
+    row.setContentsMargins(0, 0, 0, 0)
+    row.addWidget(edit)
+    row.addWidget(button)
+    widget = QWidget()
+    widget.setLayout(row)
+    return widget
 
 
 def _physical(layer):

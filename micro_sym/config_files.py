@@ -1,0 +1,58 @@
+"""YAML config files (synthetic data, training): read one mapping, validate it, with one-line errors.
+
+>>> from pydantic import BaseModel
+>>> class Cfg(BaseModel):
+...     epochs: int = 1
+>>> validate_model(Cfg, {"epochs": "x"}, "train.yaml")
+Traceback (most recent call last):
+...
+micro_sym.errors.MicroSymError: train.yaml: epochs: Input should be a valid integer, unable to parse string as an integer (1 problem(s))
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from micro_sym.errors import MicroSymError
+
+__all__ = ["read_yaml_mapping", "validate_model"]
+
+
+def read_yaml_mapping(path) -> dict:
+    """The top-level mapping of a YAML file (``{}`` for an empty file).
+
+    Raises
+    ------
+    MicroSymError
+        No such file, invalid YAML, or not a mapping at the top level (one line naming the file).
+    """
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise MicroSymError(f"{path}: config file does not exist (or is not a regular file)")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise MicroSymError(f"{path}: not valid YAML ({type(err).__name__})") from None
+    if not isinstance(data, dict):
+        raise MicroSymError(f"{path}: expected a mapping of settings at the top level")
+    return data
+
+
+def validate_model(cls, data: dict, where: str = "config"):
+    """``cls.model_validate(data)`` for a pydantic model class; its first problem as a one-line error.
+
+    Raises
+    ------
+    MicroSymError
+        ``"WHERE: FIELD.PATH: message (N problem(s))"``.
+    """
+    from pydantic import ValidationError
+
+    try:
+        return cls.model_validate(data)
+    except ValidationError as err:
+        first = err.errors()[0]
+        loc = ".".join(str(p) for p in first["loc"]) or "config"
+        raise MicroSymError(f"{where}: {loc}: {first['msg']} ({len(err.errors())} problem(s))") from None

@@ -1,0 +1,79 @@
+"""Seed one-line bugs into the product and check that the tests aimed at them fail.
+
+A test that passes with the bug in place cannot catch it. Each entry below names a file, an exact
+line fragment, what to replace it with, and the tests that must then fail. The script copies the
+committed tree (``git worktree``) to a temporary folder, replaces its ``tests/`` with the working
+tree's, applies one bug at a time there, runs the tests with that copy first on ``sys.path``, and
+reports which bugs went unnoticed. The working tree is never touched. Run it after refactors (a few minutes)::
+
+    .venv/bin/python tests/seeded_bugs.py            # all bugs
+    .venv/bin/python tests/seeded_bugs.py hex_cross  # one bug by name
+
+Exit status 1 when a bug is not caught or a fragment no longer exists (then update the entry).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+#: name: (file, fragment, replacement, tests that must fail)
+BUGS = {
+    "hex_cross": ("micro_sym/grains/reconstruct.py", "x = a0 * b1 - a1 * b0 - a2 * b3 + a3 * b2",
+                  "x = a0 * b1 - a1 * b0 + a2 * b3 + a3 * b2", ["tests/test_grain_threshold.py"]),
+    "half_angle": ("micro_sym/grains/reconstruct.py", "return w >= float(np.cos(np.deg2rad(threshold) / 2))",
+                   "return w >= float(np.cos(np.deg2rad(threshold)))", ["tests/test_grain_threshold.py"]),
+    "angle_period": ("micro_sym/grains/reconstruct.py", "d += period / 2", "d += period / 3",
+                     ["tests/test_grain_threshold.py"]),
+    "halo_rounded_down": ("micro_sym/inference/blocks.py", "halo = padded_size(max(int(halo), 0), stride)",
+                          "halo = max(int(halo), 0) // stride * stride", ["tests/test_tiling.py"]),
+    "halo_halved": ("micro_sym/inference/blocks.py", "halo = padded_size(max(int(halo), 0), stride)",
+                    "halo = padded_size(max(int(halo), 0) // 2, stride)", ["tests/test_tiling.py"]),
+}
+
+
+def _run(tree: Path, tests: list[str]) -> bool:
+    """True when the tests pass in ``tree``."""
+    env = dict(os.environ, PYTHONPATH=f"{tree}{os.pathsep}{tree / 'plugins'}", QT_QPA_PLATFORM="offscreen")
+    cmd = [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *tests]
+    return subprocess.run(cmd, cwd=tree, env=env, capture_output=True).returncode == 0
+
+
+def main(names: list[str]) -> int:
+    chosen = {n: BUGS[n] for n in (names or BUGS)}
+    tmp = Path(tempfile.mkdtemp(prefix="micro_sym_bugs_"))
+    tree = tmp / "tree"
+    subprocess.run(["git", "worktree", "add", "--detach", str(tree), "HEAD"], cwd=ROOT, check=True, capture_output=True)
+    shutil.rmtree(tree / "tests")
+    shutil.copytree(ROOT / "tests", tree / "tests", ignore=shutil.ignore_patterns("__pycache__"))
+    missed = []
+    try:
+        for name, (rel, fragment, replacement, tests) in chosen.items():
+            path = tree / rel
+            original = path.read_text()
+            if original.count(fragment) != 1:
+                print(f"{name}: fragment not found once in {rel}; update this entry")
+                missed.append(name)
+                continue
+            path.write_text(original.replace(fragment, replacement))
+            try:
+                caught = not _run(tree, tests)
+            finally:
+                path.write_text(original)
+            print(f"{name}: {'caught' if caught else 'NOT CAUGHT'} by {' '.join(tests)}")
+            if not caught:
+                missed.append(name)
+    finally:
+        subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=ROOT, capture_output=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+    return 1 if missed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
