@@ -26,15 +26,15 @@ ROOT = Path(__file__).resolve().parents[1]
 #: name: (file, fragment, replacement, tests that must fail)
 BUGS = {
     "hex_cross": ("micro_sym/grains/reconstruct.py", "x = a0 * b1 - a1 * b0 - a2 * b3 + a3 * b2",
-                  "x = a0 * b1 - a1 * b0 + a2 * b3 + a3 * b2", ["tests/test_grain_threshold.py"]),
+                  "x = a0 * b1 - a1 * b0 + a2 * b3 + a3 * b2", ["tests/grains/test_grain_threshold.py"]),
     "half_angle": ("micro_sym/grains/reconstruct.py", "return w >= float(np.cos(np.deg2rad(threshold) / 2))",
-                   "return w >= float(np.cos(np.deg2rad(threshold)))", ["tests/test_grain_threshold.py"]),
+                   "return w >= float(np.cos(np.deg2rad(threshold)))", ["tests/grains/test_grain_threshold.py"]),
     "angle_period": ("micro_sym/grains/reconstruct.py", "d += period / 2", "d += period / 3",
-                     ["tests/test_grain_threshold.py"]),
+                     ["tests/grains/test_grain_threshold.py"]),
     "halo_rounded_down": ("micro_sym/inference/blocks.py", "halo = padded_size(max(int(halo), 0), stride)",
-                          "halo = max(int(halo), 0) // stride * stride", ["tests/test_tiling.py"]),
+                          "halo = max(int(halo), 0) // stride * stride", ["tests/inference/test_tiling.py"]),
     "halo_halved": ("micro_sym/inference/blocks.py", "halo = padded_size(max(int(halo), 0), stride)",
-                    "halo = padded_size(max(int(halo), 0) // 2, stride)", ["tests/test_tiling.py"]),
+                    "halo = padded_size(max(int(halo), 0) // 2, stride)", ["tests/inference/test_tiling.py"]),
 }
 
 

@@ -9,7 +9,7 @@ Loads the file (weights only), predicts a 40³ crop of the bundled sample volume
 crop of the first sample micrograph) and prints the boundary-probability mean, the fraction of
 predicted boundary points and the seeded grains (their count and a hash of the partition). ``--write-reference`` also stores the raw
 network outputs on a sub-grid of that crop; ``--reference`` compares against such a file and exits 1
-when they differ (tests/test_models3d.py and tests/test_models2d.py do the same for the bundled
+when they differ (tests/models/test_models3d.py and tests/models/test_models2d.py do the same for the bundled
 default-3d and default-2d; default-2d ships as an escnn file, so this is what shows that its D4 bases
 are the same in every installation). Run it in two environments and compare: the escnn file of the octahedral
 model of configs/train_3d_synth.yaml gave different numbers in a fresh venv than in the one it was

@@ -52,7 +52,7 @@ def grid_gap() -> dict:
 def rotation_agreement() -> dict:
     import torch
 
-    sys.path.insert(0, str(ROOT / "tests"))
+    sys.path.insert(0, str(ROOT / "tests" / "models"))
     import test_models3d as t  # the equivariance test's model and input
 
     from micro_sym.orientation.cubic_harmonics import MULTI_START_RESIDUAL, sh_to_quat

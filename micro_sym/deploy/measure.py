@@ -17,7 +17,7 @@ from torch import nn
 from micro_sym.models.base import equivariance_error
 
 # The 8 elements of D4 on (..., H, W): np.rot90 by r quarter turns (counter-clockwise as displayed),
-# then an optional left-right mirror (x -> -x); the same convention as tests/test_models2d.py.
+# then an optional left-right mirror (x -> -x); the same convention as tests/models/test_models2d.py.
 
 
 def _plain(model):

@@ -4,7 +4,7 @@ Why: our U-Nets have few channels per layer (8-192), where torch's default NCHW 
 slow on a CPU. onnxruntime's fused convolutions ran the bundled 2D networks 3-3.6 times faster
 than torch on 2 cores, channels-last torch 1.4-1.7 times faster in 2D and 1.3-1.4 times in 3D, where
 onnxruntime gained nothing (``python bench/bench_runtime.py``). The outputs
-equal the torch module's to float rounding (``tests/test_runtime.py``).
+equal the torch module's to float rounding (``tests/deploy/test_runtime.py``).
 
 Only frozen networks are converted: :func:`cpu_forward` caches one runner per module and rebuilds it
 when any of the module's tensors has been modified in place (an optimizer step, ``load_state_dict``),

@@ -284,7 +284,7 @@ def cubic_max_scalar(a, b):
 
     ``a``, ``b``: quaternions ``(4, ...)`` of equal shape (views are fine), float32 or float64; the
     result has their spatial shape and dtype. Same arithmetic, in the same order and precision, as
-    the numpy form this replaces (`tests/test_grain_kernels.py` checks bit equality), in one pass
+    the numpy form this replaces (`tests/grains/test_grain_kernels.py` checks bit equality), in one pass
     instead of a dozen temporaries.
     """
     dtype = np.result_type(a.dtype, b.dtype)

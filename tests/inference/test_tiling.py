@@ -14,11 +14,12 @@ import pytest
 import tifffile
 import torch
 import zarr
-from scipy import ndimage
 from torch import nn
 
 from micro_sym.inference import as_network, plan_blocks, predict_array, segment
 from micro_sym.inference.whole_image import segment_image
+
+from _helpers import read_output, smooth_image
 
 warnings.filterwarnings("ignore", message=".*py3nj.*")
 
@@ -78,16 +79,6 @@ class Strided3D(nn.Module):
         return self.net(x)
 
 
-def _smooth(shape, seed=0, sigma=3.0):
-    img = ndimage.gaussian_filter(np.random.default_rng(seed).random(shape), sigma)
-    return (255 * (img - img.min()) / np.ptp(img)).astype(np.uint8)
-
-
-def _read(out, name):
-    g = zarr.open_group(str(out / f"{name}.zarr"), mode="r")
-    return {k: g[k][:] for k in ("boundary", "orientation", "grains")}
-
-
 @pytest.mark.parametrize("stride", [1, 2, 4, 8, 16])
 def test_planned_halo_is_the_smallest_stride_multiple_covering_the_receptive_field(stride):
     for halo in range(0, 3 * stride + 2):
@@ -98,7 +89,7 @@ def test_planned_halo_is_the_smallest_stride_multiple_covering_the_receptive_fie
 def test_2d_maps_and_grains_with_a_halo_of_exactly_the_receptive_field(tmp_path):
     model = Strided2D()
     assert model.halo % model.total_stride != 0  # so the planner's rounding is exercised
-    img = _smooth((150, 131), seed=4)
+    img = smooth_image((150, 131), seed=4)
     tifffile.imwrite(tmp_path / "a.tif", img)
     net = as_network(model)
     ref = predict_array(net, img)
@@ -108,7 +99,7 @@ def test_2d_maps_and_grains_with_a_halo_of_exactly_the_receptive_field(tmp_path)
     (res,) = segment([tmp_path / "a.tif"], tmp_path / "out", model=net, block=32, chunk=32, threshold=threshold,
                      min_size=3)
     assert res.status == "complete" and res.n_blocks == 25
-    out = _read(tmp_path / "out", "a")
+    out = read_output(tmp_path / "out", "a")
     np.testing.assert_allclose(out["boundary"], ref["boundary"], atol=1e-5)
     d = np.abs(out["orientation"] - ref["orientation"])
     assert np.minimum(d, 90 - d).max() < 1e-3
@@ -117,14 +108,14 @@ def test_2d_maps_and_grains_with_a_halo_of_exactly_the_receptive_field(tmp_path)
 
 def test_3d_maps_with_a_halo_of_exactly_the_receptive_field(tmp_path):
     model = Strided3D()
-    vol = _smooth((30, 34, 26), seed=5, sigma=2.0)
+    vol = smooth_image((30, 34, 26), seed=5, sigma=2.0)
     zarr.create_array(str(tmp_path / "v.zarr"), data=vol, chunks=(16, 16, 16))
     net = as_network(model)
     ref = predict_array(net, vol)
     (res,) = segment([tmp_path / "v.zarr"], tmp_path / "out", model=net, block=16, chunk=16, threshold=20.0,
                      min_size=3)
     assert res.status == "complete" and res.n_blocks == 12
-    out = _read(tmp_path / "out", "v")
+    out = read_output(tmp_path / "out", "v")
     np.testing.assert_allclose(out["boundary"], ref["boundary"], atol=1e-5)
     np.testing.assert_allclose(np.abs((out["orientation"] * ref["orientation"]).sum(0)), 1.0, atol=1e-5)
 
@@ -139,7 +130,7 @@ def test_bundled_2d_models_tiled_equal_whole_image(tmp_path, name):
     whole = segment_image(model, img)
     (res,) = segment([tmp_path / "a.tif"], tmp_path / "out", model=as_network(model, name=name), block=64, chunk=64)
     assert res.status == "complete" and res.n_blocks == 12
-    out = _read(tmp_path / "out", "a")
+    out = read_output(tmp_path / "out", "a")
     np.testing.assert_allclose(out["boundary"], whole["boundary"], atol=1e-4)
     np.testing.assert_array_equal(out["grains"], whole["grains"])
 
@@ -153,7 +144,7 @@ def test_bundled_3d_model_tiled_equals_whole_volume(tmp_path):
     ref = predict_array(net, vol)
     (res,) = segment([tmp_path / "v.zarr"], tmp_path / "out", model=net, block=16, chunk=16)
     assert res.status == "complete" and res.n_blocks == 8
-    out = _read(tmp_path / "out", "v")
+    out = read_output(tmp_path / "out", "v")
     np.testing.assert_allclose(out["boundary"], ref["boundary"], atol=1e-4)
     same = np.abs((out["orientation"] * ref["orientation"]).sum(0)) > 1 - 1e-6
     assert same.mean() > 0.999  # per-voxel decodes of equal outputs (a near-tied minimum may differ)

@@ -38,10 +38,8 @@ def _cfg(**over):
 
 
 @pytest.fixture(scope="module")
-def dataset(tmp_path_factory):
-    from _lattice import write_dataset
-
-    return write_dataset(tmp_path_factory.mktemp("lattice") / "data", n=4, size=64, period=6.0)
+def dataset(lattice_dataset):
+    return lattice_dataset(4)
 
 
 @pytest.fixture(scope="module")

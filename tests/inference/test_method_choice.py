@@ -12,6 +12,8 @@ from micro_sym.classical import fringe_snr
 from micro_sym.errors import MicroSymError
 from micro_sym.synth import Imaging2D, Synth2DConfig, micrograph_from_grains, synth_2d
 
+from _helpers import read_output
+
 
 @pytest.fixture(scope="module")
 def grains_and_angles():
@@ -47,13 +49,6 @@ def test_fringe_snr_noise_only_is_a_one_line_error():
         fringe_snr(rng.poisson(5.0, (256, 256)).astype(np.float32))
 
 
-def _read(out, name):
-    import zarr
-
-    g = zarr.open_group(str(out / f"{name}.zarr"), mode="r")
-    return {k: g[k][...] for k in ("boundary", "orientation", "grains")}
-
-
 def _manifest(out, name):
     return json.loads((out / f".{name}.run" / "manifest.json").read_text())
 
@@ -84,7 +79,7 @@ def test_auto_runs_classical_at_low_dose_and_the_network_at_high_dose(tmp_path, 
     (n,) = segment([low_high[1]], tmp_path / "network", model=AUTO_MODEL, **kw)
     assert c.status == n.status == "complete"
     for name, ref in (("low", tmp_path / "classical"), ("high", tmp_path / "network")):
-        a, b = _read(tmp_path / "auto", name), _read(ref, name)
+        a, b = read_output(tmp_path / "auto", name), read_output(ref, name)
         for key in a:
             np.testing.assert_array_equal(a[key], b[key])
 
@@ -115,7 +110,7 @@ def test_auto_resume_keeps_the_recorded_choice(tmp_path, low_high, monkeypatch):
         (res,) = segment([low_high[0]], tmp_path / "out", **kw)
     assert res.status == "complete" and 0 < res.blocks_run < res.n_blocks, res.error
     (clean,) = segment([low_high[0]], tmp_path / "clean", **kw)
-    a, b = _read(tmp_path / "out", "low"), _read(tmp_path / "clean", "low")
+    a, b = read_output(tmp_path / "out", "low"), read_output(tmp_path / "clean", "low")
     for key in a:
         np.testing.assert_array_equal(a[key], b[key])
     assert _manifest(tmp_path / "out", "low")["method"]["auto"]["chose"] == "classical"

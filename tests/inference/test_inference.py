@@ -6,14 +6,12 @@ import json
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import numpy as np
 import pytest
 import tifffile
 import torch
 import zarr
-from scipy import ndimage
 from torch import nn
 from typer.testing import CliRunner
 
@@ -21,25 +19,14 @@ from micro_sym.cli import app
 from micro_sym.grains import reconstruct_grains
 from micro_sym.grains.rules import grains_by_rule, network_rule, pair_rule
 from micro_sym.inference import as_network, load_network, plan_blocks, predict_array, segment
-from micro_sym.models import build_model, save_model
 from micro_sym.inference.whole_image import grains_from_maps, segment_image
+
+from _helpers import read_output, same_partition, smooth_image
 
 THRESHOLD = 20.0  # 3D (Tiny3D's quaternions vary strongly)
 # The untrained plain CNN's angle field varies by only ~0.04° over an image: 2D tests with it use a
 # threshold at that scale, so that grains (and the region merging of 2D networks) are real decisions.
 THRESHOLD_2D = 0.01
-
-
-def _model2d():
-    torch.manual_seed(0)
-    m = build_model({"arch": "unet_plain", "widths": [4, 8]}).eval()
-    head = [mod for mod in m.core.modules() if isinstance(mod, nn.Conv2d) and mod.out_channels == 3][-1]
-    from micro_sym.inference.whole_image import raw_outputs
-
-    logits = raw_outputs(m, _smooth((96, 96), seed=9))[0]
-    with torch.no_grad():  # ~75% interior, the rest boundary: grains separated by boundary pixels
-        head.bias[0] -= float(np.quantile(logits, 0.75))
-    return m
 
 
 class Tiny2D(nn.Module):
@@ -59,7 +46,7 @@ class Tiny2D(nn.Module):
             self.smooth.weight.fill_(1 / 25)
             sx = torch.tensor([[-1.0, 0, 1], [-2, 0, 2], [-1, 0, 1]]) / 8
             self.sobel.weight.copy_(torch.stack([sx, sx.T])[:, None])
-            x = torch.from_numpy(_smooth((96, 96), seed=9).astype(np.float32) / 127.5 - 1)[None, None]
+            x = torch.from_numpy(smooth_image((96, 96), seed=9).astype(np.float32) / 127.5 - 1)[None, None]
             self.cut = float(torch.quantile(self.forward(x)[0, 0].flatten(), 0.8))  # ~20% boundary
 
     def forward(self, x):
@@ -83,7 +70,7 @@ class Tiny3D(nn.Module):
         self.b = nn.Conv3d(4, 4, 3, padding=1)
         self.head = nn.Conv3d(8, 5, 1)
         with torch.no_grad():  # shift boundary logits so ~75% of voxels are grain interior
-            x = torch.from_numpy(_smooth((16, 16, 16), seed=8, sigma=2.0).astype(np.float32) / 255)[None, None]
+            x = torch.from_numpy(smooth_image((16, 16, 16), seed=8, sigma=2.0).astype(np.float32) / 255)[None, None]
             self.head.bias[0] -= float(torch.quantile(self.forward(x)[0, 0].flatten(), 0.75))
 
     def forward(self, x):
@@ -106,32 +93,14 @@ def _check_table(csv_path, labels, orientation, symmetry, columns):
         np.testing.assert_allclose([float(r[head]) for r in rows], ref[col], rtol=1e-5, atol=1e-3, err_msg=col)
 
 
-def _same_partition(a, b) -> bool:
-    """Same grains up to renumbering (0 = no grain in both)."""
-    if a.shape != b.shape or not np.array_equal(a == 0, b == 0):
-        return False
-    pairs = np.unique(np.stack([a.ravel(), b.ravel()]), axis=1)
-    return len(np.unique(pairs[0])) == len(np.unique(pairs[1])) == pairs.shape[1]
-
-
-def _smooth(shape, seed=0, sigma=3.0):
-    img = ndimage.gaussian_filter(np.random.default_rng(seed).random(shape), sigma)
-    return (255 * (img - img.min()) / np.ptp(img)).astype(np.uint8)
+@pytest.fixture(scope="module")
+def model2d(segmenter2d):
+    return segmenter2d
 
 
 @pytest.fixture(scope="module")
-def model2d():
-    return _model2d()
-
-
-@pytest.fixture(scope="module")
-def model_file(tmp_path_factory, model2d):
-    return save_model(model2d, tmp_path_factory.mktemp("m") / "m2d.pt", trained_on={"test": True})
-
-
-def _read(out: Path, name: str):
-    g = zarr.open_group(str(out / f"{name}.zarr"), mode="r")
-    return {k: g[k][:] for k in ("boundary", "orientation", "grains")}
+def model_file(segmenter2d_file):
+    return segmenter2d_file
 
 
 def test_plan_blocks_are_chunk_aligned_and_cover_the_image():
@@ -146,7 +115,7 @@ def test_plan_blocks_are_chunk_aligned_and_cover_the_image():
 
 
 def test_tiled_2d_equals_whole_image(tmp_path):
-    img = _smooth((194, 171))  # blocks of 64: the last row of blocks is 2 px, thinner than the merge reach
+    img = smooth_image((194, 171))  # blocks of 64: the last row of blocks is 2 px, thinner than the merge reach
     tifffile.imwrite(tmp_path / "a.tif", img)
     model = Tiny2D()
     ref = segment_image(model, img, threshold=5.0, min_size=5)
@@ -154,14 +123,14 @@ def test_tiled_2d_equals_whole_image(tmp_path):
     # ... and the seeded rule must differ from the plain pair rule, or the test would not check its block-wise
     # version; seed merging too.
     for other in (pair_rule(5.0), {**network_rule(5.0, 2), "merge_threshold": None, "reach": 0}):
-        assert not _same_partition(grains_from_maps(ref, 4, threshold=5.0, min_size=5, rule=other), ref["grains"])
+        assert not same_partition(grains_from_maps(ref, 4, threshold=5.0, min_size=5, rule=other), ref["grains"])
     (res,) = segment([tmp_path / "a.tif"], tmp_path / "out", model=as_network(model), block=64, chunk=32,
                      threshold=5.0, min_size=5)
     assert res.status == "complete" and res.n_blocks == 12
     g = zarr.open_group(str(tmp_path / "out" / "a.zarr"), mode="r")
     # Written a shard (= output chunk) at a time, read back (halos of the last pass) in half chunks.
     assert g["boundary"].shards == (32, 32) and g["boundary"].chunks == (16, 16)
-    out = _read(tmp_path / "out", "a")
+    out = read_output(tmp_path / "out", "a")
     np.testing.assert_allclose(out["boundary"], ref["boundary"], atol=1e-5)
     d = np.abs(out["orientation"] - ref["orientation"])
     assert np.minimum(d, 90 - d).max() < 1e-4  # degrees; angles wrap at 360/k
@@ -172,19 +141,19 @@ def test_tiled_2d_equals_whole_image(tmp_path):
 
 def test_tiled_3d_equals_whole_volume(tmp_path):
     net = as_network(Tiny3D())
-    vol = _smooth((37, 45, 29), seed=2, sigma=2.0)
+    vol = smooth_image((37, 45, 29), seed=2, sigma=2.0)
     zarr.create_array(str(tmp_path / "v.zarr"), data=vol, chunks=(16, 16, 16))
     ref = predict_array(net, vol)
     (res,) = segment([tmp_path / "v.zarr"], tmp_path / "out", model=net, block=16, chunk=16, threshold=THRESHOLD,
                      min_size=0)
     assert res.status == "complete", res.error
-    out = _read(tmp_path / "out", "v")
+    out = read_output(tmp_path / "out", "v")
     np.testing.assert_allclose(out["boundary"], ref["boundary"], atol=1e-5)
     np.testing.assert_allclose(out["orientation"], ref["orientation"], atol=1e-5)
     whole = grains_by_rule(ref["orientation"], ref["boundary"], network_rule(THRESHOLD, 3), symmetry="cubic", min_size=0)
     assert whole.max() >= 2
     pair = reconstruct_grains(ref["orientation"], symmetry="cubic", threshold=THRESHOLD, boundary=ref["boundary"])
-    assert not _same_partition(pair, whole)  # the seeded rule's block-wise form is what is checked
+    assert not same_partition(pair, whole)  # the seeded rule's block-wise form is what is checked
     np.testing.assert_array_equal(out["grains"], whole)
     _check_table(tmp_path / "out" / "v_grains.csv", whole, ref["orientation"], "cubic",
                  ("n_points", "surface_area", "centroid_z", "centroid_x", "axis_a", "n_neighbours", "touches_border"))
@@ -206,7 +175,7 @@ segment([sys.argv[1]], sys.argv[2], model=sys.argv[3], block=64, chunk=32, thres
 
 @pytest.mark.parametrize("kill_at, stage", [(5, "maps"), (17, "grains")])  # 12 blocks: 12 maps markers, then grains
 def test_resume_after_kill_is_identical_and_writes_no_block_twice(tmp_path, model_file, kill_at, stage):
-    img = _smooth((203, 171), seed=3)
+    img = smooth_image((203, 171), seed=3)
     tifffile.imwrite(tmp_path / "a.tif", img)
     script = tmp_path / "crash.py"
     script.write_text(textwrap.dedent(CRASH.format(thr=THRESHOLD_2D, kill_at=kill_at)))
@@ -227,7 +196,7 @@ def test_resume_after_kill_is_identical_and_writes_no_block_twice(tmp_path, mode
         assert not {b for s, b in rerun if s == "maps"}
     (clean,) = segment([tmp_path / "a.tif"], tmp_path / "clean", model=str(model_file), block=64, chunk=32,
                        threshold=THRESHOLD_2D, min_size=5, workers=1)
-    a, b = _read(tmp_path / "out", "a"), _read(tmp_path / "clean", "a")
+    a, b = read_output(tmp_path / "out", "a"), read_output(tmp_path / "clean", "a")
     assert a["grains"].max() > 1
     for k in a:
         np.testing.assert_array_equal(a[k], b[k])
@@ -242,7 +211,7 @@ def test_resume_after_kill_is_identical_and_writes_no_block_twice(tmp_path, mode
 
 
 def test_cli_corrupt_chunk_names_input_and_chunk_others_complete(tmp_path, model_file):
-    good, bad = _smooth((100, 90), seed=4), _smooth((100, 90), seed=5)
+    good, bad = smooth_image((100, 90), seed=4), smooth_image((100, 90), seed=5)
     zarr.create_array(str(tmp_path / "good.zarr"), data=good, chunks=(32, 32))
     zarr.create_array(str(tmp_path / "bad.zarr"), data=bad, chunks=(32, 32))
     (tmp_path / "bad.zarr" / "c" / "1" / "2").write_bytes(b"garbage, not zstd")
@@ -270,8 +239,8 @@ def _one_line_error(args):
 
 
 def test_bad_inputs_give_one_line_errors(tmp_path, model_file, capfd):
-    tifffile.imwrite(tmp_path / "a.tif", _smooth((40, 40)))
-    tifffile.imwrite(tmp_path / "vol.tif", _smooth((8, 40, 40)))
+    tifffile.imwrite(tmp_path / "a.tif", smooth_image((40, 40)))
+    tifffile.imwrite(tmp_path / "vol.tif", smooth_image((8, 40, 40)))
     (tmp_path / "notes.txt").write_text("not an image")
     blocker = tmp_path / "file"
     blocker.write_text("x")
@@ -290,14 +259,14 @@ def test_bad_inputs_give_one_line_errors(tmp_path, model_file, capfd):
 
 
 def test_volumes_without_a_model_run_the_bundled_3d_network(tmp_path):
-    zarr.create_array(str(tmp_path / "v.zarr"), data=_smooth((24, 24, 24), sigma=2.0), chunks=(16, 16, 16))
+    zarr.create_array(str(tmp_path / "v.zarr"), data=smooth_image((24, 24, 24), sigma=2.0), chunks=(16, 16, 16))
     (res,) = segment([tmp_path / "v.zarr"], tmp_path / "out", dry_run=True)
     assert res.status == "planned" and res.plan["method"] == {"name": "network"}
     assert res.plan["halo"] >= load_network("default-3d").halo  # the 3D network's plan, not a 2D one
 
 
 def test_dry_run_prints_plan_and_writes_nothing(tmp_path, model_file):
-    tifffile.imwrite(tmp_path / "a.tif", _smooth((300, 200)))
+    tifffile.imwrite(tmp_path / "a.tif", smooth_image((300, 200)))
     r = CliRunner().invoke(app, ["segment", str(tmp_path / "a.tif"), "--out", str(tmp_path / "out"), "--model",
                                  str(model_file), "--tile", "128", "--chunk", "64", "--dry-run"], catch_exceptions=False)
     assert r.exit_code == 0, r.output
@@ -307,13 +276,13 @@ def test_dry_run_prints_plan_and_writes_nothing(tmp_path, model_file):
 
 @pytest.mark.slow
 def test_local_cluster_two_processes_byte_identical(tmp_path, model_file):
-    img = _smooth((150, 130), seed=6)
+    img = smooth_image((150, 130), seed=6)
     tifffile.imwrite(tmp_path / "a.tif", img)
     kw = dict(model=str(model_file), block=64, chunk=32, threshold=THRESHOLD_2D, min_size=5)
     (a,) = segment([tmp_path / "a.tif"], tmp_path / "threads", **kw)
     (b,) = segment([tmp_path / "a.tif"], tmp_path / "cluster", scheduler="local-cluster", workers=2, **kw)
     assert a.status == b.status == "complete", b.error
-    ga, gb = _read(tmp_path / "threads", "a")["grains"], _read(tmp_path / "cluster", "a")["grains"]
+    ga, gb = read_output(tmp_path / "threads", "a")["grains"], read_output(tmp_path / "cluster", "a")["grains"]
     assert ga.max() > 1 and ga.tobytes() == gb.tobytes()
 
 

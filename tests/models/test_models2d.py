@@ -15,6 +15,8 @@ from micro_sym.errors import MicroSymError
 from micro_sym.models import build_model, load_model, save_model
 from micro_sym.models.unet import make_gspace, orientation_repr
 
+from _helpers import same_partition
+
 warnings.filterwarnings("ignore", message=".*py3nj.*")
 
 TOL = 1e-5
@@ -208,14 +210,6 @@ def test_bundled_default_2d_reproduces_its_reference_outputs():
 # --------------------------------------------------------------------------- pipeline
 
 
-def _same_partition(a, b):
-    """Labels equal up to renaming (0 must stay 0)."""
-    if not np.array_equal(a == 0, b == 0):
-        return False
-    pairs = np.unique(np.stack([a[a > 0], b[b > 0]]), axis=1)
-    return len(np.unique(pairs[0])) == pairs.shape[1] == len(np.unique(pairs[1]))
-
-
 class _Float64(nn.Module):
     """A SegModel run in float64: float32 rounding of the trained weights' large logits reaches ~1e-5
     in boundary probability at single pixels, which would blur what the pipeline test checks."""
@@ -250,7 +244,7 @@ def test_segment_pipeline_equivariant_under_p4m():
         expect = np.mod(180.0 - g(ref["orientation"]) if mirror else g(ref["orientation"]), 90.0)
         conf = g(ref["confidence"]) > 0.05  # the angle of a near-zero vector is arbitrary
         assert misorientation_2d(out["orientation"], expect, 4)[conf].max() < 1e-2
-        assert _same_partition(out["grains"], g(ref["grains"]))
+        assert same_partition(out["grains"], g(ref["grains"]))
         # The deployed float32 model: the same up to float32 rounding.
         out32 = segment_image(model32, np.ascontiguousarray(g(image)))
         assert np.abs(out32["boundary"] - g(ref32["boundary"])).max() < 1e-4
@@ -266,7 +260,7 @@ def test_default_2d_configs_describe_the_bundled_model():
     from micro_sym.models import load_model
 
     bundled = load_model("default-2d").config
-    root = Path(__file__).resolve().parent.parent / "configs"
+    root = Path(__file__).resolve().parents[2] / "configs"
     for name in ("train_default_2d.yaml", "finetune_default_2d.yaml"):
         section = yaml.safe_load((root / name).read_text())["model"]
         assert {k: bundled.get(k) for k in section} == section, name

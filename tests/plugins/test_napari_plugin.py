@@ -1,6 +1,6 @@
 """napari plugin (plugins/micro_sym_napari): manifest, core, widgets, reader, screenshots.
 
-GUI tests need a display: ``QT_QPA_PLATFORM=offscreen xvfb-run -a python -m pytest tests/test_napari_plugin.py``
+GUI tests need a display: ``QT_QPA_PLATFORM=offscreen xvfb-run -a python -m pytest tests/plugins/test_napari_plugin.py``
 (as ``make test`` runs them). The 2D runs use the bundled ``default-2d`` network; the 3D widget test uses
 a tiny *untrained* 3D network, so it checks the mechanics (tiles, layers, features), not accuracy.
 Set ``MICRO_SYM_DOCS_IMAGES=1`` to (re)write ``docs/images/napari_2d.png`` and ``napari_3d.png``.
@@ -25,7 +25,7 @@ from micro_sym.inference import interactive  # noqa: E402
 from micro_sym_napari import _core, _widgets  # noqa: E402
 from micro_sym_napari._reader import napari_get_reader  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SAMPLE_2D = ROOT / "sample_data" / "micrographs" / "images" / "sample_000.tif"
 SAMPLE_3D = ROOT / "sample_data" / "volume" / "images" / "sample_000.tif"
 needs_samples = pytest.mark.skipif(not SAMPLE_2D.is_file() or not SAMPLE_3D.is_file(), reason="sample_data/ missing")

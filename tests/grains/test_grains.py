@@ -20,16 +20,8 @@ from micro_sym.grains import reconstruct as rec
 
 from _shared import shared_path
 
+from _helpers import same_partition
 
-
-def same_partition(a, b):
-    """True when two label maps group the non-zero points identically (ids may differ)."""
-    a, b = np.asarray(a).ravel(), np.asarray(b).ravel()
-    if not np.array_equal(a > 0, b > 0):
-        return False
-    sel = a > 0
-    pairs = np.unique(np.stack([a[sel], b[sel]], 1), axis=0)
-    return len(pairs) == len(np.unique(a[sel])) == len(np.unique(b[sel]))
 
 
 @pytest.fixture(scope="module")

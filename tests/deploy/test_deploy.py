@@ -27,7 +27,7 @@ from micro_sym.training.finetune import finetune_model
 
 warnings.filterwarnings("ignore", message=".*py3nj.*")
 TOL = 1e-5
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 #: Prefix of the subprocess scripts that must run without escnn: any import of it fails.
 BLOCK_ESCNN = textwrap.dedent("""
     import sys, importlib.abc
@@ -359,11 +359,8 @@ def test_export_errors(tmp_path, pruned2d):
 
 
 @pytest.fixture(scope="module")
-def dataset(tmp_path_factory):
-    sys.path.insert(0, os.path.dirname(__file__))
-    from _lattice import write_dataset
-
-    return write_dataset(tmp_path_factory.mktemp("lattice") / "data", n=3, size=64, period=6.0)
+def dataset(lattice_dataset):
+    return lattice_dataset(3)
 
 
 def _cli(argv):

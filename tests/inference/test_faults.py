@@ -20,33 +20,20 @@ import pytest
 import tifffile
 import torch
 import zarr
-from scipy import ndimage
 from torch import nn
 
 from micro_sym.errors import MicroSymError
 from micro_sym.inference import as_network, segment
-from micro_sym.models import build_model, save_model
+from micro_sym.models import build_model
+
+from _helpers import read_output, smooth_image
 
 THRESHOLD_2D = 0.01  # the untrained plain CNN's angles vary by ~0.04° over an image (see test_inference)
 
 
-def _smooth(shape, seed=0, sigma=3.0):
-    img = ndimage.gaussian_filter(np.random.default_rng(seed).random(shape), sigma)
-    return (255 * (img - img.min()) / np.ptp(img)).astype(np.uint8)
-
-
 @pytest.fixture(scope="module")
-def model_file(tmp_path_factory):
-    """An untrained plain U-Net whose boundary bias leaves ~75% grain interior (as in test_inference)."""
-    from micro_sym.inference.whole_image import raw_outputs
-
-    torch.manual_seed(0)
-    m = build_model({"arch": "unet_plain", "widths": [4, 8]}).eval()
-    head = [mod for mod in m.core.modules() if isinstance(mod, nn.Conv2d) and mod.out_channels == 3][-1]
-    logits = raw_outputs(m, _smooth((96, 96), seed=9))[0]
-    with torch.no_grad():
-        head.bias[0] -= float(np.quantile(logits, 0.75))
-    return save_model(m, tmp_path_factory.mktemp("m") / "m2d.pt", trained_on={"test": True})
+def model_file(segmenter2d_file):
+    return segmenter2d_file
 
 
 def _cli(args):
@@ -62,16 +49,11 @@ def _cli(args):
     return code, [ln for ln in err.getvalue().splitlines() if ln.strip()]
 
 
-def _read(out: Path, name: str) -> dict:
-    g = zarr.open_group(str(out / f"{name}.zarr"), mode="r")
-    return {k: g[k][:] for k in ("boundary", "orientation", "grains")}
-
-
 # ----------------------------------------------------------------------------- 1. output lock
 
 
 def test_second_run_on_the_same_output_is_refused_and_the_first_is_intact(tmp_path, model_file):
-    tifffile.imwrite(tmp_path / "a.tif", _smooth((96, 96), seed=3))
+    tifffile.imwrite(tmp_path / "a.tif", smooth_image((96, 96), seed=3))
     kw = dict(model=str(model_file), block=32, chunk=32, threshold=THRESHOLD_2D, min_size=5, workers=1)
     out = tmp_path / "out"
     started = threading.Event()
@@ -95,7 +77,7 @@ def test_second_run_on_the_same_output_is_refused_and_the_first_is_intact(tmp_pa
     (res,) = first["res"]
     assert res.status == "complete", res.error
     segment([tmp_path / "a.tif"], tmp_path / "solo", **kw)
-    a, b = _read(out, "a"), _read(tmp_path / "solo", "a")
+    a, b = read_output(out, "a"), read_output(tmp_path / "solo", "a")
     assert a["grains"].max() > 1
     for k in a:
         assert a[k].tobytes() == b[k].tobytes(), k
@@ -109,7 +91,7 @@ def test_a_lock_left_by_a_killed_process_does_not_block(tmp_path, model_file):
     import subprocess
     import sys
 
-    tifffile.imwrite(tmp_path / "a.tif", _smooth((64, 64), seed=4))
+    tifffile.imwrite(tmp_path / "a.tif", smooth_image((64, 64), seed=4))
     out = tmp_path / "out"
     script = (
         "import os, sys\n"
@@ -219,7 +201,7 @@ def test_closed_port_is_connection_refused():
 
 @pytest.mark.parametrize("peer", ["silent", "http", "closed"])
 def test_cli_scheduler_that_is_not_dask_exits_2_within_20_s(tmp_path, model_file, peer):
-    tifffile.imwrite(tmp_path / "a.tif", _smooth((32, 32)))
+    tifffile.imwrite(tmp_path / "a.tif", smooth_image((32, 32)))
     server = (contextlib.nullcontext(_closed_port()) if peer == "closed" else
               _server(None if peer == "silent" else b"HTTP/1.1 200 OK\r\n\r\n"))
     with server as addr:
@@ -246,7 +228,7 @@ def test_a_real_scheduler_passes_the_probe(tmp_path, model_file):
 
     from micro_sym.inference.scheduler import probe_scheduler
 
-    tifffile.imwrite(tmp_path / "a.tif", _smooth((64, 64), seed=7))
+    tifffile.imwrite(tmp_path / "a.tif", smooth_image((64, 64), seed=7))
     kw = dict(model=str(model_file), block=32, chunk=32, threshold=THRESHOLD_2D, min_size=5)
     with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, protocol="tcp", host="127.0.0.1",
                       dashboard_address=None) as cluster:
@@ -256,7 +238,7 @@ def test_a_real_scheduler_passes_the_probe(tmp_path, model_file):
         (res,) = segment([tmp_path / "a.tif"], tmp_path / "dask", scheduler=addr, **kw)
     assert res.status == "complete", res.error
     segment([tmp_path / "a.tif"], tmp_path / "threads", **kw)
-    assert _read(tmp_path / "dask", "a")["grains"].tobytes() == _read(tmp_path / "threads", "a")["grains"].tobytes()
+    assert read_output(tmp_path / "dask", "a")["grains"].tobytes() == read_output(tmp_path / "threads", "a")["grains"].tobytes()
 
 
 # ----------------------------------------------------------------------------- 3. tile-invariant 3D means
@@ -348,7 +330,7 @@ def test_3d_mean_orientations_do_not_depend_on_the_tile(tmp_path):
     (tiled,) = segment([tmp_path / "v.zarr"], tmp_path / "tiled", block=8, chunk=8, **kw)
     assert one.status == tiled.status == "complete", (one.error, tiled.error)
     assert one.n_blocks == 1 and tiled.n_blocks == 125
-    a, b = _read(tmp_path / "one", "v"), _read(tmp_path / "tiled", "v")
+    a, b = read_output(tmp_path / "one", "v"), read_output(tmp_path / "tiled", "v")
     np.testing.assert_array_equal(a["orientation"], b["orientation"])  # same maps: only statistics may differ
     np.testing.assert_array_equal(a["grains"], b["grains"])
     n = int(a["grains"].max())
@@ -419,7 +401,7 @@ def test_bundled_model_sizes_pass_the_size_check():
 
 
 def test_foreign_grain_table_is_not_overwritten(tmp_path, model_file):
-    tifffile.imwrite(tmp_path / "a.tif", _smooth((64, 64), seed=5))
+    tifffile.imwrite(tmp_path / "a.tif", smooth_image((64, 64), seed=5))
     out = tmp_path / "out"
     out.mkdir()
     (out / "a_grains.csv").write_text("my own notes\n")
@@ -434,7 +416,7 @@ def test_foreign_grain_table_is_not_overwritten(tmp_path, model_file):
 
 
 def test_refused_rerun_says_how_to_start_afresh(tmp_path, model_file):
-    tifffile.imwrite(tmp_path / "a.tif", _smooth((64, 64), seed=6))
+    tifffile.imwrite(tmp_path / "a.tif", smooth_image((64, 64), seed=6))
     out = tmp_path / "out"
     kw = dict(model=str(model_file), block=32, chunk=32, min_size=5)
     (first,) = segment([tmp_path / "a.tif"], out, threshold=THRESHOLD_2D, **kw)
@@ -445,14 +427,14 @@ def test_refused_rerun_says_how_to_start_afresh(tmp_path, model_file):
     assert fresh.status == "complete" and fresh.blocks_run == fresh.n_blocks
     segment([tmp_path / "a.tif"], tmp_path / "solo", threshold=THRESHOLD_2D * 2, **kw)
     assert (out / "a_grains.csv").read_bytes() == (tmp_path / "solo" / "a_grains.csv").read_bytes()
-    assert _read(out, "a")["grains"].tobytes() == _read(tmp_path / "solo", "a")["grains"].tobytes()
+    assert read_output(out, "a")["grains"].tobytes() == read_output(tmp_path / "solo", "a")["grains"].tobytes()
 
 
 def test_inputs_with_the_same_name_refuse_the_batch(tmp_path, model_file):
     (tmp_path / "d1").mkdir()
     (tmp_path / "d2").mkdir()
-    tifffile.imwrite(tmp_path / "d1" / "a.tif", _smooth((32, 32), seed=1))
-    zarr.create_array(str(tmp_path / "d2" / "a.zarr"), data=_smooth((32, 32), seed=2), chunks=(32, 32))
+    tifffile.imwrite(tmp_path / "d1" / "a.tif", smooth_image((32, 32), seed=1))
+    zarr.create_array(str(tmp_path / "d2" / "a.zarr"), data=smooth_image((32, 32), seed=2), chunks=(32, 32))
     code, lines = _cli(["segment", tmp_path / "d1" / "a.tif", tmp_path / "d2" / "a.zarr", "--out", tmp_path / "out",
                         "--model", model_file])
     assert code == 2 and len(lines) == 1, lines
@@ -463,7 +445,7 @@ def test_inputs_with_the_same_name_refuse_the_batch(tmp_path, model_file):
 def test_overwrite_never_deletes_the_input(tmp_path, model_file):
     out = tmp_path / "out"
     out.mkdir()
-    zarr.create_array(str(out / "a.zarr"), data=_smooth((32, 32), seed=3), chunks=(32, 32))
+    zarr.create_array(str(out / "a.zarr"), data=smooth_image((32, 32), seed=3), chunks=(32, 32))
     (res,) = segment([out / "a.zarr"], out, model=str(model_file), overwrite=True)
     assert res.status == "failed" and "would delete this input" in res.error and "--out" in res.error
     assert zarr.open_array(str(out / "a.zarr"), mode="r").shape == (32, 32)

@@ -1,0 +1,60 @@
+"""Fixtures shared by the test modules, which mirror the packages (tests/io, tests/grains, ...).
+
+The folder itself goes on ``sys.path`` so that every module can import the small helper modules
+here (``_helpers``, ``_lattice``, ``_shared``, ``_portability``) whatever sub-folder it is in.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _helpers import smooth_image  # noqa: E402
+
+
+def untrained_segmenter():
+    """An untrained plain U-Net (seed 0) whose boundary bias leaves ~75% of a smooth image as grain
+    interior and the rest boundary, so grains are separated by boundary pixels."""
+    import torch
+    from torch import nn
+
+    from micro_sym.inference.whole_image import raw_outputs
+    from micro_sym.models import build_model
+
+    torch.manual_seed(0)
+    m = build_model({"arch": "unet_plain", "widths": [4, 8]}).eval()
+    head = [mod for mod in m.core.modules() if isinstance(mod, nn.Conv2d) and mod.out_channels == 3][-1]
+    logits = raw_outputs(m, smooth_image((96, 96), seed=9))[0]
+    with torch.no_grad():
+        head.bias[0] -= float(np.quantile(logits, 0.75))
+    return m
+
+
+@pytest.fixture(scope="session")
+def segmenter2d():
+    """:func:`untrained_segmenter`, built once per session."""
+    return untrained_segmenter()
+
+
+@pytest.fixture(scope="session")
+def segmenter2d_file(tmp_path_factory, segmenter2d):
+    """:func:`untrained_segmenter` saved as a model file."""
+    from micro_sym.models import save_model
+
+    return save_model(segmenter2d, tmp_path_factory.mktemp("m") / "m2d.pt", trained_on={"test": True})
+
+
+@pytest.fixture(scope="module")
+def lattice_dataset(tmp_path_factory):
+    """A factory of small labeled lattice datasets: ``lattice_dataset(n)``."""
+    from _lattice import write_dataset
+
+    def make(n: int, size: int = 64, period: float = 6.0):
+        return write_dataset(tmp_path_factory.mktemp("lattice") / "data", n=n, size=size, period=period)
+
+    return make
