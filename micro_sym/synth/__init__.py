@@ -15,9 +15,10 @@ Public API::
 
 from micro_sym.synth.config import Imaging2D, Imaging3D, Microstructure, Synth2DConfig, Synth3DConfig, load_config
 from micro_sym.synth.imaging import apply_imaging_2d, apply_imaging_3d, scan_positions
-from micro_sym.synth.lattice2d import Synth2DSample, micrograph_from_grains, render_lattice_2d, synth_2d
+from micro_sym.synth.lattice2d import (Synth2DSample, Synth3DSample, SynthSample, micrograph_from_grains, render_lattice_2d,
+                                       synth_2d)
 from micro_sym.synth.microstructure import power_diagram, seed_cells
-from micro_sym.synth.volume3d import Synth3DSample, render_lattice_3d, synth_3d
+from micro_sym.synth.volume3d import render_lattice_3d, synth_3d
 
 __all__ = [
     "Imaging2D",
@@ -27,6 +28,7 @@ __all__ = [
     "Synth3DConfig",
     "Synth2DSample",
     "Synth3DSample",
+    "SynthSample",
     "apply_imaging_2d",
     "apply_imaging_3d",
     "load_config",

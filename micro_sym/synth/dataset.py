@@ -38,7 +38,7 @@ def _imwrite(path, data, **kwargs):
 def write_sample(root, name: str, sample, pixel_size: float, unit: str) -> None:
     """Write one :class:`Synth2DSample` or :class:`Synth3DSample` into dataset folder ``root``."""
     root = Path(root)
-    image = sample.image if hasattr(sample, "image") else sample.volume
+    image = sample.image
     meta = {"unit": unit}
     if image.ndim == 3:
         meta.update(spacing=pixel_size, axes="ZYX")

@@ -49,17 +49,19 @@ _TWIN_DIRECTIONS = {"square": [(1, 2), (2, 1)], "hexagonal": [(2, 1), (1, 2)]}
 
 
 @dataclass
-class Synth2DSample:
-    """A generated micrograph and its exact ground truth.
+class SynthSample:
+    """A generated micrograph or volume and its exact ground truth.
 
     Attributes
     ----------
-    image : (H, W) uint16 or float32 detector counts.
-    grains : (H, W) uint32 grain ids, consecutive from 1 (docs/design.md §3 grain rule applied).
-    boundary : (H, W) bool, True where a face neighbour has another grain id.
-    orientation : (H, W) float32 degrees in ``[0, 360/k)``: exactly the angle each pixel was rendered with.
-    cells : (H, W) int32 tessellation cells before the grain rule (twins and sub-grains are cells).
-    clean : (H, W) float32 noise-free lattice intensity.
+    image : (H, W) uint16 or float32 detector counts, or the (z, y, x) uint8 or float32 reconstruction
+        of a volume (also available as ``volume``).
+    grains : uint32 grain ids, consecutive from 1 (docs/design.md §3 grain rule applied).
+    boundary : bool, True where a face neighbour has another grain id.
+    orientation : 2D: (H, W) float32 degrees in ``[0, 360/k)``, exactly the angle each pixel was
+        rendered with; 3D: (4, z, y, x) float32 unit quaternions (w, x, y, z), crystal -> volume frame.
+    cells : int32 tessellation cells before the grain rule (twins and sub-grains are cells).
+    clean : float32 noise-free lattice intensity.
     info : dict of per-sample facts (grain and twin counts, contrast mode, ...).
     """
 
@@ -70,6 +72,15 @@ class Synth2DSample:
     cells: np.ndarray
     clean: np.ndarray
     info: dict = field(default_factory=dict)
+
+    @property
+    def volume(self) -> np.ndarray:
+        """The 3D image (the name a volume's users expect)."""
+        return self.image
+
+
+#: The 2D and 3D generators return the same kind of sample.
+Synth2DSample = Synth3DSample = SynthSample
 
 
 def lattice_basis(angles_deg, lattice: str = "square", period: float = 8.0):

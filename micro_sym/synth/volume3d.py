@@ -16,7 +16,6 @@ crystal axis ``e_i`` points along column ``i`` of ``quat_to_matrix(q)``, as ``(x
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -32,7 +31,8 @@ from micro_sym.orientation import (
 )
 from micro_sym.synth.config import Synth3DConfig
 from micro_sym.synth.imaging import apply_imaging_3d
-from micro_sym.synth.lattice2d import _comb1, _disorder_weight, _grains_and_disorder, _sample_info, _smooth_noise
+from micro_sym.synth.lattice2d import (SynthSample, _comb1, _disorder_weight, _grains_and_disorder, _sample_info,
+                                       _smooth_noise)
 from micro_sym.synth.microstructure import (
     face_pairs,
     power_diagram_grid,
@@ -43,30 +43,6 @@ from micro_sym.synth.microstructure import (
 )
 
 _CHUNK = 1 << 20  # voxels per rendering pass: bounds the temporaries to a few tens of MB
-
-
-@dataclass
-class Synth3DSample:
-    """A generated volume and its exact ground truth.
-
-    Attributes
-    ----------
-    volume : (z, y, x) uint8 or float32 reconstruction.
-    grains : (z, y, x) uint32 grain ids, consecutive from 1 (5° rule applied).
-    boundary : (z, y, x) bool, True where a face neighbour has another grain id.
-    orientation : (4, z, y, x) float32 unit quaternions (w, x, y, z), crystal -> volume frame.
-    cells : (z, y, x) int32 tessellation cells (twins and sub-grains are cells).
-    clean : (z, y, x) float32 noise-free lattice intensity.
-    info : dict
-    """
-
-    volume: np.ndarray
-    grains: np.ndarray
-    boundary: np.ndarray
-    orientation: np.ndarray
-    cells: np.ndarray
-    clean: np.ndarray
-    info: dict = field(default_factory=dict)
 
 
 def _grid_points(shape):
@@ -155,12 +131,12 @@ def _to_dtype(vol, dtype):
     return np.clip(np.rint((vol - lo) / max(hi - lo, 1e-12) * 255), 0, 255).astype(np.uint8)
 
 
-def synth_3d(config: Synth3DConfig | None = None, seed: int = 0) -> Synth3DSample:
+def synth_3d(config: Synth3DConfig | None = None, seed: int = 0) -> SynthSample:
     """Generate one 3D volume with exact ground truth (a deterministic function of config and seed).
 
     Returns
     -------
-    Synth3DSample
+    SynthSample
     """
     cfg = config or Synth3DConfig()
     ms = cfg.microstructure
@@ -220,7 +196,7 @@ def synth_3d(config: Synth3DConfig | None = None, seed: int = 0) -> Synth3DSampl
     volume = _to_dtype(apply_imaging_3d(clean, cfg.imaging, rng), cfg.dtype)
     orientation = np.moveaxis(q.astype(np.float32)[cells], -1, 0).copy()
     info = {**_sample_info(grains, cells, n_twins, plan), "lattice": "cubic"}
-    return Synth3DSample(volume, grains, boundary, orientation, cells.astype(np.int32), clean, info)
+    return SynthSample(volume, grains, boundary, orientation, cells.astype(np.int32), clean, info)
 
 
 def _round_quats(q):
