@@ -50,10 +50,20 @@ def log(msg: str) -> None:
 
 
 def write_json(path, obj, *, indent: int = 2, default=None) -> Path:
-    """Write ``obj`` as JSON to ``path`` (parent folders created, trailing newline); returns the path."""
+    """Write ``obj`` as JSON to ``path`` (parent folders created, trailing newline); returns the path.
+
+    A run never erases an earlier one: each is also appended, with the time and the command line,
+    to ``history/NAME.jsonl`` beside ``path`` (``path`` itself holds the latest run).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(obj, indent=indent, default=default) + "\n")
+    text = json.dumps(obj, indent=indent, default=default)
+    path.write_text(text + "\n")
+    history = path.parent / "history" / f"{path.stem}.jsonl"
+    history.parent.mkdir(exist_ok=True)
+    record = {"written": time.strftime("%Y-%m-%dT%H:%M:%S"), "command": " ".join(sys.argv), "result": json.loads(text)}
+    with open(history, "a") as f:
+        f.write(json.dumps(record) + "\n")
     return path
 
 
