@@ -21,8 +21,10 @@ def read_output(out: Path, name: str) -> dict:
     """The maps and grains ``micro-sym segment`` wrote for input ``name`` under ``out``."""
     import zarr
 
+    from micro_sym.io.images import output_array
+
     g = zarr.open_group(str(Path(out) / f"{name}.zarr"), mode="r")
-    return {k: g[k][:] for k in OUTPUT_ARRAYS}
+    return {k: output_array(g, k)[:] for k in OUTPUT_ARRAYS}
 
 
 def same_partition(a, b) -> bool:

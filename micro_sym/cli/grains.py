@@ -70,7 +70,8 @@ def grains(
             arrays["boundary"] = boundary.astype(np.float32)
         if phase is not None:
             arrays["phase"] = phase.astype(np.uint8 if phase.max() < 256 else np.int32)
-        write_ome_zarr(tmp / f"{name}.zarr", arrays, pixel_size=ps, unit=unit if unit != "px" else None)
+        write_ome_zarr(tmp / f"{name}.zarr", arrays, pixel_size=ps, unit=unit if unit != "px" else None,
+                       labels=("grains", "phase"))
         write_grain_csv(tmp / f"{name}_grains.csv", table, unit)
         write_summary_json(tmp / f"{name}_summary.json", summary, table, unit)
         plots.plot_size_histogram(tmp / f"{name}_size_hist.png", table, unit)
@@ -132,11 +133,19 @@ def _load(path: Path, symmetry):
         root = zarr.open_group(str(path), mode="r")
     except Exception as err:
         raise MicroSymError(f"{path}: not a Zarr group ({type(err).__name__})") from None
-    if "orientation" not in root:
-        raise MicroSymError(f"{path}: Zarr group has no 'orientation' array (a segmentation output is expected)")
+    from micro_sym.io.images import output_array
+
+    try:  # the OME-Zarr layout (docs/design.md §1.7) or the flat arrays of older outputs
+        orient_arr = output_array(root, "orientation")
+    except KeyError:
+        raise MicroSymError(f"{path}: Zarr group has no 'orientation' array (a segmentation output is expected)") from None
     try:
-        orient = np.asarray(root["orientation"][...])
-        boundary = np.asarray(root["boundary"][...]) if "boundary" in root else None
+        boundary_arr = output_array(root, "boundary")
+    except KeyError:
+        boundary_arr = None
+    try:
+        orient = np.asarray(orient_arr[...])
+        boundary = np.asarray(boundary_arr[...]) if boundary_arr is not None else None
     except Exception as err:
         raise MicroSymError(f"{path}: cannot read arrays ({type(err).__name__}: {err})") from None
     if not np.issubdtype(orient.dtype, np.floating):
@@ -163,7 +172,9 @@ def _zarr_scale(attrs, boundary, orient):
         for ds in ms.get("datasets", []):
             for t in ds.get("coordinateTransformations", []):
                 if t.get("type") == "scale" and spatial:
-                    return tuple(float(t["scale"][i]) for i in spatial), axes[spatial[-1]].get("unit")
+                    from micro_sym.io.images import short_unit  # NGFF "micrometer" -> "µm" for tables
+
+                    return tuple(float(t["scale"][i]) for i in spatial), short_unit(axes[spatial[-1]].get("unit"))
     return None, "px"
 
 

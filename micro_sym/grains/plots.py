@@ -3,7 +3,9 @@
 Each function takes arrays (a 2D map, or one 3D slice chosen by the caller) and writes one PNG.
 Orientation colours: cyclic ``twilight`` colormap over ``[0, 360/k)`` for 2D angles, with a colour
 wheel showing the k-fold period; IPF colouring (sample direction, default Z) for cubic quaternions,
-with the standard [001]-[101]-[111] triangle as key (colours shared with napari: :mod:`micro_sym.grains.colours`).
+with the standard [001]-[101]-[111] triangle as key (colours shared with napari: :mod:`micro_sym.grains.colours`),
+and for hexagonal (622 / Laue 6/mmm) quaternions with the [0001]-[2-1-10]-[10-10] sector as key
+(:func:`ipf_colour_hexagonal`).
 """
 
 from __future__ import annotations
@@ -89,9 +91,46 @@ def orientation_rgb(orientation, symmetry=None, direction=(0.0, 0.0, 1.0)):
         rgb[~np.isfinite(orient)] = 1.0
         return rgb
     q = np.moveaxis(orient, 0, -1)
+    if kind.symmetry == "hexagonal":
+        return ipf_colour_hexagonal(q, direction)
     if kind.symmetry != "cubic":
-        raise ValueError("IPF colouring is implemented for cubic symmetry only")
+        raise ValueError(f"IPF colouring is implemented for cubic and hexagonal symmetry, not {kind.symmetry}")
     return ori.ipf_colour_cubic(q, direction)
+
+
+#: ``(x, y)`` extent of the hexagonal IPF key on the stereographic projection plane (the 30° sector).
+HEX_IPF_KEY_EXTENT = (1.0, 0.5)
+
+
+def ipf_colour_hexagonal(q, direction=(0.0, 0.0, 1.0)):
+    """Inverse-pole-figure RGB colours (``(..., 3)`` in [0, 1]) for hexagonal (622) orientations.
+
+    Crystal frame as :func:`micro_sym.orientation.hexagonal_symmetry_quats`: z ∥ c, x ∥ a1. The sample
+    ``direction`` is expressed in the crystal frame (``q* v q``) and folded into the Laue 6/mmm
+    fundamental sector (``|z|``, azimuth mod 60° mirrored into [0°, 30°]), the triangle [0001]-[2-1-10]-[10-10].
+    Colours as the cubic key: red = [0001], green = [2-1-10] (azimuth 0°), blue = [10-10] (azimuth 30°),
+    by the barycentric-like weights of the direction on those three corner vectors, each colour scaled to
+    full brightness, with the same gamma. NaN quaternions give white.
+    """
+    q = np.asarray(q, dtype=np.float64)
+    v = ori.quat_rotate(ori.quat_conjugate(q), np.broadcast_to(np.asarray(direction, float), q.shape[:-1] + (3,)))
+    return _hex_ipf_colour_from_crystal_direction(v)
+
+
+def _hex_ipf_colour_from_crystal_direction(v):
+    """RGB of crystal directions ``(..., 3)`` in the hexagonal sector key (see :func:`ipf_colour_hexagonal`)."""
+    v = np.asarray(v, dtype=np.float64)
+    v = v / np.linalg.norm(v, axis=-1, keepdims=True)
+    z = np.abs(v[..., 2])
+    rho = np.hypot(v[..., 0], v[..., 1])
+    phi = np.mod(np.arctan2(v[..., 1], v[..., 0]), np.pi / 3)
+    phi = np.minimum(phi, np.pi / 3 - phi)  # mirror: [0°, 30°]
+    x, y = rho * np.cos(phi), rho * np.sin(phi)
+    # v = z·[0001] + g·(1, 0, 0) + b·(cos 30°, sin 30°, 0): all three weights >= 0 inside the sector.
+    rgb = np.stack([z, x - np.sqrt(3.0) * y, 2.0 * y], axis=-1)
+    rgb = rgb / np.max(rgb, axis=-1, keepdims=True)
+    rgb = np.clip(rgb, 0, 1) ** 0.5
+    return np.where(np.isnan(rgb), 1.0, rgb)
 
 
 def plot_orientation_map(path, orientation, *, symmetry=None, pixel_size=None, unit=None, labels=None,
@@ -113,6 +152,9 @@ def plot_orientation_map(path, orientation, *, symmetry=None, pixel_size=None, u
     if kind.kind == "angle":
         _angle_key(key, kind.k)
         ax.set_title(f"In-plane orientation ({kind.symmetry}, period {360 / kind.k:g}°)")
+    elif kind.symmetry == "hexagonal":
+        _hex_ipf_key(key)
+        ax.set_title("IPF-" + "XYZ"[int(np.argmax(np.abs(direction)))] + " orientation map (hexagonal)")
     else:
         _ipf_key(key)
         ax.set_title("IPF-" + "XYZ"[int(np.argmax(np.abs(direction)))] + " orientation map (cubic)")
@@ -141,6 +183,22 @@ def _ipf_key(ax, n: int = 160):
         ax.annotate(label, (px, py), textcoords="offset points", xytext=(-6, -12 if label != "111" else 4), fontsize=9)
     ax.set_axis_off()
     ax.set_title("IPF key (cubic)", fontsize=9)
+
+
+def _hex_ipf_key(ax, n: int = 160):
+    """Hexagonal sector [0001]-[2-1-10]-[10-10] in stereographic projection, coloured like the map."""
+    xmax, ymax = HEX_IPF_KEY_EXTENT
+    X, Y = np.meshgrid(np.linspace(0, xmax, 2 * n), np.linspace(0, ymax, n))
+    r2 = X**2 + Y**2
+    v = np.stack([2 * X, 2 * Y, 1 - r2], -1) / (1 + r2)[..., None]  # inverse stereographic projection
+    inside = (r2 <= 1.0) & (Y <= X * np.tan(np.pi / 6))
+    rgba = np.concatenate([_hex_ipf_colour_from_crystal_direction(v), inside[..., None]], -1)
+    ax.imshow(rgba, origin="lower", extent=(0, xmax, 0, ymax))
+    for label, (px, py), off in (("0001", (0.0, 0.0), (-6, -12)), ("2-1-10", (1.0, 0.0), (-18, -12)),
+                                 ("10-10", (np.cos(np.pi / 6), np.sin(np.pi / 6)), (4, -2))):
+        ax.annotate(label, (px, py), textcoords="offset points", xytext=off, fontsize=9)
+    ax.set_axis_off()
+    ax.set_title("IPF key (hexagonal)", fontsize=9)
 
 
 def plot_grain_map(path, labels, *, pixel_size=None, unit=None, seed: int = 0):

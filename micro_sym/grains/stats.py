@@ -28,6 +28,10 @@ from micro_sym.grains.reconstruct import (
 )
 
 LOW_ANGLE_DEG = 15.0  # low/high-angle boundary limit (docs/design.md §3)
+#: Neighbours are counted across the unassigned band (label 0) between grains: every grain grows into it
+#: by up to this many face steps first (:func:`grow_into_gaps`), so grains at most 2 x 2 = 4 px apart meet.
+#: Segmentations leave such a band (1-4 px, boundary pixels) between grains that touch physically.
+NEIGHBOUR_REACH = 2
 SIGMA3_BRANDON_DEG = 15.0 / math.sqrt(3.0)  # Brandon criterion for Σ3: 15°/√3 ≈ 8.66°
 _TO_MM = {"mm": 1.0, "µm": 1e-3, "um": 1e-3, "micron": 1e-3, "nm": 1e-6, "m": 1e3, "cm": 10.0}
 _CHUNK = 1 << 20  # points per chunk for the quaternion averaging (bounds 24-fold temporaries)
@@ -46,7 +50,7 @@ COLUMNS_2D = {
     "aspect_ratio": ("", "major_axis / minor_axis (NaN for one-pixel-wide grains)"),
     "ellipse_angle": ("deg", "angle of the major axis from +x, counter-clockwise as displayed, in [0, 180)"),
     "touches_border": ("", "1 if the grain touches the map edge"),
-    "n_neighbours": ("", "number of distinct grains sharing an edge (face neighbours)"),
+    "n_neighbours": ("", "number of distinct grains sharing an edge, across unassigned gaps of up to 4 px"),
     "gos": ("deg", "grain orientation spread: mean misorientation of its points to the grain mean"),
 }
 COLUMNS_3D = {
@@ -63,7 +67,7 @@ COLUMNS_3D = {
     "axis_c": ("L", "shortest full axis"),
     "aspect_ratio": ("", "axis_a / axis_c (NaN for one-voxel-thin grains)"),
     "touches_border": ("", "1 if the grain touches the volume edge"),
-    "n_neighbours": ("", "number of distinct grains sharing a face"),
+    "n_neighbours": ("", "number of distinct grains sharing a face, across unassigned gaps of up to 4 px"),
     "gos": ("deg", "grain orientation spread: mean misorientation of its voxels to the grain mean"),
 }
 ORIENTATION_COLUMNS_ANGLE = {"mean_angle": ("deg", "circular mean of k*theta, divided by k, in [0, 360/k)")}
@@ -222,8 +226,36 @@ def _adjacent_pairs(lab, connectivity=1):
 
 
 def _neighbour_counts(lab, n):
-    pairs = _adjacent_pairs(lab, 1)
+    pairs = _adjacent_pairs(grow_into_gaps(lab, NEIGHBOUR_REACH), 1)
     return (np.bincount(pairs[:, 0], minlength=n + 1) + np.bincount(pairs[:, 1], minlength=n + 1))[1:]
+
+
+def grow_into_gaps(labels, steps: int = NEIGHBOUR_REACH) -> np.ndarray:
+    """Grains grown into the unassigned points (label 0) by up to ``steps`` face steps, for neighbours.
+
+    Each step gives every 0 point that has a labelled face neighbour the smallest such label; grains
+    never overwrite each other. Two grains separated by a band of 0 points at most ``2 * steps`` wide
+    then touch (the band a segmentation leaves between grains counts as their shared boundary), while
+    grains further apart, or across a wide unassigned region, stay apart. Local (a point depends only
+    on labels within ``steps`` face steps), so a block with a halo of ``steps + 1`` reproduces the
+    whole map's result on its core plus one point (:func:`micro_sym.inference.labels.neighbour_pairs`).
+
+    >>> grow_into_gaps(np.array([[1, 0, 0, 0, 2]]), 1)
+    array([[1, 1, 0, 2, 2]])
+    """
+    lab = np.array(labels, copy=True)
+    for _ in range(int(steps)):
+        zero = lab == 0
+        if not zero.any():
+            break
+        cand = np.zeros_like(lab)
+        for ax in range(lab.ndim):
+            a, c = np.moveaxis(lab, ax, 0), np.moveaxis(cand, ax, 0)  # views: writing c writes cand
+            for src, dst in ((a[:-1], c[1:]), (a[1:], c[:-1])):
+                take = (src > 0) & ((dst == 0) | (src < dst))
+                dst[take] = src[take]
+        lab[zero] = cand[zero]
+    return lab
 
 
 def _orientation_columns(lab, flat, cnt, n, orient, symmetry):

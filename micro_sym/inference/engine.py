@@ -13,7 +13,9 @@ Per input, three streamed passes over the block plan (:mod:`.blocks`):
 3. **grains** (parallel): ``grains = lut[local labels]``, chunk-aligned, one marker per block. With
    the seeded rule of network maps (:mod:`micro_sym.grains.rules`) pass 1 labels only seeds, and
    pass 3 floods the merged seeds over the written maps of the block plus a halo (:func:`flood_task`)
-   and keeps the grown grains' statistics for the table.
+   and keeps the grown grains' statistics for the table. Then (parallel, read-only) each block's
+   neighbour pairs across the unassigned band, from the written grains plus a 3-point halo
+   (:func:`neighbours_task`), for the table's ``n_neighbours``.
 
 Every output chunk belongs to exactly one block and is written by one task. Markers are the only
 record of progress; an interrupted run resumes where it stopped and produces identical bytes. A run
@@ -51,7 +53,8 @@ from micro_sym.grains.rules import is_seeded, seed_margin
 from micro_sym.grains.stats import write_grain_csv
 from micro_sym.inference.blocks import BlockPlan, estimate_memory, grow, plan_blocks
 from micro_sym.inference.classical import ClassicalMethod
-from micro_sym.inference.labels import final_table, flood_region, grain_refs, merge_blocks, seed_parts
+from micro_sym.inference.labels import (final_table, flood_region, grain_refs, merge_blocks, neighbour_counts,
+                                       neighbour_pairs, seed_parts)
 from micro_sym.inference.method_choice import AUTO_MODEL, AutoMethod
 from micro_sym.inference.network import Network, cached_network
 from micro_sym.inference.tiles import iter_tiles, label_tile
@@ -159,6 +162,12 @@ def flood_task(job: dict, block, parts: list, refs=None) -> dict:
                                   boundary_threshold=job["boundary_threshold"], refs=refs)
     _write_grains(job, block, labels)
     return arrays
+
+
+def neighbours_task(job: dict, block) -> np.ndarray:
+    """Grain pairs that are neighbours across the unassigned band, contact in this block
+    (:func:`.labels.neighbour_pairs`: the written grains with a small halo)."""
+    return neighbour_pairs(open_array(job["zarr"], "grains"), block.core, job["shape"])
 
 
 def _write_grains(job, block, labels):
@@ -428,6 +437,10 @@ def _segment_input(img, path: Path, out_dir, net, runner, *, block, chunk, thres
         merged.table = final_table([state.load_block(b.id, kind="final") for b in plan.blocks], merged.n_grains,
                                    symmetry=net.symmetry, image_shape=plan.shape, pixel_size=img.pixel_size,
                                    aligned=merged.refs is not None)
+    # Neighbours across the unassigned band between grains, as grain_table counts them: needs the final
+    # grains of each block plus a few points beyond it, so it reads them back once they are all written.
+    merged.table["n_neighbours"] = neighbour_counts(
+        [pairs for _, pairs in runner.run(neighbours_task, plan.blocks, lambda b: (job, b))], merged.n_grains)
 
     write_grain_csv(state.csv_path, merged.table, unit=img.unit or "px", atomic=True)
     manifest.update(status="complete", n_grains=merged.n_grains)

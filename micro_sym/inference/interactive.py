@@ -311,7 +311,8 @@ def _iter_network(image, settings, pixel_size, unit, net):
     :func:`~micro_sym.inference.iter_tiles`, labels per tile, merge across tiles, then the final grains."""
     from micro_sym.grains.rules import is_seeded, seed_margin
     from micro_sym.inference.blocks import grow, plan_blocks
-    from micro_sym.inference.labels import final_table, flood_region, grain_refs, merge_blocks, seed_parts
+    from micro_sym.inference.labels import (final_table, flood_region, grain_refs, merge_blocks, neighbour_counts,
+                                            neighbour_pairs, seed_parts)
     from micro_sym.inference.tiles import iter_tiles, label_tile
     from micro_sym.models.normalize import intensity_range
 
@@ -382,6 +383,9 @@ def _iter_network(image, settings, pixel_size, unit, net):
     del local
     merge_data.clear()
     yield Progress(done + 1, total, "grain statistics")
+    if int(np.prod(shape)) > WHOLE_TABLE_MAX_PIXELS and merged.table:  # the block table: neighbours block by block
+        merged.table["n_neighbours"] = neighbour_counts([neighbour_pairs(grains, b.core, shape) for b in plan.blocks],
+                                                        merged.n_grains)
     table = _table(grains, orientation, net.symmetry, pixel_size, unit, merged.table)
     info = {"model": str(settings.model), "halo": int(plan.halo), "tile": list(plan.block), "tiles": n,
             "recompute": round(plan.recompute, 3), "value_range": [lo, hi], "threshold": settings.threshold,

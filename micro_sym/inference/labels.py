@@ -696,3 +696,41 @@ def final_table(parts, n_grains: int, *, symmetry, image_shape, pixel_size=None,
     contacts = np.concatenate([np.asarray(p["contacts"], np.int64).reshape(-1, 4) for p in parts])
     return _grain_table(ids, n_grains, cat, contacts, np.arange(n_grains + 1), symmetry, image_shape, pixel_size,
                         aligned=aligned)
+
+
+def neighbour_pairs(grains, core, image_shape, reach: int | None = None) -> np.ndarray:
+    """Grain pairs ``(a, b)``, ``a < b``, that are neighbours with a contact starting in block ``core``.
+
+    Neighbours as :func:`micro_sym.grains.grain_table` counts them: face contacts once every grain has
+    grown ``reach`` steps into the unassigned band (:func:`micro_sym.grains.stats.grow_into_gaps`).
+    ``grains`` is the whole final label map (numpy or Zarr array); only ``core`` grown by ``reach + 1``
+    is read, where the grown labels of the core and of the plane beyond each high face equal the whole
+    map's. A contact counts for the block holding its lower point, so every contact of the map is seen
+    by exactly one block. Combine the blocks' pairs with :func:`neighbour_counts`.
+    """
+    from micro_sym.grains.stats import NEIGHBOUR_REACH, grow_into_gaps
+    from micro_sym.inference.blocks import grow, inside
+
+    reach = NEIGHBOUR_REACH if reach is None else int(reach)
+    region = grow(core, reach + 1, image_shape)
+    lab = grow_into_gaps(np.asarray(grains[region]), reach).astype(np.int64)
+    inner = inside(core, region)
+    keys = []
+    for ax in range(lab.ndim):
+        # Lower points in the core, upper points one step further (the next block's first plane included).
+        lo = tuple(slice(s.start, min(s.stop, n - 1)) if d == ax else s for d, (s, n) in enumerate(zip(inner, lab.shape)))
+        hi = tuple(slice(s.start + 1, s.stop + 1) if d == ax else s for d, s in enumerate(lo))
+        a, b = lab[lo], lab[hi]
+        sel = (a != b) & (a > 0) & (b > 0)
+        a, b = a[sel], b[sel]
+        keys.append(np.unique(np.minimum(a, b) * (1 << 32) + np.maximum(a, b)))
+    keys = np.unique(np.concatenate(keys)) if keys else np.zeros(0, np.int64)
+    return np.stack(np.divmod(keys, 1 << 32), 1)
+
+
+def neighbour_counts(pairs, n_grains: int) -> np.ndarray:
+    """``n_neighbours`` of grains ``1..n_grains`` from the blocks' :func:`neighbour_pairs`."""
+    pairs = [np.asarray(p, np.int64).reshape(-1, 2) for p in pairs]
+    keys = np.unique(np.concatenate([p[:, 0] * (1 << 32) + p[:, 1] for p in pairs])) if pairs else np.zeros(0, np.int64)
+    a, b = np.divmod(keys, 1 << 32)
+    return (np.bincount(a, minlength=n_grains + 1) + np.bincount(b, minlength=n_grains + 1))[1:n_grains + 1]

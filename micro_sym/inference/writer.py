@@ -2,7 +2,9 @@
 
 Layout of one input ``NAME`` under ``OUT``::
 
-    OUT/NAME.zarr/            OME-Zarr image group: boundary, orientation, grains (docs/design.md §1)
+    OUT/NAME.zarr/            OME-Zarr (NGFF 0.5) image group (docs/design.md §1.7):
+        boundary/0, orientation/0 maps, each an NGFF image of its own
+        labels/grains/0       grain ids, an NGFF label image
     OUT/NAME_grains.csv       one row per grain (written last)
     OUT/.NAME.run/            run state (kept small; scratch removed when the input completes)
         manifest.json         input fingerprint, weights hash, block/halo, code version, status
@@ -38,6 +40,8 @@ MANIFEST_VERSION = 1
 # Keys that must match for a run to be resumed (everything that changes the output bytes).
 IDENTITY_KEYS = ("input", "model", "shape", "ndim", "block", "chunk", "halo", "stride", "threshold", "grain_rule",
                  "min_size", "boundary_threshold", "code_version")
+#: The maps of ``NAME.zarr``; :func:`open_array` finds each in the OME-Zarr layout (docs/design.md §1.7).
+OUTPUT_MAPS = ("boundary", "orientation", "grains")
 
 
 def os_error(path, err: OSError, doing: str) -> MicroSymError:
@@ -303,29 +307,33 @@ def _layout(write_unit, lead=()) -> dict:
 
 
 def create_outputs(state: RunState, shape, ndim: int, chunk, *, pixel_size=None, unit=None) -> None:
-    """Create the empty output arrays (shard grid = write unit) if they do not exist yet."""
+    """Create the empty output arrays (shard grid = write unit) if they do not exist yet.
+
+    NGFF 0.5 layout (docs/design.md §1.7, :func:`micro_sym.io.images.create_ngff_maps`): ``boundary/0``,
+    ``orientation/0`` and ``labels/grains/0``, each in an image (label image) group of its own, the
+    output group an image listing boundary and orientation. :func:`open_array` finds them by name.
+    """
     import zarr
+
+    from micro_sym.io.images import create_ngff_maps
 
     spatial = tuple(shape)
     try:
         root = zarr.open_group(str(state.zarr_path), mode="a", zarr_format=3)
+        if any(isinstance(root.get(name), zarr.Array) for name in OUTPUT_MAPS):
+            # Arrays at the top of the group: an output of an older micro_sym (flat layout).
+            raise MicroSymError(f"{state.zarr_path}: written by an older micro-sym (arrays not in the OME-Zarr "
+                                f"layout); rerun with --overwrite to start {state.name} afresh")
         specs = {"boundary": ((), "float32"), "orientation": ((4,) if ndim == 3 else (), "float32"),
                  "grains": ((), "uint32")}
-        for name, (lead, dtype) in specs.items():
-            if name not in root:
-                root.create_array(name, shape=lead + spatial, **_layout(chunk, lead), dtype=dtype,
-                                  fill_value=float("nan") if dtype == "float32" else 0, compressors=_compressor())
+        create_ngff_maps(root, {name: {"shape": lead + spatial, **_layout(chunk, lead), "dtype": dtype,
+                                       "fill_value": float("nan") if dtype == "float32" else 0,
+                                       "compressors": _compressor()}
+                                for name, (lead, dtype) in specs.items()},
+                         ndim, pixel_size=pixel_size, unit=unit)
         if not state.labels_path.exists():
             zarr.create_array(str(state.labels_path), shape=spatial, **_layout(chunk), dtype="uint32",
                               fill_value=0, zarr_format=3, compressors=_compressor())
-        scale = list(pixel_size) if pixel_size is not None else [1.0] * ndim
-        axes = [{"name": a, "type": "space", **({"unit": unit} if unit else {})} for a in "zyx"[-ndim:]]
-        multiscales = []
-        for name, (lead, _) in specs.items():
-            ax = ([{"name": "c", "type": "channel"}] if lead else []) + axes
-            multiscales.append({"name": name, "axes": ax, "datasets": [
-                {"path": name, "coordinateTransformations": [{"type": "scale", "scale": ([1.0] if lead else []) + scale}]}]})
-        root.attrs["ome"] = {"version": "0.5", "multiscales": multiscales}
     except OSError as err:
         raise os_error(state.out_dir, err, "create output") from None
 
@@ -342,12 +350,20 @@ _ARRAYS: dict = {}
 
 
 def open_array(path, name: str | None = None):
-    """A writable zarr array, opened once per process (tasks run many blocks)."""
+    """A writable zarr array, opened once per process (tasks run many blocks).
+
+    ``name``: one of :data:`OUTPUT_MAPS` (``boundary``, ``orientation``, ``grains``), found where
+    :func:`create_outputs` put it (:func:`micro_sym.io.images.map_path`); without it ``path`` is the array.
+    """
     import zarr
 
     key = (str(path), name)
     arr = _ARRAYS.get(key)
     if arr is None:
+        if name is not None and name in OUTPUT_MAPS:
+            from micro_sym.io.images import map_path
+
+            name = map_path(name)
         arr = zarr.open_array(str(path) if name is None else f"{path}/{name}", mode="r+")
         _ARRAYS[key] = arr
     return arr

@@ -51,6 +51,13 @@ OXFORD_FIELDS = {
 }
 # Laue group ids used by Oxford (and numbered the same way by DefDAP): 9 = 6/mmm, 11 = m-3m.
 LAUE_SYMMETRY = {11: "cubic", 10: "cubic", 9: "hexagonal", 8: "hexagonal"}
+# Hermann-Mauguin symbols of the 11 Laue groups -> Oxford ids (some exports write the symbol, e.g.
+# ``LaueGroup=m-3m``); also accepted without the bar's minus sign and as the proper point group where
+# that cannot be read as an id (1, 2, 3, 4 and 6 are ids).
+LAUE_SYMBOLS = {
+    "-1": 1, "2/m": 2, "mmm": 3, "222": 3, "4/m": 4, "4/mmm": 5, "422": 5, "-3": 6, "-3m": 7, "3m": 7,
+    "32": 7, "6/m": 8, "6/mmm": 9, "622": 9, "m-3": 10, "m3": 10, "23": 10, "m-3m": 11, "m3m": 11, "432": 11,
+}
 _ANGLE_SLACK_DEG = 1e-3  # float32 storage rounds 2π up by a few 1e-7 rad
 
 
@@ -158,6 +165,7 @@ def read_oxford_binary(path) -> EBSDMap:
         raise MicroSymError(f"{cpr}: not an Oxford .cpr header (missing or bad entry {err})") from None
     if nx <= 0 or ny <= 0:
         raise MicroSymError(f"{cpr}: bad grid size {nx} x {ny}")
+    _check_step(cpr, step, "GridDistX/GridDistY")
     n_edx = int(parser["EDX Windows"].get("Count", 0)) if parser.has_section("EDX Windows") else 0
     fmt = [("phase", "u1")]
     for fid in field_ids:
@@ -182,7 +190,7 @@ def read_oxford_binary(path) -> EBSDMap:
     phases = []
     for i in range(n_phases):
         sec = parser[f"Phase{i + 1}"] if parser.has_section(f"Phase{i + 1}") else {}
-        laue = int(sec.get("LaueGroup", 11) or 11)
+        laue = _laue_group(sec.get("LaueGroup", ""), cpr, f"[Phase{i + 1}] LaueGroup")
         phases.append({"name": sec.get("StructureName", f"phase {i + 1}"), "laue_group": laue,
                        "symmetry": LAUE_SYMMETRY.get(laue, f"laue {laue}")})
     euler = np.rad2deg(np.stack([rec["phi1"], rec["Phi"], rec["phi2"]]).astype(np.float64))
@@ -216,8 +224,8 @@ def read_ctf(path) -> EBSDMap:
             except (IndexError, ValueError):
                 raise MicroSymError(f"{path}: line {i + 1}: bad 'Phases' count") from None
             for j in range(n):
-                cols = lines[i + 1 + j].rstrip("\r\n").split("\t")
-                laue = int(cols[3]) if len(cols) > 3 and cols[3].strip().isdigit() else 11
+                cols = lines[i + 1 + j].rstrip("\r\n").split("\t") if i + 1 + j < len(lines) else []
+                laue = _laue_group(cols[3] if len(cols) > 3 else "", path, f"line {i + 2 + j}: Laue group")
                 phases.append({"name": cols[2] if len(cols) > 2 else f"phase {j + 1}", "laue_group": laue,
                                 "symmetry": LAUE_SYMMETRY.get(laue, f"laue {laue}")})
             i += 1 + n
@@ -236,6 +244,7 @@ def read_ctf(path) -> EBSDMap:
         step = (float(head.get("YStep", head["XStep"])), float(head["XStep"]))
     except (KeyError, ValueError) as err:
         raise MicroSymError(f"{path}: header lacks a valid {err} entry") from None
+    _check_step(path, step, "XStep/YStep")
     need = ["Phase", "Euler1", "Euler2", "Euler3"]
     missing = [c for c in need if c not in columns]
     if missing:
@@ -290,6 +299,7 @@ def read_ang(path, *, tsl_to_oxford: bool = True) -> EBSDMap:
         step = (float(head.get("YSTEP", head["XSTEP"])), float(head["XSTEP"]))
     except ValueError:
         raise MicroSymError(f"{path}: bad NCOLS_ODD/NROWS/XSTEP in header") from None
+    _check_step(path, step, "XSTEP/YSTEP")
     data_lines = lines[n_head:]
     ncol = len(data_lines[0].split()) if data_lines else 0
     if ncol < 8:
@@ -314,6 +324,35 @@ def read_ang(path, *, tsl_to_oxford: bool = True) -> EBSDMap:
 
 
 # ------------------------------------------------------------------------------------- helpers
+
+
+def _laue_group(value, path, what: str) -> int:
+    """Oxford Laue group id from a header entry: an id (1-11) or a Hermann-Mauguin symbol; empty: 11.
+
+    Other whole numbers are kept (the phase's symmetry is then unsupported, which matters only if it is
+    used); anything else is a one-line error.
+    """
+    text = str(value).strip()
+    if not text:
+        return 11  # the header omits it: Oxford's default phase is cubic
+    key = text.lower().replace(" ", "").replace("−", "-")
+    try:
+        number = int(text)
+    except ValueError:
+        number = None
+    if number is not None and (1 <= number <= 11 or key not in LAUE_SYMBOLS):
+        return number
+    if key in LAUE_SYMBOLS:
+        return LAUE_SYMBOLS[key]
+    raise MicroSymError(f"{path}: {what} '{text}' is neither a Laue group id (1-11) nor a symbol such as m-3m "
+                        "or 6/mmm")
+
+
+def _check_step(path, step, what: str) -> None:
+    """Grid steps must be finite and positive (they scale every size and length in the output)."""
+    if not all(np.isfinite(s) and s > 0 for s in step):
+        shown = ", ".join(f"{s:g}" for s in step)
+        raise MicroSymError(f"{path}: grid step {what} must be a finite positive number, got {shown}")
 
 
 def _read_lines(path: Path) -> list[str]:
@@ -357,8 +396,7 @@ def _finish(path, euler, phase, indexed, step, phases, extra) -> EBSDMap:
         raise MicroSymError(f"{path}: no indexed points (every point has phase 0 / is non-indexed)")
     q = np.moveaxis(euler_bunge_to_quat(euler[0], euler[1], euler[2]), -1, 0)
     q[:, ~indexed] = np.nan
-    if step[0] <= 0 or step[1] <= 0:
-        raise MicroSymError(f"{path}: step size must be positive, got {step}")
+    _check_step(path, step, "(y, x)")
     return EBSDMap(
         quaternions=q,
         euler=euler,

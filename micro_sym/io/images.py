@@ -12,6 +12,7 @@ with the input raise :class:`~micro_sym.errors.MicroSymError` with one line nami
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import dask.array as da
@@ -20,7 +21,15 @@ import numpy as np
 from micro_sym.errors import MicroSymError
 from micro_sym.io.base import DEFAULT_CHUNKS, SPATIAL_AXES, TIFF_SUFFIXES, Image
 
-def open_image(path, *, array: str | None = None, level: int = 0, chunks=None) -> Image:
+#: Largest image opened, in pixels (2**40 ≈ 1.1e12, 2 TB of uint16): a header declaring more is corrupt or
+#: crafted, and even building the lazy array of such a shape would exhaust memory.
+MAX_PIXELS = 2**40
+#: Largest single compressed TIFF strip or tile, decoded (bytes). It is decoded whole whenever any pixel of it
+#: is read, and its size comes from the header alone (compressed data says nothing about it).
+MAX_TIFF_CHUNK_BYTES = 2**31
+
+
+def open_image(path, *, array: str | None = None, level: int = 0, chunks=None, channel: int | None = None) -> Image:
     """Open a 2D or 3D image lazily.
 
     Parameters
@@ -35,14 +44,27 @@ def open_image(path, *, array: str | None = None, level: int = 0, chunks=None) -
         Multiscale level of an OME-Zarr image (0 = full resolution).
     chunks : tuple, optional
         Dask chunking; defaults to tiles of 1024² (2D) or 128³ (3D) aligned with the storage chunks.
+    channel : int, optional
+        TIFF only: the channel (RGB sample, or ImageJ/OME channel) to read from a colour or multi-channel
+        image. Without it such images are refused, since their channels are not a z axis.
+
+    Raises
+    ------
+    MicroSymError
+        Missing or unreadable files, colour/multi-channel images without ``channel``, and headers that
+        declare more data than the file can hold (checked before anything is allocated).
     """
     path = Path(path)
     if not path.exists():
         raise MicroSymError(f"{path}: no such file or directory")
     from micro_sym.io.microscope import MICROSCOPE_SUFFIXES, open_microscope
 
+    if channel is not None and (isinstance(channel, bool) or not isinstance(channel, (int, np.integer))):
+        raise MicroSymError(f"{path}: channel must be a whole number, got {channel!r}")
+    if channel is not None and not _is_tiff(path):
+        raise MicroSymError(f"{path}: choosing a channel is supported for TIFF files only")
     if _is_tiff(path):
-        img = _open_tiff(path)
+        img = _open_tiff(path, channel)
     elif path.is_file() and path.suffix.lower() in MICROSCOPE_SUFFIXES:
         img = open_microscope(path)  # .dm3/.dm4, .emd, .ser/.emi, MRC (micro_sym/io/microscope.py)
     elif path.is_dir():
@@ -89,14 +111,17 @@ def _is_tiff(path: Path) -> bool:
     return path.is_file() and path.suffix.lower() in TIFF_SUFFIXES
 
 
-def _open_tiff(path: Path) -> Image:
+def _open_tiff(path: Path, channel: int | None = None) -> Image:
     import tifffile
     import zarr
 
     try:
-        with tifffile.TiffFile(path) as tif:
+        # A corrupt header makes tifffile log multi-line warnings; what is wrong is reported below instead.
+        with _quiet_tifffile(), tifffile.TiffFile(path) as tif:
             series = tif.series[0]
             shape, axes = series.shape, series.axes
+            _check_tiff_sizes(path, tif, series)
+            chan_axis, what = _tiff_channel_axis(series)
             pixel_size, unit = _tiff_pixel_size(tif, axes)
         store = tifffile.imread(path, aszarr=True)
         z = zarr.open(store, mode="r")
@@ -108,7 +133,98 @@ def _open_tiff(path: Path) -> Image:
         raise MicroSymError(f"{path}: not a readable TIFF ({type(err).__name__}: {err})") from None
     if tuple(z.shape) != tuple(shape):
         raise MicroSymError(f"{path}: inconsistent TIFF (series shape {shape}, data {z.shape})")
-    return Image(da.from_zarr(z), path, pixel_size, unit, axes.lower())
+    data, axes = da.from_zarr(z), axes.lower()
+    if chan_axis is None:
+        if channel not in (None, 0):
+            raise MicroSymError(f"{path}: channel {channel} requested, but the image has a single grey channel")
+        return Image(data, path, pixel_size, unit, axes)
+    n = int(shape[chan_axis])
+    if channel is None:
+        raise MicroSymError(f"{path}: is {what}; micro_sym segments one grey channel: convert the image to grey "
+                            "or extract one channel first")
+    if not 0 <= channel < n:
+        raise MicroSymError(f"{path}: channel {channel} does not exist ({what} has channels 0 to {n - 1})")
+    data = data[(slice(None),) * chan_axis + (int(channel),)]
+    return Image(data, path, pixel_size, unit, axes[:chan_axis] + axes[chan_axis + 1 :])
+
+
+class _quiet_tifffile:
+    """Context manager: tifffile's log messages are dropped (they would reach the user as extra lines)."""
+
+    def __enter__(self):
+        import logging
+
+        self._log = logging.getLogger("tifffile")
+        self._disabled, self._log.disabled = self._log.disabled, True
+        return self
+
+    def __exit__(self, *exc):
+        self._log.disabled = self._disabled
+        return False
+
+
+def _check_shape(path: Path, shape, dtype) -> None:
+    """Refuse a declared shape of more than :data:`MAX_PIXELS` pixels (before any array is built)."""
+    n = math.prod(int(s) for s in shape)
+    if n > MAX_PIXELS:
+        dims = " x ".join(str(int(s)) for s in shape)
+        raise MicroSymError(f"{path}: declares an impossible image size {dims} {dtype} ({n:.3g} pixels, more than "
+                            "2**40); the header is corrupt")
+
+
+def _check_tiff_sizes(path: Path, tif, series) -> None:
+    """Refuse a TIFF whose header declares more pixel data than the file can hold, before any allocation.
+
+    tifffile takes the image size from the ImageWidth/ImageLength tags alone, so an 8 KB file can declare
+    4294967280² pixels (and a tifffile "shaped" description any number of pages); building the lazy array
+    of that shape already exhausts memory. Checks, from the header only: the total size
+    (:data:`MAX_PIXELS`); the number of strips/tiles listed against the number the size needs;
+    uncompressed data against the file size (per page for OME and Micro-Manager files, whose series may
+    span several files); compressed strips/tiles against :data:`MAX_TIFF_CHUNK_BYTES` each (their
+    decoded size cannot be bounded by the file size).
+    """
+    dtype = np.dtype(series.dtype)
+    _check_shape(path, series.shape, dtype)
+    page = series.keyframe
+    needed = math.prod(int(n) for n in page.chunked)
+    listed = min(len(page.dataoffsets), len(page.databytecounts))
+    if listed != needed:
+        dims = " x ".join(str(int(s)) for s in page.shape)
+        raise MicroSymError(f"{path}: corrupt TIFF header: an image of {dims} pixels needs {needed} strips/tiles, "
+                            f"the header lists {listed}")
+    multifile = bool(getattr(tif, "is_ome", False) or getattr(tif, "is_mmstack", False))
+    shape = page.shape if multifile else series.shape
+    declared = math.prod(int(s) for s in shape) * dtype.itemsize
+    size = path.stat().st_size
+    if int(page.compression) == 1 and declared > size:  # 1: uncompressed
+        dims = " x ".join(str(int(s)) for s in shape)
+        raise MicroSymError(f"{path}: truncated or corrupt TIFF: the header declares {dims} {dtype} pixels "
+                            f"({declared:,} bytes, uncompressed) but the file holds {size:,} bytes")
+    chunk = math.prod(int(n) for n in page.chunks) * dtype.itemsize
+    if int(page.compression) != 1 and chunk > MAX_TIFF_CHUNK_BYTES:
+        dims = " x ".join(str(int(n)) for n in page.chunks)
+        raise MicroSymError(f"{path}: corrupt TIFF header: one compressed strip/tile of {dims} pixels would "
+                            f"decode to {chunk / 2**30:.3g} GiB (more than {MAX_TIFF_CHUNK_BYTES / 2**30:g} GiB)")
+
+
+def _tiff_channel_axis(series):
+    """Index of the colour/channel axis of a TIFF series (``None`` for grey images) and what it is.
+
+    From the metadata, not the shape, so a 3-slice grey z-stack stays a volume: photometric RGB/YCbCr or
+    several samples per pixel (planar or interleaved; axis ``S``), or an ImageJ/OME channel axis ``C``
+    longer than one.
+    """
+    page = series.keyframe
+    axes = series.axes.upper()
+    if "S" in axes and series.shape[axes.index("S")] > 1:  # SamplesPerPixel > 1
+        i = axes.index("S")
+        layout = "planar" if int(page.planarconfig) == 2 else "interleaved"
+        kind = {2: "an RGB image", 6: "a YCbCr colour image"}.get(int(page.photometric), "a multi-sample image")
+        return i, f"{kind} ({series.shape[i]} samples per pixel, {layout})"
+    if "C" in axes and series.shape[axes.index("C")] > 1:
+        i = axes.index("C")
+        return i, f"a multi-channel image ({series.shape[i]} channels)"
+    return None, None
 
 
 def _tiff_pixel_size(tif, axes: str):
@@ -158,6 +274,7 @@ def _open_zarr(path: Path, array: str | None, level: int) -> Image:
     if isinstance(node, zarr.Array):
         if array is not None:
             raise MicroSymError(f"{path}: is a Zarr array, it holds no array named '{array}'")
+        _check_shape(path, node.shape, node.dtype)
         return Image(da.from_zarr(node), path, store=node)
     attrs = dict(node.attrs)
     ome = attrs.get("ome", attrs)  # NGFF 0.5 nests under "ome"; 0.4 keeps keys at the top
@@ -176,6 +293,7 @@ def _open_zarr(path: Path, array: str | None, level: int) -> Image:
     arr = node[array]
     if not isinstance(arr, zarr.Array):
         raise MicroSymError(f"{path}: '{array}' is a group, not an array")
+    _check_shape(path, arr.shape, arr.dtype)
     pixel_size, unit, axes = _ngff_scale(multiscales, array)
     return Image(da.from_zarr(arr), path, pixel_size, unit, axes, {"array": array}, store=arr)
 
@@ -192,7 +310,7 @@ def _ngff_scale(multiscales, array: str):
             spatial = [i for i, a in enumerate(axes) if isinstance(a, dict) and a.get("type") == "space"]
             if scale is None or not spatial:
                 return None, None, names
-            unit = axes[spatial[-1]].get("unit")
+            unit = short_unit(axes[spatial[-1]].get("unit"))  # NGFF names ("micrometer") as micro_sym writes units
             return tuple(float(scale[i]) for i in spatial), unit, names
     return None, None, ""
 
@@ -231,6 +349,138 @@ def _rechunk(data: da.Array, chunks) -> da.Array:
 # ------------------------------------------------------------------------------------- writers
 
 
+#: Maps a micro_sym output stores as NGFF label images (``labels/NAME``) rather than as images.
+LABEL_MAPS = ("grains",)
+#: Length units as NGFF names them (UDUNITS-2), from the spellings micro_sym meets in file metadata.
+NGFF_UNITS = {"nm": "nanometer", "µm": "micrometer", "\u03bcm": "micrometer", "um": "micrometer",
+              "micron": "micrometer", "microns": "micrometer", "mm": "millimeter", "cm": "centimeter", "m": "meter",
+              "pm": "picometer", "\u00c5": "angstrom", "\u212b": "angstrom", "angstrom": "angstrom",
+              "angstroms": "angstrom"}
+#: The short symbols micro_sym writes in tables and messages, from NGFF unit names.
+SHORT_UNITS = {"nanometer": "nm", "micrometer": "µm", "millimeter": "mm", "centimeter": "cm", "meter": "m",
+               "picometer": "pm", "angstrom": "\u00c5"}
+
+
+def ngff_unit(unit: str | None) -> str | None:
+    """The NGFF name of a length unit (``"nm"`` -> ``"nanometer"``, ``"µm"`` -> ``"micrometer"``,
+    ``"Å"`` -> ``"angstrom"``); None for pixels or no unit; other names unchanged."""
+    if unit is None:
+        return None
+    text = str(unit).strip()
+    if text.lower() in ("", "px", "pixel", "pixels", "none"):
+        return None
+    return NGFF_UNITS.get(text, NGFF_UNITS.get(text.lower(), text))
+
+
+def short_unit(unit: str | None) -> str | None:
+    """The inverse of :func:`ngff_unit` for the units micro_sym knows (``"micrometer"`` -> ``"µm"``)."""
+    return SHORT_UNITS.get(unit, unit) if unit is not None else None
+
+
+def map_path(name: str, labels=LABEL_MAPS) -> str:
+    """Where an output group keeps map ``name``'s full-resolution array (docs/design.md §1.7).
+
+    Every map is an NGFF image group of its own holding level ``0``; label maps (``grains``) are NGFF
+    label images under ``labels/``:
+
+    >>> map_path("boundary"), map_path("grains")
+    ('boundary/0', 'labels/grains/0')
+    """
+    return f"labels/{name}/0" if name in labels else f"{name}/0"
+
+
+def output_array(group, name: str):
+    """Map ``name`` (``boundary``, ``orientation``, ``grains``, ...) of an output group as a zarr array.
+
+    ``group`` is a ``zarr.Group`` or a path. Reads the NGFF layout (:func:`map_path`; the level-0
+    dataset named by the image's own metadata) and the flat layout of outputs written before it
+    (arrays ``NAME`` at the top of the group). Raises ``KeyError`` if the group holds no such map.
+    """
+    import zarr
+
+    if not isinstance(group, zarr.Group):
+        group = zarr.open_group(str(group), mode="r")
+    for where in (f"labels/{name}", name):
+        try:
+            node = group[where]
+        except KeyError:
+            continue
+        if isinstance(node, zarr.Array):
+            return node
+        ms = (node.attrs.get("ome") or {}).get("multiscales") or node.attrs.get("multiscales") or []
+        path = ms[0]["datasets"][0]["path"] if ms and ms[0].get("datasets") else "0"
+        try:
+            arr = node[path]
+        except KeyError:
+            continue
+        if isinstance(arr, zarr.Array):
+            return arr
+    raise KeyError(f"no map '{name}' in {group.store_path}")
+
+
+def _axes(ndim: int, has_channels: bool, unit) -> list:
+    unit = ngff_unit(unit)
+    return ([{"name": "c", "type": "channel"}] if has_channels else []) + [
+        {"name": a, "type": "space", **({"unit": unit} if unit else {})} for a in SPATIAL_AXES[ndim]]
+
+
+def _multiscale(name: str, path: str, ndim: int, has_channels: bool, scale, unit) -> dict:
+    return {"name": name, "axes": _axes(ndim, has_channels, unit),
+            "datasets": [{"path": path, "coordinateTransformations": [
+                {"type": "scale", "scale": ([1.0] if has_channels else []) + [float(s) for s in scale]}]}]}
+
+
+def _check_maps(specs: dict, ndim: int, pixel_size, labels) -> None:
+    """What :func:`create_ngff_maps` needs, checked before anything is written."""
+    if pixel_size is not None and len(pixel_size) != ndim:
+        raise MicroSymError(f"pixel size {tuple(pixel_size)} does not match a {ndim}D image")
+    if all(n in labels for n in specs):
+        raise MicroSymError(f"an OME-Zarr output needs at least one image besides the labels ({', '.join(specs)})")
+    for name, kw in specs.items():
+        shape, dtype = tuple(kw["shape"]), np.dtype(kw["dtype"])
+        if name in labels and (len(shape) != ndim or not np.issubdtype(dtype, np.integer)):
+            raise MicroSymError(f"label map '{name}' must be an integer {ndim}D array, got {dtype} {shape}")
+
+
+def create_ngff_maps(root, specs: dict, ndim: int, *, pixel_size=None, unit: str | None = None,
+                     labels=LABEL_MAPS) -> dict:
+    """Lay out maps in an output group as NGFF 0.5 (docs/design.md §1.7); returns ``{name: zarr.Array}``.
+
+    ``root`` is a zarr v3 group; ``specs`` maps names to ``zarr.Group.create_array`` keywords (``shape``,
+    ``dtype``, ``chunks``, ...), spatial axes last, at most one leading channel axis. Each array is
+    created at :func:`map_path` unless it exists (a resumed run keeps its data), with
+    ``dimension_names``; every map's group gets its image (or image-label) metadata, ``labels`` the
+    list of label images, and ``root`` one multiscale image per non-label map, in ``specs`` order (the
+    first is what a viewer shows for the whole group). Other root attributes are kept.
+    """
+    _check_maps(specs, ndim, pixel_size, labels)
+    scale = list(pixel_size) if pixel_size is not None else [1.0] * ndim
+    arrays, root_ms, label_names = {}, [], []
+    for name, kw in specs.items():
+        shape = tuple(kw["shape"])
+        has_channels = len(shape) == ndim + 1
+        is_label = name in labels
+        group = root.require_group("labels").require_group(name) if is_label else root.require_group(name)
+        if "0" in group:
+            arr = group["0"]
+        else:
+            dims = (("c",) if has_channels else ()) + tuple(SPATIAL_AXES[ndim])
+            arr = group.create_array("0", dimension_names=dims, **kw)
+        arrays[name] = arr
+        ome = {"version": "0.5", "multiscales": [_multiscale(name, "0", ndim, has_channels, scale, unit)]}
+        if is_label:
+            # Label 0 (boundary / unassigned) transparent; the image it labels is the output group.
+            ome["image-label"] = {"colors": [{"label-value": 0, "rgba": [0, 0, 0, 0]}], "source": {"image": "../../"}}
+            label_names.append(name)
+        else:
+            root_ms.append(_multiscale(name, f"{name}/0", ndim, has_channels, scale, unit))
+        group.attrs["ome"] = ome
+    if label_names:
+        root["labels"].attrs["ome"] = {"version": "0.5", "labels": label_names}
+    root.attrs["ome"] = {"version": "0.5", "multiscales": root_ms}
+    return arrays
+
+
 def write_ome_zarr(
     path,
     arrays: dict,
@@ -239,12 +489,18 @@ def write_ome_zarr(
     unit: str | None = None,
     chunks=None,
     overwrite: bool = False,
+    labels=LABEL_MAPS,
 ) -> Path:
-    """Write named arrays into one OME-Zarr (NGFF 0.5, zarr v3) image group, chunk by chunk.
+    """Write named maps into one OME-Zarr (NGFF 0.5, zarr v3) group, chunk by chunk.
 
     ``arrays`` maps names to numpy or dask arrays with spatial axes last (``(y, x)``/``(z, y, x)``),
     optionally with one leading channel axis (e.g. ``orientation`` as ``(4, z, y, x)``). All arrays
-    must share the spatial shape. Returns the group's path.
+    must share the spatial shape. Each map becomes an NGFF image group ``NAME/`` (level ``0``), the
+    names in ``labels`` (integer maps, default ``grains``) NGFF label images ``labels/NAME/``; the
+    group itself is an NGFF image listing the image maps, the first of them its default
+    (:func:`create_ngff_maps`, docs/design.md §1.7). Read a map back with :func:`output_array`.
+    ``unit`` may be a short symbol (``nm``, ``µm``): it is stored under its NGFF name. Returns the
+    group's path.
     """
     import zarr
 
@@ -260,34 +516,27 @@ def write_ome_zarr(
         shape = tuple(arr.shape)
         if shape[-ndim:] != spatial or len(shape) > ndim + 1:
             raise MicroSymError(f"{path}: array '{name}' has shape {shape}, not matching spatial shape {spatial}")
+    spatial_chunks = tuple(chunks or tuple(min(c, s) for c, s in zip(DEFAULT_CHUNKS[ndim], spatial)))
+    specs = {}
+    for name, arr in arrays.items():
+        lead = (arr.shape[0],) if len(arr.shape) == ndim + 1 else ()
+        specs[name] = {"shape": tuple(arr.shape), "chunks": lead + spatial_chunks, "dtype": arr.dtype,
+                       "fill_value": _fill(arr.dtype)}
+    try:
+        _check_maps(specs, ndim, pixel_size, labels)
+    except MicroSymError as err:
+        raise MicroSymError(f"{path}: {err}") from None
     try:
         root = zarr.open_group(str(path), mode="w" if overwrite else "w-", zarr_format=3)
     except Exception as err:
         raise MicroSymError(f"{path}: cannot create output ({type(err).__name__}: {err})") from None
-    scale = list(pixel_size) if pixel_size is not None else [1.0] * ndim
-    multiscales = []
+    created = create_ngff_maps(root, specs, ndim, pixel_size=pixel_size, unit=unit, labels=labels)
     for name, arr in arrays.items():
-        has_channels = len(arr.shape) == ndim + 1
-        spatial_chunks = tuple(chunks or tuple(min(c, s) for c, s in zip(DEFAULT_CHUNKS[ndim], spatial)))
-        arr_chunks = ((arr.shape[0],) if has_channels else ()) + spatial_chunks
-        z = root.create_array(name, shape=arr.shape, chunks=arr_chunks, dtype=arr.dtype, fill_value=_fill(arr.dtype))
+        z = created[name]
         if isinstance(arr, da.Array):
-            da.store(arr.rechunk(arr_chunks), z, lock=False)
+            da.store(arr.rechunk(z.chunks), z, lock=False)
         else:
             z[...] = np.asarray(arr)
-        axes = ([{"name": "c", "type": "channel"}] if has_channels else []) + [
-            {"name": a, "type": "space", **({"unit": unit} if unit else {})} for a in SPATIAL_AXES[ndim]
-        ]
-        multiscales.append(
-            {
-                "name": name,
-                "axes": axes,
-                "datasets": [
-                    {"path": name, "coordinateTransformations": [{"type": "scale", "scale": ([1.0] if has_channels else []) + scale}]}
-                ],
-            }
-        )
-    root.attrs["ome"] = {"version": "0.5", "multiscales": multiscales}
     return path
 
 

@@ -2,11 +2,13 @@
 
 What a path opens as
 --------------------
-- ``OUT/NAME.zarr`` written by ``micro-sym segment`` (a group holding ``grains``, ``boundary`` and
-  ``orientation``): the input image (when the run manifest still points at it), the orientation map
-  coloured like the widget's output, boundary probability, grains (``features`` from
-  ``OUT/NAME_grains.csv``) and grain boundaries -- everything lazy, read chunk by chunk;
-- any other OME-Zarr image: one image layer per multiscale image, as a pyramid when it has levels;
+- ``OUT/NAME.zarr`` written by ``micro-sym segment`` (OME-Zarr maps ``boundary``, ``orientation`` and
+  the label image ``labels/grains``, docs/design.md §1.7; or the flat arrays of older outputs): the
+  input image (when the run manifest still points at it), the orientation map coloured like the
+  widget's output, boundary probability, grains (``features`` from ``OUT/NAME_grains.csv``) and grain
+  boundaries -- everything lazy, read chunk by chunk;
+- any other OME-Zarr image: one image layer per multiscale image, as a pyramid when it has levels,
+  and one labels layer per NGFF label image under ``labels/``;
 - a plain Zarr array or a ``.tif``/``.tiff``: an image layer backed by the file's chunks, scaled by
   the pixel size found in its metadata; a TIFF inside a labeled dataset's ``grains/``,
   ``boundary/`` or ``orientation/`` folder (docs/design.md §1) opens as labels or as a coloured orientation map;
@@ -122,30 +124,81 @@ def read_zarr_layers(path: Path) -> list[tuple]:
         raise MicroSymError(f"{path}: not a readable Zarr store ({type(err).__name__})") from None
     if isinstance(node, zarr.Array):
         return [(da.from_zarr(node), {"name": _stem(path)}, "image")]
-    if {"grains", "orientation", "boundary"} <= set(node.array_keys()):
+    if _is_segmentation(node):
         return read_segmentation(path)
-    attrs = dict(node.attrs)
-    multiscales = attrs.get("ome", attrs).get("multiscales") or []
-    layers = []
-    for ms in multiscales:
-        levels = [da.from_zarr(node[d["path"]]) for d in ms["datasets"]]
-        axes = [a["name"] if isinstance(a, dict) else a for a in ms.get("axes", [])]
-        kwargs = {"name": ms.get("name") or _stem(path)}
-        scale = _level_scale(ms, 0)
-        if "c" in axes:
-            kwargs["channel_axis"] = axes.index("c")
-            scale = [s for a, s in zip(axes, scale or []) if a != "c"] if scale else None
-        if scale:
-            kwargs["scale"] = tuple(scale)
-        if len(levels) > 1:
-            kwargs["multiscale"] = True
-        layers.append((levels if len(levels) > 1 else levels[0], kwargs, "image"))
+    layers = [(*_multiscale_layer(node, ms, ms.get("name") or _stem(path)), "image") for ms in _multiscales(node)]
+    labels = node.get("labels") if layers else None
+    if isinstance(labels, zarr.Group):  # NGFF label images of the image
+        for name in _ome(labels).get("labels") or []:
+            group = labels.get(name)
+            if isinstance(group, zarr.Group) and _multiscales(group):
+                data, kwargs = _multiscale_layer(group, _multiscales(group)[0], f"{_stem(path)} {name}")
+                kwargs.pop("channel_axis", None)
+                layers.append((data, kwargs, "labels"))
     if not layers:
         names = sorted(node.array_keys())
         if not names:
             raise MicroSymError(f"{path}: Zarr group holds no arrays and no OME-Zarr image")
         layers = [(da.from_zarr(node[n]), {"name": f"{_stem(path)} {n}"}, "image") for n in names]
     return layers
+
+
+def _ome(group) -> dict:
+    attrs = dict(group.attrs)
+    return attrs.get("ome", attrs)  # NGFF 0.5 nests under "ome"; 0.4 keeps keys at the top
+
+
+def _multiscales(group) -> list:
+    return _ome(group).get("multiscales") or []
+
+
+def _multiscale_layer(group, ms: dict, name: str):
+    """Layer data (a pyramid when there are levels) and keywords of one NGFF multiscale image."""
+    import dask.array as da
+
+    levels = [da.from_zarr(group[d["path"]]) for d in ms["datasets"]]
+    axes = [a["name"] if isinstance(a, dict) else a for a in ms.get("axes", [])]
+    kwargs = {"name": name}
+    scale = _level_scale(ms, 0)
+    if "c" in axes:
+        kwargs["channel_axis"] = axes.index("c")
+        scale = [s for a, s in zip(axes, scale or []) if a != "c"] if scale else None
+    if scale:
+        kwargs["scale"] = tuple(scale)
+    if len(levels) > 1:
+        kwargs["multiscale"] = True
+    return (levels if len(levels) > 1 else levels[0]), kwargs
+
+
+def _is_segmentation(group) -> bool:
+    """A ``micro-sym segment`` output: boundary, orientation and grains maps, in either layout."""
+    from micro_sym.io.images import output_array
+
+    try:
+        for name in ("grains", "orientation", "boundary"):
+            output_array(group, name)
+    except (KeyError, IndexError, TypeError):
+        return False
+    return True
+
+
+def _map_scale(root, name: str):
+    """Spatial scale and unit (micro_sym's short symbol, e.g. ``µm``) of map ``name`` of an output."""
+    from micro_sym.io.images import short_unit
+
+    candidates = []
+    for where in (f"labels/{name}", name):
+        node = root.get(where)
+        if node is not None and hasattr(node, "group_keys"):
+            candidates += _multiscales(node)[:1]
+    candidates += [ms for ms in _multiscales(root) if ms.get("name") == name]  # flat layout of older outputs
+    for ms in candidates:
+        axes = ms.get("axes", [])
+        scale = _level_scale(ms, 0)
+        space = [i for i, a in enumerate(axes) if not isinstance(a, dict) or a.get("type") != "channel"]
+        unit = next((a.get("unit") for a in axes if isinstance(a, dict) and a.get("unit")), None)
+        return ([scale[i] for i in space] if scale else None), short_unit(unit)
+    return None, None
 
 
 def _level_scale(ms: dict, level: int):
@@ -171,19 +224,17 @@ def read_segmentation(path: Path) -> list[tuple]:
 
     from micro_sym_napari._core import _boundary_colormap, features_frame, key_layers
 
+    from micro_sym.io.images import output_array
+
     root = zarr.open_group(str(path), mode="r")
     name = _stem(path)
     attrs = dict(root.attrs)
     run = attrs.get("micro_sym", {})
-    grains = da.from_zarr(root["grains"])
-    boundary = da.from_zarr(root["boundary"])
-    orientation = da.from_zarr(root["orientation"])
+    grains = da.from_zarr(output_array(root, "grains"))
+    boundary = da.from_zarr(output_array(root, "boundary"))
+    orientation = da.from_zarr(output_array(root, "orientation"))
     nd = grains.ndim
-    scale, unit = None, None
-    for ms in attrs.get("ome", attrs).get("multiscales", []):
-        if ms.get("name") == "grains":
-            scale = _level_scale(ms, 0)
-            unit = next((a.get("unit") for a in ms.get("axes", []) if isinstance(a, dict) and a.get("unit")), None)
+    scale, unit = _map_scale(root, "grains")
     common = {"scale": tuple(scale)} if scale else {}
     meta = {"micro_sym": {"path": str(path), "unit": unit or "px", **run}}
     layers = []

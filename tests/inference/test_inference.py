@@ -129,7 +129,7 @@ def test_tiled_2d_equals_whole_image(tmp_path):
     assert res.status == "complete" and res.n_blocks == 12
     g = zarr.open_group(str(tmp_path / "out" / "a.zarr"), mode="r")
     # Written a shard (= output chunk) at a time, read back (halos of the last pass) in half chunks.
-    assert g["boundary"].shards == (32, 32) and g["boundary"].chunks == (16, 16)
+    assert g["boundary/0"].shards == (32, 32) and g["boundary/0"].chunks == (16, 16)
     out = read_output(tmp_path / "out", "a")
     np.testing.assert_allclose(out["boundary"], ref["boundary"], atol=1e-5)
     d = np.abs(out["orientation"] - ref["orientation"])

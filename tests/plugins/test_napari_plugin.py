@@ -193,6 +193,11 @@ def test_core_large_results_live_on_disk_and_stay_lazy(monkeypatch):
     edges = layers["crop grain boundaries"]
     assert not isinstance(edges, np.ndarray)  # dask, computed chunk by chunk on display
     np.testing.assert_array_equal(np.asarray(edges), _core.boundary_mask(ref.grains))
+    # Past WHOLE_TABLE_MAX_PIXELS the table comes from the blocks: neighbours are counted as whole.
+    monkeypatch.setattr(interactive, "WHOLE_TABLE_MAX_PIXELS", 0)
+    big = interactive.segment(image, settings)
+    assert big.n_grains == ref.n_grains and np.median(ref.table["n_neighbours"]) >= 2
+    np.testing.assert_array_equal(big.table["n_neighbours"], ref.table["n_neighbours"])
 
 
 def test_core_auto_runs_the_chosen_method_and_says_why():
