@@ -41,7 +41,7 @@ def main():
     args = ap.parse_args()
 
     from micro_sym.orientation.cubic_harmonics import quat_to_sh4, sh_to_quat
-    from micro_sym.inference.labels import label_block
+    from micro_sym.grains.blockwise import label_block
 
     rng = np.random.default_rng(0)
     q = rng.normal(size=(args.n, 4))

@@ -1,4 +1,5 @@
-"""Grains from orientation maps: reconstruction, statistics and plots (docs/design.md §3).
+"""Grains from orientation maps: reconstruction, block-wise labelling (:mod:`.blockwise`), statistics and plots
+(docs/design.md §3).
 
 >>> from micro_sym.grains import reconstruct_grains, grain_table, map_summary   # doctest: +SKIP
 """

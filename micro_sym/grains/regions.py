@@ -17,7 +17,7 @@ Both are fixed by comparing **regions** instead of pixels:
    after every merge, so a thin transition strip joins one side and the two grains stay apart.
 
 The merge works on the region graph only (:func:`merge_similar_regions`: region sizes, orientation
-sums and adjacency), so the block-wise engine (:mod:`micro_sym.inference.labels`) applies the very
+sums and adjacency), so the block-wise engine (:mod:`micro_sym.grains.blockwise`) applies the very
 same function to its global graph and gets the whole-image grains.
 
 >>> import numpy as np

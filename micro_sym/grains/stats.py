@@ -238,7 +238,7 @@ def grow_into_gaps(labels, steps: int = NEIGHBOUR_REACH) -> np.ndarray:
     then touch (the band a segmentation leaves between grains counts as their shared boundary), while
     grains further apart, or across a wide unassigned region, stay apart. Local (a point depends only
     on labels within ``steps`` face steps), so a block with a halo of ``steps + 1`` reproduces the
-    whole map's result on its core plus one point (:func:`micro_sym.inference.labels.neighbour_pairs`).
+    whole map's result on its core plus one point (:func:`micro_sym.grains.blockwise.neighbour_pairs`).
 
     >>> grow_into_gaps(np.array([[1, 0, 0, 0, 2]]), 1)
     array([[1, 1, 0, 2, 2]])

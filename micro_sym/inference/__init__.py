@@ -23,7 +23,7 @@ Public API
 from micro_sym.inference.blocks import Block, BlockPlan, estimate_memory, plan_blocks
 from micro_sym.inference.classical import ClassicalMethod
 from micro_sym.inference.engine import InputResult, expand_inputs, segment, segment_input
-from micro_sym.inference.labels import label_block, merge_blocks
+from micro_sym.grains.blockwise import label_block, merge_blocks
 from micro_sym.inference.network import Network, as_network, load_network
 from micro_sym.inference.scheduler import make_runner
 from micro_sym.inference.tiles import iter_tiles, predict_array

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from micro_sym.errors import MicroSymError
+from micro_sym.grains.blockwise import grow
 
 # Storage chunks of the outputs (the write unit): ≥256 KiB per chunk for float32 (docs/design.md §5).
 DEFAULT_CHUNK = {2: (512, 512), 3: (128, 128, 128)}
@@ -181,16 +182,6 @@ def plan_blocks(shape, block=None, *, halo: int, stride: int = 1, chunk=None, pa
             pad.append((r0 - (t0 - lo), (t1 - lo) - r1))
         blocks.append(Block(tuple(index), tuple(core), tuple(tile), tuple(crop), tuple(pad)))
     return BlockPlan(shape, block, chunk, halo, stride, tuple(blocks), pad_mode)
-
-
-def grow(core, margin: int, shape) -> tuple:
-    """``core`` (slices) grown by ``margin`` points per side, clipped to an image of ``shape``."""
-    return tuple(slice(max(s.start - margin, 0), min(s.stop + margin, n)) for s, n in zip(core, shape))
-
-
-def inside(inner, outer) -> tuple:
-    """Where the region ``inner`` lies within the region ``outer`` (both global slices)."""
-    return tuple(slice(i.start - o.start, i.stop - o.start) for i, o in zip(inner, outer))
 
 
 def grown_crop(block: Block, margin: int, shape) -> tuple:

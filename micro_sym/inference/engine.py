@@ -9,7 +9,7 @@ Per input, three streamed passes over the block plan (:mod:`.blocks`):
    a scratch array; the small per-block statistics and face planes go back to the driver, which
    stores them and then creates the block's marker;
 2. **merge** (driver, small): union of labels across block faces, small-grain rule, consecutive ids
-   and the per-grain table (:func:`.labels.merge_blocks`);
+   and the per-grain table (:func:`micro_sym.grains.blockwise.merge_blocks`);
 3. **grains** (parallel): ``grains = lut[local labels]``, chunk-aligned, one marker per block. With
    the seeded rule of network maps (:mod:`micro_sym.grains.rules`) pass 1 labels only seeds, and
    pass 3 floods the merged seeds over the written maps of the block plus a halo (:func:`flood_task`)
@@ -24,7 +24,7 @@ it removes its scratch, so two runs never work on one output; a killed run's loc
 
 The per-grain table does not depend on the blocks: 3D mean orientations align every voxel of a grain
 to one reference for the whole grain (the quaternion at the first seed voxel, in raster order, of the
-grain), not to a reference per block (:func:`.labels.merge_blocks` picks it, pass 3 aligns to it).
+grain), not to a reference per block (:func:`micro_sym.grains.blockwise.merge_blocks` picks it, pass 3 aligns to it).
 
 The "network" may also be the classical filter bank (:class:`.classical.ClassicalMethod`,
 ``method="classical"``): it has the same interface, plus ``for_input`` (fixes its lattice period once
@@ -51,9 +51,10 @@ import numpy as np
 from micro_sym.errors import MicroSymError
 from micro_sym.grains.rules import is_seeded, seed_margin
 from micro_sym.grains.stats import write_grain_csv
-from micro_sym.inference.blocks import BlockPlan, estimate_memory, grow, plan_blocks
+from micro_sym.grains.blockwise import grow
+from micro_sym.inference.blocks import BlockPlan, estimate_memory, plan_blocks
 from micro_sym.inference.classical import ClassicalMethod
-from micro_sym.inference.labels import (final_table, flood_region, grain_refs, merge_blocks, neighbour_counts,
+from micro_sym.grains.blockwise import (final_table, flood_region, grain_refs, merge_blocks, neighbour_counts,
                                        neighbour_pairs, seed_parts)
 from micro_sym.inference.method_choice import AUTO_MODEL, AutoMethod
 from micro_sym.inference.network import Network, cached_network
@@ -151,11 +152,11 @@ def grains_task(job: dict, block, lut: np.ndarray) -> int:
 
 
 def flood_task(job: dict, block, parts: list, refs=None) -> dict:
-    """Pass 3 for one block, seeded rule: flood the final seed ids (``parts``: :func:`.labels.seed_parts`
+    """Pass 3 for one block, seeded rule: flood the final seed ids (``parts``: :func:`micro_sym.grains.blockwise.seed_parts`
     of the block grown by ``steps + 1``) over the written maps; returns the block's grain statistics.
 
     ``refs`` (3D): ``(ids, quaternions)``, the reference orientation of every grain the block can
-    hold (:func:`.labels.grain_refs`), so that its quaternion sums align like every other block's."""
+    hold (:func:`micro_sym.grains.blockwise.grain_refs`), so that its quaternion sums align like every other block's."""
     labels, arrays = flood_region(block, parts, orientation=open_array(job["zarr"], "orientation"),
                                   boundary=open_array(job["zarr"], "boundary"), local_labels=open_array(job["labels"]),
                                   steps=job["steps"], symmetry=job["symmetry"], image_shape=job["shape"],
@@ -166,7 +167,7 @@ def flood_task(job: dict, block, parts: list, refs=None) -> dict:
 
 def neighbours_task(job: dict, block) -> np.ndarray:
     """Grain pairs that are neighbours across the unassigned band, contact in this block
-    (:func:`.labels.neighbour_pairs`: the written grains with a small halo)."""
+    (:func:`micro_sym.grains.blockwise.neighbour_pairs`: the written grains with a small halo)."""
     return neighbour_pairs(open_array(job["zarr"], "grains"), block.core, job["shape"])
 
 

@@ -6,7 +6,7 @@ tile, so a front end can show progress and cancel between tiles, then *returns* 
 :class:`SegmentResult`. It runs the block engine's steps (:mod:`micro_sym.inference.engine`) without
 files: tiles through :func:`~micro_sym.inference.tiles.iter_tiles` with the whole image's intensity
 range and a halo of the network's receptive field, grains labelled per tile, merged across tile faces
-(:func:`~micro_sym.inference.labels.merge_blocks`) and grown by the seeded rule's flood. The result
+(:func:`~micro_sym.grains.blockwise.merge_blocks`) and grown by the seeded rule's flood. The result
 equals whole-image inference (:func:`micro_sym.inference.whole_image.segment_image`) whatever the tile
 size (the tests check it). Results beyond ~1 GB live in temporary Zarr arrays.
 
@@ -310,8 +310,9 @@ def _iter_network(image, settings, pixel_size, unit, net):
     """The engine's three grain passes (:mod:`micro_sym.inference.engine`) in memory: tiles through
     :func:`~micro_sym.inference.iter_tiles`, labels per tile, merge across tiles, then the final grains."""
     from micro_sym.grains.rules import is_seeded, seed_margin
-    from micro_sym.inference.blocks import grow, plan_blocks
-    from micro_sym.inference.labels import (final_table, flood_region, grain_refs, merge_blocks, neighbour_counts,
+    from micro_sym.grains.blockwise import grow
+    from micro_sym.inference.blocks import plan_blocks
+    from micro_sym.grains.blockwise import (final_table, flood_region, grain_refs, merge_blocks, neighbour_counts,
                                             neighbour_pairs, seed_parts)
     from micro_sym.inference.tiles import iter_tiles, label_tile
     from micro_sym.models.normalize import intensity_range

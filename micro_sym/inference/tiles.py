@@ -26,8 +26,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from micro_sym.grains.rules import is_seeded, seed_margin
-from micro_sym.inference.blocks import Block, BlockPlan, grow, grown_crop, inside, padded_size, plan_blocks
-from micro_sym.inference.labels import BlockLabels, label_block, seed_core
+from micro_sym.grains.blockwise import grow, inside
+from micro_sym.inference.blocks import Block, BlockPlan, grown_crop, padded_size, plan_blocks
+from micro_sym.grains.blockwise import BlockLabels, label_block, seed_core
 
 
 @dataclass
@@ -162,7 +163,7 @@ def _whole(net, image, value_range, device, decode) -> TileOutput:
 
 
 def label_tile(net, out: TileOutput, maps: dict, *, rule: dict, shape, boundary_threshold: float) -> BlockLabels:
-    """Pass 1 of the grain rule for one tile: the block's local labels (:func:`~.labels.label_block`).
+    """Pass 1 of the grain rule for one tile: the block's local labels (:func:`~micro_sym.grains.blockwise.label_block`).
 
     With the seeded rule (:mod:`micro_sym.grains.rules`) only the block's seed core is labelled; it is
     computed from the boundary map of the block grown by the rule's margin, which the tile holds

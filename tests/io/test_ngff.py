@@ -253,7 +253,7 @@ def test_blockwise_neighbours_equal_the_whole_map(shape, block):
     from scipy import ndimage
 
     from micro_sym.grains.reconstruct import consecutive_ids
-    from micro_sym.inference.labels import neighbour_counts, neighbour_pairs
+    from micro_sym.grains.blockwise import neighbour_counts, neighbour_pairs
 
     rng = np.random.default_rng(len(shape) * block)
     seeds = rng.random(shape) < 0.03

@@ -32,6 +32,17 @@ import numpy as np
 
 from micro_sym.orientation.symmetry import lattice
 
+
+def grow(core, margin: int, shape) -> tuple:
+    """``core`` (slices) grown by ``margin`` points per side, clipped to an image of ``shape``."""
+    return tuple(slice(max(s.start - margin, 0), min(s.stop + margin, n)) for s, n in zip(core, shape))
+
+
+def inside(inner, outer) -> tuple:
+    """Where the region ``inner`` lies within the region ``outer`` (both global slices)."""
+    return tuple(slice(i.start - o.start, i.stop - o.start) for i, o in zip(inner, outer))
+
+
 _SLAB = 1 << 17  # quaternions per symmetry-reduction call: bounds its 24-fold scratch
 
 
@@ -583,7 +594,6 @@ def seed_parts(plan, region, block_lut) -> list:
 
 def assemble_seeds(region, parts, read_local) -> np.ndarray:
     """Final seed ids over ``region`` from the blocks' local labels (``read_local(slices)``) and luts."""
-    from micro_sym.inference.blocks import inside
 
     out = np.zeros(tuple(r.stop - r.start for r in region), np.uint32)
     for inter, lut in parts:
@@ -662,7 +672,6 @@ def flood_region(block, parts, *, orientation, boundary, local_labels, steps: in
     into final seed ids with ``parts`` (:func:`seed_parts` of that region) and floods them
     (:func:`flood_block`, which takes ``refs``). Returns ``(labels, arrays)`` as :func:`flood_block`.
     """
-    from micro_sym.inference.blocks import grow, inside
 
     region = grow(block.core, steps + 1, image_shape)
     ori = orientation[(slice(None), *region)] if orientation.ndim == len(region) + 1 else orientation[region]
@@ -709,7 +718,6 @@ def neighbour_pairs(grains, core, image_shape, reach: int | None = None) -> np.n
     by exactly one block. Combine the blocks' pairs with :func:`neighbour_counts`.
     """
     from micro_sym.grains.stats import NEIGHBOUR_REACH, grow_into_gaps
-    from micro_sym.inference.blocks import grow, inside
 
     reach = NEIGHBOUR_REACH if reach is None else int(reach)
     region = grow(core, reach + 1, image_shape)
