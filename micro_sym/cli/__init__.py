@@ -11,6 +11,7 @@ import importlib
 import logging
 import pkgutil
 import sys
+import warnings
 
 import typer
 
@@ -45,8 +46,10 @@ for _mod in sorted(m.name for m in pkgutil.iter_modules(__path__)):
 
 def main(argv: list[str] | None = None) -> int:
     """Console entry point: user errors become one line on stderr and exit status 2."""
-    # Libraries that log to stderr (tifffile on damaged files) would add lines to our one-line errors.
+    # Libraries that log or warn on stderr (tifffile on damaged files; escnn, at import, that py3nj is
+    # missing, which only makes it slower) would add lines to our one-line errors.
     logging.getLogger("tifffile").setLevel(logging.CRITICAL)
+    warnings.filterwarnings("ignore", message=".*py3nj.*")
     try:
         app(args=argv, standalone_mode=True)
     except MicroSymError as err:

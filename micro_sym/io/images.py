@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 
 import dask.array as da
@@ -556,7 +557,13 @@ def scratch_folder(out: Path, produced, overwrite: bool) -> Path:
     parent = out if out.exists() else out.parent
     try:
         parent.mkdir(parents=True, exist_ok=True)
-        return Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=parent))
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=parent))
+        # mkdtemp makes the folder private (0700); the folder may become the output itself, which
+        # should get the permissions any new folder gets (the user's umask).
+        umask = os.umask(0)
+        os.umask(umask)
+        tmp.chmod(0o777 & ~umask)
+        return tmp
     except OSError as err:
         raise MicroSymError(f"{out}: cannot create output ({err.strerror})") from None
 

@@ -8,8 +8,10 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -340,3 +342,26 @@ def test_hexagonal_ipf_colours_are_symmetry_invariant():
         np.testing.assert_allclose(ipf_colour_hexagonal(qd), colour, atol=1e-6)
     rgb = orientation_rgb(np.moveaxis(q.reshape(20, 25, 4), -1, 0), "hexagonal")
     assert rgb.shape == (20, 25, 3) and np.isfinite(rgb).all()
+
+
+def test_output_folders_get_the_users_permissions(tmp_path):
+    """``micro-sym grains`` builds its output in a scratch folder (private, 0700) and renames it: the
+    result must be as readable as any new folder (the umask's permissions)."""
+    from micro_sym.io.ebsd import write_ctf
+
+    path = tmp_path / "m.ctf"
+    write_ctf(path, _ebsd_map(symmetry="cubic", laue=11))
+    code, lines = _cli(["grains", path, "--out", tmp_path / "out"])
+    assert code == 0, lines
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / "out").stat().st_mode & 0o777 == 0o777 & ~umask
+
+
+def test_cli_errors_are_one_line_even_after_escnn_is_imported(tmp_path):
+    """Loading an escnn model warns that py3nj is missing; a user's error after it is still one line."""
+    volume = Path(__file__).resolve().parents[2] / "sample_data" / "volume" / "images" / "sample_000.tif"
+    res = subprocess.run([sys.executable, "-m", "micro_sym", "segment", str(volume), "--out", "o", "--model", "default-2d"],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    assert res.returncode == 2 and len(lines) == 1 and "default-3d" in lines[0], res.stderr
