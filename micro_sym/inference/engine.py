@@ -491,8 +491,8 @@ def segment(inputs, out_dir, *, model=None, method: str | None = None, lattice: 
     model : str, Path, Network, torch.nn.Module or ClassicalMethod, optional
         A bundled name, a model file, or an in-memory model with the SegModel interface (default:
         ``"default-2d"`` for ``method="network"``, ``"robust-2d"`` for ``"auto"``; with neither
-        a model nor a method, a batch of 3D volumes only runs :data:`DEFAULT_3D_MODEL`). Not with
-        ``method="classical"`` (except a configured ClassicalMethod).
+        a model nor a method, volumes run :data:`DEFAULT_3D_MODEL` and micrographs ``auto``, also
+        in one batch). Not with ``method="classical"`` (except a configured ClassicalMethod).
     method : {"auto", "network", "classical"}, optional
         ``"classical"``: the training-free Gabor filter bank (2D only, :mod:`.classical`), block-wise
         with ``close=False`` (boundary gap closing is not tile-local), period estimated once per input.
@@ -528,8 +528,18 @@ def segment(inputs, out_dir, *, model=None, method: str | None = None, lattice: 
     _check_names(paths, out_dir, kwargs)
     if method is None:
         method = "network" if model is not None else "auto"
-    if method == "auto" and model is None and paths and all(_ndim(p, kwargs) == 3 for p in paths):
-        model, method = DEFAULT_3D_MODEL, "network"  # auto chooses among 2D methods; volumes get the 3D network
+    if method == "auto" and model is None and paths:
+        # auto chooses among 2D methods; volumes get the 3D network. A mixed batch runs as two.
+        dims = [_ndim(p, kwargs) for p in paths]
+        if all(d == 3 for d in dims):
+            model, method = DEFAULT_3D_MODEL, "network"
+        elif 3 in dims:
+            common = dict(lattice=lattice, period=period, scheduler=scheduler, workers=workers, device=device,
+                          on_input=on_input, **kwargs)
+            volumes = segment([p for p, d in zip(paths, dims) if d == 3], out_dir, model=DEFAULT_3D_MODEL, **common)
+            images = segment([p for p, d in zip(paths, dims) if d != 3], out_dir, method="auto", **common)
+            by_input = {r.input: r for r in volumes + images}
+            return [by_input[str(p)] for p in paths]
     if method not in ("auto", "network", "classical"):
         raise MicroSymError(f"--method {method}: expected auto, network or classical")
     auto = None

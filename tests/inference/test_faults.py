@@ -449,3 +449,14 @@ def test_overwrite_never_deletes_the_input(tmp_path, model_file):
     (res,) = segment([out / "a.zarr"], out, model=str(model_file), overwrite=True)
     assert res.status == "failed" and "would delete this input" in res.error and "--out" in res.error
     assert zarr.open_array(str(out / "a.zarr"), mode="r").shape == (32, 32)
+
+
+def test_a_batch_of_micrographs_and_volumes_runs_each_with_its_method(tmp_path):
+    """Without --model, micrographs get auto's choice and volumes the bundled 3D network, in one batch."""
+    root = Path(__file__).resolve().parents[2] / "sample_data"
+    tifffile.imwrite(tmp_path / "img.tif", tifffile.imread(root / "micrographs" / "images" / "sample_000.tif")[:128, :128])
+    tifffile.imwrite(tmp_path / "vol.tif", tifffile.imread(root / "volume" / "images" / "sample_000.tif")[:24, :24, :24])
+    results = segment([tmp_path / "img.tif", tmp_path / "vol.tif"], tmp_path / "out")
+    assert [Path(r.input).name for r in results] == ["img.tif", "vol.tif"]
+    assert all(r.status == "complete" for r in results), [r.error for r in results]
+    assert read_output(tmp_path / "out", "vol")["orientation"].shape == (4, 24, 24, 24)
