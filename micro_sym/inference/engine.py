@@ -41,7 +41,6 @@ two per input from the image's lattice fringe signal-to-noise ratio, before plan
 from __future__ import annotations
 
 import hashlib
-import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -620,8 +619,3 @@ def _check_writable(out_dir: Path) -> None:
         os.unlink(probe)
     except OSError as err:
         raise os_error(out_dir, err, "write to output directory") from None
-
-
-def throughput_summary(result: InputResult) -> str:
-    vox = math.prod(result.shape) if result.shape else 0
-    return f"{vox / result.seconds:,.0f} px/s" if result.seconds and result.blocks_run else ""

@@ -72,15 +72,10 @@ def synth_lattice_volume(shape=(32, 32, 32), grain_size: float = 12.0, period: f
     image = np.cos(2 * np.pi * u / period).sum(-1)
     image = gaussian_filter(image, blur) if blur > 0 else image
     image = image + rng.normal(scale=noise * image.std(), size=shape)
+    from micro_sym.grains.boundaries import find_boundaries
+
     labels = cell + 1
-    boundary = np.zeros(shape, dtype=bool)
-    for ax in range(3):
-        a = np.moveaxis(labels, ax, 0)
-        b = np.moveaxis(boundary, ax, 0)
-        diff = a[1:] != a[:-1]
-        b[1:] |= diff
-        b[:-1] |= diff
-    grains = np.where(boundary, 0, labels).astype(np.uint32)
+    grains = np.where(find_boundaries(labels, "thick"), 0, labels).astype(np.uint32)
     quats = np.moveaxis(q[cell], -1, 0).astype(np.float32)
     return image.astype(np.float32), grains, quats
 

@@ -19,7 +19,7 @@ import zarr
 from micro_sym.grains import grain_table
 from micro_sym.io.images import map_path, ngff_unit, output_array, short_unit, write_ome_zarr
 
-from _helpers import smooth_image
+from _helpers import quaternion_net_3d, smooth_image
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE_2D = ROOT / "sample_data" / "micrographs" / "images" / "sample_000.tif"
@@ -136,29 +136,13 @@ def test_segment_2d_output_is_valid_ngff(segmented_2d):
 
 
 def test_segment_3d_output_is_valid_ngff(tmp_path):
-    import torch
-    from torch import nn
-
-    from micro_sym.inference import as_network, segment
-
-    class Tiny3D(nn.Module):
-        ndim, k, total_stride, halo = 3, 24, 1, 2
-        orientation_encoding, normalization = "quaternion", "unit"
-        config = {"arch": "tiny3d-ngff"}
-
-        def __init__(self):
-            super().__init__()
-            torch.manual_seed(1)
-            self.head = nn.Conv3d(1, 5, 3, padding=1)
-
-        def forward(self, x):
-            return self.head(x)
+    from micro_sym.inference import segment
 
     vol = smooth_image((20, 24, 16), seed=2, sigma=2.0)
     path = tmp_path / "v.tif"
     tifffile.imwrite(path, vol, imagej=True, resolution=(2.0, 2.0), metadata={"spacing": 0.5, "unit": "um",
                                                                               "axes": "ZYX"})
-    (res,) = segment([path], tmp_path / "out", model=as_network(Tiny3D()), block=16, chunk=16, threshold=20.0,
+    (res,) = segment([path], tmp_path / "out", model=quaternion_net_3d(), block=16, chunk=16, threshold=20.0,
                      min_size=0)
     assert res.status == "complete", res.error
     root = check_ngff(res.zarr, unit="micrometer")

@@ -57,35 +57,6 @@ def gl_info_cached(qapp):
             qapp.processEvents()
 
 
-def quaternion_net_3d():
-    """A small real 3D network with the SegModel interface and a 4-channel quaternion head.
-
-    Untrained networks with the cubic-harmonics head produce off-manifold outputs whose per-voxel
-    decode takes minutes per tile; this fixed-weight net (orientation = a rotation about z whose
-    angle follows the local intensity) decodes instantly and makes the widget's 3D path testable.
-    """
-    import torch
-    from torch import nn
-
-    from micro_sym.inference import as_network
-
-    class QuatNet(nn.Module):
-        ndim, k, halo, total_stride = 3, 24, 2, 1
-        orientation_encoding, normalization = "quaternion", "unit"
-        config = {"arch": "test-quaternion-net"}
-
-        def __init__(self):
-            super().__init__()
-            self.smooth = nn.Conv3d(1, 1, 3, padding=1, bias=False)
-            nn.init.constant_(self.smooth.weight, 1 / 27)
-
-        def forward(self, x):
-            a = self.smooth(x) * 1.5  # half-angle in rad, from the local mean intensity in [0, 1]
-            return torch.cat([-4 + 0 * a, torch.cos(a), 0 * a, 0 * a, torch.sin(a)], 1)
-
-    return as_network(QuatNet().eval(), name="test-quaternion-net")
-
-
 @pytest.fixture(scope="module")
 def tiny_3d_model(tmp_path_factory):
     """A real but untrained 3D network file (plain variant, 4 channels): tests loading and refusal paths."""
@@ -378,6 +349,8 @@ def test_segment_widget_3d(make_napari_viewer, qtbot, tiny_3d_model, monkeypatch
     assert vol.data.shape == (96, 96, 96)
     w = _widgets.SegmentWidget(viewer)
     w.set_model(str(tiny_3d_model))  # a real 3D model file passes the widget's checks ...
+    from _helpers import quaternion_net_3d  # this file also runs as a script: imported here
+
     net = quaternion_net_3d()
     loaded = []
     # ... and the worker runs the fast fixed-weight network in its place (see quaternion_net_3d).
