@@ -15,7 +15,39 @@ from pathlib import Path
 
 from micro_sym.errors import MicroSymError
 
-__all__ = ["read_yaml_mapping", "validate_model"]
+__all__ = ["CONFIGS_DIR", "bundled_configs", "read_yaml_mapping", "resolve_config_path", "validate_model"]
+
+#: Training and fine-tuning configs installed with the package; named like the bundled models
+#: (``finetune_default_2d.yaml`` is ``finetune-default-2d``), see :func:`bundled_configs`.
+CONFIGS_DIR = Path(__file__).resolve().parent / "configs"
+
+
+def bundled_configs() -> dict[str, Path]:
+    """Bundled config names -> files in :data:`CONFIGS_DIR` (``"train-3d"`` -> ``.../train_3d.yaml``).
+
+    >>> sorted(bundled_configs())[:2]
+    ['finetune-default-2d', 'train-3d']
+    """
+    return {p.stem.replace("_", "-"): p for p in sorted(CONFIGS_DIR.glob("*.yaml"))}
+
+
+def resolve_config_path(name_or_path) -> Path:
+    """A bundled config name (``"finetune-default-2d"``) or a file path -> the file path.
+
+    Raises
+    ------
+    MicroSymError
+        Neither a bundled name nor an existing file (the message lists the bundled names).
+    """
+    key = str(name_or_path)
+    bundled = bundled_configs()
+    if key in bundled:
+        return bundled[key]
+    path = Path(key)
+    if not path.is_file():
+        raise MicroSymError(f"{path}: config file does not exist (or is not a regular file); "
+                            f"bundled configs: {', '.join(bundled) or 'none in this installation'}")
+    return path
 
 
 def read_yaml_mapping(path) -> dict:

@@ -3,7 +3,7 @@
     python bench/provenance/bundle_model_2d.py RUN_DIR/model.pt --test data/synth2d_test [--out micro_sym/weights/default_2d.pt]
 
 The held-out set must come from seeds that training and validation never used (see
-``configs/train_default_2d.yaml``). The file's ``meta.metrics`` gets ``val`` (from training),
+``micro_sym/configs/train_default_2d.yaml``). The file's ``meta.metrics`` gets ``val`` (from training),
 ``heldout`` (pooled over the test set, every true grain counted), ``heldout_min_gt_size_16`` (true
 grains under 16 px, i.e. border slivers and one-pixel label islands, left out) and per-image
 ``heldout_images``. The model's provenance (``trained_on``) is kept as training wrote it.

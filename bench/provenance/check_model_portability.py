@@ -12,7 +12,7 @@ network outputs on a sub-grid of that crop; ``--reference`` compares against suc
 when they differ (tests/models/test_models3d.py and tests/models/test_models2d.py do the same for the bundled
 default-3d and default-2d; default-2d ships as an escnn file, so this is what shows that its D4 bases
 are the same in every installation). Run it in two environments and compare: the escnn file of the octahedral
-model of configs/train_3d_synth.yaml gave different numbers in a fresh venv than in the one it was
+model of micro_sym/configs/train_3d_synth.yaml gave different numbers in a fresh venv than in the one it was
 trained in (escnn builds octahedral bases numerically); its exported plain-torch file, the bundled
 default-3d, gives the same numbers everywhere.
 """

@@ -5,7 +5,7 @@
 Scores random masks (10% and 30% of points, fixed seed) against the true boundaries of the held-out
 synthetic sets with :func:`micro_sym.metrics.boundary_f1_masks` (thinned maps, 2-point tolerance):
 the 2D test micrographs (``data/synth2d_test``) and the 3D test volumes (``data/synth3d_test``; see
-configs/train_3d_synth.yaml for the commands that write them). Prints the mean over the images and
+micro_sym/configs/train_3d_synth.yaml for the commands). Prints the mean over the images and
 the share of true boundary points; writes ``bench/results/boundary_score_chance.json``.
 """
 

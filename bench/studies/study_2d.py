@@ -66,7 +66,7 @@ from micro_sym.training.loop import train  # noqa: E402
 
 DATA = BENCH / "_data" / "study2d"
 TRAIN_SEED, VAL_SEED, TEST_SEED = 1000, 2000, 3000
-# Topology of the bundled default (configs/train_default_2d.yaml): 5 levels, one decoder conv, 3x3 head;
+# Topology of the bundled default (micro_sym/configs/train_default_2d.yaml): 5 levels, one decoder conv, 3x3 head;
 # the widths are those of the previous, 37k-parameter default, on which the studies ran.
 TOPOLOGY = dict(lattice="square", convs_per_level=2, dec_convs=1, stem_kernel=5, head_kernel=3)
 P4M = dict(arch="unet_equi", group="D4", widths=[1, 2, 4, 8, 16], **TOPOLOGY)

@@ -3,7 +3,7 @@
     python bench/studies/study_grains3d.py --model runs/octa_synth3d/model.pt --data data/synth3d_val --steps 4 8 16 --out bench/results/grains3d_rules_val.json
     python bench/studies/study_grains3d.py --model runs/octa_synth3d/model.pt --data data/synth3d_test --thresholds 0.5 --radii 3.5 --steps 8 --out bench/results/grains3d_rules_test.json
 
-(the model: configs/train_3d_synth.yaml; the second line scores the setting chosen on the first's
+(the model: micro_sym/configs/train_3d_synth.yaml; the second line scores the setting chosen on the first's
 validation volumes, once, on the held-out ones.)
 
 Why: in 3D a predicted boundary must be a closed *surface*; one hole joins two grains, and the

@@ -23,7 +23,8 @@ from micro_sym.classical.filter_bank import (
     radial_power_spectrum,
     ring_frequency,
 )
+from micro_sym.classical.lattice_measure import LatticeMeasurement, measure_lattice
 
-__all__ = ["DEFAULT_MIN_SIZE", "DEFAULT_SIGMA", "DEFAULT_SMOOTH", "boundary_score", "classical_halo",
-           "classical_orientation_map", "classical_segment", "classical_stride", "close_boundaries", "estimate_period",
-           "fringe_snr", "radial_power_spectrum", "ring_frequency"]
+__all__ = ["DEFAULT_MIN_SIZE", "DEFAULT_SIGMA", "DEFAULT_SMOOTH", "LatticeMeasurement", "boundary_score",
+           "classical_halo", "classical_orientation_map", "classical_segment", "classical_stride", "close_boundaries",
+           "estimate_period", "fringe_snr", "measure_lattice", "radial_power_spectrum", "ring_frequency"]

@@ -1,8 +1,9 @@
 """``micro-sym classical INPUT --out DIR``: training-free segmentation by a symmetric Gabor filter bank.
 
 Writes the segmentation output layout of docs/design.md §1: ``DIR/NAME.zarr`` (OME-Zarr with ``boundary``,
-``orientation``, ``grains`` and also ``confidence``) and ``DIR/NAME_grains.csv``. Everything is
-written into a temporary directory next to DIR and moved into place when complete.
+``orientation``, ``grains`` and also ``confidence``), ``DIR/NAME_grains.csv`` and its column description
+``DIR/NAME_grains.json``. Everything is written into a temporary directory next to DIR and moved into
+place when complete.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from pathlib import Path
 import typer
 
 from micro_sym.errors import MicroSymError
-from micro_sym.io import move_into_place, scratch_folder
 
 
 def classical(
@@ -31,8 +31,9 @@ def classical(
     import numpy as np
 
     from micro_sym.classical import DEFAULT_SIGMA, classical_segment
+    from micro_sym.grains.rules import pair_rule
     from micro_sym.grains.stats import grain_table, write_grain_csv
-    from micro_sym.io import open_image, write_ome_zarr
+    from micro_sym.io import move_into_place, open_image, scratch_folder, write_ome_zarr
     from micro_sym.orientation.symmetry import lattice as find_lattice
 
     find_lattice(lattice, ndim=2, where="--lattice")
@@ -49,7 +50,7 @@ def classical(
     name = img.name
     ps, unit = img.pixel_size, img.unit
     table = grain_table(labels, res["orientation"], symmetry=lattice, pixel_size=ps, unit=unit)
-    produced = [f"{name}.zarr", f"{name}_grains.csv"]
+    produced = [f"{name}.zarr", f"{name}_grains.csv", f"{name}_grains.json"]
     out = Path(out)
     tmp = scratch_folder(out, produced, overwrite)
     try:
@@ -62,7 +63,8 @@ def classical(
         root.attrs["lattice"] = lattice
         root.attrs["micro_sym"] = {"method": "classical", "period_px": res["period"], "halo_px": res["halo"],
                                    "threshold_deg": threshold, "min_size": min_size}
-        write_grain_csv(tmp / f"{name}_grains.csv", table, unit or "px")
+        write_grain_csv(tmp / f"{name}_grains.csv", table, unit or "px", pixel_size=ps, symmetry=lattice,
+                        command="micro-sym classical", grain_rule={**pair_rule(threshold), "min_size": min_size})
         if move_into_place(tmp, out, produced):
             tmp = None
     except OSError as err:
@@ -70,7 +72,8 @@ def classical(
     finally:
         if tmp is not None and tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
-    typer.echo(f"period {res['period']:.3f} px; {int(labels.max())} grains; wrote {out}/{name}.zarr and {name}_grains.csv")
+    typer.echo(f"period {res['period']:.3f} px; {int(labels.max())} grains; wrote {out}/{name}.zarr and "
+               f"{name}_grains.csv (columns in {name}_grains.json)")
 
 
 def register(app: typer.Typer) -> None:

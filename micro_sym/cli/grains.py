@@ -14,7 +14,6 @@ from pathlib import Path
 import typer
 
 from micro_sym.errors import MicroSymError
-from micro_sym.io import move_into_place, scratch_folder
 
 
 def grains(
@@ -28,13 +27,15 @@ def grains(
     boundary_threshold: float = typer.Option(0.5, "--boundary-threshold", help="Boundary probability that separates grains."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing output files of the same name."),
 ):
-    """Reconstruct grains and write labels (OME-Zarr), a per-grain CSV, a JSON summary and PNG plots."""
+    """Reconstruct grains and write labels (OME-Zarr), a per-grain CSV with its column description, a JSON
+    summary and PNG plots."""
     import numpy as np
 
     from micro_sym.grains import orientation_kind, reconstruct_grains
+    from micro_sym.grains.rules import pair_rule
     from micro_sym.grains import plots
     from micro_sym.grains.stats import grain_table, kam_map, map_summary, write_grain_csv, write_summary_json
-    from micro_sym.io import write_ome_zarr
+    from micro_sym.io import move_into_place, scratch_folder, write_ome_zarr
 
     if small not in ("merge", "drop"):
         raise MicroSymError(f"--small: expected 'merge' or 'drop', got '{small}'")
@@ -51,7 +52,7 @@ def grains(
     if labels.max() == 0:
         raise MicroSymError(f"{input}: no grains found (every point is masked, a boundary or non-indexed)")
     ps, unit = data["pixel_size"], data["unit"]
-    table = grain_table(labels, orient, symmetry=sym, pixel_size=ps, unit=unit)
+    table = grain_table(labels, orient, symmetry=sym, pixel_size=ps, unit=unit, phase=data["phase_ids"])
     summary = map_summary(labels, orient, symmetry=sym, pixel_size=ps, unit=unit, table=table)
     summary["input"] = str(input)
     summary["parameters"] = {"threshold_deg": threshold, "min_size": min_size, "small": small,
@@ -61,8 +62,9 @@ def grains(
 
     name = data["name"]
     out = Path(out)
-    produced = [f"{name}.zarr", f"{name}_grains.csv", f"{name}_summary.json", f"{name}_size_hist.png",
-                f"{name}_misorientation_hist.png", f"{name}_orientation.png", f"{name}_grain_map.png"]
+    produced = [f"{name}.zarr", f"{name}_grains.csv", f"{name}_grains.json", f"{name}_summary.json",
+                f"{name}_size_hist.png", f"{name}_misorientation_hist.png", f"{name}_orientation.png",
+                f"{name}_grain_map.png"]
     tmp = scratch_folder(out, produced, overwrite)
     try:
         arrays = {"grains": labels, "orientation": orient.astype(np.float32), "kam": kam}
@@ -72,7 +74,8 @@ def grains(
             arrays["phase"] = phase.astype(np.uint8 if phase.max() < 256 else np.int32)
         write_ome_zarr(tmp / f"{name}.zarr", arrays, pixel_size=ps, unit=unit if unit != "px" else None,
                        labels=("grains", "phase"))
-        write_grain_csv(tmp / f"{name}_grains.csv", table, unit)
+        write_grain_csv(tmp / f"{name}_grains.csv", table, unit, pixel_size=ps, symmetry=sym, phases=data["phases"],
+                        command="micro-sym grains", grain_rule={**pair_rule(threshold), **summary["parameters"]})
         write_summary_json(tmp / f"{name}_summary.json", summary, table, unit)
         plots.plot_size_histogram(tmp / f"{name}_size_hist.png", table, unit)
         plots.plot_misorientation_histogram(tmp / f"{name}_misorientation_hist.png", summary)
@@ -95,7 +98,8 @@ def grains(
         if tmp is not None and tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     n = int(labels.max())
-    typer.echo(f"{n} grains; wrote {out}/{name}.zarr, {name}_grains.csv, {name}_summary.json and 4 PNGs")
+    typer.echo(f"{n} grains; wrote {out}/{name}.zarr, {name}_grains.csv (columns in {name}_grains.json), "
+               f"{name}_summary.json and 4 PNGs")
 
 
 def _connectivity(value, nd):
@@ -124,7 +128,8 @@ def _load(path: Path, symmetry):
             raise MicroSymError(f"{path}: phase symmetry '{sym}' not supported (cubic or hexagonal)")
         many = len(np.unique(m.phase[m.mask])) > 1
         return {"orientation": m.quaternions, "symmetry": sym, "mask": m.mask, "phase": m.phase if many else None,
-                "boundary": None, "pixel_size": m.step, "unit": m.unit, "name": path.stem}
+                "boundary": None, "pixel_size": m.step, "unit": m.unit, "name": path.stem,
+                "phase_ids": m.phase, "phases": m.phases}
     if not path.is_dir():
         raise MicroSymError(f"{path}: not an EBSD file (.cpr/.crc, .ctf, .ang) or an OME-Zarr directory")
     import zarr
@@ -160,7 +165,7 @@ def _load(path: Path, symmetry):
         if name.lower().endswith(suf):
             name = name[: -len(suf)]
     return {"orientation": orient, "symmetry": lattice, "mask": None, "phase": None, "boundary": boundary,
-            "pixel_size": ps, "unit": unit or "px", "name": name}
+            "pixel_size": ps, "unit": unit or "px", "name": name, "phase_ids": None, "phases": None}
 
 
 def _zarr_scale(attrs, boundary, orient):

@@ -32,11 +32,120 @@ def _parse_tile(tile: Optional[str]):
     return sizes
 
 
+def _check_inputs(inputs) -> None:
+    """Refuse inputs that cannot run before the slow imports (torch, dask, the model): a glob pattern that
+    matches nothing, or a batch none of whose inputs exists. A batch with some inputs present still runs:
+    the engine reports each missing one and segments the others.
+
+    Raises
+    ------
+    MicroSymError
+        One line naming the first such input (the engine's own wording).
+    """
+    import glob
+
+    from micro_sym.errors import MicroSymError
+
+    missing = []
+    for item in map(str, inputs):
+        if any(c in item for c in "*?["):  # a pattern, as the engine's expand_inputs reads it
+            if not glob.glob(item):
+                raise MicroSymError(f"{item}: no file matches this pattern")
+        elif not Path(item).exists():
+            missing.append(item)
+    if missing and len(missing) == len(inputs):
+        more = f" (and {len(missing) - 1} more missing input(s))" if len(missing) > 1 else ""
+        raise MicroSymError(f"{missing[0]}: no such file or directory{more}")
+
+
+def _clock(seconds: float) -> str:
+    """``MM:SS``, or ``H:MM:SS`` from an hour on."""
+    m, s = divmod(int(seconds), 60)
+    return f"{m // 60}:{m % 60:02d}:{s:02d}" if m >= 60 else f"{m:02d}:{s:02d}"
+
+
+class _PlainProgress:
+    """Progress as plain lines on stderr, for logs: a rich bar draws nothing when stderr is not a terminal.
+
+    An input's first line comes with its first block-step count, after it was opened and planned, so an
+    input that fails before any block runs keeps its error to one line. Then a line whenever a tenth of its
+    block-steps is done or ``every`` seconds have passed with new steps, a line after ``heartbeat`` seconds
+    without (one block of a volume can take minutes), and one when it completes.
+
+    Parameters
+    ----------
+    names : list of str
+        The inputs' names, in the order they run.
+    every, heartbeat : float
+        Seconds, see above.
+    """
+
+    def __init__(self, names, every: float = 5.0, heartbeat: float = 15.0):
+        import threading
+        import time
+
+        self._now = time.monotonic
+        self.names, self.every, self.heartbeat = list(names), every, heartbeat
+        self.index = 0
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name="micro-sym-progress", daemon=True)
+        self._start_input()
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+    def _start_input(self):
+        self.t0 = self.last = self._now()
+        self.done = self.total = None
+        self.last_done = 0
+
+    def _name(self) -> str:
+        return self.names[self.index] if self.index < len(self.names) else "input"
+
+    def _line(self, now: float) -> None:
+        typer.echo(f"{self._name()}: {self.done}/{self.total} block-steps, {_clock(now - self.t0)} elapsed", err=True)
+        self.last, self.last_done = now, self.done
+
+    def progress(self, done: int, total: int) -> None:
+        """The engine's ``progress(done, total)`` callback (block-steps of the current input)."""
+        with self._lock:
+            now = self._now()
+            first = self.done is None
+            self.done, self.total = done, total
+            if first or done >= total or done - self.last_done >= max(1, total / 10) or now - self.last >= self.every:
+                self._line(now)
+
+    def finished(self, res) -> None:
+        """The engine's ``on_input(result)`` callback: a line for a completed input, then the next one starts.
+
+        Failed inputs get none here (their error is reported after the run), nor do skipped ones.
+        """
+        with self._lock:
+            if res.status == "complete":
+                typer.echo(f"{Path(res.input).name}: complete, {res.n_grains} grains, "
+                           f"{_clock(self._now() - self.t0)} elapsed", err=True)
+            self.index += 1
+            self._start_input()
+
+    def _beat(self) -> None:
+        while not self._stop.wait(1.0):
+            with self._lock:
+                now = self._now()
+                if self.done is not None and now - self.last >= self.heartbeat:
+                    self._line(now)
+
+
 def _method_line(m: dict) -> str:
     """What ran on an input: the auto choice and why, the classical lattice and period."""
     parts = []
     a = m.get("auto")
-    if a and a.get("fringe_snr_db") is not None:
+    if a and a.get("fringe_snr_db") is not None and a.get("reason", "fringe SNR").startswith("fringe SNR"):
         sign = "<" if a["chose"] == "classical" else ">="
         parts.append(f"auto: {a['chose']} (fringe SNR {a['fringe_snr_db']:.1f} dB {sign} {a['classical_below_db']:g} dB)")
     elif a:
@@ -44,7 +153,23 @@ def _method_line(m: dict) -> str:
     if m.get("name") == "classical":
         period = f", period {m['period']:.3f} px ({m['period_source']})" if m.get("period") is not None else ""
         parts.append(f"classical {m['lattice']}{period}")
+    if m.get("scale"):
+        parts.append(_scale_line(m["scale"]))
     return "; ".join(parts)
+
+
+def _scale_line(r: dict) -> str:
+    """The image's lattice as measured (or given) and how the network's input was resampled."""
+    if r["source"] == "unmeasured":
+        seen = f"no lattice measured ({r.get('reason', '')})"
+    elif r["source"] == "given":
+        seen = f"--period {r['period_px']:g} px"
+    else:
+        seen = f"measured {r['lattice']} lattice, period {r['period']:.2f} px ({r['snr_db']:.1f} dB)"
+    how = (f"resampled x{r['scale']:.3f} to the model's {r['model_period_px']:g} px" if r.get("resampled")
+           else f"run at its own sampling (model period {r['model_period_px']:g} px)")
+    return f"{seen}, {how}"
+
 
 
 def segment(
@@ -57,10 +182,12 @@ def segment(
     model: Optional[str] = typer.Option(None, "--model", help="Bundled model name or model file (default: robust-2d "
                                         "for --method auto, default-2d for --method network; default-3d when every "
                                         "input is a 3D volume)."),
-    lattice: Optional[str] = typer.Option(None, "--lattice", help="--method classical: square (default, angles mod 90°) "
-                                          "or hexagonal (mod 60°)."),
-    period: Optional[float] = typer.Option(None, "--period", help="--method classical: lattice constant in px (default: "
-                                           "estimated once per input from its power spectrum)."),
+    lattice: Optional[str] = typer.Option(None, "--lattice", help="The images' lattice: square (angles mod 90°) or "
+                                          "hexagonal (mod 60°); default: measured per input from its power spectrum "
+                                          "(classical: square)."),
+    period: Optional[float] = typer.Option(None, "--period", help="The images' lattice constant in px (default: "
+                                           "measured once per input from its power spectrum). A network runs on the "
+                                           "image resampled to its training period."),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
     tile: Optional[str] = typer.Option(None, "--tile", help="Processing block, e.g. 1024 or 256x256x256 (multiple of --chunk)."),
     chunk: Optional[str] = typer.Option(None, "--chunk", help="Output chunk (write unit), default 512² / 128³."),
@@ -82,16 +209,22 @@ def segment(
 
     A rerun with the same settings resumes an interrupted input and skips a complete one; outputs of different settings, or files in --out not written by micro-sym, are refused unless --overwrite. One run at a time writes an input's outputs: a second run on the same input and --out is refused (lock file OUT/.NAME.lock, released when the first run exits, however it exits).
     """  # one line per paragraph: the help text keeps line breaks
+    from micro_sym.errors import MicroSymError
+
+    # What can be checked without torch, dask or the model is checked before they are imported (seconds).
+    _check_inputs(inputs)
+    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
+        raise MicroSymError(f"--device {device}: expected cpu or cuda")
+    block, chunk_shape = _parse_tile(tile), _parse_tile(chunk)
+
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                               TimeRemainingColumn)
     from rich.table import Table
 
-    from micro_sym.errors import MicroSymError
     from micro_sym.inference.engine import expand_inputs, segment as run_segment
 
     # --method/--model/--lattice/--period combinations are checked by the engine's segment().
-    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
-        raise MicroSymError(f"--device {device}: expected cpu or cuda")
     if device.startswith("cuda"):
         import torch
 
@@ -99,7 +232,7 @@ def segment(
             raise MicroSymError("--device cuda: no CUDA device is available")
     paths = expand_inputs(inputs)
     console = Console(stderr=True)
-    kwargs = dict(block=_parse_tile(tile), chunk=_parse_tile(chunk), threshold=threshold, min_size=min_size,
+    kwargs = dict(block=block, chunk=chunk_shape, threshold=threshold, min_size=min_size,
                   batch=batch, dry_run=dry_run, overwrite=overwrite, model=model, method=method, lattice=lattice,
                   period=period)
     if dry_run:
@@ -111,7 +244,7 @@ def segment(
                 continue
             p = r.plan
             m = p.get("method", {})
-            lat = _method_line(m) + ", " if m.get("auto") or m.get("name") == "classical" else ""
+            lat = _method_line(m) + ", " if _method_line(m) else ""
             typer.echo(
                 f"{r.input}: {lat}shape {'x'.join(map(str, r.shape))}, {p['blocks']} blocks of {'x'.join(map(str, p['block']))} "
                 f"(chunk {'x'.join(map(str, p['chunk']))}, halo {p['halo']}, largest tile {'x'.join(map(str, p['tile']))}, "
@@ -122,27 +255,32 @@ def segment(
             raise typer.Exit(1)
         return
 
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                  console=console, transient=True) as bar:
-        overall = bar.add_task("all inputs", total=len(paths))
-        current = {"task": None}
+    if not console.is_terminal:  # a log: plain lines, since the bar draws nothing there
+        with _PlainProgress([Path(p).name for p in paths]) as plain:
+            results = run_segment(paths, out, scheduler=scheduler, workers=workers, device=device,
+                                  progress=plain.progress, on_input=plain.finished, **kwargs)
+    else:
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      TimeRemainingColumn(), console=console, transient=True) as bar:
+            overall = bar.add_task("all inputs", total=len(paths))
+            current = {"task": None}
 
-        def on_progress(done, total):
-            if current["task"] is not None:
-                bar.update(current["task"], completed=done, total=total)
+            def on_progress(done, total):
+                if current["task"] is not None:
+                    bar.update(current["task"], completed=done, total=total)
 
-        def on_input(res):
-            bar.update(current["task"], description=f"{Path(res.input).name}: {res.status}")
-            bar.advance(overall)
-            nxt = len(results_seen) + 1
-            results_seen.append(res)
-            if nxt < len(paths):
-                current["task"] = bar.add_task(Path(paths[nxt]).name, total=None)
+            def on_input(res):
+                bar.update(current["task"], description=f"{Path(res.input).name}: {res.status}")
+                bar.advance(overall)
+                nxt = len(results_seen) + 1
+                results_seen.append(res)
+                if nxt < len(paths):
+                    current["task"] = bar.add_task(Path(paths[nxt]).name, total=None)
 
-        results_seen: list = []
-        current["task"] = bar.add_task(Path(paths[0]).name, total=None)
-        results = run_segment(paths, out, scheduler=scheduler, workers=workers, device=device,
-                              progress=on_progress, on_input=on_input, **kwargs)
+            results_seen: list = []
+            current["task"] = bar.add_task(Path(paths[0]).name, total=None)
+            results = run_segment(paths, out, scheduler=scheduler, workers=workers, device=device,
+                                  progress=on_progress, on_input=on_input, **kwargs)
 
     if len(results) == 1 and results[0].status == "failed":
         raise MicroSymError(results[0].error)
@@ -155,7 +293,7 @@ def segment(
     Console(width=max(Console().width, 160)).print(table)
     for r in results:
         m = r.plan.get("method", {}) if r.status != "failed" else {}
-        if m.get("auto") or m.get("name") == "classical":
+        if _method_line(m):
             typer.echo(f"{r.input}: {_method_line(m)}", err=True)
     failed = [r for r in results if r.status == "failed"]
     if len(results) == 1 and failed:  # a single input: the plain one-line user error, exit status 2

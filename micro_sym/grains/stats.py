@@ -20,6 +20,7 @@ import numpy as np
 
 from micro_sym import orientation as ori
 from micro_sym.errors import MicroSymError
+from micro_sym.grains import table as table_mod
 from micro_sym.grains.reconstruct import (
     _pair_max_scalar,
     _shift_slices,
@@ -36,62 +37,19 @@ SIGMA3_BRANDON_DEG = 15.0 / math.sqrt(3.0)  # Brandon criterion for Σ3: 15°/�
 _TO_MM = {"mm": 1.0, "µm": 1e-3, "um": 1e-3, "micron": 1e-3, "nm": 1e-6, "m": 1e3, "cm": 10.0}
 _CHUNK = 1 << 20  # points per chunk for the quaternion averaging (bounds 24-fold temporaries)
 
-# Column documentation: name -> (unit template, meaning). "L" = length unit, "L2" area, "L3" volume.
-COLUMNS_2D = {
-    "grain": ("", "grain id (label value)"),
-    "n_points": ("", "number of pixels"),
-    "area": ("L2", "area = n_points x pixel area"),
-    "ecd": ("L", "equivalent circle diameter 2 sqrt(area/pi)"),
-    "perimeter": ("L", "length of the pixel edges between the grain and anything else (staircase length, map edge included)"),
-    "centroid_y": ("L", "centroid row coordinate (rows increase downwards)"),
-    "centroid_x": ("L", "centroid column coordinate"),
-    "major_axis": ("L", "full major axis of the ellipse with the same second moments (4 sqrt(lambda1))"),
-    "minor_axis": ("L", "full minor axis (4 sqrt(lambda2))"),
-    "aspect_ratio": ("", "major_axis / minor_axis (NaN for one-pixel-wide grains)"),
-    "ellipse_angle": ("deg", "angle of the major axis from +x, counter-clockwise as displayed, in [0, 180)"),
-    "touches_border": ("", "1 if the grain touches the map edge"),
-    "n_neighbours": ("", "number of distinct grains sharing an edge, across unassigned gaps of up to 4 px"),
-    "gos": ("deg", "grain orientation spread: mean misorientation of its points to the grain mean"),
-}
-COLUMNS_3D = {
-    "grain": ("", "grain id (label value)"),
-    "n_points": ("", "number of voxels"),
-    "volume": ("L3", "volume = n_points x voxel volume"),
-    "esd": ("L", "equivalent sphere diameter (6 volume/pi)^(1/3)"),
-    "surface_area": ("L2", "area of the voxel faces between the grain and anything else (map edge included)"),
-    "centroid_z": ("L", "centroid plane coordinate"),
-    "centroid_y": ("L", "centroid row coordinate"),
-    "centroid_x": ("L", "centroid column coordinate"),
-    "axis_a": ("L", "longest full axis of the ellipsoid with the same second moments (2 sqrt(5 lambda1))"),
-    "axis_b": ("L", "middle full axis"),
-    "axis_c": ("L", "shortest full axis"),
-    "aspect_ratio": ("", "axis_a / axis_c (NaN for one-voxel-thin grains)"),
-    "touches_border": ("", "1 if the grain touches the volume edge"),
-    "n_neighbours": ("", "number of distinct grains sharing a face, across unassigned gaps of up to 4 px"),
-    "gos": ("deg", "grain orientation spread: mean misorientation of its voxels to the grain mean"),
-}
-ORIENTATION_COLUMNS_ANGLE = {"mean_angle": ("deg", "circular mean of k*theta, divided by k, in [0, 360/k)")}
-ORIENTATION_COLUMNS_QUAT = {
-    f"mean_q{c}": ("", f"mean orientation quaternion component {c} (scalar first; crystal -> sample)")
-    for c in "wxyz"
-}
-
-
-def _unit_label(template: str, unit: str) -> str:
-    u = {"µm": "um"}.get(unit, unit)
-    return {"L": u, "L2": f"{u}2", "L3": f"{u}3", "deg": "deg", "": ""}[template]
-
 
 def column_units(table: dict, unit: str) -> dict:
-    """``{column: unit string}`` for a table from :func:`grain_table` (for CSV headers and JSON)."""
-    docs = {**COLUMNS_2D, **COLUMNS_3D, **ORIENTATION_COLUMNS_ANGLE, **ORIENTATION_COLUMNS_QUAT}
-    return {k: _unit_label(docs[k][0], unit) if k in docs else "" for k in table}
+    """``{column: unit suffix}`` of a table from :func:`grain_table` (``""``: no suffix), as CSV headers carry it."""
+    ndim, orientation = table_mod.table_kind(table)
+    docs = {c.name: c for c in table_mod.columns(ndim, orientation)}
+    return {k: table_mod.header_unit(docs[k], unit) if k in docs else "" for k in table}
 
 
 # --------------------------------------------------------------------------------- per grain
 
 
-def grain_table(labels, orientation=None, *, symmetry=None, pixel_size=None, unit: str | None = None) -> dict:
+def grain_table(labels, orientation=None, *, symmetry=None, pixel_size=None, unit: str | None = None,
+                phase=None) -> dict:
     """One row per grain, as a dict of equal-length numpy arrays (``pandas.DataFrame(table)`` works).
 
     Parameters
@@ -107,11 +65,15 @@ def grain_table(labels, orientation=None, *, symmetry=None, pixel_size=None, uni
         Pixel size per spatial axis (``(y, x)`` / ``(z, y, x)``), in ``unit``. Default 1 px.
     unit : str, optional
         Length unit of ``pixel_size`` (default ``"px"``).
+    phase : ndarray of int, optional
+        Per-point phase ids (EBSD maps, 0 = not indexed), same shape as ``labels``: the ``phase``
+        column is each grain's phase. Default: one phase (``phase`` = 1).
 
     Returns
     -------
     dict of ndarray
-        Columns as documented in ``COLUMNS_2D``/``COLUMNS_3D`` (plus orientation columns).
+        The columns of :func:`micro_sym.grains.table.columns`, in that order (with orientations:
+        ``phase``, the mean orientation, Euler angles for quaternions, ``gos``).
         Mean orientation: 2D angles use the circular mean of kθ; quaternions are averaged after
         bringing every point to the symmetry equivalent nearest the grain's first point, then
         refined once against that mean (robust for spreads well below the symmetry's smallest
@@ -171,11 +133,11 @@ def grain_table(labels, orientation=None, *, symmetry=None, pixel_size=None, uni
     t["touches_border"] = border.astype(np.int8)
     t["n_neighbours"] = n_nb
     if orientation is not None:
+        if phase is not None:
+            t["phase"] = table_mod.grain_phase(lab, phase)
         t.update(_orientation_columns(lab, flat, cnt, n, np.asarray(orientation), symmetry))
-    # Order columns as documented.
-    docs = COLUMNS_2D if nd == 2 else COLUMNS_3D
-    order = [c for c in docs if c in t] + [c for c in t if c not in docs]
-    return {c: t[c] for c in order}
+        t = table_mod.add_derived(t)
+    return table_mod.order(t)
 
 
 def _pixel_size(pixel_size, nd):
@@ -534,22 +496,51 @@ def _astm(lab, table, ps, unit):
 # ------------------------------------------------------------------------------------- writers
 
 
-def write_grain_csv(path, table: dict, unit: str = "px", *, atomic: bool = False) -> Path:
+def write_grain_csv(path, table: dict, unit: str = "px", *, atomic: bool = False, pixel_size=None,
+                    symmetry: str | None = None, phases=None, command: str | None = None,
+                    grain_rule: dict | None = None, sidecar: bool = True) -> Path:
     """One row per grain; header names carry their unit as a suffix (``area_um2``, ``ecd_um``, ``gos_deg``).
 
-    Columns are those of :func:`grain_table`; see ``COLUMNS_2D``/``COLUMNS_3D`` for their meaning.
-    ``atomic``: write ``.NAME.tmp`` beside ``path`` and move it into place, so a reader never sees
-    a partial table (the streaming engine); a failed write is then a :class:`MicroSymError`.
+    The columns are :func:`micro_sym.grains.table.columns` of the table's kind, in that order, for
+    every command alike (:func:`micro_sym.grains.table.complete`: Euler angles and ``phase`` added
+    where missing, a documented column the table lacks written empty). With ``sidecar`` the column
+    documentation goes beside it first (``NAME_grains.json``, :func:`micro_sym.grains.table.describe`).
+
+    Parameters
+    ----------
+    path : str or Path
+    table : dict of array_like
+        From :func:`grain_table` or the block engine; keys may already carry unit suffixes.
+    unit : str
+        Length unit of the table (``"px"`` without a pixel size).
+    atomic : bool
+        Write ``.NAME.tmp`` beside ``path`` and move it into place, so a reader never sees a partial
+        table (the streaming engine); a failed write is then a :class:`MicroSymError`.
+    pixel_size, symmetry, phases, command, grain_rule
+        Recorded in the sidecar: pixel size per axis, the map's symmetry, EBSD phases (list of dicts
+        with ``name`` and ``symmetry``, phase id = position + 1), the command, the grain rule's parameters.
+    sidecar : bool
+        Also write the sidecar JSON (default).
     """
     path = Path(path)
+    full, unit, missing = table_mod.complete(table, unit)
+    if sidecar:
+        doc = table_mod.describe(full, unit, pixel_size=pixel_size, symmetry=symmetry, phases=phases, command=command,
+                                 grain_rule=grain_rule, csv_name=path.name, not_computed=missing)
+        table_mod.write_sidecar(path, doc)
     if atomic:
         tmp = path.with_name(f".{path.name}.tmp")
         try:
-            write_grain_csv(tmp, table, unit=unit or "px")
+            _write_csv(tmp, full, unit)
             tmp.replace(path)
         except OSError as err:
             raise MicroSymError(f"{path}: cannot write grain table ({err.strerror or err})") from None
         return path
+    _write_csv(path, full, unit)
+    return path
+
+
+def _write_csv(path: Path, table: dict, unit: str) -> None:
     units = column_units(table, unit)
     header = [f"{c}_{units[c]}" if units[c] else c for c in table]
     # Formatted a column at a time (python scalars from tolist()): ~10x faster than per cell.
@@ -558,7 +549,6 @@ def write_grain_csv(path, table: dict, unit: str = "px", *, atomic: bool = False
         w = csv.writer(f)
         w.writerow(header)
         w.writerows(zip(*cols))
-    return path
 
 
 def _column_text(col) -> list:
@@ -570,15 +560,13 @@ def _column_text(col) -> list:
 
 
 def write_summary_json(path, summary: dict, table: dict | None = None, unit: str = "px") -> Path:
-    """Write the map summary (plus the CSV column documentation) as JSON."""
+    """Write the map summary (plus the CSV column documentation, as in the grain table's sidecar) as JSON."""
     path = Path(path)
     doc = dict(summary)
     if table is not None:
-        docs = {**COLUMNS_2D, **COLUMNS_3D, **ORIENTATION_COLUMNS_ANGLE, **ORIENTATION_COLUMNS_QUAT}
-        units = column_units(table, unit)
-        doc["csv_columns"] = {
-            (f"{c}_{units[c]}" if units[c] else c): {"unit": units[c], "meaning": docs.get(c, ("", ""))[1]} for c in table
-        }
+        full, unit, missing = table_mod.complete(table, unit)
+        cols = table_mod.describe(full, unit, not_computed=missing)["columns"]
+        doc["csv_columns"] = {c["name"]: {"unit": c["unit"], "meaning": c["meaning"]} for c in cols}
     path.write_text(json.dumps(_jsonable(doc), indent=2, allow_nan=False) + "\n")
     return path
 

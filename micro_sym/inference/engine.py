@@ -48,6 +48,7 @@ from pathlib import Path
 import numpy as np
 
 from micro_sym.errors import MicroSymError
+from micro_sym.orientation.symmetry import lattice as find_lattice
 from micro_sym.grains.rules import is_seeded, seed_margin
 from micro_sym.grains.stats import write_grain_csv
 from micro_sym.grains.blockwise import grow
@@ -57,6 +58,7 @@ from micro_sym.grains.blockwise import (final_table, flood_region, grain_refs, m
                                        neighbour_pairs, seed_parts)
 from micro_sym.inference.method_choice import AUTO_MODEL, AutoMethod
 from micro_sym.inference.network import Network, cached_network
+from micro_sym.inference.rescale import RescaledNetwork, rescale_for_input
 from micro_sym.inference.tiles import iter_tiles, label_tile
 from micro_sym.inference.writer import OutputLock, RunState, create_outputs, forget_arrays, open_array, os_error
 
@@ -127,6 +129,8 @@ def _resolve_net(net_ref, job) -> Network:
 def maps_task(net_ref, job: dict, blocks: list) -> list:
     """Pass 1 for a batch of blocks with equal tile shapes; returns per-block merge data."""
     net = _resolve_net(net_ref, job)
+    if job.get("scale"):  # the network runs at its training lattice period (rescale.RescaledNetwork)
+        net = RescaledNetwork(net, job["scale"], job["shape"])
     out = []
     for tile in iter_tiles(net, blocks, lambda b: read_tile(job, b), value_range=job["value_range"],
                            pad_mode=job["pad_mode"], device=job["device"], batch=len(blocks)):
@@ -250,7 +254,7 @@ def _batches(blocks, size: int):
 def segment_input(path, out_dir, net: Network, runner, *, block=None, chunk=None, threshold: float = 5.0,
                   min_size: int | None = None, boundary_threshold: float = 0.5, device: str = "cpu",
                   batch: int = 1, array=None, level: int = 0, dry_run: bool = False, overwrite: bool = False,
-                  on_block=None, progress=None) -> InputResult:
+                  on_block=None, progress=None, period: float | None = None) -> InputResult:
     """Segment one image into ``OUT/NAME.zarr`` + ``OUT/NAME_grains.csv``, resuming if possible.
 
     Parameters
@@ -279,6 +283,9 @@ def segment_input(path, out_dir, net: Network, runner, *, block=None, chunk=None
         ``on_block(stage, block_id)`` after each block's marker is written (progress, tests).
     progress : callable, optional
         ``progress(done, total)`` in block-steps (2 per block: maps and grains).
+    period : float, optional
+        The image's lattice constant in px for a 2D network (default: measured from the power
+        spectrum); the image is resampled to the model's training period (:mod:`.rescale`).
 
     Returns
     -------
@@ -296,7 +303,7 @@ def segment_input(path, out_dir, net: Network, runner, *, block=None, chunk=None
     if dry_run:
         return _segment_input(img, path, out_dir, net, runner, block=block, chunk=chunk, threshold=threshold,
                               min_size=min_size, boundary_threshold=boundary_threshold, device=device, batch=batch,
-                              array=array, level=level, dry_run=True, on_block=on_block, progress=progress)
+                              array=array, level=level, dry_run=True, on_block=on_block, progress=progress, period=period)
     # Held from before the manifest is read until the scratch is gone: a second run on this input
     # would otherwise resume the same markers and the first to finish would delete scratch labels
     # the other still reads.
@@ -307,7 +314,8 @@ def segment_input(path, out_dir, net: Network, runner, *, block=None, chunk=None
             state.remove_outputs()
         return _segment_input(img, path, out_dir, net, runner, block=block, chunk=chunk, threshold=threshold,
                               min_size=min_size, boundary_threshold=boundary_threshold, device=device, batch=batch,
-                              array=array, level=level, dry_run=False, on_block=on_block, progress=progress)
+                              array=array, level=level, dry_run=False, on_block=on_block, progress=progress,
+                              period=period)
 
 
 def _refuse_deleting_input(path: Path, state: RunState) -> None:
@@ -320,7 +328,7 @@ def _refuse_deleting_input(path: Path, state: RunState) -> None:
 
 
 def _segment_input(img, path: Path, out_dir, net, runner, *, block, chunk, threshold, min_size, boundary_threshold,
-                   device, batch, array, level, dry_run, on_block, progress) -> InputResult:
+                   device, batch, array, level, dry_run, on_block, progress, period) -> InputResult:
     """:func:`segment_input` on an opened image (under the output lock unless ``dry_run``)."""
     from micro_sym.models.normalize import intensity_range
     from micro_sym.inference.whole_image import DEFAULT_MIN_SIZE
@@ -336,9 +344,13 @@ def _segment_input(img, path: Path, out_dir, net, runner, *, block, chunk, thres
         net, auto = net.choose(img, previous=previous, workers=workers)
     if hasattr(net, "for_input"):  # per-input settings: the classical period, estimated once or resumed
         net = net.for_input(img, threshold=threshold, previous=previous, workers=workers)
+    scale = None
+    if isinstance(net, Network) and img.ndim == 2:  # a network runs at its training lattice period
+        net, scale = rescale_for_input(net, img.data, period=period, measured=(auto or {}).get("measured"),
+                                       previous=previous, workers=workers)
     rule = net.grain_rule(threshold, img.ndim)
     plan = plan_input(img, net, block=block, chunk=chunk, margin=seed_margin(rule))
-    method = method_info(net) | ({"auto": auto} if auto else {})
+    method = method_info(net) | ({"auto": auto} if auto else {}) | ({"scale": scale} if scale else {})
     n = len(plan.blocks)
     est = estimate_memory(plan, out_channels=net.out_channels or 3, width=net.width, workers=runner.workers if runner else 1,
                           input_itemsize=img.data.dtype.itemsize)
@@ -390,7 +402,8 @@ def _segment_input(img, path: Path, out_dir, net, runner, *, block, chunk, thres
            "pad_mode": plan.pad_mode, "shape": plan.shape, **manifest["grain_rule"],
            "boundary_threshold": float(boundary_threshold), "zarr": str(state.zarr_path),
            "labels": str(state.labels_path), "sha256": net.sha256, "device": device, "symmetry": net.symmetry,
-           "torch_threads": getattr(runner, "torch_threads", None)}
+           "torch_threads": getattr(runner, "torch_threads", None),
+           "scale": net.scale if isinstance(net, RescaledNetwork) else None}
     steps = 2 * n
     done1 = state.done("done1")
     done2 = state.done("done2")
@@ -399,7 +412,7 @@ def _segment_input(img, path: Path, out_dir, net, runner, *, block, chunk, thres
         progress(progress_count, steps)
     todo = [b for b in plan.blocks if b.id not in done1]
     # A network travels once per worker (runner); the classical method is a few settings: send it along.
-    ref = runner.net_ref() if isinstance(net, Network) else net
+    ref = runner.net_ref() if isinstance(net, (Network, RescaledNetwork)) else net
     for batch_blocks, arrays in runner.run(maps_task, _batches(todo, max(1, batch)), lambda bb: (ref, job, list(bb))):
         for b, arr in zip(batch_blocks, arrays):
             state.save_block(b.id, arr)
@@ -442,7 +455,9 @@ def _segment_input(img, path: Path, out_dir, net, runner, *, block, chunk, thres
     merged.table["n_neighbours"] = neighbour_counts(
         [pairs for _, pairs in runner.run(neighbours_task, plan.blocks, lambda b: (job, b))], merged.n_grains)
 
-    write_grain_csv(state.csv_path, merged.table, unit=img.unit or "px", atomic=True)
+    write_grain_csv(state.csv_path, merged.table, unit=img.unit or "px", atomic=True, pixel_size=img.pixel_size,
+                    symmetry=net.symmetry, command="micro-sym segment",
+                    grain_rule={**rule, "min_size": min_size, "boundary_threshold": float(boundary_threshold)})
     manifest.update(status="complete", n_grains=merged.n_grains)
     import zarr
 
@@ -498,8 +513,11 @@ def segment(inputs, out_dir, *, model=None, method: str | None = None, lattice: 
         ``"auto"``: per 2D input, classical below the calibrated fringe SNR of
         :mod:`.method_choice`, else the network. Default: ``"network"`` when a model is given, else ``"auto"``.
     lattice, period :
-        For ``method="classical"``: ``"square"`` (default) or ``"hexagonal"``, and the lattice constant
-        in px (default: estimated per input).
+        The images' lattice, ``"square"`` or ``"hexagonal"``, and lattice constant in px (default:
+        measured per input from the power spectrum). The classical method maps that lattice; a 2D
+        network runs on the image resampled to its training period (:mod:`.rescale`) and refuses
+        a lattice it does not know; ``auto`` gives a lattice its network does not know to the
+        classical method.
     scheduler : str
         ``threads`` (default, in process), ``processes``, ``local-cluster`` or ``tcp://HOST:PORT``.
     workers : int, optional
@@ -547,14 +565,17 @@ def segment(inputs, out_dir, *, model=None, method: str | None = None, lattice: 
             raise MicroSymError("--model is for --method network or auto; the classical method needs no model")
         net = model if model is not None else ClassicalMethod(lattice=lattice or "square", period=period)
     else:
-        if lattice is not None or period is not None:
-            raise MicroSymError("--lattice and --period are for --method classical (a network's lattice comes from its model)")
         if model is None:
             model = AUTO_MODEL if method == "auto" else "default-2d"
         net = model if isinstance(model, Network) else (
             load_network(model, device) if isinstance(model, (str, Path)) else as_network(model))
+        if period is not None and not period > 0:
+            raise MicroSymError(f"--period {period:g}: the lattice constant must be a positive number of pixels")
         if method == "auto":
-            auto = AutoMethod(net)
+            auto = AutoMethod(net, lattice=lattice, period=period)
+        elif lattice is not None and net.ndim == 2 and find_lattice(lattice, ndim=2).name != net.symmetry:
+            raise MicroSymError(f"--lattice {lattice}: model '{net.name}' maps {net.symmetry} lattices only; "
+                                f"use --method classical --lattice {lattice}")
     if not kwargs.get("dry_run"):
         _check_writable(out_dir)
     runner = None if kwargs.get("dry_run") else make_runner(scheduler, workers)
@@ -565,7 +586,7 @@ def segment(inputs, out_dir, *, model=None, method: str | None = None, lattice: 
         for p in paths:
             t0 = time.perf_counter()
             try:
-                res = segment_input(p, out_dir, auto or net, runner, device=device, **kwargs)
+                res = segment_input(p, out_dir, auto or net, runner, device=device, period=period, **kwargs)
             except MicroSymError as err:
                 res = InputResult(str(p), p.name, "failed", error=str(err))
             res.seconds = res.seconds or time.perf_counter() - t0

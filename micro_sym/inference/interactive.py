@@ -70,6 +70,9 @@ class SegmentSettings:
         Boundary probability at or above which a pixel separates grains.
     lattice : str
         Lattice of the classical method (``"square"`` or ``"hexagonal"``); networks know their own.
+    period : float or None
+        The image's lattice constant in px; None measures it from the power spectrum. A 2D network
+        runs on the image resampled to its training period (:mod:`micro_sym.inference.rescale`).
     """
 
     model: str = "default-2d"
@@ -79,6 +82,7 @@ class SegmentSettings:
     min_size: int = 32
     boundary_threshold: float = 0.5
     lattice: str = "square"
+    period: float | None = None
 
 
 @dataclass
@@ -277,21 +281,23 @@ def _iter_auto(image, settings, pixel_size, unit):
     """The per-image choice of ``micro-sym segment --method auto``, then that method as chosen alone."""
     from dataclasses import replace
 
-    from micro_sym.classical import fringe_snr
-    from micro_sym.inference.method_choice import AUTO_MODEL, CLASSICAL_BELOW_DB
+    from micro_sym.inference.method_choice import AUTO_MODEL, AutoMethod
 
-    yield Progress(0, 1, "lattice fringe SNR from the power spectrum")
+    yield Progress(0, 1, "lattice and fringe SNR from the power spectrum")
     net = load_network(AUTO_MODEL, settings.device)
-    lattice = find_lattice(net.k, ndim=2).name
-    snr, _ = fringe_snr(image, lattice)
-    choice = {"chose": "classical" if snr < CLASSICAL_BELOW_DB else "network", "fringe_snr_db": round(snr, 2),
-              "classical_below_db": CLASSICAL_BELOW_DB}
+    choice = AutoMethod(net, period=settings.period).decide(image)
     if choice["chose"] == "classical":
-        result = yield from _iter_classical(image, replace(settings, model=CLASSICAL, lattice=lattice), pixel_size, unit)
+        chosen = replace(settings, model=CLASSICAL, lattice=choice["lattice"], period=choice["classical_period_px"])
+        result = yield from _iter_classical(image, chosen, pixel_size, unit)
     else:
-        result = yield from _iter_network(image, replace(settings, model=AUTO_MODEL), pixel_size, unit, net)
-    sign = "<" if choice["chose"] == "classical" else ">="
-    result.method = f"auto: {result.method}, fringe SNR {snr:.1f} dB {sign} {CLASSICAL_BELOW_DB:g} dB"
+        result = yield from _iter_network(image, replace(settings, model=AUTO_MODEL), pixel_size, unit, net,
+                                          measured=choice["measured"])
+    if choice["reason"].startswith("fringe SNR"):
+        sign = "<" if choice["chose"] == "classical" else ">="
+        why = f"fringe SNR {choice['fringe_snr_db']:.1f} dB {sign} {choice['classical_below_db']:g} dB"
+    else:
+        why = choice["reason"]
+    result.method = f"auto: {result.method}, {why}"
     result.info["auto"] = choice
     return result
 
@@ -306,7 +312,7 @@ def segment(image, settings: SegmentSettings, **kwargs) -> SegmentResult:
             return stop.value
 
 
-def _iter_network(image, settings, pixel_size, unit, net):
+def _iter_network(image, settings, pixel_size, unit, net, measured=None):
     """The engine's three grain passes (:mod:`micro_sym.inference.engine`) in memory: tiles through
     :func:`~micro_sym.inference.iter_tiles`, labels per tile, merge across tiles, then the final grains."""
     from micro_sym.grains.rules import is_seeded, seed_margin
@@ -314,6 +320,7 @@ def _iter_network(image, settings, pixel_size, unit, net):
     from micro_sym.inference.blocks import plan_blocks
     from micro_sym.grains.blockwise import (final_table, flood_region, grain_refs, merge_blocks, neighbour_counts,
                                             neighbour_pairs, seed_parts)
+    from micro_sym.inference.rescale import rescale_for_input
     from micro_sym.inference.tiles import iter_tiles, label_tile
     from micro_sym.models.normalize import intensity_range
 
@@ -326,6 +333,10 @@ def _iter_network(image, settings, pixel_size, unit, net):
                             f"{what[image.ndim][:-1]} of shape {tuple(image.shape)}; choose a {net.ndim}D model")
     shape = tuple(int(s) for s in image.shape)
     nd = len(shape)
+    scale = None
+    if nd == 2:  # at the model's training lattice period, as the CLI engine runs it
+        yield Progress(0, 1, "lattice period from the power spectrum")
+        net, scale = rescale_for_input(net, image, period=settings.period, measured=measured)
     rule = net.grain_rule(settings.threshold, nd)  # the CLI engine's grain rule, so results agree
     seeded = is_seeded(rule)
     stride = max(int(net.total_stride), 1)
@@ -391,8 +402,9 @@ def _iter_network(image, settings, pixel_size, unit, net):
     info = {"model": str(settings.model), "halo": int(plan.halo), "tile": list(plan.block), "tiles": n,
             "recompute": round(plan.recompute, 3), "value_range": [lo, hi], "threshold": settings.threshold,
             "grain_rule": rule, "min_size": int(settings.min_size), "boundary_threshold": settings.boundary_threshold,
-            "device": settings.device}
-    return SegmentResult(grains, boundary, orientation, table, net.symmetry, f"network {settings.model}",
+            "device": settings.device, "scale": scale}
+    how = f", resampled x{scale['scale']:.2f}" if scale and scale["resampled"] else ""
+    return SegmentResult(grains, boundary, orientation, table, net.symmetry, f"network {settings.model}{how}",
                          _tuple(pixel_size), unit, n, time.perf_counter() - t0, info)
 
 
@@ -419,7 +431,7 @@ def _iter_classical(image, settings, pixel_size, unit):
     yield Progress(0, total, "reading image")
     img = np.asarray(image)
     yield Progress(1, total, "lattice period from the power spectrum")
-    period = estimate_period(img, settings.lattice)
+    period = settings.period or estimate_period(img, settings.lattice)
     yield Progress(2, total, f"filter bank (period {period:.2f} px)")
     maps = classical_orientation_map(img, lattice=settings.lattice, period=period, threshold=settings.threshold)
     yield Progress(3, total, "grains and statistics")
@@ -481,5 +493,8 @@ def save_result(result: SegmentResult, out_dir, name: str, *, overwrite: bool = 
     root = zarr.open_group(str(zpath), mode="a")
     root.attrs["micro_sym"] = {"method": result.method, "symmetry": result.symmetry, "n_grains": result.n_grains,
                                **{k: v for k, v in result.info.items() if k != "value_range"}}
-    csv = write_grain_csv(out_dir / f"{name}_grains.csv", result.table, unit=result.unit or "px")
+    rule = {k: v for k, v in result.info.items() if k in ("grain_rule", "threshold", "min_size", "boundary_threshold")}
+    csv = write_grain_csv(out_dir / f"{name}_grains.csv", result.table, unit=result.unit or "px",
+                          pixel_size=result.pixel_size, symmetry=result.symmetry, grain_rule=rule,
+                          command=f"napari / save_result: {result.method}")
     return zpath, Path(csv)

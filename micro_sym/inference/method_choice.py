@@ -38,24 +38,32 @@ AUTO_MODEL = "robust-2d"
 
 @dataclass(frozen=True)
 class AutoMethod:
-    """Chooses, per input, between a network and the classical method on the same lattice.
+    """Chooses, per input, between a network and the classical method.
 
     Parameters
     ----------
     network : Network
-        Runs when the fringe SNR is at least ``classical_below_db`` (and for 3D inputs).
+        Runs when the image's lattice is one it maps and the fringe SNR is at least
+        ``classical_below_db`` (and for 3D inputs).
     classical_below_db : float
         Threshold in dB.
+    lattice, period : optional
+        The user's lattice (``--lattice``) and lattice constant (``--period``) instead of the measured ones.
     """
 
     network: object
     classical_below_db: float = CLASSICAL_BELOW_DB
+    lattice: str | None = None
+    period: float | None = None
 
     def choose(self, img, *, previous: dict | None = None, workers: int = 1):
         """``(method, record)`` for one opened input: the network or a :class:`~.classical.ClassicalMethod`.
 
-        ``record`` (for the manifest) holds ``chose``, ``fringe_snr_db`` and ``classical_below_db``; a
-        previous run's record (``previous`` = its manifest) is reused, so a resume never switches method.
+        The input's lattice is measured once (:func:`micro_sym.classical.measure_lattice`): a lattice the
+        network does not map (hexagonal for a square model) goes to the classical method on that
+        lattice, as does a fringe SNR below the threshold. ``record`` (for the manifest) holds ``chose``,
+        ``fringe_snr_db``, ``classical_below_db``, ``reason`` and the ``measured`` lattice; a previous run's
+        record (``previous`` = its manifest) is reused, so a resume never switches method.
 
         Raises
         ------
@@ -69,58 +77,82 @@ class AutoMethod:
         if img.ndim != 2 or net.ndim != 2:
             return net, {"chose": "network", "fringe_snr_db": None, "classical_below_db": self.classical_below_db,
                          "reason": "3D input: the classical method is 2D only"}
-        lattice = find_lattice(net.k, ndim=2, default=SQUARE).name
         old = ((previous or {}).get("method") or {}).get("auto")
-        period = None  # on resume the classical method takes its period from the manifest
         if old and old.get("chose") in ("network", "classical"):
             record = dict(old)
         else:
-            snr, period = self._snr(img, lattice, workers)
-            chose = "classical" if snr < self.classical_below_db else "network"
-            record = {"chose": chose, "fringe_snr_db": round(snr, 3), "classical_below_db": self.classical_below_db}
+            record = self.decide(img.data, where=str(img.path), workers=workers)
         if record["chose"] == "network":
             return net, record
-        # The period comes from the same spectrum as the SNR, so the input is not sampled twice.
-        return ClassicalMethod(lattice=lattice, period=period, period_source="estimated"), record
+        # On resume the classical method takes its period from the manifest.
+        period = None if old else record.get("classical_period_px")
+        return ClassicalMethod(lattice=record["lattice"], period=period,
+                               period_source="given" if self.period else "estimated"), record
+
+    def decide(self, image, *, where: str = "image", workers: int = 1) -> dict:
+        """The record of :meth:`choose` for a 2D array (or lazy array): measure its lattice, then choose."""
+        return self._decide(self._measure(image, where, workers))
+
+    def _decide(self, measured) -> dict:
+        net_lattice = find_lattice(self.network.k, ndim=2, default=SQUARE).name
+        # Fringes (one set of planes) carry no family: they are mapped on the network's lattice.
+        lattice = self.lattice or (measured.lattice if measured.lattice in ("square", "hexagonal") else net_lattice)
+        snr = float(measured.snr_db)
+        record = {"fringe_snr_db": round(snr, 3), "classical_below_db": self.classical_below_db, "lattice": lattice,
+                  "measured": measured.as_dict()}
+        if lattice != net_lattice:
+            record |= {"chose": "classical", "reason": f"{lattice} lattice; the network maps {net_lattice} only"}
+        elif snr < self.classical_below_db:
+            record |= {"chose": "classical", "reason": "fringe SNR below the threshold"}
+        else:
+            record |= {"chose": "network", "reason": "fringe SNR at or above the threshold"}
+        record["classical_period_px"] = self.period or float(_lattice_constant(measured.ring_frequency, lattice))
+        return record
 
     @staticmethod
-    def _snr(img, lattice: str, workers: int) -> tuple[float, float]:
-        """:func:`micro_sym.classical.fringe_snr` of a lazily read input: ``(snr_db, period)``."""
+    def _measure(image, where: str, workers: int):
+        """:func:`micro_sym.classical.measure_lattice` of a (lazily read) image."""
         import dask
 
-        from micro_sym.classical import fringe_snr
+        from micro_sym.classical import measure_lattice
 
         try:
             # Local threads even under a distributed Client: the input's store need not be serializable.
             with dask.config.set(scheduler="threads"):
-                return fringe_snr(img.data, lattice, workers=max(1, int(workers)))
+                return measure_lattice(image, workers=max(1, int(workers)))
         except MicroSymError as err:
-            raise MicroSymError(f"{img.path}: {str(err).removeprefix('image: ')}; --method auto needs them to choose, "
+            raise MicroSymError(f"{where}: {str(err).removeprefix('image: ')}; --method auto needs them to choose, "
                                 f"--method network runs the network anyway") from None
         except Exception as err:  # a damaged chunk among the sampled tiles
-            raise MicroSymError(f"{img.path}: cannot read the image to measure its lattice fringes "
+            raise MicroSymError(f"{where}: cannot read the image to measure its lattice fringes "
                                 f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})") from None
+
+
+def _lattice_constant(ring_frequency: float, lattice: str) -> float:
+    """Lattice constant (px) whose first reciprocal-lattice ring lies at ``ring_frequency`` (cycles/px)."""
+    from micro_sym.classical import ring_frequency as ring
+
+    return ring(1.0, lattice) / ring_frequency
 
 
 def auto_segment(image, *, model=None, threshold: float = 5.0, classical_below_db: float = CLASSICAL_BELOW_DB) -> dict:
     """In-memory ``--method auto`` for one 2D image: the maps and grains of the chosen method.
 
-    ``model``: a loaded 2D model (default: :data:`AUTO_MODEL`, exported). The classical branch is the
-    whole-image :func:`micro_sym.classical.classical_segment` (with its boundary closing, which the
-    block engine cannot apply). The result has the keys of :func:`micro_sym.inference.whole_image.segment_image`
-    plus ``method`` (the record of :meth:`AutoMethod.choose`).
+    ``model``: a loaded 2D model (default: :data:`AUTO_MODEL`, exported), run on the image resampled to
+    its training period. The classical branch is the whole-image :func:`micro_sym.classical.classical_segment`
+    (with its boundary closing, which the block engine cannot apply). The result has the keys of
+    :func:`micro_sym.inference.whole_image.segment_image` plus ``method`` (the record of :meth:`AutoMethod.choose`).
     """
-    from micro_sym.classical import classical_segment, fringe_snr
-    from micro_sym.models import load_model
+    from micro_sym.classical import classical_segment
+    from micro_sym.inference.network import as_network
     from micro_sym.inference.whole_image import segment_image
+    from micro_sym.models import load_model
 
     model = load_model(AUTO_MODEL, export=True) if model is None else model
-    lattice = find_lattice(model.k, ndim=2, default=SQUARE).name
-    snr, period = fringe_snr(image, lattice)
-    chose = "classical" if snr < classical_below_db else "network"
-    if chose == "classical":
-        out = classical_segment(image, lattice=lattice, period=period, threshold=threshold)
+    record = AutoMethod(as_network(model, export=False), classical_below_db=classical_below_db).decide(image)
+    if record["chose"] == "classical":
+        out = classical_segment(image, lattice=record["lattice"], period=record["classical_period_px"], threshold=threshold)
     else:
-        out = segment_image(model, image, threshold=threshold)
-    out["method"] = {"chose": chose, "fringe_snr_db": round(snr, 3), "classical_below_db": classical_below_db}
+        out = segment_image(model, image, threshold=threshold, period="measure")
+    out["method"] = record
     return out

@@ -41,6 +41,9 @@ class Network:
         the 3D models' convention).
     name, sha256 : str
         Where it came from and a hash of its weights and config (for run manifests).
+    lattice_period : float or None
+        Lattice period (px) of the images the 2D model was trained on (its file's ``lattice_period_px``);
+        images of another period are resampled to it (:mod:`.rescale`). None: unknown, never resampled.
     """
 
     module: object
@@ -56,6 +59,7 @@ class Network:
     width: int = 0
     out_channels: int = 0
     meta: dict = field(default_factory=dict)
+    lattice_period: float | None = None
 
     def grain_rule(self, threshold: float, ndim: int) -> dict:
         """Grain-rule parameters for this network's maps (:func:`micro_sym.grains.rules.network_rule`)."""
@@ -198,9 +202,11 @@ def as_network(model, *, name: str = "", export: bool = True) -> Network:
     convs = [m for m in module.modules() if hasattr(m, "out_channels") and hasattr(m, "weight")]
     width = max((int(m.out_channels) for m in convs), default=16)
     out_channels = int(convs[-1].out_channels) if convs else 0
+    file_meta = getattr(model, "meta", None) if isinstance(getattr(model, "meta", None), dict) else {}
+    period = file_meta.get("lattice_period_px") if ndim == 2 else None
     return Network(module, ndim, k, int(model.halo), int(model.total_stride), symmetry, encoding, norm,
                    name=name or type(model).__name__, sha256=sha, width=width, out_channels=out_channels,
-                   meta={"config": config})
+                   meta={"config": config}, lattice_period=float(period) if period else None)
 
 
 def load_network(name_or_path, device: str = "cpu") -> Network:

@@ -113,7 +113,10 @@ def iter_tiles(net, blocks, read, *, value_range, pad_mode: str, device: str = "
 
 
 def _run(net, pending, device, decode):
-    y = net.forward(np.stack([x for _, x in pending]), device)
+    xs = np.stack([x for _, x in pending])
+    # A network that resamples (rescale.RescaledNetwork) needs to know where each tile lies.
+    forward_tiles = getattr(net, "forward_tiles", None)
+    y = forward_tiles([b for b, _ in pending], xs, device) if forward_tiles else net.forward(xs, device)
     for (block, _), raw in zip(pending, y):
         out = TileOutput(block, raw, None)
         if decode:

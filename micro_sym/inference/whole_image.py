@@ -47,7 +47,7 @@ def raw_outputs(model, image: np.ndarray, *, device="cpu", value_range=None) -> 
     return predict_raw(net, image, value_range=value_range, device=device)
 
 
-def predict_image(model, image: np.ndarray, *, device="cpu") -> dict:
+def predict_image(model, image: np.ndarray, *, device="cpu", period=None) -> dict:
     """Boundary, orientation and confidence maps of a whole 2D image.
 
     Parameters
@@ -57,6 +57,10 @@ def predict_image(model, image: np.ndarray, *, device="cpu") -> dict:
     image : (H, W) array, any real dtype
         Normalized here with robust percentiles of the whole image.
     device : str
+    period : float or "measure", optional
+        The image's lattice constant in px, or ``"measure"`` to take it from the power spectrum: the
+        image is then resampled to the model's training period and the maps back
+        (:mod:`micro_sym.inference.rescale`). Default: the image runs at its own sampling.
 
     Returns
     -------
@@ -65,11 +69,15 @@ def predict_image(model, image: np.ndarray, *, device="cpu") -> dict:
         ``confidence``: float32 in ``[0, 1]`` (length of the predicted ``(cos kθ, sin kθ)``).
     """
     net, image = _network(model, image)
+    if period is not None:
+        from micro_sym.inference.rescale import rescale_for_input
+
+        net, _ = rescale_for_input(net, image, period=None if period == "measure" else float(period))
     return predict_array(net, image, device=device)
 
 
 def segment_image(model, image: np.ndarray, *, threshold: float = 5.0, min_size: int = DEFAULT_MIN_SIZE,
-                  boundary_threshold: float = 0.5, device="cpu") -> dict:
+                  boundary_threshold: float = 0.5, device="cpu", period=None) -> dict:
     """:func:`predict_image` plus grain labels by the grain rule (docs/design.md §3).
 
     Parameters
@@ -80,13 +88,15 @@ def segment_image(model, image: np.ndarray, *, threshold: float = 5.0, min_size:
         Smaller grains are merged into a neighbour.
     boundary_threshold : float
         Pixels with boundary probability at or above it separate grains (label 0).
+    period : float or "measure", optional
+        As :func:`predict_image`.
 
     Returns
     -------
     dict
         The maps of :func:`predict_image` plus ``grains`` (uint32, 0 = boundary, ids from 1).
     """
-    out = predict_image(model, image, device=device)
+    out = predict_image(model, image, device=device, period=period)
     out["grains"] = grains_from_maps(out, model.k, threshold=threshold, min_size=min_size, boundary_threshold=boundary_threshold)
     return out
 

@@ -269,6 +269,8 @@ def save_model(model: SegModel, path, *, trained_on: dict, metrics: dict | None 
         "metrics": metrics or {},
         "saved": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "torch": torch.__version__,
+        # The training images' lattice period travels with the weights (pruned, fine-tuned copies too).
+        "lattice_period_px": (getattr(model, "meta", None) or {}).get("lattice_period_px"),
         **(extra or {}),
     }
     path = Path(path)

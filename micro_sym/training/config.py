@@ -6,8 +6,8 @@ model starts from :data:`DEFAULTS_3D`, the values its recipe differs in (small c
 fixed boundary weight, no weight decay or warm-up); every key can still be set in the file.
 Misspelt keys are errors, not silent defaults.
 
->>> cfg = load_train_config("configs/train_default_2d.yaml", **{"optim.epochs": 3})   # doctest: +SKIP
->>> cfg.ndim, cfg.optim.epochs                                                        # doctest: +SKIP
+>>> cfg = load_train_config("train-default-2d", **{"optim.epochs": 3})   # doctest: +SKIP
+>>> cfg.ndim, cfg.optim.epochs                                          # doctest: +SKIP
 (2, 3)
 """
 
@@ -18,7 +18,7 @@ from typing import Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from micro_sym.config_files import read_yaml_mapping, validate_model
+from micro_sym.config_files import read_yaml_mapping, resolve_config_path, validate_model
 
 
 class _Cfg(BaseModel):
@@ -144,12 +144,18 @@ def finetuning_config(model, base: dict | None = None) -> TrainConfig:
 def load_train_config(path=None, **overrides) -> TrainConfig:
     """Read and validate a YAML training config; ``overrides`` use dotted keys (``optim.epochs=3``).
 
+    Parameters
+    ----------
+    path : str or Path, optional
+        A YAML file or a bundled config name (:func:`micro_sym.config_files.bundled_configs`, e.g.
+        ``"finetune-default-2d"``); default: the training defaults.
+
     Raises
     ------
     MicroSymError
-        Unreadable YAML or invalid values (one line naming the file and the field).
+        Missing file, unreadable YAML or invalid values (one line naming the file and the field).
     """
-    data = {} if path is None else read_yaml_mapping(path)
+    data = {} if path is None else read_yaml_mapping(resolve_config_path(path))
     where = "config" if path is None else str(path)
     for key, value in overrides.items():
         if value is None:

@@ -64,7 +64,7 @@ def train(config: TrainConfig, data, out, *, val=None, resume: bool = False, log
     Parameters
     ----------
     config : TrainConfig
-        See ``configs/train_default_2d.yaml`` and ``configs/train_3d_synth.yaml``.
+        See the bundled configs in ``micro_sym/configs/`` (``train_default_2d.yaml``, ``train_3d_synth.yaml``).
     data : path or "synthetic"
         Labeled training dataset (docs/design.md §1, with orientation maps); 3D also accepts
         ``"synthetic"`` (volumes made on the fly, ``config.synthetic``).
@@ -127,6 +127,7 @@ def train(config: TrainConfig, data, out, *, val=None, resume: bool = False, log
         "data": _where(data), "val": _where(val) if val else None, **task.provenance(), "config": cfg_json,
         "command": " ".join(sys.argv),
     }
+    model_meta = task.model_meta() if hasattr(task, "model_meta") else {}
     n_params = sum(p.numel() for p in model.parameters())
     log(f"model {_describe_model(model.config)} params={n_params} halo={model.halo} | {task.summary()}")
 
@@ -180,7 +181,8 @@ def train(config: TrainConfig, data, out, *, val=None, resume: bool = False, log
             f"ori {headline['orientation_median_deg']:.2f}° | {train_time:.0f}+{record['val_s']:.0f}s")
         if score > best:
             best = score
-            save_model(model, out / "best.pt", trained_on=provenance, metrics={"val": report["overall"], "epoch": epoch + 1})
+            save_model(model, out / "best.pt", trained_on=provenance, metrics={"val": report["overall"], "epoch": epoch + 1},
+                       extra=model_meta)
         model.train()  # escnn state_dict keys depend on the mode: save the training state in train mode
         save_state(out / "last.pt", model, opt, scaler, rng, epoch + 1, best, history, cfg_json, time.time() - t_start)
         if out_of_time:
@@ -193,7 +195,8 @@ def train(config: TrainConfig, data, out, *, val=None, resume: bool = False, log
     model.eval()
     if report is None:  # resumed a finished run
         report = task.validate(model, device)
-    save_model(model, out / "model.pt", trained_on=provenance, metrics={"val": report["overall"], "epoch": len(history)})
+    save_model(model, out / "model.pt", trained_on=provenance, metrics={"val": report["overall"], "epoch": len(history)},
+               extra=model_meta)
     (out / "report.json").write_text(json.dumps({**report, "history": history, **provenance}, indent=2, default=str))
     return report
 

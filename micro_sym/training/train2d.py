@@ -243,6 +243,21 @@ class Task2D:
         return {"train_images": [d.name for d in self.train_data], "val_images": [d.name for d in self.val_data],
                 "teacher": getattr(self.teacher, "name", None)}
 
+    def model_meta(self) -> dict:
+        """Saved with the weights: the training images' lattice period, so that inference can resample
+        other images to it (median of the power-spectrum estimates of up to 8 training images)."""
+        from micro_sym.classical import estimate_period
+        from micro_sym.orientation.symmetry import lattice
+
+        name = lattice(self.k, ndim=2).name
+        periods = []
+        for d in self.train_data[:: max(1, len(self.train_data) // 8)][:8]:
+            try:
+                periods.append(estimate_period(d.image, name))
+            except MicroSymError:  # an image without measurable fringes says nothing about the period
+                continue
+        return {"lattice_period_px": round(float(np.median(periods)), 3) if periods else None}
+
     def summary(self) -> str:
         return (f"{len(self.train_data)} train / {len(self.val_data)} val images | crop {self.crop} | "
                 f"rot/flip aug {self.rot_flip}")

@@ -349,8 +349,9 @@ def test_cli_segment_classical_errors(tmp_path, two_grains):
         (["segment", str(tmp_path / "vol.tif"), "--out", str(tmp_path / "o1"), "--method", "classical"], "needs a 2D image"),
         (["segment", str(tmp_path / "img.tif"), "--out", str(tmp_path / "o2"), "--method", "classical", "--model",
           "default-2d"], "--model is for --method network"),
-        (["segment", str(tmp_path / "img.tif"), "--out", str(tmp_path / "o3"), "--lattice", "hexagonal"],
-         "are for --method classical"),
+        (["segment", str(tmp_path / "img.tif"), "--out", str(tmp_path / "o3"), "--method", "network", "--lattice",
+          "hexagonal"], "maps square lattices only"),
+        (["segment", str(tmp_path / "img.tif"), "--out", str(tmp_path / "o5"), "--period", "-3"], "must be a positive"),
         (["segment", str(tmp_path / "img.tif"), "--out", str(tmp_path / "o4"), "--method", "fourier"], "--method fourier"),
     ]
     for args, expected in cases:

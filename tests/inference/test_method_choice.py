@@ -106,7 +106,7 @@ def test_auto_resume_keeps_the_recorded_choice(tmp_path, low_high, monkeypatch):
         raise AssertionError("the choice must come from the manifest")
 
     with monkeypatch.context() as m:
-        m.setattr(AutoMethod, "_snr", staticmethod(no_measure))
+        m.setattr(AutoMethod, "_measure", staticmethod(no_measure))
         (res,) = segment([low_high[0]], tmp_path / "out", **kw)
     assert res.status == "complete" and 0 < res.blocks_run < res.n_blocks, res.error
     (clean,) = segment([low_high[0]], tmp_path / "clean", **kw)

@@ -253,14 +253,12 @@ def test_segment_pipeline_equivariant_under_p4m():
 def test_default_2d_configs_describe_the_bundled_model():
     """The shipped training config and the fine-tuning config README points users to (--init the
     bundled weights) name the bundled model's architecture, so `--init` accepts it."""
-    from pathlib import Path
-
     import yaml
 
+    from micro_sym.config_files import bundled_configs
     from micro_sym.models import load_model
 
     bundled = load_model("default-2d").config
-    root = Path(__file__).resolve().parents[2] / "configs"
-    for name in ("train_default_2d.yaml", "finetune_default_2d.yaml"):
-        section = yaml.safe_load((root / name).read_text())["model"]
+    for name in ("train-default-2d", "finetune-default-2d"):
+        section = yaml.safe_load(bundled_configs()[name].read_text())["model"]
         assert {k: bundled.get(k) for k in section} == section, name
