@@ -63,3 +63,16 @@ def quaternion_net_3d():
             return torch.cat([-4 + 0 * a, torch.cos(a), 0 * a, 0 * a, torch.sin(a)], 1)
 
     return as_network(QuatNet().eval(), name="test-quaternion-net")
+
+
+def half_lattice(shape=(256, 384), seed=0):
+    """Left half a square lattice (period 10 px) in shot-like noise, right half smooth noise (amorphous / vacuum
+    background: a spectrum falling with frequency); a soft 8-px transition."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:shape[0], 0:shape[1]]
+    t = np.deg2rad(23.0)
+    u, v = xx * np.cos(t) + yy * np.sin(t), -xx * np.sin(t) + yy * np.cos(t)
+    lattice = np.cos(2 * np.pi * u / 10.0) + np.cos(2 * np.pi * v / 10.0)
+    weight = 1.0 / (1.0 + np.exp((xx - shape[1] / 2) / 8.0))
+    background = ndimage.gaussian_filter(rng.standard_normal(shape), 3.0) * 6.0
+    return (weight * lattice + background + 0.3 * rng.standard_normal(shape)).astype(np.float32)

@@ -155,6 +155,9 @@ def _method_line(m: dict) -> str:
         parts.append(f"classical {m['lattice']}{period}")
     if m.get("scale"):
         parts.append(_scale_line(m["scale"]))
+    if m.get("lattice_mask"):
+        parts.append(f"grains only where the lattice shows (ring contrast >= {m['lattice_mask']['min_contrast']:g}; "
+                     f"--no-lattice-mask keeps every pixel)")
     return "; ".join(parts)
 
 
@@ -200,6 +203,9 @@ def segment(
     overwrite: bool = typer.Option(False, "--overwrite", help="Start every input afresh: delete its NAME.zarr, "
                                    "NAME_grains.csv and run state in --out first (otherwise files of a different run, "
                                    "or not written by micro-sym, are refused)."),
+    lattice_mask: bool = typer.Option(True, "--lattice-mask/--no-lattice-mask", help="Leave regions that show no "
+                                      "lattice (vacuum, amorphous film, crystals off their zone axis) out of every "
+                                      "grain (micrographs)."),
 ):
     """Segment many images or volumes into boundary, orientation and grain maps, block by block.
 
@@ -234,7 +240,7 @@ def segment(
     console = Console(stderr=True)
     kwargs = dict(block=block, chunk=chunk_shape, threshold=threshold, min_size=min_size,
                   batch=batch, dry_run=dry_run, overwrite=overwrite, model=model, method=method, lattice=lattice,
-                  period=period)
+                  period=period, lattice_mask=lattice_mask)
     if dry_run:
         results = run_segment(paths, out, scheduler=scheduler, workers=workers, device=device, **kwargs)
         # Plain lines, not a table: paths stay whole in narrow terminals and logs.

@@ -58,6 +58,7 @@ from micro_sym.grains.blockwise import (final_table, flood_region, grain_refs, m
                                        neighbour_pairs, seed_parts)
 from micro_sym.inference.method_choice import AUTO_MODEL, AutoMethod
 from micro_sym.inference.network import Network, cached_network
+from micro_sym.inference.lattice_mask import LatticeMasked, lattice_ring
 from micro_sym.inference.rescale import RescaledNetwork, rescale_for_input
 from micro_sym.inference.tiles import iter_tiles, label_tile
 from micro_sym.inference.writer import OutputLock, RunState, create_outputs, forget_arrays, open_array, os_error
@@ -131,6 +132,8 @@ def maps_task(net_ref, job: dict, blocks: list) -> list:
     net = _resolve_net(net_ref, job)
     if job.get("scale"):  # the network runs at its training lattice period (rescale.RescaledNetwork)
         net = RescaledNetwork(net, job["scale"], job["shape"])
+    if job.get("lattice_mask"):  # grains only where the lattice shows (lattice_mask.LatticeMasked)
+        net = LatticeMasked(net, job["lattice_mask"])
     out = []
     for tile in iter_tiles(net, blocks, lambda b: read_tile(job, b), value_range=job["value_range"],
                            pad_mode=job["pad_mode"], device=job["device"], batch=len(blocks)):
@@ -254,7 +257,7 @@ def _batches(blocks, size: int):
 def segment_input(path, out_dir, net: Network, runner, *, block=None, chunk=None, threshold: float = 5.0,
                   min_size: int | None = None, boundary_threshold: float = 0.5, device: str = "cpu",
                   batch: int = 1, array=None, level: int = 0, dry_run: bool = False, overwrite: bool = False,
-                  on_block=None, progress=None, period: float | None = None) -> InputResult:
+                  on_block=None, progress=None, period: float | None = None, lattice_mask: bool = True) -> InputResult:
     """Segment one image into ``OUT/NAME.zarr`` + ``OUT/NAME_grains.csv``, resuming if possible.
 
     Parameters
@@ -286,6 +289,9 @@ def segment_input(path, out_dir, net: Network, runner, *, block=None, chunk=None
     period : float, optional
         The image's lattice constant in px for a 2D network (default: measured from the power
         spectrum); the image is resampled to the model's training period (:mod:`.rescale`).
+    lattice_mask : bool
+        Leave pixels where the image shows no lattice (vacuum, amorphous film) out of every grain
+        (:mod:`.lattice_mask`; 2D inputs whose lattice was measured or given).
 
     Returns
     -------
@@ -303,7 +309,8 @@ def segment_input(path, out_dir, net: Network, runner, *, block=None, chunk=None
     if dry_run:
         return _segment_input(img, path, out_dir, net, runner, block=block, chunk=chunk, threshold=threshold,
                               min_size=min_size, boundary_threshold=boundary_threshold, device=device, batch=batch,
-                              array=array, level=level, dry_run=True, on_block=on_block, progress=progress, period=period)
+                              array=array, level=level, dry_run=True, on_block=on_block, progress=progress, period=period,
+                              lattice_mask=lattice_mask)
     # Held from before the manifest is read until the scratch is gone: a second run on this input
     # would otherwise resume the same markers and the first to finish would delete scratch labels
     # the other still reads.
@@ -315,7 +322,7 @@ def segment_input(path, out_dir, net: Network, runner, *, block=None, chunk=None
         return _segment_input(img, path, out_dir, net, runner, block=block, chunk=chunk, threshold=threshold,
                               min_size=min_size, boundary_threshold=boundary_threshold, device=device, batch=batch,
                               array=array, level=level, dry_run=False, on_block=on_block, progress=progress,
-                              period=period)
+                              period=period, lattice_mask=lattice_mask)
 
 
 def _refuse_deleting_input(path: Path, state: RunState) -> None:
@@ -328,7 +335,7 @@ def _refuse_deleting_input(path: Path, state: RunState) -> None:
 
 
 def _segment_input(img, path: Path, out_dir, net, runner, *, block, chunk, threshold, min_size, boundary_threshold,
-                   device, batch, array, level, dry_run, on_block, progress, period) -> InputResult:
+                   device, batch, array, level, dry_run, on_block, progress, period, lattice_mask) -> InputResult:
     """:func:`segment_input` on an opened image (under the output lock unless ``dry_run``)."""
     from micro_sym.models.normalize import intensity_range
     from micro_sym.inference.whole_image import DEFAULT_MIN_SIZE
@@ -344,13 +351,17 @@ def _segment_input(img, path: Path, out_dir, net, runner, *, block, chunk, thres
         net, auto = net.choose(img, previous=previous, workers=workers)
     if hasattr(net, "for_input"):  # per-input settings: the classical period, estimated once or resumed
         net = net.for_input(img, threshold=threshold, previous=previous, workers=workers)
-    scale = None
+    base, scale = net, None  # base: what workers receive; they rebuild the wrappers from the job
     if isinstance(net, Network) and img.ndim == 2:  # a network runs at its training lattice period
         net, scale = rescale_for_input(net, img.data, period=period, measured=(auto or {}).get("measured"),
                                        previous=previous, workers=workers)
+    ring = lattice_ring(base, scale) if lattice_mask and img.ndim == 2 else None
+    if ring:  # grains only where the lattice shows
+        net = LatticeMasked(net, ring)
     rule = net.grain_rule(threshold, img.ndim)
     plan = plan_input(img, net, block=block, chunk=chunk, margin=seed_margin(rule))
-    method = method_info(net) | ({"auto": auto} if auto else {}) | ({"scale": scale} if scale else {})
+    method = (method_info(base) | ({"auto": auto} if auto else {}) | ({"scale": scale} if scale else {})
+              | ({"lattice_mask": {"ring_frequency": ring, "min_contrast": net.threshold}} if ring else {}))
     n = len(plan.blocks)
     est = estimate_memory(plan, out_channels=net.out_channels or 3, width=net.width, workers=runner.workers if runner else 1,
                           input_itemsize=img.data.dtype.itemsize)
@@ -403,7 +414,7 @@ def _segment_input(img, path: Path, out_dir, net, runner, *, block, chunk, thres
            "boundary_threshold": float(boundary_threshold), "zarr": str(state.zarr_path),
            "labels": str(state.labels_path), "sha256": net.sha256, "device": device, "symmetry": net.symmetry,
            "torch_threads": getattr(runner, "torch_threads", None),
-           "scale": net.scale if isinstance(net, RescaledNetwork) else None}
+           "scale": scale["scale"] if scale and scale["resampled"] else None, "lattice_mask": ring}
     steps = 2 * n
     done1 = state.done("done1")
     done2 = state.done("done2")
@@ -412,7 +423,7 @@ def _segment_input(img, path: Path, out_dir, net, runner, *, block, chunk, thres
         progress(progress_count, steps)
     todo = [b for b in plan.blocks if b.id not in done1]
     # A network travels once per worker (runner); the classical method is a few settings: send it along.
-    ref = runner.net_ref() if isinstance(net, (Network, RescaledNetwork)) else net
+    ref = runner.net_ref() if isinstance(base, Network) else base
     for batch_blocks, arrays in runner.run(maps_task, _batches(todo, max(1, batch)), lambda bb: (ref, job, list(bb))):
         for b, arr in zip(batch_blocks, arrays):
             state.save_block(b.id, arr)

@@ -73,6 +73,9 @@ class SegmentSettings:
     period : float or None
         The image's lattice constant in px; None measures it from the power spectrum. A 2D network
         runs on the image resampled to its training period (:mod:`micro_sym.inference.rescale`).
+    lattice_mask : bool
+        A 2D network leaves regions that show no lattice out of every grain
+        (:mod:`micro_sym.inference.lattice_mask`).
     """
 
     model: str = "default-2d"
@@ -83,6 +86,7 @@ class SegmentSettings:
     boundary_threshold: float = 0.5
     lattice: str = "square"
     period: float | None = None
+    lattice_mask: bool = True
 
 
 @dataclass
@@ -320,6 +324,7 @@ def _iter_network(image, settings, pixel_size, unit, net, measured=None):
     from micro_sym.inference.blocks import plan_blocks
     from micro_sym.grains.blockwise import (final_table, flood_region, grain_refs, merge_blocks, neighbour_counts,
                                             neighbour_pairs, seed_parts)
+    from micro_sym.inference.lattice_mask import LatticeMasked, lattice_ring
     from micro_sym.inference.rescale import rescale_for_input
     from micro_sym.inference.tiles import iter_tiles, label_tile
     from micro_sym.models.normalize import intensity_range
@@ -336,7 +341,11 @@ def _iter_network(image, settings, pixel_size, unit, net, measured=None):
     scale = None
     if nd == 2:  # at the model's training lattice period, as the CLI engine runs it
         yield Progress(0, 1, "lattice period from the power spectrum")
+        base = net
         net, scale = rescale_for_input(net, image, period=settings.period, measured=measured)
+        ring = lattice_ring(base, scale) if settings.lattice_mask else None
+        if ring:  # grains only where the lattice shows
+            net = LatticeMasked(net, ring)
     rule = net.grain_rule(settings.threshold, nd)  # the CLI engine's grain rule, so results agree
     seeded = is_seeded(rule)
     stride = max(int(net.total_stride), 1)

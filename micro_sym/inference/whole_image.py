@@ -60,7 +60,9 @@ def predict_image(model, image: np.ndarray, *, device="cpu", period=None) -> dic
     period : float or "measure", optional
         The image's lattice constant in px, or ``"measure"`` to take it from the power spectrum: the
         image is then resampled to the model's training period and the maps back
-        (:mod:`micro_sym.inference.rescale`). Default: the image runs at its own sampling.
+        (:mod:`micro_sym.inference.rescale`), and the boundary map is 1 where the image shows no
+        lattice (:mod:`micro_sym.inference.lattice_mask`), as ``micro-sym segment`` runs it.
+        Default: the image runs at its own sampling, every pixel mapped.
 
     Returns
     -------
@@ -70,9 +72,13 @@ def predict_image(model, image: np.ndarray, *, device="cpu", period=None) -> dic
     """
     net, image = _network(model, image)
     if period is not None:
+        from micro_sym.inference.lattice_mask import LatticeMasked, lattice_ring
         from micro_sym.inference.rescale import rescale_for_input
 
-        net, _ = rescale_for_input(net, image, period=None if period == "measure" else float(period))
+        base = net
+        net, scale = rescale_for_input(net, image, period=None if period == "measure" else float(period))
+        ring = lattice_ring(base, scale)
+        net = LatticeMasked(net, ring) if ring else net
     return predict_array(net, image, device=device)
 
 
