@@ -211,7 +211,7 @@ def main():
         onnx_path = export_model(model, onnx_dir / f"{len(rows)}.onnx")
         deployed[name] = (plain.eval(), load_deployed(onnx_path))
         eq = equivariance_error(model)
-        row = {"name": name, "kind": kind, "parameters": count_parameters(model), "macs_per_pixel": count_macs(model)["per_pixel"],
+        row = {"name": name, "kind": kind, "parameters": count_parameters(model, deployed=True), "macs_per_pixel": count_macs(model)["per_pixel"],
                "equivariance_error_max": eq["max"], "equivariance_per_element": {p["element"]: p["error"] for p in eq["per_element"]},
                **extra}
         if "accuracy" not in row:

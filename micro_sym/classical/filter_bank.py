@@ -316,15 +316,7 @@ def _period_from_spectrum(freq, power, lattice: str, min_period: float, max_peri
         raise MicroSymError("image: no lattice fringes found in the power spectrum (noise only, or period out of range)")
     # A strong higher order (square (1,1) at √2 f, hexagonal (1,1) at √3 f, or 2f) can outshine the
     # fundamental; prefer a lower ring that is itself clearly a peak.
-    for ratio in ((math.sqrt(2.0), 2.0) if k == 4 else (math.sqrt(3.0), 2.0)):
-        j = int(round(i / ratio))
-        win = np.arange(max(j - 1, 0), min(j + 2, len(freq)))
-        win = win[ok[win]]
-        if len(win):
-            jj = int(win[np.argmax(prom[win])])
-            if prom[jj] >= max(math.log(2.0), 0.5 * cand[i]):
-                i = jj
-                break
+    i = lower_ring(i, (math.sqrt(2.0), 2.0) if k == 4 else (math.sqrt(3.0), 2.0), prom, ok)
     # Parabolic refinement of log P around the peak bin (sub-bin frequency).
     if 1 <= i < len(freq) - 1:
         a, b, c = logp[i - 1], logp[i], logp[i + 1]
@@ -334,6 +326,21 @@ def _period_from_spectrum(freq, power, lattice: str, min_period: float, max_peri
     else:
         f = i / t
     return float(to_period(f))
+
+
+def lower_ring(i: int, ratios, prom: np.ndarray, ok: np.ndarray, first: int = 0) -> int:
+    """The bin of a ring at ``i / ratio`` (the first of ``ratios`` that has one, within ±1 bin, from bin
+    ``first`` on, inside the search range ``ok``) that is itself clearly a peak: at least ln 2 prominent
+    and half as prominent as bin ``i``; else ``i``."""
+    for ratio in ratios:
+        j = int(round(i / ratio))
+        win = np.arange(max(j - 1, first), min(j + 2, len(prom)))
+        win = win[ok[win]]
+        if len(win):
+            jj = int(win[np.argmax(prom[win])])
+            if prom[jj] >= max(math.log(2.0), 0.5 * prom[i]):
+                return jj
+    return i
 
 
 def fringe_snr(image, lattice: str = "square", *, tile: int = 512, workers: int = WORKERS) -> tuple[float, float]:

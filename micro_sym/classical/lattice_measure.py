@@ -60,6 +60,7 @@ from micro_sym.classical.filter_bank import (
     _read_lazy_tile,
     _welch_origins,
     clip_outliers,
+    lower_ring,
     radial_power_spectrum,
     ring_frequency,
 )
@@ -273,13 +274,7 @@ def _first_ring(freq, power, logp, prom, lattice: str, min_period: float, max_pe
     f_lo, f_hi = 1.0 / max_period, min(1.0 / min_period, 0.5)
     i = _strongest_ring(freq, prom, f_lo, f_hi, min_period, max_period)
     ok = (freq >= f_lo) & (freq <= f_hi)
-    j = int(np.rint(i / 2))
-    win = np.arange(max(j - 1, 2), min(j + 2, len(freq)))
-    win = win[ok[win]]
-    if len(win):
-        jj = int(win[np.argmax(prom[win])])
-        if prom[jj] >= max(math.log(2.0), 0.5 * prom[i]):
-            i = jj
+    i = lower_ring(i, (2.0,), prom, ok, first=2)
     f = _refine(logp, i) / t
     return f, 1.0 / f
 

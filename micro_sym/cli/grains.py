@@ -19,25 +19,33 @@ from micro_sym.errors import MicroSymError
 def grains(
     input: Path = typer.Argument(..., help="EBSD file (.cpr/.crc, .ctf, .ang) or segmentation OME-Zarr group."),
     out: Path = typer.Option(..., "--out", "-o", help="Output directory (created; existing files are not replaced)."),
-    threshold: float = typer.Option(5.0, "--threshold", help="Misorientation threshold between neighbours (degrees)."),
-    min_size: int = typer.Option(0, "--min-size", help="Minimum grain size in points."),
-    small: str = typer.Option("merge", "--small", help="Small grains: 'merge' into a neighbour (MTEX) or 'drop' (DefDAP)."),
+    threshold: float = typer.Option(None, "--threshold", help="Misorientation threshold between neighbours (degrees; "
+                                    "default 5, or what a segment output records)."),
+    min_size: int = typer.Option(None, "--min-size", help="Minimum grain size in points (default 0, or what a segment "
+                                 "output records)."),
+    small: str = typer.Option(None, "--small", help="Small grains: 'merge' into a neighbour (MTEX, the default) or "
+                              "'drop' (DefDAP); on a segment output it selects the plain pair rule."),
     connectivity: int = typer.Option(None, "--connectivity", help="4 or 8 (2D), 6 or 26 (3D); default 4 / 6."),
     symmetry: str = typer.Option(None, "--symmetry", help="square | hexagonal | cubic (default: from the input)."),
-    boundary_threshold: float = typer.Option(0.5, "--boundary-threshold", help="Boundary probability that separates grains."),
+    boundary_threshold: float = typer.Option(None, "--boundary-threshold", help="Boundary probability that separates "
+                                             "grains (default 0.5, or what a segment output records)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing output files of the same name."),
 ):
     """Reconstruct grains and write labels (OME-Zarr), a per-grain CSV with its column description, a JSON
-    summary and PNG plots."""
+    summary and PNG plots.
+
+    On a ``micro-sym segment`` output the grains follow the rule that run recorded (the seeded rule of
+    network maps, or the plain pair rule of the classical method), so the count matches the segment's;
+    options that change the rule are applied and reported in one line."""
     import numpy as np
 
     from micro_sym.grains import orientation_kind, reconstruct_grains
-    from micro_sym.grains.rules import pair_rule
+    from micro_sym.grains.rules import is_seeded, pair_rule
     from micro_sym.grains import plots
     from micro_sym.grains.stats import grain_table, kam_map, map_summary, write_grain_csv, write_summary_json
     from micro_sym.io import move_into_place, scratch_folder, write_ome_zarr
 
-    if small not in ("merge", "drop"):
+    if small not in (None, "merge", "drop"):
         raise MicroSymError(f"--small: expected 'merge' or 'drop', got '{small}'")
     data = _load(input, symmetry)
     orient, sym, mask, phase, boundary = data["orientation"], data["symmetry"], data["mask"], data["phase"], data["boundary"]
@@ -45,10 +53,27 @@ def grains(
     spatial = orient.shape[1:] if kind.channel_axis else orient.shape
     nd = len(spatial)
     conn = _connectivity(connectivity, nd)
-    labels = reconstruct_grains(
-        orient, symmetry=sym, threshold=threshold, connectivity=conn, boundary=boundary,
-        boundary_threshold=boundary_threshold, mask=mask, min_size=min_size, small=small, phase=phase,
-    )
+    given = {"threshold": threshold, "min_size": min_size, "small": small, "connectivity": connectivity,
+             "boundary_threshold": boundary_threshold}
+    rule, note = segment_rule(data.get("segment"), given, has_boundary=boundary is not None)
+    # What the user left out: a segment run's recorded values, else the defaults.
+    run = rule or {"threshold": 5.0, "min_size": 0, "boundary_threshold": 0.5}
+    threshold = run["threshold"] if threshold is None else threshold
+    min_size = run["min_size"] if min_size is None else min_size
+    boundary_threshold = run["boundary_threshold"] if boundary_threshold is None else boundary_threshold
+    small = small or "merge"
+    if note:
+        typer.echo(f"note: {note}", err=True)
+    if rule is not None and rule["grain_rule"] is not None:  # the segment run's rule, applied to the whole map
+        from micro_sym.grains.rules import grains_by_rule
+
+        labels = grains_by_rule(orient, boundary, rule["grain_rule"], symmetry=sym, min_size=min_size,
+                                boundary_threshold=boundary_threshold)
+    else:
+        labels = reconstruct_grains(
+            orient, symmetry=sym, threshold=threshold, connectivity=conn, boundary=boundary,
+            boundary_threshold=boundary_threshold, mask=mask, min_size=min_size, small=small, phase=phase,
+        )
     if labels.max() == 0:
         raise MicroSymError(f"{input}: no grains found (every point is masked, a boundary or non-indexed)")
     ps, unit = data["pixel_size"], data["unit"]
@@ -58,6 +83,9 @@ def grains(
     summary["parameters"] = {"threshold_deg": threshold, "min_size": min_size, "small": small,
                              "connectivity": {1: 2 * nd, 2: 3**nd - 1}[conn], "symmetry": sym,
                              "boundary_threshold": boundary_threshold if boundary is not None else None}
+    if rule is not None and rule["grain_rule"] is not None:  # the seeded rule has no connectivity or small policy
+        summary["parameters"].update(rule["grain_rule"], small="drop" if is_seeded(rule["grain_rule"]) else "merge",
+                                     rule="segment", segment_n_grains=rule.get("n_grains"))
     kam = kam_map(orient, symmetry=sym, threshold=threshold, labels=labels)
 
     name = data["name"]
@@ -75,7 +103,8 @@ def grains(
         write_ome_zarr(tmp / f"{name}.zarr", arrays, pixel_size=ps, unit=unit if unit != "px" else None,
                        labels=("grains", "phase"))
         write_grain_csv(tmp / f"{name}_grains.csv", table, unit, pixel_size=ps, symmetry=sym, phases=data["phases"],
-                        command="micro-sym grains", grain_rule={**pair_rule(threshold), **summary["parameters"]})
+                        command="micro-sym grains",
+                        grain_rule={**(run.get("grain_rule") or pair_rule(threshold)), **summary["parameters"]})
         write_summary_json(tmp / f"{name}_summary.json", summary, table, unit)
         plots.plot_size_histogram(tmp / f"{name}_size_hist.png", table, unit)
         plots.plot_misorientation_histogram(tmp / f"{name}_misorientation_hist.png", summary)
@@ -86,7 +115,8 @@ def grains(
         ps2 = None if ps is None else tuple(ps[-2:])
         plots.plot_orientation_map(tmp / f"{name}_orientation.png", or2, symmetry=sym, pixel_size=ps2, unit=unit,
                                    labels=lab2)
-        plots.plot_grain_map(tmp / f"{name}_grain_map.png", lab2, pixel_size=ps2, unit=unit)
+        plots.plot_grain_map(tmp / f"{name}_grain_map.png", lab2, pixel_size=ps2, unit=unit,
+                             n_total=int(labels.max()), slice_index=None if nd == 2 else mid)
         # Everything exists: move into place (renames on one filesystem).
         if move_into_place(tmp, out, produced):
             tmp = None
@@ -100,6 +130,57 @@ def grains(
     n = int(labels.max())
     typer.echo(f"{n} grains; wrote {out}/{name}.zarr, {name}_grains.csv (columns in {name}_grains.json), "
                f"{name}_summary.json and 4 PNGs")
+
+
+def segment_rule(record: dict | None, given: dict, *, has_boundary: bool) -> tuple[dict | None, str | None]:
+    """The grain rule to apply to a segment output, and a one-line note when it differs from the run's.
+
+    Parameters
+    ----------
+    record : dict or None
+        The output's ``micro_sym`` attributes (``grain_rule``, ``threshold``, ``min_size``,
+        ``boundary_threshold``, ``n_grains``); None for other inputs.
+    given : dict
+        The user's ``threshold``, ``min_size``, ``small``, ``connectivity``, ``boundary_threshold``
+        (None where not given).
+    has_boundary : bool
+        Whether the output holds its boundary map (the seeded rule needs it).
+
+    Returns
+    -------
+    rule : dict or None
+        ``grain_rule`` (a :mod:`micro_sym.grains.rules` dict, or None for the plain reconstruction with
+        the given connectivity and small-grain policy, which the recorded rule has no counterpart for)
+        and the ``threshold``, ``min_size``, ``boundary_threshold`` and ``n_grains`` to use; None when
+        ``record`` is not a segment run's.
+    note : str or None
+        How the grains differ from the segment run's, if they do.
+    """
+    if not record or not isinstance(record.get("grain_rule"), dict):
+        return None, None
+    rec_rule = dict(record["grain_rule"])
+    rec = {"threshold": float(record.get("threshold", rec_rule.get("pair_threshold", 5.0))),
+           "min_size": int(record.get("min_size", 0)),
+           "boundary_threshold": float(record.get("boundary_threshold", 0.5))}
+    n = record.get("n_grains")
+    found = f"; segment found {n} grains" if n is not None else ""
+    seeded = rec_rule.get("core_radius") is not None
+    kind = "seeded" if seeded else "pair"
+    # Connectivity and the small-grain policy are fixed by the recorded rule: asking for them means the plain rule.
+    plain = [f"--{k.replace('_', '-')} {given[k]}" for k in ("connectivity", "small") if given[k] is not None]
+    if seeded and not has_boundary:
+        plain.append("no boundary map in the output")
+    use = {k: rec[k] if given[k] is None else type(rec[k])(given[k]) for k in rec}
+    if plain:  # the options the user left out still follow the run
+        return {"grain_rule": None, **use, "n_grains": n}, (f"grain rule differs from the segment run ({kind} rule): "
+                                                             f"plain pair rule because of {', '.join(plain)}{found}")
+    changed = [f"--{k.replace('_', '-')} {use[k]:g} (segment {rec[k]:g})" for k in rec if use[k] != rec[k]]
+    if use["threshold"] != rec["threshold"]:
+        rec_rule["pair_threshold"] = use["threshold"]
+        if rec_rule.get("merge_threshold") is not None:
+            rec_rule["merge_threshold"] = use["threshold"]
+    note = f"grain rule differs from the segment run ({kind} rule): {', '.join(changed)}{found}" if changed else None
+    return {"grain_rule": rec_rule, **use, "n_grains": n}, note
 
 
 def _connectivity(value, nd):
@@ -156,7 +237,7 @@ def _load(path: Path, symmetry):
     if not np.issubdtype(orient.dtype, np.floating):
         raise MicroSymError(f"{path}: 'orientation' must be floating point, got {orient.dtype}")
     attrs = dict(root.attrs)
-    lattice = symmetry or attrs.get("lattice")
+    lattice = symmetry or attrs.get("lattice") or _segment_lattice(attrs.get("micro_sym"))
     if lattice is None:
         lattice = "cubic" if orient.ndim in (3, 4) and orient.shape[0] == 4 else "square"
     ps, unit = _zarr_scale(attrs, boundary if boundary is not None else None, orient)
@@ -164,8 +245,21 @@ def _load(path: Path, symmetry):
     for suf in (".ome.zarr", ".zarr"):
         if name.lower().endswith(suf):
             name = name[: -len(suf)]
+    record = attrs.get("micro_sym") if isinstance(attrs.get("micro_sym"), dict) else None
     return {"orientation": orient, "symmetry": lattice, "mask": None, "phase": None, "boundary": boundary,
-            "pixel_size": ps, "unit": unit or "px", "name": name, "phase_ids": None, "phases": None}
+            "pixel_size": ps, "unit": unit or "px", "name": name, "phase_ids": None, "phases": None,
+            "segment": record}
+
+
+def _segment_lattice(record) -> str | None:
+    """The 2D lattice a segment run recorded (classical method, or what the input measured); None if absent."""
+    if not isinstance(record, dict) or not isinstance(record.get("method"), dict):
+        return None
+    method = record["method"]
+    for where in (method, method.get("scale") or {}, method.get("auto") or {}):
+        if isinstance(where, dict) and where.get("lattice") in ("square", "hexagonal"):
+            return where["lattice"]
+    return None
 
 
 def _zarr_scale(attrs, boundary, orient):

@@ -54,15 +54,27 @@ def prune(
         raise MicroSymError("--finetune: fine-tuning is available for 2D models only")
     before = measure(m, data=data, latency_size=latency_size, max_images=max_images, threads=latency_threads)
     ft = None
+    val_scores = []  # the validation grain F1 of every fine-tuning round
     if finetune is not None:
-        ft = lambda mod, s: finetune_model(mod, finetune, epochs=epochs, val=val, steps_per_epoch=steps_per_epoch, lr=lr,  # noqa: E731
-                                           crop=crop, batch_size=batch_size, log=typer.echo,
-                                           teacher=m if distill > 0 else None, distill=distill)
+        def ft(mod, s):
+            import shutil
+            import tempfile
+
+            run_dir = Path(tempfile.mkdtemp(prefix="micro_sym_prune_"))
+            try:
+                tuned = finetune_model(mod, finetune, epochs=epochs, val=val, steps_per_epoch=steps_per_epoch, lr=lr,
+                                       crop=crop, batch_size=batch_size, log=typer.echo, out=run_dir,
+                                       teacher=m if distill > 0 else None, distill=distill)
+                val_scores.append(_val_grain_f1(run_dir / "report.json"))
+                return tuned
+            finally:
+                shutil.rmtree(run_dir, ignore_errors=True)
     calib = calibrate if calibrate is not None else finetune
     if calib is not None and int(m.ndim) != 2:
         raise MicroSymError("--calibrate: batch-norm re-estimation is available for 2D models only")
     pruned, info = prune_model(m, ratio, criterion=criterion, scope=scope, steps=steps, finetune=ft, calibrate=calib,
                                calibrate_batches=calibrate_batches, log=typer.echo)
+    typer.echo(f"fields per layer after pruning: {info['fields_after']} (before: {info['fields_before']})")
     after = measure(pruned, data=data, latency_size=latency_size, max_images=max_images, threads=latency_threads)
     save_model(pruned, out, trained_on=dict(m.meta.get("trained_on", {}) or {}, pruned_from=str(m.meta.get("path", model)),
                                             pruned_from_sha256=m.meta.get("sha256")),
@@ -71,6 +83,7 @@ def prune(
            "finetune": {"data": str(finetune), "epochs": epochs, "lr": lr, "distill": distill} if finetune else None,
            "before": before, "after": after}
     _print(rep)
+    _warn_if_failed(after.get("accuracy", {}).get("grain_f1"), val_scores[-1] if val_scores else None)
     path = report_path or out.with_name(out.stem + ".report.json")
     path.write_text(json.dumps(rep, indent=2))
     typer.echo(f"wrote {out} and {path}")
@@ -79,6 +92,7 @@ def prune(
 def _print(rep: dict):
     b, a = rep["before"], rep["after"]
     rows = [("parameters", lambda r: f"{r.get('parameters', 0):,}"),
+            ("deployed weights", lambda r: f"{r['parameters_deployed']:,}" if "parameters_deployed" in r else "-"),
             ("MACs/pixel", lambda r: f"{r['macs']['per_pixel']:.0f}" if "macs" in r else "-"),
             ("CPU latency (s)", lambda r: f"{r['latency']['seconds']:.4f} @{r['latency']['size']}px"),
             ("equivariance err", lambda r: f"{r['equivariance_error']['max']:.1e}" if "equivariance_error" in r else "-")]
@@ -89,6 +103,30 @@ def _print(rep: dict):
     typer.echo(f"{'':<18} {'before':>22} {'after':>22}")
     for name, f in rows:
         typer.echo(f"{name:<18} {f(b):>22} {f(a):>22}")
+    if "parameters_counted" in a:
+        typer.echo(f"({a['parameters_counted']})")
+
+
+#: Below this grain F1 a pruned model is reported as failed: it finds (almost) no grain.
+FAILED_GRAIN_F1 = 0.05
+
+
+def _val_grain_f1(path: Path):
+    """The final validation grain F1 a fine-tuning run wrote to its ``report.json`` (None if absent)."""
+    try:
+        return float(json.loads(Path(path).read_text())["overall"]["grain_f1"])
+    except (OSError, KeyError, TypeError, ValueError):
+        return None
+
+
+def _warn_if_failed(report_f1, val_f1):
+    """One line on stderr when the pruned model's grain F1 (report data, else fine-tuning validation) is near 0."""
+    for f1, where in ((report_f1, "on --data"), (val_f1, "on the fine-tuning validation set")):
+        if f1 is not None:
+            if f1 < FAILED_GRAIN_F1:
+                typer.echo(f"warning: the pruned model scores grain F1 {f1:.3f} {where}: it finds almost no grains; "
+                           "prune less (--ratio), fine-tune longer (--epochs) or recalibrate (--calibrate)", err=True)
+            return
 
 
 def register(app: typer.Typer) -> None:

@@ -301,6 +301,10 @@ def segment(
         m = r.plan.get("method", {}) if r.status != "failed" else {}
         if _method_line(m):
             typer.echo(f"{r.input}: {_method_line(m)}", err=True)
+        gone = r.plan.get("missing_chunks") if r.status != "failed" else None
+        if gone:  # Zarr reads an absent chunk as the fill value: say so rather than segment it silently
+            typer.echo(f"{r.input}: warning: {gone['missing']} of {gone['total']} storage chunks are missing and "
+                       f"were read as the fill value {gone['fill_value']:g}", err=True)
     failed = [r for r in results if r.status == "failed"]
     if len(results) == 1 and failed:  # a single input: the plain one-line user error, exit status 2
         raise MicroSymError(failed[0].error)

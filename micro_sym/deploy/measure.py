@@ -29,10 +29,23 @@ def _plain(model):
         return model.export().eval()
 
 
-def count_parameters(model) -> int:
-    """Trainable parameters of the deployed (plain torch) form; escnn's basis coefficients would
-    undercount what runs, so escnn models are counted after ``export()``. 0 for ONNX/TorchScript."""
-    return int(sum(p.numel() for p in _plain(model).parameters()))
+def count_parameters(model, *, deployed: bool = False) -> int:
+    """Trainable parameters of ``model`` as given, the number training optimizes and reports.
+
+    An escnn model trains basis coefficients and expands them into filters, so its exported plain-torch
+    module holds many more weights for the same model; ``deployed=True`` counts those (the weights of
+    ``model.export()``) instead. 0 for ONNX/TorchScript files, which hold no torch parameters.
+    """
+    net = _plain(model) if deployed else model
+    params = getattr(net, "parameters", None)
+    if params is None:
+        return 0
+    return int(sum(p.numel() for p in params() if p.requires_grad))
+
+
+#: What the ``parameters`` and ``parameters_deployed`` entries of :func:`report` count.
+PARAMETERS_COUNTED = ("parameters: trainable parameters of the module as given (escnn: its basis coefficients, "
+                      "as training reports); parameters_deployed: weights of the exported plain-torch module")
 
 
 def count_macs(model, size: int | None = None) -> dict:
@@ -127,7 +140,8 @@ def evaluate_accuracy(model, data, *, max_images: int | None = None) -> dict:
 
 def report(model, *, data=None, latency_size: int | None = None, repeats: int = 5, threads: int | None = 1,
            max_images: int | None = None, equivariance: bool = True) -> dict:
-    """One column of a before/after report: parameters, MACs, latency, equivariance, accuracy.
+    """One column of a before/after report: parameters (see :data:`PARAMETERS_COUNTED`), MACs, latency,
+    equivariance, accuracy.
 
     Latency defaults to one thread: on a CPU shared with other jobs, multi-threaded timings wait
     for descheduled threads and vary several-fold, single-threaded ones compare fairly.
@@ -135,6 +149,8 @@ def report(model, *, data=None, latency_size: int | None = None, repeats: int = 
     out = {}
     if not getattr(model, "fmt", None) in ("onnx", "torchscript"):
         out["parameters"] = count_parameters(model)
+        out["parameters_deployed"] = count_parameters(model, deployed=True)
+        out["parameters_counted"] = PARAMETERS_COUNTED
         out["macs"] = count_macs(model)
     out["latency"] = cpu_latency(model, latency_size, repeats=repeats, threads=threads)
     if equivariance:

@@ -201,8 +201,14 @@ def _hex_ipf_key(ax, n: int = 160):
     ax.set_title("IPF key (hexagonal)", fontsize=9)
 
 
-def plot_grain_map(path, labels, *, pixel_size=None, unit=None, seed: int = 0):
-    """Grains in random colours with boundaries (and unassigned points) in black."""
+def plot_grain_map(path, labels, *, pixel_size=None, unit=None, seed: int = 0, n_total: int | None = None,
+                   slice_index: int | None = None):
+    """Grains in random colours with boundaries (and unassigned points) in black.
+
+    The title counts the grains present in ``labels`` (ids need not be consecutive). For a plane of a
+    volume pass ``slice_index`` (its z) and ``n_total`` (grains in the whole volume): the title then
+    reads "slice z=…: N grains shown of M".
+    """
     plt = _plt()
     lab = np.asarray(labels)
     n = int(lab.max())
@@ -215,5 +221,10 @@ def plot_grain_map(path, labels, *, pixel_size=None, unit=None, seed: int = 0):
     ax.imshow(rgb, extent=extent, interpolation="nearest")
     ax.set_xlabel(f"x ({u})")
     ax.set_ylabel(f"y ({u})")
-    ax.set_title(f"{n} grains")
+    shown = int(np.count_nonzero(np.unique(lab)))  # the highest id over-counts a slice or a sparse labelling
+    if slice_index is not None:
+        of = f" of {int(n_total)}" if n_total is not None else ""
+        ax.set_title(f"slice z={int(slice_index)}: {shown} grains shown{of}")
+    else:
+        ax.set_title(f"{shown if n_total is None else int(n_total)} grains")
     return _save(fig, path)

@@ -207,9 +207,11 @@ class ClassicalMethod:
                 return estimate_period(img.data, self.lattice, workers=max(1, int(workers)))
         except MicroSymError as err:
             raise MicroSymError(f"{img.path}: {err}") from None
-        except Exception as err:  # a damaged chunk among the sampled tiles
-            raise MicroSymError(f"{img.path}: cannot read the image to estimate the lattice period "
-                                f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})") from None
+        except Exception as err:  # a damaged chunk among the sampled tiles: name it
+            from micro_sym.io.images import locate_bad_chunk
+
+            whole = tuple(slice(0, n) for n in img.data.shape)
+            raise MicroSymError(f"{img.path}: {locate_bad_chunk(img, whole, err)}") from None
 
     # ---------------------------------------------------------------- per tile
     def normalize(self, x: np.ndarray, lo: float, hi: float) -> np.ndarray:

@@ -91,34 +91,19 @@ def read_tile(job: dict, block) -> np.ndarray:
     except MicroSymError:
         raise
     except Exception as err:
-        raise MicroSymError(f"{job['input']}: {_locate_bad_chunk(img, block, err)}") from None
+        from micro_sym.io.images import locate_bad_chunk
+
+        raise MicroSymError(f"{job['input']}: {locate_bad_chunk(img, block.tile, err)}") from None
 
 
-def _locate_bad_chunk(img, block, err) -> str:
-    """Find the storage chunk behind a failed read by reading the tile's chunks one at a time."""
-    node = img.store  # storage chunks (dask chunks may merge several); None for TIFF
-    chunks = tuple(node.chunks[-img.ndim:]) if node is not None else tuple(c[0] for c in img.data.chunks)
-    lead = (0,) * (node.ndim - img.ndim) if node is not None else ()
-    bounds = [np.unique(np.r_[np.arange(0, n, c), n]) for n, c in zip(img.data.shape, chunks)]
-    ranges = []
-    for sl, b in zip(block.tile, bounds):
-        i0 = int(np.searchsorted(b, sl.start, side="right") - 1)
-        i1 = int(np.searchsorted(b, sl.stop, side="left"))
-        ranges.append(range(i0, i1))
-    import itertools
+def _missing_chunks(img) -> dict | None:
+    """Storage chunks the input lacks (read as its fill value), for the plan and the CLI's note."""
+    from micro_sym.io.images import missing_chunks
 
-    for idx in itertools.product(*ranges):
-        region = tuple(slice(int(b[i]), int(b[i + 1])) for b, i in zip(bounds, idx))
-        try:
-            if node is not None:
-                node[lead + region]
-            else:
-                img.data[region].compute(scheduler="synchronous")
-        except Exception as chunk_err:
-            where = ", ".join(f"{a} {r.start}:{r.stop}" for a, r in zip("zyx"[-len(region):], region))
-            return (f"cannot read chunk {tuple(idx)} ({where}): {type(chunk_err).__name__}: "
-                    f"{str(chunk_err).splitlines()[0] if str(chunk_err) else ''}".rstrip(": "))
-    return f"cannot read block {block.id}: {type(err).__name__}: {err}"
+    found = missing_chunks(img)
+    if not found or not found[0]:
+        return None
+    return {"missing": found[0], "total": found[1], "fill_value": float(img.store.fill_value or 0)}
 
 
 def _resolve_net(net_ref, job) -> Network:
@@ -353,8 +338,14 @@ def _segment_input(img, path: Path, out_dir, net, runner, *, block, chunk, thres
         net = net.for_input(img, threshold=threshold, previous=previous, workers=workers)
     base, scale = net, None  # base: what workers receive; they rebuild the wrappers from the job
     if isinstance(net, Network) and img.ndim == 2:  # a network runs at its training lattice period
-        net, scale = rescale_for_input(net, img.data, period=period, measured=(auto or {}).get("measured"),
-                                       previous=previous, workers=workers)
+        try:
+            net, scale = rescale_for_input(net, img.data, period=period, measured=(auto or {}).get("measured"),
+                                           previous=previous, workers=workers)
+        except Exception as err:  # a damaged chunk among the tiles the measurement reads: name it
+            from micro_sym.io.images import locate_bad_chunk
+
+            whole = tuple(slice(0, n) for n in img.data.shape)
+            raise MicroSymError(f"{path}: {locate_bad_chunk(img, whole, err)}") from None
     ring = lattice_ring(base, scale) if lattice_mask and img.ndim == 2 else None
     if ring:  # grains only where the lattice shows
         net = LatticeMasked(net, ring)
@@ -367,7 +358,8 @@ def _segment_input(img, path: Path, out_dir, net, runner, *, block, chunk, thres
                           input_itemsize=img.data.dtype.itemsize)
     plan_info = {"blocks": n, "grid": plan.grid, "block": plan.block, "chunk": plan.chunk, "halo": plan.halo,
                  "tile": plan.max_tile_shape, "recompute": round(plan.recompute, 3), "memory_estimate_bytes": est,
-                 "outputs": [str(state.zarr_path), str(state.csv_path)], "method": method}
+                 "outputs": [str(state.zarr_path), str(state.csv_path)], "method": method,
+                 "missing_chunks": _missing_chunks(img)}
     result = InputResult(str(path), name, "planned", str(state.zarr_path), str(state.csv_path), tuple(img.data.shape),
                          n, plan=plan_info)
     if dry_run:
@@ -401,10 +393,10 @@ def _segment_input(img, path: Path, out_dir, net, runner, *, block, chunk, thres
         except MicroSymError as err:
             raise MicroSymError(f"{path}: {err}") from None
         except Exception as err:  # a damaged chunk: name it (reads the image chunk by chunk)
-            from micro_sym.inference.blocks import Block
+            from micro_sym.io.images import locate_bad_chunk
 
             whole = tuple(slice(0, s) for s in plan.shape)
-            raise MicroSymError(f"{path}: {_locate_bad_chunk(img, Block((), whole, whole, whole, ()), err)}") from None
+            raise MicroSymError(f"{path}: {locate_bad_chunk(img, whole, err)}") from None
     manifest["value_range"] = [float(v) for v in value_range]
     state.write_manifest(manifest)
     create_outputs(state, plan.shape, img.ndim, plan.chunk, pixel_size=img.pixel_size, unit=img.unit)

@@ -74,8 +74,8 @@ class SegmentSettings:
         The image's lattice constant in px; None measures it from the power spectrum. A 2D network
         runs on the image resampled to its training period (:mod:`micro_sym.inference.rescale`).
     lattice_mask : bool
-        A 2D network leaves regions that show no lattice out of every grain
-        (:mod:`micro_sym.inference.lattice_mask`).
+        Leave regions that show no lattice out of every grain (2D; networks through
+        :mod:`micro_sym.inference.lattice_mask`, the classical method by the same ring contrast).
     """
 
     model: str = "default-2d"
@@ -443,6 +443,12 @@ def _iter_classical(image, settings, pixel_size, unit):
     period = settings.period or estimate_period(img, settings.lattice)
     yield Progress(2, total, f"filter bank (period {period:.2f} px)")
     maps = classical_orientation_map(img, lattice=settings.lattice, period=period, threshold=settings.threshold)
+    if settings.lattice_mask:  # grains only where the lattice shows, as micro-sym segment does
+        from micro_sym.classical import ring_frequency
+        from micro_sym.classical.crystallinity import CRYSTALLINE_CONTRAST, ring_contrast
+
+        lattice_free = ring_contrast(img, ring_frequency(period, settings.lattice)) < CRYSTALLINE_CONTRAST
+        maps["boundary"] = np.where(lattice_free, np.float32(1.0), maps["boundary"])
     yield Progress(3, total, "grains and statistics")
     grains = reconstruct_grains(maps["orientation"], symmetry=settings.lattice, threshold=settings.threshold,
                                 connectivity=1, boundary=maps["boundary"], boundary_threshold=settings.boundary_threshold,

@@ -81,7 +81,15 @@ class AutoMethod:
         if old and old.get("chose") in ("network", "classical"):
             record = dict(old)
         else:
-            record = self.decide(img.data, where=str(img.path), workers=workers)
+            try:
+                record = self.decide(img.data, where=str(img.path), workers=workers)
+            except MicroSymError:
+                raise
+            except Exception as err:  # a damaged chunk among the sampled tiles: name it
+                from micro_sym.io.images import locate_bad_chunk
+
+                whole = tuple(slice(0, n) for n in img.data.shape)
+                raise MicroSymError(f"{img.path}: {locate_bad_chunk(img, whole, err)}") from None
         if record["chose"] == "network":
             return net, record
         # On resume the classical method takes its period from the manifest.
@@ -123,9 +131,6 @@ class AutoMethod:
         except MicroSymError as err:
             raise MicroSymError(f"{where}: {str(err).removeprefix('image: ')}; --method auto needs them to choose, "
                                 f"--method network runs the network anyway") from None
-        except Exception as err:  # a damaged chunk among the sampled tiles
-            raise MicroSymError(f"{where}: cannot read the image to measure its lattice fringes "
-                                f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})") from None
 
 
 def _lattice_constant(ring_frequency: float, lattice: str) -> float:

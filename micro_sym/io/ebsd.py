@@ -312,6 +312,10 @@ def read_ang(path, *, tsl_to_oxford: bool = True) -> EBSDMap:
     indexed = (ci >= 0) & ~marker
     euler = np.rad2deg(rad)
     euler[:, ~indexed] = 0.0
+    # Checked before the TSL -> Oxford shift, whose modulo would wrap any φ1 into range.
+    if np.isfinite(euler[0, indexed]).all() and (np.abs(euler[0, indexed]) > 360.0 + _ANGLE_SLACK_DEG).any():
+        found = float(rad[0][indexed][np.abs(euler[0, indexed]) > 360.0 + _ANGLE_SLACK_DEG][0])
+        raise MicroSymError(f"{path}: Euler angle phi1 out of range (found {found:.4g} rad, allowed 0..2π)")
     if tsl_to_oxford:
         euler[0] = np.mod(euler[0] - 90.0, 360.0)
     phase_col = np.rint(col[7]).astype(np.int32)
@@ -394,6 +398,12 @@ def _finish(path, euler, phase, indexed, step, phases, extra) -> EBSDMap:
         )
     if not indexed.any():
         raise MicroSymError(f"{path}: no indexed points (every point has phase 0 / is non-indexed)")
+    ids = np.unique(np.asarray(phase)[indexed])
+    undeclared = ids[(ids < 1) | (ids > len(phases))]
+    if undeclared.size:
+        raise MicroSymError(f"{path}: phase id {int(undeclared[0])} is used by "
+                            f"{int(np.isin(np.asarray(phase)[indexed], undeclared).sum())} points but the header "
+                            f"declares phases 1..{len(phases)}")
     q = np.moveaxis(euler_bunge_to_quat(euler[0], euler[1], euler[2]), -1, 0)
     q[:, ~indexed] = np.nan
     _check_step(path, step, "(y, x)")

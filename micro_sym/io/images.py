@@ -105,6 +105,50 @@ def value_range(img: Image) -> tuple[float, float]:
     return float(lo), float(hi)
 
 
+def missing_chunks(img: Image) -> tuple[int, int] | None:
+    """``(missing, total)`` storage chunks of a Zarr-backed image; None for other formats.
+
+    Zarr reads a chunk that is not stored as the array's fill value, so a deleted or never-written
+    chunk looks like real data of that value: callers say so instead of segmenting it silently.
+    """
+    node = img.store
+    if node is None or not hasattr(node, "nchunks_initialized"):
+        return None
+    try:
+        total, stored = int(node.nchunks), int(node.nchunks_initialized)
+    except Exception:  # a store that cannot list its keys (e.g. some remote stores): nothing to say
+        return None
+    return total - stored, total
+
+
+def locate_bad_chunk(img: Image, region, err) -> str:
+    """Name the storage chunk behind a failed read of ``region`` (a tuple of slices) by reading its
+    chunks one at a time; the message for a one-line error."""
+    import itertools
+
+    node = img.store  # storage chunks (dask chunks may merge several); None for TIFF
+    chunks = tuple(node.chunks[-img.ndim:]) if node is not None else tuple(c[0] for c in img.data.chunks)
+    lead = (0,) * (node.ndim - img.ndim) if node is not None else ()
+    bounds = [np.unique(np.r_[np.arange(0, n, c), n]) for n, c in zip(img.data.shape, chunks)]
+    ranges = []
+    for sl, b in zip(region, bounds):
+        i0 = int(np.searchsorted(b, sl.start, side="right") - 1)
+        i1 = int(np.searchsorted(b, sl.stop, side="left"))
+        ranges.append(range(i0, i1))
+    for idx in itertools.product(*ranges):
+        part = tuple(slice(int(b[i]), int(b[i + 1])) for b, i in zip(bounds, idx))
+        try:
+            if node is not None:
+                node[lead + part]
+            else:
+                img.data[part].compute(scheduler="synchronous")
+        except Exception as chunk_err:
+            where = ", ".join(f"{a} {r.start}:{r.stop}" for a, r in zip("zyx"[-len(part):], part))
+            return (f"cannot read chunk {tuple(idx)} ({where}): {type(chunk_err).__name__}: "
+                    f"{str(chunk_err).splitlines()[0] if str(chunk_err) else ''}".rstrip(": "))
+    return f"cannot read {tuple((r.start, r.stop) for r in region)}: {type(err).__name__}: {err}"
+
+
 # ------------------------------------------------------------------------------------- readers
 
 

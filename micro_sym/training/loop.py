@@ -121,14 +121,19 @@ def train(config: TrainConfig, data, out, *, val=None, resume: bool = False, log
         torch.set_rng_state(state["torch_rng"])
         start_epoch, best, history = state["epoch"], state["best"], json.loads(state["history"])
         elapsed = float(state.get("elapsed", 0.0))
-        log(f"resumed from {out / 'last.pt'} at epoch {start_epoch}")
+        if start_epoch or history:
+            log(f"resumed from {out / 'last.pt'} at epoch {start_epoch}")
+        else:  # a checkpoint before any epoch: a fine-tune starting from given weights, nothing to resume
+            log(f"starting from the weights in {out / 'last.pt'}")
     (out / "config.json").write_text(json.dumps(cfg_json, indent=2))
     provenance = {
         "data": _where(data), "val": _where(val) if val else None, **task.provenance(), "config": cfg_json,
         "command": " ".join(sys.argv),
     }
     model_meta = task.model_meta() if hasattr(task, "model_meta") else {}
-    n_params = sum(p.numel() for p in model.parameters())
+    from micro_sym.deploy.measure import count_parameters
+
+    n_params = count_parameters(model)  # trainable, as the prune report counts them
     log(f"model {_describe_model(model.config)} params={n_params} halo={model.halo} | {task.summary()}")
 
     report = None
@@ -239,6 +244,8 @@ def _where(data) -> str:
 
 def _describe_model(model_cfg: dict) -> str:
     keys = ("arch", "group", "variant", "widths", "width", "levels", "degrees")
+    if "layer_fields" in model_cfg:  # a pruned model: its widths are those before pruning
+        keys = tuple(k for k in keys if k not in ("widths", "width")) + ("layer_fields",)
     return " ".join(f"{k}={model_cfg[k]}" for k in keys if k in model_cfg)
 
 

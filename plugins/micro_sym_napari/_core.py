@@ -85,10 +85,9 @@ def ipf_key_labels(size: int = 161) -> tuple[np.ndarray, list[str]]:
 
 
 def ipf_rgb(quaternions, direction=(0.0, 0.0, 1.0)):
-    """IPF colours ``(3, *spatial)`` float32 of cubic quaternions ``(4, *spatial)``; lazy (dask) in, lazy out.
+    """IPF colours ``(3, *spatial)`` float32 in [0, 1] of cubic quaternions ``(4, *spatial)``; lazy (dask) in, lazy out.
 
-    Channel-first so the three channels can be shown as additive red/green/blue layers (napari does
-    not render RGB volumes).
+    Undefined orientations (non-finite quaternions) are black.
     """
     from micro_sym.orientation import ipf_colour_cubic
 
@@ -96,7 +95,7 @@ def ipf_rgb(quaternions, direction=(0.0, 0.0, 1.0)):
         rgb = ipf_colour_cubic(np.moveaxis(np.asarray(q, np.float64), 0, -1), direction)
         bad = ~np.all(np.isfinite(q), axis=0)
         out = np.moveaxis(rgb, -1, 0).astype(np.float32)
-        out[:, bad] = 0.0  # undefined orientation: black (no colour added), not white
+        out[:, bad] = 0.0  # black, not white: white is a valid IPF colour
         return out
 
     try:
@@ -108,6 +107,64 @@ def ipf_rgb(quaternions, direction=(0.0, 0.0, 1.0)):
     except ImportError:
         pass
     return colour(np.asarray(quaternions))
+
+
+def ipf_rgb_image(quaternions, direction=(0.0, 0.0, 1.0)):
+    """IPF colours as one RGB image ``(*spatial, 3)`` uint8 of cubic quaternions ``(4, *spatial)``; lazy stays lazy.
+
+    The layout napari shows with ``rgb=True``: one layer holds the colour of the key, where three
+    additive channel layers would mix with whatever lies below them.
+    """
+    rgb = ipf_rgb(quaternions, direction)
+    try:
+        import dask.array as da
+
+        if isinstance(rgb, da.Array):
+            return da.moveaxis((rgb * 255.0 + 0.5).astype(np.uint8), 0, -1)
+    except ImportError:
+        pass
+    return np.ascontiguousarray(np.moveaxis((rgb * 255.0 + 0.5).astype(np.uint8), 0, -1))
+
+
+def orientation_3d_layer(quaternions, name: str, kwargs: dict) -> tuple:
+    """The IPF-Z layer of a ``(4, z, y, x)`` quaternion map: one opaque RGB image ``NAME (IPF-Z)``.
+
+    Opaque, so the grey volume under it does not tint the key's colours; rendered ``translucent``
+    at full opacity, so 3D view shows the colours of the voxels on the volume's faces (``mip``, the
+    default, takes the maximum of each channel along the ray and washes the colours towards white).
+    """
+    return (ipf_rgb_image(quaternions), {**kwargs, "name": f"{name} (IPF-Z)", "rgb": True, "blending": "opaque",
+                                         "rendering": "translucent", "interpolation2d": "nearest",
+                                         "interpolation3d": "nearest"}, "image")
+
+
+def layer_units(unit: str | None, ndim: int) -> tuple | None:
+    """napari ``units`` of a layer whose pixel size is in ``unit``; None for pixels or a unit napari cannot read."""
+    if not unit or unit == "px":
+        return None
+    import pint
+
+    try:
+        pint.get_application_registry().Unit(unit)
+    except (pint.errors.UndefinedUnitError, ValueError, TypeError, AttributeError):
+        return None
+    return (unit,) * ndim
+
+
+def grain_headers(columns, unit: str | None) -> list[str]:
+    """Table headers with units (``area_nm2``, ``ecd_nm``, ``gos_deg``), as the grain CSV writes them.
+
+    Names that already carry a unit (a table read back from a CSV) or are not grain-table columns stay as they are.
+    """
+    from micro_sym.grains import table as grain_table
+
+    names = list(columns)
+    try:
+        ndim, orientation = grain_table.table_kind({c: None for c in names})
+    except MicroSymError:
+        return names
+    docs = {c.name: c for c in grain_table.columns(ndim, orientation)}
+    return [grain_table.header(docs[c], unit) if c in docs else c for c in names]
 
 
 def boundary_mask(grains) -> np.ndarray:
@@ -143,9 +200,10 @@ def result_layers(result: SegmentResult, name: str, *, scale=None, translate=Non
     """napari layer-data tuples ``(data, kwargs, layer_type)`` for a result, bottom to top.
 
     Layers: ``NAME orientation`` (2D: angle with the cyclic colormap, contrast limits = the symmetry
-    period; 3D: three additive channels ``NAME IPF-Z red/green/blue``), ``NAME P(boundary)``
-    (hidden), ``NAME grains`` (Labels, ``features`` = per-grain statistics), ``NAME grain boundaries``
-    (yellow one-pixel lines) and the colour key of the orientation map, placed to the right of the image.
+    period; 3D: ``NAME orientation (IPF-Z)``, one opaque RGB image, :func:`orientation_3d_layer`),
+    ``NAME P(boundary)`` (hidden), ``NAME grains`` (Labels, ``features`` = per-grain statistics),
+    ``NAME grain boundaries`` (yellow one-pixel lines) and the colour key of the orientation map, placed
+    to the right of the image. Layers carry the result's length unit (napari ``units``) where it has one.
     """
     nd = result.ndim
     grains = result.grains
@@ -153,6 +211,9 @@ def result_layers(result: SegmentResult, name: str, *, scale=None, translate=Non
     scale = tuple(scale) if scale is not None else (1.0,) * nd
     translate = tuple(translate) if translate is not None else (0.0,) * nd
     common = {"scale": scale, "translate": translate}
+    units = layer_units(result.unit, nd)
+    if units is not None:
+        common["units"] = units
     meta = {"micro_sym": {"method": result.method, "symmetry": result.symmetry, "unit": result.unit or "px",
                           "pixel_size": result.pixel_size, "seconds": round(result.seconds, 2), **result.info}}
     layers = []
@@ -166,28 +227,35 @@ def result_layers(result: SegmentResult, name: str, *, scale=None, translate=Non
             import dask.array as da
 
             ori = da.from_zarr(ori)
-        rgb = ipf_rgb(ori)
-        for c, colour in enumerate(("red", "green", "blue")):
-            layers.append((rgb[c], {**common, "name": f"{name} IPF-Z {colour}", "colormap": colour,
-                                    "contrast_limits": (0.0, 1.0), "blending": "additive", "metadata": meta}, "image"))
+        layers.append(orientation_3d_layer(ori, f"{name} orientation", {**common, "metadata": meta}))
     layers.append((result.boundary, {**common, "name": f"{name} P(boundary)", "colormap": "magma",
                                      "contrast_limits": (0.0, 1.0), "visible": False, "metadata": meta}, "image"))
     layers.append((result.grains, {**common, "name": f"{name} grains", "features": features_frame(result.table),
                                    "opacity": 0.45, "visible": False, "metadata": meta}, "labels"))
-    layers.append((edges, {**common, "name": f"{name} grain boundaries",
-                                                  "colormap": _boundary_colormap(), "opacity": 0.9, "metadata": meta},
-                   "labels"))
-    layers.extend(key_layers(result.symmetry, result.grains.shape, scale=scale, translate=translate))
+    layers.append(boundary_layer(edges, f"{name} grain boundaries", {**common, "metadata": meta}))
+    layers.extend(key_layers(result.symmetry, result.grains.shape, scale=scale, translate=translate, units=units))
     return layers
 
 
-def key_layers(symmetry: str, shape, *, scale, translate) -> list[tuple]:
+def boundary_layer(edges, name: str, kwargs: dict) -> tuple:
+    """The one-pixel boundary mask (:func:`boundary_mask`) as a yellow Labels layer.
+
+    A one-pixel mask rather than ``contour=1`` on the grains: napari does not draw contours in 3D view.
+    Depth-tested (``translucent`` blending), so in 3D only the boundaries on the visible faces of the
+    opaque orientation volume show, not every boundary surface inside it.
+    """
+    return (edges, {**kwargs, "name": name, "colormap": _boundary_colormap(), "opacity": 0.9,
+                    "blending": "translucent"}, "labels")
+
+
+def key_layers(symmetry: str, shape, *, scale, translate, units=None) -> list[tuple]:
     """The orientation colour key as an RGBA image plus text labels, to the right of an image of ``shape``.
 
     A legend drawn on the canvas (not only in a dock widget) appears in screenshots and exported
-    figures, and it scales with the image so it stays readable at any zoom.
+    figures, and it scales with the image so it stays readable at any zoom. Both layers are 2D, so a
+    volume shows them at every z slice and, in 3D view, together in one plane. ``units`` are the
+    image's napari units (the key takes the last two), so the viewer sees one unit across layers.
     """
-    nd = len(shape)
     h, w = shape[-2], shape[-1]
     size = int(max(64, min(h, w) * 0.4))
     sy, sx = scale[-2], scale[-1]
@@ -212,15 +280,14 @@ def key_layers(symmetry: str, shape, *, scale, translate) -> list[tuple]:
     title_pos = np.array([[1.25 * size, (size - 1) / 2]])
     points = np.concatenate([pos, title_pos]) * np.array(key_scale) + np.array(key_translate)
     texts = list(texts) + [title]
-    if nd == 3:  # show the key in the middle z plane of the volume (2D layers sit at z = 0)
-        z = translate[0] + (shape[0] - 1) / 2 * scale[0]
-        points = np.concatenate([np.full((len(points), 1), z), points], 1)
+    extra = {"units": tuple(units)[-2:]} if units is not None else {}
     key = (rgba, {"name": "orientation colour key", "rgb": True, "scale": key_scale, "translate": key_translate,
-                  "interpolation2d": "linear"}, "image")
+                  "interpolation2d": "linear", **extra}, "image")
     font = 11
     labels = (points, {"name": "orientation colour key labels", "size": 0, "text": {"string": "{label}", "color": "white",
                                                                                    "size": font, "anchor": "center"},
-                       "features": {"label": texts}, "face_color": "transparent", "border_width": 0}, "points")
+                       "features": {"label": texts}, "face_color": "transparent", "border_width": 0, **extra},
+              "points")
     return [key, labels]
 
 

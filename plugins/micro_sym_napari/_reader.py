@@ -77,7 +77,12 @@ def read_tiff_layers(path: Path) -> list[tuple]:
     img = open_image(path)
     kwargs = {"name": img.name, "metadata": {"path": str(path), "unit": img.unit, "pixel_size": img.pixel_size}}
     if img.pixel_size is not None:
+        from micro_sym_napari._core import layer_units
+
         kwargs["scale"] = tuple(img.pixel_size)
+        units = layer_units(img.unit, len(img.pixel_size))
+        if units is not None:
+            kwargs["units"] = units
     folder = path.parent.name
     # Ground truth of a labeled dataset (docs/design.md §1) sits in sibling folders named by content.
     if folder in ("grains", "boundary") and np.issubdtype(img.data.dtype, np.integer):
@@ -97,13 +102,11 @@ def _dataset_lattice(root: Path) -> str:
 
 def _orientation_layers(data, symmetry: str, name: str, kwargs: dict) -> list[tuple]:
     from micro_sym.orientation.symmetry import SQUARE, lattice
-    from micro_sym_napari._core import _napari_cyclic, ipf_rgb
+    from micro_sym_napari._core import _napari_cyclic, orientation_3d_layer
 
     kwargs = {k: v for k, v in kwargs.items() if k != "name"}
     if data.ndim == 4 or symmetry == "cubic":  # (4, z, y, x) quaternions
-        rgb = ipf_rgb(data)
-        return [(rgb[c], {**kwargs, "name": f"{name} IPF-Z {colour}", "colormap": colour, "contrast_limits": (0.0, 1.0),
-                          "blending": "additive"}, "image") for c, colour in enumerate(("red", "green", "blue"))]
+        return [orientation_3d_layer(data, name, kwargs)]
     period = lattice(symmetry, ndim=2, default=SQUARE).period
     return [(data, {**kwargs, "name": name, "colormap": _napari_cyclic(),
                     "contrast_limits": (0.0, period), "interpolation2d": "nearest"}, "image")]
@@ -222,7 +225,7 @@ def read_segmentation(path: Path) -> list[tuple]:
     import dask.array as da
     import zarr
 
-    from micro_sym_napari._core import _boundary_colormap, features_frame, key_layers
+    from micro_sym_napari._core import boundary_layer, features_frame, key_layers, layer_units
 
     from micro_sym.io.images import output_array
 
@@ -236,6 +239,9 @@ def read_segmentation(path: Path) -> list[tuple]:
     nd = grains.ndim
     scale, unit = _map_scale(root, "grains")
     common = {"scale": tuple(scale)} if scale else {}
+    units = layer_units(unit, nd) if scale else None
+    if units is not None:
+        common["units"] = units
     meta = {"micro_sym": {"path": str(path), "unit": unit or "px", **run}}
     layers = []
     image = _input_image(path)
@@ -253,10 +259,9 @@ def read_segmentation(path: Path) -> list[tuple]:
     from micro_sym_napari._core import _lazy_boundary_mask
 
     edges = _lazy_boundary_mask(grains)
-    layers.append((edges, {**common, "name": f"{name} grain boundaries", "colormap": _boundary_colormap(),
-                           "opacity": 0.9, "metadata": meta}, "labels"))
+    layers.append(boundary_layer(edges, f"{name} grain boundaries", {**common, "metadata": meta}))
     sc = tuple(scale) if scale else (1.0,) * nd
-    layers += key_layers(symmetry, grains.shape, scale=sc, translate=(0.0,) * nd)
+    layers += key_layers(symmetry, grains.shape, scale=sc, translate=(0.0,) * nd, units=units)
     return layers
 
 
@@ -308,24 +313,27 @@ def _symmetry_2d(run: dict) -> str:
 
 def read_ebsd_layers(path: Path) -> list[tuple]:
     from micro_sym.io.ebsd import read_ebsd
-    from micro_sym_napari._core import ipf_rgb, key_layers
+    from micro_sym_napari._core import ipf_rgb, key_layers, layer_units
 
     m = read_ebsd(path)
     name = path.stem
     scale = tuple(float(s) for s in m.step)
+    units = layer_units(m.unit, len(scale))
     meta = {"micro_sym": {"path": str(path), "unit": m.unit, "phases": m.phases}}
     layers = []
     for key in ("band_contrast", "bc", "iq", "IQ", "BC"):
         if key in m.extra:
             layers.append((np.asarray(m.extra[key], np.float32), {"name": f"{name} {key}", "scale": scale,
-                                                                  "colormap": "gray", "metadata": meta}, "image"))
+                                                                  "colormap": "gray", "metadata": meta,
+                                                                  **({"units": units} if units else {})}, "image"))
             break
     cubic_ids = [i + 1 for i, p in enumerate(m.phases) if p.get("symmetry") == "cubic"]
     q = np.where(np.isin(m.phase, cubic_ids)[None], m.quaternions, np.nan)
     rgb = np.moveaxis(ipf_rgb(q), 0, -1)
     rgba = np.concatenate([rgb, np.isfinite(q[0])[..., None].astype(np.float32)], -1)
-    layers.append((rgba, {"name": f"{name} IPF-Z (cubic phases)", "rgb": True, "scale": scale, "metadata": meta}, "image"))
-    layers.append((m.phase.astype(np.int32), {"name": f"{name} phases", "scale": scale, "opacity": 0.4, "visible": False,
-                                              "metadata": meta}, "labels"))
-    layers += key_layers("cubic", m.shape, scale=scale, translate=(0.0, 0.0))
+    common = {"scale": scale, "metadata": meta, **({"units": units} if units else {})}
+    layers.append((rgba, {**common, "name": f"{name} IPF-Z (cubic phases)", "rgb": True}, "image"))
+    layers.append((m.phase.astype(np.int32), {**common, "name": f"{name} phases", "opacity": 0.4, "visible": False},
+                   "labels"))
+    layers += key_layers("cubic", m.shape, scale=scale, translate=(0.0, 0.0), units=units)
     return layers

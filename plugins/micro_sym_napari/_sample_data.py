@@ -38,7 +38,13 @@ def _sample(folder: str, title: str, dim: int):
     meta = {"path": source, "unit": unit, "pixel_size": scale, "description": f"synthetic {title}, sample_000"}
     # Short names: result layers are called "<image> grains", "<image> orientation ..." and must fit
     # the layer list.
-    return [(image, {"name": title, "scale": scale, "metadata": meta}, "image")]
+    kwargs = {"name": title, "scale": scale, "metadata": meta}
+    from micro_sym_napari._core import layer_units
+
+    units = layer_units(unit, len(scale))
+    if units is not None:
+        kwargs["units"] = units
+    return [(image, kwargs, "image")]
 
 
 def _regenerate(dim: int):

@@ -60,8 +60,13 @@ def _show_info(message: str) -> None:
     show_info(message)
 
 
+def _layer_type(layer) -> str:
+    """napari layer type name (``"image"``, ``"labels"``, ...) from the layer's public class."""
+    return type(layer).__name__.lower()
+
+
 def _layer_choices(viewer, types=("image", "labels")):
-    return [layer for layer in viewer.layers if layer._type_string in types]
+    return [layer for layer in viewer.layers if _layer_type(layer) in types]
 
 
 class _WorkerControls:
@@ -286,7 +291,7 @@ class SegmentWidget(_WorkerControls, QWidget):
         try:
             layer = self.selected_layer()
             data = layer.data[0] if getattr(layer, "multiscale", False) else layer.data
-            _core.check_image(data, name=layer.name, layer_type=layer._type_string, rgb=bool(getattr(layer, "rgb", False)))
+            _core.check_image(data, name=layer.name, layer_type=_layer_type(layer), rgb=bool(getattr(layer, "rgb", False)))
             settings = self.settings()
             interactive.check_settings(settings, data.ndim)
         except MicroSymError as err:
@@ -391,12 +396,18 @@ def _path_row(edit, button) -> QWidget:
 
 
 def _physical(layer):
-    """Pixel size and unit for the statistics: from the reader's metadata, else the layer scale."""
+    """Pixel size and unit for the statistics: from the reader's metadata, else the layer's scale and units."""
     meta = layer.metadata or {}
     ps = meta.get("pixel_size")
     unit = meta.get("unit")
     if ps is None and not np.allclose(layer.scale, 1.0):
         ps = tuple(float(s) for s in layer.scale)
+        if unit is None:  # an image added with napari's own ``units``
+            from micro_sym.io.images import short_unit
+
+            names = {str(u) for u in (getattr(layer, "units", None) or ())}
+            if len(names) == 1 and names != {"pixel"}:
+                unit = short_unit(names.pop())
     if ps is None:
         unit = None
     return (tuple(float(s) for s in ps) if ps is not None else None), unit
@@ -549,13 +560,13 @@ class GrainStatsWidget(QWidget):
         cols = self._columns(df)
         self.table.setColumnCount(len(cols))
         self.table.setRowCount(len(df))
-        self.table.setHorizontalHeaderLabels(cols)
+        unit = (layer.metadata.get("micro_sym") or {}).get("unit", "px")
+        self.table.setHorizontalHeaderLabels(_core.grain_headers(cols, unit))
         values = {c: df[c].to_numpy() for c in cols}
         for r in range(len(df)):
             for j, c in enumerate(cols):
                 self.table.setItem(r, j, _NumberItem(values[c][r]))
         self.table.setSortingEnabled(True)
-        unit = (layer.metadata.get("micro_sym") or {}).get("unit", "px")
         size_col = self._size_column(df)
         mean = float(np.nanmean(df[size_col])) if size_col and len(df) else float("nan")
         self.summary.setText(f"{len(df)} grains; mean {size_col or 'size'} {mean:.3g} {unit}. "

@@ -365,3 +365,28 @@ def test_cli_errors_are_one_line_even_after_escnn_is_imported(tmp_path):
                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
     lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
     assert res.returncode == 2 and len(lines) == 1 and "default-3d" in lines[0], res.stderr
+
+
+def _edit_ang_data(path, edit):
+    """Apply ``edit(columns) -> columns`` to the first data line of an ``.ang`` file."""
+    lines = path.read_text(encoding="latin-1").splitlines()
+    i = next(n for n, line in enumerate(lines) if line and not line.startswith("#"))
+    lines[i] = " ".join(edit(lines[i].split()))
+    path.write_text("\n".join(lines) + "\n", encoding="latin-1")
+
+
+def test_ang_phi1_far_out_of_range_is_one_line(tmp_path):
+    # φ1 = 1e6 rad: the TSL -> Oxford shift (mod 360°) would otherwise wrap it into range silently.
+    from micro_sym.io.ebsd import write_ang
+
+    path = write_ang(tmp_path / "m.ang", _ebsd_map())
+    _edit_ang_data(path, lambda c: ["1000000.0", *c[1:]])
+    _assert_one_line_error(*_cli(["grains", path, "--out", tmp_path / "out"]), "m.ang", "phi1 out of range")
+
+
+def test_ang_phase_id_missing_from_the_header_is_one_line(tmp_path):
+    from micro_sym.io.ebsd import write_ang
+
+    path = write_ang(tmp_path / "m.ang", _ebsd_map())  # one phase declared: data phase column 0
+    _edit_ang_data(path, lambda c: [*c[:7], "3", *c[8:]])
+    _assert_one_line_error(*_cli(["grains", path, "--out", tmp_path / "out"]), "m.ang", "declares phases 1..")

@@ -92,7 +92,7 @@ def _run_to_end(qtbot, widget):
 
 def _snapshot(viewer):
     """Names, types and data identities of all layers: 'no existing layer changed' is checked against it."""
-    return [(layer.name, layer._type_string, id(layer.data), layer.data.shape) for layer in viewer.layers]
+    return [(layer.name, _widgets._layer_type(layer), id(layer.data), layer.data.shape) for layer in viewer.layers]
 
 
 # ------------------------------------------------------------------------------------- manifest
@@ -241,12 +241,13 @@ def test_segment_widget_2d_and_statistics(make_napari_viewer, qtbot, tmp_path):
     ori = viewer.layers[f"{name} orientation"]
     edges = viewer.layers[f"{name} grain boundaries"]
     prob = viewer.layers[f"{name} P(boundary)"]
-    assert grains._type_string == "labels" and edges._type_string == "labels"
-    assert ori._type_string == "image" and prob._type_string == "image"
+    assert _widgets._layer_type(grains) == "labels" and _widgets._layer_type(edges) == "labels"
+    assert _widgets._layer_type(ori) == "image" and _widgets._layer_type(prob) == "image"
     assert "orientation colour key" in viewer.layers
     for layer in (grains, ori, edges, prob):
         assert layer.data.shape == (512, 512)
         np.testing.assert_allclose(layer.scale, image.scale)
+        assert [str(u) for u in layer.units] == ["nanometer"] * 2
     assert tuple(ori.contrast_limits) == (0.0, 90.0)
     assert "twilight" in ori.colormap.name
     n = int(grains.data.max())
@@ -261,9 +262,11 @@ def test_segment_widget_2d_and_statistics(make_napari_viewer, qtbot, tmp_path):
     assert stats.layer is grains
     assert stats.table.rowCount() == n
     header = [stats.table.horizontalHeaderItem(j).text() for j in range(stats.table.columnCount())]
+    # Headers carry units, as the CSV does.
+    assert header[:4] == ["grain", "n_points", "area_nm2", "ecd_nm"] and "mean_angle_deg" in header
     from qtpy.QtCore import Qt
 
-    stats.table.sortItems(header.index("area"), Qt.SortOrder.DescendingOrder)
+    stats.table.sortItems(header.index("area_nm2"), Qt.SortOrder.DescendingOrder)
     top = int(stats.table.item(0, header.index("grain")).value)
     assert top == int(f.loc[f["area"].idxmax(), "grain"])
     stats.select_row(0)
@@ -363,8 +366,12 @@ def test_segment_widget_3d(make_napari_viewer, qtbot, tiny_3d_model, monkeypatch
     assert loaded == [str(tiny_3d_model)]
     assert "tile 8/8" in stages, stages
     name = vol.name
-    chans = [viewer.layers[f"{name} IPF-Z {c}"] for c in ("red", "green", "blue")]
-    assert all(c.blending == "additive" and c.data.shape == (96, 96, 96) for c in chans)
+    # One opaque RGB layer for the orientation (additive channels mixed with the grey volume below).
+    ori = viewer.layers[f"{name} orientation (IPF-Z)"]
+    assert ori.rgb and ori.data.shape == (96, 96, 96, 3) and ori.blending == "opaque"
+    assert not any("IPF-Z red" in layer.name for layer in viewer.layers)
+    edges = viewer.layers[f"{name} grain boundaries"]
+    assert edges.blending == "translucent" and edges.data.shape == (96, 96, 96)
     grains = viewer.layers[f"{name} grains"]
     assert grains.data.shape == (96, 96, 96) and grains.data.dtype == np.uint32
     f = grains.features
@@ -376,7 +383,24 @@ def test_segment_widget_3d(make_napari_viewer, qtbot, tiny_3d_model, monkeypatch
     whole = interactive.segment(np.asarray(vol.data), interactive.SegmentSettings(model=str(tiny_3d_model)), net=net)
     np.testing.assert_array_equal(whole.grains, grains.data)
     # Rotations about z keep sample z along crystal [001]: the IPF-Z map is pure red where defined.
-    assert float(np.asarray(chans[1].data).max()) < 1e-3 and float(np.asarray(chans[0].data).min()) > 0.99
+    rgb = np.asarray(ori.data)
+    assert rgb[..., 1].max() == 0 and rgb[..., 0].min() == 255
+    # Units: the volume's pixel size is known, so layers and table headers carry it.
+    unit = vol.metadata["unit"]
+    assert unit and unit != "px"
+    for layer in (ori, edges, grains):
+        np.testing.assert_allclose(layer.scale, vol.scale)
+        assert len({str(u) for u in layer.units}) == 1 and str(layer.units[0]) != "pixel"
+    stats = _widgets.GrainStatsWidget(viewer)
+    header = [stats.table.horizontalHeaderItem(j).text() for j in range(stats.table.columnCount())]
+    ascii_unit = {"µm": "um", "Å": "A"}.get(unit, unit)
+    assert f"volume_{ascii_unit}3" in header and f"esd_{ascii_unit}" in header and "gos_deg" in header
+    # A second run (3D view this time) replaces the layers: no duplicates, no second colour key.
+    viewer.dims.ndisplay = 3
+    names = [layer.name for layer in viewer.layers]
+    _run_to_end(qtbot, w)
+    assert [layer.name for layer in viewer.layers] == names
+    assert viewer.layers[f"{name} orientation (IPF-Z)"] is not ori
 
 
 # ---------------------------------------------------------------------------------------- reader
@@ -430,6 +454,30 @@ def test_reader_ebsd_map(tmp_path):
     assert not np.allclose(rgb[0, 0], rgb[0, 4])
 
 
+def test_3d_orientation_is_one_rgb_layer_and_units_reach_layers_and_headers():
+    """Quaternion maps become one uint8 RGB layer (lazy stays lazy); units are napari's and the table's."""
+    import dask.array as da
+
+    from micro_sym_napari._reader import _orientation_layers
+
+    q = np.zeros((4, 3, 4, 5), np.float32)
+    q[0] = 1.0
+    q[:, 0, 0, 0] = np.nan
+    (data, kw, kind), = _orientation_layers(q, "cubic", "v orientation", {"scale": (1.0, 1.0, 1.0)})
+    assert kind == "image" and kw["rgb"] and kw["blending"] == "opaque" and kw["name"] == "v orientation (IPF-Z)"
+    assert data.shape == (3, 4, 5, 3) and data.dtype == np.uint8
+    assert tuple(data[1, 1, 1]) == (255, 0, 0) and tuple(data[0, 0, 0]) == (0, 0, 0)  # [001] red; undefined black
+    lazy = _orientation_layers(da.from_array(q, chunks=(4, 2, 2, 2)), "cubic", "v", {})[0][0]
+    assert isinstance(lazy, da.Array) and np.array_equal(np.asarray(lazy), data)
+    assert _core.layer_units("nm", 3) == ("nm",) * 3
+    assert _core.layer_units("px", 2) is None and _core.layer_units(None, 2) is None
+    assert _core.grain_headers(["grain", "n_points", "volume", "esd", "mean_qw", "gos"], "µm") == \
+        ["grain", "n_points", "volume_um3", "esd_um", "mean_qw", "gos_deg"]
+    # A table read back from a CSV already carries its units; anything else stays as it is.
+    assert _core.grain_headers(["grain", "area_nm2", "ecd_nm"], "nm") == ["grain", "area_nm2", "ecd_nm"]
+    assert _core.grain_headers(["a", "b"], "nm") == ["a", "b"]
+
+
 # ------------------------------------------------------------------------------------ screenshots
 
 
@@ -471,8 +519,7 @@ def _draw_screenshot(dim: int, model: str, path: str) -> None:
     from qtpy.QtWidgets import QApplication
 
     viewer = napari.Viewer(show=True)
-    qt_window = viewer.window._qt_window
-    qt_window.resize(1500, 900)
+    viewer.window.resize(1500, 900)
     viewer.open_sample("micro-sym", "micrograph" if dim == 2 else "volume")
     w = _widgets.SegmentWidget(viewer)
     stats = _widgets.GrainStatsWidget(viewer)
@@ -488,13 +535,16 @@ def _draw_screenshot(dim: int, model: str, path: str) -> None:
         QApplication.processEvents()
         time.sleep(0.02)
     assert w.last_result is not None, w.status.text()
-    if dim == 3:
-        viewer.dims.set_point(0, viewer.layers[0].scale[0] * 48)
+    if dim == 3:  # 3D view: the IPF colours on the volume's faces, boundaries where they meet the faces
         stats.parent().raise_() if stats.parent() else None
+        viewer.dims.ndisplay = 3
     else:
         w.parent().raise_() if w.parent() else None
     viewer.reset_view()
-    _widgets._camera(viewer).zoom *= 0.9  # margin for the key's text, which has a fixed screen size
+    camera = _widgets._camera(viewer)
+    if dim == 3:  # tilted from the reset (top) view: three faces show, the key stays readable
+        camera.angles = tuple(a + d for a, d in zip(camera.angles, (-20.0, 25.0, 0.0)))
+    camera.zoom *= 0.9 if dim == 2 else 0.7  # margin for the key's text, which has a fixed screen size
     for _ in range(20):
         QApplication.processEvents()
     viewer.screenshot(path, canvas_only=False, flash=False)
