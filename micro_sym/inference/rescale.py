@@ -85,7 +85,7 @@ class _Axis:
     def to_network(self, x):
         return (np.asarray(x, dtype=np.float64) + 0.5) / self.ratio - 0.5
 
-    def network_range(self, a: int, b: int, halo: int) -> tuple:
+    def network_range(self, a: int, b: int) -> tuple:
         """Padded-grid range ``[v0, v1)`` (``v = u + pad_before``, multiples of the stride) a tile
         covering input ``[a, b)`` can compute: all taps inside it, ends on the whole image's stride grid."""
         reach = _SUPPORT * max(1.0, self.ratio) + 1
@@ -151,7 +151,7 @@ class RescaledNetwork:
         if any(p != (0, 0) for p in block.pad):
             raise ValueError("a rescaled network plans tiles without padding (total_stride 1)")
         spans = [(s.start, s.stop) for s in block.tile]
-        ranges = [ax.network_range(a, b, self.net.halo) for ax, (a, b) in zip(self.axes, spans)]
+        ranges = [ax.network_range(a, b) for ax, (a, b) in zip(self.axes, spans)]
         fwd = [ax.forward(a, b, v0, v1) for ax, (a, b), (v0, v1) in zip(self.axes, spans, ranges)]
         r = fwd[0][0] @ x.astype(np.float64) @ fwd[1][0].T
         r = np.pad(r, [f[1] for f in fwd], mode="reflect").astype(np.float32)
