@@ -261,32 +261,36 @@ def segment(
             raise typer.Exit(1)
         return
 
-    if not console.is_terminal:  # a log: plain lines, since the bar draws nothing there
-        with _PlainProgress([Path(p).name for p in paths]) as plain:
-            results = run_segment(paths, out, scheduler=scheduler, workers=workers, device=device,
-                                  progress=plain.progress, on_input=plain.finished, **kwargs)
-    else:
-        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                      TimeRemainingColumn(), console=console, transient=True) as bar:
-            overall = bar.add_task("all inputs", total=len(paths))
-            current = {"task": None}
+    try:
+        if not console.is_terminal:  # a log: plain lines, since the bar draws nothing there
+            with _PlainProgress([Path(p).name for p in paths]) as plain:
+                results = run_segment(paths, out, scheduler=scheduler, workers=workers, device=device,
+                                      progress=plain.progress, on_input=plain.finished, **kwargs)
+        else:
+            with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                          TimeRemainingColumn(), console=console, transient=True) as bar:
+                overall = bar.add_task("all inputs", total=len(paths))
+                current = {"task": None}
 
-            def on_progress(done, total):
-                if current["task"] is not None:
-                    bar.update(current["task"], completed=done, total=total)
+                def on_progress(done, total):
+                    if current["task"] is not None:
+                        bar.update(current["task"], completed=done, total=total)
 
-            def on_input(res):
-                bar.update(current["task"], description=f"{Path(res.input).name}: {res.status}")
-                bar.advance(overall)
-                nxt = len(results_seen) + 1
-                results_seen.append(res)
-                if nxt < len(paths):
-                    current["task"] = bar.add_task(Path(paths[nxt]).name, total=None)
+                def on_input(res):
+                    bar.update(current["task"], description=f"{Path(res.input).name}: {res.status}")
+                    bar.advance(overall)
+                    nxt = len(results_seen) + 1
+                    results_seen.append(res)
+                    if nxt < len(paths):
+                        current["task"] = bar.add_task(Path(paths[nxt]).name, total=None)
 
-            results_seen: list = []
-            current["task"] = bar.add_task(Path(paths[0]).name, total=None)
-            results = run_segment(paths, out, scheduler=scheduler, workers=workers, device=device,
-                                  progress=on_progress, on_input=on_input, **kwargs)
+                results_seen: list = []
+                current["task"] = bar.add_task(Path(paths[0]).name, total=None)
+                results = run_segment(paths, out, scheduler=scheduler, workers=workers, device=device,
+                                      progress=on_progress, on_input=on_input, **kwargs)
+    except KeyboardInterrupt:  # typer would exit 130 without a word
+        typer.echo("micro-sym: interrupted; finished blocks are kept: run the same command again to resume", err=True)
+        raise typer.Exit(130) from None
 
     if len(results) == 1 and results[0].status == "failed":
         raise MicroSymError(results[0].error)

@@ -39,3 +39,26 @@ def test_a_missing_chunk_is_reported(tmp_path):
     code, lines = _segment(src, "--out", tmp_path / "out", "--method", "classical")
     assert code == 0, lines
     assert any("1 of 9 storage chunks are missing and were read as the fill value 0" in ln for ln in lines), lines
+
+
+def test_ctrl_c_says_how_to_resume_and_the_rerun_completes(tmp_path):
+    import signal
+    import time
+
+    import tifffile
+    from micro_sym.synth import Synth2DConfig, synth_2d
+
+    img = np.tile(synth_2d(Synth2DConfig(size=(512, 512)), seed=1).image, (4, 4))  # 2048²: 16 blocks of 512
+    tifffile.imwrite(tmp_path / "a.tif", img)
+    args = [sys.executable, "-m", "micro_sym", "segment", str(tmp_path / "a.tif"), "--out", str(tmp_path / "out"),
+            "--tile", "512", "--method", "network"]
+    p = subprocess.Popen(args, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not any((tmp_path / "out").glob(".a.run/done1/*")) and time.time() < deadline:  # the first block is done
+        time.sleep(0.2)
+    p.send_signal(signal.SIGINT)
+    _, err = p.communicate(timeout=120)
+    assert p.returncode == 130, err[-500:]
+    assert "interrupted; finished blocks are kept: run the same command again to resume" in err
+    rerun = subprocess.run(args, capture_output=True, text=True)
+    assert rerun.returncode == 0, rerun.stderr[-500:]
