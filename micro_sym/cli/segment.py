@@ -203,6 +203,8 @@ def segment(
     overwrite: bool = typer.Option(False, "--overwrite", help="Start every input afresh: delete its NAME.zarr, "
                                    "NAME_grains.csv and run state in --out first (otherwise files of a different run, "
                                    "or not written by micro-sym, are refused)."),
+    channel: Optional[int] = typer.Option(None, "--channel", help="Colour or multi-channel TIFF: the channel to "
+                                          "segment (0 = first; such images are refused without it)."),
     lattice_mask: bool = typer.Option(True, "--lattice-mask/--no-lattice-mask", help="Leave regions that show no "
                                       "lattice (vacuum, amorphous film, crystals off their zone axis) out of every "
                                       "grain (micrographs)."),
@@ -240,7 +242,7 @@ def segment(
     console = Console(stderr=True)
     kwargs = dict(block=block, chunk=chunk_shape, threshold=threshold, min_size=min_size,
                   batch=batch, dry_run=dry_run, overwrite=overwrite, model=model, method=method, lattice=lattice,
-                  period=period, lattice_mask=lattice_mask)
+                  period=period, lattice_mask=lattice_mask, channel=channel)
     if dry_run:
         results = run_segment(paths, out, scheduler=scheduler, workers=workers, device=device, **kwargs)
         # Plain lines, not a table: paths stay whole in narrow terminals and logs.

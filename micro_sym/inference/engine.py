@@ -71,21 +71,21 @@ DEFAULT_3D_MODEL = "default-3d"
 # ----------------------------------------------------------------------------------- tasks
 
 
-def _image(path: str, array, level):
+def _image(path: str, array, level, channel=None):
     """The input opened once per worker process (tasks reopen by path: nothing big is shipped)."""
     from micro_sym.io import open_image
 
-    key = (path, array, level)
+    key = (path, array, level, channel)
     img = _IMAGES.get(key)
     if img is None:
-        img = open_image(path, array=array, level=level)
+        img = open_image(path, array=array, level=level, channel=channel)
         _IMAGES[key] = img
     return img
 
 
 def read_tile(job: dict, block) -> np.ndarray:
     """The block's input tile as a numpy array; a failing read names the input and the chunk."""
-    img = _image(job["input"], job.get("array"), job.get("level", 0))
+    img = _image(job["input"], job.get("array"), job.get("level", 0), job.get("channel"))
     try:
         return img.read(block.tile)
     except MicroSymError:
@@ -241,7 +241,8 @@ def _batches(blocks, size: int):
 
 def segment_input(path, out_dir, net: Network, runner, *, block=None, chunk=None, threshold: float = 5.0,
                   min_size: int | None = None, boundary_threshold: float = 0.5, device: str = "cpu",
-                  batch: int = 1, array=None, level: int = 0, dry_run: bool = False, overwrite: bool = False,
+                  batch: int = 1, array=None, level: int = 0, channel: int | None = None, dry_run: bool = False,
+                  overwrite: bool = False,
                   on_block=None, progress=None, period: float | None = None, lattice_mask: bool = True) -> InputResult:
     """Segment one image into ``OUT/NAME.zarr`` + ``OUT/NAME_grains.csv``, resuming if possible.
 
@@ -290,12 +291,12 @@ def segment_input(path, out_dir, net: Network, runner, *, block=None, chunk=None
     from micro_sym.io import open_image
 
     path = Path(path)
-    img = open_image(path, array=array, level=level)
+    img = open_image(path, array=array, level=level, channel=channel)
     if dry_run:
         return _segment_input(img, path, out_dir, net, runner, block=block, chunk=chunk, threshold=threshold,
                               min_size=min_size, boundary_threshold=boundary_threshold, device=device, batch=batch,
-                              array=array, level=level, dry_run=True, on_block=on_block, progress=progress, period=period,
-                              lattice_mask=lattice_mask)
+                              array=array, level=level, channel=channel, dry_run=True, on_block=on_block,
+                              progress=progress, period=period, lattice_mask=lattice_mask)
     # Held from before the manifest is read until the scratch is gone: a second run on this input
     # would otherwise resume the same markers and the first to finish would delete scratch labels
     # the other still reads.
@@ -306,8 +307,8 @@ def segment_input(path, out_dir, net: Network, runner, *, block=None, chunk=None
             state.remove_outputs()
         return _segment_input(img, path, out_dir, net, runner, block=block, chunk=chunk, threshold=threshold,
                               min_size=min_size, boundary_threshold=boundary_threshold, device=device, batch=batch,
-                              array=array, level=level, dry_run=False, on_block=on_block, progress=progress,
-                              period=period, lattice_mask=lattice_mask)
+                              array=array, level=level, channel=channel, dry_run=False, on_block=on_block,
+                              progress=progress, period=period, lattice_mask=lattice_mask)
 
 
 def _refuse_deleting_input(path: Path, state: RunState) -> None:
@@ -320,7 +321,8 @@ def _refuse_deleting_input(path: Path, state: RunState) -> None:
 
 
 def _segment_input(img, path: Path, out_dir, net, runner, *, block, chunk, threshold, min_size, boundary_threshold,
-                   device, batch, array, level, dry_run, on_block, progress, period, lattice_mask) -> InputResult:
+                   device, batch, array, level, channel, dry_run, on_block, progress, period,
+                   lattice_mask) -> InputResult:
     """:func:`segment_input` on an opened image (under the output lock unless ``dry_run``)."""
     from micro_sym.models.normalize import intensity_range
     from micro_sym.inference.whole_image import DEFAULT_MIN_SIZE
@@ -365,7 +367,7 @@ def _segment_input(img, path: Path, out_dir, net, runner, *, block, chunk, thres
     if dry_run:
         return result
     manifest = {
-        "version": 1, "input": fingerprint(path) | {"array": array, "level": level},
+        "version": 1, "input": fingerprint(path) | {"array": array, "level": level, "channel": channel},
         "model": {"name": net.name, "sha256": net.sha256}, "method": method,
         "shape": list(img.data.shape), "ndim": img.ndim,
         "block": list(plan.block), "chunk": list(plan.chunk), "halo": plan.halo, "stride": plan.stride,
@@ -401,7 +403,8 @@ def _segment_input(img, path: Path, out_dir, net, runner, *, block, chunk, thres
     state.write_manifest(manifest)
     create_outputs(state, plan.shape, img.ndim, plan.chunk, pixel_size=img.pixel_size, unit=img.unit)
 
-    job = {"input": str(path), "array": array, "level": level, "value_range": manifest["value_range"],
+    job = {"input": str(path), "array": array, "level": level, "channel": channel,
+           "value_range": manifest["value_range"],
            "pad_mode": plan.pad_mode, "shape": plan.shape, **manifest["grain_rule"],
            "boundary_threshold": float(boundary_threshold), "zarr": str(state.zarr_path),
            "labels": str(state.labels_path), "sha256": net.sha256, "device": device, "symmetry": net.symmetry,
@@ -613,7 +616,8 @@ def _check_names(paths, out_dir: Path, kwargs) -> None:
     seen: dict = {}
     for p in paths:
         try:
-            name = open_image(p, array=kwargs.get("array"), level=kwargs.get("level", 0)).name
+            name = open_image(p, array=kwargs.get("array"), level=kwargs.get("level", 0),
+                              channel=kwargs.get("channel")).name
         except MicroSymError:
             continue
         if name in seen:
@@ -627,7 +631,8 @@ def _ndim(path, kwargs) -> int | None:
     from micro_sym.io import open_image
 
     try:
-        return open_image(path, array=kwargs.get("array"), level=kwargs.get("level", 0)).ndim
+        return open_image(path, array=kwargs.get("array"), level=kwargs.get("level", 0),
+                          channel=kwargs.get("channel")).ndim
     except MicroSymError:
         return None
 

@@ -185,8 +185,8 @@ def _open_tiff(path: Path, channel: int | None = None) -> Image:
         return Image(data, path, pixel_size, unit, axes)
     n = int(shape[chan_axis])
     if channel is None:
-        raise MicroSymError(f"{path}: is {what}; micro_sym segments one grey channel: convert the image to grey "
-                            "or extract one channel first")
+        raise MicroSymError(f"{path}: is {what}; micro_sym segments one grey channel: choose one with --channel "
+                            f"(0 to {n - 1}) or convert the image to grey")
     if not 0 <= channel < n:
         raise MicroSymError(f"{path}: channel {channel} does not exist ({what} has channels 0 to {n - 1})")
     data = data[(slice(None),) * chan_axis + (int(channel),)]

@@ -390,3 +390,17 @@ def test_ang_phase_id_missing_from_the_header_is_one_line(tmp_path):
     path = write_ang(tmp_path / "m.ang", _ebsd_map())  # one phase declared: data phase column 0
     _edit_ang_data(path, lambda c: [*c[:7], "3", *c[8:]])
     _assert_one_line_error(*_cli(["grains", path, "--out", tmp_path / "out"]), "m.ang", "declares phases 1..")
+
+
+def test_segment_channel_option_picks_one_channel_of_a_colour_tiff(tmp_path):
+    from _helpers import half_lattice
+
+    lattice = half_lattice((192, 192), seed=6)
+    grey = ((lattice - lattice.min()) / np.ptp(lattice) * 255).astype(np.uint8)
+    noise = np.random.default_rng(7).integers(0, 255, grey.shape, dtype=np.uint8)
+    path = tmp_path / "rgb.tif"
+    tifffile.imwrite(path, np.stack([noise, grey, noise], -1), photometric="rgb")
+    _assert_one_line_error(*_cli(["segment", path, "--out", tmp_path / "o1"]), "rgb.tif", "--channel (0 to 2)")
+    code, lines = _cli(["segment", path, "--out", tmp_path / "o2", "--channel", "1", "--method", "classical"])
+    assert code == 0, lines
+    assert (tmp_path / "o2" / "rgb.zarr").exists()
