@@ -1,12 +1,14 @@
 """``--method auto``: per input, the classical filter bank where it beats the network, else the network.
 
-The bundled networks fail on very noisy micrographs (2-3 counts/px) where the training-free filter bank
-still finds grains (``bench/studies/contest.py``). Before segmenting a 2D input, :class:`AutoMethod` measures the
-signal-to-noise ratio of its lattice fringes, the first lattice ring of the power spectrum over the
-white shot-noise floor (:func:`micro_sym.classical.fringe_snr`, dB; dose and blur lower it, grain size
-does not), from at most 16 Welch tiles read lazily, so the choice costs little even for huge inputs.
-Below :data:`CLASSICAL_BELOW_DB` the input runs through the classical method, otherwise through the
-network.
+Before segmenting a 2D input, :class:`AutoMethod` measures its lattice once
+(:func:`micro_sym.classical.measure_lattice`, at most 16 Welch tiles read lazily, so the choice costs
+little even for huge inputs): the family, the period and the signal-to-noise ratio of the lattice
+fringes (the first ring of the power spectrum over the white shot-noise floor, dB; dose and blur lower
+it, grain size does not). A lattice the network does not map (hexagonal for the square robust-2d)
+runs through the classical method on that lattice. So does a very noisy micrograph (2-3 counts/px),
+where the networks fail and the training-free filter bank still finds grains
+(``bench/studies/contest.py``): below :data:`CLASSICAL_BELOW_DB`. Everything else runs through the
+network (at its training period, :mod:`.rescale`).
 
 The threshold comes from ``python bench/provenance/calibrate_method_choice.py`` (calibration seeds, disjoint from
 the contest's held-out images): per image of every contest condition it scores both methods and picks
@@ -18,8 +20,8 @@ are in docs/results.md). The default-2d model, trained on clean images only, wou
 higher threshold, so auto runs robust-2d unless a model is given (the threshold is the robust-2d one
 either way).
 
-The choice, the SNR and the threshold are recorded in the run manifest (``method.auto``); a
-resumed run reuses the recorded choice. 3D inputs always run the network.
+The choice, its reason, the measurement and the threshold are recorded in the run manifest
+(``method.auto``); a resumed run reuses the recorded choice. 3D inputs always run the network.
 """
 
 from __future__ import annotations
