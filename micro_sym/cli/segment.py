@@ -211,7 +211,9 @@ def segment(
 ):
     """Segment many images or volumes into boundary, orientation and grain maps, block by block.
 
-    Without --model, --method auto chooses per 2D input: the classical filter bank when the image's lattice fringe signal-to-noise ratio (power-spectrum ring over the shot-noise floor) is below a calibrated threshold (1.1 dB, between 2 and 3 counts/px; the network fails at 2), else the robust-2d network. The choice is printed and kept in the run manifest. A batch of 3D volumes only runs the bundled default-3d network.
+    Each micrograph's lattice is measured from its power spectrum (square, hexagonal or fringes, and the period); a network runs on the image resampled to its training period, with the maps back on the input grid (--period and --lattice give them instead). Regions without a lattice (vacuum, amorphous film) get no grain (--no-lattice-mask keeps every pixel).
+
+    Without --model, --method auto chooses per 2D input: the classical filter bank for a lattice the network does not map (hexagonal) or when the lattice fringe signal-to-noise ratio (power-spectrum ring over the shot-noise floor) is below a calibrated threshold (1.1 dB, between 2 and 3 counts/px; the network fails at 2), else the robust-2d network. What was measured and chosen is printed and kept in the run manifest. A batch of 3D volumes only runs the bundled default-3d network.
 
     With --method classical the maps come from the Gabor filter bank of `micro-sym classical`, run block-wise without its boundary-closing step (a whole-image watershed, not tile-local): boundaries are orientation jumps only, and grains follow the plain misorientation pair rule. The lattice period is estimated once per input (or --period) and kept for a resume.
 
