@@ -20,6 +20,7 @@ from micro_sym.classical.filter_bank import (
     close_boundaries,
     estimate_period,
     fringe_snr,
+    lattice_constant,
     radial_power_spectrum,
     ring_frequency,
 )
@@ -27,4 +28,5 @@ from micro_sym.classical.lattice_measure import LatticeMeasurement, measure_latt
 
 __all__ = ["DEFAULT_MIN_SIZE", "DEFAULT_SIGMA", "DEFAULT_SMOOTH", "LatticeMeasurement", "boundary_score",
            "classical_halo", "classical_orientation_map", "classical_segment", "classical_stride", "close_boundaries",
-           "estimate_period", "fringe_snr", "measure_lattice", "radial_power_spectrum", "ring_frequency"]
+           "estimate_period", "fringe_snr", "lattice_constant", "measure_lattice", "radial_power_spectrum",
+           "ring_frequency"]

@@ -29,8 +29,8 @@ CRYSTALLINE_CONTRAST = 1.0
 INNER = 0.7
 #: Window of the annuli in lattice periods (radial sigma ``f / (2π·WINDOW)``).
 WINDOW = 1.25
-#: Smoothing (Gaussian sigma) of the local band powers, in lattice periods: white noise then exceeds
-#: the contrast threshold on about 0.1 % of pixels (5 % at one period).
+#: Smoothing (Gaussian sigma) of the local band powers, in lattice periods: long enough that white
+#: noise stays below a contrast of 2 on 99 % of pixels (tests/classical/test_crystallinity.py).
 SMOOTH = 2.0
 _TRUNC = 4.5
 

@@ -117,6 +117,13 @@ def ring_frequency(period: float, lattice: str = "square") -> float:
     return 1.0 / period if lattice == "square" else 2.0 / (math.sqrt(3.0) * period)
 
 
+def lattice_constant(ring_frequency: float, lattice: str = "square") -> float:
+    """Inverse of :func:`ring_frequency`: the lattice constant (px) whose first ring lies at
+    ``ring_frequency`` cycles/px (square ``1/f``, hexagonal ``2/(√3 f)``)."""
+    _check_lattice(lattice)
+    return 1.0 / ring_frequency if lattice == "square" else 2.0 / (math.sqrt(3.0) * ring_frequency)
+
+
 # ---------------------------------------------------------------------------------------- period
 
 
@@ -302,7 +309,6 @@ def _period_from_spectrum(freq, power, lattice: str, min_period: float, max_peri
     t = 2 * (len(freq) - 1)
     logp = np.log(np.maximum(power, power.max() * 1e-15) + 1e-300)
     prom = _prominence(logp)
-    to_period = (lambda f: 1.0 / f) if lattice == "square" else (lambda f: 2.0 / (math.sqrt(3.0) * f))
     max_period = max_period or t / 4
     f_lo = ring_frequency(max_period, lattice)
     f_hi = min(ring_frequency(min_period, lattice), 0.5)
@@ -325,7 +331,7 @@ def _period_from_spectrum(freq, power, lattice: str, min_period: float, max_peri
         f = (i + float(np.clip(off, -0.5, 0.5))) / t
     else:
         f = i / t
-    return float(to_period(f))
+    return float(lattice_constant(f, lattice))
 
 
 def lower_ring(i: int, ratios, prom: np.ndarray, ok: np.ndarray, first: int = 0) -> int:

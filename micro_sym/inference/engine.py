@@ -58,8 +58,8 @@ from micro_sym.grains.blockwise import (final_table, flood_region, grain_refs, m
                                        neighbour_pairs, seed_parts)
 from micro_sym.inference.method_choice import AUTO_MODEL, AutoMethod
 from micro_sym.inference.network import Network, cached_network
-from micro_sym.inference.lattice_mask import LatticeMasked, lattice_ring
-from micro_sym.inference.rescale import RescaledNetwork, rescale_for_input
+from micro_sym.inference.lattice_mask import LatticeMasked
+from micro_sym.inference.rescale import RescaledNetwork, adapt_to_image
 from micro_sym.inference.tiles import iter_tiles, label_tile
 from micro_sym.inference.writer import OutputLock, RunState, create_outputs, forget_arrays, open_array, os_error
 
@@ -338,19 +338,17 @@ def _segment_input(img, path: Path, out_dir, net, runner, *, block, chunk, thres
         net, auto = net.choose(img, previous=previous, workers=workers)
     if hasattr(net, "for_input"):  # per-input settings: the classical period, estimated once or resumed
         net = net.for_input(img, threshold=threshold, previous=previous, workers=workers)
-    base, scale = net, None  # base: what workers receive; they rebuild the wrappers from the job
-    if isinstance(net, Network) and img.ndim == 2:  # a network runs at its training lattice period
-        try:
-            net, scale = rescale_for_input(net, img.data, period=period, measured=(auto or {}).get("measured"),
-                                           previous=previous, workers=workers)
-        except Exception as err:  # a damaged chunk among the tiles the measurement reads: name it
-            from micro_sym.io.images import locate_bad_chunk
+    base = net  # what workers receive; they rebuild the wrappers from the job
+    try:
+        net, scale, ring = adapt_to_image(net, img.data, period=period, measured=(auto or {}).get("measured"),
+                                          previous=previous, workers=workers, lattice_mask=lattice_mask)
+    except MicroSymError:
+        raise
+    except Exception as err:  # a damaged chunk among the tiles the lattice measurement reads: name it
+        from micro_sym.io.images import locate_bad_chunk
 
-            whole = tuple(slice(0, n) for n in img.data.shape)
-            raise MicroSymError(f"{path}: {locate_bad_chunk(img, whole, err)}") from None
-    ring = lattice_ring(base, scale) if lattice_mask and img.ndim == 2 else None
-    if ring:  # grains only where the lattice shows
-        net = LatticeMasked(net, ring)
+        whole = tuple(slice(0, n) for n in img.data.shape)
+        raise MicroSymError(f"{path}: {locate_bad_chunk(img, whole, err)}") from None
     rule = net.grain_rule(threshold, img.ndim)
     plan = plan_input(img, net, block=block, chunk=chunk, margin=seed_margin(rule))
     method = (method_info(base) | ({"auto": auto} if auto else {}) | ({"scale": scale} if scale else {})

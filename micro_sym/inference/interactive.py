@@ -291,7 +291,7 @@ def _iter_auto(image, settings, pixel_size, unit):
     net = load_network(AUTO_MODEL, settings.device)
     choice = AutoMethod(net, period=settings.period).decide(image)
     if choice["chose"] == "classical":
-        chosen = replace(settings, model=CLASSICAL, lattice=choice["lattice"], period=choice["classical_period_px"])
+        chosen = replace(settings, model=CLASSICAL, lattice=choice["lattice"], period=choice["period_px"])
         result = yield from _iter_classical(image, chosen, pixel_size, unit)
     else:
         result = yield from _iter_network(image, replace(settings, model=AUTO_MODEL), pixel_size, unit, net,
@@ -324,8 +324,7 @@ def _iter_network(image, settings, pixel_size, unit, net, measured=None):
     from micro_sym.inference.blocks import plan_blocks
     from micro_sym.grains.blockwise import (final_table, flood_region, grain_refs, merge_blocks, neighbour_counts,
                                             neighbour_pairs, seed_parts)
-    from micro_sym.inference.lattice_mask import LatticeMasked, lattice_ring
-    from micro_sym.inference.rescale import rescale_for_input
+    from micro_sym.inference.rescale import adapt_to_image
     from micro_sym.inference.tiles import iter_tiles, label_tile
     from micro_sym.models.normalize import intensity_range
 
@@ -338,14 +337,11 @@ def _iter_network(image, settings, pixel_size, unit, net, measured=None):
                             f"{what[image.ndim][:-1]} of shape {tuple(image.shape)}; choose a {net.ndim}D model")
     shape = tuple(int(s) for s in image.shape)
     nd = len(shape)
-    scale = None
-    if nd == 2:  # at the model's training lattice period, as the CLI engine runs it
+    if nd == 2:
         yield Progress(0, 1, "lattice period from the power spectrum")
-        base = net
-        net, scale = rescale_for_input(net, image, period=settings.period, measured=measured)
-        ring = lattice_ring(base, scale) if settings.lattice_mask else None
-        if ring:  # grains only where the lattice shows
-            net = LatticeMasked(net, ring)
+    # At the model's training lattice period, grains only where the lattice shows: as the CLI engine runs it.
+    net, scale, _ = adapt_to_image(net, image, period=settings.period, measured=measured,
+                                   lattice_mask=settings.lattice_mask)
     rule = net.grain_rule(settings.threshold, nd)  # the CLI engine's grain rule, so results agree
     seeded = is_seeded(rule)
     stride = max(int(net.total_stride), 1)

@@ -95,7 +95,7 @@ class AutoMethod:
         if record["chose"] == "network":
             return net, record
         # On resume the classical method takes its period from the manifest.
-        period = None if old else record.get("classical_period_px")
+        period = None if old else record.get("period_px")
         return ClassicalMethod(lattice=record["lattice"], period=period,
                                period_source="given" if self.period else "estimated"), record
 
@@ -116,7 +116,11 @@ class AutoMethod:
             record |= {"chose": "classical", "reason": "fringe SNR below the threshold"}
         else:
             record |= {"chose": "network", "reason": "fringe SNR at or above the threshold"}
-        record["classical_period_px"] = self.period or float(_lattice_constant(measured.ring_frequency, lattice))
+        from micro_sym.classical import lattice_constant
+
+        # The image's lattice constant in ``lattice``'s convention: the classical method's period, and
+        # what the network is resampled by.
+        record["period_px"] = self.period or lattice_constant(measured.ring_frequency, lattice)
         return record
 
     @staticmethod
@@ -135,13 +139,6 @@ class AutoMethod:
                                 f"--method network runs the network anyway") from None
 
 
-def _lattice_constant(ring_frequency: float, lattice: str) -> float:
-    """Lattice constant (px) whose first reciprocal-lattice ring lies at ``ring_frequency`` (cycles/px)."""
-    from micro_sym.classical import ring_frequency as ring
-
-    return ring(1.0, lattice) / ring_frequency
-
-
 def auto_segment(image, *, model=None, threshold: float = 5.0, classical_below_db: float = CLASSICAL_BELOW_DB) -> dict:
     """In-memory ``--method auto`` for one 2D image: the maps and grains of the chosen method.
 
@@ -158,8 +155,8 @@ def auto_segment(image, *, model=None, threshold: float = 5.0, classical_below_d
     model = load_model(AUTO_MODEL, export=True) if model is None else model
     record = AutoMethod(as_network(model, export=False), classical_below_db=classical_below_db).decide(image)
     if record["chose"] == "classical":
-        out = classical_segment(image, lattice=record["lattice"], period=record["classical_period_px"], threshold=threshold)
+        out = classical_segment(image, lattice=record["lattice"], period=record["period_px"], threshold=threshold)
     else:
-        out = segment_image(model, image, threshold=threshold, period="measure")
+        out = segment_image(model, image, threshold=threshold, period=record["period_px"])  # measured once
     out["method"] = record
     return out

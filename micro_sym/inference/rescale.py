@@ -89,7 +89,8 @@ class _Axis:
         """Padded-grid range ``[v0, v1)`` (``v = u + pad_before``, multiples of the stride) a tile
         covering input ``[a, b)`` can compute: all taps inside it, ends on the whole image's stride grid."""
         reach = _SUPPORT * max(1.0, self.ratio) + 1
-        v0 = 0 if a <= 0 else self.stride * math.ceil((math.ceil(self.to_network(a + reach)) + self.pad_before) / self.stride)
+        first = math.ceil(self.to_network(a + reach)) + self.pad_before
+        v0 = 0 if a <= 0 else self.stride * math.ceil(first / self.stride)
         v1 = self.padded if b >= self.n else self.stride * math.floor(
             (math.floor(self.to_network(b - 1 - reach)) + 1 + self.pad_before) / self.stride)
         return v0, max(v1, v0 + self.stride)
@@ -160,10 +161,33 @@ class RescaledNetwork:
         return np.einsum("yv,cvu,xu->cyx", wy, y, wx, optimize=True).astype(np.float32)
 
 
+def adapt_to_image(net, image, *, period: float | None = None, measured: dict | None = None,
+                   previous: dict | None = None, workers: int = 1, lattice_mask: bool = True):
+    """``(network, scale, ring)``: ``net`` made ready for one image, as every path runs it.
+
+    A 2D :class:`~.network.Network` runs at its training lattice period (:func:`rescale_for_input`;
+    ``scale`` is its record); with ``lattice_mask`` the network, or the classical method, leaves
+    pixels without a lattice out of every grain (:class:`~.lattice_mask.LatticeMasked` at the
+    first-ring frequency ``ring``, None where unknown). Volumes are returned as they are.
+    """
+    from micro_sym.inference.lattice_mask import LatticeMasked, lattice_ring
+    from micro_sym.inference.network import Network
+
+    if len(image.shape) != 2:
+        return net, None, None
+    base, scale = net, None
+    if isinstance(net, Network):
+        net, scale = rescale_for_input(net, image, period=period, measured=measured, previous=previous,
+                                       workers=workers)
+    ring = lattice_ring(base, scale) if lattice_mask else None
+    return (LatticeMasked(net, ring) if ring else net), scale, ring
+
+
 def rescale_for_input(net, image, *, period: float | None = None, measured: dict | None = None,
                       previous: dict | None = None, workers: int = 1):
-    """``(network, record)`` for one 2D image (an array, or a lazy one: at most 16 tiles are read): ``net`` wrapped in a :class:`RescaledNetwork` when the
-    image's lattice period differs from the model's, and the record of what was measured (or given).
+    """``(network, record)`` for one 2D image (an array, or a lazy one: at most 16 tiles are read):
+    ``net`` wrapped in a :class:`RescaledNetwork` when the image's lattice period differs from the
+    model's, and the record of what was measured (or given).
 
     ``period`` (``--period``) is the image's lattice constant in px, in the model's lattice convention;
     without it the period comes from the power spectrum (:func:`micro_sym.classical.measure_lattice`,

@@ -72,13 +72,9 @@ def predict_image(model, image: np.ndarray, *, device="cpu", period=None) -> dic
     """
     net, image = _network(model, image)
     if period is not None:
-        from micro_sym.inference.lattice_mask import LatticeMasked, lattice_ring
-        from micro_sym.inference.rescale import rescale_for_input
+        from micro_sym.inference.rescale import adapt_to_image
 
-        base = net
-        net, scale = rescale_for_input(net, image, period=None if period == "measure" else float(period))
-        ring = lattice_ring(base, scale)
-        net = LatticeMasked(net, ring) if ring else net
+        net, _, _ = adapt_to_image(net, image, period=None if period == "measure" else float(period))
     return predict_array(net, image, device=device)
 
 
