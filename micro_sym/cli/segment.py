@@ -109,11 +109,13 @@ class _PlainProgress:
         return self.names[self.index] if self.index < len(self.names) else "input"
 
     def _line(self, now: float) -> None:
-        typer.echo(f"{self._name()}: {self.done}/{self.total} block-steps, {_clock(now - self.t0)} elapsed", err=True)
+        done = f"{self.done:.0f}" if self.done == int(self.done) else f"{self.done:.1f}"
+        typer.echo(f"{self._name()}: {done}/{self.total} block-steps, {_clock(now - self.t0)} elapsed", err=True)
         self.last, self.last_done = now, self.done
 
     def progress(self, done: int, total: int) -> None:
-        """The engine's ``progress(done, total)`` callback (block-steps of the current input)."""
+        """The engine's ``progress(done, total)`` callback (block-steps of the current input; ``done`` has
+        fractions while a block's slow decode runs)."""
         with self._lock:
             now = self._now()
             first = self.done is None

@@ -41,7 +41,9 @@ two per input from the image's lattice fringe signal-to-noise ratio, before plan
 from __future__ import annotations
 
 import hashlib
+import threading
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -60,10 +62,14 @@ from micro_sym.inference.method_choice import AUTO_MODEL, AutoMethod
 from micro_sym.inference.network import Network, cached_network
 from micro_sym.inference.lattice_mask import LatticeMasked
 from micro_sym.inference.rescale import RescaledNetwork, adapt_to_image
-from micro_sym.inference.tiles import iter_tiles, label_tile
+from micro_sym.inference.tiles import decode_in_slabs, decode_slab, iter_tiles, label_tile
 from micro_sym.inference.writer import OutputLock, RunState, create_outputs, forget_arrays, open_array, os_error
 
 _IMAGES: dict = {}
+#: Progress inside a block, for workers in the driver's process (the threads scheduler): a run's
+#: token -> ``report(block_id, fraction)``. Workers elsewhere do not find the token and report nothing,
+#: so their progress moves a block at a time.
+_WITHIN_BLOCK: dict = {}
 #: The network for 3D volumes when no model is given.
 DEFAULT_3D_MODEL = "default-3d"
 
@@ -119,10 +125,23 @@ def maps_task(net_ref, job: dict, blocks: list) -> list:
         net = RescaledNetwork(net, job["scale"], job["shape"])
     if job.get("lattice_mask"):  # grains only where the lattice shows (lattice_mask.LatticeMasked)
         net = LatticeMasked(net, job["lattice_mask"])
+    report = _WITHIN_BLOCK.get(job.get("progress_token"), lambda block_id, fraction: None)
+    slab = decode_slab(net)
     out = []
     for tile in iter_tiles(net, blocks, lambda b: read_tile(job, b), value_range=job["value_range"],
-                           pad_mode=job["pad_mode"], device=job["device"], batch=len(blocks)):
-        b, maps = tile.block, tile.maps
+                           pad_mode=job["pad_mode"], device=job["device"], batch=len(blocks), decode=False):
+        b, y = tile.block, tile.core_outputs
+        if slab:  # a slow decode: half the block's step after the forward, the rest slab by slab
+            report(b.id, 0.5)
+            slabs = decode_in_slabs(net, y, slab)
+            while True:
+                try:
+                    report(b.id, 0.5 + 0.5 * next(slabs) / y.shape[1])
+                except StopIteration as finished:
+                    maps = finished.value
+                    break
+        else:
+            maps = net.decode(y)
         lab = label_tile(net, tile, maps, rule=job, shape=job["shape"], boundary_threshold=job["boundary_threshold"])
         try:
             open_array(job["zarr"], "boundary")[b.core] = maps["boundary"]
@@ -170,6 +189,32 @@ def _write_grains(job, block, labels):
 
 
 # ----------------------------------------------------------------------------------- driver
+
+
+class _BlockSteps:
+    """An input's block-steps (two per block: maps, grains) for ``progress(done, total)``: whole steps,
+    plus the fractions that in-process workers report for the blocks they are running."""
+
+    def __init__(self, done: int, total: int, progress=None):
+        self.done, self.total, self.progress = done, total, progress
+        self._running: dict = {}
+        self._lock = threading.Lock()
+        self._report()
+
+    def within(self, block_id, fraction: float) -> None:
+        with self._lock:
+            self._running[block_id] = fraction
+            self._report()
+
+    def finished(self, block_id=None) -> None:
+        with self._lock:
+            self._running.pop(block_id, None)
+            self.done += 1
+            self._report()
+
+    def _report(self) -> None:
+        if self.progress:
+            self.progress(self.done + sum(self._running.values()), self.total)
 
 
 @dataclass
@@ -408,25 +453,25 @@ def _segment_input(img, path: Path, out_dir, net, runner, *, block, chunk, thres
            "labels": str(state.labels_path), "sha256": net.sha256, "device": device, "symmetry": net.symmetry,
            "torch_threads": getattr(runner, "torch_threads", None),
            "scale": scale["scale"] if scale and scale["resampled"] else None, "lattice_mask": ring}
-    steps = 2 * n
     done1 = state.done("done1")
     done2 = state.done("done2")
-    progress_count = len(done1) + len(done2)
-    if progress:
-        progress(progress_count, steps)
+    steps = _BlockSteps(len(done1) + len(done2), 2 * n, progress)
     todo = [b for b in plan.blocks if b.id not in done1]
     # A network travels once per worker (runner); the classical method is a few settings: send it along.
     ref = runner.net_ref() if isinstance(base, Network) else base
-    for batch_blocks, arrays in runner.run(maps_task, _batches(todo, max(1, batch)), lambda bb: (ref, job, list(bb))):
-        for b, arr in zip(batch_blocks, arrays):
-            state.save_block(b.id, arr)
-            state.mark("done1", b.id)
-            result.blocks_run += 1
-            progress_count += 1
-            if progress:
-                progress(progress_count, steps)
-            if on_block:
-                on_block("maps", b.id)
+    job["progress_token"] = token = uuid.uuid4().hex
+    _WITHIN_BLOCK[token] = steps.within
+    try:
+        for batch_blocks, arrays in runner.run(maps_task, _batches(todo, max(1, batch)), lambda bb: (ref, job, list(bb))):
+            for b, arr in zip(batch_blocks, arrays):
+                state.save_block(b.id, arr)
+                state.mark("done1", b.id)
+                result.blocks_run += 1
+                steps.finished(b.id)
+                if on_block:
+                    on_block("maps", b.id)
+    finally:
+        _WITHIN_BLOCK.pop(token, None)
 
     seeded = is_seeded(rule)
     merged = merge_blocks(plan, lambda b: state.load_block(b.id), symmetry=net.symmetry, threshold=rule["pair_threshold"],
@@ -445,9 +490,7 @@ def _segment_input(img, path: Path, out_dir, net, runner, *, block, chunk, thres
         if seeded:
             state.save_block(b.id, arrays, kind="final")
         state.mark("done2", b.id)
-        progress_count += 1
-        if progress:
-            progress(progress_count, steps)
+        steps.finished()
         if on_block:
             on_block("grains", b.id)
     if seeded:

@@ -42,8 +42,6 @@ WHOLE_TABLE_MAX_PIXELS = 64_000_000
 #: Above this many output bytes the result maps live in a temporary Zarr store on disk instead of
 #: RAM; napari displays Zarr arrays lazily, chunk by chunk.
 IN_MEMORY_MAX_BYTES = 1 << 30
-#: z planes per decoding step of 3D harmonic outputs (a progress/Cancel point every few seconds).
-DECODE_SLAB = 8
 
 
 # ------------------------------------------------------------------------------------- settings
@@ -325,7 +323,7 @@ def _iter_network(image, settings, pixel_size, unit, net, measured=None):
     from micro_sym.grains.blockwise import (final_table, flood_region, grain_refs, merge_blocks, neighbour_counts,
                                             neighbour_pairs, seed_parts)
     from micro_sym.inference.rescale import adapt_to_image
-    from micro_sym.inference.tiles import iter_tiles, label_tile
+    from micro_sym.inference.tiles import decode_slab, iter_tiles, label_tile
     from micro_sym.models.normalize import intensity_range
 
     t0 = time.perf_counter()
@@ -353,9 +351,8 @@ def _iter_network(image, settings, pixel_size, unit, net, measured=None):
     else:
         plan = plan_blocks(shape, None, halo=halo, stride=stride)
     n = len(plan.blocks)
-    # 3D harmonic outputs decode per voxel by an iterative fit (tens of seconds per 48³ tile on a CPU):
-    # decode in z slabs and yield after each, so the progress bar moves and Cancel acts within seconds.
-    slab = DECODE_SLAB if nd == 3 and net.orientation.startswith("harmonics") else None
+    # Slow decodes run in z slabs with a progress step after each, so Cancel acts within seconds.
+    slab = decode_slab(net)
     steps = [math.ceil(b.shape[0] / slab) if slab else 1 for b in plan.blocks]
     total = sum(steps) + 2  # tile steps, the merge, the statistics
     done = 0
@@ -415,14 +412,16 @@ def _iter_network(image, settings, pixel_size, unit, net, measured=None):
 
 def _decode(net, y, slab, done, total, what):
     """``net.decode(y)``; with ``slab``, z slab by z slab (same values), yielding progress between slabs."""
-    if not slab or y.shape[1] <= slab:
-        return net.decode(y)
-    parts = []
-    for j, z0 in enumerate(range(0, y.shape[1], slab)):
-        if j:
-            yield Progress(done + j, total, f"{what}: orientation planes {z0}-{min(z0 + slab, y.shape[1])}")
-        parts.append(net.decode(y[:, z0:z0 + slab]))
-    return {k: np.concatenate([m[k] for m in parts], axis=1 if k == "orientation" else 0) for k in parts[0]}
+    from micro_sym.inference.tiles import decode_in_slabs
+
+    slabs = decode_in_slabs(net, y, slab)
+    while True:
+        try:
+            planes = next(slabs)
+        except StopIteration as finished:
+            return finished.value
+        if planes < y.shape[1]:
+            yield Progress(done + planes // slab, total, f"{what}: orientation planes {planes}-{min(planes + slab, y.shape[1])}")
 
 
 def _iter_classical(image, settings, pixel_size, unit):

@@ -277,7 +277,9 @@ def key_layers(symmetry: str, shape, *, scale, translate, units=None) -> list[tu
         title = "IPF-Z key (cubic)"
     key_translate = (off_y, off_x)
     # Title under the key: text has a fixed screen size, and above the wheel it would hit the top tick.
-    title_pos = np.array([[1.25 * size, (size - 1) / 2]])
+    # Under the triangle it keeps clear of the corner labels also in a tilted 3D view, where the key's
+    # plane is foreshortened but the text is not.
+    title_pos = np.array([[(1.25 if lat is not None else 1.6) * size, (size - 1) / 2]])
     points = np.concatenate([pos, title_pos]) * np.array(key_scale) + np.array(key_translate)
     texts = list(texts) + [title]
     extra = {"units": tuple(units)[-2:]} if units is not None else {}

@@ -305,3 +305,19 @@ def test_region_merge_across_a_block_thinner_than_the_reach():
             for b in plan.blocks}
     merged = merge_blocks(plan, lambda b: data[b.id], symmetry="square", threshold=3.5, merge_threshold=5.0, reach=4)
     assert merged.n_grains == 1
+
+
+def test_progress_moves_inside_a_block_while_its_orientation_decodes(tmp_path):
+    """A volume of one block reports fractions of its maps step (after the forward, then per decoded z
+    slab) instead of sitting at 0 until the block ends; the steps never go back."""
+    vol = tifffile.imread("sample_data/volume/images/sample_000.tif")[:24, :32, :32]
+    zarr.create_array(str(tmp_path / "v.zarr"), data=vol, chunks=(32, 32, 32))
+    seen = []
+    (res,) = segment([tmp_path / "v.zarr"], tmp_path / "out", block=32, chunk=32,
+                     progress=lambda done, total: seen.append((done, total)))
+    assert res.status == "complete" and res.n_blocks == 1
+    done = [d for d, _ in seen]
+    assert {t for _, t in seen} == {2} and done[0] == 0 and done[-1] == 2
+    assert done == sorted(done)
+    inside = [d for d in done if 0 < d < 1]
+    assert inside[0] == 0.5 and len(inside) == 3, done  # forward done, then 2 of 3 slabs of 8 planes
