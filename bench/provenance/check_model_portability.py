@@ -15,6 +15,11 @@ are the same in every installation). Run it in two environments and compare: the
 model of micro_sym/configs/train_3d_synth.yaml gave different numbers in a fresh venv than in the one it was
 trained in (escnn builds octahedral bases numerically); its exported plain-torch file, the bundled
 default-3d, gives the same numbers everywhere.
+
+Writes the summary (without the raw outputs), the comparison with ``--reference`` (largest raw
+difference, same grains or not) and the environment (python, torch, escnn versions) to
+``bench/results/portability_<model>.json`` (``--json`` another path; ``portability_default_3d.json``
+for ``--model default-3d``).
 """
 
 from __future__ import annotations
@@ -22,6 +27,9 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
+import platform
+import re
 import sys
 import warnings
 from pathlib import Path
@@ -32,7 +40,7 @@ import tifffile
 warnings.filterwarnings("ignore", message=".*py3nj.*")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/, for _common
 
-from _common import ROOT  # noqa: E402
+from _common import RESULTS, ROOT, write_json  # noqa: E402
 from micro_sym.grains.rules import grains_by_rule, network_rule  # noqa: E402
 from micro_sym.inference import load_network  # noqa: E402
 from micro_sym.models.normalize import intensity_range  # noqa: E402
@@ -101,16 +109,37 @@ def main():
     ap.add_argument("--model", required=True)
     ap.add_argument("--write-reference", type=Path)
     ap.add_argument("--reference", type=Path)
+    ap.add_argument("--json", type=Path, help="results file (default bench/results/portability_<model>.json)")
     args = ap.parse_args()
     got = summary(args.model)
     print(f"boundary mean {got['boundary_mean']:.3f}  boundary points {got['boundary_fraction']:.3f}  grains {got['grains']}")
     if args.write_reference:
         args.write_reference.write_text(json.dumps({"model": str(args.model), **got}) + "\n")
         print(f"wrote {args.write_reference}")
+    problems = None
+    result = {"model": str(args.model), **{k: v for k, v in got.items() if k != "raw"}}
     if args.reference:
-        problems = compare(got, json.loads(args.reference.read_text()))
+        ref = json.loads(args.reference.read_text())
+        problems = compare(got, ref)
+        result["reference"] = {"file": str(args.reference), "model": ref.get("model"), "boundary_mean": ref["boundary_mean"],
+                               "grains": ref["grains"], "matches": not problems, "problems": problems}
+        if got["raw_shape"] == ref["raw_shape"]:
+            result["reference"]["raw_max_abs_difference"] = float(np.abs(np.asarray(got["raw"]) - np.asarray(ref["raw"])).max())
+            result["reference"]["tolerance"] = TOLERANCE
         print("\n".join(problems) or "matches the reference")
+    result["environment"] = {"machine": platform.machine(), "cpus": os.cpu_count(), "python": platform.python_version(),
+                             **{m: _version(m) for m in ("numpy", "torch", "escnn")}}
+    slug = re.sub(r"\W+", "_", Path(str(args.model)).stem if str(args.model).endswith(".pt") else str(args.model)).strip("_")
+    print(f"wrote {write_json(args.json or RESULTS / f'portability_{slug}.json', result)}")
+    if problems is not None:
         sys.exit(1 if problems else 0)
+
+
+def _version(module: str):
+    try:
+        return __import__(module).__version__
+    except Exception:  # noqa: BLE001 - absent or broken: record that
+        return None
 
 
 if __name__ == "__main__":

@@ -237,7 +237,9 @@ def _load(path: Path, symmetry):
     if not np.issubdtype(orient.dtype, np.floating):
         raise MicroSymError(f"{path}: 'orientation' must be floating point, got {orient.dtype}")
     attrs = dict(root.attrs)
-    lattice = symmetry or attrs.get("lattice") or _segment_lattice(attrs.get("micro_sym"))
+    from micro_sym.io.orientation_export import recorded_lattice
+
+    lattice = symmetry or recorded_lattice(attrs)
     if lattice is None:
         lattice = "cubic" if orient.ndim in (3, 4) and orient.shape[0] == 4 else "square"
     ps, unit = _zarr_scale(attrs, boundary if boundary is not None else None, orient)
@@ -249,17 +251,6 @@ def _load(path: Path, symmetry):
     return {"orientation": orient, "symmetry": lattice, "mask": None, "phase": None, "boundary": boundary,
             "pixel_size": ps, "unit": unit or "px", "name": name, "phase_ids": None, "phases": None,
             "segment": record}
-
-
-def _segment_lattice(record) -> str | None:
-    """The 2D lattice a segment run recorded (classical method, or what the input measured); None if absent."""
-    if not isinstance(record, dict) or not isinstance(record.get("method"), dict):
-        return None
-    method = record["method"]
-    for where in (method, method.get("scale") or {}, method.get("auto") or {}):
-        if isinstance(where, dict) and where.get("lattice") in ("square", "hexagonal"):
-            return where["lattice"]
-    return None
 
 
 def _zarr_scale(attrs, boundary, orient):

@@ -351,6 +351,10 @@ def ort_session(payload: bytes, threads: int | None = None):
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = max(1, int(threads or torch.get_num_threads()))
     opts.inter_op_num_threads = 1
+    # A memory pattern is planned and kept per input shape: the engine's tiles come in several shapes
+    # (image edges and corners), so peak memory grew with every shape seen, at no gain in speed
+    # (bench/bench_engine_2d.py).
+    opts.enable_mem_pattern = False
     return ort.InferenceSession(payload, opts, providers=["CPUExecutionProvider"])
 
 

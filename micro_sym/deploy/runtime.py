@@ -98,6 +98,28 @@ class CpuRunner:
             return self._module(x.contiguous(memory_format=self._memory_format)).contiguous()
         return self._module(x)
 
+    def release_memory(self) -> None:
+        """Give the memory the last forwards held back to the system (onnxruntime keeps its arena at
+        the size of the largest tile otherwise): one tiny run with arena shrinkage on."""
+        if self.backend != "onnxruntime":
+            return
+        import onnxruntime as ort
+
+        options = ort.RunOptions()
+        options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
+        side = max(16, 2 * int(getattr(self._module, "total_stride", 8)))
+        self._session.run(None, {"image": np.zeros((1, 1) + (side,) * self.ndim, np.float32)}, options)
+
+
+def release_memory() -> None:
+    """:meth:`CpuRunner.release_memory` for every cached runner: between the network pass of a run and its
+    grain pass, which needs no network."""
+    with _LOCK:
+        runners = [cached[1] for cached in _RUNNERS.values()]
+    for runner in runners:
+        if isinstance(runner, CpuRunner):
+            runner.release_memory()
+
 
 _RUNNERS: "weakref.WeakKeyDictionary[nn.Module, tuple]" = weakref.WeakKeyDictionary()
 _LOCK = threading.Lock()

@@ -414,3 +414,49 @@ def within_radius(mask, radius: float) -> np.ndarray:
     out = np.empty(mask.shape, bool)
     _within_radius(_as_3d(mask), int(np.floor(radius)), float(radius) * float(radius), _as_3d(out))
     return out
+
+
+@njit(cache=True, nogil=True)
+def _near_pair_keys(labels, reach, base):
+    """Codes ``min * base + max`` of differing labels > 0 at most ``reach`` points apart along an axis
+    of the 3D array ``labels``, each code once (a set: pairs repeat along every boundary)."""
+    nz, ny, nx = labels.shape
+    seen = {np.int64(0): True}  # typed dict used as a set (key 0 is no pair: labels are > 0)
+    for z in range(nz):
+        for y in range(ny):
+            for x in range(nx):
+                a = np.int64(labels[z, y, x])
+                if a == 0:
+                    continue
+                for d in range(1, reach + 1):
+                    for axis in range(3):
+                        if axis == 0:
+                            if z + d >= nz:
+                                continue
+                            b = np.int64(labels[z + d, y, x])
+                        elif axis == 1:
+                            if y + d >= ny:
+                                continue
+                            b = np.int64(labels[z, y + d, x])
+                        else:
+                            if x + d >= nx:
+                                continue
+                            b = np.int64(labels[z, y, x + d])
+                        if b != 0 and b != a:
+                            seen[min(a, b) * base + max(a, b)] = True
+    keys = np.empty(len(seen) - 1, np.int64)
+    i = 0
+    for key in seen:
+        if key != 0:
+            keys[i] = key
+            i += 1
+    return keys
+
+
+def near_pair_keys(labels, reach: int) -> tuple[np.ndarray, int]:
+    """Sorted unique pair codes of :func:`_near_pair_keys` for a 2D or 3D label array, and the code base."""
+    labels = np.ascontiguousarray(labels)
+    base = int(labels.max()) + 1 if labels.size else 1
+    if labels.size == 0:
+        return np.zeros(0, np.int64), base
+    return np.sort(_near_pair_keys(_as_3d(labels), int(reach), np.int64(base))), base

@@ -72,16 +72,10 @@ def near_pairs(labels, reach: int = 2) -> np.ndarray:
     With ``reach=1`` these are face neighbours; a larger reach also pairs regions that face each
     other across a boundary band (label 0) up to ``reach - 1`` pixels wide.
     """
-    labels = np.asarray(labels)
-    base = int(labels.max()) + 1 if labels.size else 1
-    keys = [np.zeros(0, np.int64)]
-    for ax in range(labels.ndim):
-        a_all = np.moveaxis(labels, ax, 0)
-        for d in range(1, reach + 1):
-            if d >= a_all.shape[0]:
-                break
-            keys.append(_pair_keys(a_all[:-d], a_all[d:], base))
-    return _keys_to_pairs(np.unique(np.concatenate(keys)), base)
+    from micro_sym.grains._kernels import near_pair_keys
+
+    keys, base = near_pair_keys(np.asarray(labels), reach)
+    return _keys_to_pairs(keys, base)
 
 
 def unique_pairs(a, b) -> np.ndarray:

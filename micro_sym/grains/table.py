@@ -22,7 +22,9 @@ the ``mean_q`` columns, not reduced to a fundamental zone.
 2D micrograph tables have no Euler columns: an image of a lattice measures one in-plane angle, not a
 3D orientation. Writing ``(θ, 0, 0)`` would claim the beam runs along the crystal's [001] (or [0001])
 axis, which the image does not show: a 6-fold pattern is as often a cubic crystal seen along <111>
-as a hexagonal one along [0001], and the tilt about in-plane axes is not measured at all.
+as a hexagonal one along [0001], and the tilt about in-plane axes is not measured at all. The
+``micro-sym ebsd`` export, whose formats need a 3D orientation per point, does write such angles,
+with that assumption stated (docs/design.md §1.8).
 """
 
 from __future__ import annotations

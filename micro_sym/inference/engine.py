@@ -473,6 +473,9 @@ def _segment_input(img, path: Path, out_dir, net, runner, *, block, chunk, thres
     finally:
         _WITHIN_BLOCK.pop(token, None)
 
+    from micro_sym.deploy.runtime import release_memory
+
+    release_memory()  # the grain pass needs no network: the memory of its activations goes back
     seeded = is_seeded(rule)
     merged = merge_blocks(plan, lambda b: state.load_block(b.id), symmetry=net.symmetry, threshold=rule["pair_threshold"],
                           min_size=min_size, small="drop" if seeded else "merge", pixel_size=img.pixel_size,

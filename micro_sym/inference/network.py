@@ -9,6 +9,7 @@ keep one copy per process (:func:`cached_network`).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import pickle
@@ -18,6 +19,12 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from micro_sym.orientation.symmetry import lattice
+
+#: One network forward at a time per process. The block engine's worker threads share one network;
+#: two tiles in it at once would double the peak memory (the activations of a tile dominate it),
+#: while the other workers keep the remaining cores busy reading, decoding, labelling and writing
+#: (bench/bench_engine_2d.py).
+FORWARD_LOCK = threading.Lock()
 
 
 @dataclass
@@ -100,13 +107,15 @@ class Network:
         """Boundary probability alone from raw outputs (what :meth:`decode` returns as ``boundary``)."""
         return _sigmoid(y[0])
 
-    def forward(self, x: np.ndarray, device: str = "cpu") -> np.ndarray:
-        """Run the module on a batch ``(B, *tile)`` of normalized tiles; returns ``(B, C, *tile)``."""
+    def forward(self, x: np.ndarray, device: str = "cpu", *, exclusive: bool = True) -> np.ndarray:
+        """Run the module on a batch ``(B, *tile)`` of normalized tiles; returns ``(B, C, *tile)``.
+
+        ``exclusive``: one forward at a time in this process (:data:`FORWARD_LOCK`)."""
         import torch
 
         from micro_sym.deploy.runtime import cpu_forward
 
-        with torch.inference_mode():
+        with FORWARD_LOCK if exclusive else contextlib.nullcontext(), torch.inference_mode():
             t = torch.from_numpy(np.ascontiguousarray(x, np.float32))[:, None].to(device)
             return cpu_forward(self.module, self.ndim, t).float().cpu().numpy()
 

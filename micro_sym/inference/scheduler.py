@@ -86,6 +86,21 @@ class Runner:
         return f"{self.name} ({self.workers} worker{'s' if self.workers > 1 else ''})"
 
 
+def release_large_blocks() -> None:
+    """Make glibc serve every allocation of 1 MiB or more with its own ``mmap``, returned to the system
+    when freed. By default glibc raises that threshold as large blocks are freed and then keeps
+    tile-sized arrays in its per-thread heaps, so a long run's resident memory grew with the number of
+    tiles, not with the block (bench/bench_engine_2d.py). Nothing happens where libc is not glibc."""
+    import ctypes
+    import ctypes.util
+
+    m_mmap_threshold = -3  # from glibc's malloc.h
+    try:
+        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt(m_mmap_threshold, 1 << 20)
+    except (OSError, AttributeError):
+        pass
+
+
 class ThreadRunner(Runner):
     """In-process threads sharing one network; torch threads = cores ÷ worker threads."""
 
@@ -97,6 +112,7 @@ class ThreadRunner(Runner):
         super().__init__(workers or min(2, cores), window)
         self.pool = ThreadPoolExecutor(self.workers, thread_name_prefix="micro-sym")
         self.torch_threads = max(1, cores // self.workers)
+        release_large_blocks()
 
     def bind(self, net, device):
         import torch
@@ -114,6 +130,7 @@ class ThreadRunner(Runner):
 def _init_process(payload, sha, device, torch_threads):
     from micro_sym.inference.network import cached_network
 
+    release_large_blocks()
     cached_network(payload, sha, device, torch_threads)
 
 

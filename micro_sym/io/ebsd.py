@@ -421,6 +421,34 @@ def _finish(path, euler, phase, indexed, step, phases, extra) -> EBSDMap:
 
 
 # ------------------------------------------------------------------------------------- writers
+#
+# Both writers take the map as consecutive bands of whole rows (``write_ctf_bands``, ``write_ang_bands``),
+# so a map larger than memory streams through; ``write_ctf`` / ``write_ang`` write one band, the whole map.
+# Optional per-point columns come from ``EBSDMap.extra`` under the names the readers give them
+# (``.ctf``: ``Bands``, ``MAD``, ``BC``, ``BS``; ``.ang``: ``iq``, ``fit``); absent ones are written as 0.
+
+#: Column of a ``.ctf`` data line -> the ``extra`` key that fills it (others are 0).
+_CTF_EXTRA = {"Bands": 3, "MAD": 8, "BC": 9, "BS": 10}
+#: Column of an ``.ang`` data line -> the ``extra`` key that fills it (others are 0).
+_ANG_EXTRA = {"iq": 5, "fit": 9}
+
+
+def _step_decimals(step, least: int) -> int:
+    """Decimals that keep the grid steps (and so every X/Y coordinate, a multiple of them) exact to 1e-6
+    relative: ``least`` for usual steps (0.5 µm), more for small ones (a 0.05 nm pixel is 5e-5 µm, which
+    4 decimals would write as 0, an invalid step)."""
+    for d in range(least, 13):
+        if all(abs(round(s, d) - s) <= 1e-6 * abs(s) for s in step):
+            return d
+    return 12
+
+
+def _extra_columns(band: EBSDMap, columns: dict, cols: np.ndarray) -> None:
+    """Fill ``cols`` (``(rows, x, n)``) from the band's ``extra`` arrays named in ``columns``."""
+    for key, k in columns.items():
+        value = band.extra.get(key)
+        if value is not None and np.shape(value) == band.shape:
+            cols[..., k] = value
 
 
 def write_ctf(path, ebsd: EBSDMap) -> Path:
@@ -428,52 +456,91 @@ def write_ctf(path, ebsd: EBSDMap) -> Path:
 
     Used to exchange maps with other tools and to test :func:`read_ctf`.
     """
+    return write_ctf_bands(path, ebsd.shape, ebsd.step, ebsd.phases, [ebsd])
+
+
+def write_ctf_bands(path, shape, step, phases, bands) -> Path:
+    """:func:`write_ctf` from consecutive bands of rows: ``bands`` yields :class:`EBSDMap` objects holding
+    whole rows, top to bottom, ``shape[0]`` rows in all (their ``quaternions`` are not used)."""
     path = Path(path)
-    ny, nx = ebsd.shape
+    ny, nx = shape
+    d = _step_decimals(step, 4)
     out = ["Channel Text File", "Prj\tmicro_sym export", "Author\tmicro_sym", "JobMode\tGrid",
-           f"XCells\t{nx}", f"YCells\t{ny}", f"XStep\t{ebsd.step[1]:.4f}", f"YStep\t{ebsd.step[0]:.4f}",
+           f"XCells\t{nx}", f"YCells\t{ny}", f"XStep\t{step[1]:.{d}f}", f"YStep\t{step[0]:.{d}f}",
            "AcqE1\t0.0000", "AcqE2\t0.0000", "AcqE3\t0.0000",
            "Euler angles refer to Sample Coordinate system (CS0)!\tMag\t0\tCoverage\t100\tDevice\t0\tKV\t0",
-           f"Phases\t{len(ebsd.phases)}"]
-    for ph in ebsd.phases:
+           f"Phases\t{len(phases)}"]
+    for ph in phases:
         laue = ph.get("laue_group") or (11 if ph.get("symmetry") == "cubic" else 9)
         out.append(f"1.0000;1.0000;1.0000\t90.0000;90.0000;90.0000\t{ph['name']}\t{laue}\t0")
     out.append("Phase\tX\tY\tBands\tError\tEuler1\tEuler2\tEuler3\tMAD\tBC\tBS")
-    yy, xx = np.mgrid[0:ny, 0:nx]
-    e = np.where(ebsd.mask, ebsd.euler, 0.0)
-    cols = np.stack([ebsd.phase, xx * ebsd.step[1], yy * ebsd.step[0], np.zeros_like(xx),
-                     np.where(ebsd.mask, 0, 3), e[0], e[1], e[2], np.zeros_like(xx), np.zeros_like(xx),
-                     np.zeros_like(xx)], -1).reshape(-1, 11)
-    buf = io.StringIO()
-    np.savetxt(buf, cols, fmt=["%d", "%.4f", "%.4f", "%d", "%d", "%.4f", "%.4f", "%.4f", "%.4f", "%d", "%d"],
-               delimiter="\t")
-    path.write_text("\n".join(out) + "\n" + buf.getvalue(), encoding="latin-1")
-    return path
+    fmt = ["%d", f"%.{d}f", f"%.{d}f", "%d", "%d", "%.4f", "%.4f", "%.4f", "%.4f", "%d", "%d"]
+
+    def lines(band: EBSDMap, row0: int) -> str:
+        rows = band.shape[0]
+        yy, xx = np.mgrid[row0:row0 + rows, 0:nx]
+        e = np.where(band.mask, band.euler, 0.0)
+        cols = np.stack([band.phase, xx * step[1], yy * step[0], np.zeros_like(xx),
+                         np.where(band.mask, 0, 3), e[0], e[1], e[2], np.zeros_like(xx), np.zeros_like(xx),
+                         np.zeros_like(xx)], -1).astype(np.float64)
+        _extra_columns(band, _CTF_EXTRA, cols)
+        buf = io.StringIO()
+        np.savetxt(buf, cols.reshape(-1, 11), fmt=fmt, delimiter="\t")
+        return buf.getvalue()
+
+    return _write_text(path, "\n".join(out) + "\n", bands, lines, shape)
 
 
 def write_ang(path, ebsd: EBSDMap, *, oxford_to_tsl: bool = True) -> Path:
     """Write a map as an EDAX/TSL ``.ang`` text file (radians; φ1 + 90° into the TSL frame)."""
+    return write_ang_bands(path, ebsd.shape, ebsd.step, ebsd.phases, [ebsd], oxford_to_tsl=oxford_to_tsl)
+
+
+def write_ang_bands(path, shape, step, phases, bands, *, oxford_to_tsl: bool = True) -> Path:
+    """:func:`write_ang` from consecutive bands of rows (as :func:`write_ctf_bands`)."""
     path = Path(path)
-    ny, nx = ebsd.shape
+    ny, nx = shape
     sym = {"cubic": "43", "hexagonal": "62"}
+    d_step, d_xy = _step_decimals(step, 6), _step_decimals(step, 5)
     out = ["# TEM_PIXperUM          1.000000", "# x-star                0.5", "# y-star                0.5",
            "# z-star                0.5", "# WorkingDistance       15.0", "#"]
-    for i, ph in enumerate(ebsd.phases, 1):
+    for i, ph in enumerate(phases, 1):
         out += [f"# Phase {i}", f"# MaterialName  \t{ph['name']}", f"# Symmetry              {sym.get(ph['symmetry'], '43')}",
                 "# LatticeConstants      1.000 1.000 1.000  90.000  90.000  90.000", "#"]
-    out += ["# GRID: SqrGrid", f"# XSTEP: {ebsd.step[1]:.6f}", f"# YSTEP: {ebsd.step[0]:.6f}",
+    out += ["# GRID: SqrGrid", f"# XSTEP: {step[1]:.{d_step}f}", f"# YSTEP: {step[0]:.{d_step}f}",
             f"# NCOLS_ODD: {nx}", f"# NCOLS_EVEN: {nx}", f"# NROWS: {ny}", "#", "# OPERATOR: micro_sym", "#"]
-    e = ebsd.euler.copy()
-    if oxford_to_tsl:
-        e[0] = np.mod(e[0] + 90.0, 360.0)
-    rad = np.deg2rad(e)
-    rad[:, ~ebsd.mask] = 4 * np.pi
-    yy, xx = np.mgrid[0:ny, 0:nx]
-    ci = np.where(ebsd.mask, 1.0, -1.0)
-    ph = np.where(ebsd.mask, np.maximum(ebsd.phase - 1, 0), 0)
-    cols = np.stack([rad[0], rad[1], rad[2], xx * ebsd.step[1], yy * ebsd.step[0], np.zeros_like(ci), ci, ph,
-                     np.zeros_like(ci), np.zeros_like(ci)], -1).reshape(-1, 10)
-    buf = io.StringIO()
-    np.savetxt(buf, cols, fmt=["%.6f"] * 3 + ["%.5f", "%.5f", "%.1f", "%.3f", "%d", "%.1f", "%.3f"], delimiter=" ")
-    path.write_text("\n".join(out) + "\n" + buf.getvalue(), encoding="latin-1")
+    fmt = ["%.6f"] * 3 + [f"%.{d_xy}f", f"%.{d_xy}f", "%.1f", "%.3f", "%d", "%.1f", "%.3f"]
+
+    def lines(band: EBSDMap, row0: int) -> str:
+        rows = band.shape[0]
+        e = band.euler.copy()
+        if oxford_to_tsl:
+            e[0] = np.mod(e[0] + 90.0, 360.0)
+        rad = np.deg2rad(e)
+        rad[:, ~band.mask] = 4 * np.pi
+        yy, xx = np.mgrid[row0:row0 + rows, 0:nx]
+        ci = np.where(band.mask, 1.0, -1.0)
+        ph = np.where(band.mask, np.maximum(band.phase - 1, 0), 0)
+        cols = np.stack([rad[0], rad[1], rad[2], xx * step[1], yy * step[0], np.zeros_like(ci), ci, ph,
+                         np.zeros_like(ci), np.zeros_like(ci)], -1)
+        _extra_columns(band, _ANG_EXTRA, cols)
+        buf = io.StringIO()
+        np.savetxt(buf, cols.reshape(-1, 10), fmt=fmt, delimiter=" ")
+        return buf.getvalue()
+
+    return _write_text(path, "\n".join(out) + "\n", bands, lines, shape)
+
+
+def _write_text(path: Path, header: str, bands, lines, shape) -> Path:
+    """Header, then each band's data lines; checks that the bands add up to the header's grid."""
+    row0 = 0
+    with open(path, "w", encoding="latin-1", newline="\n") as f:
+        f.write(header)
+        for band in bands:
+            if band.shape[1] != shape[1]:
+                raise ValueError(f"band of {band.shape[1]} columns in a map of {shape[1]}")
+            f.write(lines(band, row0))
+            row0 += band.shape[0]
+    if row0 != shape[0]:
+        raise ValueError(f"bands hold {row0} rows, the header says {shape[0]}")
     return path

@@ -10,7 +10,11 @@
       dataset.json           lattice, pixel_size, unit, plus the generator config and per-sample seeds
 
 Sample ``i`` of a dataset generated with seed ``S`` is ``synth_2d(config, seed=[S, i])`` (or
-``synth_3d``), so every file can be regenerated from ``dataset.json`` alone.
+``synth_3d``, ``synth_atoms3d``), so every file can be regenerated from ``dataset.json`` alone.
+
+Resuming (``resume=True``): ``OUT/.synth/generator.json`` records the generator, config and seed, and
+``OUT/.synth/NAME.json`` (the sample's info, written after its images) marks a finished sample; a
+resumed run skips finished samples and refuses a directory made with another config or seed.
 """
 
 from __future__ import annotations
@@ -24,6 +28,8 @@ from micro_sym import __version__
 from micro_sym.errors import MicroSymError
 
 FOLDERS = ("images", "grains", "orientation", "boundary")
+#: Resume state inside the dataset directory (hidden: not part of the labeled-dataset layout).
+STATE = ".synth"
 
 
 def _imwrite(path, data, **kwargs):
@@ -50,69 +56,104 @@ def write_sample(root, name: str, sample, pixel_size: float, unit: str) -> None:
     _imwrite(root / "boundary" / f"{name}.tif", sample.boundary.astype(np.uint8))
 
 
-def _prepare(out: Path, overwrite: bool) -> None:
+def _prepare(out: Path, overwrite: bool, resume: bool = False) -> None:
     if out.exists() and not out.is_dir():
         raise MicroSymError(f"{out}: exists and is not a directory")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise MicroSymError(f"{out}: directory is not empty (use --overwrite to replace its dataset)")
-    for folder in FOLDERS:
+    if out.is_dir() and any(out.iterdir()) and not (overwrite or resume):
+        raise MicroSymError(f"{out}: directory is not empty (use --overwrite to replace its dataset, --resume to finish it)")
+    for folder in (*FOLDERS, STATE):
         (out / folder).mkdir(parents=True, exist_ok=True)
         if overwrite:
-            for f in (out / folder).glob("*.tif"):
+            for f in (out / folder).glob("*.tif" if folder != STATE else "*.json"):
                 f.unlink()
 
 
-def generate_dataset(out, config, n: int, seed: int = 0, *, overwrite: bool = False, progress=None) -> Path:
-    """Generate ``n`` samples with ``config`` (2D or 3D) and write them as a labeled dataset.
+def _generator(config):
+    """(ndim, generator function, its name, the dataset.json lattice) for a config object."""
+    from micro_sym.synth.atoms3d import Atoms3DConfig, synth_atoms3d
+    from micro_sym.synth.config import Synth2DConfig
+    from micro_sym.synth.lattice2d import synth_2d
+    from micro_sym.synth.volume3d import synth_3d
+
+    if isinstance(config, Atoms3DConfig):
+        return 3, synth_atoms3d, "micro_sym.synth.synth_atoms3d", config.dataset_lattice
+    if isinstance(config, Synth2DConfig):
+        return 2, synth_2d, "micro_sym.synth.synth_2d", config.lattice
+    return 3, synth_3d, "micro_sym.synth.synth_3d", config.lattice
+
+
+def _check_resume(out: Path, spec: dict) -> None:
+    """Record the generator spec, or refuse to resume a directory made with a different one."""
+    path = out / STATE / "generator.json"
+    if path.is_file():
+        old = json.loads(path.read_text())
+        if {k: old.get(k) for k in ("name", "seed", "config")} != {k: spec[k] for k in ("name", "seed", "config")}:
+            raise MicroSymError(f"{out}: was generated with another config or seed (see {path}); "
+                                "use --overwrite to replace it or another --out")
+    _write_json_atomic(path, spec)
+
+
+def _write_json_atomic(path: Path, data) -> None:
+    """Write JSON through a temporary file and a rename: an interrupted run leaves no half marker."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=1) + "\n")
+    tmp.replace(path)
+
+
+def generate_dataset(out, config, n: int, seed: int = 0, *, overwrite: bool = False, resume: bool = False,
+                     progress=None) -> Path:
+    """Generate ``n`` samples with ``config`` (2D, 3D or atomistic 3D) and write them as a labeled dataset.
 
     Parameters
     ----------
     out : str or Path
         Dataset directory; must be empty or absent unless ``overwrite``.
-    config : Synth2DConfig or Synth3DConfig
+    config : Synth2DConfig, Synth3DConfig or Atoms3DConfig
     n : int
         Number of samples, named ``sample_000``, ``sample_001``, ...
     seed : int
         Sample ``i`` is generated from ``seed=[seed, i]``.
     overwrite : bool
         Replace the .tif files of an existing dataset.
+    resume : bool
+        Keep the samples an earlier run with the same config and seed finished; make the rest.
     progress : callable, optional
-        Called as ``progress(i, name, info)`` after each sample.
+        Called as ``progress(i, name, info)`` after each sample (also for skipped finished ones,
+        with ``info["resumed"] = True``).
 
     Returns
     -------
     Path of the dataset.
     """
-    from micro_sym.synth.config import Synth2DConfig
-    from micro_sym.synth.lattice2d import synth_2d
-    from micro_sym.synth.volume3d import synth_3d
-
     if n < 1:
         raise MicroSymError(f"--n: need at least one sample, got {n}")
     if seed < 0:
         raise MicroSymError(f"--seed: must be non-negative, got {seed}")
     out = Path(out)
-    _prepare(out, overwrite)
-    dim = 2 if isinstance(config, Synth2DConfig) else 3
-    gen = synth_2d if dim == 2 else synth_3d
+    dim, gen, gen_name, lattice = _generator(config)
+    spec = {"name": gen_name, "version": __version__, "seed": seed, "config": config.model_dump(mode="json")}
+    _prepare(out, overwrite, resume)
+    _check_resume(out, spec)
     samples = {}
     for i in range(n):
         name = f"sample_{i:03d}"
+        marker = out / STATE / f"{name}.json"
+        if resume and marker.is_file() and all((out / f / f"{name}.tif").is_file() for f in FOLDERS):
+            samples[name] = json.loads(marker.read_text())
+            if progress:
+                progress(i, name, {**samples[name], "resumed": True})
+            continue
         sample = gen(config, seed=[seed, i])
         write_sample(out, name, sample, config.pixel_size, config.unit)
         samples[name] = {"seed": [seed, i], **sample.info}
+        _write_json_atomic(marker, samples[name])
         if progress:
             progress(i, name, sample.info)
     meta = {
-        "lattice": config.lattice,
+        "lattice": lattice,
         "pixel_size": [config.pixel_size] * dim,
         "unit": config.unit,
-        "generator": {
-            "name": f"micro_sym.synth.synth_{dim}d",
-            "version": __version__,
-            "seed": seed,
-            "config": config.model_dump(mode="json"),
-        },
+        "generator": spec,
         "samples": samples,
     }
     (out / "dataset.json").write_text(json.dumps(meta, indent=1) + "\n")

@@ -1,0 +1,206 @@
+"""The block engine on large micrographs (issue 29): peak memory, wall time and where the time goes.
+
+Usage::
+
+    python bench/bench_engine_2d.py [--sizes 4096 8192] [--configs 1024x2 1536x2] [--repeats 1]
+
+For each size a uint16 Zarr micrograph (chunks 1024²) is written once under ``bench/_data``: the
+bundled sample micrograph ``sample_000`` mirrored into a larger image (mirroring keeps the lattice and
+the grains continuous at the seams). Each configuration ``BLOCKxWORKERS`` (``default`` = the engine's
+own choice) segments it with what ``micro-sym segment`` runs without options (``--method auto``: the
+lattice measured, robust-2d, the lattice mask), in a *fresh subprocess* whose peak RSS
+(``ru_maxrss``) is reported, with the seconds spent in each part of the engine summed over workers.
+
+The reference is the network's bare forward on the same tiles (the plan's tile shapes, random
+values) in the engine's layout: as many threads as workers, each running forwards with the engine's
+thread count, counted in image pixels per second. Writes bench/results/engine_2d.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+from _common import DATA, RESULTS, ROOT, write_json
+
+SAMPLE = ROOT / "sample_data" / "micrographs" / "images" / "sample_000.tif"
+
+
+def make_image(n: int) -> Path:
+    """``bench/_data/micrograph{n}.zarr``: the sample micrograph mirrored to ``n × n`` (written once)."""
+    import tifffile
+    import zarr
+
+    path = DATA / f"micrograph{n}.zarr"
+    if path.exists():
+        return path
+    tile = tifffile.imread(SAMPLE)
+    reps = -(-n // tile.shape[0])
+    row = np.concatenate([tile if i % 2 == 0 else tile[:, ::-1] for i in range(reps)], axis=1)
+    image = np.concatenate([row if j % 2 == 0 else row[::-1] for j in range(reps)], axis=0)[:n, :n]
+    DATA.mkdir(parents=True, exist_ok=True)
+    zarr.create_array(str(path), data=np.ascontiguousarray(image), chunks=(1024, 1024))
+    return path
+
+
+#: Engine functions whose time is summed: (module, class or None, function) -> label. Nested ones are
+#: inside their callers' time (the forward and the ring contrast are inside the maps pass).
+TIMED = {
+    ("micro_sym.inference.engine", None, "maps_task"): "maps pass (per block)",
+    ("micro_sym.inference.network", "Network", "forward"): "  network forward",
+    ("micro_sym.inference.lattice_mask", None, "ring_contrast"): "  lattice mask (ring contrast)",
+    ("micro_sym.inference.network", "Network", "decode"): "  decode",
+    ("micro_sym.inference.engine", None, "label_tile"): "  seed labels",
+    ("micro_sym.inference.engine", None, "read_tile"): "  read input tile",
+    ("micro_sym.inference.engine", None, "merge_blocks"): "merge across blocks",
+    ("micro_sym.inference.engine", None, "flood_task"): "grains pass (per block)",
+    ("micro_sym.inference.engine", None, "neighbours_task"): "neighbour counts (per block)",
+    ("micro_sym.inference.engine", None, "final_table"): "grain table",
+    ("micro_sym.inference.engine", None, "write_grain_csv"): "CSV",
+    ("micro_sym.inference.method_choice", "AutoMethod", "choose"): "lattice measurement + method choice",
+    ("micro_sym.models.normalize", None, "intensity_range"): "intensity range",
+}
+
+
+def _time_parts() -> dict:
+    """Wrap :data:`TIMED` so that their seconds (summed over threads) collect in the returned dict."""
+    import importlib
+
+    seconds, lock = collections.defaultdict(float), threading.Lock()
+    for (module, cls, name), label in TIMED.items():
+        owner = importlib.import_module(module)
+        owner = getattr(owner, cls) if cls else owner
+        original = getattr(owner, name)
+
+        def timed(*args, _f=original, _label=label, **kwargs):
+            t = time.perf_counter()
+            try:
+                return _f(*args, **kwargs)
+            finally:
+                with lock:
+                    seconds[_label] += time.perf_counter() - t
+
+        setattr(owner, name, timed)
+    return seconds
+
+
+def child(n: int, block: int | None, workers: int | None, out: str) -> None:
+    """Run in a fresh process: segment one micrograph as ``micro-sym segment`` does, print JSON."""
+    seconds = _time_parts()
+    from micro_sym.inference import segment
+
+    shutil.rmtree(out, ignore_errors=True)
+    t0 = time.perf_counter()
+    (r,) = segment([str(make_image(n))], out, block=block, workers=workers)
+    wall = time.perf_counter() - t0
+    print(json.dumps({"n": n, "status": r.status, "error": r.error, "wall_s": wall, "n_grains": r.n_grains,
+                      "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                      "mpix_per_s": n * n / wall / 1e6, "seconds": dict(seconds),
+                      "plan": {k: r.plan[k] for k in ("blocks", "block", "chunk", "halo", "tile", "recompute",
+                                                      "memory_estimate_bytes")},
+                      "method": r.plan["method"].get("auto", {}).get("chose")}, default=str))
+
+
+def bare_forward(n: int, plan: dict, workers: int, reps: int = 2) -> dict:
+    """The network's forward alone on the plan's tiles (random values of their shapes), in the engine's
+    layout (``workers`` threads, each with the engine's thread count), in image pixels per second."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from micro_sym.inference import load_network
+    from micro_sym.inference.blocks import plan_blocks
+    from micro_sym.inference.method_choice import AUTO_MODEL
+    from micro_sym.inference.scheduler import ThreadRunner
+
+    runner = ThreadRunner(workers or None)  # sets torch's threads per worker as the engine does
+    net = load_network(AUTO_MODEL)
+    blocks = plan_blocks((n, n), plan["block"], halo=plan["halo"], stride=net.total_stride, chunk=plan["chunk"]).blocks
+    rng = np.random.default_rng(0)
+    shapes = [tuple(s.stop - s.start for s in b.tile) for b in blocks]
+    tiles = {shape: rng.random((1, *(-(-k // net.total_stride) * net.total_stride for k in shape)), dtype=np.float32)
+             for shape in set(shapes)}
+    with ThreadPoolExecutor(runner.workers) as pool:
+        # exclusive=False: concurrent forwards, as fast as the machine runs them (the engine runs one at a time)
+        list(pool.map(lambda shape: net.forward(tiles[shape], exclusive=False), list(tiles)))  # warm-up
+        times = []
+        for _ in range(reps):
+            t = time.perf_counter()
+            list(pool.map(lambda shape: net.forward(tiles[shape], exclusive=False), shapes))
+            times.append(time.perf_counter() - t)
+    runner.close()
+    best = min(times)
+    return {"model": AUTO_MODEL, "tiles": len(shapes), "workers": runner.workers, "seconds": best,
+            "mpix_per_s": n * n / best / 1e6}
+
+
+def _parse_config(text: str):
+    if text == "default":
+        return None, None
+    block, workers = text.split("x")
+    return int(block), int(workers)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sizes", type=int, nargs="+", default=[4096, 8192])
+    ap.add_argument("--configs", nargs="+", default=["default"], help="BLOCKxWORKERS, or default")
+    ap.add_argument("--child", nargs=3, metavar=("N", "CONFIG", "OUT"), help=argparse.SUPPRESS)
+    ap.add_argument("--forward", nargs=3, metavar=("N", "PLAN", "WORKERS"), help=argparse.SUPPRESS)
+    ap.add_argument("--out", type=Path, default=RESULTS / "engine_2d.json")
+    args = ap.parse_args()
+    if args.child:
+        child(int(args.child[0]), *_parse_config(args.child[1]), args.child[2])
+        return
+    if args.forward:
+        print(json.dumps(bare_forward(int(args.forward[0]), json.loads(args.forward[1]), int(args.forward[2]))))
+        return
+
+    def fresh(*extra) -> dict:
+        res = subprocess.run([sys.executable, __file__, *extra], capture_output=True, text=True,
+                             env={**os.environ, "PYTHONWARNINGS": "ignore"})
+        if res.returncode:
+            sys.exit(res.stderr[-3000:])
+        return json.loads(res.stdout.strip().splitlines()[-1])
+
+    for n in args.sizes:
+        make_image(n)
+    runs = []
+    for config in args.configs:
+        for n in args.sizes:
+            r = fresh("--child", str(n), config, str(DATA / f"engine2d_out_{n}"))
+            if r["status"] != "complete":
+                sys.exit(f"{n}² {config}: {r['status']} {r['error']}")
+            plan = r["plan"]
+            fwd = fresh("--forward", str(n), json.dumps(plan), str(_parse_config(config)[1] or 0))
+            r |= {"config": config, "forward": fwd, "engine_vs_forward": r["mpix_per_s"] / fwd["mpix_per_s"]}
+            runs.append(r)
+            print(f"{n}² {config}: {r['wall_s']:.1f} s ({r['mpix_per_s']:.2f} MP/s), peak RSS {r['peak_rss_mb']:.0f} MB, "
+                  f"{r['n_grains']} grains; blocks {plan['blocks']} of {plan['block']}, tile {plan['tile']}; "
+                  f"bare forward {fwd['mpix_per_s']:.2f} MP/s ({fwd['workers']} workers): engine at "
+                  f"{100 * r['engine_vs_forward']:.0f} %", flush=True)
+            for part, s in sorted(r["seconds"].items(), key=lambda kv: -kv[1]):
+                print(f"    {part:40s} {s:7.1f} s")
+    for config in args.configs:
+        rss = {r["n"]: r["peak_rss_mb"] for r in runs if r["config"] == config}
+        if len(rss) > 1:
+            print(f"{config}: peak RSS largest / smallest image = {rss[max(rss)] / rss[min(rss)]:.2f}")
+    import platform
+
+    write_json(args.out, {"machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
+                          "input": f"{SAMPLE.relative_to(ROOT)} mirrored, uint16 Zarr, chunks 1024²",
+                          "command": "micro-sym segment IMAGE --out OUT (auto) with the configuration's --tile/--workers",
+                          "runs": runs})
+
+
+if __name__ == "__main__":
+    main()
