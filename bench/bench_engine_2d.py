@@ -2,13 +2,13 @@
 
 Usage::
 
-    python bench/bench_engine_2d.py [--sizes 4096 8192] [--configs 1024x2 1536x2] [--repeats 1]
+    python bench/bench_engine_2d.py [--sizes 4096 8192] [--configs default 1536x2] [--model NAME] [--out FILE]
 
 For each size a uint16 Zarr micrograph (chunks 1024²) is written once under ``bench/_data``: the
 bundled sample micrograph ``sample_000`` mirrored into a larger image (mirroring keeps the lattice and
 the grains continuous at the seams). Each configuration ``BLOCKxWORKERS`` (``default`` = the engine's
 own choice) segments it with what ``micro-sym segment`` runs without options (``--method auto``: the
-lattice measured, robust-2d, the lattice mask), in a *fresh subprocess* whose peak RSS
+lattice measured, robust-2d, the lattice mask) or with ``--model``, in a *fresh subprocess* whose peak RSS
 (``ru_maxrss``) is reported, with the seconds spent in each part of the engine summed over workers.
 
 The reference is the network's bare forward on the same tiles (the plan's tile shapes, random
@@ -58,7 +58,7 @@ def make_image(n: int) -> Path:
 #: inside their callers' time (the forward and the ring contrast are inside the maps pass).
 TIMED = {
     ("micro_sym.inference.engine", None, "maps_task"): "maps pass (per block)",
-    ("micro_sym.inference.network", "Network", "forward"): "  network forward",
+    ("micro_sym.deploy.runtime", None, "cpu_forward"): "  network forward (inside the forward lock)",
     ("micro_sym.inference.lattice_mask", None, "ring_contrast"): "  lattice mask (ring contrast)",
     ("micro_sym.inference.network", "Network", "decode"): "  decode",
     ("micro_sym.inference.engine", None, "label_tile"): "  seed labels",
@@ -95,14 +95,14 @@ def _time_parts() -> dict:
     return seconds
 
 
-def child(n: int, block: int | None, workers: int | None, out: str) -> None:
+def child(n: int, block: int | None, workers: int | None, out: str, model: str | None) -> None:
     """Run in a fresh process: segment one micrograph as ``micro-sym segment`` does, print JSON."""
     seconds = _time_parts()
     from micro_sym.inference import segment
 
     shutil.rmtree(out, ignore_errors=True)
     t0 = time.perf_counter()
-    (r,) = segment([str(make_image(n))], out, block=block, workers=workers)
+    (r,) = segment([str(make_image(n))], out, block=block, workers=workers, model=model)
     wall = time.perf_counter() - t0
     print(json.dumps({"n": n, "status": r.status, "error": r.error, "wall_s": wall, "n_grains": r.n_grains,
                       "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
@@ -112,7 +112,7 @@ def child(n: int, block: int | None, workers: int | None, out: str) -> None:
                       "method": r.plan["method"].get("auto", {}).get("chose")}, default=str))
 
 
-def bare_forward(n: int, plan: dict, workers: int, reps: int = 2) -> dict:
+def bare_forward(n: int, plan: dict, workers: int, model: str | None, reps: int = 2) -> dict:
     """The network's forward alone on the plan's tiles (random values of their shapes), in the engine's
     layout (``workers`` threads, each with the engine's thread count), in image pixels per second."""
     from concurrent.futures import ThreadPoolExecutor
@@ -123,7 +123,8 @@ def bare_forward(n: int, plan: dict, workers: int, reps: int = 2) -> dict:
     from micro_sym.inference.scheduler import ThreadRunner
 
     runner = ThreadRunner(workers or None)  # sets torch's threads per worker as the engine does
-    net = load_network(AUTO_MODEL)
+    model = model or AUTO_MODEL
+    net = load_network(model)
     blocks = plan_blocks((n, n), plan["block"], halo=plan["halo"], stride=net.total_stride, chunk=plan["chunk"]).blocks
     rng = np.random.default_rng(0)
     shapes = [tuple(s.stop - s.start for s in b.tile) for b in blocks]
@@ -139,7 +140,7 @@ def bare_forward(n: int, plan: dict, workers: int, reps: int = 2) -> dict:
             times.append(time.perf_counter() - t)
     runner.close()
     best = min(times)
-    return {"model": AUTO_MODEL, "tiles": len(shapes), "workers": runner.workers, "seconds": best,
+    return {"model": model, "tiles": len(shapes), "workers": runner.workers, "seconds": best,
             "mpix_per_s": n * n / best / 1e6}
 
 
@@ -154,18 +155,20 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", type=int, nargs="+", default=[4096, 8192])
     ap.add_argument("--configs", nargs="+", default=["default"], help="BLOCKxWORKERS, or default")
+    ap.add_argument("--model", default=None, help="a network (default: what --method auto runs)")
     ap.add_argument("--child", nargs=3, metavar=("N", "CONFIG", "OUT"), help=argparse.SUPPRESS)
     ap.add_argument("--forward", nargs=3, metavar=("N", "PLAN", "WORKERS"), help=argparse.SUPPRESS)
     ap.add_argument("--out", type=Path, default=RESULTS / "engine_2d.json")
     args = ap.parse_args()
     if args.child:
-        child(int(args.child[0]), *_parse_config(args.child[1]), args.child[2])
+        child(int(args.child[0]), *_parse_config(args.child[1]), args.child[2], args.model)
         return
     if args.forward:
-        print(json.dumps(bare_forward(int(args.forward[0]), json.loads(args.forward[1]), int(args.forward[2]))))
+        print(json.dumps(bare_forward(int(args.forward[0]), json.loads(args.forward[1]), int(args.forward[2]), args.model)))
         return
 
     def fresh(*extra) -> dict:
+        extra += ("--model", args.model) if args.model else ()
         res = subprocess.run([sys.executable, __file__, *extra], capture_output=True, text=True,
                              env={**os.environ, "PYTHONWARNINGS": "ignore"})
         if res.returncode:
@@ -182,9 +185,9 @@ def main():
                 sys.exit(f"{n}² {config}: {r['status']} {r['error']}")
             plan = r["plan"]
             fwd = fresh("--forward", str(n), json.dumps(plan), str(_parse_config(config)[1] or 0))
-            r |= {"config": config, "forward": fwd, "engine_vs_forward": r["mpix_per_s"] / fwd["mpix_per_s"]}
+            r |= {"config": config, "model": args.model or "auto", "forward": fwd, "engine_vs_forward": r["mpix_per_s"] / fwd["mpix_per_s"]}
             runs.append(r)
-            print(f"{n}² {config}: {r['wall_s']:.1f} s ({r['mpix_per_s']:.2f} MP/s), peak RSS {r['peak_rss_mb']:.0f} MB, "
+            print(f"{n}² {config} {r['model']}: {r['wall_s']:.1f} s ({r['mpix_per_s']:.2f} MP/s), peak RSS {r['peak_rss_mb']:.0f} MB, "
                   f"{r['n_grains']} grains; blocks {plan['blocks']} of {plan['block']}, tile {plan['tile']}; "
                   f"bare forward {fwd['mpix_per_s']:.2f} MP/s ({fwd['workers']} workers): engine at "
                   f"{100 * r['engine_vs_forward']:.0f} %", flush=True)

@@ -4,7 +4,7 @@ The sample data (``sample_data/``) come from the project's own renderer (seed 0)
 measure fit to that renderer, not generalization. Scores, as ``tests/test_shipped_accuracy.py``
 computes them (and asserts bounds just below them):
 
-* default-2d and robust-2d (exported) on the three sample micrographs
+* default-2d, default-2d-fast and robust-2d (exported) on the three sample micrographs
   (``sample_data/micrographs``): boundary F1 (2-px tolerance), grain F1 (IoU > 0.5), median
   orientation error, overall and per image (``micro_sym.inference.evaluate.evaluate_model``, what
   ``micro-sym evaluate`` runs);
@@ -30,7 +30,7 @@ from _common import RESULTS, ROOT, write_json
 
 warnings.filterwarnings("ignore", message=".*py3nj.*")
 
-MODELS_2D = ("default-2d", "robust-2d")
+MODELS_2D = ("default-2d", "default-2d-fast", "robust-2d")
 
 
 def main():

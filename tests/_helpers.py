@@ -76,3 +76,24 @@ def half_lattice(shape=(256, 384), seed=0):
     weight = 1.0 / (1.0 + np.exp((xx - shape[1] / 2) / 8.0))
     background = ndimage.gaussian_filter(rng.standard_normal(shape), 3.0) * 6.0
     return (weight * lattice + background + 0.3 * rng.standard_normal(shape)).astype(np.float32)
+
+
+def act(t, r, mirror):
+    """A p4m element on a ``(..., y, x)`` torch tensor: rotation by ``r`` × 90°, then a mirror of x."""
+    import torch
+
+    t = torch.rot90(t, r, dims=(-2, -1))
+    return torch.flip(t, dims=(-1,)) if mirror else t
+
+
+def expected_output(y, r, mirror, k=4):
+    """How the outputs must transform: boundary moves with the image; (cos kθ, sin kθ) as the frequency-k
+    field: θ -> θ + 90° r rotates the vector by k·90°·r, then a mirror θ -> 180° - θ negates sin (even k)."""
+    out = act(y, r, mirror).clone()
+    phi = np.deg2rad(k * 90.0 * r)
+    c, s = out[:, 1].clone(), out[:, 2].clone()
+    out[:, 1] = np.cos(phi) * c - np.sin(phi) * s
+    out[:, 2] = np.sin(phi) * c + np.cos(phi) * s
+    if mirror:
+        out[:, 1], out[:, 2] = out[:, 1], -out[:, 2]
+    return out

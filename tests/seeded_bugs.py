@@ -23,6 +23,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
+ORIX = "tests/orientation/test_orix_crosscheck.py"
+EXPORT = "tests/io/test_orientation_export.py"
 #: name: (file, fragment, replacement, tests that must fail)
 BUGS = {
     "hex_cross": ("micro_sym/grains/reconstruct.py", "x = a0 * b1 - a1 * b0 - a2 * b3 + a3 * b2",
@@ -35,6 +37,22 @@ BUGS = {
                           "halo = max(int(halo), 0) // stride * stride", ["tests/inference/test_tiling.py"]),
     "halo_halved": ("micro_sym/inference/blocks.py", "halo = padded_size(max(int(halo), 0), stride)",
                     "halo = padded_size(max(int(halo), 0) // 2, stride)", ["tests/inference/test_tiling.py"]),
+    # Orientation conventions, against orix (tests/orientation/test_orix_crosscheck.py), and the EBSD export.
+    "euler_conjugated": ("micro_sym/orientation/__init__.py",
+                         "return quat_normalize(quat_multiply(quat_multiply(q1, q2), q3))",
+                         "return quat_normalize(quat_conjugate(quat_multiply(quat_multiply(q1, q2), q3)))", [ORIX]),
+    "misorientation_cubic_no_conjugate": ("micro_sym/orientation/__init__.py",
+                                          "    d = quat_multiply(quat_conjugate(q1), q2)\n    w = np.abs(d @ _CUBIC_W.T)",
+                                          "    d = quat_multiply(q1, q2)\n    w = np.abs(d @ _CUBIC_W.T)", [ORIX]),
+    "ipf_no_conjugate": ("micro_sym/orientation/__init__.py", "v = quat_rotate(quat_conjugate(q), ", "v = quat_rotate(q, ",
+                         [ORIX]),
+    "export_2d_angle_sign": ("micro_sym/io/orientation_export.py",
+                             "phi1 = np.mod(-np.asarray(theta_deg, dtype=np.float64), lattice.period)",
+                             "phi1 = np.mod(np.asarray(theta_deg, dtype=np.float64), lattice.period)", [EXPORT]),
+    "export_3d_no_conjugate": ("micro_sym/io/orientation_export.py",
+                               "return np.asarray(q, dtype=np.float64) * np.array([1.0, -1.0, -1.0, -1.0])",
+                               "return np.asarray(q, dtype=np.float64)", [EXPORT]),
+    "export_nm_as_um": ("micro_sym/io/orientation_export.py", '"nm": 1e-3,', '"nm": 1.0,', [EXPORT]),
 }
 
 

@@ -46,7 +46,7 @@ def test_runner_matches_torch_2d(exported2d, backend):
 
 @pytest.mark.parametrize("backend", ("onnxruntime", "channels-last"))
 def test_runner_exported_2d_equivariant_all_8_p4m_elements(exported2d, backend):
-    from test_models2d import act, expected_output
+    from _helpers import act, expected_output
 
     runner = CpuRunner(exported2d, 2, backend)
     assert runner.backend == backend

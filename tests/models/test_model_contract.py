@@ -15,8 +15,9 @@ warnings.filterwarnings("ignore", message=".*py3nj.*")
 TOL = 1e-4  # float32 rounding of trained weights; a broken symmetry is of order 1
 
 
-@pytest.mark.parametrize("name,export", [("default-2d", False), ("default-2d", True), ("robust-2d", False),
-                                         ("robust-2d", True), ("default-3d", False)])
+@pytest.mark.parametrize("name,export", [("default-2d", False), ("default-2d", True), ("default-2d-fast", False),
+                                         ("default-2d-fast", True), ("robust-2d", False), ("robust-2d", True),
+                                         ("default-3d", False)])
 def test_bundled_models_keep_the_contract_and_are_exactly_equivariant(name, export):
     model = load_model(name, export=export)
     assert isinstance(model, SegmentationModel)

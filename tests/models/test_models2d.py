@@ -15,7 +15,7 @@ from micro_sym.errors import MicroSymError
 from micro_sym.models import build_model, load_model, save_model
 from micro_sym.models.unet import make_gspace, orientation_repr
 
-from _helpers import same_partition
+from _helpers import act, expected_output, same_partition
 
 warnings.filterwarnings("ignore", message=".*py3nj.*")
 
@@ -23,24 +23,6 @@ TOL = 1e-5
 # The 8 elements of D4 acting on (..., H, W) arrays: np.rot90 by r quarter turns (counter-clockwise as
 # displayed), then an optional left-right mirror (x -> -x).
 D4 = [(r, m) for m in (False, True) for r in range(4)]
-
-
-def act(t, r, mirror):
-    t = torch.rot90(t, r, dims=(-2, -1))
-    return torch.flip(t, dims=(-1,)) if mirror else t
-
-
-def expected_output(y, r, mirror, k=4):
-    """How the outputs must transform: boundary moves with the image; (cos kθ, sin kθ) as the frequency-k
-    field: θ -> θ + 90° r rotates the vector by k·90°·r, then a mirror θ -> 180° - θ negates sin (even k)."""
-    out = act(y, r, mirror).clone()
-    phi = np.deg2rad(k * 90.0 * r)
-    c, s = out[:, 1].clone(), out[:, 2].clone()
-    out[:, 1] = np.cos(phi) * c - np.sin(phi) * s
-    out[:, 2] = np.sin(phi) * c + np.cos(phi) * s
-    if mirror:
-        out[:, 1], out[:, 2] = out[:, 1], -out[:, 2]
-    return out
 
 
 def _randomize_bn(model, seed=0):
