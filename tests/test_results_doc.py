@@ -93,3 +93,13 @@ def test_readme_quotes_only_figures_of_the_results_doc():
     doc_values = [float(q) for q in NUMBER.findall(DOC.read_text())]
     missing = [q for q in quoted if not _matches(q, doc_values)]
     assert not missing, f"README results figures not in docs/results.md: {missing}"
+
+
+def test_every_readme_figure_is_in_the_results_doc():
+    """Figures quoted anywhere in the README (bundled-model notes, examples) also come from docs/results.md;
+    the only other decimals are a Python version and an example pixel size."""
+    not_figures = {"3.11", "0.05"}
+    doc_values = [float(q) for q in NUMBER.findall(DOC.read_text())]
+    quoted = [q for q in NUMBER.findall((ROOT / "README.md").read_text()) if q not in not_figures]
+    missing = [q for q in quoted if not _matches(q, doc_values)]
+    assert not missing, f"README figures not in docs/results.md: {missing}"
