@@ -242,7 +242,9 @@ def _load(path: Path, symmetry):
     lattice = symmetry or recorded_lattice(attrs)
     if lattice is None:
         lattice = "cubic" if orient.ndim in (3, 4) and orient.shape[0] == 4 else "square"
-    ps, unit = _zarr_scale(attrs, boundary if boundary is not None else None, orient)
+    from micro_sym.io.images import ngff_scale  # NGFF "micrometer" -> "µm" for tables
+
+    ps, unit = ngff_scale(attrs)
     name = path.name
     for suf in (".ome.zarr", ".zarr"):
         if name.lower().endswith(suf):
@@ -251,21 +253,6 @@ def _load(path: Path, symmetry):
     return {"orientation": orient, "symmetry": lattice, "mask": None, "phase": None, "boundary": boundary,
             "pixel_size": ps, "unit": unit or "px", "name": name, "phase_ids": None, "phases": None,
             "segment": record}
-
-
-def _zarr_scale(attrs, boundary, orient):
-    """Spatial pixel size and unit from NGFF multiscales metadata of the group (or None, 'px')."""
-    ome = attrs.get("ome", attrs)
-    for ms in ome.get("multiscales", []) or []:
-        axes = ms.get("axes", [])
-        spatial = [i for i, a in enumerate(axes) if isinstance(a, dict) and a.get("type") == "space"]
-        for ds in ms.get("datasets", []):
-            for t in ds.get("coordinateTransformations", []):
-                if t.get("type") == "scale" and spatial:
-                    from micro_sym.io.images import short_unit  # NGFF "micrometer" -> "µm" for tables
-
-                    return tuple(float(t["scale"][i]) for i in spatial), short_unit(axes[spatial[-1]].get("unit"))
-    return None, "px"
 
 
 def register(app: typer.Typer) -> None:

@@ -422,6 +422,20 @@ def short_unit(unit: str | None) -> str | None:
     return SHORT_UNITS.get(unit, unit) if unit is not None else None
 
 
+def ngff_scale(attrs: dict, ndim: int | None = None) -> tuple[tuple | None, str | None]:
+    """Pixel size and short unit (``nm``, ``µm``) of an OME-Zarr group's level 0, from its NGFF multiscales
+    (the ``orientation`` image's where there are several; with ``ndim``, only one with that many spatial
+    axes); ``(None, None)`` without one."""
+    multiscales = (attrs.get("ome") or attrs).get("multiscales") or []
+    for ms in sorted(multiscales, key=lambda m: m.get("name") != "orientation"):
+        axes = ms.get("axes", [])
+        spatial = [i for i, a in enumerate(axes) if isinstance(a, dict) and a.get("type") == "space"]
+        for t in (ms.get("datasets") or [{}])[0].get("coordinateTransformations", []):
+            if t.get("type") == "scale" and spatial and (ndim is None or len(spatial) == ndim):
+                return tuple(float(t["scale"][i]) for i in spatial), short_unit(axes[spatial[-1]].get("unit"))
+    return None, None
+
+
 def map_path(name: str, labels=LABEL_MAPS) -> str:
     """Where an output group keeps map ``name``'s full-resolution array (docs/design.md §1.7).
 

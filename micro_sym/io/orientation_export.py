@@ -126,7 +126,7 @@ def open_segment_output(path, *, lattice: str | None = None) -> SegmentOutput:
     """
     import zarr
 
-    from micro_sym.io.images import output_array
+    from micro_sym.io.images import ngff_scale, output_array
 
     path = Path(path)
     if not path.exists():
@@ -163,7 +163,7 @@ def open_segment_output(path, *, lattice: str | None = None) -> SegmentOutput:
         if name is None:
             raise MicroSymError(f"{path}: the output does not record its lattice; give --lattice square or hexagonal")
         lat = find_lattice(name, ndim=2, where="--lattice" if lattice else str(path))
-    pixel_size, unit = _scale(attrs, len(shape))
+    pixel_size, unit = ngff_scale(attrs, len(shape))
     return SegmentOutput(path, lat, shape, pixel_size, unit, orientation, grains, boundary)
 
 
@@ -197,21 +197,6 @@ def _check_complete(path: Path, attrs: dict) -> None:
         said = f"run status '{status}'" if status not in (None, "complete") else "no completed-run record"
         raise MicroSymError(f"{path}: incomplete segment output ({said}); rerun micro-sym segment on its input "
                             f"with the same --out to finish it")
-
-
-def _scale(attrs: dict, ndim: int) -> tuple[tuple | None, str | None]:
-    """Pixel size and short unit from the group's NGFF multiscales (the ``orientation`` image's, else the first)."""
-    from micro_sym.io.images import short_unit
-
-    multiscales = (attrs.get("ome") or attrs).get("multiscales") or []
-    for ms in sorted(multiscales, key=lambda m: m.get("name") != "orientation"):
-        axes = ms.get("axes", [])
-        spatial = [i for i, a in enumerate(axes) if isinstance(a, dict) and a.get("type") == "space"]
-        for t in (ms.get("datasets") or [{}])[0].get("coordinateTransformations", []):
-            if t.get("type") == "scale" and len(spatial) == ndim:
-                unit = short_unit(axes[spatial[-1]].get("unit"))
-                return tuple(float(t["scale"][i]) for i in spatial), unit
-    return None, None
 
 
 # ------------------------------------------------------------------------------------- orientations
