@@ -78,7 +78,10 @@ CALIBRATION_ANGLE = 20.0
 
 
 def cli_args(method: str, lattice: str | None) -> list[str]:
-    """The ``segment`` options of one method (classical: the annotated lattice, hexagonal or the default)."""
+    """The ``segment`` options of one method (classical: the annotated lattice, hexagonal or the default;
+    ``model:NAME_OR_FILE``: that network)."""
+    if method.startswith("model:"):
+        return ["--method", "network", "--model", method.split(":", 1)[1]]
     args = ["--method", method]
     if method == "classical" and lattice == "hexagonal":
         args += ["--lattice", "hexagonal"]
@@ -175,6 +178,11 @@ def expected_output_angle(fft_angle: float, ann_lattice: str, out_sym: float) ->
 # -- calibration: the angle convention on synthetic images ---------------------------------------
 
 
+def safe(method: str) -> str:
+    """A method's name as a file name (``model:runs/x/model.pt`` -> ``model_runs_x_model.pt``)."""
+    return method.replace(":", "_").replace("/", "_")
+
+
 def calibrate(tmp: Path, methods) -> list[dict]:
     """Run the product on single-crystal synthetic images of known angle; compare with the FFT measurement."""
     import tifffile
@@ -195,7 +203,7 @@ def calibrate(tmp: Path, methods) -> list[dict]:
         for method in methods:
             if lattice == "hexagonal" and method != "classical":
                 continue  # the networks are square-lattice models
-            out = tmp / f"calib_{lattice}_{method}"
+            out = tmp / f"calib_{lattice}_{safe(method)}"
             run = run_segment(path, out, cli_args(method, lattice))
             row = {"lattice": lattice, "period_px": period, "true_angle_deg": CALIBRATION_ANGLE,
                    "fft_fringe_normal_deg": fft["angle_deg"], "method": method, "rc": run["rc"],
@@ -419,7 +427,8 @@ def fmt(x, nd=1):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    ap.add_argument("--methods", nargs="+", default=list(METHODS), help=f"{', '.join(METHODS)}")
+    ap.add_argument("--models", nargs="*", default=[], help="also run --method network --model M for each")
     ap.add_argument("--images", nargs="+", default=None, help="annotation stems (default: every annotation)")
     ap.add_argument("--png-dir", default=str(Path(tempfile.gettempdir()) / "real_micrographs_overlays"))
     ap.add_argument("--no-calibration", action="store_true")
@@ -427,6 +436,10 @@ def main():
                                    "commit) instead of this checkout")
     ap.add_argument("--out-json", default=str(RESULTS / "real_micrographs.json"))
     args = ap.parse_args()
+    bad = [m for m in args.methods if m not in METHODS]
+    if bad:
+        ap.error(f"unknown method(s) {', '.join(bad)}; choose from {', '.join(METHODS)}")
+    args.methods = [*args.methods, *(f"model:{m}" for m in args.models)]
     global CODE
     if args.code:
         CODE = Path(args.code).resolve()
@@ -464,7 +477,7 @@ def main():
                          "period_px": round(annotation_period(ann), 2), "methods": {}}
             for method in args.methods:
                 lat = "hexagonal" if any(g["lattice"] == "hexagonal" for g in ann["grains"]) else lattice
-                out = tmp / f"{af.stem}_{method}"
+                out = tmp / f"{af.stem}_{safe(method)}"
                 print(f"{ann['image']} --method {method} ...", flush=True)
                 run = run_segment(image, out, cli_args(method, lat))
                 entry = dict(run)
@@ -472,7 +485,7 @@ def main():
                     o = read_outputs(out, image.stem)
                     entry["ran"] = method_summary(o["meta"])
                     entry.update(score(ann, o))
-                    png = png_dir / f"{af.stem}_{method}.png"
+                    png = png_dir / f"{af.stem}_{safe(method)}.png"
                     ran = entry["ran"]
                     what = ran.get("model") or ran.get("name")
                     if ran.get("period"):

@@ -25,8 +25,8 @@ CONFIGS_DIR = Path(__file__).resolve().parent / "configs"
 def bundled_configs() -> dict[str, Path]:
     """Bundled config names -> files in :data:`CONFIGS_DIR` (``"train-3d"`` -> ``.../train_3d.yaml``).
 
-    >>> sorted(bundled_configs())[:2]
-    ['finetune-default-2d', 'train-3d']
+    >>> bundled_configs()["train-3d"].name
+    'train_3d.yaml'
     """
     return {p.stem.replace("_", "-"): p for p in sorted(CONFIGS_DIR.glob("*.yaml"))}
 

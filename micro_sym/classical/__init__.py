@@ -25,8 +25,9 @@ from micro_sym.classical.filter_bank import (
     ring_frequency,
 )
 from micro_sym.classical.lattice_measure import LatticeMeasurement, measure_lattice
+from micro_sym.classical.lattice_measure3d import measure_lattice_3d
 
 __all__ = ["DEFAULT_MIN_SIZE", "DEFAULT_SIGMA", "DEFAULT_SMOOTH", "LatticeMeasurement", "boundary_score",
            "classical_halo", "classical_orientation_map", "classical_segment", "classical_stride", "close_boundaries",
-           "estimate_period", "fringe_snr", "lattice_constant", "measure_lattice", "radial_power_spectrum",
-           "ring_frequency"]
+           "estimate_period", "fringe_snr", "lattice_constant", "measure_lattice", "measure_lattice_3d",
+           "radial_power_spectrum", "ring_frequency"]

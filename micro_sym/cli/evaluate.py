@@ -17,6 +17,9 @@ def evaluate(
     min_size: int = typer.Option(32, "--min-size", help="Smallest grain (pixels); smaller ones are merged."),
     boundary_threshold: float = typer.Option(0.5, "--boundary-threshold", help="Boundary probability threshold."),
     min_gt_size: int = typer.Option(0, "--min-gt-size", help="Ignore true grains smaller than this (pixels) in the grain F1; 0 counts all."),
+    period: str = typer.Option(None, "--period", help="'measure': each image's lattice measured and the network run at its "
+                               "training period, as segment does; a number: the images' lattice period in px. Default: "
+                               "the images' own sampling."),
 ):
     """Boundary F1 (2-px tolerance), grain F1 (IoU > 0.5), median orientation error, per image and overall."""
     from micro_sym.io.datasets import LabeledDataset
@@ -24,15 +27,23 @@ def evaluate(
     from micro_sym.inference.evaluate import evaluate_model
     from micro_sym.models import load_model
 
+    if period not in (None, "measure"):
+        try:
+            period = float(period)
+        except ValueError:
+            raise MicroSymError(f"--period: expected 'measure' or a number of pixels, got '{period}'") from None
+        if period <= 0:
+            raise MicroSymError(f"--period: must be positive, got {period:g}")
     from micro_sym.training.train3d import cli_evaluate3d, is_3d_model  # 3D hook: gcnn3d models
-    if is_3d_model(model): return cli_evaluate3d(model, dataset, device=device, threshold=threshold, min_size=min_size, boundary_threshold=boundary_threshold, json_out=json_out, log=typer.echo) and None  # noqa: E701,E501
+    if is_3d_model(model): return cli_evaluate3d(model, dataset, device=device, threshold=threshold, min_size=min_size, boundary_threshold=boundary_threshold, json_out=json_out, log=typer.echo, period=period) and None  # noqa: E701,E501
     ds = LabeledDataset(dataset)
     m = load_model(model, device=device, export=True)
     if ds.ndim != 2 or ds.k != m.k:
         raise MicroSymError(f"{dataset}: {ds.ndim}D {ds.lattice} data does not fit a 2D k={m.k} model")
     report = evaluate_model(m, ds, threshold=threshold, min_size=min_size, boundary_threshold=boundary_threshold, device=device,
-                            min_gt_size=min_gt_size)
+                            min_gt_size=min_gt_size, period=period)
     report["min_gt_size"] = min_gt_size
+    report["period"] = period
     report["model"] = {"path": m.meta.get("path"), "sha256": m.meta.get("sha256"), "config": m.config}
     report["dataset"] = str(dataset.resolve())
     typer.echo(f"{'image':<24} {'boundary F1':>11} {'grain F1':>9} {'ori med °':>9} {'grains':>11}")

@@ -192,7 +192,8 @@ def segment(
                                           "(classical: square)."),
     period: Optional[float] = typer.Option(None, "--period", help="The images' lattice constant in px (default: "
                                            "measured once per input from its power spectrum). A network runs on the "
-                                           "image resampled to its training period."),
+                                           "image resampled to its training period. Volumes: the first lattice ring's spacing in voxels (the "
+                                           "lattice constant for simple cubic, a/√3 for fcc)."),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
     tile: Optional[str] = typer.Option(None, "--tile", help="Processing block, e.g. 1024 or 256x256x256 (multiple of --chunk)."),
     chunk: Optional[str] = typer.Option(None, "--chunk", help="Output chunk (write unit), default 512² / 128³."),

@@ -1,4 +1,4 @@
-"""``micro-sym synth 2d|3d|atoms3d``: synthetic polycrystal datasets with exact ground truth."""
+"""``micro-sym synth 2d|3d|atoms2d|atoms3d``: synthetic polycrystal datasets with exact ground truth."""
 
 from __future__ import annotations
 
@@ -104,6 +104,34 @@ def synth_atoms3d_cmd(
     # (which would override it per sample) are dropped.
     variants = () if any(v is not None for v in material.values()) else None
     cfg = load_atoms3d_config(config, size=_parse_size(size, 3), voxel_size=voxel_size, variants=variants, **material)
+    _generate(cfg, out, n, seed, overwrite, resume)
+
+
+@synth_app.command("atoms2d")
+def synth_atoms2d_cmd(
+    out: Path = typer.Option(..., "--out", help="Dataset directory to create."),
+    n: int = typer.Option(1, "--n", help="Number of images."),
+    size: str = typer.Option(None, "--size", help="Image size: 256 or ROWSxCOLS (default from config: 256)."),
+    seed: int = typer.Option(0, "--seed", help="Sample i is generated from (seed, i)."),
+    config: str = typer.Option(None, "--config", help="YAML file or bundled name (synth-atoms2d-heldout)."),
+    mode: str = typer.Option(None, "--mode", help="haadf (STEM Z-contrast) or hrtem (abTEM multislice + CTF); overrides the config."),
+    lattice: str = typer.Option(None, "--lattice", help="fcc, bcc, diamond or sc (overrides the config and its variants)."),
+    element: str = typer.Option(None, "--element", help="Chemical symbol, e.g. Au, Fe, Si (overrides the config and its variants)."),
+    zone: str = typer.Option(None, "--zone", help="Zone axis along the beam: 001 (square projection) or 111 (hexagonal)."),
+    pixel_size: float = typer.Option(None, "--pixel-size", help="Å per pixel (overrides the config; default 0.25)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing dataset in --out."),
+    resume: bool = typer.Option(False, "--resume", help="Keep the samples an interrupted run with the same config and seed finished."),
+):
+    """Atomistic micrographs (HAADF-STEM or HRTEM of an ASE polycrystalline film): images/, grains/ (0 = no lattice), orientation/, boundary/, dataset.json.
+
+    Truth from the atoms (docs/design.md §6.5); dataset.json lists each image's material, thickness and imaging settings.
+    """
+    from micro_sym.synth.atoms2d import load_atoms2d_config
+
+    material = {"lattice": lattice, "element": element}
+    variants = () if any(v is not None for v in material.values()) else None
+    cfg = load_atoms2d_config(config, size=_parse_size(size, 2), pixel_size_angstrom=pixel_size, mode=mode, zone=zone,
+                              variants=variants, **material)
     _generate(cfg, out, n, seed, overwrite, resume)
 
 

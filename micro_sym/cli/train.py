@@ -18,8 +18,9 @@ from micro_sym.config_files import bundled_configs
 
 def train(
     config: str = typer.Argument(..., help="Training config: a YAML file or a bundled config name ("
-                                 f"{', '.join(bundled_configs())})."),
-    data: Path = typer.Option(..., "--data", help="Labeled training dataset (images/, grains/, orientation/); 3D also 'synthetic'."),
+                                 f"{', '.join(n for n in bundled_configs() if not n.startswith('synth-'))})."),
+    data: list[Path] = typer.Option(..., "--data", help="Labeled training dataset (images/, grains/, orientation/); 3D also "
+                                    "'synthetic'. Repeat to train on several datasets together (then --val is needed)."),
     out: Path = typer.Option(..., "--out", help="Run directory (checkpoints, history, final model.pt)."),
     val: Path = typer.Option(None, "--val", help="Validation dataset (default: hold out part of --data)."),
     resume: bool = typer.Option(False, "--resume", help="Continue from RUN_DIR/last.pt."),
@@ -38,11 +39,13 @@ def train(
     # Settings and files are checked before the training modules (torch) are imported: errors come fast.
     if device not in (None, "cpu", "cuda"):
         raise MicroSymError(f"--device: expected cpu or cuda, got '{device}'")
+    if len(data) > 1 and val is None:
+        raise MicroSymError("--data given more than once: pass --val (no single dataset to hold images out of)")
     overrides = {"device": device, "optim.epochs": epochs, "data.steps_per_epoch": steps_per_epoch, "seed": seed}
     cfg = load_train_config(config, **overrides)
     if out.exists() and (out / "last.pt").exists() and not resume:
         raise MicroSymError(f"{out}: already holds a run (last.pt); pass --resume or choose another --out")
-    for option, path in (("--data", data), ("--val", val)):
+    for option, path in (*(("--data", d) for d in data), ("--val", val)):
         if path is not None and str(path) != "synthetic" and not path.exists():
             raise MicroSymError(f"{option} {path}: dataset directory does not exist")
 
@@ -54,7 +57,7 @@ def train(
             init = resolve_model_path(init)
         except MicroSymError as err:
             raise MicroSymError(f"--init {err}") from None
-    report = run(cfg, data, out, val=val, resume=resume, log=lambda s: typer.echo(s), init=init)
+    report = run(cfg, data[0] if len(data) == 1 else data, out, val=val, resume=resume, log=lambda s: typer.echo(s), init=init)
     typer.echo(finished_message(cfg, out, report))
 
 

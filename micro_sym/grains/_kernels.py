@@ -316,50 +316,67 @@ def _flood(labels, level, prob, free, sim0, sim1, sim2, steps):
 
     Each round recomputes every free point from its face neighbours of the previous round, so after
     round t a point holds the best path of at most t steps: lowest bottleneck, then the most similar
-    last step, then the smaller label.
+    last step, then the smaller label. Only free points change: a round visits them alone (a list made
+    once) and holds their new values until all are computed.
     """
     nz, ny, nx = labels.shape
+    count = 0
+    for z in range(nz):
+        for y in range(ny):
+            for x in range(nx):
+                if free[z, y, x]:
+                    count += 1
+    pz = np.empty(count, np.int64)
+    py = np.empty(count, np.int64)
+    px = np.empty(count, np.int64)
+    i = 0
+    for z in range(nz):
+        for y in range(ny):
+            for x in range(nx):
+                if free[z, y, x]:
+                    pz[i], py[i], px[i] = z, y, x
+                    i += 1
+    new_labels = np.empty(count, labels.dtype)
+    new_level = np.empty(count, level.dtype)
     for _ in range(steps):
-        new_labels = labels.copy()
-        new_level = level.copy()
         changed = False
-        for z in range(nz):
-            for y in range(ny):
-                for x in range(nx):
-                    if not free[z, y, x]:
-                        continue
-                    best, best_sim, best_label = np.inf, -np.inf, 0
-                    for d in range(6):
-                        a, b, c = z, y, x
-                        if d == 0:
-                            a = z - 1
-                        elif d == 1:
-                            a = z + 1
-                        elif d == 2:
-                            b = y - 1
-                        elif d == 3:
-                            b = y + 1
-                        elif d == 4:
-                            c = x - 1
-                        else:
-                            c = x + 1
-                        if a < 0 or b < 0 or c < 0 or a >= nz or b >= ny or c >= nx or labels[a, b, c] == 0:
-                            continue
-                        if d < 2:
-                            s = sim0[min(a, z), y, x]
-                        elif d < 4:
-                            s = sim1[z, min(b, y), x]
-                        else:
-                            s = sim2[z, y, min(c, x)]
-                        v = max(level[a, b, c], prob[z, y, x])
-                        lab = labels[a, b, c]
-                        if v < best or (v == best and (s > best_sim or (s == best_sim and lab < best_label))):
-                            best, best_sim, best_label = v, s, lab
-                    if best_label != labels[z, y, x] or best != level[z, y, x]:
-                        new_labels[z, y, x], new_level[z, y, x] = best_label, best
-                        changed = True
-        labels[:] = new_labels
-        level[:] = new_level
+        for i in range(count):
+            z, y, x = pz[i], py[i], px[i]
+            best, best_sim, best_label = np.inf, -np.inf, 0
+            for d in range(6):
+                a, b, c = z, y, x
+                if d == 0:
+                    a = z - 1
+                elif d == 1:
+                    a = z + 1
+                elif d == 2:
+                    b = y - 1
+                elif d == 3:
+                    b = y + 1
+                elif d == 4:
+                    c = x - 1
+                else:
+                    c = x + 1
+                if a < 0 or b < 0 or c < 0 or a >= nz or b >= ny or c >= nx or labels[a, b, c] == 0:
+                    continue
+                if d < 2:
+                    s = sim0[min(a, z), y, x]
+                elif d < 4:
+                    s = sim1[z, min(b, y), x]
+                else:
+                    s = sim2[z, y, min(c, x)]
+                v = max(level[a, b, c], prob[z, y, x])
+                lab = labels[a, b, c]
+                if v < best or (v == best and (s > best_sim or (s == best_sim and lab < best_label))):
+                    best, best_sim, best_label = v, s, lab
+            if best_label != labels[z, y, x] or best != level[z, y, x]:
+                new_labels[i], new_level[i] = best_label, best
+                changed = True
+            else:
+                new_labels[i], new_level[i] = labels[z, y, x], level[z, y, x]
+        for i in range(count):
+            labels[pz[i], py[i], px[i]] = new_labels[i]
+            level[pz[i], py[i], px[i]] = new_level[i]
         if not changed:
             break
 
@@ -422,28 +439,36 @@ def _near_pair_keys(labels, reach, base):
     of the 3D array ``labels``, each code once (a set: pairs repeat along every boundary)."""
     nz, ny, nx = labels.shape
     seen = {np.int64(0): True}  # typed dict used as a set (key 0 is no pair: labels are > 0)
+    last = np.int64(0)
     for z in range(nz):
         for y in range(ny):
             for x in range(nx):
                 a = np.int64(labels[z, y, x])
                 if a == 0:
                     continue
-                for d in range(1, reach + 1):
-                    for axis in range(3):
+                for axis in range(3):
+                    for d in range(1, reach + 1):
                         if axis == 0:
                             if z + d >= nz:
-                                continue
+                                break
                             b = np.int64(labels[z + d, y, x])
                         elif axis == 1:
                             if y + d >= ny:
-                                continue
+                                break
                             b = np.int64(labels[z, y + d, x])
                         else:
                             if x + d >= nx:
-                                continue
+                                break
                             b = np.int64(labels[z, y, x + d])
-                        if b != 0 and b != a:
-                            seen[min(a, b) * base + max(a, b)] = True
+                        if b == a:
+                            # Labels further on are within reach of this point, which has label a:
+                            # their pairs with a are found from there.
+                            break
+                        if b != 0:
+                            key = min(a, b) * base + max(a, b)
+                            if key != last:  # runs of one pair along a boundary: skip the set lookup
+                                seen[key] = True
+                                last = key
     keys = np.empty(len(seen) - 1, np.int64)
     i = 0
     for key in seen:
@@ -460,3 +485,91 @@ def near_pair_keys(labels, reach: int) -> tuple[np.ndarray, int]:
     if labels.size == 0:
         return np.zeros(0, np.int64), base
     return np.sort(_near_pair_keys(_as_3d(labels), int(reach), np.int64(base))), base
+
+
+@njit(cache=True, nogil=True)
+def _grow_into_gaps(lab, steps):
+    """In place: ``steps`` rounds in which every 0 point takes the smallest label > 0 among its face
+    neighbours of the previous round (:func:`micro_sym.grains.stats.grow_into_gaps`)."""
+    nz, ny, nx = lab.shape
+    for _ in range(steps):
+        old = lab.copy()
+        changed = False
+        for z in range(nz):
+            for y in range(ny):
+                for x in range(nx):
+                    if old[z, y, x] != 0:
+                        continue
+                    best = 0
+                    for d in range(6):
+                        a, b, c = z, y, x
+                        if d == 0:
+                            a = z - 1
+                        elif d == 1:
+                            a = z + 1
+                        elif d == 2:
+                            b = y - 1
+                        elif d == 3:
+                            b = y + 1
+                        elif d == 4:
+                            c = x - 1
+                        else:
+                            c = x + 1
+                        if a < 0 or b < 0 or c < 0 or a >= nz or b >= ny or c >= nx:
+                            continue
+                        v = old[a, b, c]
+                        if v > 0 and (best == 0 or v < best):
+                            best = v
+                    if best != 0:
+                        lab[z, y, x] = best
+                        changed = True
+        if not changed:
+            break
+
+
+def grow_into_gaps(labels, steps: int):
+    """:func:`micro_sym.grains.stats.grow_into_gaps` (same labels, int64) in one pass per step instead of
+    a dozen array-sized temporaries."""
+    lab = np.array(labels, np.int64)
+    _grow_into_gaps(_as_3d(lab), int(steps))
+    return lab
+
+
+@njit(cache=True, nogil=True)
+def _angle_similarity(a, b, period, out):
+    half = period / 2
+    big = np.float32(3.4028234663852886e38)  # float32 max: what np.nan_to_num puts for infinities
+    nz, ny, nx = out.shape
+    for i in range(nz):
+        for j in range(ny):
+            for k in range(nx):
+                d = np.float64(a[i, j, k]) - np.float64(b[i, j, k])
+                # np.mod(d + half, period), numpy's rule: fmod, moved into [0, period) when signs differ.
+                # Within [0, 2 period), the usual range, fmod is x or the exact x - period (Sterbenz).
+                x = d + half
+                if 0.0 <= x < period:
+                    m = x
+                elif period <= x < 2.0 * period:
+                    m = x - period
+                else:
+                    m = np.fmod(x, period)
+                    if m != 0.0 and (period < 0.0) != (m < 0.0):
+                        m += period
+                if m == 0.0:
+                    m = 0.0  # numpy's +0 (copysign(0, period))
+                s = np.float32(-abs(m - half))
+                if s != s:
+                    s = -np.inf
+                elif s == np.inf:
+                    s = big
+                elif s == -np.inf:
+                    s = -big
+                out[i, j, k] = s
+
+
+def angle_similarity(a, b, k: int) -> np.ndarray:
+    """``np.nan_to_num(-misorientation_2d(a, b, k) as float32, nan=-inf)`` for k-fold angle maps (degrees) of
+    equal shape (views are fine), in one pass: the same float64 operations, bit-identical."""
+    out = np.empty(a.shape, np.float32)
+    _angle_similarity(_as_3d(a), _as_3d(b), 360.0 / k, _as_3d(out))
+    return out

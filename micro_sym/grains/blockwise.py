@@ -403,10 +403,13 @@ def _merge_regions(plan, load, offsets, grain0, n, cat, symmetry, threshold, rea
                     break
                 j = index_of[nb]
                 b_planes = grain0[_node(np.asarray(load(blocks[j])[f"thick_lo{ax}"]), offsets[j])]
-                for ia in range(len(a_planes)):
-                    for ib in range(len(b_planes)):
-                        if len(a_planes) - ia + gap + ib <= reach:
-                            parts.append(np.stack([a_planes[ia].ravel(), b_planes[ib].ravel()], 1))
+                # Every pair of planes within reach at once; only pairs of different grains count, so
+                # the others are left out here (unique_pairs would drop them).
+                ia, ib = np.nonzero(len(a_planes) - np.arange(len(a_planes))[:, None] + gap
+                                    + np.arange(len(b_planes))[None, :] <= reach)
+                x, y = a_planes[ia].reshape(len(ia), -1), b_planes[ib].reshape(len(ib), -1)
+                keep = (x != y) & (x > 0) & (y > 0)
+                parts.append(np.stack([x[keep], y[keep]], 1))
                 core = blocks[j].core[ax]
                 gap += core.stop - core.start
                 step += 1
@@ -602,7 +605,7 @@ def assemble_seeds(region, parts, read_local) -> np.ndarray:
 
 
 def flood_block(orientation, boundary, seeds, *, symmetry, steps: int, inner, origin, image_shape,
-                boundary_threshold: float = 0.5, refs=None):
+                boundary_threshold: float = 0.5, refs=None, neighbours: bool = False):
     """The seeded rule's flood for one block: final grain ids of its core plus their statistics.
 
     ``orientation``, ``boundary`` and ``seeds`` (final seed ids, :func:`assemble_seeds`) cover the
@@ -612,6 +615,9 @@ def flood_block(orientation, boundary, seeds, *, symmetry, steps: int, inner, or
     the contacts across those faces (each counted once, by the block below). ``refs`` (3D, optional):
     ``(ids, quaternions)``, sorted final ids and the reference each grain's quaternions are aligned
     to before summing (:attr:`MergeResult.refs`); without it, each grain's first voxel in the block.
+    ``neighbours``: the maps cover the block grown by :func:`flood_margin` with ``neighbours=True``, so the
+    flood is exact on the block grown by ``NEIGHBOUR_REACH + 1``, and the block's :func:`neighbour_pairs`
+    come from it (no second read of the written grains).
 
     Returns
     -------
@@ -619,7 +625,8 @@ def flood_block(orientation, boundary, seeds, *, symmetry, steps: int, inner, or
         Final grain ids of the block.
     arrays : dict
         ``ids`` (the final id of each local statistics row), ``stat_*`` (as :class:`BlockLabels`,
-        without ``first``) and ``contacts`` in final ids, for :func:`final_table`.
+        without ``first``) and ``contacts`` in final ids, for :func:`final_table`; with ``neighbours``
+        also ``neighbour_pairs`` (:func:`neighbour_pairs`).
     """
     from micro_sym.grains.reconstruct import orientation_kind
     from micro_sym.grains.seeded import grow_seeds
@@ -660,25 +667,38 @@ def flood_block(orientation, boundary, seeds, *, symmetry, steps: int, inner, or
     out = {f"stat_{k}": v for k, v in stats.items() if k != "first"}
     out["ids"] = ids.astype(np.int64)
     out["contacts"] = contacts
+    if neighbours:
+        reach = _neighbour_reach(None)
+        # The block grown by reach + 1 inside the flooded region (clipped where the image ends).
+        near = tuple(slice(max(s.start - reach - 1, 0), min(s.stop + reach + 1, n)) for s, n in zip(inner, spatial))
+        out["neighbour_pairs"] = _region_neighbour_pairs(grown[near], inside(inner, near), reach)
     return labels, out
 
 
+def flood_margin(steps: int, neighbours: bool = False) -> int:
+    """Points beyond a block that the seeded flood reads: ``steps + 1`` for the block and the plane beyond
+    it; with ``neighbours``, ``NEIGHBOUR_REACH`` more, so the flood is exact as far as
+    :func:`neighbour_pairs` looks (it loses a point of exactness per step from the region's edge)."""
+    return int(steps) + 1 + (_neighbour_reach(None) if neighbours else 0)
+
+
 def flood_region(block, parts, *, orientation, boundary, local_labels, steps: int, symmetry, image_shape,
-                 boundary_threshold: float = 0.5, refs=None):
+                 boundary_threshold: float = 0.5, refs=None, neighbours: bool = False):
     """Pass 3 of the seeded rule for one block, from wherever the maps live (numpy or Zarr arrays).
 
-    Reads the block grown by ``steps + 1`` points from ``orientation`` (``(y, x)`` angles or
+    Reads the block grown by :func:`flood_margin` points from ``orientation`` (``(y, x)`` angles or
     ``(4, z, y, x)`` quaternions), ``boundary`` and the pass-1 ``local_labels``, turns the local labels
     into final seed ids with ``parts`` (:func:`seed_parts` of that region) and floods them
-    (:func:`flood_block`, which takes ``refs``). Returns ``(labels, arrays)`` as :func:`flood_block`.
+    (:func:`flood_block`, which takes ``refs`` and ``neighbours``). Returns ``(labels, arrays)`` as :func:`flood_block`.
     """
 
-    region = grow(block.core, steps + 1, image_shape)
+    region = grow(block.core, flood_margin(steps, neighbours), image_shape)
     ori = orientation[(slice(None), *region)] if orientation.ndim == len(region) + 1 else orientation[region]
     seeds = assemble_seeds(region, parts, lambda sl: local_labels[sl])
     return flood_block(np.asarray(ori), np.asarray(boundary[region]), seeds, symmetry=symmetry, steps=steps,
                        inner=inside(block.core, region), origin=tuple(s.start for s in block.core),
-                       image_shape=image_shape, boundary_threshold=boundary_threshold, refs=refs)
+                       image_shape=image_shape, boundary_threshold=boundary_threshold, refs=refs,
+                       neighbours=neighbours)
 
 
 def grain_refs(parts: list, refs):
@@ -717,12 +737,23 @@ def neighbour_pairs(grains, core, image_shape, reach: int | None = None) -> np.n
     map's. A contact counts for the block holding its lower point, so every contact of the map is seen
     by exactly one block. Combine the blocks' pairs with :func:`neighbour_counts`.
     """
-    from micro_sym.grains.stats import NEIGHBOUR_REACH, grow_into_gaps
-
-    reach = NEIGHBOUR_REACH if reach is None else int(reach)
+    reach = _neighbour_reach(reach)
     region = grow(core, reach + 1, image_shape)
-    lab = grow_into_gaps(np.asarray(grains[region]), reach).astype(np.int64)
-    inner = inside(core, region)
+    return _region_neighbour_pairs(np.asarray(grains[region]), inside(core, region), reach)
+
+
+def _neighbour_reach(reach: int | None) -> int:
+    from micro_sym.grains.stats import NEIGHBOUR_REACH
+
+    return NEIGHBOUR_REACH if reach is None else int(reach)
+
+
+def _region_neighbour_pairs(grains, inner, reach: int) -> np.ndarray:
+    """:func:`neighbour_pairs` of the block at ``inner`` in ``grains``, the final labels of the block
+    grown by ``reach + 1`` (clipped to the image)."""
+    from micro_sym.grains._kernels import grow_into_gaps
+
+    lab = grow_into_gaps(grains, reach)
     keys = []
     for ax in range(lab.ndim):
         # Lower points in the core, upper points one step further (the next block's first plane included).

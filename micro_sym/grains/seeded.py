@@ -51,12 +51,12 @@ def pair_similarity(orientation, kind, axis: int) -> np.ndarray:
     off = [0] * len(spatial)
     off[axis] = 1
     lo, hi = _shift_slices(spatial, off)
-    if kind.channel_axis:
-        s = _pair_max_scalar(orientation[(slice(None),) + lo], orientation[(slice(None),) + hi], kind)
-    else:
-        from micro_sym.orientation import misorientation_2d
+    if not kind.channel_axis:
+        from micro_sym.grains._kernels import angle_similarity
 
-        s = -misorientation_2d(orientation[lo], orientation[hi], kind.k)
+        # -misorientation_2d(...) as float32, NaN -> -inf, in one pass without float64 temporaries.
+        return angle_similarity(orientation[lo], orientation[hi], kind.k)
+    s = _pair_max_scalar(orientation[(slice(None),) + lo], orientation[(slice(None),) + hi], kind)
     return np.nan_to_num(np.asarray(s, np.float32), nan=-np.inf)
 
 

@@ -13,9 +13,10 @@ Per input, three streamed passes over the block plan (:mod:`.blocks`):
 3. **grains** (parallel): ``grains = lut[local labels]``, chunk-aligned, one marker per block. With
    the seeded rule of network maps (:mod:`micro_sym.grains.rules`) pass 1 labels only seeds, and
    pass 3 floods the merged seeds over the written maps of the block plus a halo (:func:`flood_task`)
-   and keeps the grown grains' statistics for the table. Then (parallel, read-only) each block's
-   neighbour pairs across the unassigned band, from the written grains plus a 3-point halo
-   (:func:`neighbours_task`), for the table's ``n_neighbours``.
+   and keeps the grown grains' statistics and the block's neighbour pairs across the unassigned band
+   (the halo is wide enough for the flood to be exact 3 points beyond the block), for the table. With the plain pair rule, a last parallel, read-only pass
+   finds those pairs in the written grains plus a 3-point halo (:func:`neighbours_task`), for the
+   table's ``n_neighbours``.
 
 Every output chunk belongs to exactly one block and is written by one task. Markers are the only
 record of progress; an interrupted run resumes where it stopped and produces identical bytes. A run
@@ -56,8 +57,8 @@ from micro_sym.grains.stats import write_grain_csv
 from micro_sym.grains.blockwise import grow
 from micro_sym.inference.blocks import BlockPlan, estimate_memory, plan_blocks
 from micro_sym.inference.classical import ClassicalMethod
-from micro_sym.grains.blockwise import (final_table, flood_region, grain_refs, merge_blocks, neighbour_counts,
-                                       neighbour_pairs, seed_parts)
+from micro_sym.grains.blockwise import (final_table, flood_margin, flood_region, grain_refs, merge_blocks,
+                                       neighbour_counts, neighbour_pairs, seed_parts)
 from micro_sym.inference.method_choice import AUTO_MODEL, AutoMethod
 from micro_sym.inference.network import Network, cached_network
 from micro_sym.inference.lattice_mask import LatticeMasked
@@ -163,21 +164,23 @@ def grains_task(job: dict, block, lut: np.ndarray) -> int:
 
 def flood_task(job: dict, block, parts: list, refs=None) -> dict:
     """Pass 3 for one block, seeded rule: flood the final seed ids (``parts``: :func:`micro_sym.grains.blockwise.seed_parts`
-    of the block grown by ``steps + 1``) over the written maps; returns the block's grain statistics.
+    of the block grown by :func:`~micro_sym.grains.blockwise.flood_margin`) over the written maps; returns the
+    block's grain statistics and its neighbour pairs (the flood reaches far enough to give them).
 
     ``refs`` (3D): ``(ids, quaternions)``, the reference orientation of every grain the block can
     hold (:func:`micro_sym.grains.blockwise.grain_refs`), so that its quaternion sums align like every other block's."""
     labels, arrays = flood_region(block, parts, orientation=open_array(job["zarr"], "orientation"),
                                   boundary=open_array(job["zarr"], "boundary"), local_labels=open_array(job["labels"]),
                                   steps=job["steps"], symmetry=job["symmetry"], image_shape=job["shape"],
-                                  boundary_threshold=job["boundary_threshold"], refs=refs)
+                                  boundary_threshold=job["boundary_threshold"], refs=refs, neighbours=True)
     _write_grains(job, block, labels)
     return arrays
 
 
 def neighbours_task(job: dict, block) -> np.ndarray:
     """Grain pairs that are neighbours across the unassigned band, contact in this block
-    (:func:`micro_sym.grains.blockwise.neighbour_pairs`: the written grains with a small halo)."""
+    (:func:`micro_sym.grains.blockwise.neighbour_pairs`: the written grains with a small halo). The
+    plain pair rule only: :func:`flood_task` returns them with the seeded rule."""
     return neighbour_pairs(open_array(job["zarr"], "grains"), block.core, job["shape"])
 
 
@@ -483,7 +486,8 @@ def _segment_input(img, path: Path, out_dir, net, runner, *, block, chunk, thres
     todo2 = [(i, b) for i, b in enumerate(plan.blocks) if b.id not in done2]
     if seeded:  # grains grow from the merged seeds; the statistics come from the grown grains
         def args(ib):
-            parts = seed_parts(plan, grow(ib[1].core, rule["steps"] + 1, plan.shape), merged.block_lut)
+            region = grow(ib[1].core, flood_margin(rule["steps"], neighbours=True), plan.shape)
+            parts = seed_parts(plan, region, merged.block_lut)
             return job, ib[1], parts, grain_refs(parts, merged.refs)
 
         task = flood_task
@@ -497,13 +501,15 @@ def _segment_input(img, path: Path, out_dir, net, runner, *, block, chunk, thres
         if on_block:
             on_block("grains", b.id)
     if seeded:
-        merged.table = final_table([state.load_block(b.id, kind="final") for b in plan.blocks], merged.n_grains,
-                                   symmetry=net.symmetry, image_shape=plan.shape, pixel_size=img.pixel_size,
-                                   aligned=merged.refs is not None)
-    # Neighbours across the unassigned band between grains, as grain_table counts them: needs the final
-    # grains of each block plus a few points beyond it, so it reads them back once they are all written.
-    merged.table["n_neighbours"] = neighbour_counts(
-        [pairs for _, pairs in runner.run(neighbours_task, plan.blocks, lambda b: (job, b))], merged.n_grains)
+        finals = [state.load_block(b.id, kind="final") for b in plan.blocks]
+        merged.table = final_table(finals, merged.n_grains, symmetry=net.symmetry, image_shape=plan.shape,
+                                   pixel_size=img.pixel_size, aligned=merged.refs is not None)
+        pairs = [f["neighbour_pairs"] for f in finals]
+    else:
+        # Neighbours across the unassigned band between grains, as grain_table counts them: needs the final
+        # grains of each block plus a few points beyond it, so it reads them back once they are all written.
+        pairs = [p for _, p in runner.run(neighbours_task, plan.blocks, lambda b: (job, b))]
+    merged.table["n_neighbours"] = neighbour_counts(pairs, merged.n_grains)
 
     write_grain_csv(state.csv_path, merged.table, unit=img.unit or "px", atomic=True, pixel_size=img.pixel_size,
                     symmetry=net.symmetry, command="micro-sym segment",

@@ -13,7 +13,7 @@ from micro_sym.metrics import aggregate, evaluate_sample
 
 
 def evaluate_model(model, dataset, *, names=None, threshold: float = 5.0, min_size: int | None = None,
-                   boundary_threshold: float = 0.5, device="cpu", progress=None, min_gt_size: int = 0) -> dict:
+                   boundary_threshold: float = 0.5, device="cpu", progress=None, min_gt_size: int = 0, period=None) -> dict:
     """Run :func:`micro_sym.inference.whole_image.segment_image` on labeled samples and score them.
 
     Parameters
@@ -27,6 +27,9 @@ def evaluate_model(model, dataset, *, names=None, threshold: float = 5.0, min_si
         Called with each sample name after it is scored.
     min_gt_size : int
         See :func:`micro_sym.metrics.grain_f1` (default: every true grain counts).
+    period : float or "measure", optional
+        As :func:`~micro_sym.inference.whole_image.segment_image`: run the network at its training
+        period (default: at the images' own sampling).
 
     Returns
     -------
@@ -38,7 +41,7 @@ def evaluate_model(model, dataset, *, names=None, threshold: float = 5.0, min_si
     per_image = {}
     for s in samples:
         pred = segment_image(run, s.image, threshold=threshold, min_size=DEFAULT_MIN_SIZE if min_size is None else min_size,
-                             boundary_threshold=boundary_threshold, device=device)
+                             boundary_threshold=boundary_threshold, device=device, period=period)
         per_image[s.name] = evaluate_sample(pred, s.grains, s.orientation, run.k, boundary_threshold, min_gt_size)
         if progress:
             progress(s.name)

@@ -50,7 +50,7 @@ class LatticeMasked:
         return self._mask(self.net.boundary_of(y[:-1]), y[-1])
 
     def _mask(self, boundary, contrast) -> np.ndarray:
-        return np.where(contrast >= self.threshold, boundary, np.float32(1.0)).astype(np.float32)
+        return np.where(contrast >= self.threshold, boundary, np.float32(1.0)).astype(np.float32, copy=False)
 
 
 def lattice_ring(net, scale: dict | None) -> float | None:

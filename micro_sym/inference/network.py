@@ -212,7 +212,7 @@ def as_network(model, *, name: str = "", export: bool = True) -> Network:
     width = max((int(m.out_channels) for m in convs), default=16)
     out_channels = int(convs[-1].out_channels) if convs else 0
     file_meta = getattr(model, "meta", None) if isinstance(getattr(model, "meta", None), dict) else {}
-    period = file_meta.get("lattice_period_px") if ndim == 2 else None
+    period = file_meta.get("lattice_period_px")
     return Network(module, ndim, k, int(model.halo), int(model.total_stride), symmetry, encoding, norm,
                    name=name or type(model).__name__, sha256=sha, width=width, out_channels=out_channels,
                    meta={"config": config}, lattice_period=float(period) if period else None)

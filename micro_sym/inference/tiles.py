@@ -76,7 +76,9 @@ def prepare_tile(net, tile: np.ndarray, value_range, pad=None, pad_mode: str = "
         ``np.pad`` mode at image edges (the plan's ``pad_mode``).
     """
     lo, hi = value_range
-    x = np.nan_to_num(net.normalize(tile, lo, hi), nan=0.0)
+    x = net.normalize(tile, lo, hi)
+    if not np.isfinite(x).all():  # one scan; nan_to_num makes four and a copy, also of a finite tile
+        x = np.nan_to_num(x, nan=0.0)
     if pad is not None and any(p != (0, 0) for p in pad):
         x = np.pad(x, pad, mode=pad_mode)
     return x

@@ -14,8 +14,11 @@ Public API::
     save_figure_2d(sample, path)
     load_config(path, dim, **overrides), Synth2DConfig, Synth3DConfig, Imaging2D, Imaging3D, Microstructure
     load_atoms3d_config(path_or_bundled_name, **overrides), Atoms3DConfig
+    synth_atoms2d(config, seed) -> Synth2DSample     # HAADF-STEM / HRTEM (abTEM) of an ASE film, truth from the atoms
+    load_atoms2d_config(path_or_bundled_name, **overrides), Atoms2DConfig
 """
 
+from micro_sym.synth.atoms2d import Atoms2DConfig, load_atoms2d_config, synth_atoms2d
 from micro_sym.synth.atoms3d import (AtomStructure, Atoms3DConfig, build_particle, build_polycrystal, load_atoms3d_config,
                                      render_structure, synth_atoms3d)
 from micro_sym.synth.config import Imaging2D, Imaging3D, Microstructure, Synth2DConfig, Synth3DConfig, load_config
@@ -27,6 +30,7 @@ from micro_sym.synth.volume3d import render_lattice_3d, synth_3d
 
 __all__ = [
     "AtomStructure",
+    "Atoms2DConfig",
     "Atoms3DConfig",
     "Imaging2D",
     "Imaging3D",
@@ -40,6 +44,7 @@ __all__ = [
     "apply_imaging_3d",
     "build_particle",
     "build_polycrystal",
+    "load_atoms2d_config",
     "load_atoms3d_config",
     "load_config",
     "micrograph_from_grains",
@@ -51,5 +56,6 @@ __all__ = [
     "seed_cells",
     "synth_2d",
     "synth_3d",
+    "synth_atoms2d",
     "synth_atoms3d",
 ]

@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar, Literal
 
 import numpy as np
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 from scipy import ndimage
 from scipy.spatial import ConvexHull, cKDTree
 
@@ -55,6 +55,7 @@ from micro_sym.orientation import (
 )
 from micro_sym.synth.atom_render import nearest_atom_labels, splat_atoms
 from micro_sym.synth.config import Imaging3D, _Model
+from micro_sym.synth.material import MaterialConfig, check_element, load_material_config
 from micro_sym.synth.imaging import apply_imaging_3d, smooth_field
 from micro_sym.synth.lattice2d import SynthSample
 from micro_sym.synth.microstructure import (
@@ -129,13 +130,12 @@ class AtomImaging(_Model):
     background_variation: float = Field(0.1, ge=0, le=1, description="relative amplitude of a slow multiplicative intensity gradient")
 
 
-class Atoms3DConfig(_Model):
+class Atoms3DConfig(MaterialConfig):
     """Everything that defines an atomistic 3D sample except the seed."""
 
+    FIXED: ClassVar[frozenset] = frozenset({"size", "voxel_size", "dtype", "variants"})
+
     kind: Literal["polycrystal", "particle"] = "polycrystal"
-    lattice: Literal["fcc", "bcc", "diamond", "sc"] = "fcc"
-    element: str = Field("Au", description="chemical symbol of the crystal's atoms")
-    lattice_constant: float | None = Field(None, gt=1, description="Å; none = ASE's reference value for the element (which must then have this lattice)")
     size: tuple[int, int, int] = Field((96, 96, 96), description="(z, y, x) voxels")
     voxel_size: float = Field(0.5, ge=0.1, le=2.0, description="Å per voxel")
     dtype: Literal["uint8", "float32"] = Field("uint8", description="uint8 as usual for reconstructions; float32 keeps everything")
@@ -143,8 +143,6 @@ class Atoms3DConfig(_Model):
     polycrystal: PolycrystalSpec = PolycrystalSpec()
     particle: ParticleSpec = ParticleSpec()
     imaging: AtomImaging = AtomImaging()
-    variants: tuple[dict, ...] = Field((), description="override mappings (any fields but size, voxel_size, dtype); "
-                                       "each sample draws one uniformly from its seed: one dataset of many materials and shapes")
 
     @field_validator("size")
     @classmethod
@@ -153,51 +151,12 @@ class Atoms3DConfig(_Model):
             raise ValueError(f"each side must be between 8 and 1024 voxels, got {tuple(v)}")
         return v
 
-    @field_validator("element")
-    @classmethod
-    def _element(cls, v):
-        from ase.data import atomic_numbers
-
-        if v not in atomic_numbers:
-            raise ValueError(f"'{v}' is not a chemical symbol")
-        return v
-
     @model_validator(mode="after")
     def _consistent(self):
-        from ase.data import atomic_numbers, reference_states
-
-        if self.lattice_constant is None:
-            ref = reference_states[atomic_numbers[self.element]] or {}
-            if ref.get("symmetry") != self.lattice or "a" not in ref:
-                raise ValueError(f"{self.element} is not {self.lattice} in ASE's reference data: give lattice_constant")
         if self.kind == "particle" and self.lattice != "fcc":
             raise ValueError("particles (ase.cluster) are fcc: set lattice: fcc")
-        if self.particle.substrate_element not in atomic_numbers:
-            raise ValueError(f"particle.substrate_element: '{self.particle.substrate_element}' is not a chemical symbol")
-        for i, v in enumerate(self.variants):
-            fixed = {"size", "voxel_size", "dtype", "variants"} & set(v)
-            if fixed:
-                raise ValueError(f"variants[{i}]: {', '.join(sorted(fixed))} must be the same for every sample of a dataset")
-            try:
-                self.variant(i)
-            except ValidationError as err:
-                first = err.errors()[0]
-                loc = ".".join(str(p) for p in first["loc"])
-                raise ValueError(f"variants[{i}]: {loc + ': ' if loc else ''}{first['msg']}") from None
+        check_element(self.particle.substrate_element, "particle.substrate_element: ")
         return self
-
-    def variant(self, index: int) -> Atoms3DConfig:
-        """This config with ``variants[index]`` merged in (nested sections merged key by key)."""
-        return Atoms3DConfig.model_validate(_deep_merge(self.model_dump(exclude={"variants"}), self.variants[index]))
-
-    @property
-    def a(self) -> float:
-        """The lattice constant in Å (given, or ASE's reference value)."""
-        if self.lattice_constant is not None:
-            return float(self.lattice_constant)
-        from ase.data import atomic_numbers, reference_states
-
-        return float(reference_states[atomic_numbers[self.element]]["a"])
 
     # What a labeled dataset records (docs/design.md §1.6): every structure here is cubic (point group
     # 432 for misorientations), and the voxel size is stored in nm like the other generators'.
@@ -210,28 +169,10 @@ class Atoms3DConfig(_Model):
         return self.voxel_size / 10.0
 
 
-def _deep_merge(base: dict, update: dict) -> dict:
-    out = dict(base)
-    for k, v in update.items():
-        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
-
-
 def load_atoms3d_config(path=None, **overrides) -> Atoms3DConfig:
     """An :class:`Atoms3DConfig` from an optional YAML file (a path or a bundled name such as
-    ``synth-atoms3d-train``) plus top-level overrides (``None`` values ignored).
-
-    Raises
-    ------
-    MicroSymError
-        Unknown file, invalid YAML or invalid values, as one line naming the file and the field.
-    """
-    from micro_sym.config_files import read_yaml_mapping, resolve_config_path, validate_model
-
-    path = None if path is None else resolve_config_path(path)
-    data = {} if path is None else read_yaml_mapping(path)
-    data.update({k: v for k, v in overrides.items() if v is not None})
-    return validate_model(Atoms3DConfig, data, "config" if path is None else str(path))
+    ``synth-atoms3d-train``) plus top-level overrides; errors as one line (:func:`~.material.load_material_config`)."""
+    return load_material_config(Atoms3DConfig, path, **overrides)
 
 
 # --------------------------------------------------------------------------------------- structure

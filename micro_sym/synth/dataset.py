@@ -10,7 +10,7 @@
       dataset.json           lattice, pixel_size, unit, plus the generator config and per-sample seeds
 
 Sample ``i`` of a dataset generated with seed ``S`` is ``synth_2d(config, seed=[S, i])`` (or
-``synth_3d``, ``synth_atoms3d``), so every file can be regenerated from ``dataset.json`` alone.
+``synth_3d``, ``synth_atoms2d``, ``synth_atoms3d``), so every file can be regenerated from ``dataset.json`` alone.
 
 Resuming (``resume=True``): ``OUT/.synth/generator.json`` records the generator, config and seed, and
 ``OUT/.synth/NAME.json`` (the sample's info, written after its images) marks a finished sample; a
@@ -70,11 +70,14 @@ def _prepare(out: Path, overwrite: bool, resume: bool = False) -> None:
 
 def _generator(config):
     """(ndim, generator function, its name, the dataset.json lattice) for a config object."""
+    from micro_sym.synth.atoms2d import Atoms2DConfig, synth_atoms2d
     from micro_sym.synth.atoms3d import Atoms3DConfig, synth_atoms3d
     from micro_sym.synth.config import Synth2DConfig
     from micro_sym.synth.lattice2d import synth_2d
     from micro_sym.synth.volume3d import synth_3d
 
+    if isinstance(config, Atoms2DConfig):
+        return 2, synth_atoms2d, "micro_sym.synth.synth_atoms2d", config.dataset_lattice
     if isinstance(config, Atoms3DConfig):
         return 3, synth_atoms3d, "micro_sym.synth.synth_atoms3d", config.dataset_lattice
     if isinstance(config, Synth2DConfig):
@@ -108,7 +111,7 @@ def generate_dataset(out, config, n: int, seed: int = 0, *, overwrite: bool = Fa
     ----------
     out : str or Path
         Dataset directory; must be empty or absent unless ``overwrite``.
-    config : Synth2DConfig, Synth3DConfig or Atoms3DConfig
+    config : Synth2DConfig, Synth3DConfig, Atoms2DConfig or Atoms3DConfig
     n : int
         Number of samples, named ``sample_000``, ``sample_001``, ...
     seed : int

@@ -166,3 +166,8 @@ def load_train_config(path=None, **overrides) -> TrainConfig:
             node = node.setdefault(p, {})
         node[leaf] = value
     return validate_config(data, where)
+
+
+def dataset_list(data) -> list:
+    """``--data`` as a list of datasets (one path, ``"synthetic"``, or already a list)."""
+    return list(data) if isinstance(data, (list, tuple)) else [data]

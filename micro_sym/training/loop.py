@@ -65,9 +65,10 @@ def train(config: TrainConfig, data, out, *, val=None, resume: bool = False, log
     ----------
     config : TrainConfig
         See the bundled configs in ``micro_sym/configs/`` (``train_default_2d.yaml``, ``train_3d_synth.yaml``).
-    data : path or "synthetic"
+    data : path, "synthetic" or a list of paths
         Labeled training dataset (docs/design.md §1, with orientation maps); 3D also accepts
-        ``"synthetic"`` (volumes made on the fly, ``config.synthetic``).
+        ``"synthetic"`` (volumes made on the fly, ``config.synthetic``). A list trains on the union of
+        several datasets (``val`` is then required).
     out : path
         Run directory: ``last.pt``, ``best.pt``, ``model.pt``, ``history.jsonl``, ``config.json``,
         ``report.json``.
@@ -238,8 +239,11 @@ def _seed_all(seed: int):
     torch.manual_seed(seed)
 
 
-def _where(data) -> str:
+def _where(data) -> str | list[str]:
+    if isinstance(data, (list, tuple)):
+        return [_where(d) for d in data]
     return str(data) if str(data) == "synthetic" else str(Path(data).resolve())
+
 
 
 def _describe_model(model_cfg: dict) -> str:

@@ -223,7 +223,18 @@ class Task2D:
             raise MicroSymError("loss.distill > 0 needs a teacher model")
         if teacher is not None:
             self.teacher = _load_teacher(teacher, self.model, device)
-        train_data = load_training_data(data, k)
+        from micro_sym.training.config import dataset_list
+
+        paths = dataset_list(data)
+        if len(paths) > 1 and val is None:
+            raise MicroSymError("several training datasets need a --val dataset")
+        train_data = []
+        for path in paths:
+            loaded = load_training_data(path, k)
+            if len(paths) > 1:  # names repeat across datasets; the provenance keeps them apart
+                for d in loaded:
+                    d.name = f"{Path(path).name}/{d.name}"
+            train_data += loaded
         if val is not None:
             val_data = _val_samples(val, k)
         else:

@@ -185,7 +185,12 @@ class Task3D:
         config = self.config
         if teacher is not None or config.loss.distill > 0:
             raise MicroSymError("loss.distill: distillation from a teacher model is implemented for 2D models only")
-        volumes = load_volumes(data, config)
+        from micro_sym.training.config import dataset_list
+
+        paths = dataset_list(data)
+        if len(paths) > 1 and val is None:
+            raise MicroSymError("several training datasets need a --val dataset")
+        volumes = [v for path in paths for v in load_volumes(path, config)]
         if val is not None:
             held = load_volumes(val, config)
         elif str(data) == "synthetic":
@@ -277,7 +282,7 @@ def grain_f1(pred_labels, true_labels, iou: float = 0.5):
     return float(2 * prec * rec / max(prec + rec, 1e-12))
 
 
-def evaluate3d(model, volumes, *, threshold_deg=5.0, min_size=20, boundary_threshold=0.5, device="cpu"):
+def evaluate3d(model, volumes, *, threshold_deg=5.0, min_size=20, boundary_threshold=0.5, device="cpu", period=None):
     """Held-out metrics: boundary F1, grain F1 at IoU > 0.5, median cubic misorientation (degrees).
 
     ``boundary_f1`` is the exact voxel overlap of the predicted and true 2-voxel-thick boundary
@@ -291,7 +296,9 @@ def evaluate3d(model, volumes, *, threshold_deg=5.0, min_size=20, boundary_thres
     (:func:`micro_sym.grains.rules.network_rule`: seeds by the 6-connected pair rule at
     ``threshold_deg`` well inside the predicted boundaries, seeds under ``min_size`` voxels dropped,
     a bounded flood). Voxels with a boundary probability ``>= boundary_threshold`` are predicted
-    boundary. Misorientation is measured on the true grains' interior voxels.
+    boundary. Misorientation is measured on the true grains' interior voxels. ``period`` ("measure" or
+    the first-ring spacing in voxels) runs the network at its training period
+    (:func:`micro_sym.inference.rescale.rescale_for_input`), as ``segment`` does.
     """
     from micro_sym.grains.rules import grains_by_rule, network_rule
     from micro_sym.inference.network import as_network
@@ -302,7 +309,12 @@ def evaluate3d(model, volumes, *, threshold_deg=5.0, min_size=20, boundary_thres
     rule = network_rule(threshold_deg, 3)
     net = as_network(model, export=False)
     for img, grains, quats in volumes:
-        maps = predict_array(net, img, device=device)
+        run = net
+        if period is not None:
+            from micro_sym.inference.rescale import rescale_for_input
+
+            run, _ = rescale_for_input(net, img, period=None if period == "measure" else float(period))
+        maps = predict_array(run, img, device=device)
         prob, q = maps["boundary"], maps["orientation"]
         labels = grains_by_rule(q, prob, rule, symmetry="cubic", min_size=min_size, boundary_threshold=boundary_threshold)
         true_boundary = boundary_from_grains(grains)
@@ -322,7 +334,7 @@ def evaluate3d(model, volumes, *, threshold_deg=5.0, min_size=20, boundary_thres
 
 
 def cli_evaluate3d(model, dataset, *, device="cpu", threshold=5.0, min_size=20, boundary_threshold=0.5, json_out=None,
-                   log=print):
+                   log=print, period=None):
     """``micro-sym evaluate`` for 3D models: boundary F1, grain F1 (IoU > 0.5), median misorientation."""
     from types import SimpleNamespace
 
@@ -340,10 +352,11 @@ def cli_evaluate3d(model, dataset, *, device="cpu", threshold=5.0, min_size=20, 
     else:
         vols = [v[1:] for v in load_volumes(dataset, None)]
     metrics = evaluate3d(m, vols, threshold_deg=threshold, min_size=min_size, boundary_threshold=boundary_threshold,
-                         device=device)
+                         device=device, period=period)
     log(f"boundary F1 {metrics['boundary_f1']:.3f}  grain F1 {metrics['grain_f1']:.3f}  "
         f"median misorientation {metrics.get('median_misorientation_deg', float('nan')):.2f}°  ({metrics['n_volumes']} volumes)")
-    report = {"overall": metrics, "model": {"path": m.meta.get("path"), "config": m.config}, "dataset": str(dataset)}
+    report = {"overall": metrics, "model": {"path": m.meta.get("path"), "config": m.config}, "dataset": str(dataset),
+              "period": period}
     if json_out:
         Path(json_out).parent.mkdir(parents=True, exist_ok=True)
         Path(json_out).write_text(json.dumps(report, indent=2))

@@ -261,7 +261,8 @@ def test_bad_inputs_give_one_line_errors(tmp_path, model_file, capfd):
 def test_volumes_without_a_model_run_the_bundled_3d_network(tmp_path):
     zarr.create_array(str(tmp_path / "v.zarr"), data=smooth_image((24, 24, 24), sigma=2.0), chunks=(16, 16, 16))
     (res,) = segment([tmp_path / "v.zarr"], tmp_path / "out", dry_run=True)
-    assert res.status == "planned" and res.plan["method"] == {"name": "network"}
+    assert res.status == "planned" and res.plan["method"]["name"] == "network"
+    assert res.plan["method"]["scale"]["source"] == "unmeasured"  # smooth noise: no lattice ring
     assert res.plan["halo"] >= load_network("default-3d").halo  # the 3D network's plan, not a 2D one
 
 

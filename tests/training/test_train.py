@@ -188,6 +188,14 @@ def test_evaluate_cli_json(dataset, straight_run, tmp_path):
     ref = evaluate_model(load_model(straight_run / "model.pt"), LabeledDataset(dataset), min_size=4)["overall"]
     for key in ("boundary_f1", "grain_f1", "orientation_median_deg"):
         assert report["overall"][key] == pytest.approx(ref[key], abs=1e-9), key
+    # --period runs the network at its training period (the dataset's 6-px lattice resampled to the
+    # model's), as segment does; the library with the same period gives the same scores.
+    assert main(["evaluate", "--model", str(straight_run / "model.pt"), str(dataset), "--json", str(out), "--min-size", "4",
+                 "--period", "6"]) == 0
+    scaled = json.loads(out.read_text())
+    ref = evaluate_model(load_model(straight_run / "model.pt"), LabeledDataset(dataset), min_size=4, period=6.0)["overall"]
+    assert scaled["period"] == 6.0 and scaled["overall"]["boundary_f1"] == pytest.approx(ref["boundary_f1"], abs=1e-9)
+    assert main(["evaluate", "--model", str(straight_run / "model.pt"), str(dataset), "--period", "often"]) == 2
 
 
 def test_rot_flip_augmentation_transforms_orientation_target():
@@ -251,3 +259,17 @@ def test_boundary_weight_scales_only_the_weighted_pixels_bce():
     # every pixel's BCE is log 2 at logit 0: the mean goes from 16/16 to (14 + 2*4)/16 of it
     assert float(plain) == pytest.approx(np.log(2))
     assert float(weighted) == pytest.approx(np.log(2) * 22 / 16)
+
+
+def test_several_datasets_train_together(dataset, lattice_dataset, tmp_path, capsys):
+    other = shutil.copytree(lattice_dataset(2), tmp_path / "other")
+    out = tmp_path / "two"
+    train(_cfg(**{"optim.epochs": 1}), [dataset, other], out, val=other, log=lambda s: None)
+    names = torch.load(out / "model.pt", weights_only=True)["meta"]["trained_on"]["train_images"]
+    assert len(names) == 6 and len(set(names)) == 6  # 4 + 2 images, names kept apart by their dataset
+    assert sum(n.startswith("other/") for n in names) == 2
+    with pytest.raises(MicroSymError, match="--val"):
+        train(_cfg(), [dataset, other], tmp_path / "noval", log=lambda s: None)
+    assert _main(["train", str(tmp_path / "nothing.yaml"), "--data", str(dataset), "--data", str(other),
+                  "--out", str(tmp_path / "o")]) == 2
+    assert "--val" in capsys.readouterr().err

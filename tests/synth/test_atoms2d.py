@@ -1,0 +1,154 @@
+"""Atomistic micrographs (micro_sym.synth.atoms2d): the truth is checked against the atoms and the pixels.
+
+The projected lattices against crystallography, the stored angle and period against the rendered
+image's Fourier peaks (a sign or frame slip would put them elsewhere), the no-grain truth against where
+the atoms are, and both imaging modes (HAADF-STEM, abTEM HRTEM) against the lattice they must show.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from micro_sym.orientation import misorientation_2d
+from micro_sym.synth import Atoms2DConfig, synth_atoms2d
+from micro_sym.synth.atoms2d import AMORPHOUS, CRYSTAL, VACUUM, build_film, load_atoms2d_config, projected_lattice
+
+SQ2, SQ3, SQ6 = np.sqrt(2), np.sqrt(3), np.sqrt(6)
+
+
+@pytest.mark.parametrize(
+    "lattice, element, a, zone, k, period",
+    [
+        ("fcc", "Au", 4.08, "001", 4, 4.08 / 2),  # columns at the face centres
+        ("bcc", "Fe", 2.87, "001", 4, 2.87 / SQ2),  # body centre between corners: 45°
+        ("diamond", "Si", 5.43, "001", 4, 5.43 * SQ2 / 4),  # the (¼, ¼) columns halve the fcc spacing again
+        ("sc", "Po", 3.35, "001", 4, 3.35),
+        ("fcc", "Au", 4.08, "111", 6, 4.08 / SQ6),  # ABC stacking fills a triangular lattice
+        ("bcc", "Fe", 2.87, "111", 6, 2.87 * SQ2 / SQ3),
+    ],
+)
+def test_projected_lattice_matches_crystallography(lattice, element, a, zone, k, period):
+    got_k, got_period, angle = projected_lattice(lattice, element, a, zone)
+    assert got_k == k
+    assert got_period == pytest.approx(period, rel=1e-6)
+    # [001] projections are aligned with the cube axes (fcc, sc) or at 45° (bcc, diamond).
+    if zone == "001":
+        assert min(angle % 45, 45 - angle % 45) < 1e-6
+
+
+def _fft_angle_and_period(image: np.ndarray, k: int, period: float) -> tuple[float, float]:
+    """Direction (degrees, y up, mod 360/k) and period (px) of the strongest Fourier peak within 15 % of
+    the first-order ring of ``period`` (HRTEM's transfer function can favour a higher order)."""
+    img = image.astype(np.float64)
+    img = (img - img.mean()) * np.outer(np.hanning(img.shape[0]), np.hanning(img.shape[1]))
+    n = 4 * max(img.shape)
+    power = np.abs(np.fft.fft2(img, s=(n, n))) ** 2
+    f = np.fft.fftfreq(n)
+    fy, fx = np.meshgrid(f, f, indexing="ij")
+    r = np.hypot(fy, fx)
+    f0 = 1 / (period * (np.sqrt(3) / 2 if k == 6 else 1.0))
+    power[np.abs(r / f0 - 1) > 0.15] = 0
+    iy, ix = np.unravel_index(np.argmax(power), power.shape)
+    # Rows grow downwards, so the physical y frequency is minus the row frequency (docs/design.md §1.1).
+    angle = np.degrees(np.arctan2(-fy[iy, ix], fx[iy, ix]))
+    # For a hexagonal lattice the first Fourier peaks are 30° from the real-space basis vectors.
+    if k == 6:
+        angle -= 30.0
+    return angle % (360 / k), 1 / r[iy, ix] / (np.sqrt(3) / 2 if k == 6 else 1.0)
+
+
+SINGLE = {"grain_size": 400.0, "max_tilt": 0.0}
+
+
+def _single_grain(cfg):
+    """The first seed whose image is one grain (big cells can still meet inside the field)."""
+    return next(s for s in (synth_atoms2d(cfg, seed=i) for i in range(20)) if s.grains.min() == s.grains.max() == 1)
+
+
+@pytest.mark.parametrize("zone, lattice, element", [("001", "fcc", "Au"), ("001", "bcc", "Fe"), ("111", "fcc", "Au")])
+def test_haadf_image_shows_the_stored_angle_and_period(zone, lattice, element):
+    cfg = Atoms2DConfig(size=(128, 128), zone=zone, lattice=lattice, element=element, pixel_size_angstrom=0.2,
+                        film=SINGLE, haadf={"dose": (500.0, 500.0), "jitter": 0.0, "drift": 0.0})
+    s = _single_grain(cfg)
+    k = s.info["k"]
+    truth = float(np.nanmedian(s.orientation))
+    angle, period = _fft_angle_and_period(s.image, k, s.info["period_px"])
+    assert misorientation_2d(angle, truth, k) < 0.5
+    assert period == pytest.approx(s.info["period_px"], rel=0.02)
+
+
+def test_hrtem_image_shows_the_stored_angle_and_period():
+    cfg = Atoms2DConfig(mode="hrtem", size=(96, 96), pixel_size_angstrom=0.25, film={**SINGLE, "thickness": (12.0, 12.0)},
+                        hrtem={"dose": (1000.0, 1000.0), "sampling": 0.15, "defocus": (-40.0, -40.0), "cs_um": (-10.0, -10.0)})
+    s = _single_grain(cfg)
+    angle, period = _fft_angle_and_period(s.image, 4, s.info["period_px"])
+    assert misorientation_2d(angle, float(np.nanmedian(s.orientation)), 4) < 0.5
+    assert period == pytest.approx(s.info["period_px"], rel=0.02)
+    assert s.info["mode"] == "hrtem" and "defocus_angstrom" in s.info
+
+
+def test_no_grain_where_there_is_no_lattice():
+    cfg = Atoms2DConfig(size=(160, 160), film={"grain_size": 25.0, "vacuum_fraction": 0.3, "amorphous_fraction": 0.3},
+                        haadf={"jitter": 0.0, "drift": 0.0})
+    rng = np.random.default_rng(5)
+    film = build_film(cfg, rng)
+    assert {CRYSTAL, VACUUM, AMORPHOUS} <= set(film.kinds.tolist())
+    s = synth_atoms2d(cfg, seed=5)  # the same rng stream: the same film
+    kinds = film.kinds[s.cells]
+    assert np.all(s.grains[kinds != CRYSTAL] == 0) and np.all(s.grains[kinds == CRYSTAL] > 0)
+    assert np.all(np.isnan(s.orientation[s.grains == 0])) and np.all(np.isfinite(s.orientation[s.grains > 0]))
+    # HAADF: vacuum is darkest, amorphous carbon faint, gold bright (Z-contrast).
+    mean = {kd: float(s.image[kinds == kd].mean()) for kd in (VACUUM, AMORPHOUS, CRYSTAL)}
+    assert mean[VACUUM] < mean[AMORPHOUS] < mean[CRYSTAL]
+    # Boundaries separate every pair of different grain ids.
+    assert s.boundary[:, :-1][s.grains[:, :-1] != s.grains[:, 1:]].all()
+
+
+def test_low_angle_neighbours_are_separate_grains_and_deterministic():
+    cfg = Atoms2DConfig(size=(128, 128), film={"grain_size": 20.0, "low_angle_fraction": 1.0})
+    a, b = synth_atoms2d(cfg, seed=2), synth_atoms2d(cfg, seed=2)
+    assert np.array_equal(a.image, b.image) and np.array_equal(a.grains, b.grains)
+    assert not np.array_equal(a.image, synth_atoms2d(cfg, seed=3).image)
+    # Touching grains differ by more than the grain rule's 5°.
+    g, o = a.grains, a.orientation
+    for ax in (0, 1):
+        x, y = np.moveaxis(g, ax, 0), np.moveaxis(o, ax, 0)
+        diff = (x[:-1] != x[1:]) & (x[:-1] > 0) & (x[1:] > 0)
+        assert np.all(misorientation_2d(y[:-1][diff], y[1:][diff], 4) > 5.0)
+
+
+def test_config_errors_are_one_line():
+    with pytest.raises(ValueError, match="give lattice_constant"):
+        Atoms2DConfig(lattice="bcc", element="Au")
+    with pytest.raises(ValueError, match="same for every sample"):
+        Atoms2DConfig(variants=[{"mode": "hrtem"}])
+    with pytest.raises(ValueError, match="20 % crystal"):
+        Atoms2DConfig(film={"vacuum_fraction": 0.5, "amorphous_fraction": 0.4})
+    cfg = load_atoms2d_config("synth-atoms2d-heldout")
+    assert {cfg.variant(i).element for i in range(len(cfg.variants))} >= {"Au", "Fe", "Si"}
+
+
+def test_cli_makes_a_resumable_dataset(tmp_path):
+    from micro_sym.cli import main
+    from micro_sym.io.datasets import LabeledDataset
+
+    def cli(*args):
+        try:
+            return main(["synth", "atoms2d", "--out", str(tmp_path / "ds"), "--size", "64", *args])
+        except SystemExit as exc:
+            return exc.code
+
+    assert cli("--n", "1", "--seed", "4", "--zone", "111", "--pixel-size", "0.2") == 0
+    assert cli("--n", "2", "--seed", "4", "--zone", "111", "--pixel-size", "0.2", "--resume") == 0
+    assert cli("--n", "1", "--element", "Xx") == 2
+    ds = LabeledDataset(tmp_path / "ds")
+    assert len(ds) == 2 and ds.lattice == "hexagonal" and ds.pixel_size == (0.02, 0.02)
+    sample = ds["sample_001"]
+    assert np.nanmax(sample.orientation) < 60
+    meta = json.loads((tmp_path / "ds" / "dataset.json").read_text())
+    assert meta["generator"]["name"] == "micro_sym.synth.synth_atoms2d"
+    again = synth_atoms2d(Atoms2DConfig.model_validate(meta["generator"]["config"]), seed=meta["samples"]["sample_001"]["seed"])
+    assert np.array_equal(again.grains, sample.grains) and np.array_equal(again.image, sample.image)
