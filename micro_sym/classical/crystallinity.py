@@ -18,7 +18,6 @@ reflect-padded tile, so a tile reproduces the whole image inside its halo (:func
 
 from __future__ import annotations
 
-import functools
 import math
 
 import numpy as np
@@ -42,16 +41,9 @@ def ring_contrast_halo(ring_frequency: float) -> int:
     return int(math.ceil(_TRUNC * WINDOW * period / INNER + 4.0 * SMOOTH * period))
 
 
-#: Padded tiles up to this many pixels keep their Fourier-space factors (:func:`_filters`) for the next
-#: tile of their shape: the block engine's tiles have a few shapes (interior, edges, corners), and
-#: recomputing the factors costs a tenth of a tile's ring contrast. At most 4 shapes are kept, each three
-#: float32 arrays of half the padded size (16 MiB for the engine's 1344² tiles, at most 50 MiB).
-_CACHED_PIXELS = 2048 * 2048
-
-
 def _filters(shape, ring_frequency: float):
-    """The Fourier-space factors of :func:`ring_contrast` for a padded tile of ``shape`` (read-only):
-    the Gaussian power smoothing and the two Gaussian annuli (ring, then the reference inside it)."""
+    """The Fourier-space factors of :func:`ring_contrast` for a padded tile of ``shape``: the Gaussian
+    power smoothing and the two Gaussian annuli (ring, then the reference inside it)."""
     fy = fft.fftfreq(shape[0]).astype(np.float32)[:, None]
     fx = fft.rfftfreq(shape[1]).astype(np.float32)[None, :]
     radius = np.hypot(fy, fx)
@@ -64,12 +56,8 @@ def _filters(shape, ring_frequency: float):
     for f in (ring_frequency, INNER * ring_frequency):
         sigma_f = f / (2.0 * math.pi * WINDOW)
         windows.append(np.exp(np.float32(-0.5) * ((radius - np.float32(f)) / np.float32(sigma_f)) ** 2))
-    for a in (smoothing, *windows):
-        a.flags.writeable = False
     return smoothing, tuple(windows)
 
-
-_cached_filters = functools.lru_cache(maxsize=4)(_filters)
 
 
 def ring_contrast(image, ring_frequency: float, *, workers: int = 2) -> np.ndarray:
@@ -96,8 +84,7 @@ def ring_contrast(image, ring_frequency: float, *, workers: int = 2) -> np.ndarr
     ends = [fft.next_fast_len(n + 2 * pad, real=True) - n - pad for n in img.shape]
     padded = np.pad(img - img.mean(dtype=np.float64).astype(np.float32), [(pad, e) for e in ends], mode="reflect")
     spectrum = fft.rfft2(padded, workers=workers)
-    filters = _cached_filters if padded.size <= _CACHED_PIXELS else _filters
-    smoothing, windows = filters(padded.shape, float(ring_frequency))
+    smoothing, windows = _filters(padded.shape, float(ring_frequency))
     product = np.empty_like(spectrum)
     power = []
     for f, window in zip((ring_frequency, INNER * ring_frequency), windows):

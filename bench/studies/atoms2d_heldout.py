@@ -2,7 +2,7 @@
 
 Usage::
 
-    python bench/bench_atoms2d_heldout.py [--n 2] [--size 512] [--modes haadf hrtem] [--periods 4 8 16 32]
+    python bench/studies/atoms2d_heldout.py [--n 2] [--size 512] [--modes haadf hrtem] [--periods 4 8 16 32]
                                           [--doses 5 50] [--methods auto network classical] [--models FILE ...]
                                           [--out FILE]
 
@@ -41,7 +41,8 @@ from pathlib import Path
 
 import numpy as np
 
-from _common import DATA, RESULTS, ROOT, log, write_json
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/, for _common
+from _common import DATA, RESULTS, ROOT, log, write_json  # noqa: E402
 
 AU_PERIOD = 2.04  # Å, Au fcc [001] projected column spacing (a / 2)
 MATERIALS = [{"lattice": "fcc", "element": "Au"}, {"lattice": "fcc", "element": "Pt"},
@@ -185,7 +186,7 @@ def main():
     doc = {
         "what": "atomistic micrographs (micro-sym synth atoms2d): HAADF-STEM and HRTEM of ASE films, "
                 "a renderer no bundled model was trained on (generalization)",
-        "command": "python bench/bench_atoms2d_heldout.py " + " ".join(sys.argv[1:]),
+        "command": "python bench/studies/atoms2d_heldout.py " + " ".join(sys.argv[1:]),
         "images_per_condition": args.n,
         "size": args.size,
         "scores": "boundary F1 / grain F1 (pooled counts), median orientation error (deg), "
