@@ -25,6 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 ORIX = "tests/orientation/test_orix_crosscheck.py"
 EXPORT = "tests/io/test_orientation_export.py"
+ATOMS2D = "tests/synth/test_atoms2d.py"
 #: name: (file, fragment, replacement, tests that must fail)
 BUGS = {
     "hex_cross": ("micro_sym/grains/reconstruct.py", "x = a0 * b1 - a1 * b0 - a2 * b3 + a3 * b2",
@@ -53,6 +54,16 @@ BUGS = {
                                "return np.asarray(q, dtype=np.float64) * np.array([1.0, -1.0, -1.0, -1.0])",
                                "return np.asarray(q, dtype=np.float64)", [EXPORT]),
     "export_nm_as_um": ("micro_sym/io/orientation_export.py", '"nm": 1e-3,', '"nm": 1.0,', [EXPORT]),
+    # Atomistic micrographs: the truth's frame and angle against the rendered image.
+    "atoms2d_y_down": ("micro_sym/synth/atoms2d.py", "x, y = cols * px, -rows * px", "x, y = cols * px, rows * px",
+                       [ATOMS2D]),
+    "atoms2d_angle_ignores_spin": ("micro_sym/synth/atoms2d.py", "v = rot @ ZONE_FRAMES[cfg.zone].T @ a1_zone",
+                                   "v = a1_zone", [ATOMS2D]),
+    # Rescaled networks (2D and 3D): a halo without the network's own reach breaks tiles = whole input.
+    "rescale_halo_without_network": ("micro_sym/inference/resampling.py",
+                                     "network_reach = SUPPORT * max(1.0, 1.0 / ratio) + net.halo + net.total_stride + 2",
+                                     "network_reach = SUPPORT * max(1.0, 1.0 / ratio) + net.total_stride + 2",
+                                     ["tests/inference/test_rescale3d.py", "tests/inference/test_rescale.py"]),
 }
 
 
