@@ -165,14 +165,18 @@ def _method_line(m: dict) -> str:
 
 def _scale_line(r: dict) -> str:
     """The image's lattice as measured (or given) and how the network's input was resampled."""
+    volume = r.get("lattice") == "cubic"  # 3D: the spacing of the first lattice ring, in voxels
+    unit = "voxels" if volume else "px"
     if r["source"] == "unmeasured":
         seen = f"no lattice measured ({r.get('reason', '')})"
     elif r["source"] == "given":
-        seen = f"--period {r['period_px']:g} px"
+        seen = f"--period {r['period_px']:g} {unit}"
+    elif volume:
+        seen = f"measured first lattice ring, spacing {r['period']:.2f} voxels ({r['snr_db']:.1f} dB)"
     else:
         seen = f"measured {r['lattice']} lattice, period {r['period']:.2f} px ({r['snr_db']:.1f} dB)"
-    how = (f"resampled x{r['scale']:.3f} to the model's {r['model_period_px']:g} px" if r.get("resampled")
-           else f"run at its own sampling (model period {r['model_period_px']:g} px)")
+    how = (f"resampled x{r['scale']:.3f} to the model's {r['model_period_px']:g} {unit}" if r.get("resampled")
+           else f"run at its own sampling (model period {r['model_period_px']:g} {unit})")
     return f"{seen}, {how}"
 
 

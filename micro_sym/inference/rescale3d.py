@@ -50,8 +50,8 @@ def rescale_for_input_3d(net, volume, *, period: float | None = None, measured: 
     if old:
         record = dict(old)
     elif period is not None:
-        record = {"source": "given", "period_px": float(period), "model_period_px": float(model_period),
-                  "scale": float(model_period) / float(period)}
+        record = {"source": "given", "lattice": str(net.symmetry), "period_px": float(period),
+                  "model_period_px": float(model_period), "scale": float(model_period) / float(period)}
     else:
         # "lattice": the network's (cubic), which the CLI prints; the first ring is matched whatever
         # the cubic family (sc, fcc, bcc), so it is not measured.

@@ -121,6 +121,11 @@ def test_segment_measures_and_resamples_a_volume(tmp_path):
     assert scale["source"] == "measured" and scale["resampled"] and scale["model_period_px"] == 6.0
     assert scale["scale"] == pytest.approx(6.0 / 9.0, rel=0.03)
     assert r.n_grains > 0
+    # What `segment` prints for it: the first ring's spacing in voxels, not a 2D lattice in px.
+    from micro_sym.cli.segment import _scale_line
+
+    line = _scale_line(scale)
+    assert "voxels" in line and " px" not in line and "resampled x0.6" in line
 
 
 def test_network_runs_in_parts_on_large_tiles(net):
