@@ -120,7 +120,7 @@ def score_condition(root: Path, methods, tmp: Path) -> dict:
         g = {"tp": 0, "n_pred": 0, "n_gt": 0}
         errors, free, free_left, runs = [], 0, 0, []
         for s in ds:
-            where = tmp / str(abs(hash(method)))
+            where = tmp / method.replace(":", "_").replace("/", "_")
             run = run_segment(root / "images" / f"{s.name}.tif", where, method)
             runs.append(run)
             if run["rc"]:

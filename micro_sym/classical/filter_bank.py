@@ -52,6 +52,7 @@ block-wise runs (``micro-sym segment --method classical``) use ``close=False``.
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -220,7 +221,7 @@ def _welch_origins(shape, t: int, max_tiles: int) -> list:
         if s[-1] != n - t:
             s = np.append(s, n - t)
         starts.append(s)
-    origins = [(int(r), int(c)) for r in starts[0] for c in starts[1]]
+    origins = [tuple(int(v) for v in o) for o in itertools.product(*starts)]
     if len(origins) > max_tiles:
         origins = [origins[i] for i in np.linspace(0, len(origins) - 1, max_tiles).round().astype(int)]
     return origins

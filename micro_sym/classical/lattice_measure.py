@@ -449,13 +449,15 @@ def _decide(harm: dict, ratios: dict) -> str:
     return "fringes"
 
 
-def _snr_db(freq, power, f0: float) -> float:
-    """:func:`~micro_sym.classical.filter_bank.fringe_snr`'s ratio for a ring at ``f0`` of this spectrum."""
+def _snr_db(freq, power, f0: float, weights=None) -> float:
+    """:func:`~micro_sym.classical.filter_bank.fringe_snr`'s ratio for a ring at ``f0`` of this radial
+    spectrum, each ring bin weighted by its size: ``weights`` per bin (3D: bins per shell), by default
+    the frequency (a 2D ring's circumference)."""
     floor_band = freq >= max(0.35, 1.3 * f0)
     if floor_band.sum() < 4:
         floor_band = freq >= freq[-max(4, len(freq) // 10)]
     noise = float(np.percentile(power[floor_band], 20))
     ring = (freq > 0.75 * f0) & (freq < 1.25 * f0)
-    w = freq[ring]
+    w = (freq if weights is None else weights)[ring]
     snr = float(np.sum((power[ring] - noise) * w) / max(noise * np.sum(w), 1e-300))
     return 10.0 * math.log10(max(snr, 1e-3))

@@ -45,13 +45,13 @@ The family (sc, fcc, bcc) is not decided here: resampling matches first rings wh
 
 from __future__ import annotations
 
-import itertools
 import math
 
 import numpy as np
 from scipy import fft, ndimage
 
-from micro_sym.classical.filter_bank import WORKERS, clip_outliers
+from micro_sym.classical.filter_bank import WORKERS, _welch_origins, clip_outliers
+from micro_sym.classical.lattice_measure import _refine, _snr_db
 
 __all__ = ["DETECTION", "MAX_TILES", "measure_lattice_3d", "welch_power_3d"]
 
@@ -139,7 +139,7 @@ def measure_lattice_3d(volume, *, min_period: float = 2.5, max_period: float | N
         r = _refine(logp, i)
     f = r / t
     return {"found": True, "period": float(1.0 / f), "ring_frequency": float(f), "frequency": float(f),
-            "snr_db": _snr_db(freq, power, counts, f), "ring_z": float(z[i]), "prominence": float(prom[i]),
+            "snr_db": _snr_db(freq, power, f, weights=counts), "ring_z": float(z[i]), "prominence": float(prom[i]),
             "n_spots": int(n_spots)}
 
 
@@ -163,7 +163,7 @@ def welch_power_3d(volume, *, tile: int = DEFAULT_TILE, max_tiles: int = MAX_TIL
     shape = tuple(int(n) for n in volume.shape)
     t = int(min(tile, *shape))
     t -= t % 2
-    origins = _origins(shape, t, max_tiles)
+    origins = _welch_origins(shape, t, max_tiles)
     h = np.hanning(t).astype(np.float32)
     win = h[:, None, None] * h[None, :, None] * h[None, None, :]
     acc = np.zeros((t, t, t))
@@ -193,20 +193,6 @@ def _radial(power3, radius):
     counts = np.bincount(rbin[sel], minlength=n).astype(np.float64)
     power = np.bincount(rbin[sel], weights=power3[sel], minlength=n) / np.maximum(counts, 1.0)
     return np.arange(n) / t, power, counts
-
-
-def _origins(shape, t: int, max_tiles: int) -> list:
-    """Tile corners: 50 % overlap per axis, evenly thinned to ``max_tiles``."""
-    starts = []
-    for n in shape:
-        s = np.arange(0, n - t + 1, max(t // 2, 1))
-        if s[-1] != n - t:
-            s = np.append(s, n - t)
-        starts.append(s)
-    origins = [tuple(int(v) for v in o) for o in itertools.product(*starts)]
-    if len(origins) > max_tiles:
-        origins = [origins[i] for i in np.linspace(0, len(origins) - 1, max_tiles).round().astype(int)]
-    return origins
 
 
 def _read(volume, origin, t: int) -> np.ndarray:
@@ -305,27 +291,3 @@ def _first_ring(i: int, ring: np.ndarray, prom: np.ndarray) -> int:
         if not len(lower):
             return i
         i = int(lower[0])
-
-
-def _refine(logp, i: int) -> float:
-    """Sub-bin ring position: parabola through ``log P`` at ``i`` and its neighbours."""
-    if 1 <= i < len(logp) - 1:
-        a, b, c = logp[i - 1], logp[i], logp[i + 1]
-        den = a - 2 * b + c
-        if den < 0:
-            return i + float(np.clip(0.5 * (a - c) / den, -0.5, 0.5))
-    return float(i)
-
-
-def _snr_db(freq, power, counts, f0: float) -> float:
-    """Ring power over the white-noise floor in dB, as 2D's ``fringe_snr``: the floor is the 20th
-    percentile of the spectrum at high frequency, the ring the band ``0.75-1.25 f0`` weighted by
-    shell size."""
-    floor_band = freq >= max(0.35, 1.3 * f0)
-    if floor_band.sum() < 4:
-        floor_band = freq >= freq[-max(4, len(freq) // 10)]
-    noise = float(np.percentile(power[floor_band], 20))
-    band = (freq > 0.75 * f0) & (freq < 1.25 * f0)
-    w = counts[band]
-    snr = float(np.sum((power[band] - noise) * w) / max(noise * np.sum(w), 1e-300))
-    return 10.0 * math.log10(max(snr, 1e-3))

@@ -242,6 +242,22 @@ def _max2(a, b):
 
 
 @njit(cache=True, nogil=True, inline="always")
+def _face_neighbour(z, y, x, d):
+    """The ``d``-th (0-5) face neighbour of ``(z, y, x)``: -z, +z, -y, +y, -x, +x (may lie outside)."""
+    if d == 0:
+        return z - 1, y, x
+    if d == 1:
+        return z + 1, y, x
+    if d == 2:
+        return z, y - 1, x
+    if d == 3:
+        return z, y + 1, x
+    if d == 4:
+        return z, y, x - 1
+    return z, y, x + 1
+
+
+@njit(cache=True, nogil=True, inline="always")
 def _cubic_scalar(a0, a1, a2, a3, b0, b1, b2, b3, inv_sqrt2, half):
     w = abs(a0 * b0 + a1 * b1 + a2 * b2 + a3 * b3)
     x = abs(a0 * b1 - a1 * b0 - a2 * b3 + a3 * b2)
@@ -344,19 +360,7 @@ def _flood(labels, level, prob, free, sim0, sim1, sim2, steps):
             z, y, x = pz[i], py[i], px[i]
             best, best_sim, best_label = np.inf, -np.inf, 0
             for d in range(6):
-                a, b, c = z, y, x
-                if d == 0:
-                    a = z - 1
-                elif d == 1:
-                    a = z + 1
-                elif d == 2:
-                    b = y - 1
-                elif d == 3:
-                    b = y + 1
-                elif d == 4:
-                    c = x - 1
-                else:
-                    c = x + 1
+                a, b, c = _face_neighbour(z, y, x, d)
                 if a < 0 or b < 0 or c < 0 or a >= nz or b >= ny or c >= nx or labels[a, b, c] == 0:
                     continue
                 if d < 2:
@@ -490,7 +494,7 @@ def near_pair_keys(labels, reach: int) -> tuple[np.ndarray, int]:
 @njit(cache=True, nogil=True)
 def _grow_into_gaps(lab, steps):
     """In place: ``steps`` rounds in which every 0 point takes the smallest label > 0 among its face
-    neighbours of the previous round (:func:`micro_sym.grains.stats.grow_into_gaps`)."""
+    neighbours of the previous round (the rule of :func:`micro_sym.grains.stats.grow_into_gaps`)."""
     nz, ny, nx = lab.shape
     for _ in range(steps):
         old = lab.copy()
@@ -502,19 +506,7 @@ def _grow_into_gaps(lab, steps):
                         continue
                     best = 0
                     for d in range(6):
-                        a, b, c = z, y, x
-                        if d == 0:
-                            a = z - 1
-                        elif d == 1:
-                            a = z + 1
-                        elif d == 2:
-                            b = y - 1
-                        elif d == 3:
-                            b = y + 1
-                        elif d == 4:
-                            c = x - 1
-                        else:
-                            c = x + 1
+                        a, b, c = _face_neighbour(z, y, x, d)
                         if a < 0 or b < 0 or c < 0 or a >= nz or b >= ny or c >= nx:
                             continue
                         v = old[a, b, c]
@@ -528,8 +520,8 @@ def _grow_into_gaps(lab, steps):
 
 
 def grow_into_gaps(labels, steps: int):
-    """:func:`micro_sym.grains.stats.grow_into_gaps` (same labels, int64) in one pass per step instead of
-    a dozen array-sized temporaries."""
+    """The labels (int64) after :func:`micro_sym.grains.stats.grow_into_gaps`' rule, one pass per step
+    (no array-sized temporaries)."""
     lab = np.array(labels, np.int64)
     _grow_into_gaps(_as_3d(lab), int(steps))
     return lab

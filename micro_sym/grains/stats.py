@@ -205,19 +205,9 @@ def grow_into_gaps(labels, steps: int = NEIGHBOUR_REACH) -> np.ndarray:
     >>> grow_into_gaps(np.array([[1, 0, 0, 0, 2]]), 1)
     array([[1, 1, 0, 2, 2]])
     """
-    lab = np.array(labels, copy=True)
-    for _ in range(int(steps)):
-        zero = lab == 0
-        if not zero.any():
-            break
-        cand = np.zeros_like(lab)
-        for ax in range(lab.ndim):
-            a, c = np.moveaxis(lab, ax, 0), np.moveaxis(cand, ax, 0)  # views: writing c writes cand
-            for src, dst in ((a[:-1], c[1:]), (a[1:], c[:-1])):
-                take = (src > 0) & ((dst == 0) | (src < dst))
-                dst[take] = src[take]
-        lab[zero] = cand[zero]
-    return lab
+    from micro_sym.grains._kernels import grow_into_gaps as grow
+
+    return grow(labels, steps)
 
 
 def _orientation_columns(lab, flat, cnt, n, orient, symmetry):
