@@ -36,6 +36,7 @@ Frames (§1.1): physical ``(x, y, z)`` in Å with z along the beam; pixel ``(row
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 from typing import ClassVar, Literal
 
 import numpy as np
@@ -45,7 +46,8 @@ from scipy.spatial import cKDTree
 
 from micro_sym.errors import MicroSymError
 from micro_sym.orientation import misorientation_2d, wrap_angle
-from micro_sym.synth.atoms3d import NEAREST_NEIGHBOUR, _amorphous_slab, _atomic_number, _lattice_sites, _thin_close_pairs
+from micro_sym.synth.atoms3d import (NEAREST_NEIGHBOUR, _amorphous_slab, _atomic_number, _lattice_sites, _thin_close_pairs,
+                                     _unit_cell)
 from micro_sym.synth.config import _Model
 from micro_sym.synth.material import MaterialConfig, check_element, load_material_config
 from micro_sym.synth.imaging import scan_positions
@@ -254,6 +256,7 @@ def _tilt(deg: float, rng: np.random.Generator) -> np.ndarray:
 # --------------------------------------------------------------------------------------- structure
 
 
+@dataclass
 class FilmStructure:
     """Atoms of a film and the cells they came from.
 
@@ -270,10 +273,15 @@ class FilmStructure:
     thickness : the film's thickness, Å.
     """
 
-    def __init__(self, positions, numbers, seeds, weights, kinds, angles, k, period, thickness):
-        self.positions, self.numbers = positions, numbers
-        self.seeds, self.weights, self.kinds, self.angles = seeds, weights, kinds, angles
-        self.k, self.period, self.thickness = k, period, thickness
+    positions: np.ndarray
+    numbers: np.ndarray
+    seeds: np.ndarray
+    weights: np.ndarray
+    kinds: np.ndarray
+    angles: np.ndarray
+    k: int
+    period: float
+    thickness: float
 
 
 def _field(cfg: Atoms2DConfig):
@@ -287,12 +295,10 @@ def _field(cfg: Atoms2DConfig):
 
 def build_film(cfg: Atoms2DConfig, rng: np.random.Generator) -> FilmStructure:
     """Columnar grains of the rotated crystal filling the field, with the film's other cell kinds."""
-    from ase.build import bulk
-
     film = cfg.film
     a = cfg.a
     k, period, angle0 = projected_lattice(cfg.lattice, cfg.element, a, cfg.zone)
-    basis = bulk(cfg.element, cfg.lattice, a=a, cubic=True).get_scaled_positions(wrap=True)
+    basis = _unit_cell(cfg)
     lo, hi = _field(cfg)
     thickness = rng.uniform(*film.thickness)
     seeds, weights = seed_cells(lo, hi, film.grain_size, film.size_spread, film.relax_iterations, rng)
