@@ -8,9 +8,10 @@ image comes from a physical model of the microscope (docs/design.md §6.5):
   (``ase.build.bulk``) with columnar grains (2D power cells through the thickness). Each grain is
   the crystal with its zone axis (``[001]``: a square projection; ``[111]``: a hexagonal one) along the
   beam, a small random tilt off that axis and a random rotation about it; a fraction of neighbours
-  differ by a low-angle in-plane rotation. Optional cells: far off the zone axis (atoms, but no 2D
-  lattice in projection), amorphous (random atoms), or vacuum (empty); an amorphous carbon support may
-  lie under everything.
+  differ by a low-angle in-plane rotation. Optional cells: fringe grains (tilted about the normal of
+  one first-ring plane set, which stays edge-on: one set of lattice fringes, as most grains of a real
+  film show), far off the zone axis (atoms, but no lattice planes edge-on), amorphous (random atoms),
+  or vacuum (empty); an amorphous carbon support may lie under everything.
 - **HAADF-STEM** (:func:`image_haadf`): incoherent Z-contrast, every atom weighted ``Z ** z_exponent``,
   projected and convolved with a Gaussian probe, sampled at the scan positions (jitter, drift, shear
   of the raster), Poisson counts at the dose and Gaussian read noise.
@@ -19,10 +20,11 @@ image comes from a physical model of the microscope (docs/design.md §6.5):
   over the detector pixel, Poisson counts at the dose.
 
 Truth per pixel: the cell under the pixel's specimen position (the grains are columnar, so the cell
-is the same at every depth). A crystal cell on the zone axis is a grain; vacuum, amorphous and
-off-zone cells are 0 (no grain). The orientation is the in-plane angle of the projected lattice's first
-basis vector (docs/design.md §1.2), computed from the grain's rotation; cells touching within the grain
-rule's threshold are one grain (§3).
+is the same at every depth). A crystal cell on the zone axis and a fringe cell are grains; vacuum,
+amorphous and off-zone cells are 0 (no grain). The orientation is the in-plane angle of the projected
+lattice's first basis vector (docs/design.md §1.2), computed from the grain's rotation (a fringe cell's
+tilt axis is one of its lattice's first-ring plane normals, so its fringes keep that angle modulo
+360°/k); cells touching within the grain rule's threshold are one grain (§3).
 
 Frames (§1.1): physical ``(x, y, z)`` in Å with z along the beam; pixel ``(row, col)`` samples
 ``x = col * pixel_size``, ``y = -row * pixel_size`` (y up on screen).
@@ -67,8 +69,14 @@ ZONE_FRAMES = {
     "001": np.array([[1.0, 0, 0], [0, 1, 0], [0, 0, 1]]),
     "111": np.array([[1.0, -1, 0] / np.sqrt(2), [1.0, 1, -2] / np.sqrt(6), [1.0, 1, 1] / np.sqrt(3)]),
 }
-#: Cell kinds (what a cell of the film is made of).
-CRYSTAL, OFF_ZONE, AMORPHOUS, VACUUM = 0, 1, 2, 3
+#: Cell kinds (what a cell of the film is made of). FRINGE comes last so that configs without fringe
+#: cells draw the same kinds as before it existed.
+CRYSTAL, OFF_ZONE, AMORPHOUS, VACUUM, FRINGE = 0, 1, 2, 3, 4
+#: Planes down to this fraction of the projected lattice's period can show fringes (off-zone and fringe
+#: cells are drawn so that none of them, or only the chosen one, is edge-on).
+RESOLVED_SPACING = 0.7
+#: Draws of a tilt before the last one is kept as it is.
+TILT_TRIES = 200
 
 
 # ------------------------------------------------------------------------------------------ config
@@ -90,7 +98,9 @@ class FilmSpec(_Model):
     max_tilt: float = Field(1.0, ge=0, le=5, description="on-zone grains are tilted up to this far off the zone axis, degrees")
     low_angle_fraction: float = Field(0.15, ge=0, le=1, description="fraction of grains rotated a few degrees (in plane) from a neighbour")
     low_angle_angle: tuple[float, float] = Field((6.0, 14.0), description="low-angle in-plane rotation range, degrees")
-    off_zone_fraction: float = Field(0.0, ge=0, le=1, description="fraction of cells tilted far off the zone axis (no 2D lattice; truth 0)")
+    fringe_fraction: float = Field(0.0, ge=0, le=1, description="fraction of cells tilted about one plane normal: one set of fringes (a grain)")
+    fringe_tilt: tuple[float, float] = Field((10.0, 25.0), description="tilt range of fringe cells, degrees")
+    off_zone_fraction: float = Field(0.0, ge=0, le=1, description="fraction of cells tilted far off the zone axis, no plane set edge-on (truth 0)")
     off_zone_tilt: tuple[float, float] = Field((15.0, 40.0), description="tilt range of off-zone cells, degrees")
     amorphous_fraction: float = Field(0.0, ge=0, le=1, description="fraction of cells filled with amorphous atoms instead (truth 0)")
     vacuum_fraction: float = Field(0.0, ge=0, le=1, description="fraction of cells left empty (truth 0)")
@@ -99,15 +109,15 @@ class FilmSpec(_Model):
     support_thickness: float = Field(0.0, ge=0, description="amorphous support under the whole film, Å (0 = none)")
     threshold_deg: float = Field(5.0, gt=0, description="grain rule (docs/design.md §3): touching grains closer than this are one grain")
 
-    @field_validator("thickness", "low_angle_angle", "off_zone_tilt")
+    @field_validator("thickness", "low_angle_angle", "off_zone_tilt", "fringe_tilt")
     @classmethod
     def _ranges(cls, v):
         return _ordered(v)
 
     @model_validator(mode="after")
     def _fractions(self):
-        if self.off_zone_fraction + self.amorphous_fraction + self.vacuum_fraction > 0.8:
-            raise ValueError("off_zone_fraction + amorphous_fraction + vacuum_fraction must leave at least 20 % crystal")
+        if self.off_zone_fraction + self.amorphous_fraction + self.vacuum_fraction + self.fringe_fraction > 0.8:
+            raise ValueError("off_zone_fraction + amorphous_fraction + vacuum_fraction + fringe_fraction must leave at least 20 % crystal on the zone axis")
         return self
 
 
@@ -244,9 +254,9 @@ def _rot_z(deg: float) -> np.ndarray:
     return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
 
 
-def _tilt(deg: float, rng: np.random.Generator) -> np.ndarray:
-    """A rotation by ``deg`` about a random in-plane axis (Rodrigues)."""
-    phi = rng.uniform(0, 2 * np.pi)
+def _tilt(deg: float, rng: np.random.Generator, axis_deg: float | None = None) -> np.ndarray:
+    """A rotation by ``deg`` about the in-plane axis at ``axis_deg`` (random if None), Rodrigues."""
+    phi = rng.uniform(0, 2 * np.pi) if axis_deg is None else np.radians(axis_deg)
     u = np.array([np.cos(phi), np.sin(phi), 0.0])
     k = np.array([[0, -u[2], u[1]], [u[2], 0, -u[0]], [-u[1], u[0], 0]])
     t = np.radians(deg)
@@ -284,6 +294,48 @@ class FilmStructure:
     thickness: float
 
 
+def _plane_normal_angle(k: int, angle0: float) -> float:
+    """Direction (degrees, zone frame) of a first-ring plane normal of the projected lattice whose first
+    basis vector points at ``angle0``: along it for a square lattice, 30° from it for a hexagonal one."""
+    return angle0 + (0.0 if k == 4 else 30.0)
+
+
+def lattice_planes(basis: np.ndarray, a: float, min_spacing: float) -> tuple[np.ndarray, np.ndarray]:
+    """Unit normals (crystal frame, one per ± pair) and spacings of the planes that diffract, i.e. whose
+    kinematic structure factor over the cubic cell's ``basis`` is not zero, with spacing ≥ ``min_spacing``."""
+    n = int(np.floor(a / min_spacing))
+    hkl = np.stack(np.meshgrid(*[np.arange(-n, n + 1)] * 3, indexing="ij"), -1).reshape(-1, 3)
+    length = np.linalg.norm(hkl, axis=1)
+    hkl, length = hkl[(length > 0) & (length <= a / min_spacing)], length[(length > 0) & (length <= a / min_spacing)]
+    structure_factor = np.abs(np.exp(2j * np.pi * hkl @ basis.T).sum(1))
+    hkl, length = hkl[structure_factor > 1e-6 * len(basis)], length[structure_factor > 1e-6 * len(basis)]
+    primitive = hkl // np.gcd.reduce(np.abs(hkl), axis=1)[:, None]
+    primitive *= np.where((primitive[np.arange(len(hkl)), np.argmax(primitive != 0, axis=1)] < 0), -1, 1)[:, None]
+    spacing = {}
+    for p, d in zip(map(tuple, primitive), a / length):  # one normal per direction: its widest spacing
+        spacing[p] = max(spacing.get(p, 0.0), d)
+    normals = np.array(list(spacing), dtype=np.float64)
+    return normals / np.linalg.norm(normals, axis=1, keepdims=True), np.array(list(spacing.values()))
+
+
+def _tilted(zone: str, spin: float, tilt_range, axis_deg, planes, thickness, allowed: int, rng) -> np.ndarray:
+    """A tilt (zone frame) by an angle in ``tilt_range`` about ``axis_deg`` (random if None) after which at
+    most ``allowed`` plane sets show fringes (:func:`_edge_on`); after :data:`TILT_TRIES` draws the last."""
+    for _ in range(TILT_TRIES):
+        tilt = _tilt(rng.uniform(*tilt_range), rng, axis_deg)
+        if _edge_on(_rot_z(spin) @ tilt @ ZONE_FRAMES[zone], *planes, thickness).sum() <= allowed:
+            break
+    return tilt
+
+
+def _edge_on(rot: np.ndarray, normals: np.ndarray, spacings: np.ndarray, thickness: float) -> np.ndarray:
+    """Which planes a crystal rotated by ``rot`` (crystal -> lab) shows as fringes: those whose normal is
+    so close to the image plane that a column through the film's thickness drifts across less than one
+    plane spacing (out-of-plane angle below atan(d / t))."""
+    tilt = np.arcsin(np.clip(np.abs(normals @ rot.T[:, 2]), 0, 1))
+    return tilt < np.arctan(spacings / thickness)
+
+
 def _field(cfg: Atoms2DConfig):
     """Physical ``(x, y)`` extent ``(lo, hi)`` of the atoms: the pixel centres plus a margin, so scan
     distortion and the probe's reach never see the edge of the specimen."""
@@ -299,6 +351,7 @@ def build_film(cfg: Atoms2DConfig, rng: np.random.Generator) -> FilmStructure:
     a = cfg.a
     k, period, angle0 = projected_lattice(cfg.lattice, cfg.element, a, cfg.zone)
     basis = _unit_cell(cfg)
+    planes = lattice_planes(basis, a, RESOLVED_SPACING * period)
     lo, hi = _field(cfg)
     thickness = rng.uniform(*film.thickness)
     seeds, weights = seed_cells(lo, hi, film.grain_size, film.size_spread, film.relax_iterations, rng)
@@ -309,11 +362,12 @@ def build_film(cfg: Atoms2DConfig, rng: np.random.Generator) -> FilmStructure:
     seeds, weights = seeds[present], weights[present]
     n = len(present)
 
-    kinds = rng.choice(4, n, p=[1 - film.off_zone_fraction - film.amorphous_fraction - film.vacuum_fraction,
-                                film.off_zone_fraction, film.amorphous_fraction, film.vacuum_fraction])
+    kinds = rng.choice(5, n, p=[1 - film.off_zone_fraction - film.amorphous_fraction - film.vacuum_fraction - film.fringe_fraction,
+                                film.off_zone_fraction, film.amorphous_fraction, film.vacuum_fraction, film.fringe_fraction])
     spin = rng.uniform(0, 360, n)
     pairs = face_pairs(coarse)
-    pairs = pairs[(kinds[pairs[:, 0]] == CRYSTAL) & (kinds[pairs[:, 1]] == CRYSTAL)]
+    grain_kind = np.isin(kinds, (CRYSTAL, FRINGE))
+    pairs = pairs[grain_kind[pairs[:, 0]] & grain_kind[pairs[:, 1]]]
     for c, nb, _ in random_neighbour_assignment(n, pairs, rng, [film.low_angle_fraction]):
         spin[c] = spin[nb] + rng.choice([-1, 1]) * rng.uniform(*film.low_angle_angle)
 
@@ -332,13 +386,19 @@ def build_film(cfg: Atoms2DConfig, rng: np.random.Generator) -> FilmStructure:
             pts = _amorphous_slab(b_lo, b_hi, film.amorphous_density, rng)
             z = _atomic_number(film.amorphous_element)
         else:
-            tilt = rng.uniform(0, film.max_tilt) if kinds[c] == CRYSTAL else rng.uniform(*film.off_zone_tilt)
-            rot = _rot_z(spin[c]) @ _tilt(tilt, rng) @ ZONE_FRAMES[cfg.zone]
+            if kinds[c] == CRYSTAL:
+                tilt = _tilt(rng.uniform(0, film.max_tilt), rng)
+            elif kinds[c] == FRINGE:  # the normal along the tilt axis stays in plane: its planes stay edge-on
+                tilt = _tilted(cfg.zone, spin[c], film.fringe_tilt, _plane_normal_angle(k, angle0), planes, thickness, 1, rng)
+            else:
+                tilt = _tilted(cfg.zone, spin[c], film.off_zone_tilt, None, planes, thickness, 0, rng)
+            rot = _rot_z(spin[c]) @ tilt @ ZONE_FRAMES[cfg.zone]
             pts = _lattice_sites(rot, np.append(lo, 0.0) + rng.random(3) * a, a, basis, b_lo, b_hi)
             z = z_crystal
-            if kinds[c] == CRYSTAL:
-                # The truth is the projected direction of the tilted crystal's own first lattice vector.
-                v = rot @ ZONE_FRAMES[cfg.zone].T @ a1_zone
+            if kinds[c] in (CRYSTAL, FRINGE):
+                # The truth is the projected direction of the tilted crystal's own first lattice vector;
+                # a fringe cell's is that of its untilted lattice, whose plane normal its fringes keep.
+                v = _rot_z(spin[c]) @ (tilt if kinds[c] == CRYSTAL else np.eye(3)) @ a1_zone
                 angles[c] = float(wrap_angle(np.degrees(np.arctan2(v[1], v[0])), k))
         pts = pts[power_diagram(pts[:, :2], seeds, weights) == c]
         positions.append(pts)
@@ -523,6 +583,7 @@ def synth_atoms2d(config: Atoms2DConfig | None = None, seed=0) -> SynthSample:
         "n_grains": int(grains.max()),
         "n_twins": 0,
         "n_off_zone": int(np.sum(kinds == OFF_ZONE)),
+        "n_fringe": int(np.sum(kinds == FRINGE)),
         "n_amorphous": int(np.sum(kinds == AMORPHOUS)),
         "n_vacuum": int(np.sum(kinds == VACUUM)),
         "no_grain_fraction": float(np.mean(grains == 0)),

@@ -14,7 +14,7 @@ import pytest
 
 from micro_sym.orientation import misorientation_2d
 from micro_sym.synth import Atoms2DConfig, synth_atoms2d
-from micro_sym.synth.atoms2d import AMORPHOUS, CRYSTAL, VACUUM, build_film, load_atoms2d_config, projected_lattice
+from micro_sym.synth.atoms2d import AMORPHOUS, CRYSTAL, FRINGE, OFF_ZONE, VACUUM, build_film, load_atoms2d_config, projected_lattice
 
 SQ2, SQ3, SQ6 = np.sqrt(2), np.sqrt(3), np.sqrt(6)
 
@@ -88,6 +88,61 @@ def test_hrtem_image_shows_the_stored_angle_and_period():
     assert misorientation_2d(angle, float(np.nanmedian(s.orientation)), 4) < 0.5
     assert period == pytest.approx(s.info["period_px"], rel=0.02)
     assert s.info["mode"] == "hrtem" and "defocus_angstrom" in s.info
+
+
+def _ring_peaks(image: np.ndarray, period: float, directions) -> np.ndarray:
+    """Strongest Fourier power within 10 % of the frequency 1/``period`` and 4° of each direction (degrees, y up)."""
+    img = image.astype(np.float64)
+    img = (img - img.mean()) * np.outer(np.hanning(img.shape[0]), np.hanning(img.shape[1]))
+    n = 4 * max(img.shape)
+    power = np.abs(np.fft.fft2(img, s=(n, n))) ** 2
+    fy, fx = np.meshgrid(np.fft.fftfreq(n), np.fft.fftfreq(n), indexing="ij")
+    on_ring = np.abs(np.hypot(fy, fx) * period - 1) < 0.1
+    angle = np.degrees(np.arctan2(-fy, fx))
+    return np.array([power[on_ring & (np.abs((angle - d + 90) % 180 - 90) < 4)].max() for d in directions])
+
+
+def _one_cell_of(kind, key, zone="001"):
+    """A 128² HAADF image of one 30-Å-thick cell of ``kind`` (the first seed that gives one)."""
+    film = {"grain_size": 400.0, "max_tilt": 0.0, "thickness": (30.0, 30.0), key: 0.8}
+    cfg = Atoms2DConfig(size=(128, 128), zone=zone, pixel_size_angstrom=0.2, film=film,
+                        haadf={"dose": (500.0, 500.0), "jitter": 0.0, "drift": 0.0})
+    for seed in range(40):
+        s = synth_atoms2d(cfg, seed=seed)
+        if len(np.unique(s.cells)) == 1 and s.info[f"n_{key.removesuffix('_fraction')}"] == 1:
+            return s
+    raise AssertionError(f"no single {kind} cell in 40 seeds")
+
+
+@pytest.mark.parametrize("zone", ["001", "111"])
+def test_fringe_cells_show_one_plane_set_at_the_stored_angle(zone):
+    s = _one_cell_of(FRINGE, "fringe_fraction", zone)
+    k, period = s.info["k"], s.info["period_px"]
+    assert s.grains.min() == 1 and np.isfinite(s.orientation).all()
+    # Square: the first-ring normals lie along the lattice vectors; hexagonal: 30° from them.
+    normals = float(np.nanmedian(s.orientation)) + (30.0 if k == 6 else 0.0) + np.arange(0, 180, 360 / k)
+    fringe_period = period * (np.sqrt(3) / 2 if k == 6 else 1.0)
+    peaks = _ring_peaks(s.image, fringe_period, normals)
+    on_zone = _ring_peaks(synth_atoms2d(Atoms2DConfig(size=(128, 128), zone=zone, pixel_size_angstrom=0.2,
+                                                      film={"grain_size": 400.0, "max_tilt": 0.0, "thickness": (30.0, 30.0)},
+                                                      haadf={"dose": (500.0, 500.0), "jitter": 0.0, "drift": 0.0}), seed=0).image,
+                          fringe_period, np.arange(0, 180, 1.0)).max()
+    # One of the first-ring plane sets is as strong as an on-zone crystal's, the others are gone.
+    assert peaks.max() > 0.5 * on_zone
+    assert np.sort(peaks)[-2] < 0.01 * peaks.max()
+
+
+def test_off_zone_cells_show_no_fringes():
+    s = _one_cell_of(OFF_ZONE, "off_zone_fraction")
+    assert s.grains.max() == 0 and np.isnan(s.orientation).all()
+    crystal = synth_atoms2d(Atoms2DConfig(size=(128, 128), pixel_size_angstrom=0.2,
+                                          film={"grain_size": 400.0, "max_tilt": 0.0, "thickness": (30.0, 30.0)},
+                                          haadf={"dose": (500.0, 500.0), "jitter": 0.0, "drift": 0.0}), seed=0)
+    # No resolved plane set (down to 0.7 of the period: {111}, {200}, {220} of Au) is near edge-on.
+    for ratio in (1.0, 2.356 / 2.04, 1.442 / 2.04):
+        directions = np.arange(0, 180, 1.0)
+        off = _ring_peaks(s.image, s.info["period_px"] * ratio, directions).max()
+        assert off < 0.1 * _ring_peaks(crystal.image, s.info["period_px"], directions).max()
 
 
 def test_no_grain_where_there_is_no_lattice():
