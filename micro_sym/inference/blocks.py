@@ -211,15 +211,23 @@ def _per_axis(value, nd: int, what: str) -> tuple:
 
 
 def estimate_memory(plan: BlockPlan, *, in_channels: int = 1, out_channels: int, width: int, workers: int = 1,
-                    input_itemsize: int = 1) -> int:
+                    input_itemsize: int = 1, resampled: tuple[int, int] | None = None) -> int:
     """Rough peak bytes of the block engine: per worker one tile in flight through the network.
 
     Counts the input tile (raw and float32), the two largest activations alive at once
-    (``2 × width`` float32 channels over the tile, the usual peak of a conv net at full resolution),
-    the network output and the per-block label/statistics buffers. An estimate, not a bound.
+    (``2 × width`` float32 channels over the network's largest call, the usual peak of a conv net at
+    full resolution), the network output and the per-block label/statistics buffers. ``resampled``:
+    ``(samples of the resampled tile, samples of the network's largest call on it)`` for a network
+    run at another sampling (:meth:`~.resampling.RescaledNetwork.samples`), whose resampled input and
+    output also live beside the tile's. An estimate, not a bound.
     """
     tile = math.prod(plan.max_tile_shape)
     core = math.prod(plan.block)
-    per_worker = tile * (input_itemsize + 4 * in_channels) + tile * 4 * (2 * width + out_channels)
+    per_worker = tile * (input_itemsize + 4 * in_channels)
+    if resampled:
+        net_tile, call = resampled
+        per_worker += net_tile * 4 * (in_channels + out_channels) + call * 4 * 2 * width + tile * 4 * out_channels
+    else:
+        per_worker += tile * 4 * (2 * width + out_channels)
     per_worker += core * (4 * out_channels + 8 + 4)  # decoded outputs, labels, misorientation scratch
     return int(per_worker * workers)

@@ -402,8 +402,9 @@ def _segment_input(img, path: Path, out_dir, net, runner, *, block, chunk, thres
     method = (method_info(base) | ({"auto": auto} if auto else {}) | ({"scale": scale} if scale else {})
               | ({"lattice_mask": {"ring_frequency": ring, "min_contrast": net.threshold}} if ring else {}))
     n = len(plan.blocks)
+    samples = getattr(net, "samples", None)  # a network run at another sampling: its resampled tile
     est = estimate_memory(plan, out_channels=net.out_channels or 3, width=net.width, workers=runner.workers if runner else 1,
-                          input_itemsize=img.data.dtype.itemsize)
+                          input_itemsize=img.data.dtype.itemsize, resampled=samples(plan.max_tile_shape) if samples else None)
     plan_info = {"blocks": n, "grid": plan.grid, "block": plan.block, "chunk": plan.chunk, "halo": plan.halo,
                  "tile": plan.max_tile_shape, "recompute": round(plan.recompute, 3), "memory_estimate_bytes": est,
                  "outputs": [str(state.zarr_path), str(state.csv_path)], "method": method,

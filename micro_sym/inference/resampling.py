@@ -162,6 +162,13 @@ class RescaledNetwork:
             raise AttributeError(name)
         return getattr(self.net, name)
 
+    def samples(self, tile_shape) -> tuple[int, int]:
+        """``(samples of the resampled tile, samples of the largest network call on it)`` for a tile of
+        ``tile_shape`` input pixels (what :func:`~.blocks.estimate_memory` counts)."""
+        resampled = [int(np.ceil(n * self.scale)) + 2 * self.net.halo for n in tile_shape]
+        call = resampled if self.net.ndim == 2 else [min(n, self.part + 2 * self.net.halo) for n in resampled]
+        return math.prod(resampled), math.prod(call)
+
     def forward_tiles(self, blocks, xs, device: str = "cpu") -> np.ndarray:
         """Outputs ``(B, C, *tile)`` of normalized input tiles ``xs`` (``(B, *tile)``) of ``blocks``."""
         return np.stack([self._one(block, x, device) for block, x in zip(blocks, xs)])

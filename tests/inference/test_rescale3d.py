@@ -135,3 +135,19 @@ def test_network_runs_in_parts_on_large_tiles(net):
     one = predict_raw(RescaledNetwork(net, 1.5, vol.shape), vol)
     parts = predict_raw(RescaledNetwork(net, 1.5, vol.shape, part=16), vol)
     assert np.abs(parts - one).max() < 1e-5 * np.abs(one).max()
+
+
+def test_memory_estimate_counts_the_resampled_tile(net):
+    # An up-sampled block holds scale³ times its voxels in the resampled input and output; the
+    # network's activations are bounded by its parts. The plan's estimate must count both.
+    from micro_sym.inference.blocks import estimate_memory
+
+    plan = plan_blocks((512, 512, 512), 128, halo=8, stride=1, chunk=(128, 128, 128))
+    up = RescaledNetwork(net, 2.0, (512, 512, 512), part=64)
+    tile, call = up.samples(plan.max_tile_shape)
+    assert tile > 7.9 * np.prod(plan.max_tile_shape) and call == (64 + 2 * net.halo) ** 3
+    est = estimate_memory(plan, out_channels=net.out_channels, width=net.width, resampled=(tile, call))
+    # Resampled input and outputs over 8× the voxels, activations over one part only.
+    assert est > tile * 4 * (1 + net.out_channels)
+    parts_bound = estimate_memory(plan, out_channels=net.out_channels, width=net.width, resampled=(tile, tile))
+    assert est < parts_bound
