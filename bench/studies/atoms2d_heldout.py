@@ -14,7 +14,8 @@ new renderer and imaging physics, not fit.
 
 Conditions: each imaging mode × projected period (px; Au [001], 2.04 Å, by the pixel size) × dose
 (counts/px), plus a "materials" set per mode (Au, Pt fcc; Fe bcc; Si diamond at 0.25 Å/px, periods
-7.5-8.2 px). Grains are about 10 periods across; 10 % of cells are vacuum and 10 % amorphous carbon.
+7.5-8.2 px) and a "fringes" set per mode (Au at 8 px, 30 % of the cells tilted to show one set of
+fringes, which are grains, and 10 % tilted so that no plane set is edge-on, which are not). Grains are about 10 periods across; 10 % of cells are vacuum and 10 % amorphous carbon.
 Datasets are generated once under ``bench/_data/atoms2d/`` (resumable). Each image is segmented as a
 user would, ``micro-sym segment IMAGE --out OUT --method METHOD`` in a child process (auto: the lattice
 measured, the method chosen, resampled to the model's period, lattice mask; network: default-2d, the
@@ -45,6 +46,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/, for _com
 from _common import DATA, RESULTS, ROOT, log, write_json  # noqa: E402
 
 AU_PERIOD = 2.04  # Å, Au fcc [001] projected column spacing (a / 2)
+#: Films as most real ones are: 30 % of the cells tilted to show one set of fringes (grains), 10 % with no
+#: plane set edge-on (no grain).
+FRINGES = {"fringe_fraction": 0.3, "off_zone_fraction": 0.1}
 MATERIALS = [{"lattice": "fcc", "element": "Au"}, {"lattice": "fcc", "element": "Pt"},
              {"lattice": "bcc", "element": "Fe"}, {"lattice": "diamond", "element": "Si"}]
 
@@ -58,6 +62,7 @@ def conditions(modes, periods, doses):
                 out.append((f"{mode}_p{period}_d{dose}", {"mode": mode, "period": period, "dose": dose}))
         out.append((f"{mode}_materials_d50", {"mode": mode, "period": 8, "dose": 50, "variants": MATERIALS,
                                               "pixel_size": 0.25}))
+        out.append((f"{mode}_fringes_d50", {"mode": mode, "period": 8, "dose": 50, "film": FRINGES}))
     return out
 
 
@@ -69,7 +74,7 @@ def make_dataset(name: str, cond: dict, n: int, size: int) -> Path:
     grain = 10 * AU_PERIOD
     dose = (float(cond["dose"]), float(cond["dose"]))
     cfg = Atoms2DConfig(mode=cond["mode"], size=(size, size), pixel_size_angstrom=px,
-                        film={"grain_size": grain, "vacuum_fraction": 0.1, "amorphous_fraction": 0.1},
+                        film={"grain_size": grain, "vacuum_fraction": 0.1, "amorphous_fraction": 0.1, **cond.get("film", {})},
                         haadf={"dose": dose}, hrtem={"dose": dose}, variants=tuple(cond.get("variants", ())))
     out = DATA / "atoms2d" / name
     generate_dataset(out, cfg, n, seed=700 + sum(map(ord, name)), resume=True)
