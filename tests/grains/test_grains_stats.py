@@ -176,8 +176,9 @@ def test_cli_on_segmentation_zarr(tmp_path, capsys):
     out = tmp_path / "out"
     assert run(["grains", str(tmp_path / "s.zarr"), "--out", str(out), "--connectivity", "8"]) == 0
     names = sorted(p.name for p in out.iterdir())
-    assert names == ["s.zarr", "s_grain_map.png", "s_grains.csv", "s_grains.json", "s_misorientation_hist.png",
-                     "s_orientation.png", "s_size_hist.png", "s_summary.json"]
+    assert names == ["s.zarr", "s_boundaries.csv", "s_boundaries.json", "s_grain_map.png", "s_grains.csv",
+                     "s_grains.json", "s_misorientation_hist.png", "s_orientation.png", "s_size_hist.png",
+                     "s_summary.json"]
     doc = json.loads((out / "s_summary.json").read_text())
     assert doc["n_grains"] == 3 and doc["parameters"]["connectivity"] == 8
     # Existing outputs are not replaced without --overwrite, and the refusal writes nothing.
