@@ -281,7 +281,9 @@ def save_state(path, model, opt, scaler, rng, epoch, best, history, cfg_json, el
 
 
 def _derived(key: str) -> bool:
-    return key.endswith(".filter") or key.endswith(".expanded_bias")
+    """State rebuilt from the architecture, not learned: escnn's expanded filters and biases, and its
+    sampled bases (a buffer a model file need not carry; 3D models read theirs from a cache)."""
+    return key.endswith((".filter", ".expanded_bias", ".sampled_basis"))
 
 
 def _load_weights(model, state: dict, path):

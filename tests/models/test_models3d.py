@@ -322,3 +322,20 @@ def test_3d_runs_the_one_training_loop_resume_and_init(tmp_path):
     train(init_cfg, "synthetic", tmp_path / "no_init", **quiet)
     d = torch.load(tmp_path / "no_init" / "model.pt", weights_only=True)["state_dict"]
     assert not all(torch.allclose(fresh[key], d[key], atol=1e-6) for key in weights)
+
+
+def test_init_from_an_octahedral_model_file(tmp_path):
+    """--init from a saved octahedral G-CNN (the architecture of default-3d): its escnn bases are rebuilt
+    (or read from the basis cache) by the new model, so only the learned weights are copied."""
+    from micro_sym.models.registry import build_model, save_model
+    from micro_sym.training.loop import _init_from
+
+    config = {"arch": "gcnn3d", "variant": "octa", "width": 24, "levels": 2, "degrees": [4]}
+    torch.manual_seed(0)
+    source = build_model(config)
+    path = save_model(source, tmp_path / "octa.pt", trained_on={})
+    torch.manual_seed(1)
+    model = build_model(config).train()
+    _init_from(model, path)
+    theirs = source.state_dict()
+    assert all(torch.equal(v, theirs[k]) for k, v in model.state_dict().items() if k.endswith("weights"))
