@@ -107,12 +107,16 @@ class FilmSpec(_Model):
     amorphous_element: str = "C"
     amorphous_density: float = Field(0.1, gt=0, le=0.2, description="atoms per Å³ (amorphous carbon: about 0.1)")
     support_thickness: float = Field(0.0, ge=0, description="amorphous support under the whole film, Å (0 = none)")
+    particle_thickness: tuple[float, float] | None = Field(
+        None, description="crystal cells as particles: each its own thickness from this range (Å), thinning to "
+                          "nothing over the outer half of its radius (mass-thickness contrast under the lattice); "
+                          "None: a flat film")
     threshold_deg: float = Field(5.0, gt=0, description="grain rule (docs/design.md §3): touching grains closer than this are one grain")
 
-    @field_validator("thickness", "low_angle_angle", "off_zone_tilt", "fringe_tilt")
+    @field_validator("thickness", "low_angle_angle", "off_zone_tilt", "fringe_tilt", "particle_thickness")
     @classmethod
     def _ranges(cls, v):
-        return _ordered(v)
+        return v if v is None else _ordered(v)
 
     @model_validator(mode="after")
     def _fractions(self):
@@ -125,6 +129,10 @@ class HAADFImaging(_Model):
     """HAADF-STEM: incoherent Z-contrast with a Gaussian probe, a raster scan, counting noise."""
 
     probe_fwhm: tuple[float, float] = Field((0.8, 1.2), description="probe full width at half maximum range, Å")
+    probe_tail: tuple[float, float] = Field((0.0, 0.0), description="fraction of the probe's intensity in a wide tail "
+                                                                  "(aberrations, beam spreading in thick specimens): "
+                                                                  "lowers the lattice contrast, keeps the mass-thickness contrast")
+    probe_tail_fwhm: float = Field(6.0, gt=0, description="full width at half maximum of the probe's tail, Å")
     z_exponent: float = Field(1.7, ge=1, le=2, description="column intensity ∝ Z ** z_exponent")
     thermal: float = Field(0.08, ge=0, le=0.3, description="rms static displacement of each atom per axis, Å")
     dose: tuple[float, float] = Field((20.0, 200.0), description="mean counts per pixel range (log-uniform)")
@@ -137,6 +145,13 @@ class HAADFImaging(_Model):
     @field_validator("probe_fwhm", "dose")
     @classmethod
     def _ranges(cls, v):
+        return _ordered(v)
+
+    @field_validator("probe_tail")
+    @classmethod
+    def _fractions(cls, v):
+        if v[1] > 1:
+            raise ValueError(f"need fractions of at most 1, got {tuple(v)}")
         return _ordered(v)
 
 
@@ -336,6 +351,17 @@ def _edge_on(rot: np.ndarray, normals: np.ndarray, spacings: np.ndarray, thickne
     return tilt < np.arctan(spacings / thickness)
 
 
+def _dome(cell: np.ndarray, step: float, origin, xy: np.ndarray) -> np.ndarray:
+    """Relative height (0-1) of a particle filling ``cell`` (a mask on the coarse grid of spacing
+    ``step`` from ``origin``) at positions ``xy``: 1 over the inner half of its radius, falling as the
+    square root of the distance to its edge over the outer half (a rounded rim, as a faceted particle's
+    projected thickness falls towards its edge)."""
+    depth = ndimage.distance_transform_edt(np.pad(cell, 1))[1:-1, 1:-1] * step
+    rim = max(0.5 * float(depth.max()), step)
+    idx = np.clip(np.round((xy - origin) / step).astype(int), 0, np.array(cell.shape) - 1)
+    return np.sqrt(np.clip(depth[idx[:, 0], idx[:, 1]] / rim, 0.0, 1.0))
+
+
 def _field(cfg: Atoms2DConfig):
     """Physical ``(x, y)`` extent ``(lo, hi)`` of the atoms: the pixel centres plus a margin, so scan
     distortion and the probe's reach never see the edge of the specimen."""
@@ -378,8 +404,10 @@ def build_film(cfg: Atoms2DConfig, rng: np.random.Generator) -> FilmStructure:
     boxes = ndimage.find_objects(coarse + 1)
     for c in range(n):
         sl = boxes[c]
+        particle = film.particle_thickness is not None and kinds[c] != AMORPHOUS and kinds[c] != VACUUM
+        t_cell = rng.uniform(*film.particle_thickness) if particle else thickness
         b_lo = np.append(np.maximum(lo, [axes[i][s.start] - g for i, s in enumerate(sl)]), 0.0)
-        b_hi = np.append(np.minimum(hi, [axes[i][s.stop - 1] + g for i, s in enumerate(sl)]), thickness)
+        b_hi = np.append(np.minimum(hi, [axes[i][s.stop - 1] + g for i, s in enumerate(sl)]), t_cell)
         if kinds[c] == VACUUM:
             continue
         if kinds[c] == AMORPHOUS:
@@ -389,9 +417,9 @@ def build_film(cfg: Atoms2DConfig, rng: np.random.Generator) -> FilmStructure:
             if kinds[c] == CRYSTAL:
                 tilt = _tilt(rng.uniform(0, film.max_tilt), rng)
             elif kinds[c] == FRINGE:  # the normal along the tilt axis stays in plane: its planes stay edge-on
-                tilt = _tilted(cfg.zone, spin[c], film.fringe_tilt, _plane_normal_angle(k, angle0), planes, thickness, 1, rng)
+                tilt = _tilted(cfg.zone, spin[c], film.fringe_tilt, _plane_normal_angle(k, angle0), planes, t_cell, 1, rng)
             else:
-                tilt = _tilted(cfg.zone, spin[c], film.off_zone_tilt, None, planes, thickness, 0, rng)
+                tilt = _tilted(cfg.zone, spin[c], film.off_zone_tilt, None, planes, t_cell, 0, rng)
             rot = _rot_z(spin[c]) @ tilt @ ZONE_FRAMES[cfg.zone]
             pts = _lattice_sites(rot, np.append(lo, 0.0) + rng.random(3) * a, a, basis, b_lo, b_hi)
             z = z_crystal
@@ -401,6 +429,8 @@ def build_film(cfg: Atoms2DConfig, rng: np.random.Generator) -> FilmStructure:
                 v = _rot_z(spin[c]) @ (tilt if kinds[c] == CRYSTAL else np.eye(3)) @ a1_zone
                 angles[c] = float(wrap_angle(np.degrees(np.arctan2(v[1], v[0])), k))
         pts = pts[power_diagram(pts[:, :2], seeds, weights) == c]
+        if particle:
+            pts = pts[pts[:, 2] <= t_cell * _dome(coarse == c, g, lo, pts[:, :2])]
         positions.append(pts)
         numbers.append(np.full(len(pts), z))
     positions = np.concatenate(positions) if positions else np.zeros((0, 3))
@@ -451,15 +481,19 @@ def image_haadf(structure: FilmStructure, cfg: Atoms2DConfig, x, y, rng: np.rand
         r, c = iy + dy, ix + dx
         ok = (r >= 0) & (r < shape[0]) & (c >= 0) & (c < shape[1])
         proj += np.bincount(r[ok] * shape[1] + c[ok], weights=(weights * w)[ok], minlength=proj.size)
-    sigma = fwhm / (2 * np.sqrt(2 * np.log(2)))
-    intensity = ndimage.gaussian_filter(proj.reshape(shape), sigma / step, mode="constant", truncate=4.0)
+    to_sigma = 1 / (2 * np.sqrt(2 * np.log(2)))
+    intensity = ndimage.gaussian_filter(proj.reshape(shape), fwhm * to_sigma / step, mode="constant", truncate=4.0)
+    tail = rng.uniform(*im.probe_tail) if im.probe_tail[1] > 0 else 0.0  # no draw: older configs keep their images
+    if tail > 0:
+        wide = ndimage.gaussian_filter(intensity, im.probe_tail_fwhm * to_sigma / step, mode="constant", truncate=4.0)
+        intensity = (1 - tail) * intensity + tail * wide
     signal = _sample(intensity, lo, step, x, y)
     mean = max(float(signal.mean()), 1e-12)
     expected = (signal / mean + im.background) * (dose / (1 + im.background))
     counts = rng.poisson(expected).astype(np.float32)
     if im.read_noise > 0:
         counts += rng.normal(0, im.read_noise, counts.shape).astype(np.float32)
-    return counts, {"probe_fwhm_angstrom": fwhm, "dose": dose}
+    return counts, {"probe_fwhm_angstrom": fwhm, "probe_tail": tail, "dose": dose}
 
 
 def image_hrtem(structure: FilmStructure, cfg: Atoms2DConfig, x, y, rng: np.random.Generator):

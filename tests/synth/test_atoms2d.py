@@ -207,3 +207,28 @@ def test_cli_makes_a_resumable_dataset(tmp_path):
     assert meta["generator"]["name"] == "micro_sym.synth.synth_atoms2d"
     again = synth_atoms2d(Atoms2DConfig.model_validate(meta["generator"]["config"]), seed=meta["samples"]["sample_001"]["seed"])
     assert np.array_equal(again.grains, sample.grains) and np.array_equal(again.image, sample.image)
+
+
+def test_particles_thin_towards_their_edge():
+    from micro_sym.synth.atoms2d import _dome
+
+    yy, xx = np.mgrid[:101, :101]
+    disk = np.hypot(yy - 50, xx - 50) <= 40  # a 40-step particle on a grid of 0.5 Å steps
+    xy = np.array([[25.0, 25.0], [25.0, 35.0], [25.0, 40.0], [25.0, 44.0], [25.0, 45.0]])  # centre to rim, Å
+    h = _dome(disk, 0.5, np.zeros(2), xy)
+    assert h[0] == h[1] == 1.0  # the inner half is full height
+    assert 0 < h[4] < h[3] < h[2] < 1  # then it thins towards the edge
+    assert h[3] == pytest.approx(np.sqrt((40 - 38) / 20), abs=0.05)  # as the root of the depth
+
+
+def test_probe_tails_lower_the_lattice_contrast():
+    base = dict(size=(128, 128), pixel_size_angstrom=0.2, film={"grain_size": 400.0, "max_tilt": 0.0},
+                haadf={"dose": (2000.0, 2000.0), "jitter": 0.0, "drift": 0.0})
+    plain = synth_atoms2d(Atoms2DConfig(**base), seed=0)
+    tailed = synth_atoms2d(Atoms2DConfig(**{**base, "haadf": {**base["haadf"], "probe_tail": (0.8, 0.8)}}), seed=0)
+    # 80 % of the probe in a wide tail: the lattice's Fourier amplitude falls to a fifth, its power to 4 %.
+    directions = np.arange(0, 180, 1.0)
+    ratio = (_ring_peaks(tailed.image / tailed.image.mean(), plain.info["period_px"], directions).max()
+             / _ring_peaks(plain.image / plain.image.mean(), plain.info["period_px"], directions).max())
+    assert 0.025 < ratio < 0.06
+    assert tailed.info["probe_tail"] == 0.8 and plain.info["probe_tail"] == 0.0
