@@ -245,15 +245,16 @@ def test_evaluate3d_boundary_threshold_is_applied():
 
 
 @torch.no_grad()
-def test_bundled_default_3d_is_a_plain_torch_file_exact_on_all_24_rotations():
-    """The bundled 3D model is the exported plain-torch form of the octahedral G-CNN (weights only,
-    no escnn basis involved), with its provenance, and exact on all 24 cube rotations."""
+@pytest.mark.parametrize("name", ["default-3d", "atoms-3d"])
+def test_bundled_3d_models_are_plain_torch_files_exact_on_all_24_rotations(name):
+    """The bundled 3D models are the exported plain-torch form of the octahedral G-CNN (weights only,
+    no escnn basis involved), with their provenance, and exact on all 24 cube rotations."""
     from micro_sym.deploy.export import is_deployed_file
     from micro_sym.models import load_model
     from micro_sym.models.registry import resolve_model_path
 
-    assert is_deployed_file(resolve_model_path("default-3d"))
-    m = load_model("default-3d")
+    assert is_deployed_file(resolve_model_path(name))
+    m = load_model(name)
     assert m.ndim == 3 and m.exported and m.config["variant"] == "octa" and m.meta["source"]["metrics"]
     x = _input(3)
     y = m(x)
@@ -263,13 +264,14 @@ def test_bundled_default_3d_is_a_plain_torch_file_exact_on_all_24_rotations():
         assert err < 1e-4 * max(scale, 1.0), (gi, err)
 
 
-def test_bundled_default_3d_reproduces_its_reference_outputs():
+@pytest.mark.parametrize("name", ["default-3d", "atoms-3d"])
+def test_bundled_3d_models_reproduce_their_reference_outputs(name):
     """Raw outputs and seeded grains on a crop of the sample volume equal those of the trained escnn
-    model, recorded where it was trained (tests/data/default_3d_reference.json): the file must not
+    model, recorded where it was trained (tests/data/NAME_reference.json): the file must not
     depend on this installation's escnn bases (the escnn file itself failed this in a fresh venv)."""
     from _portability import assert_reproduces_reference
 
-    ref = assert_reproduces_reference("default-3d", "default_3d_reference.json")
+    ref = assert_reproduces_reference(name, f"{name.replace('-', '_')}_reference.json")
     assert ref["grains"] > 0  # a reference worth reproducing
 
 
