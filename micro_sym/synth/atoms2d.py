@@ -321,11 +321,13 @@ def lattice_planes(basis: np.ndarray, a: float, min_spacing: float) -> tuple[np.
     n = int(np.floor(a / min_spacing))
     hkl = np.stack(np.meshgrid(*[np.arange(-n, n + 1)] * 3, indexing="ij"), -1).reshape(-1, 3)
     length = np.linalg.norm(hkl, axis=1)
-    hkl, length = hkl[(length > 0) & (length <= a / min_spacing)], length[(length > 0) & (length <= a / min_spacing)]
-    structure_factor = np.abs(np.exp(2j * np.pi * hkl @ basis.T).sum(1))
-    hkl, length = hkl[structure_factor > 1e-6 * len(basis)], length[structure_factor > 1e-6 * len(basis)]
+    keep = (length > 0) & (length <= a / min_spacing)
+    hkl, length = hkl[keep], length[keep]
+    diffracts = np.abs(np.exp(2j * np.pi * hkl @ basis.T).sum(1)) > 1e-6 * len(basis)
+    hkl, length = hkl[diffracts], length[diffracts]
     primitive = hkl // np.gcd.reduce(np.abs(hkl), axis=1)[:, None]
-    primitive *= np.where((primitive[np.arange(len(hkl)), np.argmax(primitive != 0, axis=1)] < 0), -1, 1)[:, None]
+    first_nonzero = primitive[np.arange(len(primitive)), np.argmax(primitive != 0, axis=1)]
+    primitive *= np.sign(first_nonzero)[:, None]  # one sign per ± pair
     spacing = {}
     for p, d in zip(map(tuple, primitive), a / length):  # one normal per direction: its widest spacing
         spacing[p] = max(spacing.get(p, 0.0), d)
