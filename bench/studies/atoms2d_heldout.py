@@ -8,9 +8,10 @@ Usage::
 
 The images come from ``micro-sym synth atoms2d`` (docs/design.md §6.5): polycrystalline films built as
 atoms with ASE and imaged as HAADF-STEM (incoherent Z-contrast, probe, scan distortion) or HRTEM
-(abTEM multislice, CTF), with vacuum and amorphous cells (truth: no grain). Every bundled network was
-trained on the analytic renderer only (docs/results.md), so these scores measure generalization to a
-new renderer and imaging physics, not fit.
+(abTEM multislice, CTF), with vacuum and amorphous cells (truth: no grain). default-2d, robust-2d
+(auto) and the classical method never saw this renderer, so their scores measure generalization to a
+new renderer and imaging physics, not fit; atoms-2d was trained on its HAADF-STEM images of fcc and bcc
+metals, so for it only the HRTEM and Si rows are generalization (docs/results.md).
 
 Conditions: each imaging mode × projected period (px; Au [001], 2.04 Å, by the pixel size) × dose
 (counts/px), plus a "materials" set per mode (Au, Pt fcc; Fe bcc; Si diamond at 0.25 Å/px, periods

@@ -406,7 +406,7 @@ def build_film(cfg: Atoms2DConfig, rng: np.random.Generator) -> FilmStructure:
     boxes = ndimage.find_objects(coarse + 1)
     for c in range(n):
         sl = boxes[c]
-        particle = film.particle_thickness is not None and kinds[c] != AMORPHOUS and kinds[c] != VACUUM
+        particle = film.particle_thickness is not None and kinds[c] in (CRYSTAL, FRINGE, OFF_ZONE)
         t_cell = rng.uniform(*film.particle_thickness) if particle else thickness
         b_lo = np.append(np.maximum(lo, [axes[i][s.start] - g for i, s in enumerate(sl)]), 0.0)
         b_hi = np.append(np.minimum(hi, [axes[i][s.stop - 1] + g for i, s in enumerate(sl)]), t_cell)
