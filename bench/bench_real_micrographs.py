@@ -49,6 +49,7 @@ mod 90). A crossed lattice (two fringe sets) is also scored against the nearer o
 from __future__ import annotations
 
 import argparse
+import csv
 import itertools
 import json
 import math
@@ -133,8 +134,18 @@ def read_outputs(out: Path, stem: str) -> dict:
     fin = orient[np.isfinite(orient)]
     if fin.size and fin.max() >= 60.5:
         out_sym = 90.0
+    # Each grain's lattice angle measured from the image (the grain table's lattice_angle), modulo 360/k.
+    grain_lattice = method.get("grain_lattice") if isinstance(method, dict) else None
+    grain_angle = np.full(int(labels.max()) + 1, np.nan)
+    csv_path = out / f"{stem}_grains.csv"
+    if grain_lattice and csv_path.exists():
+        with open(csv_path, newline="") as f:
+            for row in csv.DictReader(line for line in f if not line.startswith("#")):
+                if row.get("lattice_angle_deg"):
+                    grain_angle[int(row["grain"])] = float(row["lattice_angle_deg"])
     return {"labels": labels, "orientation": orient, "boundary": boundary, "out_sym": out_sym, "meta": meta,
-            "threshold": float(meta.get("boundary_threshold", 0.5))}
+            "threshold": float(meta.get("boundary_threshold", 0.5)), "grain_angle": grain_angle,
+            "grain_sym": 360.0 / grain_lattice["k"] if grain_lattice else None}
 
 
 def method_summary(meta: dict) -> dict:
@@ -321,6 +332,12 @@ def score(ann: dict, o: dict) -> dict:
             row.update(annotated_angle_deg=g["angle_deg"], expected_output_deg=round(exp_angle, 1), compare_mod_deg=cs,
                        output_mean_deg=round(mean, 1), output_R=round(r, 3), angle_error_deg=round(err, 1),
                        chance_error_deg=cs / 4.0)
+            if o["grain_sym"] and dom:
+                gs = compare_sym(g["lattice"], o["grain_sym"])
+                measured = o["grain_angle"][dom]
+                row.update(grain_lattice_angle_deg=None if np.isnan(measured) else round(float(measured), 2),
+                           grain_lattice_error_deg=None if np.isnan(measured) else round(angdiff(
+                               measured, expected_output_angle(g["angle_deg"], g["lattice"], o["grain_sym"]), gs), 2))
             alts = [g["angle_deg"]] + ([g["second_angle_deg"]] if g.get("second_angle_deg") is not None else [])
             if len(alts) > 1 and np.isfinite(mean):
                 row["angle_error_nearest_set_deg"] = round(min(
@@ -332,6 +349,9 @@ def score(ann: dict, o: dict) -> dict:
     res["merged_high_confidence"] = [v for v in dominant.values() if len(v) > 1]
     scored = [r for r in rows if r.get("angle_error_deg") is not None and r["confidence"] == "high"]
     res["median_angle_error_deg"] = round(float(np.nanmedian([r["angle_error_deg"] for r in scored])), 1) if scored else None
+    lat_err = [r["grain_lattice_error_deg"] for r in scored if r.get("grain_lattice_error_deg") is not None]
+    res["median_grain_lattice_error_deg"] = round(float(np.median(lat_err)), 2) if lat_err else None
+    res["grain_lattice_scored"] = f"{len(lat_err)} of {len(scored)}"
     # R: how coherent the output orientation is inside the polygons (1 = one angle; ~0 = noise, where the
     # "error" of the mean is meaningless)
     res["median_output_R"] = round(float(np.nanmedian([r["output_R"] for r in scored])), 2) if scored else None

@@ -110,6 +110,12 @@ _ORIENTATION = {
         Column("mean_angle", "deg", "mean in-plane lattice angle: the lattice's first basis vector from +x, "
                                     "counter-clockwise as displayed (y up); circular mean of k theta divided by k, "
                                     "in [0, 360/k) (k = 4 square, 6 hexagonal)"),
+        Column("lattice_angle", "deg", "in-plane lattice angle measured from the image inside the grain: the phase of "
+                                       "the k-fold first ring of the power spectrum of its pixels, same convention as "
+                                       "mean_angle, in [0, 360/k) with k of the image's measured lattice (6 hexagonal, "
+                                       "else 4); empty where lattice_strength is below 0.3"),
+        Column("lattice_strength", "", "how k-fold the power on the grain's first lattice ring is: |c_k| / c_0, "
+                                       "1 for a perfect lattice, near 0 for no lattice or noise"),
         _GOS,
     ),
     "quaternion": (

@@ -61,7 +61,8 @@ from micro_sym.grains.blockwise import (final_table, flood_margin, flood_region,
                                        neighbour_counts, neighbour_pairs, seed_parts)
 from micro_sym.inference.method_choice import AUTO_MODEL, AutoMethod
 from micro_sym.inference.network import Network, cached_network
-from micro_sym.inference.lattice_mask import LatticeMasked
+from micro_sym.classical.grain_lattice import block_sums as lattice_sums, grain_columns as lattice_columns
+from micro_sym.inference.lattice_mask import LatticeMasked, grain_lattice
 from micro_sym.inference.rescale import RescaledNetwork, adapt_to_image
 from micro_sym.inference.tiles import decode_in_slabs, decode_slab, iter_tiles, label_tile
 from micro_sym.inference.writer import OutputLock, RunState, create_outputs, forget_arrays, open_array, os_error
@@ -129,7 +130,13 @@ def maps_task(net_ref, job: dict, blocks: list) -> list:
     report = _WITHIN_BLOCK.get(job.get("progress_token"), lambda block_id, fraction: None)
     slab = decode_slab(net)
     out = []
-    for tile in iter_tiles(net, blocks, lambda b: read_tile(job, b), value_range=job["value_range"],
+    inputs = {}  # each block's raw input tile, kept until its grains' lattices are measured
+
+    def read(b):
+        inputs[b.id] = tile = read_tile(job, b)
+        return tile
+
+    for tile in iter_tiles(net, blocks, read, value_range=job["value_range"],
                            pad_mode=job["pad_mode"], device=job["device"], batch=len(blocks), decode=False):
         b, y = tile.block, tile.core_outputs
         if slab:  # a slow decode: half the block's step after the forward, the rest slab by slab
@@ -151,7 +158,12 @@ def maps_task(net_ref, job: dict, blocks: list) -> list:
             open_array(job["labels"])[b.core] = lab.labels
         except OSError as err:
             raise os_error(job["zarr"], err, f"write block {b.id}") from None
-        out.append(lab.to_arrays())
+        arrays = lab.to_arrays()
+        image = inputs.pop(b.id)
+        if job.get("grain_lattice"):
+            arrays |= lattice_sums(image[tuple(slice(c.start - t.start, c.stop - t.start) for c, t in zip(b.core, b.tile))],
+                                   lab.labels, job["grain_lattice"])
+        out.append(arrays)
     return out
 
 
@@ -401,6 +413,9 @@ def _segment_input(img, path: Path, out_dir, net, runner, *, block, chunk, thres
     plan = plan_input(img, net, block=block, chunk=chunk, margin=seed_margin(rule))
     method = (method_info(base) | ({"auto": auto} if auto else {}) | ({"scale": scale} if scale else {})
               | ({"lattice_mask": {"ring_frequency": ring, "min_contrast": net.threshold}} if ring else {}))
+    setting = grain_lattice(base, scale) if img.ndim == 2 else None
+    if setting:  # each grain's lattice angle, measured from the image inside it
+        method["grain_lattice"] = setting
     n = len(plan.blocks)
     samples = getattr(net, "samples", None)  # a network run at another sampling: its resampled tile
     est = estimate_memory(plan, out_channels=net.out_channels or 3, width=net.width, workers=runner.workers if runner else 1,
@@ -456,7 +471,8 @@ def _segment_input(img, path: Path, out_dir, net, runner, *, block, chunk, thres
            "boundary_threshold": float(boundary_threshold), "zarr": str(state.zarr_path),
            "labels": str(state.labels_path), "sha256": net.sha256, "device": device, "symmetry": net.symmetry,
            "torch_threads": getattr(runner, "torch_threads", None),
-           "scale": scale["scale"] if scale and scale["resampled"] else None, "lattice_mask": ring}
+           "scale": scale["scale"] if scale and scale["resampled"] else None, "lattice_mask": ring,
+           "grain_lattice": method.get("grain_lattice")}
     done1 = state.done("done1")
     done2 = state.done("done2")
     steps = _BlockSteps(len(done1) + len(done2), 2 * n, progress)
@@ -511,6 +527,9 @@ def _segment_input(img, path: Path, out_dir, net, runner, *, block, chunk, thres
         # grains of each block plus a few points beyond it, so it reads them back once they are all written.
         pairs = [p for _, p in runner.run(neighbours_task, plan.blocks, lambda b: (job, b))]
     merged.table["n_neighbours"] = neighbour_counts(pairs, merged.n_grains)
+    if setting:
+        merged.table |= lattice_columns(((merged.block_lut(i), state.load_block(b.id)) for i, b in enumerate(plan.blocks)),
+                                        merged.n_grains, setting)
 
     write_grain_csv(state.csv_path, merged.table, unit=img.unit or "px", atomic=True, pixel_size=img.pixel_size,
                     symmetry=net.symmetry, command="micro-sym segment",

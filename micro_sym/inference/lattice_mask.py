@@ -68,3 +68,23 @@ def lattice_ring(net, scale: dict | None) -> float | None:
     if scale.get("period_px"):
         return ring_frequency(scale["period_px"], net.symmetry)
     return None
+
+
+def grain_lattice(net, scale: dict | None) -> dict | None:
+    """How each grain's lattice angle is measured for one input (:mod:`micro_sym.classical.grain_lattice`):
+    ``{"ring_frequency", "lattice", "k"}``, or None where the lattice ring is unknown.
+
+    The lattice family is the one measured on the image (square or hexagonal; the classical method's
+    own), else the network's; an image measured as one set of fringes keeps the network's family, so
+    that its grains showing a 2D lattice still read at its order.
+    """
+    from micro_sym.classical.grain_lattice import lattice_order
+    from micro_sym.inference.classical import ClassicalMethod
+
+    ring = lattice_ring(net, scale)
+    if ring is None:
+        return None
+    family = net.lattice if isinstance(net, ClassicalMethod) else (scale or {}).get("lattice")
+    if family not in ("square", "hexagonal"):
+        family = "hexagonal" if net.symmetry == "hexagonal" else "square"
+    return {"ring_frequency": float(ring), "lattice": family, "k": lattice_order(family)}

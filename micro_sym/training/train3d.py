@@ -283,7 +283,16 @@ def grain_f1(pred_labels, true_labels, iou: float = 0.5):
 
 
 def evaluate3d(model, volumes, *, threshold_deg=5.0, min_size=20, boundary_threshold=0.5, device="cpu", period=None):
-    """Held-out metrics: boundary F1, grain F1 at IoU > 0.5, median cubic misorientation (degrees).
+    """Held-out metrics of ``volumes`` (``(image, grains, quats)``), pooled: :func:`pool3d` of
+    :func:`evaluate3d_volumes`."""
+    return pool3d(evaluate3d_volumes(model, volumes, threshold_deg=threshold_deg, min_size=min_size,
+                                     boundary_threshold=boundary_threshold, device=device, period=period))
+
+
+def evaluate3d_volumes(model, volumes, *, threshold_deg=5.0, min_size=20, boundary_threshold=0.5, device="cpu",
+                       period=None) -> list[dict]:
+    """Per-volume held-out metrics: boundary F1, grain F1 at IoU > 0.5, median cubic misorientation
+    (degrees), vacuum left unassigned and Σ3 twin-boundary recall and precision.
 
     ``boundary_f1`` is the exact voxel overlap of the predicted and true 2-voxel-thick boundary
     maps. ``boundary_f1_tolerance`` is the 2D evaluation's score (:func:`micro_sym.metrics.boundary_f1_masks`:
@@ -299,11 +308,20 @@ def evaluate3d(model, volumes, *, threshold_deg=5.0, min_size=20, boundary_thres
     boundary. Misorientation is measured on the true grains' interior voxels. ``period`` ("measure" or
     the first-ring spacing in voxels) runs the network at its training period
     (:func:`micro_sym.inference.rescale.rescale_for_input`), as ``segment`` does.
+
+    ``vacuum_unassigned`` (:func:`micro_sym.metrics3d.vacuum_unassigned`): of the true vacuum (id-0
+    voxels more than 3 voxels from every true grain), the fraction left out of every predicted grain. ``sigma3_recall`` and
+    ``sigma3_precision`` (:func:`micro_sym.metrics3d.sigma3_boundaries`, volumes with true
+    orientations only): the share of the true twin-boundary faces that the prediction finds between
+    two grains it classifies as Σ3 from their mean predicted orientations, and the share of its Σ3
+    faces that lie on a true one (1-voxel tolerance both ways). Each row also holds the counts these
+    fractions come from.
     """
     from micro_sym.grains.rules import grains_by_rule, network_rule
     from micro_sym.inference.network import as_network
     from micro_sym.inference.tiles import predict_array
     from micro_sym.metrics import boundary_f1_masks
+    from micro_sym.metrics3d import sigma3_boundaries, vacuum_unassigned
 
     rows = []
     rule = network_rule(threshold_deg, 3)
@@ -326,8 +344,25 @@ def evaluate3d(model, volumes, *, threshold_deg=5.0, min_size=20, boundary_thres
             inside = ~true_boundary
             err = misorientation_cubic(np.moveaxis(q, 0, -1)[inside], np.moveaxis(quats, 0, -1)[inside])
             row["median_misorientation_deg"] = float(np.nanmedian(err))
+        row |= vacuum_unassigned(labels, grains)
+        if quats is not None:
+            row |= sigma3_boundaries(labels, q, grains, quats)
         rows.append(row)
-    return {k: float(np.mean([r[k] for r in rows])) for k in rows[0]} | {"n_volumes": len(rows)}
+    return rows
+
+
+#: Per-volume scores that :func:`pool3d` averages over the volumes.
+_MEAN_KEYS = ("boundary_f1", "boundary_f1_tolerance", "grain_f1", "median_misorientation_deg")
+
+
+def pool3d(rows) -> dict:
+    """Dataset scores of :func:`evaluate3d_volumes` rows: the mean over volumes of the boundary F1s, the
+    grain F1 and the median misorientation; vacuum and Σ3 scores from the counts summed over volumes
+    (:func:`micro_sym.metrics3d.pool`), with those counts; and ``n_volumes``."""
+    from micro_sym.metrics3d import pool
+
+    means = {k: float(np.mean([r[k] for r in rows])) for k in _MEAN_KEYS if k in rows[0]}
+    return means | pool(rows) | {"n_volumes": len(rows)}
 
 
 # ------------------------------------------------------------------------------- CLI entry points
@@ -335,7 +370,8 @@ def evaluate3d(model, volumes, *, threshold_deg=5.0, min_size=20, boundary_thres
 
 def cli_evaluate3d(model, dataset, *, device="cpu", threshold=5.0, min_size=20, boundary_threshold=0.5, json_out=None,
                    log=print, period=None):
-    """``micro-sym evaluate`` for 3D models: boundary F1, grain F1 (IoU > 0.5), median misorientation."""
+    """``micro-sym evaluate`` for 3D models: the :func:`evaluate3d_volumes` metrics per volume and pooled
+    (:func:`pool3d`), printed as a table and written as JSON (``overall`` and ``volumes``)."""
     from types import SimpleNamespace
 
     from micro_sym.models import load_model
@@ -349,14 +385,24 @@ def cli_evaluate3d(model, dataset, *, device="cpu", threshold=5.0, min_size=20, 
         seed = int(trained.get("seed", (trained.get("train") or {}).get("seed", 0)))  # files before the one config
         cfg = SimpleNamespace(synthetic=SyntheticCfg(**(trained.get("synthetic") or {})), seed=seed)
         vols = make_volumes(cfg.synthetic.n_val, cfg.synthetic.shape, seed + 1000, **_synth_kw(cfg))
+        names = [f"synthetic-{i}" for i in range(len(vols))]
     else:
-        vols = [v[1:] for v in load_volumes(dataset, None)]
-    metrics = evaluate3d(m, vols, threshold_deg=threshold, min_size=min_size, boundary_threshold=boundary_threshold,
-                         device=device, period=period)
+        named = load_volumes(dataset, None)
+        names, vols = [v[0] for v in named], [v[1:] for v in named]
+    rows = evaluate3d_volumes(m, vols, threshold_deg=threshold, min_size=min_size, boundary_threshold=boundary_threshold,
+                              device=device, period=period)
+    metrics = pool3d(rows)
+    nan = float("nan")
+    log(f"{'volume':<24} {'boundary F1':>11} {'grain F1':>9} {'ori med °':>9} {'vacuum unass.':>13} "
+        f"{'Σ3 recall':>9} {'Σ3 prec.':>8} {'Σ3 faces':>8}")
+    for name, r in [*zip(names, rows), ("overall", metrics)]:
+        log(f"{name:<24} {r['boundary_f1']:>11.3f} {r['grain_f1']:>9.3f} {r.get('median_misorientation_deg', nan):>9.2f} "
+            f"{r['vacuum_unassigned']:>13.3f} {r.get('sigma3_recall', nan):>9.3f} {r.get('sigma3_precision', nan):>8.3f} "
+            f"{r.get('sigma3_faces_true', 0):>8}")
     log(f"boundary F1 {metrics['boundary_f1']:.3f}  grain F1 {metrics['grain_f1']:.3f}  "
-        f"median misorientation {metrics.get('median_misorientation_deg', float('nan')):.2f}°  ({metrics['n_volumes']} volumes)")
-    report = {"overall": metrics, "model": {"path": m.meta.get("path"), "config": m.config}, "dataset": str(dataset),
-              "period": period}
+        f"median misorientation {metrics.get('median_misorientation_deg', nan):.2f}°  ({metrics['n_volumes']} volumes)")
+    report = {"overall": metrics, "volumes": dict(zip(names, rows)), "model": {"path": m.meta.get("path"), "config": m.config},
+              "dataset": str(dataset), "period": period}
     if json_out:
         Path(json_out).parent.mkdir(parents=True, exist_ok=True)
         Path(json_out).write_text(json.dumps(report, indent=2))

@@ -1,0 +1,203 @@
+"""Each grain's lattice angle, measured from the image inside the grain (docs/design.md §6.6).
+
+A network's orientation map is good to a degree or two; the image itself holds the lattice to a
+fraction of that. Once the grains are known, the power spectrum of each grain's own pixels puts its
+lattice's first ring of spots at ``k`` directions (``k`` = 4 square, 6 hexagonal, 2 one set of
+fringes), and the phase of the ring profile's ``k``-th angular harmonic gives their direction:
+
+    c_k = Σ_f w(|f|) · (P(f) − P̄(|f|)) · exp(i k φ(f)),    fringe normal = arg(c_k) / k  (mod 360/k),
+
+where ``P`` is the power spectrum of the grain's tapered pixels, ``P̄`` its radial mean (the smooth,
+isotropic part: noise, amorphous speckle, intensity gradients; removing it also removes the 4-fold bias
+of summing over a square grid of frequencies), ``w`` a Gaussian ring around the lattice's first-ring
+frequency and ``φ`` the direction of ``f`` (x = column, y up: docs/design.md §1.1). The k spots of one
+lattice add in phase; shot noise and the spots of a neighbouring grain seen through the taper do not.
+The grain's pixels are tapered over two lattice periods inside its outline, so the outline's own
+spectrum (a rectangle's would put power along both axes) does not leak onto the ring.
+
+Both ``c_k`` and the ring's power ``c_0 = Σ_f w(|f|) P(f)`` are sums over spectra, so a grain cut into parts (the
+blocks of a large image) adds its parts' sums: :func:`ring_sums` gives them per grain,
+:func:`lattice_angles` turns sums into angles. ``strength = |c_k| / c_0`` is 1 for a perfect k-fold ring
+and near 0 where the grain shows no lattice at that ring; angles are reported only from
+:data:`MIN_STRENGTH` on.
+
+The angle is given in the product's convention (docs/design.md §1.2): the direction of the first
+real-space basis vector, modulo ``360/k``. For square lattices and fringes that is the fringe normal; a
+hexagonal lattice's basis vectors lie 30° from its fringe normals.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from scipy import fft, ndimage
+
+#: ``|c_k| / c_0`` from which a grain's angle is reported (below it the ring is mostly noise: with no
+#: lattice the ratio is about ``1/sqrt(number of independent frequencies on the ring)``).
+MIN_STRENGTH = 0.3
+#: Width of the taper inside a grain's outline, in lattice periods.
+TAPER_PERIODS = 2.0
+#: Radial sigma of the ring weight, as a fraction of the ring frequency.
+RING_WIDTH = 0.1
+#: Grains with fewer pixels than this many lattice cells get no angle.
+MIN_CELLS = 4
+#: Largest crop side (px) measured per grain: a larger grain is measured in this window around its
+#: centre (enough periods for a fraction of a degree; an FFT of the whole grain would cost more).
+MAX_WINDOW = 512
+
+_K = {"fringes": 2, "square": 4, "hexagonal": 6}
+
+
+def lattice_order(lattice: str) -> int:
+    """``k`` of a lattice family (``"square"`` 4, ``"hexagonal"`` 6, ``"fringes"`` 2)."""
+    try:
+        return _K[lattice]
+    except KeyError:
+        raise ValueError(f"unknown lattice {lattice!r}: expected one of {', '.join(_K)}") from None
+
+
+def ring_sums(image, labels, *, ring_frequency: float, k: int, ids=None) -> dict:
+    """Per-grain spectral sums over one 2D region: ``{"ids", "ck" (complex), "c0"}``.
+
+    Parameters
+    ----------
+    image : (H, W) array
+        Intensities (any real dtype; non-finite pixels count as the grain's mean).
+    labels : (H, W) integer array
+        Grain ids, 0 = none. Every id present is measured (or only ``ids``).
+    ring_frequency : float
+        The lattice's first ring, cycles/px (:func:`micro_sym.classical.ring_frequency`).
+    k : int
+        2, 4 or 6.
+    """
+    image = np.asarray(image, np.float64)
+    labels = np.asarray(labels)
+    period = 1.0 / float(ring_frequency)
+    found = ndimage.find_objects(labels.astype(np.int64, copy=False)) if labels.size else []
+    wanted = np.arange(1, len(found) + 1) if ids is None else np.asarray(ids, np.int64)
+    out_ids, cks, c0s = [], [], []
+    for g in wanted:
+        box = found[g - 1] if 0 < g <= len(found) else None
+        if box is None:
+            continue
+        mask = labels[box] == g
+        if mask.sum() < MIN_CELLS * period * period:
+            continue
+        box, mask = _window(box, mask)
+        ck, c0 = _grain_sums(image[box], mask, period, int(k))
+        out_ids.append(int(g))
+        cks.append(ck)
+        c0s.append(c0)
+    return {"ids": np.asarray(out_ids, np.int64), "ck": np.asarray(cks, np.complex128).reshape(-1),
+            "c0": np.asarray(c0s, np.float64).reshape(-1)}
+
+
+def lattice_angles(ck, c0, k: int, lattice: str) -> tuple[np.ndarray, np.ndarray]:
+    """``(angle_deg, strength)`` from summed :func:`ring_sums`; angle NaN below :data:`MIN_STRENGTH`."""
+    ck = np.asarray(ck, np.complex128)
+    c0 = np.asarray(c0, np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        strength = np.where(c0 > 0, np.abs(ck) / c0, 0.0)
+    normal = np.degrees(np.angle(ck)) / k
+    offset = 30.0 if lattice == "hexagonal" else 0.0  # basis vectors 30° from a hexagonal lattice's normals
+    angle = np.mod(normal - offset, 360.0 / k)
+    return np.where(strength >= MIN_STRENGTH, angle, np.nan), strength
+
+
+def grain_lattice_angles(image, labels, *, period: float, lattice: str, ids=None) -> dict:
+    """Each grain's measured lattice angle in one call (a whole image): ``{"ids", "angle_deg", "strength"}``.
+
+    ``period``: the lattice constant in px, in ``lattice``'s convention (:func:`measure_lattice`'s ``period``).
+    ``ids``: the grains to report, in this order (default: those large enough to measure); a grain too
+    small to measure gets angle NaN and strength 0.
+    """
+    from micro_sym.classical.filter_bank import ring_frequency
+
+    k = lattice_order(lattice)
+    sums = ring_sums(image, labels, ring_frequency=ring_frequency(period, "hexagonal" if k == 6 else "square"), k=k,
+                     ids=ids)
+    angle, strength = lattice_angles(sums["ck"], sums["c0"], k, lattice)
+    if ids is None:
+        return {"ids": sums["ids"], "angle_deg": angle, "strength": strength}
+    ids = np.asarray(ids, np.int64)
+    order = np.argsort(sums["ids"], kind="stable")
+    found = np.zeros(len(ids), bool)
+    full_angle, full_strength = np.full(len(ids), np.nan), np.zeros(len(ids))
+    if sums["ids"].size:
+        row = order[np.minimum(np.searchsorted(sums["ids"][order], ids), len(order) - 1)]
+        found = sums["ids"][row] == ids
+        full_angle[found], full_strength[found] = angle[row[found]], strength[row[found]]
+    return {"ids": ids, "angle_deg": full_angle, "strength": full_strength}
+
+
+def block_sums(image, labels, setting: dict) -> dict:
+    """:func:`ring_sums` of one block's labels as merge data: ``lattice_ids``, ``lattice_ck``, ``lattice_c0``.
+
+    ``setting``: ``{"ring_frequency", "k", ...}`` (:func:`micro_sym.inference.lattice_mask.grain_lattice`).
+    """
+    sums = ring_sums(image, labels, ring_frequency=setting["ring_frequency"], k=setting["k"])
+    return {"lattice_ids": sums["ids"], "lattice_ck": sums["ck"], "lattice_c0": sums["c0"]}
+
+
+def grain_columns(parts, n_grains: int, setting: dict) -> dict:
+    """The grain table's ``lattice_angle`` and ``lattice_strength`` (rows = grains 1..n_grains) from the
+    blocks' :func:`block_sums`: ``parts`` yields ``(lut, arrays)``, ``lut`` mapping a block's labels
+    to final grain ids (0: none)."""
+    ck = np.zeros(n_grains + 1, np.complex128)
+    c0 = np.zeros(n_grains + 1, np.float64)
+    for lut, arrays in parts:
+        if "lattice_ids" not in arrays:  # a block run without the measurement (no lattice ring known)
+            continue
+        ids = np.asarray(arrays["lattice_ids"], np.int64)
+        final = np.asarray(lut)[ids] if ids.size else ids
+        np.add.at(ck, final, np.asarray(arrays["lattice_ck"], np.complex128))
+        np.add.at(c0, final, np.asarray(arrays["lattice_c0"], np.float64))
+    angle, strength = lattice_angles(ck[1:], c0[1:], setting["k"], setting["lattice"])
+    return {"lattice_angle": angle, "lattice_strength": strength}
+
+
+def _window(box, mask):
+    """At most :data:`MAX_WINDOW` px per side of a grain's bounding box, around the grain's centre."""
+    if max(mask.shape) <= MAX_WINDOW:
+        return box, mask
+    centre = ndimage.center_of_mass(mask)
+    cut = []
+    for c, n in zip(centre, mask.shape):
+        lo = int(min(max(round(c) - MAX_WINDOW // 2, 0), max(n - MAX_WINDOW, 0)))
+        cut.append(slice(lo, min(lo + MAX_WINDOW, n)))
+    cut = tuple(cut)
+    return tuple(slice(b.start + c.start, b.start + c.stop) for b, c in zip(box, cut)), mask[cut]
+
+
+def _grain_sums(crop, mask, period: float, k: int) -> tuple[complex, float]:
+    """``(c_k, c_0)`` of one grain's pixels (see the module docstring)."""
+    finite = mask & np.isfinite(crop)
+    if not finite.any():
+        return 0j, 0.0
+    values = np.where(finite, crop, 0.0)
+    values = values - values[finite].mean()
+    # Taper: 0 at the outline, rising as sin² over TAPER_PERIODS periods inward.
+    depth = ndimage.distance_transform_edt(np.pad(finite, 1))[1:-1, 1:-1]
+    ramp = np.clip(depth / (TAPER_PERIODS * period), 0.0, 1.0)
+    signal = values * np.sin(0.5 * math.pi * ramp) ** 2
+    # Zero-padded so the ring lies at least 16 frequency bins from the centre (its k spots resolved).
+    size = [fft.next_fast_len(max(2 * n, int(math.ceil(16 * period)))) for n in crop.shape]
+    power = np.abs(fft.rfft2(signal, s=size)) ** 2
+    fy = fft.fftfreq(size[0])[:, None]
+    fx = fft.rfftfreq(size[1])[None, :]
+    radius = np.hypot(fy, fx)
+    f0 = 1.0 / period
+    weight = np.exp(-0.5 * ((radius - f0) / (RING_WIDTH * f0)) ** 2)
+    weight[:, 0] *= 0.5  # the rfft half-plane holds both mates of the kx = 0 column
+    # The isotropic part: the radial mean of the power in bins one frequency step wide.
+    step = 1.0 / min(size)
+    bins = np.minimum((radius / step).astype(np.int64), int(0.75 / step))
+    near = weight > 1e-3
+    counts = np.bincount(bins[near], minlength=bins.max() + 1)
+    sums = np.bincount(bins[near], power[near], minlength=bins.max() + 1)
+    mean = sums / np.maximum(counts, 1)
+    excess = (power - mean[bins]) * weight
+    phi = np.arctan2(-fy, fx)  # rows grow downwards: y = -row
+    ck = complex(np.sum(excess * np.exp(1j * k * phi)))
+    return ck, float(np.sum(power * weight))
