@@ -215,10 +215,13 @@ def segment(
     lattice_mask: bool = typer.Option(True, "--lattice-mask/--no-lattice-mask", help="Leave regions that show no "
                                       "lattice (vacuum, amorphous film, crystals off their zone axis) out of every "
                                       "grain (micrographs)."),
+    measure_grains: bool = typer.Option(True, "--measure-grains/--no-measure-grains", help="Measure each grain's "
+                                        "lattice from the input inside it: the grain table's lattice_angle "
+                                        "(micrographs) or lattice_q* (volumes, about 50 ms a grain)."),
 ):
     """Segment many images or volumes into boundary, orientation and grain maps, block by block.
 
-    Each micrograph's lattice is measured from its power spectrum (square, hexagonal or fringes, and the period); a network runs on the image resampled to its training period, with the maps back on the input grid (--period and --lattice give them instead). Regions without a lattice (vacuum, amorphous film) get no grain (--no-lattice-mask keeps every pixel).
+    Each micrograph's lattice is measured from its power spectrum (square, hexagonal or fringes, and the period); a network runs on the image resampled to its training period, with the maps back on the input grid (--period and --lattice give them instead). Regions without a lattice (vacuum, amorphous film) get no grain (--no-lattice-mask keeps every pixel). Each grain's lattice angle (micrographs) or orientation (volumes) is then measured from the input inside it and written next to the network's mean (--no-measure-grains skips it).
 
     Without --model, --method auto chooses per 2D input: the classical filter bank for a lattice the network does not map (hexagonal) or when the lattice fringe signal-to-noise ratio (power-spectrum ring over the shot-noise floor) is below a calibrated threshold (1.1 dB, between 2 and 3 counts/px; the network fails at 2), else the robust-2d network. What was measured and chosen is printed and kept in the run manifest. A batch of 3D volumes only runs the bundled default-3d network.
 
@@ -251,7 +254,7 @@ def segment(
     console = Console(stderr=True)
     kwargs = dict(block=block, chunk=chunk_shape, threshold=threshold, min_size=min_size,
                   batch=batch, dry_run=dry_run, overwrite=overwrite, model=model, method=method, lattice=lattice,
-                  period=period, lattice_mask=lattice_mask, channel=channel)
+                  period=period, lattice_mask=lattice_mask, channel=channel, measure_grains=measure_grains)
     if dry_run:
         results = run_segment(paths, out, scheduler=scheduler, workers=workers, device=device, **kwargs)
         # Plain lines, not a table: paths stay whole in narrow terminals and logs.

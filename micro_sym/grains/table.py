@@ -126,6 +126,12 @@ _ORIENTATION = {
                               "as EBSD files, MTEX and orix use), in [0, 360)"),
         Column("Phi", "deg", "Bunge Euler angle Phi of the mean orientation, in [0, 180]"),
         Column("phi2", "deg", "Bunge Euler angle phi2 of the mean orientation, in [0, 360) (0 where Phi is 0 or 180)"),
+        *(Column(f"lattice_q{c}", "", f"orientation measured from the {{map}} inside the grain (its lattice's first-ring "
+                                      f"spots in the power spectrum of its {{points}}), unit quaternion component {c}, as "
+                                      "mean_q; empty where lattice_quality is below 0.4 or the grain is too small")
+          for c in "wxyz"),
+        Column("lattice_quality", "", "share of the grain's first-ring spot power that the measured orientation "
+                                      "explains (1: all of it; noise: about 0.1)"),
         _GOS,
     ),
 }

@@ -62,6 +62,7 @@ from micro_sym.grains.blockwise import (final_table, flood_margin, flood_region,
 from micro_sym.inference.method_choice import AUTO_MODEL, AutoMethod
 from micro_sym.inference.network import Network, cached_network
 from micro_sym.classical.grain_lattice import block_sums as lattice_sums, grain_columns as lattice_columns
+from micro_sym.inference.grain_orientations import measured_orientations, ring_3d
 from micro_sym.inference.lattice_mask import LatticeMasked, grain_lattice
 from micro_sym.inference.rescale import RescaledNetwork, adapt_to_image
 from micro_sym.inference.tiles import decode_in_slabs, decode_slab, iter_tiles, label_tile
@@ -303,7 +304,8 @@ def segment_input(path, out_dir, net: Network, runner, *, block=None, chunk=None
                   min_size: int | None = None, boundary_threshold: float = 0.5, device: str = "cpu",
                   batch: int = 1, array=None, level: int = 0, channel: int | None = None, dry_run: bool = False,
                   overwrite: bool = False,
-                  on_block=None, progress=None, period: float | None = None, lattice_mask: bool = True) -> InputResult:
+                  on_block=None, progress=None, period: float | None = None, lattice_mask: bool = True,
+                  measure_grains: bool = True) -> InputResult:
     """Segment one image into ``OUT/NAME.zarr`` + ``OUT/NAME_grains.csv``, resuming if possible.
 
     Parameters
@@ -338,6 +340,10 @@ def segment_input(path, out_dir, net: Network, runner, *, block=None, chunk=None
     lattice_mask : bool
         Leave pixels where the image shows no lattice (vacuum, amorphous film) out of every grain
         (:mod:`.lattice_mask`; 2D inputs whose lattice was measured or given).
+    measure_grains : bool
+        Measure each grain's lattice from the input inside it: the grain table's ``lattice_angle`` (2D,
+        :mod:`micro_sym.classical.grain_lattice`) or ``lattice_q*`` (3D networks,
+        :mod:`micro_sym.classical.grain_orientation3d`, about 50 ms a grain), where the lattice ring is known.
 
     Returns
     -------
@@ -356,7 +362,8 @@ def segment_input(path, out_dir, net: Network, runner, *, block=None, chunk=None
         return _segment_input(img, path, out_dir, net, runner, block=block, chunk=chunk, threshold=threshold,
                               min_size=min_size, boundary_threshold=boundary_threshold, device=device, batch=batch,
                               array=array, level=level, channel=channel, dry_run=True, on_block=on_block,
-                              progress=progress, period=period, lattice_mask=lattice_mask)
+                              progress=progress, period=period, lattice_mask=lattice_mask,
+                              measure_grains=measure_grains)
     # Held from before the manifest is read until the scratch is gone: a second run on this input
     # would otherwise resume the same markers and the first to finish would delete scratch labels
     # the other still reads.
@@ -368,7 +375,8 @@ def segment_input(path, out_dir, net: Network, runner, *, block=None, chunk=None
         return _segment_input(img, path, out_dir, net, runner, block=block, chunk=chunk, threshold=threshold,
                               min_size=min_size, boundary_threshold=boundary_threshold, device=device, batch=batch,
                               array=array, level=level, channel=channel, dry_run=False, on_block=on_block,
-                              progress=progress, period=period, lattice_mask=lattice_mask)
+                              progress=progress, period=period, lattice_mask=lattice_mask,
+                              measure_grains=measure_grains)
 
 
 def _refuse_deleting_input(path: Path, state: RunState) -> None:
@@ -382,7 +390,7 @@ def _refuse_deleting_input(path: Path, state: RunState) -> None:
 
 def _segment_input(img, path: Path, out_dir, net, runner, *, block, chunk, threshold, min_size, boundary_threshold,
                    device, batch, array, level, channel, dry_run, on_block, progress, period,
-                   lattice_mask) -> InputResult:
+                   lattice_mask, measure_grains=True) -> InputResult:
     """:func:`segment_input` on an opened image (under the output lock unless ``dry_run``)."""
     from micro_sym.models.normalize import intensity_range
     from micro_sym.inference.whole_image import DEFAULT_MIN_SIZE
@@ -413,9 +421,13 @@ def _segment_input(img, path: Path, out_dir, net, runner, *, block, chunk, thres
     plan = plan_input(img, net, block=block, chunk=chunk, margin=seed_margin(rule))
     method = (method_info(base) | ({"auto": auto} if auto else {}) | ({"scale": scale} if scale else {})
               | ({"lattice_mask": {"ring_frequency": ring, "min_contrast": net.threshold}} if ring else {}))
-    setting = grain_lattice(base, scale) if img.ndim == 2 else None
+    setting = grain_lattice(base, scale) if img.ndim == 2 and measure_grains else None
     if setting:  # each grain's lattice angle, measured from the image inside it
         method["grain_lattice"] = setting
+    if img.ndim == 3 and measure_grains and isinstance(base, Network):  # each grain's orientation, measured
+        ring3d = ring_3d(img.data, scale, previous)
+        if ring3d:
+            method["grain_orientation"] = {"ring_frequency": ring3d}
     n = len(plan.blocks)
     samples = getattr(net, "samples", None)  # a network run at another sampling: its resampled tile
     est = estimate_memory(plan, out_channels=net.out_channels or 3, width=net.width, workers=runner.workers if runner else 1,
@@ -472,7 +484,7 @@ def _segment_input(img, path: Path, out_dir, net, runner, *, block, chunk, thres
            "labels": str(state.labels_path), "sha256": net.sha256, "device": device, "symmetry": net.symmetry,
            "torch_threads": getattr(runner, "torch_threads", None),
            "scale": scale["scale"] if scale and scale["resampled"] else None, "lattice_mask": ring,
-           "grain_lattice": method.get("grain_lattice")}
+           "grain_lattice": method.get("grain_lattice"), "grain_orientation": method.get("grain_orientation")}
     done1 = state.done("done1")
     done2 = state.done("done2")
     steps = _BlockSteps(len(done1) + len(done2), 2 * n, progress)
@@ -530,6 +542,8 @@ def _segment_input(img, path: Path, out_dir, net, runner, *, block, chunk, thres
     if setting:
         merged.table |= lattice_columns(((merged.block_lut(i), state.load_block(b.id)) for i, b in enumerate(plan.blocks)),
                                         merged.n_grains, setting)
+    if seeded and job["grain_orientation"]:
+        merged.table |= measured_orientations(runner, job, plan, finals, merged.n_grains)
 
     write_grain_csv(state.csv_path, merged.table, unit=img.unit or "px", atomic=True, pixel_size=img.pixel_size,
                     symmetry=net.symmetry, command="micro-sym segment",

@@ -315,7 +315,10 @@ def evaluate3d_volumes(model, volumes, *, threshold_deg=5.0, min_size=20, bounda
     orientations only): the share of the true twin-boundary faces that the prediction finds between
     two grains it classifies as Σ3 from their mean predicted orientations, and the share of its Σ3
     faces that lie on a true one (1-voxel tolerance both ways). Each row also holds the counts these
-    fractions come from.
+    fractions come from. ``grain_lattice_misorientation_deg``: the same median misorientation with each
+    predicted grain's orientation measured from the volume inside it (:func:`measured_grain_orientations`),
+    over the true grains' interior voxels whose predicted grain was measured (``grain_lattice_coverage``:
+    their share); ``sigma3_*_measured``: the Σ3 scores with those orientations.
     """
     from micro_sym.grains.rules import grains_by_rule, network_rule
     from micro_sym.inference.network import as_network
@@ -347,22 +350,51 @@ def evaluate3d_volumes(model, volumes, *, threshold_deg=5.0, min_size=20, bounda
         row |= vacuum_unassigned(labels, grains)
         if quats is not None:
             row |= sigma3_boundaries(labels, q, grains, quats)
+            measured = measured_grain_orientations(img, labels)
+            if measured is not None:
+                have = np.isfinite(measured[0])
+                err = misorientation_cubic(np.moveaxis(measured, 0, -1)[inside & have],
+                                           np.moveaxis(quats, 0, -1)[inside & have])
+                row["grain_lattice_misorientation_deg"] = float(np.nanmedian(err)) if err.size else float("nan")
+                row["grain_lattice_coverage"] = float((inside & have & (grains > 0)).sum() / max((inside & (grains > 0)).sum(), 1))
+                row |= {f"{k}_measured": v for k, v in sigma3_boundaries(labels, measured, grains, quats).items()}
         rows.append(row)
     return rows
 
 
+def measured_grain_orientations(volume, labels):
+    """Each predicted grain's orientation measured from the volume inside it
+    (:func:`micro_sym.classical.grain_orientation3d.grain_orientations`) painted over its voxels,
+    ``(4, *shape)`` (NaN where not measured); None where the volume shows no lattice ring."""
+    from micro_sym.classical.grain_orientation3d import grain_orientations
+    from micro_sym.classical.lattice_measure3d import measure_lattice_3d
+
+    ring = measure_lattice_3d(volume).get("ring_frequency")
+    if not ring:
+        return None
+    r = grain_orientations(volume, labels, ring_frequency=ring)
+    table = np.full((int(labels.max()) + 1, 4), np.nan)
+    table[r["ids"]] = r["quaternions"]
+    return np.moveaxis(table[labels], -1, 0)
+
+
 #: Per-volume scores that :func:`pool3d` averages over the volumes.
-_MEAN_KEYS = ("boundary_f1", "boundary_f1_tolerance", "grain_f1", "median_misorientation_deg")
+_MEAN_KEYS = ("boundary_f1", "boundary_f1_tolerance", "grain_f1", "median_misorientation_deg",
+              "grain_lattice_misorientation_deg", "grain_lattice_coverage")
 
 
 def pool3d(rows) -> dict:
     """Dataset scores of :func:`evaluate3d_volumes` rows: the mean over volumes of the boundary F1s, the
-    grain F1 and the median misorientation; vacuum and Σ3 scores from the counts summed over volumes
-    (:func:`micro_sym.metrics3d.pool`), with those counts; and ``n_volumes``."""
+    grain F1 and the median misorientations (over the volumes that have them); vacuum and Σ3 scores
+    from the counts summed over volumes (:func:`micro_sym.metrics3d.pool`), with those counts, also for
+    the measured grain orientations (``*_measured``); and ``n_volumes``."""
     from micro_sym.metrics3d import pool
 
-    means = {k: float(np.mean([r[k] for r in rows])) for k in _MEAN_KEYS if k in rows[0]}
-    return means | pool(rows) | {"n_volumes": len(rows)}
+    means = {k: float(np.mean([r[k] for r in rows if k in r])) for k in _MEAN_KEYS if any(k in r for r in rows)}
+    measured = [{k.removesuffix("_measured"): v for k, v in r.items() if k.endswith("_measured")} for r in rows]
+    extra = ({f"{k}_measured": v for k, v in pool(measured).items() if k.startswith("sigma3")}
+             if any(measured) else {})
+    return means | pool(rows) | extra | {"n_volumes": len(rows)}
 
 
 # ------------------------------------------------------------------------------- CLI entry points
@@ -393,10 +425,11 @@ def cli_evaluate3d(model, dataset, *, device="cpu", threshold=5.0, min_size=20, 
                               device=device, period=period)
     metrics = pool3d(rows)
     nan = float("nan")
-    log(f"{'volume':<24} {'boundary F1':>11} {'grain F1':>9} {'ori med °':>9} {'vacuum unass.':>13} "
+    log(f"{'volume':<24} {'boundary F1':>11} {'grain F1':>9} {'ori med °':>9} {'measured °':>10} {'vacuum unass.':>13} "
         f"{'Σ3 recall':>9} {'Σ3 prec.':>8} {'Σ3 faces':>8}")
     for name, r in [*zip(names, rows), ("overall", metrics)]:
         log(f"{name:<24} {r['boundary_f1']:>11.3f} {r['grain_f1']:>9.3f} {r.get('median_misorientation_deg', nan):>9.2f} "
+            f"{r.get('grain_lattice_misorientation_deg', nan):>10.2f} "
             f"{r['vacuum_unassigned']:>13.3f} {r.get('sigma3_recall', nan):>9.3f} {r.get('sigma3_precision', nan):>8.3f} "
             f"{r.get('sigma3_faces_true', 0):>8}")
     log(f"boundary F1 {metrics['boundary_f1']:.3f}  grain F1 {metrics['grain_f1']:.3f}  "
