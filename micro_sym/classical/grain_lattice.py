@@ -28,6 +28,7 @@ hexagonal lattice's basis vectors lie 30° from its fringe normals.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -175,29 +176,35 @@ def _grain_sums(crop, mask, period: float, k: int) -> tuple[complex, float]:
     finite = mask & np.isfinite(crop)
     if not finite.any():
         return 0j, 0.0
-    values = np.where(finite, crop, 0.0)
-    values = values - values[finite].mean()
+    values = np.where(finite, crop, 0.0).astype(np.float32)
+    values -= values[finite].mean()
     # Taper: 0 at the outline, rising as sin² over TAPER_PERIODS periods inward.
     depth = ndimage.distance_transform_edt(np.pad(finite, 1))[1:-1, 1:-1]
     ramp = np.clip(depth / (TAPER_PERIODS * period), 0.0, 1.0)
-    signal = values * np.sin(0.5 * math.pi * ramp) ** 2
+    values *= (np.sin(0.5 * math.pi * ramp) ** 2).astype(np.float32)
     # Zero-padded so the ring lies at least 16 frequency bins from the centre (its k spots resolved).
-    size = [fft.next_fast_len(max(2 * n, int(math.ceil(16 * period)))) for n in crop.shape]
-    power = np.abs(fft.rfft2(signal, s=size)) ** 2
+    size = tuple(fft.next_fast_len(max(2 * n, int(math.ceil(16 * period)))) for n in crop.shape)
+    where, weight, bins, phase = _ring_geometry(size, round(1.0 / period, 9), k)
+    spectrum = fft.rfft2(values, s=size).ravel()[where]
+    power = spectrum.real.astype(np.float64) ** 2 + spectrum.imag.astype(np.float64) ** 2
+    # The isotropic part: the radial mean of the power in bins one frequency step wide.
+    mean = np.bincount(bins, power) / np.maximum(np.bincount(bins), 1)
+    excess = (power - mean[bins]) * weight
+    return complex(np.dot(excess, phase)), float(np.dot(power, weight))
+
+
+@functools.lru_cache(maxsize=64)
+def _ring_geometry(size: tuple, f0: float, k: int):
+    """For an rfft2 of ``size``: the flat indices of the frequencies near the ring at ``f0``, their ring
+    weights, radial bins (one frequency step wide, from 0) and ``exp(i k φ)``. Grains of one image share
+    a few padded sizes, so this is computed a few times per image, not per grain."""
     fy = fft.fftfreq(size[0])[:, None]
     fx = fft.rfftfreq(size[1])[None, :]
     radius = np.hypot(fy, fx)
-    f0 = 1.0 / period
     weight = np.exp(-0.5 * ((radius - f0) / (RING_WIDTH * f0)) ** 2)
     weight[:, 0] *= 0.5  # the rfft half-plane holds both mates of the kx = 0 column
-    # The isotropic part: the radial mean of the power in bins one frequency step wide.
-    step = 1.0 / min(size)
-    bins = np.minimum((radius / step).astype(np.int64), int(0.75 / step))
-    near = weight > 1e-3
-    counts = np.bincount(bins[near], minlength=bins.max() + 1)
-    sums = np.bincount(bins[near], power[near], minlength=bins.max() + 1)
-    mean = sums / np.maximum(counts, 1)
-    excess = (power - mean[bins]) * weight
+    where = np.flatnonzero(weight > 1e-3)
+    bins = (radius.ravel()[where] * min(size)).astype(np.int64)
     phi = np.arctan2(-fy, fx)  # rows grow downwards: y = -row
-    ck = complex(np.sum(excess * np.exp(1j * k * phi)))
-    return ck, float(np.sum(power * weight))
+    phase = np.broadcast_to(np.exp(1j * k * phi), radius.shape).ravel()[where]
+    return where, weight.ravel()[where], bins - bins.min(), phase
