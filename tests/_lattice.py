@@ -1,4 +1,4 @@
-"""Tiny labeled lattice micrographs for model/training tests (not the product's generator).
+"""Tiny lattice images and volumes for tests (not the product's generators).
 
 A Voronoi tessellation; each cell carries a square lattice of Gaussian atomic columns at its own angle.
 """
@@ -49,3 +49,28 @@ def write_dataset(root, n=4, size=64, seed=0, **kw):
         tifffile.imwrite(root / "orientation" / f"s{i:02d}.tif", ori)
     (root / "dataset.json").write_text(json.dumps({"lattice": "square", "pixel_size": [0.05, 0.05], "unit": "nm"}))
     return root
+
+
+def fcc_blobs(shape, q, rng, sigma=0.9, noise=0.3, period=5.0):
+    """A ``(z, y, x)`` volume of Gaussian atoms on an fcc lattice whose {111} planes are ``period`` voxels
+    apart, rotated by the quaternion ``q`` (crystal -> volume frame) about the centre, plus noise."""
+    from micro_sym.orientation import quat_to_matrix
+
+    a = period * np.sqrt(3.0)
+    rot = quat_to_matrix(q)
+    centre = (np.array(shape[::-1]) - 1) / 2.0  # (x, y, z)
+    n = int(np.ceil(max(shape) / a)) + 1
+    cells = np.stack(np.meshgrid(*[np.arange(-n, n + 1)] * 3, indexing="ij"), -1).reshape(-1, 3)
+    basis = np.array([[0, 0, 0], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5]])
+    atoms = ((cells[:, None, :] + basis[None]) * a).reshape(-1, 3) @ rot.T + centre + rng.uniform(-1, 1, 3)
+    hi = np.array(shape[::-1]) - 1
+    atoms = atoms[np.all((atoms > -3 * sigma) & (atoms < hi + 3 * sigma), axis=1)]
+    vol = np.zeros(shape)
+    h = int(np.ceil(3 * sigma))
+    for p in atoms:
+        lo = np.floor(p).astype(int) - h
+        ix, iy, iz = (np.arange(lo[k], lo[k] + 2 * h + 2) for k in range(3))
+        ix, iy, iz = ix[(ix >= 0) & (ix < shape[2])], iy[(iy >= 0) & (iy < shape[1])], iz[(iz >= 0) & (iz < shape[0])]
+        gx, gy, gz = (np.exp(-0.5 * ((c - p[k]) / sigma) ** 2) for k, c in enumerate((ix, iy, iz)))
+        vol[np.ix_(iz, iy, ix)] += gz[:, None, None] * gy[None, :, None] * gx[None, None, :]
+    return vol + noise * rng.standard_normal(shape)

@@ -85,7 +85,7 @@ def ring_sums(image, labels, *, ring_frequency: float, k: int, ids=None) -> dict
         mask = labels[box] == g
         if mask.sum() < MIN_CELLS * period * period:
             continue
-        box, mask = _window(box, mask)
+        box, mask = window(box, mask, MAX_WINDOW)
         ck, c0 = _grain_sums(image[box], mask, period, int(k))
         out_ids.append(int(g))
         cks.append(ck)
@@ -158,15 +158,17 @@ def grain_columns(parts, n_grains: int, setting: dict) -> dict:
     return {"lattice_angle": angle, "lattice_strength": strength}
 
 
-def _window(box, mask):
-    """At most :data:`MAX_WINDOW` px per side of a grain's bounding box, around the grain's centre."""
-    if max(mask.shape) <= MAX_WINDOW:
+def window(box, mask, size: int):
+    """A grain's bounding box ``box`` (and its ``mask`` there) cut to at most ``size`` points per side,
+    around the grain's centre (2D and 3D grain measurements: enough periods for the angle, an FFT of a
+    whole large grain would cost more)."""
+    if max(mask.shape) <= size:
         return box, mask
     centre = ndimage.center_of_mass(mask)
     cut = []
     for c, n in zip(centre, mask.shape):
-        lo = int(min(max(round(c) - MAX_WINDOW // 2, 0), max(n - MAX_WINDOW, 0)))
-        cut.append(slice(lo, min(lo + MAX_WINDOW, n)))
+        lo = int(min(max(round(c) - size // 2, 0), max(n - size, 0)))
+        cut.append(slice(lo, min(lo + size, n)))
     cut = tuple(cut)
     return tuple(slice(b.start + c.start, b.start + c.stop) for b, c in zip(box, cut)), mask[cut]
 
@@ -183,7 +185,7 @@ def _grain_sums(crop, mask, period: float, k: int) -> tuple[complex, float]:
     ramp = np.clip(depth / (TAPER_PERIODS * period), 0.0, 1.0)
     values *= (np.sin(0.5 * math.pi * ramp) ** 2).astype(np.float32)
     # Zero-padded so the ring lies at least 16 frequency bins from the centre (its k spots resolved).
-    size = tuple(fft.next_fast_len(max(2 * n, int(math.ceil(16 * period)))) for n in crop.shape)
+    size = tuple(fft.next_fast_len(max(2 * n, math.ceil(16 * period))) for n in crop.shape)
     where, weight, bins, phase = _ring_geometry(size, round(1.0 / period, 9), k)
     spectrum = fft.rfft2(values, s=size).ravel()[where]
     power = spectrum.real.astype(np.float64) ** 2 + spectrum.imag.astype(np.float64) ** 2

@@ -47,6 +47,7 @@ import math
 import numpy as np
 from scipy import fft, ndimage
 
+from micro_sym.classical.grain_lattice import window
 from micro_sym.orientation import matrix_to_quat
 
 __all__ = ["FAMILIES", "MIN_QUALITY", "grain_orientation", "grain_orientations", "grain_spots", "index_spots"]
@@ -299,15 +300,7 @@ def grain_orientation(crop, mask, ring_frequency: float, *, families=None, worke
 
 def _window(box, mask):
     """At most :data:`MAX_WINDOW` voxels per side of a grain's bounding box, around its centre."""
-    if max(mask.shape) <= MAX_WINDOW:
-        return box, mask
-    centre = ndimage.center_of_mass(mask)
-    cut = []
-    for c, n in zip(centre, mask.shape):
-        lo = int(min(max(round(c) - MAX_WINDOW // 2, 0), max(n - MAX_WINDOW, 0)))
-        cut.append(slice(lo, min(lo + MAX_WINDOW, n)))
-    cut = tuple(cut)
-    return tuple(slice(b.start + c.start, b.start + c.stop) for b, c in zip(box, cut)), mask[cut]
+    return window(box, mask, MAX_WINDOW)
 
 
 def grain_orientations(volume, labels, *, ring_frequency: float, ids=None, family=None,

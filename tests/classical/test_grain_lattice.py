@@ -5,9 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from micro_sym.classical.grain_lattice import (MIN_STRENGTH, grain_columns, grain_lattice_angles, lattice_angles,
-                                               ring_sums)
 from micro_sym.classical.filter_bank import ring_frequency
+from micro_sym.classical.grain_lattice import (
+    MIN_STRENGTH,
+    grain_columns,
+    grain_lattice_angles,
+    lattice_angles,
+    ring_sums,
+)
 from micro_sym.orientation import misorientation_2d
 from micro_sym.synth.lattice2d import render_lattice_2d
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from _lattice import fcc_blobs
 
 from micro_sym.classical.grain_orientation3d import (
     FAMILIES,
@@ -21,7 +22,7 @@ from micro_sym.orientation import (
     random_quaternions,
 )
 
-PERIOD = 5.0  # first-ring plane spacing, voxels
+PERIOD = 5.0  # first-ring plane spacing, voxels (as _lattice.fcc_blobs)
 F0 = 1.0 / PERIOD
 
 
@@ -39,32 +40,10 @@ def _plane_waves(shape, q, family, rng, noise=0.0):
     return v + noise * rng.standard_normal(shape)
 
 
-def _fcc_blobs(shape, q, rng, sigma=0.9, noise=0.3):
-    """Gaussian atoms on an fcc lattice (its {111} planes PERIOD apart), rotated by ``q`` about the centre."""
-    a = PERIOD * np.sqrt(3.0)
-    rot = quat_to_matrix(q)
-    centre = (np.array(shape[::-1]) - 1) / 2.0  # (x, y, z)
-    n = int(np.ceil(max(shape) / a)) + 1
-    cells = np.stack(np.meshgrid(*[np.arange(-n, n + 1)] * 3, indexing="ij"), -1).reshape(-1, 3)
-    basis = np.array([[0, 0, 0], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5]])
-    atoms = ((cells[:, None, :] + basis[None]) * a).reshape(-1, 3) @ rot.T + centre + rng.uniform(-1, 1, 3)
-    hi = np.array(shape[::-1]) - 1
-    atoms = atoms[np.all((atoms > -3 * sigma) & (atoms < hi + 3 * sigma), axis=1)]
-    vol = np.zeros(shape)
-    h = int(np.ceil(3 * sigma))
-    for p in atoms:
-        lo = np.floor(p).astype(int) - h
-        ix, iy, iz = (np.arange(lo[k], lo[k] + 2 * h + 2) for k in range(3))
-        ix, iy, iz = ix[(ix >= 0) & (ix < shape[2])], iy[(iy >= 0) & (iy < shape[1])], iz[(iz >= 0) & (iz < shape[0])]
-        gx, gy, gz = (np.exp(-0.5 * ((c - p[k]) / sigma) ** 2) for k, c in enumerate((ix, iy, iz)))
-        vol[np.ix_(iz, iy, ix)] += gz[:, None, None] * gy[None, :, None] * gx[None, None, :]
-    return vol + noise * rng.standard_normal(shape)
-
-
 def test_fcc_atoms_recovered():
     rng = np.random.default_rng(1)
     q = random_quaternions(1, rng)[0]
-    vol = _fcc_blobs((48, 48, 48), q, rng)
+    vol = fcc_blobs((48, 48, 48), q, rng)
     fit = grain_orientation(vol, np.ones(vol.shape, bool), F0)
     assert fit["family"] == "111"
     assert misorientation_cubic(q, fit["quaternion"]) < 0.5, fit
@@ -146,13 +125,13 @@ def test_segment_writes_each_grains_measured_orientation(tmp_path):
     import csv
 
     import tifffile
-
     from _helpers import quaternion_net_3d
+
     from micro_sym.inference import segment
 
     rng = np.random.default_rng(5)
     q = random_quaternions(1, rng)[0]
-    vol = _fcc_blobs((64, 64, 64), q, rng)
+    vol = fcc_blobs((64, 64, 64), q, rng)
     tifffile.imwrite(tmp_path / "v.tif", ((vol - vol.min()) / np.ptp(vol) * 60000).astype(np.uint16))
     kw = dict(model=quaternion_net_3d(), block=32, chunk=32, threshold=180.0, min_size=0, workers=1)
     (res,) = segment([tmp_path / "v.tif"], tmp_path / "out", **kw)

@@ -4,42 +4,19 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from _lattice import fcc_blobs
 
 from micro_sym.classical.twin_split3d import split_grains
 from micro_sym.orientation import (
     axis_angle_to_quat,
     misorientation_cubic,
     quat_multiply,
-    quat_to_matrix,
     random_quaternions,
 )
 
 PERIOD = 5.0  # first-ring plane spacing, voxels
 F0 = 1.0 / PERIOD
 SHAPE = (40, 40, 40)
-
-
-def _fcc_blobs(shape, q, rng, sigma=0.9, noise=0.3):
-    """Gaussian atoms on an fcc lattice (its {111} planes PERIOD apart), rotated by ``q`` about the
-    centre (as tests/classical/test_grain_orientation3d.py)."""
-    a = PERIOD * np.sqrt(3.0)
-    rot = quat_to_matrix(q)
-    centre = (np.array(shape[::-1]) - 1) / 2.0  # (x, y, z)
-    n = int(np.ceil(max(shape) / a)) + 1
-    cells = np.stack(np.meshgrid(*[np.arange(-n, n + 1)] * 3, indexing="ij"), -1).reshape(-1, 3)
-    basis = np.array([[0, 0, 0], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5]])
-    atoms = ((cells[:, None, :] + basis[None]) * a).reshape(-1, 3) @ rot.T + centre + rng.uniform(-1, 1, 3)
-    hi = np.array(shape[::-1]) - 1
-    atoms = atoms[np.all((atoms > -3 * sigma) & (atoms < hi + 3 * sigma), axis=1)]
-    vol = np.zeros(shape)
-    h = int(np.ceil(3 * sigma))
-    for p in atoms:
-        lo = np.floor(p).astype(int) - h
-        ix, iy, iz = (np.arange(lo[k], lo[k] + 2 * h + 2) for k in range(3))
-        ix, iy, iz = ix[(ix >= 0) & (ix < shape[2])], iy[(iy >= 0) & (iy < shape[1])], iz[(iz >= 0) & (iz < shape[0])]
-        gx, gy, gz = (np.exp(-0.5 * ((c - p[k]) / sigma) ** 2) for k, c in enumerate((ix, iy, iz)))
-        vol[np.ix_(iz, iy, ix)] += gz[:, None, None] * gy[None, :, None] * gx[None, None, :]
-    return vol + noise * rng.standard_normal(shape)
 
 
 def _plane_distance(shape, normal, offset):
@@ -58,7 +35,7 @@ def test_two_lattices_split_along_the_plane(relation):
     q1 = random_quaternions(1, rng)[0]
     q2 = quat_multiply(q1, axis_angle_to_quat(np.array(relation[0]), relation[1]))
     d = _plane_distance(SHAPE, [1.0, 0.5, 0.3], 30.0)
-    vol = np.where(d > 0, _fcc_blobs(SHAPE, q2, rng), _fcc_blobs(SHAPE, q1, rng))
+    vol = np.where(d > 0, fcc_blobs(SHAPE, q2, rng), fcc_blobs(SHAPE, q1, rng))
     labels = np.full(SHAPE, 4, np.int32)
     labels[:, :, :2] = 0  # some background, kept
     new, info = split_grains(vol, labels, ring_frequency=F0, family="111")
@@ -79,7 +56,7 @@ def test_two_lattices_split_along_the_plane(relation):
 
 def test_single_crystal_not_split():
     rng = np.random.default_rng(12)
-    vol = _fcc_blobs(SHAPE, random_quaternions(1, rng)[0], rng)
+    vol = fcc_blobs(SHAPE, random_quaternions(1, rng)[0], rng)
     labels = np.ones(SHAPE, np.int32)
     new, info = split_grains(vol, labels, ring_frequency=F0)
     assert info["family"] == "111" and len(info["ids"]) == 0
