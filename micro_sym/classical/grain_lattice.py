@@ -121,14 +121,11 @@ def grain_lattice_angles(image, labels, *, period: float, lattice: str, ids=None
     angle, strength = lattice_angles(sums["ck"], sums["c0"], k, lattice)
     if ids is None:
         return {"ids": sums["ids"], "angle_deg": angle, "strength": strength}
+    # ring_sums keeps the order of ids, leaving out those too small to measure.
     ids = np.asarray(ids, np.int64)
-    order = np.argsort(sums["ids"], kind="stable")
-    found = np.zeros(len(ids), bool)
+    found = np.isin(ids, sums["ids"])
     full_angle, full_strength = np.full(len(ids), np.nan), np.zeros(len(ids))
-    if sums["ids"].size:
-        row = order[np.minimum(np.searchsorted(sums["ids"][order], ids), len(order) - 1)]
-        found = sums["ids"][row] == ids
-        full_angle[found], full_strength[found] = angle[row[found]], strength[row[found]]
+    full_angle[found], full_strength[found] = angle, strength
     return {"ids": ids, "angle_deg": full_angle, "strength": full_strength}
 
 
@@ -173,17 +170,24 @@ def window(box, mask, size: int):
     return tuple(slice(b.start + c.start, b.start + c.stop) for b, c in zip(box, cut)), mask[cut]
 
 
+def tapered(crop, finite, period: float, dtype=np.float64) -> np.ndarray:
+    """A grain's values for its spectrum (2D and 3D): the mean over its points ``finite`` removed, 0
+    outside them, and tapered as sin² over :data:`TAPER_PERIODS` periods inside its outline, so that
+    the outline's own spectrum does not leak onto the lattice ring."""
+    values = np.where(finite, crop, 0.0).astype(dtype)
+    values -= values[finite].mean()
+    depth = ndimage.distance_transform_edt(np.pad(finite, 1))[(slice(1, -1),) * finite.ndim]
+    ramp = np.clip(depth / (TAPER_PERIODS * period), 0.0, 1.0)
+    values *= (np.sin(0.5 * math.pi * ramp) ** 2).astype(dtype)  # 0 outside: depth 0 there
+    return values
+
+
 def _grain_sums(crop, mask, period: float, k: int) -> tuple[complex, float]:
     """``(c_k, c_0)`` of one grain's pixels (see the module docstring)."""
     finite = mask & np.isfinite(crop)
     if not finite.any():
         return 0j, 0.0
-    values = np.where(finite, crop, 0.0).astype(np.float32)
-    values -= values[finite].mean()
-    # Taper: 0 at the outline, rising as sin² over TAPER_PERIODS periods inward.
-    depth = ndimage.distance_transform_edt(np.pad(finite, 1))[1:-1, 1:-1]
-    ramp = np.clip(depth / (TAPER_PERIODS * period), 0.0, 1.0)
-    values *= (np.sin(0.5 * math.pi * ramp) ** 2).astype(np.float32)
+    values = tapered(crop, finite, period, np.float32)
     # Zero-padded so the ring lies at least 16 frequency bins from the centre (its k spots resolved).
     size = tuple(fft.next_fast_len(max(2 * n, math.ceil(16 * period))) for n in crop.shape)
     where, weight, bins, phase = _ring_geometry(size, round(1.0 / period, 9), k)

@@ -6,11 +6,11 @@ reciprocal directions of one cubic family: {100} (simple cubic), {110} (bcc) or 
 diamond). Their directions in the volume frame fix the grain's rotation:
 
 1. **Spectrum.** The grain's bounding box (at most :data:`MAX_WINDOW` voxels per side, around its
-   centre), mean-subtracted over the grain and tapered as sin² over :data:`TAPER_PERIODS` periods
+   centre), mean-subtracted over the grain and tapered as sin² over 2 periods (:func:`~micro_sym.classical.grain_lattice.tapered`)
    inside its outline (the outline's own spectrum then does not leak onto the ring), zero-padded to
    at least twice the crop and 12 periods, ``P = |FFT|²``.
 2. **Shell.** The excess ``e(f) = w(|f|) (P(f) − P̄(|f|))`` over the radial mean ``P̄`` (noise,
-   gradients, the amorphous halo), ``w`` a Gaussian of σ = :data:`RING_WIDTH` · f0 around the first-ring
+   gradients, the amorphous halo), ``w`` a Gaussian of σ = :data:`~micro_sym.classical.grain_lattice.RING_WIDTH` · f0 around the first-ring
    frequency f0 given by the caller (:func:`micro_sym.classical.lattice_measure3d.measure_lattice_3d`).
 3. **Spots.** Local maxima (3³) of ``e`` within :data:`SPOT_BAND` of f0, strongest first, one per
    direction ±n (a real volume's spectrum is symmetric) and at least :data:`SPOT_SEPARATION_DEG`
@@ -47,15 +47,11 @@ import math
 import numpy as np
 from scipy import fft, ndimage
 
-from micro_sym.classical.grain_lattice import window
+from micro_sym.classical.grain_lattice import RING_WIDTH, tapered, window
 from micro_sym.orientation import matrix_to_quat
 
 __all__ = ["FAMILIES", "MIN_QUALITY", "grain_orientation", "grain_orientations", "grain_spots", "index_spots"]
 
-#: Taper width inside a grain's outline, in lattice periods (first-ring periods, ``1 / f0``).
-TAPER_PERIODS = 2.0
-#: Radial sigma of the ring weight, as a fraction of the ring frequency.
-RING_WIDTH = 0.1
 #: Spots are taken within this fraction of f0 of the ring (fcc's {200} ring lies at 1.155 f0).
 SPOT_BAND = 0.08
 #: Two spots closer than this (either sign) are one spot; the weaker is dropped.
@@ -116,11 +112,7 @@ def _grain_spectrum(crop, mask, ring_frequency: float, *, workers: int = 1):
     empty = np.zeros((0, 3)), np.zeros(0), None
     if finite.sum() < 2:
         return empty
-    values = np.where(finite, crop, 0.0)
-    values = np.where(finite, values - values[finite].mean(), 0.0)
-    depth = ndimage.distance_transform_edt(np.pad(finite, 1))[1:-1, 1:-1, 1:-1]
-    ramp = np.clip(depth / (TAPER_PERIODS * period), 0.0, 1.0)
-    signal = values * np.sin(0.5 * math.pi * ramp) ** 2
+    signal = tapered(crop, finite, period)
     size = [fft.next_fast_len(max(2 * n, math.ceil(12 * period))) for n in crop.shape]
     power = fft.fftshift(np.abs(fft.fftn(signal, s=size, workers=workers)) ** 2)
     fz, fy, fx = (fft.fftshift(fft.fftfreq(n)) for n in size)
@@ -298,11 +290,6 @@ def grain_orientation(crop, mask, ring_frequency: float, *, families=None, worke
 # ------------------------------------------------------------------------------------ volumes
 
 
-def _window(box, mask):
-    """At most :data:`MAX_WINDOW` voxels per side of a grain's bounding box, around its centre."""
-    return window(box, mask, MAX_WINDOW)
-
-
 def grain_orientations(volume, labels, *, ring_frequency: float, ids=None, family=None,
                        min_quality: float = MIN_QUALITY, workers: int = 1) -> dict:
     """Every grain's measured orientation: ``{"ids", "quaternions" (n, 4), "quality" (n,), "family"
@@ -341,7 +328,7 @@ def grain_orientations(volume, labels, *, ring_frequency: float, ids=None, famil
         if mask.sum() < MIN_CELLS * period ** 3:
             spots.append(None)
             continue
-        box, mask = _window(box, mask)
+        box, mask = window(box, mask, MAX_WINDOW)
         spots.append(_grain_spectrum(volume[box], mask, f0, workers=workers))
     fits = [None if s is None else index_spots(s[0], s[1], family, s[2]) for s in spots]
     chosen = family

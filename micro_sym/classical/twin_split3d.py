@@ -48,6 +48,7 @@ import numpy as np
 from scipy import fft, ndimage
 
 from micro_sym.classical import grain_orientation3d as go
+from micro_sym.classical.grain_lattice import window
 from micro_sym.orientation import (
     axis_angle_to_quat,
     matrix_to_quat,
@@ -279,7 +280,7 @@ def split_grains(volume, labels, *, ring_frequency: float, family=None, ids=None
         mask = labels[box] == g
         if mask.sum() < 2 * go.MIN_CELLS * f0 ** -3:
             continue
-        wbox, wmask = go._window(box, mask)
+        wbox, wmask = window(box, mask, go.MAX_WINDOW)
         parts = split_grain(volume[wbox], wmask, f0, family, workers=workers)
         if len(parts) < 2:
             continue
