@@ -6,13 +6,21 @@ here (``_helpers``, ``_lattice``, ``_shared``, ``_portability``) whatever sub-fo
 
 from __future__ import annotations
 
+import atexit
+import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+# Exported model copies (micro_sym.deploy.cache) go to a folder of this test session, not the user's
+# cache; subprocesses (CLI tests) inherit it.
+os.environ["MICRO_SYM_CACHE_DIR"] = tempfile.mkdtemp(prefix="micro_sym_cache_")
+atexit.register(shutil.rmtree, os.environ["MICRO_SYM_CACHE_DIR"], ignore_errors=True)
 
 from _helpers import smooth_image  # noqa: E402
 

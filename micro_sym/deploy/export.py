@@ -266,6 +266,8 @@ def model_metadata(model) -> dict:
         "source": {key: meta[key] for key in ("path", "sha256", "metrics", "pruning", "finetune", "trained_on") if key in meta},
         "torch": torch.__version__,
     }
+    if meta.get("lattice_period_px"):  # the period its images had: inputs of other periods are resampled to it
+        out["lattice_period_px"] = float(meta["lattice_period_px"])
     if ndim == 3:
         out["degrees"] = [int(d) for d in getattr(model, "degrees", cfg.get("degrees", [4]))]
         out["lattice"] = str(getattr(model, "lattice", "cubic"))
@@ -351,6 +353,9 @@ def ort_session(payload: bytes, threads: int | None = None):
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = max(1, int(threads or torch.get_num_threads()))
     opts.inter_op_num_threads = 1
+    # Idle pool threads sleep instead of spinning: the engine's other workers label and write blocks
+    # on the same cores while a forward runs, and spinning threads take their time.
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     # A memory pattern is planned and kept per input shape: the engine's tiles come in several shapes
     # (image edges and corners), so peak memory grew with every shape seen, at no gain in speed
     # (bench/bench_engine_2d.py).

@@ -67,11 +67,13 @@ class CpuRunner:
     def __init__(self, module: nn.Module, ndim: int, backend: str | None = None):
         self.ndim = int(ndim)
         self.backend = chosen_backend(self.ndim, backend)
-        self._session = None
+        self._payload = None
+        self._sessions = {}  # intra-op threads -> onnxruntime session of the same graph
         self._module = module
         if self.backend == "onnxruntime":
             try:
-                self._session = self._build_session(module)
+                self._payload = self._onnx(module)
+                self._session(None)
             except Exception as err:  # an op the exporter lacks: same outputs from torch, just slower
                 log.info("onnxruntime conversion failed (%s: %s); using channels-last torch", type(err).__name__, err)
                 self.backend = "channels-last"
@@ -82,17 +84,22 @@ class CpuRunner:
     def _memory_format(self):
         return torch.channels_last if self.ndim == 2 else torch.channels_last_3d
 
-    def _build_session(self, module):
+    def _onnx(self, module) -> bytes:
         side = max(16, 2 * int(getattr(module, "total_stride", 8)))
         with torch.inference_mode(False), torch.no_grad():
-            x = torch.zeros((1, 1) + (side,) * self.ndim)
-            payload = onnx_bytes(module, x)
-        return ort_session(payload)
+            return onnx_bytes(module, torch.zeros((1, 1) + (side,) * self.ndim))
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+    def _session(self, threads: int | None):
+        threads = max(1, int(threads or torch.get_num_threads()))
+        if threads not in self._sessions:
+            self._sessions[threads] = ort_session(self._payload, threads)
+        return self._sessions[threads]
+
+    def __call__(self, x: torch.Tensor, threads: int | None = None) -> torch.Tensor:
+        """The module's output; ``threads``: onnxruntime's intra-op threads (default torch's thread count)."""
         if self.backend == "onnxruntime":
             arr = np.ascontiguousarray(x.detach().cpu().numpy(), dtype=np.float32)
-            (y,) = self._session.run(None, {"image": arr})
+            (y,) = self._session(threads).run(None, {"image": arr})
             return torch.from_numpy(y)
         if self.backend == "channels-last":
             return self._module(x.contiguous(memory_format=self._memory_format)).contiguous()
@@ -108,7 +115,8 @@ class CpuRunner:
         options = ort.RunOptions()
         options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
         side = max(16, 2 * int(getattr(self._module, "total_stride", 8)))
-        self._session.run(None, {"image": np.zeros((1, 1) + (side,) * self.ndim, np.float32)}, options)
+        for session in list(self._sessions.values()):
+            session.run(None, {"image": np.zeros((1, 1) + (side,) * self.ndim, np.float32)}, options)
 
 
 def release_memory() -> None:
@@ -134,11 +142,12 @@ def _is_plain_torch(module: nn.Module) -> bool:
     return not any(type(m).__module__.startswith("escnn") for m in module.modules())
 
 
-def cpu_forward(model: nn.Module, ndim: int, x: torch.Tensor) -> torch.Tensor:
+def cpu_forward(model: nn.Module, ndim: int, x: torch.Tensor, threads: int | None = None) -> torch.Tensor:
     """``model(x)``; on the CPU by the fastest backend for plain-torch networks (cached per module).
 
     Inputs on another device (CUDA), escnn models (still trainable, not traceable to ONNX), ONNX and
-    TorchScript files (already on their own runtime) run as they are.
+    TorchScript files (already on their own runtime) run as they are. ``threads``: onnxruntime's
+    intra-op threads for this call (default torch's thread count).
     """
     fmt = getattr(model, "fmt", None)
     if x.device.type != "cpu" or fmt in ("onnx", "torchscript"):
@@ -154,4 +163,5 @@ def cpu_forward(model: nn.Module, ndim: int, x: torch.Tensor) -> torch.Tensor:
             runner = CpuRunner(module, ndim, backend) if _is_plain_torch(module) else module
             cached = (key, runner)
             _RUNNERS[module] = cached
-    return cached[1](x)
+    runner = cached[1]
+    return runner(x, threads) if isinstance(runner, CpuRunner) else runner(x)

@@ -26,6 +26,18 @@ from micro_sym.orientation.symmetry import lattice
 #: (bench/bench_engine_2d.py).
 FORWARD_LOCK = threading.Lock()
 
+#: onnxruntime threads of a forward that holds :data:`FORWARD_LOCK` (None: torch's thread count). The
+#: thread runner gives it every core of the process: one forward at a time runs on both of a 2-core
+#: machine's cores (a single-block image would otherwise run its forward on one), while the other
+#: workers' labelling and writing share the cores between forwards.
+_exclusive_threads: int | None = None
+
+
+def set_exclusive_forward_threads(threads: int | None) -> None:
+    """Set :data:`_exclusive_threads` (the engine's thread runner; None restores the default)."""
+    global _exclusive_threads
+    _exclusive_threads = int(threads) if threads else None
+
 
 @dataclass
 class Network:
@@ -117,7 +129,8 @@ class Network:
 
         with FORWARD_LOCK if exclusive else contextlib.nullcontext(), torch.inference_mode():
             t = torch.from_numpy(np.ascontiguousarray(x, np.float32))[:, None].to(device)
-            return cpu_forward(self.module, self.ndim, t).float().cpu().numpy()
+            threads = _exclusive_threads if exclusive else None
+            return cpu_forward(self.module, self.ndim, t, threads).float().cpu().numpy()
 
     def to_bytes(self) -> bytes:
         """Serialized form shipped to workers (pickle of the exported module, as dask ships tasks)."""
@@ -219,8 +232,8 @@ def as_network(model, *, name: str = "", export: bool = True) -> Network:
 
 
 def load_network(name_or_path, device: str = "cpu") -> Network:
-    """Load a model by bundled name or file path (:func:`micro_sym.models.load_model`) as a Network."""
-    from micro_sym.models import load_model
+    """Load a model by bundled name or file path as a Network: escnn files as their plain-torch export,
+    cached on disk (:mod:`micro_sym.deploy.cache`), so that inference needs no escnn."""
+    from micro_sym.deploy.cache import load_for_inference
 
-    model = load_model(name_or_path, device="cpu")
-    return as_network(model, name=str(name_or_path))
+    return as_network(load_for_inference(name_or_path, device="cpu"), name=str(name_or_path))

@@ -117,8 +117,11 @@ class ThreadRunner(Runner):
     def bind(self, net, device):
         import torch
 
+        from micro_sym.inference.network import set_exclusive_forward_threads
+
         super().bind(net, device)
         torch.set_num_threads(self.torch_threads)
+        set_exclusive_forward_threads(available_cores())
 
     def submit(self, fn, *args):
         return self.pool.submit(fn, *args)
