@@ -208,6 +208,11 @@ def measure_lattice(image, *, min_period: float = 2.5, max_period: float | None 
 # -------------------------------------------------------------------------------------- reading
 
 
+#: A lazy input up to this size is read whole, once: one read of a small image is cheaper than a
+#: dozen tile reads, each with its own task graph.
+WHOLE_READ_BYTES = 64 << 20
+
+
 class _CachedTiles:
     """A lazy 2D array whose slices are read once: the angular pass reuses the Welch pass's tiles."""
 
@@ -216,8 +221,13 @@ class _CachedTiles:
         self.shape = tuple(int(n) for n in array.shape)
         self.dtype = np.dtype(array.dtype)
         self._cache: dict = {}
+        self._whole = None
 
     def __getitem__(self, key):
+        if math.prod(self.shape) * self.dtype.itemsize <= WHOLE_READ_BYTES:
+            if self._whole is None:
+                self._whole = np.asarray(self._array)
+            return self._whole[key]
         k = tuple((s.start, s.stop, s.step) for s in key)
         if k not in self._cache:
             self._cache[k] = np.asarray(self._array[key])
