@@ -226,7 +226,7 @@ class _CachedTiles:
     def __getitem__(self, key):
         if math.prod(self.shape) * self.dtype.itemsize <= WHOLE_READ_BYTES:
             if self._whole is None:
-                self._whole = np.asarray(self._array)
+                self._whole = np.asarray(self._array[tuple(slice(0, n) for n in self.shape)])
             return self._whole[key]
         k = tuple((s.start, s.stop, s.step) for s in key)
         if k not in self._cache:
