@@ -199,11 +199,13 @@ def _grain_sums(crop, mask, period: float, k: int) -> tuple[complex, float]:
     return complex(np.dot(excess, phase)), float(np.dot(power, weight))
 
 
-@functools.lru_cache(maxsize=64)
+@functools.lru_cache(maxsize=256)
 def _ring_geometry(size: tuple, f0: float, k: int):
     """For an rfft2 of ``size``: the flat indices of the frequencies near the ring at ``f0``, their ring
-    weights, radial bins (one frequency step wide, from 0) and ``exp(i k φ)``. Grains of one image share
-    a few padded sizes, so this is computed a few times per image, not per grain."""
+    weights, radial bins (one frequency step wide, from 0) and ``exp(i k φ)``. The grains of one image
+    share some dozens of padded sizes (a block of a thousand pixels square holds about 70), so this is
+    computed once per size and image, not per grain; only the ring's frequencies are kept, so an
+    entry is small."""
     fy = fft.fftfreq(size[0])[:, None]
     fx = fft.rfftfreq(size[1])[None, :]
     radius = np.hypot(fy, fx)
