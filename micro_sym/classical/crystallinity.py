@@ -41,11 +41,21 @@ def ring_contrast_halo(ring_frequency: float) -> int:
     return int(math.ceil(_TRUNC * WINDOW * period / INNER + 4.0 * SMOOTH * period))
 
 
-def _filters(shape, ring_frequency: float):
-    """The Fourier-space factors of :func:`ring_contrast` for a padded tile of ``shape``: the Gaussian
-    power smoothing and the two Gaussian annuli (ring, then the reference inside it)."""
-    fy = fft.fftfreq(shape[0]).astype(np.float32)[:, None]
-    fx = fft.rfftfreq(shape[1]).astype(np.float32)[None, :]
+def decimation(ring_frequency: float) -> int:
+    """The factor by which :func:`ring_contrast` may sample its band signals without losing anything.
+
+    A band reaches ``1.51 f`` (the ring's Gaussian to 4 sigma), its square ``3.02 f``, and the power
+    smoothing keeps only frequencies below ``0.32 f`` (4 sigma of its transfer function). On a grid of
+    spacing ``D`` px the squared band's aliases move by multiples of ``1/D``, so none reaches the kept
+    frequencies while ``3.02 f + 0.32 f < 1/D``; the margin here is ``3.5 f``.
+    """
+    return max(1, int(1.0 / (3.5 * float(ring_frequency))))
+
+
+def _gaussians(fy, fx, ring_frequency: float):
+    """The Fourier-space factors of :func:`ring_contrast` at frequencies ``fy`` (column) and ``fx``
+    (row) in cycles per input pixel: the Gaussian power smoothing and the two Gaussian annuli (ring,
+    then the reference inside it)."""
     radius = np.hypot(fy, fx)
     smooth = SMOOTH / ring_frequency  # also removes the 2·f0 ripple of the squared band
     # The Gaussian smoothing as a product in Fourier space (its transfer function): 20x faster than a
@@ -58,6 +68,16 @@ def _filters(shape, ring_frequency: float):
         windows.append(np.exp(np.float32(-0.5) * ((radius - np.float32(f)) / np.float32(sigma_f)) ** 2))
     return smoothing, tuple(windows)
 
+
+def _frequencies(shape, spacing: int = 1):
+    """``(fy, fx)`` of an rfft2 of ``shape`` sampled every ``spacing`` input pixels, in cycles per input pixel."""
+    return (fft.fftfreq(shape[0], spacing).astype(np.float32)[:, None],
+            fft.rfftfreq(shape[1], spacing).astype(np.float32)[None, :])
+
+
+def _low_rows(n_small: int, n_full: int) -> np.ndarray:
+    """Rows of an ``n_full`` FFT axis that hold the frequencies of an ``n_small`` one (its low frequencies)."""
+    return np.r_[0:(n_small + 1) // 2, n_full - n_small // 2:n_full]
 
 
 def ring_contrast(image, ring_frequency: float, *, workers: int = 2) -> np.ndarray:
@@ -78,24 +98,36 @@ def ring_contrast(image, ring_frequency: float, *, workers: int = 2) -> np.ndarr
     finite = np.isfinite(img)
     if not finite.all():
         img = np.where(finite, img, img[finite].mean() if finite.any() else 0.0).astype(np.float32)
-    pad = ring_contrast_halo(ring_frequency)
-    # Each axis padded a little more at its end, to a length whose FFT is fast (a large prime factor
-    # would make it several times slower).
-    ends = [fft.next_fast_len(n + 2 * pad, real=True) - n - pad for n in img.shape]
-    padded = np.pad(img - img.mean(dtype=np.float64).astype(np.float32), [(pad, e) for e in ends], mode="reflect")
+    f0 = float(ring_frequency)
+    pad = ring_contrast_halo(f0)
+    step = decimation(f0)
+    # The band signals and their squares are computed every ``step`` pixels (:func:`decimation`), on a
+    # grid whose FFT is fast; each axis is padded a little more at its end to fit it (a large prime
+    # factor would make the transforms several times slower).
+    small = tuple(fft.next_fast_len(-(-(n + 2 * pad) // step), real=True) for n in img.shape)
+    full = tuple(step * m for m in small)
+    padded = np.pad(img - img.mean(dtype=np.float64).astype(np.float32),
+                    [(pad, m - n - pad) for n, m in zip(img.shape, full)], mode="reflect")
     spectrum = fft.rfft2(padded, workers=workers)
-    smoothing, windows = _filters(padded.shape, float(ring_frequency))
+    del padded
+    if step > 1:  # the low frequencies only: every band lies below the small grid's Nyquist frequency
+        spectrum = spectrum[_low_rows(small[0], full[0])][:, :small[1] // 2 + 1]
+    smoothing, windows = _gaussians(*_frequencies(small, step), f0)
     product = np.empty_like(spectrum)
     power = []
-    for f, window in zip((ring_frequency, INNER * ring_frequency), windows):
+    for f, window in zip((f0, INNER * f0), windows):
         sigma_f = f / (2.0 * math.pi * WINDOW)
         # In place where an array is not needed again (overwrite_x: the same transform in its input's
         # buffer): fewer tile-sized temporaries, the same values.
-        band = fft.irfft2(np.multiply(spectrum, window, out=product), s=padded.shape, workers=workers, overwrite_x=True)
+        band = fft.irfft2(np.multiply(spectrum, window, out=product), s=small, workers=workers, overwrite_x=True)
         band *= band
         local = fft.rfft2(band, workers=workers, overwrite_x=True)
         local *= smoothing
-        local = fft.irfft2(local, s=padded.shape, workers=workers, overwrite_x=True)
+        if step > 1:  # back to every pixel: the smoothed power has no frequencies the small grid lacks
+            low = local
+            local = np.zeros((full[0], full[1] // 2 + 1), low.dtype)
+            local[_low_rows(small[0], full[0]), :low.shape[1]] = low
+        local = fft.irfft2(local, s=full, workers=workers, overwrite_x=True)
         # The annulus' area 2π f · √(2π) sigma_f: white noise then gives equal power in both.
         local /= np.float32(f * sigma_f)
         power.append(local[pad:pad + img.shape[0], pad:pad + img.shape[1]])

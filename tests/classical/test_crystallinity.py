@@ -37,3 +37,16 @@ def test_a_tile_reproduces_the_whole_image_inside_the_halo():
     part = ring_contrast(img[tile], 1 / PERIOD)
     inner = tuple(slice(c.start - t.start, c.stop - t.start) for c, t in zip(core, tile))
     np.testing.assert_allclose(part[inner], whole[core], rtol=1e-4)
+
+
+def test_sampling_the_bands_sparsely_changes_nothing(monkeypatch):
+    import micro_sym.classical.crystallinity as crystallinity
+
+    img = half_lattice((300, 400), seed=3)
+    for period in (8.0, 28.0):  # sampled every 2 and every 8 pixels
+        assert crystallinity.decimation(1 / period) > 1
+        sparse = ring_contrast(img, 1 / period)
+        with monkeypatch.context() as m:
+            m.setattr(crystallinity, "decimation", lambda f: 1)
+            dense = ring_contrast(img, 1 / period)
+        np.testing.assert_allclose(sparse, dense, rtol=1e-4, atol=1e-6 * float(dense.max()))
