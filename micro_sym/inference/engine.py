@@ -127,7 +127,7 @@ def maps_task(net_ref, job: dict, blocks: list) -> list:
     if job.get("scale"):  # the network runs at its training lattice period (rescale.RescaledNetwork)
         net = RescaledNetwork(net, job["scale"], job["shape"])
     if job.get("lattice_mask"):  # grains only where the lattice shows (lattice_mask.LatticeMasked)
-        net = LatticeMasked(net, job["lattice_mask"])
+        net = LatticeMasked(net, job["lattice_mask"], margin=seed_margin(job))
     report = _WITHIN_BLOCK.get(job.get("progress_token"), lambda block_id, fraction: None)
     slab = decode_slab(net)
     out = []

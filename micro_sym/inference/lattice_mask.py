@@ -10,6 +10,7 @@ grain": a grain boundary, or no lattice.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -19,12 +20,20 @@ from micro_sym.classical.crystallinity import CRYSTALLINE_CONTRAST, ring_contras
 
 class LatticeMasked:
     """``net`` whose boundary map is 1 where the local ring contrast at ``ring_frequency`` (cycles/px)
-    is below ``threshold``; everything else is delegated to ``net``."""
+    is below ``threshold``; everything else is delegated to ``net``.
 
-    def __init__(self, net, ring_frequency: float, threshold: float = CRYSTALLINE_CONTRAST):
+    ``margin``: how far beyond a block's core the engine reads its outputs (the seeded rule's
+    :func:`~micro_sym.grains.rules.seed_margin`). Given it, each tile's network runs only on the part of
+    the tile it needs for exact outputs there (``net.halo`` + ``margin`` around the core): the ring
+    contrast's halo is usually the wider one, and the network is the expensive part. Outside that part
+    the network's outputs are zero; None runs the network on the whole tile.
+    """
+
+    def __init__(self, net, ring_frequency: float, threshold: float = CRYSTALLINE_CONTRAST, margin: int | None = None):
         self.net = net
         self.ring_frequency = float(ring_frequency)
         self.threshold = float(threshold)
+        self.margin = None if margin is None else int(margin)
         stride = max(1, int(net.total_stride))
         self.halo = int(math.ceil(max(net.halo, ring_contrast_halo(self.ring_frequency)) / stride) * stride)
         self.out_channels = (net.out_channels or 3) + 1
@@ -36,10 +45,40 @@ class LatticeMasked:
 
     def forward_tiles(self, blocks, xs, device: str = "cpu") -> np.ndarray:
         """The wrapped outputs of tiles ``xs`` with the ring contrast as one more channel."""
-        inner = getattr(self.net, "forward_tiles", None)
-        y = inner(blocks, xs, device) if inner else self.net.forward(xs, device)
         contrast = np.stack([ring_contrast(x, self.ring_frequency, workers=1) for x in xs])[:, None]
+        if self.margin is None:
+            y = self._network(blocks, xs, device)
+        else:
+            y = np.stack([self._network_on_part(b, x, device) for b, x in zip(blocks, xs)])
         return np.concatenate([y, contrast.astype(y.dtype)], axis=1)
+
+    def _network(self, blocks, xs, device) -> np.ndarray:
+        inner = getattr(self.net, "forward_tiles", None)
+        return inner(blocks, xs, device) if inner else self.net.forward(xs, device)
+
+    def _network_on_part(self, block, x, device) -> np.ndarray:
+        """The network's outputs on one tile, computed on the tile cut to ``net.halo + margin`` around
+        the core (in whole strides, so the part keeps the tile's stride grid)."""
+        stride = max(1, int(self.net.total_stride))
+        keep = int(math.ceil((self.net.halo + self.margin) / stride) * stride)
+        cut = []
+        for c, n in zip(block.crop, x.shape):
+            before = (max(c.start - keep, 0) // stride) * stride
+            after = (max(n - c.stop - keep, 0) // stride) * stride
+            cut.append((before, after))
+        if not any(b or a for b, a in cut):
+            return self._network([block], x[None], device)[0]
+        part = tuple(slice(b, n - a) for (b, a), n in zip(cut, x.shape))
+        # The inner network sees the part as its tile: the same image region (the resampling wrapper
+        # places it by ``tile``), cut where no padding lies (padding sits at the tile ends only).
+        shifted = dataclasses.replace(
+            block, tile=tuple(slice(t.start + b - p0, t.stop - a + p1) for t, (b, a), (p0, p1) in zip(block.tile, cut, block.pad)),
+            crop=tuple(slice(c.start - b, c.stop - b) for c, (b, _) in zip(block.crop, cut)),
+            pad=tuple((0 if b else p0, 0 if a else p1) for (b, a), (p0, p1) in zip(cut, block.pad)))
+        y = self._network([shifted], x[part][None], device)[0]
+        out = np.zeros((y.shape[0], *x.shape), y.dtype)
+        out[(slice(None), *part)] = y
+        return out
 
     def decode(self, y: np.ndarray) -> dict:
         maps = self.net.decode(y[:-1])
