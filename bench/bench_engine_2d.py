@@ -11,8 +11,8 @@ own choice) segments it with what ``micro-sym segment`` runs without options (``
 lattice measured, robust-2d, the lattice mask) or with ``--model``, in a *fresh subprocess* whose peak RSS
 (``ru_maxrss``) is reported, with the seconds spent in each part of the engine summed over workers.
 
-The reference is the network's bare forward on the same tiles (the plan's tile shapes, random
-values) in the engine's layout: as many threads as workers, each running forwards with the engine's
+The reference is the network's bare forward on the same inputs (the shapes the engine ran the network
+on, random values) in the engine's layout: as many threads as workers, each running forwards with the engine's
 thread count, counted in image pixels per second. Writes bench/results/engine_2d.json.
 """
 
@@ -95,9 +95,25 @@ def _time_parts() -> dict:
     return seconds
 
 
+def _record_forward_shapes() -> list:
+    """Collect the input shape of every network forward the engine makes (the tiles, or the parts of
+    them, that the network itself runs on)."""
+    import micro_sym.deploy.runtime as runtime
+
+    shapes, forward = [], runtime.cpu_forward
+
+    def recorded(model, ndim, x, *args, **kwargs):
+        shapes.extend([tuple(x.shape[2:])] * int(x.shape[0]))
+        return forward(model, ndim, x, *args, **kwargs)
+
+    runtime.cpu_forward = recorded
+    return shapes
+
+
 def child(n: int, block: int | None, workers: int | None, out: str, model: str | None) -> None:
     """Run in a fresh process: segment one micrograph as ``micro-sym segment`` does, print JSON."""
     seconds = _time_parts()
+    forward_shapes = _record_forward_shapes()
     from micro_sym.inference import segment
 
     shutil.rmtree(out, ignore_errors=True)
@@ -109,27 +125,26 @@ def child(n: int, block: int | None, workers: int | None, out: str, model: str |
                       "mpix_per_s": n * n / wall / 1e6, "seconds": dict(seconds),
                       "plan": {k: r.plan[k] for k in ("blocks", "block", "chunk", "halo", "tile", "recompute",
                                                       "memory_estimate_bytes")},
-                      "method": r.plan["method"].get("auto", {}).get("chose")}, default=str))
+                      "method": r.plan["method"].get("auto", {}).get("chose"), "forward_shapes": forward_shapes},
+                     default=str))
 
 
-def bare_forward(n: int, plan: dict, workers: int, model: str | None, reps: int = 2) -> dict:
-    """The network's forward alone on the plan's tiles (random values of their shapes), in the engine's
-    layout (``workers`` threads, each with the engine's thread count), in image pixels per second."""
+def bare_forward(n: int, shapes: list, workers: int, model: str | None, reps: int = 2) -> dict:
+    """The network's forward alone on the inputs the engine ran it on (``shapes``: random values of
+    those shapes), in the engine's layout (``workers`` threads, each with the engine's thread count),
+    in image pixels per second."""
     from concurrent.futures import ThreadPoolExecutor
 
     from micro_sym.inference import load_network
-    from micro_sym.inference.blocks import plan_blocks
     from micro_sym.inference.method_choice import AUTO_MODEL
     from micro_sym.inference.scheduler import ThreadRunner
 
     runner = ThreadRunner(workers or None)  # sets torch's threads per worker as the engine does
     model = model or AUTO_MODEL
     net = load_network(model)
-    blocks = plan_blocks((n, n), plan["block"], halo=plan["halo"], stride=net.total_stride, chunk=plan["chunk"]).blocks
     rng = np.random.default_rng(0)
-    shapes = [tuple(s.stop - s.start for s in b.tile) for b in blocks]
-    tiles = {shape: rng.random((1, *(-(-k // net.total_stride) * net.total_stride for k in shape)), dtype=np.float32)
-             for shape in set(shapes)}
+    shapes = [tuple(s) for s in shapes]
+    tiles = {shape: rng.random((1, *shape), dtype=np.float32) for shape in set(shapes)}
     with ThreadPoolExecutor(runner.workers) as pool:
         # exclusive=False: concurrent forwards, as fast as the machine runs them (the engine runs one at a time)
         list(pool.map(lambda shape: net.forward(tiles[shape], exclusive=False), list(tiles)))  # warm-up
@@ -157,7 +172,7 @@ def main():
     ap.add_argument("--configs", nargs="+", default=["default"], help="BLOCKxWORKERS, or default")
     ap.add_argument("--model", default=None, help="a network (default: what --method auto runs)")
     ap.add_argument("--child", nargs=3, metavar=("N", "CONFIG", "OUT"), help=argparse.SUPPRESS)
-    ap.add_argument("--forward", nargs=3, metavar=("N", "PLAN", "WORKERS"), help=argparse.SUPPRESS)
+    ap.add_argument("--forward", nargs=3, metavar=("N", "SHAPES", "WORKERS"), help=argparse.SUPPRESS)
     ap.add_argument("--out", type=Path, default=RESULTS / "engine_2d.json")
     args = ap.parse_args()
     if args.child:
@@ -184,7 +199,7 @@ def main():
             if r["status"] != "complete":
                 sys.exit(f"{n}² {config}: {r['status']} {r['error']}")
             plan = r["plan"]
-            fwd = fresh("--forward", str(n), json.dumps(plan), str(_parse_config(config)[1] or 0))
+            fwd = fresh("--forward", str(n), json.dumps(r.pop("forward_shapes")), str(_parse_config(config)[1] or 0))
             r |= {"config": config, "model": args.model or "auto", "forward": fwd, "engine_vs_forward": r["mpix_per_s"] / fwd["mpix_per_s"]}
             runs.append(r)
             print(f"{n}² {config} {r['model']}: {r['wall_s']:.1f} s ({r['mpix_per_s']:.2f} MP/s), peak RSS {r['peak_rss_mb']:.0f} MB, "
