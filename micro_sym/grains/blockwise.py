@@ -125,7 +125,7 @@ def label_block(orientation, boundary, *, symmetry, threshold: float = 5.0, boun
     array([[1, 1, 2],
            [1, 1, 2]], dtype=uint32)
     """
-    from micro_sym.grains import orientation_kind, reconstruct_grains, unique_label_pairs
+    from micro_sym.grains import orientation_kind, reconstruct_grains
 
     orientation = np.asarray(orientation)
     kind = orientation_kind(orientation.shape, symmetry)
@@ -137,15 +137,7 @@ def label_block(orientation, boundary, *, symmetry, threshold: float = 5.0, boun
     image_shape = tuple(image_shape) if image_shape is not None else shape
     n = int(labels.max()) if labels.size else 0
     stats = _block_stats(labels, n, orientation, kind, origin, image_shape)
-    parts = []
-    for ax in range(nd):
-        a = np.moveaxis(labels, ax, 0)
-        lo, hi = a[:-1], a[1:]
-        diff = lo != hi
-        if diff.any():
-            p = unique_label_pairs(lo[diff], hi[diff], counts=True)
-            parts.append(np.insert(p, 2, ax, axis=1))
-    contacts = np.concatenate(parts) if parts else np.zeros((0, 4), np.int64)
+    contacts = _contacts([labels] * nd)
     faces = {}
     for ax in range(nd):
         for side, idx in (("lo", 0), ("hi", shape[ax] - 1)):
@@ -162,6 +154,16 @@ def label_block(orientation, boundary, *, symmetry, threshold: float = 5.0, boun
         thick[f"lo{ax}"] = np.ascontiguousarray(a[:reach])
         thick[f"hi{ax}"] = np.ascontiguousarray(a[-reach:])
     return BlockLabels(labels, n, stats, contacts, faces, near_pairs(labels, reach), thick)
+
+
+def _contacts(regions) -> np.ndarray:
+    """``(m, 4)`` contacts ``(label_a, label_b, axis, pairs)`` of the pairs of different labels along
+    each axis ``ax`` of ``regions[ax]`` (:func:`~._kernels.contact_pairs`)."""
+    from micro_sym.grains._kernels import contact_pairs
+
+    pairs = [contact_pairs(r, ax) for ax, r in enumerate(regions)]
+    parts = [np.insert(p, 2, ax, axis=1) for ax, p in enumerate(pairs) if len(p)]
+    return np.concatenate(parts) if parts else np.zeros((0, 4), np.int64)
 
 
 def seed_core(boundary, inner, *, radius: float, boundary_threshold: float = 0.5) -> np.ndarray:
@@ -218,12 +220,9 @@ def _block_stats(labels, n, orientation, kind, origin, image_shape, ref=None) ->
                                           ori.nearest_without_search_cos(kind.symmetry))
         extra["ref"] = first_q
     else:
-        flat = labels.ravel()
-        fg = np.flatnonzero(flat)
-        lab = flat[fg].astype(np.int64) - 1
-        t = np.deg2rad(orientation.ravel()[fg].astype(np.float64)) * kind.k
-        ori_sum = np.stack([np.bincount(lab, weights=np.cos(t), minlength=n),
-                            np.bincount(lab, weights=np.sin(t), minlength=n)], 1)
+        from micro_sym.grains._kernels import angle_sums
+
+        ori_sum = angle_sums(labels, orientation, n, kind.k)
     return {"count": count, "first": np.asarray(first, np.int64), "m1": m1, "m2": m2, "edge": edge,
             "ori_sum": ori_sum, **extra}
 
@@ -597,10 +596,11 @@ def seed_parts(plan, region, block_lut) -> list:
 
 def assemble_seeds(region, parts, read_local) -> np.ndarray:
     """Final seed ids over ``region`` from the blocks' local labels (``read_local(slices)``) and luts."""
+    from micro_sym.grains._kernels import lookup
 
     out = np.zeros(tuple(r.stop - r.start for r in region), np.uint32)
     for inter, lut in parts:
-        out[inside(inter, region)] = lut[np.asarray(read_local(inter))]
+        out[inside(inter, region)] = lookup(np.asarray(lut), read_local(inter))
     return out
 
 
@@ -628,6 +628,7 @@ def flood_block(orientation, boundary, seeds, *, symmetry, steps: int, inner, or
         without ``first``) and ``contacts`` in final ids, for :func:`final_table`; with ``neighbours``
         also ``neighbour_pairs`` (:func:`neighbour_pairs`).
     """
+    from micro_sym.grains._kernels import compact_ids
     from micro_sym.grains.reconstruct import orientation_kind
     from micro_sym.grains.seeded import grow_seeds
 
@@ -636,25 +637,11 @@ def flood_block(orientation, boundary, seeds, *, symmetry, steps: int, inner, or
     nd = len(spatial)
     grown = grow_seeds(orientation, boundary, seeds, kind, boundary_threshold=boundary_threshold, steps=steps)
     labels = grown[inner].astype(np.uint32)
-    parts = []
-    for ax in range(nd):
-        # The block plus, where there is one, the next plane along this axis.
-        ext = tuple(slice(s.start, min(s.stop + 1, n)) if d == ax else s for d, (s, n) in enumerate(zip(inner, spatial)))
-        a = np.moveaxis(grown[ext], ax, 0)
-        lo, hi = a[:-1], a[1:]
-        diff = lo != hi
-        if diff.any():
-            from micro_sym.grains import unique_label_pairs
-
-            parts.append(np.insert(unique_label_pairs(lo[diff], hi[diff], counts=True), 2, ax, axis=1))
-    contacts = np.concatenate(parts) if parts else np.zeros((0, 4), np.int64)
+    # Per axis, the block plus, where there is one, the next plane along that axis.
+    contacts = _contacts([grown[tuple(slice(s.start, min(s.stop + 1, n)) if d == ax else s
+                                      for d, (s, n) in enumerate(zip(inner, spatial)))] for ax in range(nd)])
     # Local rows 1..n for the final ids present (a lookup table, not a sort of the block).
-    present = np.bincount(labels.ravel(), minlength=1) > 0
-    present[0] = False
-    ids = np.flatnonzero(present)
-    local = np.zeros(len(present), np.int32)
-    local[ids] = np.arange(1, len(ids) + 1, dtype=np.int32)
-    compact = local[labels]
+    ids, compact = compact_ids(labels)
     ori = orientation[(slice(None),) + inner] if kind.channel_axis else orientation[inner]
     ref = None
     if refs is not None and kind.channel_axis:
@@ -751,20 +738,13 @@ def _neighbour_reach(reach: int | None) -> int:
 def _region_neighbour_pairs(grains, inner, reach: int) -> np.ndarray:
     """:func:`neighbour_pairs` of the block at ``inner`` in ``grains``, the final labels of the block
     grown by ``reach + 1`` (clipped to the image)."""
-    from micro_sym.grains._kernels import grow_into_gaps
+    from micro_sym.grains._kernels import grow_into_gaps, touching_pairs
 
     lab = grow_into_gaps(grains, reach)
-    keys = []
-    for ax in range(lab.ndim):
-        # Lower points in the core, upper points one step further (the next block's first plane included).
-        lo = tuple(slice(s.start, min(s.stop, n - 1)) if d == ax else s for d, (s, n) in enumerate(zip(inner, lab.shape)))
-        hi = tuple(slice(s.start + 1, s.stop + 1) if d == ax else s for d, s in enumerate(lo))
-        a, b = lab[lo], lab[hi]
-        sel = (a != b) & (a > 0) & (b > 0)
-        a, b = a[sel], b[sel]
-        keys.append(np.unique(np.minimum(a, b) * (1 << 32) + np.maximum(a, b)))
-    keys = np.unique(np.concatenate(keys)) if keys else np.zeros(0, np.int64)
-    return np.stack(np.divmod(keys, 1 << 32), 1)
+    # Per axis: lower points in the core, upper points one step further (the next block's first plane included).
+    lows = [tuple(slice(s.start, min(s.stop, n - 1)) if d == ax else s for d, (s, n) in enumerate(zip(inner, lab.shape)))
+            for ax in range(lab.ndim)]
+    return np.stack(np.divmod(touching_pairs(lab, lows), 1 << 32), 1)
 
 
 def neighbour_counts(pairs, n_grains: int) -> np.ndarray:

@@ -214,6 +214,11 @@ def _pairs_ok(orient, valid, phase, off, kind, threshold):
 
         ok &= _within(cubic_max_scalar_shifted(orient, lo, hi), threshold)
         return ok, lo, hi
+    if kind.kind == "angle" and orient.dtype in (np.float32, np.float64):  # one pass, no temporaries
+        from micro_sym.grains._kernels import angle_pairs_within
+
+        ok &= angle_pairs_within(orient, lo, hi, kind.k, threshold)
+        return ok, lo, hi
     if kind.channel_axis:
         a, b = orient[(slice(None),) + lo], orient[(slice(None),) + hi]
     else:
@@ -426,7 +431,8 @@ def reconstruct_grains(
         o_s = orient[:, sl] if kind.channel_axis else orient[sl]
         p_s = None if phase is None else phase[sl]
         lab, n = _label_slab(o_s, valid[sl], p_s, offsets, kind, threshold)
-        lab[lab > 0] += n_prov
+        if n_prov:
+            lab[lab > 0] += n_prov
         labels[sl] = lab
         if z0 > 0:  # stitch to the previous slab with the same rule
             po = (orient[:, z0 - 1], orient[:, z0]) if kind.channel_axis else (orient[z0 - 1], orient[z0])
@@ -466,13 +472,17 @@ def _valid_mask(orient, kind, spatial, boundary, boundary_threshold, mask):
 
 def _label_slab(orient, valid, phase, offsets, kind, threshold):
     """Connected components of one slab: labels 1..n (first-appearance order), 0 = invalid."""
-    from micro_sym.grains._kernels import label_components
+    from micro_sym.grains._kernels import label_angle_components, label_components
 
+    dtype = np.int32 if valid.size < 2**31 else np.int64
+    if kind.kind == "angle" and orient.dtype in (np.float32, np.float64) and phase is None and all(
+            sum(map(abs, off)) == 1 for off in offsets):  # face neighbours: one pass, no pair masks
+        return label_angle_components(orient, valid, kind.k, threshold, dtype)
     masks = []
     for off in offsets:
         ok, lo, _ = _pairs_ok(orient, valid, phase, off, kind, threshold)
         masks.append((off, ok, lo))
-    return label_components(valid, masks, np.int32 if valid.size < 2**31 else np.int64)
+    return label_components(valid, masks, dtype)
 
 
 # ---------------------------------------------------------------------------------- small grains

@@ -39,11 +39,13 @@ def core_mask(boundary_mask: np.ndarray, radius: float) -> np.ndarray:
     return ~within_radius(boundary_mask, radius)
 
 
-def pair_similarity(orientation, kind, axis: int) -> np.ndarray:
+def pair_similarity(orientation, kind, axis: int, free=None) -> np.ndarray:
     """Similarity of each point to its neighbour at +1 along ``axis`` (larger = closer; NaN -> -inf).
 
     Quaternions: the largest scalar part over the symmetry rotations (cos of half the
-    misorientation); angles: minus the misorientation in degrees.
+    misorientation); angles: minus the misorientation in degrees. ``free`` (spatial bool, optional):
+    angle maps compute only the pairs with a free point, which are all the flood reads; the others
+    get -inf.
     """
     from micro_sym.grains.reconstruct import _pair_max_scalar, _shift_slices
 
@@ -55,7 +57,8 @@ def pair_similarity(orientation, kind, axis: int) -> np.ndarray:
         from micro_sym.grains._kernels import angle_similarity
 
         # -misorientation_2d(...) as float32, NaN -> -inf, in one pass without float64 temporaries.
-        return angle_similarity(orientation[lo], orientation[hi], kind.k)
+        need = None if free is None else free[lo] | free[hi]
+        return angle_similarity(orientation[lo], orientation[hi], kind.k, need)
     s = _pair_max_scalar(orientation[(slice(None),) + lo], orientation[(slice(None),) + hi], kind)
     return np.nan_to_num(np.asarray(s, np.float32), nan=-np.inf)
 
@@ -77,7 +80,8 @@ def flood(seeds, boundary, free, sims, steps: int = FLOOD_STEPS) -> np.ndarray:
     from micro_sym.grains._kernels import _as_3d, _flood
 
     labels = _as_3d(np.array(seeds, np.int64))
-    level = np.where(labels > 0, -np.inf, np.inf).astype(np.float32)
+    level = np.full(labels.shape, np.inf, np.float32)
+    level[labels > 0] = -np.inf
     empty = np.zeros((0,) * 3, np.float32)
     sims3 = [empty] * (3 - len(sims)) + [_as_3d(np.ascontiguousarray(s)) for s in sims]
     _flood(labels, level, _as_3d(np.ascontiguousarray(boundary, np.float32)), _as_3d(np.ascontiguousarray(free)),
@@ -90,9 +94,9 @@ def grow_seeds(orientation, boundary, seeds, kind, *, boundary_threshold: float 
     """Step 3 of the rule: flood ``seeds`` into the other valid, non-boundary points (int64 labels)."""
     from micro_sym.grains.reconstruct import _valid_mask
 
-    valid = _valid_mask(orientation, kind, seeds.shape, boundary, boundary_threshold, None)
-    sims = [pair_similarity(orientation, kind, ax) for ax in range(seeds.ndim)]
-    return flood(seeds, boundary, valid & (seeds == 0), sims, steps)
+    free = _valid_mask(orientation, kind, seeds.shape, boundary, boundary_threshold, None) & (seeds == 0)
+    sims = [pair_similarity(orientation, kind, ax, free) for ax in range(seeds.ndim)]
+    return flood(seeds, boundary, free, sims, steps)
 
 
 def seeded_grains(orientation, boundary, *, symmetry: str | None = None, threshold: float = 5.0,
