@@ -72,6 +72,71 @@ def nan_to_none(x):
     return None if x != x else x
 
 
+# -- engine benchmarks (bench_engine_2d.py, bench_engine_3d.py, bench_segment_cli.py) ----------------
+
+#: Engine functions whose time the engine benchmarks sum: (module, class or None, function) -> label.
+#: Nested ones are inside their callers' time (the forward and the ring contrast are inside the maps pass).
+ENGINE_PARTS = {
+    ("micro_sym.inference.engine", None, "maps_task"): "maps pass (per block)",
+    ("micro_sym.deploy.runtime", None, "cpu_forward"): "  network forward (inside the forward lock)",
+    ("micro_sym.inference.lattice_mask", None, "ring_contrast"): "  lattice mask (ring contrast)",
+    ("micro_sym.inference.network", "Network", "decode"): "  decode",
+    ("micro_sym.inference.engine", None, "label_tile"): "  seed labels",
+    ("micro_sym.inference.engine", None, "read_tile"): "  read input tile",
+    ("micro_sym.inference.engine", None, "merge_blocks"): "merge across blocks",
+    ("micro_sym.inference.engine", None, "flood_task"): "grains pass (per block)",
+    ("micro_sym.inference.engine", None, "neighbours_task"): "neighbour counts (per block)",
+    ("micro_sym.inference.engine", None, "final_table"): "grain table",
+    ("micro_sym.inference.engine", None, "measured_orientations"): "grain orientations (measured, 3D)",
+    ("micro_sym.inference.engine", None, "write_grain_csv"): "CSV",
+    ("micro_sym.inference.method_choice", "AutoMethod", "choose"): "lattice measurement + method choice",
+    ("micro_sym.models.normalize", None, "intensity_range"): "intensity range",
+}
+
+
+def time_parts(parts: dict) -> dict:
+    """Wrap the functions of ``parts`` (as :data:`ENGINE_PARTS`) so that their seconds, summed over
+    threads, collect in the returned dict (call before the run, in the process that runs it)."""
+    import collections
+    import importlib
+    import threading
+
+    seconds, lock = collections.defaultdict(float), threading.Lock()
+    for (module, cls, name), label in parts.items():
+        owner = importlib.import_module(module)
+        owner = getattr(owner, cls) if cls else owner
+        original = getattr(owner, name)
+
+        def timed(*args, _f=original, _label=label, **kwargs):
+            t = time.perf_counter()
+            try:
+                return _f(*args, **kwargs)
+            finally:
+                with lock:
+                    seconds[_label] += time.perf_counter() - t
+
+        setattr(owner, name, timed)
+    return seconds
+
+
+def mirrored_micrograph(n: int) -> Path:
+    """``bench/_data/micrograph{n}.zarr``: the bundled sample micrograph mirrored to ``n × n`` (uint16,
+    chunks 1024²; written once). Mirroring keeps the lattice and the grains continuous at the seams."""
+    import tifffile
+    import zarr
+
+    path = DATA / f"micrograph{n}.zarr"
+    if path.exists():
+        return path
+    tile = tifffile.imread(ROOT / "sample_data" / "micrographs" / "images" / "sample_000.tif")
+    reps = -(-n // tile.shape[0])
+    row = np.concatenate([tile if i % 2 == 0 else tile[:, ::-1] for i in range(reps)], axis=1)
+    image = np.concatenate([row if j % 2 == 0 else row[::-1] for j in range(reps)], axis=0)[:n, :n]
+    DATA.mkdir(parents=True, exist_ok=True)
+    zarr.create_array(str(path), data=np.ascontiguousarray(image), chunks=(1024, 1024))
+    return path
+
+
 # -- 2D test images: the contest (studies/contest.py) and the method-choice calibration --------
 # -- (provenance/calibrate_method_choice.py) draw them from different seed ranges -----------------
 

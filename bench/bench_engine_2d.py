@@ -19,86 +19,33 @@ thread count, counted in image pixels per second. Writes bench/results/engine_2d
 from __future__ import annotations
 
 import argparse
-import collections
 import json
 import os
 import resource
 import shutil
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 import numpy as np
+from _common import (
+    DATA,
+    ENGINE_PARTS,
+    RESULTS,
+    ROOT,
+    mirrored_micrograph,
+    time_parts,
+    write_json,
+)
 
-from _common import DATA, RESULTS, ROOT, write_json
-
-SAMPLE = ROOT / "sample_data" / "micrographs" / "images" / "sample_000.tif"
-
-
-def make_image(n: int) -> Path:
-    """``bench/_data/micrograph{n}.zarr``: the sample micrograph mirrored to ``n × n`` (written once)."""
-    import tifffile
-    import zarr
-
-    path = DATA / f"micrograph{n}.zarr"
-    if path.exists():
-        return path
-    tile = tifffile.imread(SAMPLE)
-    reps = -(-n // tile.shape[0])
-    row = np.concatenate([tile if i % 2 == 0 else tile[:, ::-1] for i in range(reps)], axis=1)
-    image = np.concatenate([row if j % 2 == 0 else row[::-1] for j in range(reps)], axis=0)[:n, :n]
-    DATA.mkdir(parents=True, exist_ok=True)
-    zarr.create_array(str(path), data=np.ascontiguousarray(image), chunks=(1024, 1024))
-    return path
-
-
-#: Engine functions whose time is summed: (module, class or None, function) -> label. Nested ones are
-#: inside their callers' time (the forward and the ring contrast are inside the maps pass).
-TIMED = {
-    ("micro_sym.inference.engine", None, "maps_task"): "maps pass (per block)",
-    ("micro_sym.deploy.runtime", None, "cpu_forward"): "  network forward (inside the forward lock)",
-    ("micro_sym.inference.lattice_mask", None, "ring_contrast"): "  lattice mask (ring contrast)",
-    ("micro_sym.inference.network", "Network", "decode"): "  decode",
-    ("micro_sym.inference.engine", None, "label_tile"): "  seed labels",
-    ("micro_sym.inference.engine", None, "read_tile"): "  read input tile",
-    ("micro_sym.inference.engine", None, "merge_blocks"): "merge across blocks",
-    ("micro_sym.inference.engine", None, "flood_task"): "grains pass (per block)",
-    ("micro_sym.inference.engine", None, "neighbours_task"): "neighbour counts (per block)",
-    ("micro_sym.inference.engine", None, "final_table"): "grain table",
-    ("micro_sym.inference.engine", None, "write_grain_csv"): "CSV",
-    ("micro_sym.inference.method_choice", "AutoMethod", "choose"): "lattice measurement + method choice",
-    ("micro_sym.models.normalize", None, "intensity_range"): "intensity range",
-}
-
-
-def _time_parts() -> dict:
-    """Wrap :data:`TIMED` so that their seconds (summed over threads) collect in the returned dict."""
-    import importlib
-
-    seconds, lock = collections.defaultdict(float), threading.Lock()
-    for (module, cls, name), label in TIMED.items():
-        owner = importlib.import_module(module)
-        owner = getattr(owner, cls) if cls else owner
-        original = getattr(owner, name)
-
-        def timed(*args, _f=original, _label=label, **kwargs):
-            t = time.perf_counter()
-            try:
-                return _f(*args, **kwargs)
-            finally:
-                with lock:
-                    seconds[_label] += time.perf_counter() - t
-
-        setattr(owner, name, timed)
-    return seconds
+SAMPLE = ROOT / "sample_data" / "micrographs" / "images" / "sample_000.tif"  # what mirrored_micrograph mirrors
 
 
 def _record_forward_shapes() -> list:
     """Collect the input shape of every network forward the engine makes (the tiles, or the parts of
     them, that the network itself runs on)."""
-    import micro_sym.deploy.runtime as runtime
+    from micro_sym.deploy import runtime
 
     shapes, forward = [], runtime.cpu_forward
 
@@ -112,13 +59,13 @@ def _record_forward_shapes() -> list:
 
 def child(n: int, block: int | None, workers: int | None, out: str, model: str | None) -> None:
     """Run in a fresh process: segment one micrograph as ``micro-sym segment`` does, print JSON."""
-    seconds = _time_parts()
+    seconds = time_parts(ENGINE_PARTS)
     forward_shapes = _record_forward_shapes()
     from micro_sym.inference import segment
 
     shutil.rmtree(out, ignore_errors=True)
     t0 = time.perf_counter()
-    (r,) = segment([str(make_image(n))], out, block=block, workers=workers, model=model)
+    (r,) = segment([str(mirrored_micrograph(n))], out, block=block, workers=workers, model=model)
     wall = time.perf_counter() - t0
     print(json.dumps({"n": n, "status": r.status, "error": r.error, "wall_s": wall, "n_grains": r.n_grains,
                       "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
@@ -191,7 +138,7 @@ def main():
         return json.loads(res.stdout.strip().splitlines()[-1])
 
     for n in args.sizes:
-        make_image(n)
+        mirrored_micrograph(n)
     runs = []
     for config in args.configs:
         for n in args.sizes:

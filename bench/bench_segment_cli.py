@@ -5,7 +5,7 @@ Usage::
     python bench/bench_segment_cli.py [--images 8] [--repeats 3] [--out FILE]
 
 Inputs: ``--images`` uint16 TIFFs of 1024², crops of the bundled sample micrograph mirrored to 4096²
-(``bench/bench_engine_2d.py``'s image), written once under ``bench/_data/cli1024``. Every run is the
+(``_common.mirrored_micrograph``), written once under ``bench/_data/cli1024``. Every run is the
 installed command in a fresh process with no options (``--method auto``: the lattice measured,
 robust-2d, the lattice mask, each grain's lattice angle), timed from process start to exit:
 
@@ -32,8 +32,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-
-from _common import DATA, RESULTS, write_json
+from _common import DATA, RESULTS, mirrored_micrograph, write_json
 
 SIDE = 1024
 
@@ -43,13 +42,11 @@ def make_images(n: int) -> list[Path]:
     import tifffile
     import zarr
 
-    from bench_engine_2d import make_image
-
     folder = DATA / "cli1024"
     paths = [folder / f"crop_{i:02d}.tif" for i in range(n)]
     if all(p.exists() for p in paths):
         return paths
-    big = zarr.open_array(str(make_image(4096)), mode="r")
+    big = zarr.open_array(str(mirrored_micrograph(4096)), mode="r")
     folder.mkdir(parents=True, exist_ok=True)
     for i, p in enumerate(paths):
         y, x = divmod(i, 4)

@@ -199,6 +199,9 @@ def segment(
                                            "image resampled to its training period. Volumes: the first lattice ring's spacing in voxels (the "
                                            "lattice constant for simple cubic, a/√3 for fcc)."),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
+    precision: Optional[str] = typer.Option(None, "--precision", help="fp32 (exact, default) or bf16: bfloat16 "
+                                            "arithmetic, several times faster for 3D networks on CPUs with bf16 units "
+                                            "(outputs within about a percent)."),
     tile: Optional[str] = typer.Option(None, "--tile", help="Processing block, e.g. 1024 or 256x256x256 (multiple of --chunk)."),
     chunk: Optional[str] = typer.Option(None, "--chunk", help="Output chunk (write unit), default 512² / 128³."),
     scheduler: str = typer.Option("threads", "--scheduler", help="threads | processes | local-cluster | tcp://HOST:PORT."),
@@ -254,7 +257,8 @@ def segment(
     console = Console(stderr=True)
     kwargs = dict(block=block, chunk=chunk_shape, threshold=threshold, min_size=min_size,
                   batch=batch, dry_run=dry_run, overwrite=overwrite, model=model, method=method, lattice=lattice,
-                  period=period, lattice_mask=lattice_mask, channel=channel, measure_grains=measure_grains)
+                  period=period, lattice_mask=lattice_mask, channel=channel, measure_grains=measure_grains,
+                  precision=precision)
     if dry_run:
         results = run_segment(paths, out, scheduler=scheduler, workers=workers, device=device, **kwargs)
         # Plain lines, not a table: paths stay whole in narrow terminals and logs.

@@ -142,18 +142,44 @@ def _is_plain_torch(module: nn.Module) -> bool:
     return not any(type(m).__module__.startswith("escnn") for m in module.modules())
 
 
-def cpu_forward(model: nn.Module, ndim: int, x: torch.Tensor, threads: int | None = None) -> torch.Tensor:
+PRECISIONS = ("fp32", "bf16")
+PRECISION_VAR = "MICRO_SYM_PRECISION"
+
+
+def chosen_precision(precision: str | None = None) -> str:
+    """``precision``, else ``$MICRO_SYM_PRECISION``, else ``fp32``; checked."""
+    precision = precision or os.environ.get(PRECISION_VAR) or "fp32"
+    if precision not in PRECISIONS:
+        raise MicroSymError(f"precision {precision}: expected one of {', '.join(PRECISIONS)}")
+    return precision
+
+
+def cpu_forward(model: nn.Module, ndim: int, x: torch.Tensor, threads: int | None = None,
+                precision: str = "fp32") -> torch.Tensor:
     """``model(x)``; on the CPU by the fastest backend for plain-torch networks (cached per module).
 
     Inputs on another device (CUDA), escnn models (still trainable, not traceable to ONNX), ONNX and
     TorchScript files (already on their own runtime) run as they are. ``threads``: onnxruntime's
     intra-op threads for this call (default torch's thread count).
+
+    ``precision="bf16"`` runs torch modules under bfloat16 autocast (CPU: channels-last torch, whose
+    oneDNN convolutions use the CPU's bf16 units; CUDA likewise) and returns float32. It is not exact:
+    outputs move by about a percent of their range (docs/design.md §2.4). ONNX and TorchScript files
+    stay float32.
     """
+    fmt = getattr(model, "fmt", None)
+    if precision == "bf16" and fmt not in ("onnx", "torchscript"):
+        with torch.autocast(x.device.type, dtype=torch.bfloat16):
+            return _forward(model, ndim, x, threads, "channels-last").float()
+    return _forward(model, ndim, x, threads, None)
+
+
+def _forward(model, ndim, x, threads, backend):
     fmt = getattr(model, "fmt", None)
     if x.device.type != "cpu" or fmt in ("onnx", "torchscript"):
         return model(x)
     module = model.net if fmt in ("torch", "safetensors") else model
-    backend = chosen_backend(ndim)
+    backend = backend or chosen_backend(ndim)
     if backend == "torch" or getattr(module, "exported", True) is False:
         return module(x)
     with _LOCK:

@@ -63,6 +63,10 @@ class Network:
     lattice_period : float or None
         Lattice period (px) of the images the 2D model was trained on (its file's ``lattice_period_px``);
         images of another period are resampled to it (:mod:`.rescale`). None: unknown, never resampled.
+    precision : str
+        ``"fp32"`` (exact) or ``"bf16"`` (bfloat16 autocast: several times faster for 3D networks on
+        CPUs with bf16 units, outputs within about a percent; :func:`micro_sym.deploy.runtime.cpu_forward`).
+        Default ``$MICRO_SYM_PRECISION``, else fp32.
     """
 
     module: object
@@ -79,6 +83,7 @@ class Network:
     out_channels: int = 0
     meta: dict = field(default_factory=dict)
     lattice_period: float | None = None
+    precision: str = "fp32"
 
     def grain_rule(self, threshold: float, ndim: int) -> dict:
         """Grain-rule parameters for this network's maps (:func:`micro_sym.grains.rules.network_rule`)."""
@@ -130,7 +135,7 @@ class Network:
         with FORWARD_LOCK if exclusive else contextlib.nullcontext(), torch.inference_mode():
             t = torch.from_numpy(np.ascontiguousarray(x, np.float32))[:, None].to(device)
             threads = _exclusive_threads if exclusive else None
-            return cpu_forward(self.module, self.ndim, t, threads).float().cpu().numpy()
+            return cpu_forward(self.module, self.ndim, t, threads, self.precision).float().cpu().numpy()
 
     def to_bytes(self) -> bytes:
         """Serialized form shipped to workers (pickle of the exported module, as dask ships tasks)."""
@@ -196,6 +201,7 @@ def as_network(model, *, name: str = "", export: bool = True) -> Network:
         Run the plain-torch export (default; faster, same outputs to float rounding). False runs the
         module itself, e.g. a model being trained.
     """
+    from micro_sym.deploy.runtime import chosen_precision
     from micro_sym.models.base import check_model
 
     check_model(model, name)
@@ -228,7 +234,8 @@ def as_network(model, *, name: str = "", export: bool = True) -> Network:
     period = file_meta.get("lattice_period_px")
     return Network(module, ndim, k, int(model.halo), int(model.total_stride), symmetry, encoding, norm,
                    name=name or type(model).__name__, sha256=sha, width=width, out_channels=out_channels,
-                   meta={"config": config}, lattice_period=float(period) if period else None)
+                   meta={"config": config}, lattice_period=float(period) if period else None,
+                   precision=chosen_precision())
 
 
 def load_network(name_or_path, device: str = "cpu") -> Network:
