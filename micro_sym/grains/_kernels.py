@@ -384,6 +384,29 @@ def _any_neighbour(flags, p, z, y, x, nz, ny, nx, sy, sz):
 
 
 @njit(cache=True, nogil=True)
+def _coordinates(mask3):
+    """``(z, y, x)`` int32 coordinates of the true points of a 3D boolean array, in C order."""
+    nz, ny, nx = mask3.shape
+    count = 0
+    for z in range(nz):
+        for y in range(ny):
+            for x in range(nx):
+                if mask3[z, y, x]:
+                    count += 1
+    pz = np.empty(count, np.int32)
+    py = np.empty(count, np.int32)
+    px = np.empty(count, np.int32)
+    i = 0
+    for z in range(nz):
+        for y in range(ny):
+            for x in range(nx):
+                if mask3[z, y, x]:
+                    pz[i], py[i], px[i] = z, y, x
+                    i += 1
+    return pz, py, px
+
+
+@njit(cache=True, nogil=True)
 def _flood(labels3, level3, prob, free, sim0, sim1, sim2, steps):
     """Bounded minimax flood (see :func:`micro_sym.grains.seeded.flood`): ``steps`` Jacobi rounds, in place.
 
@@ -396,22 +419,8 @@ def _flood(labels3, level3, prob, free, sim0, sim1, sim2, steps):
     nz, ny, nx = labels3.shape
     labels = labels3.reshape(labels3.size)  # flat views: a neighbour is one offset away
     level = level3.reshape(level3.size)
-    count = 0
-    for z in range(nz):
-        for y in range(ny):
-            for x in range(nx):
-                if free[z, y, x]:
-                    count += 1
-    pz = np.empty(count, np.int32)
-    py = np.empty(count, np.int32)
-    px = np.empty(count, np.int32)
-    i = 0
-    for z in range(nz):
-        for y in range(ny):
-            for x in range(nx):
-                if free[z, y, x]:
-                    pz[i], py[i], px[i] = z, y, x
-                    i += 1
+    pz, py, px = _coordinates(free)
+    count = len(pz)
     new_labels = np.empty(count, labels.dtype)
     new_level = np.empty(count, level.dtype)
     sy, sz = nx, ny * nx
@@ -574,19 +583,8 @@ def _grow_into_gaps(lab3, steps):
     nz, ny, nx = lab3.shape
     lab = lab3.reshape(lab3.size)  # flat view: a neighbour is one offset away
     sy, sz = nx, ny * nx
-    n = 0
-    for p in range(lab.size):
-        n += lab[p] == 0
-    tz = np.empty(n, np.int32)
-    ty = np.empty(n, np.int32)
-    tx = np.empty(n, np.int32)
-    n = 0
-    for z in range(nz):
-        for y in range(ny):
-            for x in range(nx):
-                if lab3[z, y, x] == 0:
-                    tz[n], ty[n], tx[n] = z, y, x
-                    n += 1
+    tz, ty, tx = _coordinates(lab3 == 0)
+    n = len(tz)
     new = np.empty(n, lab.dtype)
     for _ in range(steps):
         for i in range(n):
