@@ -26,7 +26,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-
 from _common import DATA, ENGINE_PARTS, RESULTS, ROOT, time_parts, write_json
 
 

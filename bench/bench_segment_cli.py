@@ -62,7 +62,7 @@ def run_cli(inputs: list[Path], out: Path, cache: Path) -> dict:
     cmd = [sys.executable, "-m", "micro_sym", "segment", *map(str, inputs), "--out", str(out)]
     env = {**os.environ, "MICRO_SYM_CACHE_DIR": str(cache), "PYTHONWARNINGS": "ignore"}
     t = time.perf_counter()
-    res = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    res = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
     wall = time.perf_counter() - t
     if res.returncode:
         sys.exit(f"{' '.join(cmd)} failed:\n{res.stderr[-2000:]}")
