@@ -6,10 +6,10 @@ run. Inference needs only the exported network (:func:`micro_sym.deploy.export.d
 first load of a model file writes that export (a ``micro_sym.deployed`` file, read with
 ``weights_only=True``) to the cache, and later loads read it back without escnn.
 
-A cached copy is named by the SHA-256 of the model file and a key of the export code and torch
-version, so an edited model file or a changed exporter never reuses a stale copy. The first load
-runs the very module it caches (rebuilt from the same state dict), so a run's outputs do not
-depend on whether the copy existed.
+A cached copy is named by the SHA-256 of the model file and a key of the exporter's and the models'
+code and the torch version, so an edited model file or a changed exporter never reuses a stale
+copy. The first load runs the very module it caches (rebuilt from the same state dict), so a run's
+outputs do not depend on whether the copy existed.
 
 The folder is ``$MICRO_SYM_CACHE_DIR``, else ``$XDG_CACHE_HOME/micro_sym``, else ``~/.cache/micro_sym``.
 An unwritable folder only costs the speed-up.
@@ -40,12 +40,15 @@ def cache_dir() -> Path:
 
 
 def _export_key() -> str:
-    """Changes with the exporter's code or the torch version (either could change the exported layers)."""
+    """Changes with the exporter's code, the models' code (their ``export()``) or the torch version: any
+    of them could change the exported layers."""
     from micro_sym import __version__
     from micro_sym.deploy import export
 
     h = hashlib.sha256(f"{__version__} {torch.__version__}".encode())
-    h.update(Path(export.__file__).read_bytes())
+    package = Path(export.__file__).parents[1]
+    for source in [Path(export.__file__), *sorted((package / "models").glob("*.py"))]:
+        h.update(source.read_bytes())
     return h.hexdigest()[:12]
 
 
