@@ -150,7 +150,8 @@ def chosen_precision(precision: str | None = None) -> str:
     """``precision``, else ``$MICRO_SYM_PRECISION``, else ``fp32``; checked."""
     precision = precision or os.environ.get(PRECISION_VAR) or "fp32"
     if precision not in PRECISIONS:
-        raise MicroSymError(f"precision {precision}: expected one of {', '.join(PRECISIONS)}")
+        raise MicroSymError(f"precision {precision} (--precision or ${PRECISION_VAR}): expected one of "
+                            f"{', '.join(PRECISIONS)}")
     return precision
 
 
