@@ -16,6 +16,7 @@ The backend is chosen by ``MICRO_SYM_CPU_BACKEND``: ``auto`` (default), ``onnxru
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import os
@@ -96,13 +97,15 @@ class CpuRunner:
         return self._sessions[threads]
 
     def __call__(self, x: torch.Tensor, threads: int | None = None) -> torch.Tensor:
-        """The module's output; ``threads``: onnxruntime's intra-op threads (default torch's thread count)."""
+        """The module's output; ``threads``: intra-op threads of this call, onnxruntime's or (channels-last)
+        torch's (default torch's thread count)."""
         if self.backend == "onnxruntime":
             arr = np.ascontiguousarray(x.detach().cpu().numpy(), dtype=np.float32)
             (y,) = self._session(threads).run(None, {"image": arr})
             return torch.from_numpy(y)
         if self.backend == "channels-last":
-            return self._module(x.contiguous(memory_format=self._memory_format)).contiguous()
+            with torch_threads(threads):
+                return self._module(x.contiguous(memory_format=self._memory_format)).contiguous()
         return self._module(x)
 
     def release_memory(self) -> None:
@@ -117,6 +120,21 @@ class CpuRunner:
         side = max(16, 2 * int(getattr(self._module, "total_stride", 8)))
         for session in list(self._sessions.values()):
             session.run(None, {"image": np.zeros((1, 1) + (side,) * self.ndim, np.float32)}, options)
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int | None):
+    """torch's (process-wide) intra-op threads set to ``threads`` inside the block, restored after; the
+    engine's exclusive forward (one at a time per process) is the only torch work then running."""
+    previous = torch.get_num_threads()
+    if not threads or threads == previous:
+        yield
+        return
+    torch.set_num_threads(int(threads))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def release_memory() -> None:
@@ -160,8 +178,8 @@ def cpu_forward(model: nn.Module, ndim: int, x: torch.Tensor, threads: int | Non
     """``model(x)``; on the CPU by the fastest backend for plain-torch networks (cached per module).
 
     Inputs on another device (CUDA), escnn models (still trainable, not traceable to ONNX), ONNX and
-    TorchScript files (already on their own runtime) run as they are. ``threads``: onnxruntime's
-    intra-op threads for this call (default torch's thread count).
+    TorchScript files (already on their own runtime) run as they are. ``threads``: intra-op threads
+    for this call (onnxruntime's, or torch's for channels-last; default torch's thread count).
 
     ``precision="bf16"`` runs torch modules under bfloat16 autocast (CPU: channels-last torch, whose
     oneDNN convolutions use the CPU's bf16 units; CUDA likewise) and returns float32. It is not exact:

@@ -26,7 +26,8 @@ from micro_sym.orientation.symmetry import lattice
 #: (bench/bench_engine_2d.py).
 FORWARD_LOCK = threading.Lock()
 
-#: onnxruntime threads of a forward that holds :data:`FORWARD_LOCK` (None: torch's thread count). The
+#: Intra-op threads of a forward that holds :data:`FORWARD_LOCK` (onnxruntime's, or torch's for the 3D
+#: channels-last runner; None: torch's thread count). The
 #: thread runner gives it every core of the process: one forward at a time runs on both of a 2-core
 #: machine's cores (a single-block image would otherwise run its forward on one), while the other
 #: workers' labelling and writing share the cores between forwards.
