@@ -129,12 +129,18 @@ def mirrored_micrograph(n: int) -> Path:
     if path.exists():
         return path
     tile = tifffile.imread(ROOT / "sample_data" / "micrographs" / "images" / "sample_000.tif")
-    reps = -(-n // tile.shape[0])
-    row = np.concatenate([tile if i % 2 == 0 else tile[:, ::-1] for i in range(reps)], axis=1)
-    image = np.concatenate([row if j % 2 == 0 else row[::-1] for j in range(reps)], axis=0)[:n, :n]
     DATA.mkdir(parents=True, exist_ok=True)
-    zarr.create_array(str(path), data=np.ascontiguousarray(image), chunks=(1024, 1024))
+    zarr.create_array(str(path), data=mirrored(tile, n), chunks=(1024, 1024))
     return path
+
+
+def mirrored(tile: np.ndarray, n: int) -> np.ndarray:
+    """``tile`` (2D or 3D) repeated to ``n`` points per axis, every other copy flipped along that axis."""
+    out = tile
+    for axis in range(tile.ndim):
+        reps = -(-n // tile.shape[axis])
+        out = np.concatenate([out if i % 2 == 0 else np.flip(out, axis) for i in range(reps)], axis=axis)
+    return np.ascontiguousarray(out[(slice(0, n),) * tile.ndim])
 
 
 # -- 2D test images: the contest (studies/contest.py) and the method-choice calibration --------

@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _common import DATA, ENGINE_PARTS, RESULTS, ROOT, time_parts, write_json
+from _common import DATA, ENGINE_PARTS, RESULTS, ROOT, mirrored, time_parts, write_json
 
 
 def mirrored_volume(n: int) -> Path:
@@ -38,12 +38,8 @@ def mirrored_volume(n: int) -> Path:
     if path.exists():
         return path
     cell = tifffile.imread(ROOT / "sample_data" / "volume" / "images" / "sample_000.tif")
-    reps = -(-n // cell.shape[0])
-    vol = cell
-    for axis in range(3):
-        vol = np.concatenate([vol if i % 2 == 0 else np.flip(vol, axis) for i in range(reps)], axis=axis)
     DATA.mkdir(parents=True, exist_ok=True)
-    zarr.create_array(str(path), data=np.ascontiguousarray(vol[:n, :n, :n]), chunks=(128, 128, 128))
+    zarr.create_array(str(path), data=mirrored(cell, n), chunks=(128, 128, 128))
     return path
 
 

@@ -64,6 +64,7 @@ from micro_sym.classical.filter_bank import (
     radial_power_spectrum,
     ring_frequency,
 )
+from micro_sym.classical.grain_lattice import lattice_order
 from micro_sym.errors import MicroSymError
 
 __all__ = ["ANGULAR_PERIODS", "LatticeMeasurement", "measure_lattice"]
@@ -91,7 +92,6 @@ _SIGNIFICANCE = 3.0
 #: chance excess this large among the few hundred bins searched is practically impossible).
 _DETECTION = 5.0
 
-_FAMILIES = {"fringes": 2, "square": 4, "hexagonal": 6}
 
 
 @dataclass(frozen=True)
@@ -201,7 +201,7 @@ def measure_lattice(image, *, min_period: float = 2.5, max_period: float | None 
     f0, period = _first_ring(freq, power, logp, prom, lattice, min_period, max_period)
     scores = {"2": harm["2"], "4": harm["4"], "6": harm["6"], "noise": harm["noise"], "ring_z": harm["ring_z"],
               **ratios}
-    return LatticeMeasurement(lattice=lattice, k=_FAMILIES[lattice], period=float(period), ring_frequency=float(f0),
+    return LatticeMeasurement(lattice=lattice, k=lattice_order(lattice), period=float(period), ring_frequency=float(f0),
                               snr_db=_snr_db(freq, power, f0), scores={k: float(v) for k, v in scores.items()})
 
 
