@@ -363,6 +363,35 @@ def cubic_max_scalar_shifted(q, lo, hi):
     return out
 
 
+@njit(cache=True, nogil=True)
+def _field_dots_shifted(f, lo, hi, out):
+    nz, ny, nx = out.shape
+    for i in range(nz):
+        za, zb = lo[0] + i, hi[0] + i
+        for j in range(ny):
+            ya, yb = lo[1] + j, hi[1] + j
+            xa, xb = lo[2], hi[2]
+            for k in range(nx):
+                s = f.dtype.type(0)
+                for c in range(f.shape[0]):
+                    s += f[c, za, ya, xa + k] * f[c, zb, yb, xb + k]
+                out[i, j, k] = s
+
+
+def field_dots_shifted(f, lo, hi):
+    """Inner products of the pairs ``(f[:, lo], f[:, hi])`` of one channel-first field, in its precision.
+
+    ``lo``, ``hi``: tuples of slices of equal extent (as :func:`cubic_max_scalar_shifted`). NaN stays NaN.
+    """
+    spatial = f.shape[1:]
+    pad = (0,) * (3 - len(spatial))
+    start_lo = np.array(pad + tuple(s.start or 0 for s in lo), np.int64)
+    start_hi = np.array(pad + tuple(s.start or 0 for s in hi), np.int64)
+    out = np.empty(tuple(len(range(*s.indices(n))) for s, n in zip(lo, spatial)), f.dtype)
+    _field_dots_shifted(_as_3d(np.ascontiguousarray(f), channel=True), start_lo, start_hi, _as_3d(out))
+    return out
+
+
 @njit(cache=True, nogil=True, inline="always")
 def _flood_step(labels, level, q, v_p, s, best, best_sim, best_label):
     """The flood's choice between the best so far and the labelled neighbour at flat index ``q``,

@@ -56,9 +56,9 @@ class BlockLabels:
     ``stats`` holds per-label arrays (row ``i`` is local label ``i + 1``): ``count``, ``first``
     (global raster index of the label's first voxel), ``m1`` (coordinate sums), ``m2`` (sums of
     coordinate products, flattened ``nd × nd``), ``edge`` (voxel faces on the image edge, per axis),
-    ``ori_sum`` (2D: summed ``(cos kθ, sin kθ)``; 3D: quaternions summed after aligning each to the
-    label's first voxel under the lattice symmetry) and, 3D only, ``ref`` (the quaternion at that
-    first voxel). ``contacts`` is ``(m, 4)``:
+    ``ori_sum`` (2D: summed ``(cos kθ, sin kθ)``; 3D quaternions: summed after aligning each to the
+    label's first voxel under the lattice symmetry, with ``ref``, the quaternion at that first voxel;
+    3D harmonic fields: summed as they are). ``contacts`` is ``(m, 4)``:
     ``(label_a, label_b, axis, pairs)`` for every pair of *different* labels (0 included) that are
     face neighbours inside the block. ``faces`` maps ``"lo0"``, ``"hi0"``, ... to
     ``(labels, orientation)`` on the block's faces.
@@ -205,7 +205,11 @@ def _block_stats(labels, n, orientation, kind, origin, image_shape, ref=None) ->
     first = (np.ravel_multi_index(tuple(c + o for c, o in zip(first_coords, origin)), image_shape)
              if n else np.zeros(0, np.int64))
     extra = {}
-    if kind.channel_axis:
+    if kind.kind == "field":  # linear in the orientation distribution: sums simply add across blocks
+        from micro_sym.grains.field import field_sums
+
+        ori_sum = field_sums(orientation, labels, n)
+    elif kind.channel_axis:
         from micro_sym import orientation as ori
 
         first_q = orientation.reshape(4, -1)[:, first_local].T.astype(np.float64)
@@ -528,9 +532,16 @@ def _grain_table(lut, n, cat, contacts, final_of_initial, symmetry, image_shape,
             t["aspect_ratio"] = np.where(ax[:, 2] > 0, ax[:, 0] / np.where(ax[:, 2] > 0, ax[:, 2], 1), np.nan)
     t["touches_border"] = (edge.sum(1) > 0).astype(np.int8)
     t["n_neighbours"] = n_nb
-    kind = orientation_kind((4, 1, 1) if symmetry == "cubic" else (1, 1), symmetry)
-    ori = cat["ori_sum"][keep] if n else np.zeros((0, 4 if kind.channel_axis else 2))
-    if kind.channel_axis:
+    width = np.shape(cat["ori_sum"])[1] if np.ndim(cat["ori_sum"]) == 2 else 4
+    kind = orientation_kind((width, 1, 1) if symmetry == "cubic" else (1, 1), symmetry)
+    ori = cat["ori_sum"][keep] if n else np.zeros((0, width if kind.channel_axis else 2))
+    if kind.kind == "field":
+        from micro_sym.grains.field import mean_orientations
+
+        # per grain, the total of its blocks' field sums: the decode of it is the grain's mean orientation
+        total = np.stack([np.bincount(g, weights=ori[:, c], minlength=n) for c in range(width)], 1).reshape(n, width)
+        t.update({f"mean_q{c}": v for c, v in zip("wxyz", mean_orientations(total, kind.degrees).T)})
+    elif kind.channel_axis:
         t.update({f"mean_q{c}": v for c, v in zip("wxyz", _mean_quaternions(g, ori, n, kind.symmetry, refs=refs,
                                                                               aligned=aligned).T)})
     else:
@@ -644,7 +655,7 @@ def flood_block(orientation, boundary, seeds, *, symmetry, steps: int, inner, or
     ids, compact = compact_ids(labels)
     ori = orientation[(slice(None),) + inner] if kind.channel_axis else orientation[inner]
     ref = None
-    if refs is not None and kind.channel_axis:
+    if refs is not None and kind.kind == "quat":
         rid, rq = np.asarray(refs[0], np.int64), np.asarray(refs[1], np.float64).reshape(-1, 4)
         pos = np.minimum(np.searchsorted(rid, ids), max(len(rid) - 1, 0))
         ref = np.full((len(ids), 4), np.nan)  # NaN: no reference given (falls back to the block's own)

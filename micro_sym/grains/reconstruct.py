@@ -66,11 +66,12 @@ __all__ = [
 
 
 class OrientationKind:
-    """How to read an orientation array: 2D k-fold angles or quaternions with a symmetry group.
+    """How to read an orientation array: 2D k-fold angles, quaternions with a symmetry group, or the
+    cubic-harmonic field of a 3D network (:func:`micro_sym.orientation.cubic_harmonics.unit_fields`).
 
     Attributes
     ----------
-    kind : {"angle", "quat"}
+    kind : {"angle", "quat", "field"}
     k : int
         Rotational order of the 2D lattice (angles only).
     symmetry : str
@@ -81,22 +82,30 @@ class OrientationKind:
         part of ``d ⊗ s`` (quaternions other than cubic, which uses a closed form).
     """
 
-    def __init__(self, kind: str, symmetry: str, k: int = 0, sym_w=None):
-        self.kind, self.symmetry, self.k, self.sym_w = kind, symmetry, k, sym_w
+    def __init__(self, kind: str, symmetry: str, k: int = 0, sym_w=None, degrees=None):
+        self.kind, self.symmetry, self.k, self.sym_w, self.degrees = kind, symmetry, k, sym_w, degrees
 
     @property
     def channel_axis(self) -> bool:
-        return self.kind == "quat"
+        return self.kind in ("quat", "field")
+
+    def min_dot(self, threshold: float) -> float:
+        """Fields: the inner product at which two points are ``threshold`` degrees apart."""
+        from micro_sym.orientation.cubic_harmonics import field_min_dot
+
+        return field_min_dot(float(threshold), self.degrees)
 
 
 def orientation_kind(orientation_shape, symmetry: str | None) -> OrientationKind:
     """Decide how an orientation array of this shape is interpreted.
 
-    ``"square"`` is always an angle map (k = 4) and ``"cubic"`` always quaternions (432).
-    ``"hexagonal"`` means quaternions (622) for a ``(4, y, x)``/``(4, z, y, x)`` array, else 2D
-    angles (k = 6). ``None``: cubic for ``(4, ...)`` arrays with 3-4 dims, else square.
+    ``"square"`` is always an angle map (k = 4) and ``"cubic"`` quaternions (432) or, for 9 or 22
+    channels, the unit cubic-harmonic field of l = 4 (+6). ``"hexagonal"`` means quaternions (622)
+    for a ``(4, y, x)``/``(4, z, y, x)`` array, else 2D angles (k = 6). ``None``: cubic for
+    ``(4, ...)`` arrays with 3-4 dims, else square.
     """
     from micro_sym import orientation as ori
+    from micro_sym.orientation.cubic_harmonics import field_degrees
 
     shape = tuple(orientation_shape)
     looks_quat = len(shape) in (3, 4) and shape[0] == 4
@@ -104,6 +113,9 @@ def orientation_kind(orientation_shape, symmetry: str | None) -> OrientationKind
         symmetry = "cubic" if looks_quat else "square"
     lat = lattice(str(symmetry).lower(), where="orientation", what="symmetry")
     if lat is CUBIC:
+        degrees = field_degrees(shape[0]) if len(shape) in (3, 4) else None
+        if degrees:
+            return OrientationKind("field", "cubic", degrees=degrees)
         if not looks_quat:
             raise MicroSymError(
                 f"orientation: cubic symmetry needs quaternions of shape (4, y, x) or (4, z, y, x), got {shape}"
@@ -174,7 +186,14 @@ def pair_connected(a, b, kind: OrientationKind, threshold: float):
         d -= period / 2
         np.abs(d, out=d)
         return d <= threshold  # NaN compares False
+    if kind.kind == "field":
+        return field_dots(a, b) >= kind.min_dot(threshold)
     return _within(_pair_max_scalar(a, b, kind), threshold)
+
+
+def field_dots(a, b):
+    """Inner products of unit harmonic fields ``(C, ...)`` per point, in the inputs' precision."""
+    return np.einsum("c...,c...->...", a, b)
 
 
 def _pair_max_scalar(a, b, kind: OrientationKind):
@@ -209,10 +228,15 @@ def _pairs_ok(orient, valid, phase, off, kind, threshold):
     ok = valid[lo] & valid[hi]
     if phase is not None:
         ok &= phase[lo] == phase[hi]
-    if kind.symmetry == "cubic":  # the hot path of 3D labelling: one pass over the array, no views
+    if kind.kind == "quat" and kind.symmetry == "cubic":  # the hot path of 3D labelling: one pass, no views
         from micro_sym.grains._kernels import cubic_max_scalar_shifted
 
         ok &= _within(cubic_max_scalar_shifted(orient, lo, hi), threshold)
+        return ok, lo, hi
+    if kind.kind == "field":
+        from micro_sym.grains._kernels import field_dots_shifted
+
+        ok &= field_dots_shifted(orient, lo, hi) >= kind.min_dot(threshold)
         return ok, lo, hi
     if kind.kind == "angle" and orient.dtype in (np.float32, np.float64):  # one pass, no temporaries
         from micro_sym.grains._kernels import angle_pairs_within
@@ -256,7 +280,8 @@ def face_equivalences(
         plane of block B, the point ``labels_a[i]`` directly facing ``labels_b[i]``; shape ``(w,)``
         in 2D (a line), ``(h, w)`` in 3D. 0 marks invalid points (masked, boundary, NaN).
     orient_a, orient_b : ndarray
-        Orientations on those planes: angles of the labels' shape, or quaternions ``(4, *shape)``.
+        Orientations on those planes: angles of the labels' shape, or channel-first ``(C, *shape)``
+        (quaternions, harmonic fields).
     symmetry, threshold : as in :func:`reconstruct_grains`.
     connectivity : int
         1: only directly facing pairs. 2: also the diagonal pairs across the face within the
@@ -275,10 +300,10 @@ def face_equivalences(
     if la.shape != lb.shape:
         raise MicroSymError(f"face_equivalences: label planes differ in shape {la.shape} vs {lb.shape}")
     oa, ob = np.asarray(orient_a), np.asarray(orient_b)
-    is_quat = oa.ndim == la.ndim + 1
+    channels = oa.ndim == la.ndim + 1
     # Planes have one dimension less than maps; classify by a stand-in shape of the same kind.
-    kind = orientation_kind((4, 1, 1) if is_quat else (1, 1), symmetry)
-    if kind.kind == "quat" and oa.shape[1:] != la.shape or kind.kind == "angle" and oa.shape != la.shape:
+    kind = orientation_kind((oa.shape[0], 1, 1) if channels else (1, 1), symmetry)
+    if kind.channel_axis and oa.shape[1:] != la.shape or kind.kind == "angle" and oa.shape != la.shape:
         raise MicroSymError(f"face_equivalences: orientation shape {oa.shape} does not match labels {la.shape}")
     # Stack the two planes as a thickness-2 block and take the offsets that cross the face.
     stack_l = np.stack([la, lb])

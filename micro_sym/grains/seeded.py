@@ -43,7 +43,7 @@ def pair_similarity(orientation, kind, axis: int, free=None) -> np.ndarray:
     """Similarity of each point to its neighbour at +1 along ``axis`` (larger = closer; NaN -> -inf).
 
     Quaternions: the largest scalar part over the symmetry rotations (cos of half the
-    misorientation); angles: minus the misorientation in degrees. ``free`` (spatial bool, optional):
+    misorientation); harmonic fields: their inner product; angles: minus the misorientation in degrees. ``free`` (spatial bool, optional):
     angle maps compute only the pairs with a free point, which are all the flood reads; the others
     get -inf.
     """
@@ -59,7 +59,12 @@ def pair_similarity(orientation, kind, axis: int, free=None) -> np.ndarray:
         # -misorientation_2d(...) as float32, NaN -> -inf, in one pass without float64 temporaries.
         need = None if free is None else free[lo] | free[hi]
         return angle_similarity(orientation[lo], orientation[hi], kind.k, need)
-    s = _pair_max_scalar(orientation[(slice(None),) + lo], orientation[(slice(None),) + hi], kind)
+    if kind.kind == "field":
+        from micro_sym.grains._kernels import field_dots_shifted
+
+        s = field_dots_shifted(orientation, lo, hi)
+    else:
+        s = _pair_max_scalar(orientation[(slice(None),) + lo], orientation[(slice(None),) + hi], kind)
     return np.nan_to_num(np.asarray(s, np.float32), nan=-np.inf)
 
 

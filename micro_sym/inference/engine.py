@@ -66,7 +66,7 @@ from micro_sym.classical.grain_lattice import block_sums as lattice_sums, grain_
 from micro_sym.inference.grain_orientations import measured_orientations, ring_3d
 from micro_sym.inference.lattice_mask import LatticeMasked, grain_lattice
 from micro_sym.inference.rescale import RescaledNetwork, adapt_to_image
-from micro_sym.inference.tiles import decode_in_slabs, decode_slab, iter_tiles, label_tile
+from micro_sym.inference.tiles import decode_in_slabs, decode_slab, iter_tiles, label_tile, rule_maps
 from micro_sym.inference.writer import OutputLock, RunState, create_outputs, forget_arrays, open_array, os_error
 
 _IMAGES: dict = {}
@@ -130,7 +130,9 @@ def maps_task(net_ref, job: dict, blocks: list) -> list:
     if job.get("lattice_mask"):  # grains only where the lattice shows (lattice_mask.LatticeMasked)
         net = LatticeMasked(net, job["lattice_mask"], margin=seed_margin(job))
     report = _WITHIN_BLOCK.get(job.get("progress_token"), lambda block_id, fraction: None)
-    slab = decode_slab(net)
+    field = job.get("field")  # a 3D harmonic network: grains from its field (grains.field)
+    decode = not field or job.get("voxel_orientations")  # else the map is painted per grain (paint_task)
+    slab = decode_slab(net) if decode else None
     out = []
     inputs = {}  # each block's raw input tile, kept until its grains' lattices are measured
 
@@ -141,6 +143,7 @@ def maps_task(net_ref, job: dict, blocks: list) -> list:
     for tile in iter_tiles(net, blocks, read, value_range=job["value_range"],
                            pad_mode=job["pad_mode"], device=job["device"], batch=len(blocks), decode=False):
         b, y = tile.block, tile.core_outputs
+        maps = None
         if slab:  # a slow decode: half the block's step after the forward, the rest slab by slab
             report(b.id, 0.5)
             slabs = decode_in_slabs(net, y, slab)
@@ -150,13 +153,16 @@ def maps_task(net_ref, job: dict, blocks: list) -> list:
                 except StopIteration as finished:
                     maps = finished.value
                     break
-        else:
+        elif decode:
             maps = net.decode(y)
-        lab = label_tile(net, tile, maps, rule=job, shape=job["shape"], boundary_threshold=job["boundary_threshold"])
+        rule_input = rule_maps(net, y) if field else maps  # what the grain rule reads
+        lab = label_tile(net, tile, rule_input, rule=job, shape=job["shape"], boundary_threshold=job["boundary_threshold"])
         try:
-            open_array(job["zarr"], "boundary")[b.core] = maps["boundary"]
-            ori = open_array(job["zarr"], "orientation")
-            ori[(slice(None), *b.core) if net.ndim == 3 else b.core] = maps["orientation"]
+            open_array(job["zarr"], "boundary")[b.core] = rule_input["boundary"]
+            if field:
+                open_array(field)[(slice(None), *b.core)] = rule_input["orientation"]
+            if maps is not None:
+                open_array(job["zarr"], "orientation")[(slice(None), *b.core) if net.ndim == 3 else b.core] = maps["orientation"]
             open_array(job["labels"])[b.core] = lab.labels
         except OSError as err:
             raise os_error(job["zarr"], err, f"write block {b.id}") from None
@@ -183,12 +189,25 @@ def flood_task(job: dict, block, parts: list, refs=None) -> dict:
 
     ``refs`` (3D): ``(ids, quaternions)``, the reference orientation of every grain the block can
     hold (:func:`micro_sym.grains.blockwise.grain_refs`), so that its quaternion sums align like every other block's."""
-    labels, arrays = flood_region(block, parts, orientation=open_array(job["zarr"], "orientation"),
+    orientation = open_array(job["field"]) if job.get("field") else open_array(job["zarr"], "orientation")
+    labels, arrays = flood_region(block, parts, orientation=orientation,
                                   boundary=open_array(job["zarr"], "boundary"), local_labels=open_array(job["labels"]),
                                   steps=job["steps"], symmetry=job["symmetry"], image_shape=job["shape"],
                                   boundary_threshold=job["boundary_threshold"], refs=refs, neighbours=True)
     _write_grains(job, block, labels)
     return arrays
+
+
+def paint_task(job: dict, block, lut: np.ndarray) -> None:
+    """Last pass with a harmonic field: the block's orientation map, each grain's mean orientation
+    (``lut``, :func:`micro_sym.grains.field.table_orientations`) over its voxels."""
+    from micro_sym.grains.field import paint
+
+    try:
+        grains = open_array(job["zarr"], "grains")[block.core]
+        open_array(job["zarr"], "orientation")[(slice(None), *block.core)] = paint(grains, lut)
+    except OSError as err:
+        raise os_error(job["zarr"], err, f"write block {block.id}") from None
 
 
 def neighbours_task(job: dict, block) -> np.ndarray:
@@ -306,7 +325,7 @@ def segment_input(path, out_dir, net: Network, runner, *, block=None, chunk=None
                   batch: int = 1, array=None, level: int = 0, channel: int | None = None, dry_run: bool = False,
                   overwrite: bool = False,
                   on_block=None, progress=None, period: float | None = None, lattice_mask: bool = True,
-                  measure_grains: bool = True) -> InputResult:
+                  measure_grains: bool = True, voxel_orientations: bool = False) -> InputResult:
     """Segment one image into ``OUT/NAME.zarr`` + ``OUT/NAME_grains.csv``, resuming if possible.
 
     Parameters
@@ -345,6 +364,10 @@ def segment_input(path, out_dir, net: Network, runner, *, block=None, chunk=None
         Measure each grain's lattice from the input inside it: the grain table's ``lattice_angle`` (2D,
         :mod:`micro_sym.classical.grain_lattice`) or ``lattice_q*`` (3D networks,
         :mod:`micro_sym.classical.grain_orientation3d`, about 50 ms a grain), where the lattice ring is known.
+    voxel_orientations : bool
+        3D harmonic networks: decode every voxel's orientation into the orientation map (slow, about
+        100k voxels/s a core). By default each grain's mean orientation fills its voxels
+        (:mod:`micro_sym.grains.field`); the grains are the same either way.
 
     Returns
     -------
@@ -364,7 +387,7 @@ def segment_input(path, out_dir, net: Network, runner, *, block=None, chunk=None
                               min_size=min_size, boundary_threshold=boundary_threshold, device=device, batch=batch,
                               array=array, level=level, channel=channel, dry_run=True, on_block=on_block,
                               progress=progress, period=period, lattice_mask=lattice_mask,
-                              measure_grains=measure_grains)
+                              measure_grains=measure_grains, voxel_orientations=voxel_orientations)
     # Held from before the manifest is read until the scratch is gone: a second run on this input
     # would otherwise resume the same markers and the first to finish would delete scratch labels
     # the other still reads.
@@ -377,7 +400,7 @@ def segment_input(path, out_dir, net: Network, runner, *, block=None, chunk=None
                               min_size=min_size, boundary_threshold=boundary_threshold, device=device, batch=batch,
                               array=array, level=level, channel=channel, dry_run=False, on_block=on_block,
                               progress=progress, period=period, lattice_mask=lattice_mask,
-                              measure_grains=measure_grains)
+                              measure_grains=measure_grains, voxel_orientations=voxel_orientations)
 
 
 def _refuse_deleting_input(path: Path, state: RunState) -> None:
@@ -391,7 +414,7 @@ def _refuse_deleting_input(path: Path, state: RunState) -> None:
 
 def _segment_input(img, path: Path, out_dir, net, runner, *, block, chunk, threshold, min_size, boundary_threshold,
                    device, batch, array, level, channel, dry_run, on_block, progress, period,
-                   lattice_mask, measure_grains=True) -> InputResult:
+                   lattice_mask, measure_grains=True, voxel_orientations=False) -> InputResult:
     """:func:`segment_input` on an opened image (under the output lock unless ``dry_run``)."""
     from micro_sym.models.normalize import intensity_range
     from micro_sym.inference.whole_image import DEFAULT_MIN_SIZE
@@ -419,6 +442,8 @@ def _segment_input(img, path: Path, out_dir, net, runner, *, block, chunk, thres
         whole = tuple(slice(0, n) for n in img.data.shape)
         raise MicroSymError(f"{path}: {locate_bad_chunk(img, whole, err)}") from None
     rule = net.grain_rule(threshold, img.ndim)
+    field = getattr(net, "grain_field", None)  # a 3D harmonic network: grains from its field (grains.field)
+    voxel_orientations = bool(voxel_orientations and field)
     plan = plan_input(img, net, block=block, chunk=chunk, margin=seed_margin(rule))
     method = (method_info(base) | ({"auto": auto} if auto else {}) | ({"scale": scale} if scale else {})
               | ({"lattice_mask": {"ring_frequency": ring, "min_contrast": net.threshold}} if ring else {}))
@@ -448,7 +473,7 @@ def _segment_input(img, path: Path, out_dir, net, runner, *, block, chunk, thres
         "shape": list(img.data.shape), "ndim": img.ndim,
         "block": list(plan.block), "chunk": list(plan.chunk), "halo": plan.halo, "stride": plan.stride,
         "threshold": float(threshold), "min_size": min_size, "boundary_threshold": float(boundary_threshold),
-        "grain_rule": rule,
+        "grain_rule": rule, **({"orientation_map": "voxels"} if voxel_orientations else {}),
         "code_version": code_version(), "n_blocks": n, "status": "running",
     }
     mode = state.check_compatible(manifest)
@@ -477,7 +502,8 @@ def _segment_input(img, path: Path, out_dir, net, runner, *, block, chunk, thres
             raise MicroSymError(f"{path}: {locate_bad_chunk(img, whole, err)}") from None
     manifest["value_range"] = [float(v) for v in value_range]
     state.write_manifest(manifest)
-    create_outputs(state, plan.shape, img.ndim, plan.chunk, pixel_size=img.pixel_size, unit=img.unit)
+    create_outputs(state, plan.shape, img.ndim, plan.chunk, pixel_size=img.pixel_size, unit=img.unit,
+                   field_channels=net.out_channels - 1 if field else None)
 
     job = {"input": str(path), "array": array, "level": level, "channel": channel,
            "value_range": manifest["value_range"],
@@ -486,7 +512,8 @@ def _segment_input(img, path: Path, out_dir, net, runner, *, block, chunk, thres
            "labels": str(state.labels_path), "sha256": net.sha256, "device": device, "symmetry": net.symmetry,
            "torch_threads": getattr(runner, "torch_threads", None),
            "scale": scale["scale"] if scale and scale["resampled"] else None, "lattice_mask": ring,
-           "grain_lattice": method.get("grain_lattice"), "grain_orientation": method.get("grain_orientation")}
+           "grain_lattice": method.get("grain_lattice"), "grain_orientation": method.get("grain_orientation"),
+           "field": str(state.field_path) if field else None, "voxel_orientations": voxel_orientations}
     done1 = state.done("done1")
     done2 = state.done("done2")
     steps = _BlockSteps(len(done1) + len(done2), 2 * n, progress)
@@ -546,6 +573,12 @@ def _segment_input(img, path: Path, out_dir, net, runner, *, block, chunk, thres
                                         merged.n_grains, setting)
     if seeded and job["grain_orientation"]:
         merged.table |= measured_orientations(runner, job, plan, finals, merged.n_grains)
+    if field and not job["voxel_orientations"]:  # the orientation map: each grain's mean orientation (every block again after a resume: cheap)
+        from micro_sym.grains.field import table_orientations
+
+        lut = table_orientations(merged.table, merged.n_grains)
+        for _ in runner.run(paint_task, plan.blocks, lambda b: (job, b, lut)):
+            pass
 
     write_grain_csv(state.csv_path, merged.table, unit=img.unit or "px", atomic=True, pixel_size=img.pixel_size,
                     symmetry=net.symmetry, command="micro-sym segment",
@@ -561,6 +594,7 @@ def _segment_input(img, path: Path, out_dir, net, runner, *, block, chunk, thres
     state.cleanup_scratch()
     forget_arrays(state.zarr_path)
     forget_arrays(state.labels_path)
+    forget_arrays(state.field_path)
     result.status = "complete"
     result.n_grains = merged.n_grains
     result.seconds = time.perf_counter() - t0

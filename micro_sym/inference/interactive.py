@@ -323,7 +323,8 @@ def _iter_network(image, settings, pixel_size, unit, net, measured=None):
     from micro_sym.grains.blockwise import (final_table, flood_region, grain_refs, merge_blocks, neighbour_counts,
                                             neighbour_pairs, seed_parts)
     from micro_sym.inference.rescale import adapt_to_image
-    from micro_sym.inference.tiles import decode_slab, iter_tiles, label_tile
+    from micro_sym.grains.field import paint, table_orientations
+    from micro_sym.inference.tiles import decode_slab, iter_tiles, label_tile, rule_maps
     from micro_sym.models.normalize import intensity_range
 
     t0 = time.perf_counter()
@@ -352,7 +353,8 @@ def _iter_network(image, settings, pixel_size, unit, net, measured=None):
         plan = plan_blocks(shape, None, halo=halo, stride=stride)
     n = len(plan.blocks)
     # Slow decodes run in z slabs with a progress step after each, so Cancel acts within seconds.
-    slab = decode_slab(net)
+    field = getattr(net, "grain_field", None)  # a 3D harmonic network: grains from its field (grains.field)
+    slab = None if field else decode_slab(net)
     steps = [math.ceil(b.shape[0] / slab) if slab else 1 for b in plan.blocks]
     total = sum(steps) + 2  # tile steps, the merge, the statistics
     done = 0
@@ -360,7 +362,7 @@ def _iter_network(image, settings, pixel_size, unit, net, measured=None):
     # One normalization for the whole image, as whole-image inference does (tiles must agree).
     lo, hi = intensity_range(image)
     boundary = _allocate(shape, np.float32, n)
-    orientation = _allocate(((4,) if nd == 3 else ()) + shape, np.float32, n)
+    orientation = _allocate(((net.out_channels - 1 if field else 4,) if nd == 3 else ()) + shape, np.float32, n)
     local = _allocate(shape, np.uint32, n)
     merge_data = {}
     tiles = iter_tiles(net, plan.blocks, lambda b: np.asarray(image[b.tile]), value_range=(lo, hi),
@@ -368,7 +370,10 @@ def _iter_network(image, settings, pixel_size, unit, net, measured=None):
     for i, b in enumerate(plan.blocks):
         yield Progress(done, total, f"tile {i + 1}/{n}")
         out = next(tiles)
-        maps = yield from _decode(net, out.core_outputs, slab, done, total, f"tile {i + 1}/{n}")
+        if field:
+            maps = rule_maps(net, out.core_outputs)
+        else:
+            maps = yield from _decode(net, out.core_outputs, slab, done, total, f"tile {i + 1}/{n}")
         done += steps[i]
         lab = label_tile(net, out, maps, rule=rule, shape=shape, boundary_threshold=settings.boundary_threshold)
         boundary[b.core] = maps["boundary"]
@@ -397,10 +402,14 @@ def _iter_network(image, settings, pixel_size, unit, net, measured=None):
     del local
     merge_data.clear()
     yield Progress(done + 1, total, "grain statistics")
-    if int(np.prod(shape)) > WHOLE_TABLE_MAX_PIXELS and merged.table:  # the block table: neighbours block by block
+    if (field or int(np.prod(shape)) > WHOLE_TABLE_MAX_PIXELS) and merged.table:  # the block table: neighbours block by block
         merged.table["n_neighbours"] = neighbour_counts([neighbour_pairs(grains, b.core, shape) for b in plan.blocks],
                                                         merged.n_grains)
-    table = _table(grains, orientation, net.symmetry, pixel_size, unit, merged.table)
+    if field:  # each grain's mean orientation over its voxels; the table is the tiles' (no spread within a grain)
+        orientation = paint(grains, table_orientations(merged.table, merged.n_grains))
+        table = dict(merged.table)
+    else:
+        table = _table(grains, orientation, net.symmetry, pixel_size, unit, merged.table)
     info = {"model": str(settings.model), "halo": int(plan.halo), "tile": list(plan.block), "tiles": n,
             "recompute": round(plan.recompute, 3), "value_range": [lo, hi], "threshold": settings.threshold,
             "grain_rule": rule, "min_size": int(settings.min_size), "boundary_threshold": settings.boundary_threshold,

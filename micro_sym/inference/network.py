@@ -121,6 +121,14 @@ class Network:
         q = sh_to_quat(np.moveaxis(y[1:], 0, -1), degrees)
         return {"boundary": boundary, "orientation": np.moveaxis(q, -1, 0).astype(np.float32)}
 
+    @property
+    def grain_field(self) -> tuple | None:
+        """The harmonic degrees, ``(4,)`` or ``(4, 6)``, of a 3D network whose grains come from its
+        field (:func:`micro_sym.inference.tiles.rule_maps`); None for every other network."""
+        if self.ndim == 3 and str(self.orientation).startswith("harmonics"):
+            return (4, 6) if self.orientation == "harmonics46" else (4,)
+        return None
+
     def boundary_of(self, y: np.ndarray) -> np.ndarray:
         """Boundary probability alone from raw outputs (what :meth:`decode` returns as ``boundary``)."""
         return _sigmoid(y[0])

@@ -130,6 +130,22 @@ def _run(net, pending, device, decode):
         yield out
 
 
+def rule_maps(net, y: np.ndarray) -> dict:
+    """What the grain rule reads from raw outputs ``(C, *spatial)``: ``boundary`` and ``orientation``.
+
+    A 3D harmonic network (:attr:`Network.grain_field`) gives its unit harmonic field
+    (:func:`~micro_sym.orientation.cubic_harmonics.unit_fields`, ``(C, *spatial)``): grains come from it
+    and orientations are decoded per grain (:mod:`micro_sym.grains.field`). Every other network gives
+    its decoded maps (:meth:`Network.decode`).
+    """
+    degrees = getattr(net, "grain_field", None)
+    if not degrees:
+        return net.decode(y)
+    from micro_sym.orientation.cubic_harmonics import unit_fields
+
+    return {"boundary": net.boundary_of(y), "orientation": unit_fields(y[1:], degrees)}
+
+
 def decode_slab(net) -> int | None:
     """z planes per decoding step for ``net``, or None where the whole decode takes a moment."""
     return DECODE_SLAB if net.ndim == 3 and str(net.orientation).startswith("harmonics") else None

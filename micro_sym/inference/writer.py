@@ -9,6 +9,7 @@ Layout of one input ``NAME`` under ``OUT``::
     OUT/.NAME.run/            run state (kept small; scratch removed when the input completes)
         manifest.json         input fingerprint, weights hash, block/halo, code version, status
         labels.zarr           scratch: per-block local grain labels (uint32)
+        field.zarr            scratch: a 3D network's unit harmonic field (float32), read by the grain passes
         blocks/ID.npz         per-block statistics and face planes (pass 1 result)
         final/ID.npz          per-block statistics of the final grains (seeded rule, pass 3 result)
         done1/ID, done2/ID    atomic markers: pass 1 (maps + local labels), pass 3 (grains) done
@@ -39,7 +40,7 @@ from micro_sym.errors import MicroSymError
 MANIFEST_VERSION = 1
 # Keys that must match for a run to be resumed (everything that changes the output bytes).
 IDENTITY_KEYS = ("input", "model", "shape", "ndim", "block", "chunk", "halo", "stride", "threshold", "grain_rule",
-                 "min_size", "boundary_threshold", "code_version")
+                 "min_size", "boundary_threshold", "orientation_map", "code_version")
 #: The maps of ``NAME.zarr``; :func:`open_array` finds each in the OME-Zarr layout (docs/design.md §1.7).
 OUTPUT_MAPS = ("boundary", "orientation", "grains")
 
@@ -78,6 +79,7 @@ class RunState:
         self.zarr_path = self.out_dir / f"{name}.zarr"
         self.csv_path = self.out_dir / f"{name}_grains.csv"
         self.labels_path = self.root / "labels.zarr"
+        self.field_path = self.root / "field.zarr"
 
     # -- manifest
     @property
@@ -163,10 +165,12 @@ class RunState:
             raise os_error(self.out_dir, err, f"remove the previous output of {self.name}") from None
         forget_arrays(self.zarr_path)
         forget_arrays(self.labels_path)
+        forget_arrays(self.field_path)
 
     def cleanup_scratch(self) -> None:
         """Drop scratch data of a completed input (keeps manifest and markers)."""
         shutil.rmtree(self.labels_path, ignore_errors=True)
+        shutil.rmtree(self.field_path, ignore_errors=True)
         shutil.rmtree(self.root / "blocks", ignore_errors=True)
         shutil.rmtree(self.root / "final", ignore_errors=True)
 
@@ -306,8 +310,12 @@ def _layout(write_unit, lead=()) -> dict:
     return {"chunks": tuple(lead) + inner, "shards": tuple(lead) + tuple(write_unit)}
 
 
-def create_outputs(state: RunState, shape, ndim: int, chunk, *, pixel_size=None, unit=None) -> None:
+def create_outputs(state: RunState, shape, ndim: int, chunk, *, pixel_size=None, unit=None,
+                   field_channels: int | None = None) -> None:
     """Create the empty output arrays (shard grid = write unit) if they do not exist yet.
+
+    ``field_channels``: also the scratch array of a 3D network's unit harmonic field
+    (:mod:`micro_sym.grains.field`), which the grain passes read in place of the orientation map.
 
     NGFF 0.5 layout (docs/design.md §1.7, :func:`micro_sym.io.images.create_ngff_maps`): ``boundary/0``,
     ``orientation/0`` and ``labels/grains/0``, each in an image (label image) group of its own, the
@@ -334,6 +342,9 @@ def create_outputs(state: RunState, shape, ndim: int, chunk, *, pixel_size=None,
         if not state.labels_path.exists():
             zarr.create_array(str(state.labels_path), shape=spatial, **_layout(chunk), dtype="uint32",
                               fill_value=0, zarr_format=3, compressors=_compressor())
+        if field_channels and not state.field_path.exists():
+            zarr.create_array(str(state.field_path), shape=(field_channels,) + spatial, **_layout(chunk, (field_channels,)),
+                              dtype="float32", fill_value=float("nan"), zarr_format=3, compressors=_compressor())
     except OSError as err:
         raise os_error(state.out_dir, err, "create output") from None
 

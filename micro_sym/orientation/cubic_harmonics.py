@@ -412,6 +412,49 @@ def sh_to_quat(coeffs, degrees=(4,), iterations: int = 6, candidates: int = 5, r
     return (q, res) if return_residual else q
 
 
+def unit_fields(coeffs, degrees=(4,)) -> np.ndarray:
+    """Network harmonic outputs ``(C, ...)`` as comparable fields: each degree scaled to unit length,
+    then the whole vector to unit length (float32; NaN stays NaN, a zero block stays zero).
+
+    The field of an orientation is ``D(R) c₀`` with ``D`` orthogonal, so the inner product of two
+    unit fields depends only on their misorientation, is 1 for cubic-equivalent orientations and
+    falls as ``1 - κθ²`` for a small misorientation θ about any axis (the cubic group leaves only the
+    isotropic quadratic form): :func:`field_min_dot` turns a threshold in degrees into one on it.
+    """
+    c = np.asarray(coeffs, np.float32)
+    out = np.empty_like(c)
+    o = 0
+    for l in degrees:
+        block = c[o : o + DIM[l]]
+        norm = np.sqrt(np.einsum("c...,c...->...", block, block))
+        np.divide(block, np.maximum(norm, np.float32(1e-12)) * np.float32(np.sqrt(len(degrees))), out=out[o : o + DIM[l]])
+        o += DIM[l]
+    return out
+
+
+@functools.lru_cache(maxsize=None)
+def field_min_dot(threshold_deg: float, degrees=(4,)) -> float:
+    """Smallest inner product of two :func:`unit_fields` whose orientations are ``threshold_deg``
+    apart: the median over 200 rotation axes of ``<h(I), h(R_θ)>`` for exact fields (the axes agree to
+    within 0.5 % of ``1 - <h, h'>`` at 5°; ``bench/studies/harmonic_pair_test.py``)."""
+    n = 200
+    i = np.arange(n) + 0.5
+    z = 1 - 2 * i / n
+    phi = np.pi * (1 + 5**0.5) * i
+    axes = np.stack([np.sqrt(1 - z * z) * np.cos(phi), np.sqrt(1 - z * z) * np.sin(phi), z], 1)
+    half = np.deg2rad(threshold_deg) / 2
+    rot = np.concatenate([np.full((n, 1), np.cos(half)), np.sin(half) * axes], 1)
+    ident = np.tile([1.0, 0.0, 0.0, 0.0], (n, 1))
+    a = unit_fields(np.moveaxis(quat_to_sh4(ident, degrees), -1, 0), degrees)
+    b = unit_fields(np.moveaxis(quat_to_sh4(rot, degrees), -1, 0), degrees)
+    return float(np.median(np.einsum("cn,cn->n", a.astype(np.float64), b.astype(np.float64))))
+
+
+def field_degrees(channels: int):
+    """The degrees stacked in a harmonic field of ``channels`` coefficients: 9 -> (4,), 22 -> (4, 6)."""
+    return {DIM[4]: (4,), DIM[4] + DIM[6]: (4, 6)}.get(int(channels))
+
+
 if __name__ == "__main__":  # rewrite the shipped constants from escnn
     np.savez(CONSTANTS_PATH, **constants_from_escnn())
     print(f"wrote {CONSTANTS_PATH}")

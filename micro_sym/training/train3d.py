@@ -307,7 +307,9 @@ def evaluate3d_volumes(model, volumes, *, threshold_deg=5.0, min_size=20, bounda
     (:func:`micro_sym.grains.rules.network_rule`: seeds by the 6-connected pair rule at
     ``threshold_deg`` well inside the predicted boundaries, seeds under ``min_size`` voxels dropped,
     a bounded flood). Voxels with a boundary probability ``>= boundary_threshold`` are predicted
-    boundary. Misorientation is measured on the true grains' interior voxels. ``period`` ("measure" or
+    boundary. Misorientation is measured on the true grains' interior voxels; a harmonic network's
+    orientation map is each predicted grain's mean orientation (:mod:`micro_sym.grains.field`), so
+    voxels in no predicted grain have none and do not count. ``period`` ("measure" or
     the first-ring spacing in voxels) runs the network at its training period
     (:func:`micro_sym.inference.rescale.rescale_for_input`), as ``segment`` does.
 
@@ -323,9 +325,10 @@ def evaluate3d_volumes(model, volumes, *, threshold_deg=5.0, min_size=20, bounda
     their share); ``sigma3_*_measured``: the Σ3 scores with those orientations (``measure_grains``; about
     40 ms a grain).
     """
+    from micro_sym.grains.field import grain_orientations, paint
     from micro_sym.grains.rules import grains_by_rule, network_rule
     from micro_sym.inference.network import as_network
-    from micro_sym.inference.tiles import predict_array
+    from micro_sym.inference.tiles import predict_raw, rule_maps
     from micro_sym.metrics import boundary_f1_masks
     from micro_sym.metrics3d import sigma3_boundaries, vacuum_unassigned
 
@@ -338,9 +341,11 @@ def evaluate3d_volumes(model, volumes, *, threshold_deg=5.0, min_size=20, bounda
             from micro_sym.inference.rescale import rescale_for_input
 
             run, _ = rescale_for_input(net, img, period=None if period == "measure" else float(period))
-        maps = predict_array(run, img, device=device)
+        maps = rule_maps(run, predict_raw(run, img, device=device))
         prob, q = maps["boundary"], maps["orientation"]
         labels = grains_by_rule(q, prob, rule, symmetry="cubic", min_size=min_size, boundary_threshold=boundary_threshold)
+        if net.grain_field:  # each grain's mean orientation over its voxels, as segment writes it
+            q = paint(labels, grain_orientations(q, labels, net.grain_field))
         true_boundary = boundary_from_grains(grains)
         predicted = prob >= boundary_threshold
         row = {"boundary_f1": boundary_f1_voxelwise(predicted, true_boundary),

@@ -210,6 +210,48 @@ def test_resume_after_kill_is_identical_and_writes_no_block_twice(tmp_path, mode
     assert other.status == "failed" and "different run" in other.error and "threshold" in other.error
 
 
+CRASH_3D = """
+import os, sys
+from micro_sym.inference import segment
+n = {"k": 0}
+def crash(stage, block_id):
+    n["k"] += 1
+    if n["k"] == 11:
+        os._exit(3)
+segment([sys.argv[1]], sys.argv[2], model="default-3d", block=16, chunk=16, workers=1, measure_grains=False,
+        on_block=crash)
+"""
+
+
+def test_3d_field_run_killed_in_its_grain_pass_resumes_to_the_same_bytes(tmp_path):
+    """default-3d's grains come from its harmonic field (scratch field.zarr) and its orientation map is
+    painted per grain after the last pass: a run killed among the grain blocks resumes without
+    rerunning a network block and ends with the bytes of an uninterrupted run; a resume asking for
+    per-voxel orientations is refused."""
+    vol = tifffile.imread("sample_data/volume/images/sample_000.tif")[:32, :32, :32]
+    zarr.create_array(str(tmp_path / "v.zarr"), data=vol, chunks=(16, 16, 16))
+    script = tmp_path / "crash.py"
+    script.write_text(CRASH_3D)
+    p = subprocess.run([sys.executable, str(script), str(tmp_path / "v.zarr"), str(tmp_path / "out")])
+    assert p.returncode == 3
+    assert (tmp_path / "out" / ".v.run" / "field.zarr").is_dir()
+    assert len(list((tmp_path / "out" / ".v.run" / "done2").iterdir())) == 3  # 8 maps blocks, then 3 of 8 grains
+    rerun = []
+    kw = dict(model="default-3d", block=16, chunk=16, workers=1, measure_grains=False)
+    (res,) = segment([tmp_path / "v.zarr"], tmp_path / "out", on_block=lambda s, b: rerun.append(s), **kw)
+    assert res.status == "complete", res.error
+    assert rerun.count("maps") == 0 and rerun.count("grains") == 5
+    assert not (tmp_path / "out" / ".v.run" / "field.zarr").exists()  # scratch gone
+    segment([tmp_path / "v.zarr"], tmp_path / "clean", **kw)
+    a, b = read_output(tmp_path / "out", "v"), read_output(tmp_path / "clean", "v")
+    assert a["grains"].max() > 1 and np.isfinite(a["orientation"][:, a["grains"] > 0]).all()
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k])
+    assert (tmp_path / "out" / "v_grains.csv").read_bytes() == (tmp_path / "clean" / "v_grains.csv").read_bytes()
+    (other,) = segment([tmp_path / "v.zarr"], tmp_path / "out", voxel_orientations=True, **kw)
+    assert other.status == "failed" and "orientation_map" in other.error
+
+
 def test_cli_corrupt_chunk_names_input_and_chunk_others_complete(tmp_path, model_file):
     good, bad = smooth_image((100, 90), seed=4), smooth_image((100, 90), seed=5)
     zarr.create_array(str(tmp_path / "good.zarr"), data=good, chunks=(32, 32))
@@ -309,12 +351,13 @@ def test_region_merge_across_a_block_thinner_than_the_reach():
 
 
 def test_progress_moves_inside_a_block_while_its_orientation_decodes(tmp_path):
-    """A volume of one block reports fractions of its maps step (after the forward, then per decoded z
-    slab) instead of sitting at 0 until the block ends; the steps never go back."""
+    """A volume of one block whose every voxel is decoded (--voxel-orientations) reports fractions of its
+    maps step (after the forward, then per decoded z slab) instead of sitting at 0 until the block
+    ends; the steps never go back."""
     vol = tifffile.imread("sample_data/volume/images/sample_000.tif")[:24, :32, :32]
     zarr.create_array(str(tmp_path / "v.zarr"), data=vol, chunks=(32, 32, 32))
     seen = []
-    (res,) = segment([tmp_path / "v.zarr"], tmp_path / "out", block=32, chunk=32,
+    (res,) = segment([tmp_path / "v.zarr"], tmp_path / "out", block=32, chunk=32, voxel_orientations=True,
                      progress=lambda done, total: seen.append((done, total)))
     assert res.status == "complete" and res.n_blocks == 1
     done = [d for d, _ in seen]

@@ -136,15 +136,35 @@ def test_bundled_2d_models_tiled_equal_whole_image(tmp_path, name):
 
 
 def test_bundled_3d_model_tiled_equals_whole_volume(tmp_path):
+    """Grains from the harmonic field and each grain's decoded mean (the default), block by block, equal
+    the whole volume's; with --voxel-orientations the map is every voxel's decode, the grains the same."""
+    from micro_sym.grains.field import grain_orientations, paint
+    from micro_sym.grains.rules import grains_by_rule, network_rule
+    from micro_sym.inference.tiles import predict_raw, rule_maps
+    from micro_sym.inference.whole_image import DEFAULT_MIN_SIZE
     from micro_sym.models import load_model
 
     vol = tifffile.imread("sample_data/volume/images/sample_000.tif")[:24, :32, :32]
     zarr.create_array(str(tmp_path / "v.zarr"), data=vol, chunks=(16, 16, 16))
     net = as_network(load_model("default-3d"), name="default-3d")
-    ref = predict_array(net, vol)
-    (res,) = segment([tmp_path / "v.zarr"], tmp_path / "out", model=net, block=16, chunk=16)
+    raw = predict_raw(net, vol)
+    whole = rule_maps(net, raw)
+    grains = grains_by_rule(whole["orientation"], whole["boundary"], network_rule(5.0, 3), symmetry="cubic",
+                            min_size=DEFAULT_MIN_SIZE)
+    assert whole["orientation"].shape == (9,) + vol.shape and grains.max() >= 2
+    (res,) = segment([tmp_path / "v.zarr"], tmp_path / "out", model=net, block=16, chunk=16, measure_grains=False)
     assert res.status == "complete" and res.n_blocks == 8
     out = read_output(tmp_path / "out", "v")
-    np.testing.assert_allclose(out["boundary"], ref["boundary"], atol=1e-4)
-    same = np.abs((out["orientation"] * ref["orientation"]).sum(0)) > 1 - 1e-6
+    np.testing.assert_allclose(out["boundary"], whole["boundary"], atol=1e-4)
+    np.testing.assert_array_equal(out["grains"], grains)
+    painted = paint(grains, grain_orientations(whole["orientation"], grains, (4,)))
+    in_grain = grains > 0
+    assert np.isnan(out["orientation"][:, ~in_grain]).all()
+    assert (np.abs((out["orientation"] * painted).sum(0))[in_grain] > 1 - 1e-6).all()
+
+    (res,) = segment([tmp_path / "v.zarr"], tmp_path / "voxels", model=net, block=16, chunk=16, measure_grains=False,
+                     voxel_orientations=True)
+    voxels = read_output(tmp_path / "voxels", "v")
+    np.testing.assert_array_equal(voxels["grains"], grains)
+    same = np.abs((voxels["orientation"] * net.decode(raw)["orientation"]).sum(0)) > 1 - 1e-6
     assert same.mean() > 0.999  # per-voxel decodes of equal outputs (a near-tied minimum may differ)
