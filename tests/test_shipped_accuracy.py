@@ -32,9 +32,10 @@ def test_bundled_2d_models_on_the_sample_micrographs(name):
 
 
 def test_bundled_3d_model_on_the_sample_volume():
-    """Measured: boundary F1 0.733 (voxel-exact), grain F1 0.880, median misorientation 4.16°."""
+    """Measured: boundary F1 0.733 (voxel-exact), grain F1 0.880, median misorientation 2.02° (each
+    grain's decoded mean orientation; per-voxel decodes gave 4.16°)."""
     from micro_sym.training.train3d import evaluate3d, load_volumes
 
     volumes = [v[1:] for v in load_volumes("sample_data/volume", None)]
     m = evaluate3d(load_model("default-3d"), volumes)
-    assert m["boundary_f1"] >= 0.72 and m["grain_f1"] >= 0.85 and m["median_misorientation_deg"] <= 4.5, m
+    assert m["boundary_f1"] >= 0.72 and m["grain_f1"] >= 0.85 and m["median_misorientation_deg"] <= 2.5, m
