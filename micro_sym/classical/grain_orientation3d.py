@@ -41,6 +41,7 @@ held-out volumes, each then off by tens of degrees).
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 
@@ -102,6 +103,47 @@ def grain_spots(crop, mask, ring_frequency: float, *, workers: int = 1) -> tuple
     return dirs, heights
 
 
+@functools.lru_cache(maxsize=64)
+def _shell_geometry(size: tuple, f0: float) -> dict:
+    """What :func:`_grain_spectrum` needs of a padded grid ``size`` around the ring at ``f0``: the
+    ``near`` points (ring weight > 1e-3) as flat indices of the fftshifted grid (C order) and of the
+    unshifted FFT, their weight and radial bin, the bins' counts, the spot band and the wider band
+    (masks over ``near``), and the shifted frequencies per axis. Grains share a few padded sizes."""
+    fz, fy, fx = (fft.fftshift(fft.fftfreq(n)) for n in size)
+    radius = np.sqrt(fz[:, None, None] ** 2 + fy[None, :, None] ** 2 + fx[None, None, :] ** 2)
+    weight = np.exp(-0.5 * ((radius - f0) / (RING_WIDTH * f0)) ** 2)
+    near = np.flatnonzero(weight > 1e-3)
+    step = 1.0 / min(size)
+    bins = np.minimum((radius / step).astype(np.int64), int(0.9 / step))
+    r = radius.ravel()[near]
+    shifted = np.unravel_index(near, size)
+    unshifted = np.ravel_multi_index(tuple((c - n // 2) % n for c, n in zip(shifted, size)), size)  # fftshift moves 0 to n // 2
+    geo = {"near": near, "unshifted": unshifted, "weight": weight.ravel()[near], "bins": bins.ravel()[near],
+           "counts": np.bincount(bins.ravel()[near], minlength=bins.max() + 1),
+           "band": np.abs(r - f0) <= SPOT_BAND * f0, "inband": np.abs(r - f0) <= 2 * SPOT_BAND * f0,
+           "freqs": (fz, fy, fx)}
+    for a in geo.values():
+        if isinstance(a, np.ndarray):
+            a.flags.writeable = False  # shared between grains and threads
+    return geo
+
+
+def _local_maxima(values, idx) -> np.ndarray:
+    """Whether each point ``idx`` (rows of indices) is at least every one of its 26 neighbours, points
+    beyond the grid counting as 0: ``values == maximum_filter(values, 3, mode="constant")`` there."""
+    shape = np.array(values.shape)
+    keep = np.ones(len(idx), bool)
+    here = values[tuple(idx.T)]
+    for off in itertools.product((-1, 0, 1), repeat=3):
+        if off == (0, 0, 0):
+            continue
+        nb = idx + off
+        inside = ((nb >= 0) & (nb < shape)).all(1)
+        v = np.where(inside, values[tuple(np.clip(nb, 0, shape - 1).T)], 0.0)
+        keep &= here >= v
+    return keep
+
+
 def _grain_spectrum(crop, mask, ring_frequency: float, *, workers: int = 1):
     """:func:`grain_spots` and the band's positive excess ``(directions (m, 3), excess (m,), sigma)``,
     ``sigma`` the angular width (radians) of a spot of this grain, for :func:`_refine`."""
@@ -113,28 +155,26 @@ def _grain_spectrum(crop, mask, ring_frequency: float, *, workers: int = 1):
     if finite.sum() < 2:
         return empty
     signal = tapered(crop, finite, period)
-    size = [fft.next_fast_len(max(2 * n, math.ceil(12 * period))) for n in crop.shape]
-    power = fft.fftshift(np.abs(fft.fftn(signal, s=size, workers=workers)) ** 2)
-    fz, fy, fx = (fft.fftshift(fft.fftfreq(n)) for n in size)
-    fz, fy, fx = fz[:, None, None], fy[None, :, None], fx[None, None, :]
-    radius = np.sqrt(fz * fz + fy * fy + fx * fx)
-    weight = np.exp(-0.5 * ((radius - f0) / (RING_WIDTH * f0)) ** 2)
-    near = weight > 1e-3
-    step = 1.0 / min(size)
-    bins = np.minimum((radius / step).astype(np.int64), int(0.9 / step))
-    counts = np.bincount(bins[near], minlength=bins.max() + 1)
-    sums = np.bincount(bins[near], power[near], minlength=bins.max() + 1)
-    excess = np.where(near, (power - (sums / np.maximum(counts, 1))[bins]) * weight, 0.0)
-    band = near & (np.abs(radius - f0) <= SPOT_BAND * f0) & (excess > 0)
-    band &= excess == ndimage.maximum_filter(excess, size=3, mode="constant")
-    inband = np.argwhere(near & (np.abs(radius - f0) <= 2 * SPOT_BAND * f0) & (excess > 0))
-    bfreq = np.stack([fx[0, 0, inband[:, 2]], fy[0, inband[:, 1], 0], fz[inband[:, 0], 0, 0]], axis=1)
+    size = tuple(fft.next_fast_len(max(2 * n, math.ceil(12 * period))) for n in crop.shape)
+    geo = _shell_geometry(size, f0)
+    near = geo["near"]  # flat indices of the fftshifted grid, in C order (as a boolean mask selects them)
+    spectrum = fft.fftn(signal, s=size, workers=workers).ravel()[geo["unshifted"]]
+    power = np.abs(spectrum) ** 2
+    sums = np.bincount(geo["bins"], power, minlength=len(geo["counts"]))
+    excess_near = (power - (sums / np.maximum(geo["counts"], 1))[geo["bins"]]) * geo["weight"]
+    excess = np.zeros(size)
+    excess.ravel()[near] = excess_near
+    positive = excess_near > 0
+    inband = np.column_stack(np.unravel_index(near[geo["inband"] & positive], size))
+    fz, fy, fx = geo["freqs"]
+    bfreq = np.stack([fx[inband[:, 2]], fy[inband[:, 1]], fz[inband[:, 0]]], axis=1)
     bdirs = bfreq / np.linalg.norm(bfreq, axis=1, keepdims=True)
     # A spot's angular sigma: the grain's extent L spreads it over ~1/L in frequency.
     extent = float(finite.sum()) ** (1.0 / 3.0)
     shell = (bdirs, excess[tuple(inband.T)], float(np.clip(SPOT_SIGMA / (extent * f0), math.radians(1.0),
                                                              math.radians(8.0))))
-    idx = np.argwhere(band)
+    idx = np.column_stack(np.unravel_index(near[geo["band"] & positive], size))
+    idx = idx[_local_maxima(excess, idx)]  # the band's local maxima over 3³ (zero beyond the grid)
     if not len(idx):
         return empty
     height = excess[tuple(idx.T)]
@@ -142,15 +182,19 @@ def _grain_spectrum(crop, mask, ring_frequency: float, *, workers: int = 1):
     idx, height = idx[order], height[order]
     # Sub-bin position: a parabola through log e per axis.
     pos = idx.astype(np.float64)
-    loge = np.log(np.maximum(excess, height.min() * 1e-6))
-    centre = loge[tuple(idx.T)]
+    floor = height.min() * 1e-6
+
+    def loge(points):
+        return np.log(np.maximum(excess[tuple(points.T)], floor))
+
+    centre = loge(idx)
     shape = np.array(excess.shape)
     for axis in range(3):
         step_ = np.zeros(3, np.int64)
         step_[axis] = 1
         lo = np.clip(idx - step_, 0, shape - 1)
         hi = np.clip(idx + step_, 0, shape - 1)
-        a, c = loge[tuple(lo.T)], loge[tuple(hi.T)]
+        a, c = loge(lo), loge(hi)
         den = a - 2 * centre + c
         pos[:, axis] += np.where(den < 0, np.clip(0.5 * (a - c) / np.where(den < 0, den, -1.0), -0.5, 0.5), 0.0)
     freq = np.stack([(pos[:, 2] - size[2] // 2) / size[2], (pos[:, 1] - size[1] // 2) / size[1],
@@ -173,11 +217,14 @@ def _grain_spectrum(crop, mask, ring_frequency: float, *, workers: int = 1):
 
 def _triad(a1, a2, b1, b2) -> np.ndarray:
     """The rotation taking ``a1`` onto ``b1`` and the plane (a1, a2) onto (b1, b2)."""
+    def cross(u, v):  # np.cross's arithmetic, without its per-call overhead (called per spot pair)
+        return np.array([u[1] * v[2] - u[2] * v[1], u[2] * v[0] - u[0] * v[2], u[0] * v[1] - u[1] * v[0]])
+
     def frame(u, v):
         e1 = u / np.linalg.norm(u)
-        e3 = np.cross(u, v)
+        e3 = cross(u, v)
         e3 /= np.linalg.norm(e3)
-        return np.stack([e1, np.cross(e3, e1), e3], axis=1)
+        return np.stack([e1, cross(e3, e1), e3], axis=1)
 
     return frame(b1, b2) @ frame(a1, a2).T
 
