@@ -353,14 +353,20 @@ def cubic_max_scalar_shifted(q, lo, hi):
     ``q``: quaternions ``(4, *spatial)``; ``lo``, ``hi``: tuples of slices of equal extent (a
     neighbour offset, :func:`micro_sym.grains.reconstruct._shift_slices`). Same values.
     """
-    spatial = q.shape[1:]
-    pad = (0,) * (3 - len(spatial))
-    start_lo = np.array(pad + tuple(s.start or 0 for s in lo), np.int64)
-    start_hi = np.array(pad + tuple(s.start or 0 for s in hi), np.int64)
-    out = np.empty(tuple(len(range(*s.indices(n))) for s, n in zip(lo, spatial)), q.dtype)
+    start_lo, start_hi, out = _shifted_pairs(q, lo, hi)
     _cubic_max_scalar_shifted(_as_3d(np.ascontiguousarray(q), channel=True), start_lo, start_hi,
                               q.dtype.type(1 / np.sqrt(2.0)), q.dtype.type(0.5), _as_3d(out))
     return out
+
+
+def _shifted_pairs(a, lo, hi):
+    """For the kernels over pairs ``(a[:, lo], a[:, hi])`` of a channel-first array: the 3D start of
+    each slice tuple and the output array (the pairs' spatial shape, ``a``'s dtype)."""
+    spatial = a.shape[1:]
+    pad = (0,) * (3 - len(spatial))
+    start_lo = np.array(pad + tuple(s.start or 0 for s in lo), np.int64)
+    start_hi = np.array(pad + tuple(s.start or 0 for s in hi), np.int64)
+    return start_lo, start_hi, np.empty(tuple(len(range(*s.indices(n))) for s, n in zip(lo, spatial)), a.dtype)
 
 
 @njit(cache=True, nogil=True)
@@ -383,11 +389,7 @@ def field_dots_shifted(f, lo, hi):
 
     ``lo``, ``hi``: tuples of slices of equal extent (as :func:`cubic_max_scalar_shifted`). NaN stays NaN.
     """
-    spatial = f.shape[1:]
-    pad = (0,) * (3 - len(spatial))
-    start_lo = np.array(pad + tuple(s.start or 0 for s in lo), np.int64)
-    start_hi = np.array(pad + tuple(s.start or 0 for s in hi), np.int64)
-    out = np.empty(tuple(len(range(*s.indices(n))) for s, n in zip(lo, spatial)), f.dtype)
+    start_lo, start_hi, out = _shifted_pairs(f, lo, hi)
     _field_dots_shifted(_as_3d(np.ascontiguousarray(f), channel=True), start_lo, start_hi, _as_3d(out))
     return out
 
