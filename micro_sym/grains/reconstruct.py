@@ -186,14 +186,9 @@ def pair_connected(a, b, kind: OrientationKind, threshold: float):
         d -= period / 2
         np.abs(d, out=d)
         return d <= threshold  # NaN compares False
-    if kind.kind == "field":
-        return field_dots(a, b) >= kind.min_dot(threshold)
+    if kind.kind == "field":  # inner products of unit fields, in the inputs' precision
+        return np.einsum("c...,c...->...", a, b) >= kind.min_dot(threshold)
     return _within(_pair_max_scalar(a, b, kind), threshold)
-
-
-def field_dots(a, b):
-    """Inner products of unit harmonic fields ``(C, ...)`` per point, in the inputs' precision."""
-    return np.einsum("c...,c...->...", a, b)
 
 
 def _pair_max_scalar(a, b, kind: OrientationKind):

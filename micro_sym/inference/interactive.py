@@ -324,7 +324,7 @@ def _iter_network(image, settings, pixel_size, unit, net, measured=None):
                                             neighbour_pairs, seed_parts)
     from micro_sym.inference.rescale import adapt_to_image
     from micro_sym.grains.field import paint, table_orientations
-    from micro_sym.inference.tiles import decode_slab, iter_tiles, label_tile, rule_maps
+    from micro_sym.inference.tiles import iter_tiles, label_tile, rule_maps
     from micro_sym.models.normalize import intensity_range
 
     t0 = time.perf_counter()
@@ -352,11 +352,8 @@ def _iter_network(image, settings, pixel_size, unit, net, measured=None):
     else:
         plan = plan_blocks(shape, None, halo=halo, stride=stride)
     n = len(plan.blocks)
-    # Slow decodes run in z slabs with a progress step after each, so Cancel acts within seconds.
     field = getattr(net, "grain_field", None)  # a 3D harmonic network: grains from its field (grains.field)
-    slab = None if field else decode_slab(net)
-    steps = [math.ceil(b.shape[0] / slab) if slab else 1 for b in plan.blocks]
-    total = sum(steps) + 2  # tile steps, the merge, the statistics
+    total = n + 2  # the tiles, the merge, the statistics
     done = 0
     yield Progress(0, total, "intensity range")
     # One normalization for the whole image, as whole-image inference does (tiles must agree).
@@ -370,11 +367,8 @@ def _iter_network(image, settings, pixel_size, unit, net, measured=None):
     for i, b in enumerate(plan.blocks):
         yield Progress(done, total, f"tile {i + 1}/{n}")
         out = next(tiles)
-        if field:
-            maps = rule_maps(net, out.core_outputs)
-        else:
-            maps = yield from _decode(net, out.core_outputs, slab, done, total, f"tile {i + 1}/{n}")
-        done += steps[i]
+        maps = rule_maps(net, out.core_outputs)
+        done += 1
         lab = label_tile(net, out, maps, rule=rule, shape=shape, boundary_threshold=settings.boundary_threshold)
         boundary[b.core] = maps["boundary"]
         orientation[(slice(None), *b.core) if nd == 3 else b.core] = maps["orientation"]
@@ -417,20 +411,6 @@ def _iter_network(image, settings, pixel_size, unit, net, measured=None):
     how = f", resampled x{scale['scale']:.2f}" if scale and scale["resampled"] else ""
     return SegmentResult(grains, boundary, orientation, table, net.symmetry, f"network {settings.model}{how}",
                          _tuple(pixel_size), unit, n, time.perf_counter() - t0, info)
-
-
-def _decode(net, y, slab, done, total, what):
-    """``net.decode(y)``; with ``slab``, z slab by z slab (same values), yielding progress between slabs."""
-    from micro_sym.inference.tiles import decode_in_slabs
-
-    slabs = decode_in_slabs(net, y, slab)
-    while True:
-        try:
-            planes = next(slabs)
-        except StopIteration as finished:
-            return finished.value
-        if planes < y.shape[1]:
-            yield Progress(done + planes // slab, total, f"{what}: orientation planes {planes}-{min(planes + slab, y.shape[1])}")
 
 
 def _iter_classical(image, settings, pixel_size, unit):

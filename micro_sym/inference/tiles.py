@@ -30,8 +30,8 @@ from micro_sym.grains.blockwise import grow, inside
 from micro_sym.inference.blocks import Block, BlockPlan, grown_crop, padded_size, plan_blocks
 from micro_sym.grains.blockwise import BlockLabels, label_block, seed_core
 
-#: z planes per decoding step of 3D harmonic outputs, which decode per voxel by an iterative fit (tens
-#: of seconds per 48³ tile on a CPU): a progress point (and, in napari, a Cancel point) every few seconds.
+#: z planes per decoding step of 3D harmonic outputs when every voxel is decoded (``--voxel-orientations``:
+#: an iterative fit, tens of seconds per 48³ tile on a CPU): a progress point every few seconds.
 DECODE_SLAB = 8
 
 
@@ -148,7 +148,7 @@ def rule_maps(net, y: np.ndarray) -> dict:
 
 def decode_slab(net) -> int | None:
     """z planes per decoding step for ``net``, or None where the whole decode takes a moment."""
-    return DECODE_SLAB if net.ndim == 3 and str(net.orientation).startswith("harmonics") else None
+    return DECODE_SLAB if getattr(net, "grain_field", None) else None
 
 
 def decode_in_slabs(net, y: np.ndarray, slab: int | None):
