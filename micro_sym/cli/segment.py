@@ -202,6 +202,10 @@ def segment(
     precision: Optional[str] = typer.Option(None, "--precision", help="fp32 (exact, default) or bf16: bfloat16 "
                                             "arithmetic, several times faster for 3D networks on CPUs with bf16 units "
                                             "(outputs within about a percent)."),
+    forward_memory: Optional[float] = typer.Option(None, "--forward-memory", help="MB one network forward may "
+                                                   "take for its activations (default 1024 or $MICRO_SYM_FORWARD_MB): "
+                                                   "a larger volume tile runs through the network in z slabs, with the "
+                                                   "same outputs and some recomputed halo."),
     tile: Optional[str] = typer.Option(None, "--tile", help="Processing block, e.g. 1024 or 256x256x256 (multiple of --chunk)."),
     chunk: Optional[str] = typer.Option(None, "--chunk", help="Output chunk (write unit), default 512² / 128³."),
     scheduler: str = typer.Option("threads", "--scheduler", help="threads | processes | local-cluster | tcp://HOST:PORT."),
@@ -261,7 +265,7 @@ def segment(
     kwargs = dict(block=block, chunk=chunk_shape, threshold=threshold, min_size=min_size,
                   batch=batch, dry_run=dry_run, overwrite=overwrite, model=model, method=method, lattice=lattice,
                   period=period, lattice_mask=lattice_mask, channel=channel, measure_grains=measure_grains,
-                  precision=precision, voxel_orientations=voxel_orientations)
+                  precision=precision, forward_memory=forward_memory, voxel_orientations=voxel_orientations)
     if dry_run:
         results = run_segment(paths, out, scheduler=scheduler, workers=workers, device=device, **kwargs)
         # Plain lines, not a table: paths stay whole in narrow terminals and logs.

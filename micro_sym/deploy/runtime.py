@@ -3,8 +3,9 @@
 Why: our U-Nets have few channels per layer (8-192), where torch's default NCHW convolutions are
 slow on a CPU. onnxruntime's fused convolutions ran the bundled 2D networks 3-3.6 times faster
 than torch on 2 cores, channels-last torch 1.4-1.7 times faster in 2D and 1.3-1.4 times in 3D, where
-onnxruntime gained nothing (``python bench/bench_runtime.py``). The outputs
-equal the torch module's to float rounding (``tests/deploy/test_runtime.py``).
+onnxruntime gained nothing (``python bench/bench_runtime.py``). A deployed 3D U-Net runs with its
+decoders' first convolutions split (:mod:`.subpixel`). The outputs equal the torch module's to float
+rounding (``tests/deploy/test_runtime.py``).
 
 Only frozen networks are converted: :func:`cpu_forward` caches one runner per module and rebuilds it
 when any of the module's tensors has been modified in place (an optimizer step, ``load_state_dict``),
@@ -28,6 +29,7 @@ import torch
 from torch import nn
 
 from micro_sym.deploy.export import onnx_bytes, ort_session
+from micro_sym.deploy.subpixel import SubpixelUNet3D, splittable
 from micro_sym.errors import MicroSymError
 
 BACKENDS = ("auto", "onnxruntime", "channels-last", "torch")
@@ -79,7 +81,10 @@ class CpuRunner:
                 log.info("onnxruntime conversion failed (%s: %s); using channels-last torch", type(err).__name__, err)
                 self.backend = "channels-last"
         if self.backend == "channels-last":
-            self._module = copy.deepcopy(module).eval().to(memory_format=self._memory_format)
+            module = copy.deepcopy(module).eval()
+            if self.ndim == 3 and splittable(module):  # same function, fewer operations, smaller peak
+                module = SubpixelUNet3D(module).eval()
+            self._module = module.to(memory_format=self._memory_format)
 
     @property
     def _memory_format(self):

@@ -211,7 +211,8 @@ def _per_axis(value, nd: int, what: str) -> tuple:
 
 
 def estimate_memory(plan: BlockPlan, *, in_channels: int = 1, out_channels: int, width: int, workers: int = 1,
-                    input_itemsize: int = 1, resampled: tuple[int, int] | None = None) -> int:
+                    input_itemsize: int = 1, resampled: tuple[int, int] | None = None,
+                    activations: int | None = None) -> int:
     """Rough peak bytes of the block engine: per worker one tile in flight through the network.
 
     Counts the input tile (raw and float32), the two largest activations alive at once
@@ -219,7 +220,9 @@ def estimate_memory(plan: BlockPlan, *, in_channels: int = 1, out_channels: int,
     full resolution), the network output and the per-block label/statistics buffers. ``resampled``:
     ``(samples of the resampled tile, samples of the network's largest call on it)`` for a network
     run at another sampling (:meth:`~.resampling.RescaledNetwork.samples`), whose resampled input and
-    output also live beside the tile's. An estimate, not a bound.
+    output also live beside the tile's. ``activations``: the network's own estimate of its forward's
+    peak bytes on a tile (3D networks, which run a large tile in slabs: :meth:`.Network.activation_bytes`),
+    in place of the ``2 × width`` channels. An estimate, not a bound.
     """
     tile = math.prod(plan.max_tile_shape)
     core = math.prod(plan.block)
@@ -227,6 +230,8 @@ def estimate_memory(plan: BlockPlan, *, in_channels: int = 1, out_channels: int,
     if resampled:
         net_tile, call = resampled
         per_worker += net_tile * 4 * (in_channels + out_channels) + call * 4 * 2 * width + tile * 4 * out_channels
+    elif activations is not None:
+        per_worker += activations + tile * 4 * out_channels
     else:
         per_worker += tile * 4 * (2 * width + out_channels)
     per_worker += core * (4 * out_channels + 8 + 4)  # decoded outputs, labels, misorientation scratch

@@ -456,8 +456,10 @@ def _segment_input(img, path: Path, out_dir, net, runner, *, block, chunk, thres
             method["grain_orientation"] = {"ring_frequency": ring3d}
     n = len(plan.blocks)
     samples = getattr(net, "samples", None)  # a network run at another sampling: its resampled tile
+    activations = getattr(net, "activation_bytes", None)  # a 3D network: its forward's estimate, slabs counted
     est = estimate_memory(plan, out_channels=net.out_channels or 3, width=net.width, workers=runner.workers if runner else 1,
-                          input_itemsize=img.data.dtype.itemsize, resampled=samples(plan.max_tile_shape) if samples else None)
+                          input_itemsize=img.data.dtype.itemsize, resampled=samples(plan.max_tile_shape) if samples else None,
+                          activations=activations(plan.max_tile_shape) if activations else None)
     plan_info = {"blocks": n, "grid": plan.grid, "block": plan.block, "chunk": plan.chunk, "halo": plan.halo,
                  "tile": plan.max_tile_shape, "recompute": round(plan.recompute, 3), "memory_estimate_bytes": est,
                  "outputs": [str(state.zarr_path), str(state.csv_path)], "method": method,
@@ -619,8 +621,9 @@ def expand_inputs(inputs) -> list[Path]:
 
 
 def segment(inputs, out_dir, *, model=None, method: str | None = None, lattice: str | None = None,
-            period: float | None = None, precision: str | None = None, scheduler: str = "threads", workers: int | None = None,
-            device: str = "cpu", on_input=None, **kwargs) -> list[InputResult]:
+            period: float | None = None, precision: str | None = None, forward_memory: float | None = None,
+            scheduler: str = "threads", workers: int | None = None, device: str = "cpu", on_input=None,
+            **kwargs) -> list[InputResult]:
     """Segment many inputs; a failing input is reported and the others still run.
 
     Parameters
@@ -647,6 +650,10 @@ def segment(inputs, out_dir, *, model=None, method: str | None = None, lattice: 
     precision : {"fp32", "bf16"}, optional
         The network's arithmetic (:attr:`Network.precision`): bf16 is several times faster for 3D
         networks on CPUs with bf16 units and not exact. Default ``$MICRO_SYM_PRECISION``, else fp32.
+    forward_memory : float, optional
+        MiB one forward's activations may take (:attr:`Network.forward_memory`): a larger 3D tile runs
+        through the network in z slabs, same outputs, some recompute. Default ``$MICRO_SYM_FORWARD_MB``,
+        else 1024.
     scheduler : str
         ``threads`` (default, in process), ``processes``, ``local-cluster`` or ``tcp://HOST:PORT``.
     workers : int, optional
@@ -680,8 +687,8 @@ def segment(inputs, out_dir, *, model=None, method: str | None = None, lattice: 
         if all(d == 3 for d in dims):
             model, method = DEFAULT_3D_MODEL, "network"
         elif 3 in dims:
-            common = dict(lattice=lattice, period=period, precision=precision, scheduler=scheduler, workers=workers,
-                          device=device, on_input=on_input, **kwargs)
+            common = dict(lattice=lattice, period=period, precision=precision, forward_memory=forward_memory,
+                          scheduler=scheduler, workers=workers, device=device, on_input=on_input, **kwargs)
             volumes = segment([p for p, d in zip(paths, dims) if d == 3], out_dir, model=DEFAULT_3D_MODEL, **common)
             images = segment([p for p, d in zip(paths, dims) if d != 3], out_dir, method="auto", **common)
             by_input = {r.input: r for r in volumes + images}
@@ -702,6 +709,10 @@ def segment(inputs, out_dir, *, model=None, method: str | None = None, lattice: 
             from micro_sym.deploy.runtime import chosen_precision
 
             net = dataclasses.replace(net, precision=chosen_precision(precision))
+        if forward_memory is not None:
+            from micro_sym.inference.forward_slabs import chosen_forward_memory
+
+            net = dataclasses.replace(net, forward_memory=chosen_forward_memory(forward_memory))
         if period is not None and not period > 0:
             raise MicroSymError(f"--period {period:g}: the lattice constant must be a positive number of pixels")
         if method == "auto":

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from micro_sym.inference.forward_slabs import (activation_bytes, chosen_forward_memory, forward_in_slabs,
+                                               peak_values_per_width, plan_slabs, thickest_slab)
 from micro_sym.orientation.symmetry import lattice
 
 #: One network forward at a time per process. The block engine's worker threads share one network;
@@ -68,6 +70,9 @@ class Network:
         ``"fp32"`` (exact) or ``"bf16"`` (bfloat16 autocast: several times faster for 3D networks on
         CPUs with bf16 units, outputs within about a percent; :func:`micro_sym.deploy.runtime.cpu_forward`).
         Default ``$MICRO_SYM_PRECISION``, else fp32.
+    forward_memory : int
+        Budget (bytes) for one forward's activations: a 3D tile whose estimate exceeds it runs in slabs
+        along z, with the same outputs (:mod:`.forward_slabs`). Default ``$MICRO_SYM_FORWARD_MB``, else 1 GiB.
     """
 
     module: object
@@ -85,6 +90,7 @@ class Network:
     meta: dict = field(default_factory=dict)
     lattice_period: float | None = None
     precision: str = "fp32"
+    forward_memory: int = field(default_factory=chosen_forward_memory)
 
     def grain_rule(self, threshold: float, ndim: int) -> dict:
         """Grain-rule parameters for this network's maps (:func:`micro_sym.grains.rules.network_rule`)."""
@@ -136,15 +142,42 @@ class Network:
     def forward(self, x: np.ndarray, device: str = "cpu", *, exclusive: bool = True) -> np.ndarray:
         """Run the module on a batch ``(B, *tile)`` of normalized tiles; returns ``(B, C, *tile)``.
 
-        ``exclusive``: one forward at a time in this process (:data:`FORWARD_LOCK`)."""
+        ``exclusive``: one forward at a time in this process (:data:`FORWARD_LOCK`). A 3D tile too large
+        for :attr:`forward_memory` runs in z slabs (:func:`.forward_slabs.forward_in_slabs`)."""
         import torch
 
         from micro_sym.deploy.runtime import cpu_forward
 
-        with FORWARD_LOCK if exclusive else contextlib.nullcontext(), torch.inference_mode():
-            t = torch.from_numpy(np.ascontiguousarray(x, np.float32))[:, None].to(device)
-            threads = _exclusive_threads if exclusive else None
+        threads = _exclusive_threads if exclusive else None
+
+        def run(part):
+            t = torch.from_numpy(np.ascontiguousarray(part, np.float32))[:, None].to(device)
             return cpu_forward(self.module, self.ndim, t, threads, self.precision).float().cpu().numpy()
+
+        with FORWARD_LOCK if exclusive else contextlib.nullcontext(), torch.inference_mode():
+            return forward_in_slabs(run, x, self.halo, self.slab_edges(x.shape[1:], len(x)))
+
+    def activation_bytes(self, spatial_shape, batch: int = 1) -> int | None:
+        """Estimated peak bytes of a 3D forward over ``batch`` tiles of ``spatial_shape``, in its slabs
+        (:func:`.forward_slabs.activation_bytes`); None for 2D networks."""
+        if self.ndim != 3 or not self.width:
+            return None
+        thickest = thickest_slab(self.slab_edges(spatial_shape, batch), self.halo)
+        return activation_bytes((thickest, *spatial_shape[1:]), self.width, self._itemsize, batch,
+                                peak_values_per_width(self.module))
+
+    @property
+    def _itemsize(self) -> int:
+        return 2 if self.precision == "bf16" else 4
+
+    def slab_edges(self, spatial_shape, batch: int = 1) -> list[int]:
+        """Where a forward over a batch of tiles of ``spatial_shape`` is cut along z (:func:`.plan_slabs`):
+        ``[0, size]`` for one forward (2D networks, and 3D tiles within :attr:`forward_memory`)."""
+        if self.ndim != 3 or not self.width:
+            return [0, int(spatial_shape[0])]
+        return plan_slabs(spatial_shape, width=self.width, itemsize=self._itemsize,
+                          budget=self.forward_memory, halo=self.halo, stride=self.total_stride, batch=batch,
+                          per_width=peak_values_per_width(self.module))
 
     def to_bytes(self) -> bytes:
         """Serialized form shipped to workers (pickle of the exported module, as dask ships tasks)."""

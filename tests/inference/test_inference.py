@@ -291,6 +291,8 @@ def test_bad_inputs_give_one_line_errors(tmp_path, model_file, capfd):
         ([str(tmp_path / "notes.txt"), "--out", str(tmp_path / "o2")], "unsupported file type"),
         ([str(tmp_path / "a.tif"), "--out", str(blocker / "sub")], "cannot write to output directory"),
         ([str(tmp_path / "missing*.tif"), "--out", str(tmp_path / "o3")], "no file matches"),
+        ([str(tmp_path / "a.tif"), "--out", str(tmp_path / "o4"), "--forward-memory", "0"],
+         "forward memory 0 (--forward-memory or $MICRO_SYM_FORWARD_MB): expected a positive number of MB"),
     ]
     for args, expected in cases:
         code, lines = _one_line_error(["segment", *args, "--model", str(model_file)])

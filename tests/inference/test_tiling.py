@@ -166,5 +166,9 @@ def test_bundled_3d_model_tiled_equals_whole_volume(tmp_path):
                      voxel_orientations=True)
     voxels = read_output(tmp_path / "voxels", "v")
     np.testing.assert_array_equal(voxels["grains"], grains)
-    same = np.abs((voxels["orientation"] * net.decode(raw)["orientation"]).sum(0)) > 1 - 1e-6
-    assert same.mean() > 0.999  # per-voxel decodes of equal outputs (a near-tied minimum may differ)
+    # Per-voxel decodes of outputs equal to float rounding: the same orientation, up to which cubic
+    # equivalent the fit lands on.
+    from micro_sym.orientation import misorientation_cubic
+
+    voxel_q, whole_q = (np.moveaxis(q, 0, -1).reshape(-1, 4) for q in (voxels["orientation"], net.decode(raw)["orientation"]))
+    assert misorientation_cubic(voxel_q, whole_q).max() < 0.1
