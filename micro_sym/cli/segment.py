@@ -203,7 +203,7 @@ def segment(
                                             "arithmetic, several times faster for 3D networks on CPUs with bf16 units "
                                             "(outputs within about a percent)."),
     forward_memory: Optional[float] = typer.Option(None, "--forward-memory", help="MB one network forward may "
-                                                   "take for its activations (default 1024 or $MICRO_SYM_FORWARD_MB): "
+                                                   "take for its activations (default 640 or $MICRO_SYM_FORWARD_MB): "
                                                    "a larger volume tile runs through the network in z slabs, with the "
                                                    "same outputs and some recomputed halo."),
     tile: Optional[str] = typer.Option(None, "--tile", help="Processing block, e.g. 1024 or 256x256x256 (multiple of --chunk)."),

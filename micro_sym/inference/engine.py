@@ -653,7 +653,7 @@ def segment(inputs, out_dir, *, model=None, method: str | None = None, lattice: 
     forward_memory : float, optional
         MiB one forward's activations may take (:attr:`Network.forward_memory`): a larger 3D tile runs
         through the network in z slabs, same outputs, some recompute. Default ``$MICRO_SYM_FORWARD_MB``,
-        else 1024.
+        else 640.
     scheduler : str
         ``threads`` (default, in process), ``processes``, ``local-cluster`` or ``tcp://HOST:PORT``.
     workers : int, optional

@@ -21,7 +21,7 @@ from micro_sym.errors import MicroSymError
 
 #: Environment variable and default of the budget (MiB) for one forward's activations.
 FORWARD_MEMORY_VAR = "MICRO_SYM_FORWARD_MB"
-DEFAULT_FORWARD_MB = 1024
+DEFAULT_FORWARD_MB = 640
 
 #: Values held per voxel at the peak of a forward, in units of the network's widest layer. A deployed 3D
 #: U-Net as the runtime runs it (:mod:`micro_sym.deploy.subpixel`): the skip, the first decoder
@@ -33,7 +33,7 @@ PEAK_VALUES_PER_WIDTH = {"split decoder": 1.75, "concatenation": 3.0}
 
 
 def chosen_forward_memory(megabytes: float | None = None) -> int:
-    """The activation budget in bytes: ``megabytes``, else ``$MICRO_SYM_FORWARD_MB``, else 1024 MiB."""
+    """The activation budget in bytes: ``megabytes``, else ``$MICRO_SYM_FORWARD_MB``, else 640 MiB."""
     value = megabytes if megabytes is not None else os.environ.get(FORWARD_MEMORY_VAR) or DEFAULT_FORWARD_MB
     try:
         mb = float(value)

@@ -72,7 +72,7 @@ class Network:
         Default ``$MICRO_SYM_PRECISION``, else fp32.
     forward_memory : int
         Budget (bytes) for one forward's activations: a 3D tile whose estimate exceeds it runs in slabs
-        along z, with the same outputs (:mod:`.forward_slabs`). Default ``$MICRO_SYM_FORWARD_MB``, else 1 GiB.
+        along z, with the same outputs (:mod:`.forward_slabs`). Default ``$MICRO_SYM_FORWARD_MB``, else 640 MiB.
     """
 
     module: object

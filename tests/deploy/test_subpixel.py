@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from micro_sym.deploy.runtime import CpuRunner
-from micro_sym.deploy.subpixel import SubpixelUNet3D, _SplitDecoderConv, splittable
+from micro_sym.deploy.subpixel import SubpixelUNet3D, _ConvReLU3d, _fused_op, _SplitDecoderConv, splittable
 from micro_sym.models import load_model
 from micro_sym.models.gcnn3d import cube_grid_rotations, rotate_output, rotate_volume
 
@@ -43,6 +43,8 @@ def test_bundled_3d_networks_split_equal_the_deployed_unet(name):
     unet = load_model(name).net
     assert splittable(unet)
     fast = SubpixelUNet3D(unet).eval()
+    if _fused_op() is not None:  # each convolution that a ReLU follows runs fused
+        assert sum(isinstance(m, _ConvReLU3d) for m in fast.modules()) == 5
     x = torch.rand((2, 1, 22, 16, 18), generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         assert _rel_err(fast(x), unet(x)) < 1e-5

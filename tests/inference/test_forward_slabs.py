@@ -23,7 +23,7 @@ warnings.filterwarnings("ignore", message=".*py3nj.*")
 
 def test_budget_comes_from_the_argument_then_the_environment(monkeypatch):
     monkeypatch.delenv(FORWARD_MEMORY_VAR, raising=False)
-    assert chosen_forward_memory() == 1024 * 2**20 and chosen_forward_memory(100) == 100 * 2**20
+    assert chosen_forward_memory() == 640 * 2**20 and chosen_forward_memory(100) == 100 * 2**20
     monkeypatch.setenv(FORWARD_MEMORY_VAR, "512")
     assert chosen_forward_memory() == 512 * 2**20 and load_network("default-3d").forward_memory == 512 * 2**20
     for bad in (0, -5, "lots"):
