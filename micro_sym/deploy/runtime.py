@@ -4,7 +4,7 @@ Why: our U-Nets have few channels per layer (8-192), where torch's default NCHW 
 slow on a CPU. onnxruntime's fused convolutions ran the bundled 2D networks 3-3.6 times faster
 than torch on 2 cores, channels-last torch 1.4-1.7 times faster in 2D and 1.3-1.4 times in 3D, where
 onnxruntime gained nothing (``python bench/bench_runtime.py``). A deployed 3D U-Net runs with its
-decoders' first convolutions split (:mod:`.subpixel`). The outputs equal the torch module's to float
+decoders' first convolutions split and its convolutions fused with their ReLUs (:mod:`.subpixel`). The outputs equal the torch module's to float
 rounding (``tests/deploy/test_runtime.py``).
 
 Only frozen networks are converted: :func:`cpu_forward` caches one runner per module and rebuilds it

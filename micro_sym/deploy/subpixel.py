@@ -10,7 +10,7 @@ sees coarse offsets −1, 0 with taps ``w₋₁``, ``w₀ + w₁``; parity 1 see
 In 3D that is 8 convolutions of 2³ taps on the coarse grid instead of 27 taps on the fine one:
 default-3d's upsampled branch costs 3.4 times fewer multiply-adds (a quarter of the network's), and
 neither the upsampled features nor their concatenation with the skip exist at full resolution, which
-were the largest tensors of a forward (docs/design.md §5, "A 3D forward in slabs").
+were the largest tensors of a forward (docs/design.md §5, "The 3D forward: split decoder convolutions").
 
 Each 3³ convolution followed by a ReLU also runs as one oneDNN call with the ReLU fused
 (``torch.ops.mkldnn._convolution_pointwise``, where torch has it): a separate in-place ReLU over a
@@ -22,8 +22,8 @@ The function is the same; sums are ordered differently, so outputs agree to floa
 
 from __future__ import annotations
 
+import functools
 import itertools
-from typing import List
 
 import torch
 import torch.nn.functional as F
@@ -86,7 +86,9 @@ class _SplitDecoderConv(nn.Module):
         return y
 
 
+@functools.cache
 def _fused_op():
+    """oneDNN's convolution with a fused pointwise op, or None where this torch build lacks it."""
     ops = getattr(torch.ops, "mkldnn", None)
     try:
         return ops._convolution_pointwise if ops is not None and torch.backends.mkldnn.is_available() else None
@@ -112,9 +114,9 @@ class _ConvReLU3d(nn.Module):
 
 def _fuse(block: nn.Module) -> nn.Module:
     """``block`` with each zero-padded Conv3d that a ReLU follows replaced by :class:`_ConvReLU3d`."""
-    layers = list(block) if isinstance(block, nn.Sequential) else [block]
     if _fused_op() is None:
         return block
+    layers = list(block) if isinstance(block, nn.Sequential) else [block]
     out, i = [], 0
     while i < len(layers):
         layer, after = layers[i], layers[i + 1] if i + 1 < len(layers) else None
@@ -145,7 +147,7 @@ class SubpixelUNet3D(nn.Module):
         self.splits, self.rests = nn.ModuleList(splits), nn.ModuleList(rests)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        skips: List[torch.Tensor] = []
+        skips: list[torch.Tensor] = []
         for pre, block in zip(self.pre, self.enc):
             x = block(pre(x))
             skips.append(x)

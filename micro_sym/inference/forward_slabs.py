@@ -2,16 +2,18 @@
 
 A U-Net's activations over a tile are many times the tile: default-3d holds about 170 values per
 voxel at full resolution at its peak, 1.1 GB in bfloat16 and 2.1 GB in float32 for a 148³ tile
-(:data:`PEAK_VALUES_PER_WIDTH`). The widest layer, not the block, would then set the engine's memory. A tile whose estimate exceeds the budget runs through
-the network in slabs along its first spatial axis, one after the other. Each slab is grown by the
-network's halo (its receptive field, a multiple of its stride) on the sides inside the tile and
-starts on the stride grid, so every kept output voxel sees the same inputs, zero padding and pooling
-windows as in one forward over the whole tile: the outputs are the same (bit for bit in float32 on
-this CPU; tests/inference/test_forward_slabs.py).
+(:data:`PEAK_VALUES_PER_WIDTH`). The widest layer, not the block, would then set the engine's
+memory. A tile whose estimate exceeds the budget runs through the network in slabs along its first
+spatial axis, one after the other. Each slab is grown by the network's halo (its receptive field, a
+multiple of its stride) on the sides inside the tile and starts on the stride grid, so every kept
+output voxel sees the same inputs, zero padding and pooling windows as in one forward over the whole
+tile: the outputs are the same (bit for bit in float32 and bfloat16 on this CPU;
+tests/inference/test_forward_slabs.py).
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 
@@ -61,13 +63,13 @@ def activation_bytes(spatial_shape, width: int, itemsize: int, batch: int = 1, p
 
 def slab_edges(size: int, parts: int, stride: int) -> list[int]:
     """``parts + 1`` slab boundaries along an axis of ``size``, on the stride grid, first 0 and last ``size``."""
-    inner = [int(round(size * i / parts / stride)) * stride for i in range(1, parts)]
-    return [0, *sorted(set(e for e in inner if 0 < e < size)), size]
+    inner = [round(size * i / parts / stride) * stride for i in range(1, parts)]
+    return [0, *sorted({e for e in inner if 0 < e < size}), size]
 
 
 def thickest_slab(edges: list[int], halo: int) -> int:
     """Planes of the thickest slab's input: its own planes and up to ``halo`` on each side."""
-    return max(min(b + halo, edges[-1]) - max(a - halo, 0) for a, b in zip(edges[:-1], edges[1:]))
+    return max(min(b + halo, edges[-1]) - max(a - halo, 0) for a, b in itertools.pairwise(edges))
 
 
 def plan_slabs(spatial_shape, *, width: int, itemsize: int, budget: int, halo: int, stride: int,
@@ -94,7 +96,7 @@ def forward_in_slabs(run, x: np.ndarray, halo: int, edges: list[int]) -> np.ndar
         return run(x)
     size = x.shape[1]
     out = None
-    for a, b in zip(edges[:-1], edges[1:]):
+    for a, b in itertools.pairwise(edges):
         lo, hi = max(a - halo, 0), min(b + halo, size)
         y = run(x[:, lo:hi])
         if out is None:
