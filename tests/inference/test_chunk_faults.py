@@ -52,7 +52,10 @@ def test_ctrl_c_says_how_to_resume_and_the_rerun_completes(tmp_path):
     tifffile.imwrite(tmp_path / "a.tif", img)
     args = [sys.executable, "-m", "micro_sym", "segment", str(tmp_path / "a.tif"), "--out", str(tmp_path / "out"),
             "--tile", "512", "--method", "network"]
-    p = subprocess.Popen(args, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    # A shell without job control starts background jobs with SIGINT ignored, and Python keeps an ignored
+    # SIGINT ignored: give the run the default disposition, as a terminal's Ctrl-C finds it.
+    p = subprocess.Popen(args, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 120
     while not any((tmp_path / "out").glob(".a.run/done1/*")) and time.time() < deadline:  # the first block is done
         time.sleep(0.2)
