@@ -13,8 +13,8 @@ neither the upsampled features nor their concatenation with the skip exist at fu
 were the largest tensors of a forward (docs/design.md §5, "The 3D forward: split decoder convolutions").
 
 Each 3³ convolution followed by a ReLU also runs as one oneDNN call with the ReLU fused
-(``torch.ops.mkldnn._convolution_pointwise``, where torch has it): a separate in-place ReLU over a
-bfloat16 tensor took about a fifth of default-3d's forward; the fused call gives the same bits.
+(``torch.ops.mkldnn._convolution_pointwise``, where torch has it), which saves a separate in-place
+pass over each activation; the fused call gives the same bits.
 
 The function is the same; sums are ordered differently, so outputs agree to float rounding
 (tests/deploy/test_subpixel.py).

@@ -1,7 +1,7 @@
 """A 3D network's forward in z slabs: the same outputs, the activations' memory bounded (docs/design.md §5).
 
 A U-Net's activations over a tile are many times the tile: default-3d holds about 170 values per
-voxel at full resolution at its peak, 1.1 GB in bfloat16 and 2.1 GB in float32 for a 148³ tile
+voxel at full resolution at its peak, 1.3 GB in bfloat16 and 2.5 GB in float32 for a 156³ tile
 (:data:`PEAK_VALUES_PER_WIDTH`). The widest layer, not the block, would then set the engine's
 memory. A tile whose estimate exceeds the budget runs through the network in slabs along its first
 spatial axis, one after the other. Each slab is grown by the network's halo (its receptive field, a
@@ -27,10 +27,11 @@ DEFAULT_FORWARD_MB = 640
 
 #: Values held per voxel at the peak of a forward, in units of the network's widest layer. A deployed 3D
 #: U-Net as the runtime runs it (:mod:`micro_sym.deploy.subpixel`): the skip, the first decoder
-#: convolution's output and its coarse parity outputs, 48 + 48 + 48 channels for default-3d (width 96),
-#: measured 1.11 GB over a 148³ tile in bfloat16 and 1.7-2.1 GB in float32 (outputs included) against
-#: 1.09 / 2.18 GB estimated. Any other 3D network: the concatenation of skip and upsampled features
-#: beside them, 48 + 96 + 144 (measured 1.87 / 3.71 GB against 1.87 / 3.73 GB).
+#: convolution's output and its coarse parity outputs, 48 + 48 + 48 channels for default-3d (width 96).
+#: Any other 3D network: the concatenation of skip and upsampled features beside them, 48 + 96 + 144.
+#: On a 156³ tile the estimates are 1,216 / 2,433 MiB (bf16 / fp32) split and 2,085 / 4,170 MiB as
+#: written, against 1,332 / 2,492 and 2,196 / 4,358 MB measured with the outputs
+#: (``python bench/bench_forward3d.py``).
 PEAK_VALUES_PER_WIDTH = {"split decoder": 1.75, "concatenation": 3.0}
 
 
@@ -55,7 +56,8 @@ def peak_values_per_width(module) -> float:
     return PEAK_VALUES_PER_WIDTH["split decoder" if splittable(getattr(module, "net", module)) else "concatenation"]
 
 
-def activation_bytes(spatial_shape, width: int, itemsize: int, batch: int = 1, per_width: float = 3.0) -> int:
+def activation_bytes(spatial_shape, width: int, itemsize: int, batch: int = 1,
+                     per_width: float = PEAK_VALUES_PER_WIDTH["concatenation"]) -> int:
     """Estimated peak bytes of one forward over ``batch`` tiles of ``spatial_shape`` (``per_width``:
     :func:`peak_values_per_width`)."""
     return int(math.prod(spatial_shape) * per_width * int(width) * int(itemsize) * max(1, int(batch)))
@@ -73,7 +75,7 @@ def thickest_slab(edges: list[int], halo: int) -> int:
 
 
 def plan_slabs(spatial_shape, *, width: int, itemsize: int, budget: int, halo: int, stride: int,
-               batch: int = 1, per_width: float = 3.0) -> list[int]:
+               batch: int = 1, per_width: float = PEAK_VALUES_PER_WIDTH["concatenation"]) -> list[int]:
     """Slab boundaries along the first axis for a tile of ``spatial_shape``: ``[0, size]`` (one forward)
     when its estimate fits ``budget``, else the fewest slabs whose thickest one (with its halos) fits.
     Slabs stay at least ``2 × halo`` thick (beyond that the recompute would exceed the saving)."""

@@ -163,21 +163,20 @@ class Network:
         if self.ndim != 3 or not self.width:
             return None
         thickest = thickest_slab(self.slab_edges(spatial_shape, batch), self.halo)
-        return activation_bytes((thickest, *spatial_shape[1:]), self.width, self._itemsize, batch,
-                                peak_values_per_width(self.module))
+        return activation_bytes((thickest, *spatial_shape[1:]), **self._activation_terms(), batch=batch)
 
-    @property
-    def _itemsize(self) -> int:
-        return 2 if self.precision == "bf16" else 4
+    def _activation_terms(self) -> dict:
+        """This network's terms of :func:`.forward_slabs.activation_bytes` besides the shape and batch."""
+        return {"width": self.width, "itemsize": 2 if self.precision == "bf16" else 4,
+                "per_width": peak_values_per_width(self.module)}
 
     def slab_edges(self, spatial_shape, batch: int = 1) -> list[int]:
         """Where a forward over a batch of tiles of ``spatial_shape`` is cut along z (:func:`.plan_slabs`):
         ``[0, size]`` for one forward (2D networks, and 3D tiles within :attr:`forward_memory`)."""
         if self.ndim != 3 or not self.width:
             return [0, int(spatial_shape[0])]
-        return plan_slabs(spatial_shape, width=self.width, itemsize=self._itemsize,
-                          budget=self.forward_memory, halo=self.halo, stride=self.total_stride, batch=batch,
-                          per_width=peak_values_per_width(self.module))
+        return plan_slabs(spatial_shape, budget=self.forward_memory, halo=self.halo, stride=self.total_stride,
+                          batch=batch, **self._activation_terms())
 
     def to_bytes(self) -> bytes:
         """Serialized form shipped to workers (pickle of the exported module, as dask ships tasks)."""
