@@ -96,14 +96,19 @@ ENGINE_PARTS = {
 }
 
 
-def time_parts(parts: dict) -> dict:
+def time_parts(parts: dict, rss_by_part: dict | None = None) -> dict:
     """Wrap the functions of ``parts`` (as :data:`ENGINE_PARTS`) so that their seconds, summed over
-    threads, collect in the returned dict (call before the run, in the process that runs it)."""
+    threads, collect in the returned dict (call before the run, in the process that runs it).
+
+    With ``rss_by_part`` (a dict), a thread samples the process's resident memory every 0.2 s and
+    keeps there, per label, the largest value (MB) seen while a call of it ran: which stage holds the
+    peak memory (``"(any)"``: the largest sample overall)."""
     import collections
     import importlib
     import threading
 
     seconds, lock = collections.defaultdict(float), threading.Lock()
+    running = collections.Counter()
     for (module, cls, name), label in parts.items():
         owner = importlib.import_module(module)
         owner = getattr(owner, cls) if cls else owner
@@ -111,14 +116,32 @@ def time_parts(parts: dict) -> dict:
 
         def timed(*args, _f=original, _label=label, **kwargs):
             t = time.perf_counter()
+            with lock:
+                running[_label] += 1
             try:
                 return _f(*args, **kwargs)
             finally:
                 with lock:
                     seconds[_label] += time.perf_counter() - t
+                    running[_label] -= 1
 
         setattr(owner, name, timed)
+    if rss_by_part is not None:
+        threading.Thread(target=_sample_rss, args=(running, lock, rss_by_part), daemon=True).start()
     return seconds
+
+
+def _sample_rss(running, lock, out: dict, every: float = 0.2) -> None:
+    import os
+
+    page_mb = os.sysconf("SC_PAGE_SIZE") / 2**20
+    while True:
+        with open("/proc/self/statm") as f:
+            mb = int(f.read().split()[1]) * page_mb
+        with lock:
+            for label in ["(any)", *(k for k, n in running.items() if n > 0)]:
+                out[label] = round(max(out.get(label, 0.0), mb), 1)
+        time.sleep(every)
 
 
 def mirrored_micrograph(n: int) -> Path:

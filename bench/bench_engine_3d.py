@@ -8,7 +8,8 @@ For each size a uint8 Zarr volume (chunks 128³) is written once under ``bench/_
 sample volume (96³, a simple-cubic lattice) mirrored to ``n³``. Each precision segments it as
 ``micro-sym segment VOLUME --model MODEL --precision P`` does (2 workers, blocks of 128³, each grain's
 orientation measured) in a *fresh subprocess* whose peak RSS is reported, with the seconds spent in
-each part of the engine summed over workers, and the grains compared with the float32 run's.
+each part of the engine summed over workers and the largest resident memory sampled while each part
+ran (where the peak is), and the grains compared with the float32 run's.
 Writes bench/results/engine_3d.json.
 """
 
@@ -45,7 +46,8 @@ def mirrored_volume(n: int) -> Path:
 
 def child(n: int, model: str, precision: str, out: str) -> None:
     """Run in a fresh process: segment one volume, print JSON."""
-    seconds = time_parts(ENGINE_PARTS)
+    rss_by_part = {}
+    seconds = time_parts(ENGINE_PARTS, rss_by_part)
     from micro_sym.inference import segment
 
     shutil.rmtree(out, ignore_errors=True)
@@ -54,7 +56,7 @@ def child(n: int, model: str, precision: str, out: str) -> None:
     wall = time.perf_counter() - t0
     print(json.dumps({"n": n, "precision": precision, "status": r.status, "error": r.error, "wall_s": wall,
                       "n_grains": r.n_grains, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-                      "voxels_per_s": n ** 3 / wall, "seconds": dict(seconds),
+                      "voxels_per_s": n ** 3 / wall, "seconds": dict(seconds), "rss_mb_by_part": dict(rss_by_part),
                       "plan": {k: r.plan[k] for k in ("blocks", "block", "halo", "tile")}}, default=str))
 
 
@@ -113,7 +115,7 @@ def main():
                   f"{r['peak_rss_mb']:.0f} MB, {r['n_grains']} grains" + (f"; vs {args.precisions[0]}: {r['vs_' + args.precisions[0]]}"
                                                                           if "vs_" + args.precisions[0] in r else ""), flush=True)
             for part, s in sorted(r["seconds"].items(), key=lambda kv: -kv[1]):
-                print(f"    {part:40s} {s:7.1f} s")
+                print(f"    {part:40s} {s:7.1f} s   largest RSS while running {r['rss_mb_by_part'].get(part, 0):6.0f} MB")
     write_json(args.out, {"machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
                           "input": "sample_data/volume/images/sample_000.tif mirrored, uint8 Zarr, chunks 128³",
                           "command": f"micro-sym segment VOLUME --model {args.model} --precision P (2 workers)",

@@ -10,7 +10,7 @@ grain F1 between samplings and the median misorientation of the orientation maps
 grain. Also each sampling's grain F1 against its own truth (from the atoms). Prints a table and
 writes ``bench/results/three_samplings3d.json`` (a few minutes on 2 cores).
 
-    python bench/bench_three_samplings3d.py [--precision fp32]
+    python bench/bench_three_samplings3d.py [--precision fp32] [--model atoms-3d]
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ FACTORS = {"x1": 1.0, "x07": 0.7, "x14": 1.4}
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--precision", default="fp32", choices=("fp32", "bf16"))
+    ap.add_argument("--model", default="atoms-3d", help="bundled 3D model name or model file")
     args = ap.parse_args()
 
     import torch
@@ -62,7 +63,7 @@ def main():
     try:
         for name, s in samples.items():
             zarr.create_array(str(tmp / f"{name}.zarr"), data=s.image, chunks=(128, 128, 128))
-        results = segment([tmp / f"{n}.zarr" for n in FACTORS], tmp / "out", model="atoms-3d",
+        results = segment([tmp / f"{n}.zarr" for n in FACTORS], tmp / "out", model=args.model,
                           precision=args.precision)
         out, rows = {}, {}
         for r in results:
@@ -98,7 +99,7 @@ def main():
                            "(atoms-3d, measured lattice)",
               "render": {"config": CONFIG, "variant": VARIANT, "seed": SEED, "size_at_1x": SIZE,
                          "voxel_size_1x": cfg.voxel_size, "lattice": cfg.lattice, "element": cfg.element},
-              "precision": args.precision, "samplings": rows,
+              "model": args.model, "precision": args.precision, "samplings": rows,
               "worst_grain_f1_vs_x1": min(rows[n]["grain_f1_vs_x1"] for n in ("x07", "x14")),
               "worst_median_misorientation_deg": max(rows[n]["median_misorientation_vs_x1_deg"] for n in ("x07", "x14")),
               "wall_s": round(time.perf_counter() - t0, 1),

@@ -4,9 +4,12 @@
     python bench/provenance/check_model_portability.py --model runs/octa_synth3d/model.pt --write-reference tests/data/default_3d_reference.json
     python bench/provenance/check_model_portability.py --model default-3d --reference tests/data/default_3d_reference.json
     python bench/provenance/check_model_portability.py --model default-2d --write-reference tests/data/default_2d_reference.json
+    python bench/provenance/check_model_portability.py --model runs/atoms3d_canonical/model.pt --input tests/data/atoms_3d_crop.npy --write-reference tests/data/atoms_3d_reference.json
 
 Loads the file (weights only), predicts a 40³ crop of the bundled sample volume (2D models: a 128²
-crop of the first sample micrograph) and prints the boundary-probability mean, the fraction of
+crop of the first sample micrograph; ``--input``: a crop saved as ``.npy``, for a model trained at
+another lattice period: atoms-3d's is a 40³ crop of ``synth-atoms3d-train-canonical``'s validation
+volume ``sample_000``, seed 200; the reference names its input) and prints the boundary-probability mean, the fraction of
 predicted boundary points and the seeded grains (their count and a hash of the partition). ``--write-reference`` also stores the raw
 network outputs on a sub-grid of that crop; ``--reference`` compares against such a file and exits 1
 when they differ (tests/models/test_models3d.py and tests/models/test_models2d.py do the same for the bundled
@@ -51,29 +54,33 @@ STEP = {3: 8, 2: 16}  # the reference keeps raw outputs at every STEP-th point
 TOLERANCE = 1e-3  # max abs difference of raw outputs (logits / harmonic coefficients, O(1) values)
 
 
-def sample_crop(ndim: int) -> np.ndarray:
+def sample_crop(ndim: int, source: str | None = None) -> np.ndarray:
+    """The crop: of the first bundled sample volume / micrograph, or of ``source`` (a ``.npy`` file
+    under the repository: a model trained at another lattice period needs an input at its own)."""
+    if source:
+        return np.load(ROOT / source)[(slice(CROP[ndim]),) * ndim]
     folder = ROOT / "sample_data" / ("volume" if ndim == 3 else "micrographs") / "images"
     return tifffile.imread(sorted(folder.glob("*.tif"))[0])[(slice(CROP[ndim]),) * ndim]
 
 
-def raw_and_maps(model):
+def raw_and_maps(model, source: str | None = None):
     """The network's raw output on the crop (C, D, H, W) and its decoded maps."""
     net = load_network(model)
-    crop = sample_crop(net.ndim)
+    crop = sample_crop(net.ndim, source)
     lo, hi = intensity_range(crop)
     raw = net.forward(np.nan_to_num(net.normalize(crop, lo, hi), nan=0.0)[None])[0]  # CROP is a multiple of the stride
     return raw, net.decode(raw), net
 
 
-def summary(model) -> dict:
-    raw, maps, net = raw_and_maps(model)
+def summary(model, source: str | None = None) -> dict:
+    raw, maps, net = raw_and_maps(model, source)
     b = maps["boundary"]
     symmetry = "cubic" if net.ndim == 3 else lattice(net.k, ndim=2).name
     grains = grains_by_rule(maps["orientation"], b, network_rule(5.0, net.ndim), symmetry=symmetry, min_size=32)
     sub = raw[(slice(None),) + (slice(None, None, STEP[net.ndim]),) * net.ndim]
     return {"boundary_mean": float(b.mean()), "boundary_fraction": float((b >= 0.5).mean()), "grains": int(grains.max()),
             "grains_sha256": partition_hash(grains),
-            "crop": CROP[net.ndim], "step": STEP[net.ndim], "raw_shape": list(sub.shape),
+            "input": source, "crop": CROP[net.ndim], "step": STEP[net.ndim], "raw_shape": list(sub.shape),
             "raw": np.round(sub, 6).ravel().tolist()}
 
 
@@ -108,10 +115,12 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", required=True)
     ap.add_argument("--write-reference", type=Path)
-    ap.add_argument("--reference", type=Path)
+    ap.add_argument("--reference", type=Path, help="compare with this file, on the input it names")
+    ap.add_argument("--input", help="a .npy crop (repository path) instead of the bundled sample's")
     ap.add_argument("--json", type=Path, help="results file (default bench/results/portability_<model>.json)")
     args = ap.parse_args()
-    got = summary(args.model)
+    source = args.input or (json.loads(args.reference.read_text()).get("input") if args.reference else None)
+    got = summary(args.model, source)
     print(f"boundary mean {got['boundary_mean']:.3f}  boundary points {got['boundary_fraction']:.3f}  grains {got['grains']}")
     if args.write_reference:
         args.write_reference.write_text(json.dumps({"model": str(args.model), **got}) + "\n")

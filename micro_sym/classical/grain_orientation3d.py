@@ -41,9 +41,10 @@ held-out volumes, each then off by tens of degrees).
 
 from __future__ import annotations
 
-import functools
+import collections
 import itertools
 import math
+import threading
 
 import numpy as np
 from scipy import fft, ndimage
@@ -103,8 +104,30 @@ def grain_spots(crop, mask, ring_frequency: float, *, workers: int = 1) -> tuple
     return dirs, heights
 
 
-@functools.lru_cache(maxsize=64)
+#: Most bytes the shell geometries of recent padded sizes keep (least recently used dropped first):
+#: a 192³ grid's takes 10 MB, and a large volume's grains need many sizes.
+GEOMETRY_CACHE_BYTES = 64 * 2**20
+_geometries: collections.OrderedDict = collections.OrderedDict()
+_geometries_lock = threading.Lock()
+
+
 def _shell_geometry(size: tuple, f0: float) -> dict:
+    """:func:`_build_shell_geometry`, cached by ``(size, f0)`` up to :data:`GEOMETRY_CACHE_BYTES`."""
+    key = (tuple(size), float(f0))
+    with _geometries_lock:
+        if key in _geometries:
+            _geometries.move_to_end(key)
+            return _geometries[key][0]
+    geo = _build_shell_geometry(*key)
+    nbytes = sum(a.nbytes for a in geo.values() if isinstance(a, np.ndarray))
+    with _geometries_lock:
+        _geometries[key] = (geo, nbytes)
+        while len(_geometries) > 1 and sum(n for _, n in _geometries.values()) > GEOMETRY_CACHE_BYTES:
+            _geometries.popitem(last=False)
+    return geo
+
+
+def _build_shell_geometry(size: tuple, f0: float) -> dict:
     """What :func:`_grain_spectrum` needs of a padded grid ``size`` around the ring at ``f0``: the
     ``near`` points (ring weight > 1e-3) as flat indices of the fftshifted grid (C order) and of the
     unshifted FFT, their weight and radial bin, the bins' counts, the spot band and the wider band
@@ -362,7 +385,9 @@ def grain_orientations(volume, labels, *, ring_frequency: float, ids=None, famil
     labels = np.asarray(labels)
     f0 = float(ring_frequency)
     period = 1.0 / f0
-    found = ndimage.find_objects(labels.astype(np.int64, copy=False)) if labels.size else []
+    if labels.dtype not in (np.int32, np.uint32, np.int64):
+        labels = labels.astype(np.int64)
+    found = ndimage.find_objects(labels) if labels.size else []
     ids = (np.array([g for g in range(1, len(found) + 1) if found[g - 1] is not None], np.int64)
            if ids is None else np.asarray(ids, np.int64).reshape(-1))
     spots = []

@@ -302,7 +302,10 @@ def merge_blocks(plan, load, *, symmetry, threshold: float = 5.0, min_size: int 
     blocks = plan.blocks
     nd = len(plan.shape)
     index_of = {b.index: i for i, b in enumerate(blocks)}
-    keys = ("count", "first", "m1", "m2", "edge", "ori_sum")
+    # The seeded rule (no table, small seeds dropped) needs each node's size and first voxel only: the
+    # moments and the contacts between grains, which grow with the volume, are neither read nor kept.
+    need_contacts = table or small != "drop"
+    keys = ("count", "first", "m1", "m2", "edge", "ori_sum") if table or merge_threshold is not None else ("count", "first")
     stats = {k: [] for k in keys}
     refs = []  # 3D: the quaternion at every node's first voxel
     counts, contact_parts = [], []
@@ -316,7 +319,7 @@ def merge_blocks(plan, load, *, symmetry, threshold: float = 5.0, min_size: int 
     offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
     n_nodes = int(offsets[-1])
     # Nodes are numbered from 1 (0 = not a grain) so label 0 maps to node 0 everywhere.
-    for i, b in enumerate(blocks):
+    for i, b in enumerate(blocks if need_contacts else ()):
         c = np.asarray(load(b)["contacts"])
         if len(c):
             contact_parts.append(np.stack([_node(c[:, 0], offsets[i]), _node(c[:, 1], offsets[i]), c[:, 2], c[:, 3]], 1))
@@ -335,7 +338,7 @@ def merge_blocks(plan, load, *, symmetry, threshold: float = 5.0, min_size: int 
             if len(pairs):
                 edges.append(pairs)
             diff = la != lb
-            if diff.any():
+            if need_contacts and diff.any():
                 p = unique_label_pairs(la[diff], lb[diff], counts=True)
                 contact_parts.append(np.insert(p, 2, ax, axis=1))
     e = np.concatenate(edges) if edges else np.zeros((0, 2), np.int64)

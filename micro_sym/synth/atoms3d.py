@@ -77,6 +77,9 @@ COVERING_RADIUS = {"fcc": 0.5, "bcc": np.sqrt(5) / 4, "diamond": np.sqrt(3) / 4,
 #: Spacing of the {111} planes through Bravais lattice points / lattice constant (3 such planes, ABC,
 #: per <111> repeat): a 60° rotation about <111> through a lattice point keeps every third one.
 LAYER_111 = {"fcc": 1 / np.sqrt(3), "bcc": 1 / (2 * np.sqrt(3)), "diamond": 1 / np.sqrt(3), "sc": 1 / np.sqrt(3)}
+#: Spacing of the planes of the first ring of the power spectrum / lattice constant: {111} for fcc and
+#: diamond, {110} for bcc, {100} for simple cubic (what the 3D lattice measurement finds first).
+FIRST_RING_SPACING = {"fcc": 1 / np.sqrt(3), "bcc": 1 / np.sqrt(2), "diamond": 1 / np.sqrt(3), "sc": 1.0}
 #: Brandon's criterion for Σ3: within 15° / sqrt(3) of the exact twin misorientation.
 SIGMA3_TOLERANCE = 15 / np.sqrt(3)
 _Q_SIGMA3 = axis_angle_to_quat(np.ones(3), 60.0)
@@ -133,11 +136,14 @@ class AtomImaging(_Model):
 class Atoms3DConfig(MaterialConfig):
     """Everything that defines an atomistic 3D sample except the seed."""
 
-    FIXED: ClassVar[frozenset] = frozenset({"size", "voxel_size", "dtype", "variants"})
+    FIXED: ClassVar[frozenset] = frozenset({"size", "voxel_size", "first_ring_voxels", "dtype", "variants"})
 
     kind: Literal["polycrystal", "particle"] = "polycrystal"
     size: tuple[int, int, int] = Field((96, 96, 96), description="(z, y, x) voxels")
     voxel_size: float = Field(0.5, ge=0.1, le=2.0, description="Å per voxel")
+    first_ring_voxels: float | None = Field(None, ge=2.5, le=16, description="when set, each sample's voxel size is "
+                                            "chosen so that its lattice's first ring lies this many voxels apart "
+                                            "(one period for every lattice and element; replaces voxel_size)")
     dtype: Literal["uint8", "float32"] = Field("uint8", description="uint8 as usual for reconstructions; float32 keeps everything")
     min_distance: float = Field(0.75, gt=0, lt=1, description="atoms closer than this fraction of the nearest-neighbour distance are thinned to one")
     polycrystal: PolycrystalSpec = PolycrystalSpec()
@@ -167,6 +173,13 @@ class Atoms3DConfig(MaterialConfig):
     def pixel_size(self) -> float:
         """The voxel size in :attr:`unit` (nm)."""
         return self.voxel_size / 10.0
+
+    def at_first_ring_voxels(self):
+        """This config with the voxel size that puts the first ring at ``first_ring_voxels`` (itself
+        when that is not set)."""
+        if self.first_ring_voxels is None:
+            return self
+        return self.model_copy(update={"voxel_size": FIRST_RING_SPACING[self.lattice] * self.a / self.first_ring_voxels})
 
 
 def load_atoms3d_config(path=None, **overrides) -> Atoms3DConfig:
@@ -578,6 +591,7 @@ def render_structure(structure: AtomStructure, cfg: Atoms3DConfig, rng: np.rando
         "element": cfg.element,
         "lattice_constant": cfg.a,
         "voxel_size_angstrom": cfg.voxel_size,
+        "pixel_size": cfg.pixel_size,
         "n_atoms": len(positions),
         "n_grains": int(grains.max()),
         "n_cells": int(np.count_nonzero(present[1:])),
@@ -602,6 +616,7 @@ def synth_atoms3d(config: Atoms3DConfig | None = None, seed=0) -> SynthSample:
     if cfg.variants:
         variant = int(rng.integers(len(cfg.variants)))
         cfg = cfg.variant(variant)
+    cfg = cfg.at_first_ring_voxels()
     build = build_polycrystal if cfg.kind == "polycrystal" else build_particle
     structure = build(cfg, rng)
     sample = render_structure(structure, cfg, rng, cfg.polycrystal.threshold_deg)

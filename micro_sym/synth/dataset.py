@@ -147,14 +147,16 @@ def generate_dataset(out, config, n: int, seed: int = 0, *, overwrite: bool = Fa
                 progress(i, name, {**samples[name], "resumed": True})
             continue
         sample = gen(config, seed=[seed, i])
-        write_sample(out, name, sample, config.pixel_size, config.unit)
+        write_sample(out, name, sample, sample.info.get("pixel_size", config.pixel_size), config.unit)
         samples[name] = {"seed": [seed, i], **sample.info}
         _write_json_atomic(marker, samples[name])
         if progress:
             progress(i, name, sample.info)
+    sizes = {s.get("pixel_size", config.pixel_size) for s in samples.values()}
     meta = {
         "lattice": lattice,
-        "pixel_size": [config.pixel_size] * dim,
+        # one voxel size per sample (atoms3d's first_ring_voxels): each image file holds its own
+        **({"pixel_size": [sizes.pop()] * dim} if len(sizes) == 1 else {}),
         "unit": config.unit,
         "generator": spec,
         "samples": samples,

@@ -214,6 +214,11 @@ class Task3D:
     def provenance(self) -> dict:
         return {"train_images": self.train_names, "val_images": self.val_names}
 
+    def model_meta(self) -> dict:
+        """Saved with the weights: the training volumes' first-ring spacing, so that inference can
+        resample volumes of other voxel sizes to it (:mod:`micro_sym.inference.rescale3d`)."""
+        return {"lattice_period_px": training_period_3d([d[0] for d in self.data])}
+
     def summary(self) -> str:
         return (f"{len(self.train_names)} train / {len(self.val_names)} val volumes | crop {self.crop} | "
                 f"rotation aug {self.augment}")
@@ -234,6 +239,21 @@ class Task3D:
     def headline(overall: dict) -> dict:
         return {"boundary_f1": overall["boundary_f1"], "grain_f1": overall["grain_f1"],
                 "orientation_median_deg": overall.get("median_misorientation_deg", float("nan"))}
+
+
+def training_period_3d(volumes, max_volumes: int = 16) -> float | None:
+    """Median first-ring spacing (voxels) measured on up to ``max_volumes`` of the training volumes,
+    spread over the list, or None where none shows a lattice. A training set that mixes lattices and
+    voxel sizes gets its median: the period most of its volumes are near, to which inference moves
+    every input (docs/design.md §6.2)."""
+    from micro_sym.classical import measure_lattice_3d
+
+    periods = []
+    for v in volumes[:: max(1, len(volumes) // max_volumes)][:max_volumes]:
+        found = measure_lattice_3d(v)
+        if found["found"]:
+            periods.append(found["period"])
+    return round(float(np.median(periods)), 3) if periods else None
 
 
 def _synth_kw(config) -> dict:

@@ -144,3 +144,20 @@ def test_segment_writes_each_grains_measured_orientation(tmp_path):
     (res,) = segment([tmp_path / "v.tif"], tmp_path / "off", measure_grains=False, **kw)
     with open(res.csv, newline="") as f:
         assert {r["lattice_qw"] for r in csv.DictReader(line for line in f if not line.startswith("#"))} == {""}
+
+
+def test_shell_geometry_cache_is_bounded_in_bytes(monkeypatch):
+    """Grains of a large volume need many padded FFT sizes: the cached shell geometries stay within
+    GEOMETRY_CACHE_BYTES (least recently used dropped), and a size still cached is not rebuilt."""
+    from micro_sym.classical import grain_orientation3d as go
+
+    monkeypatch.setattr(go, "_geometries", type(go._geometries)())
+    one = go._shell_geometry((48, 48, 48), 0.2)
+    assert go._shell_geometry((48, 48, 48), 0.2) is one
+    largest = go._build_shell_geometry((56, 56, 56), 0.2)
+    limit = 2 * sum(a.nbytes for a in largest.values() if isinstance(a, np.ndarray))
+    monkeypatch.setattr(go, "GEOMETRY_CACHE_BYTES", limit)
+    for n in (50, 52, 54, 56):
+        go._shell_geometry((n, n, n), 0.2)
+    assert sum(nbytes for _, nbytes in go._geometries.values()) <= limit
+    assert ((56, 56, 56), 0.2) in go._geometries and ((48, 48, 48), 0.2) not in go._geometries

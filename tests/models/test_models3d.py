@@ -275,6 +275,16 @@ def test_bundled_3d_models_reproduce_their_reference_outputs(name):
     assert ref["grains"] > 0  # a reference worth reproducing
 
 
+def test_training_period_3d_is_the_volumes_first_ring_spacing():
+    """A 3D model's training period: the median first-ring spacing of its training volumes (simple
+    cubic: the lattice constant), None where no volume shows a lattice."""
+    from micro_sym.training.train3d import make_volumes, training_period_3d
+
+    volumes = [v[0] for v in make_volumes(3, (40, 40, 40), seed=0, grain_size=20.0, period=5.0)]
+    assert training_period_3d(volumes) == pytest.approx(5.0, rel=0.03)
+    assert training_period_3d([np.zeros((40, 40, 40), np.float32)]) is None
+
+
 def _tiny_3d_config(**overrides):
     from micro_sym.training.config import validate_config
 
@@ -312,6 +322,9 @@ def test_3d_runs_the_one_training_loop_resume_and_init(tmp_path):
         assert torch.allclose(a[key], b[key], atol=1e-5), key
     history = [json.loads(line) for line in (tmp_path / "resumed" / "history.jsonl").read_text().splitlines()]
     assert [h["epoch"] for h in history] == [1, 2] and {"val_boundary_f1", "val_grain_f1"} <= set(history[-1])
+    # The file records its training volumes' first-ring spacing, which segment resamples other volumes
+    # to (16³ volumes measure it coarsely: test_training_period_3d checks the value).
+    assert torch.load(tmp_path / "straight" / "model.pt", weights_only=True)["meta"]["lattice_period_px"] > 0
 
     # --init: the run starts from the given file's weights (a negligible learning rate keeps them;
     # batch-norm running statistics still move, so only the weights are compared).

@@ -205,6 +205,20 @@ def test_lattice_period_from_power_spectrum():
     assert k == pytest.approx(expected[family], rel=0.03)
 
 
+@pytest.mark.parametrize("lattice,element", [("fcc", "Cu"), ("bcc", "Mo"), ("diamond", "Si"), ("sc", "Po")])
+def test_first_ring_voxels_puts_every_lattice_at_one_measured_period(lattice, element):
+    """``first_ring_voxels`` picks each sample's voxel size so that the measured first ring of any
+    cubic lattice lies that many voxels apart (the period a model is trained and run at)."""
+    from micro_sym.classical import measure_lattice_3d
+
+    cfg = Atoms3DConfig(lattice=lattice, element=element, size=(64, 64, 64), first_ring_voxels=5.0,
+                        polycrystal={"grain_size": 200.0, "twin_fraction": 0.0, "low_angle_fraction": 0.0})
+    s = synth_atoms3d(cfg, seed=1)
+    assert s.info["voxel_size_angstrom"] != cfg.voxel_size and s.info["pixel_size"] == s.info["voxel_size_angstrom"] / 10
+    found = measure_lattice_3d(s.volume.astype(np.float32))
+    assert found["found"] and found["period"] == pytest.approx(5.0, rel=0.03)
+
+
 def test_orientation_convention_pins_the_frame():
     """Peaks of a particle rotated by q sit at R(q) G for the crystal's {111} and {200} reciprocal
     vectors G, not at R(q)^T G."""
@@ -252,6 +266,8 @@ def test_config_rejects_what_ase_cannot_build():
         Atoms3DConfig(kind="particle", lattice="bcc", element="Fe")
     with pytest.raises(ValueError, match="same for every sample"):
         Atoms3DConfig(variants=[{"voxel_size": 1.0}])
+    with pytest.raises(ValueError, match="same for every sample"):
+        Atoms3DConfig(variants=[{"first_ring_voxels": 5.0}])
     assert Atoms3DConfig(lattice="bcc", element="Au", lattice_constant=3.0).a == 3.0
 
 
@@ -292,6 +308,24 @@ def test_cli_makes_a_resumable_dataset(tmp_path):
     assert meta["generator"]["name"] == "micro_sym.synth.synth_atoms3d"
     again = synth_atoms3d(Atoms3DConfig.model_validate(meta["generator"]["config"]), seed=meta["samples"]["sample_001"]["seed"])
     assert np.array_equal(again.grains, sample.grains)
+
+
+def test_dataset_of_samples_at_their_own_voxel_size(tmp_path):
+    """With ``first_ring_voxels`` each image file carries its own voxel size and the dataset claims none."""
+    import tifffile
+
+    from micro_sym.io.datasets import LabeledDataset
+    from micro_sym.synth.dataset import generate_dataset
+
+    cfg = Atoms3DConfig(size=(24, 24, 24), first_ring_voxels=4.0, variants=[{"element": "Au"}, {"lattice": "bcc", "element": "Fe"}])
+    generate_dataset(tmp_path / "ds", cfg, n=4, seed=3)
+    meta = json.loads((tmp_path / "ds" / "dataset.json").read_text())
+    sizes = {name: info["pixel_size"] for name, info in meta["samples"].items()}
+    assert "pixel_size" not in meta and len(set(sizes.values())) == 2
+    assert LabeledDataset(tmp_path / "ds").pixel_size is None
+    for name, size in sizes.items():
+        with tifffile.TiffFile(tmp_path / "ds" / "images" / f"{name}.tif") as tif:
+            assert tif.imagej_metadata["spacing"] == pytest.approx(size)
 
 
 def test_empty_volume_is_a_user_error():
