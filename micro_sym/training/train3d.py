@@ -243,9 +243,9 @@ class Task3D:
 
 def training_period_3d(volumes, max_volumes: int = 16) -> float | None:
     """Median first-ring spacing (voxels) measured on up to ``max_volumes`` of the training volumes,
-    spread over the list, or None where none shows a lattice. A training set that mixes lattices and
-    voxel sizes gets its median: the period most of its volumes are near, to which inference moves
-    every input (docs/design.md §6.2)."""
+    spread over the list, or None where none shows a lattice: the period inference brings every
+    input volume to (docs/design.md §6.2). Meant for training sets rendered at one period (§6.4); of a
+    set that mixes periods, the median suits only the lattices near it."""
     from micro_sym.classical import measure_lattice_3d
 
     periods = []
