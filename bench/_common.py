@@ -67,6 +67,20 @@ def write_json(path, obj, *, indent: int = 2, default=None) -> Path:
     return path
 
 
+def machine_info(with_torch: bool = False) -> dict:
+    """Where a result was measured: machine, cores, Python and numpy (and torch) versions."""
+    import os
+    import platform
+
+    info = {"machine": platform.machine(), "cpus": os.cpu_count(), "python": platform.python_version(),
+            "numpy": np.__version__}
+    if with_torch:
+        import torch
+
+        info["torch"] = torch.__version__
+    return info
+
+
 def nan_to_none(x):
     """``default=`` for :func:`write_json`, called for values ``json`` cannot write (numpy float32): NaN as null."""
     return None if x != x else x

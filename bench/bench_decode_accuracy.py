@@ -12,12 +12,10 @@ script keeps the figures. Decode speed on noisy and real network outputs is
 
 from __future__ import annotations
 
-import os
-import platform
 import time
 
 import numpy as np
-from _common import RESULTS, write_json
+from _common import RESULTS, machine_info, write_json
 
 from micro_sym.orientation import misorientation_cubic, random_quaternions
 from micro_sym.orientation.cubic_harmonics import quat_to_sh4, sh_to_quat
@@ -40,8 +38,7 @@ def main():
               f"decode {seconds:.2f} s")
     out = {"benchmark": "cubic-harmonic encode -> decode of exact coefficients", "orientations": N, "seed": SEED,
            "rows": rows, "max_error_deg": max(r["max_error_deg"] for r in rows),
-           "machine": {"machine": platform.machine(), "cpus": os.cpu_count(), "python": platform.python_version(),
-                       "numpy": np.__version__}}
+           "machine": machine_info()}
     print(f"wrote {write_json(RESULTS / 'decode_accuracy.json', out)}")
 
 

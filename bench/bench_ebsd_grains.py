@@ -13,12 +13,10 @@ keeps the figures. Prints a table and writes ``bench/results/ebsd_grains.json``.
 
 from __future__ import annotations
 
-import os
-import platform
 import time
 
 import numpy as np
-from _common import EBSD_PATH, RESULTS, write_json
+from _common import EBSD_PATH, RESULTS, machine_info, write_json
 
 from micro_sym.grains import reconstruct_grains
 from micro_sym.io.ebsd import read_ebsd
@@ -55,8 +53,7 @@ def main():
            "map": {"file": EBSD_PATH.name, "shape": list(m.quaternions.shape[1:]), "indexed": int(m.mask.sum())},
            "rule": {"threshold_deg": 5.0, "connectivity": 4, "symmetry": "cubic", "small": "drop"},
            "rows": rows, "all_equal": all(r["same_numbering"] for r in rows),
-           "machine": {"machine": platform.machine(), "cpus": os.cpu_count(), "python": platform.python_version(),
-                       "numpy": np.__version__}}
+           "machine": machine_info()}
     print(f"wrote {write_json(RESULTS / 'ebsd_grains.json', out)}")
 
 

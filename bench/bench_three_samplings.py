@@ -15,8 +15,6 @@ script keeps the figures. Prints a table and writes ``bench/results/three_sampli
 
 from __future__ import annotations
 
-import os
-import platform
 import shutil
 import tempfile
 import time
@@ -25,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import tifffile
-from _common import RESULTS, write_json
+from _common import RESULTS, machine_info, write_json
 from scipy import ndimage
 
 warnings.filterwarnings("ignore", message=".*py3nj.*")
@@ -34,7 +32,6 @@ SIZE, PERIOD, SEED = 512, 12.0, 3
 
 
 def main():
-    import torch
     import zarr
 
     from micro_sym.inference.engine import segment
@@ -86,8 +83,7 @@ def main():
               "worst_grain_f1_vs_x1": min(rows[n]["grain_f1_vs_x1"] for n in ("x2", "x05")),
               "worst_median_angle_difference_deg": max(rows[n]["median_angle_difference_vs_x1_deg"] for n in ("x2", "x05")),
               "wall_s": round(time.perf_counter() - t0, 1),
-              "machine": {"machine": platform.machine(), "cpus": os.cpu_count(), "python": platform.python_version(),
-                          "numpy": np.__version__, "torch": torch.__version__}}
+              "machine": machine_info(with_torch=True)}
     print(f"wrote {write_json(RESULTS / 'three_samplings.json', result)}")
 
 

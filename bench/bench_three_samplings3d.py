@@ -16,8 +16,6 @@ writes ``bench/results/three_samplings3d.json`` (a few minutes on 2 cores).
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import shutil
 import tempfile
 import time
@@ -25,7 +23,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from _common import RESULTS, write_json
+from _common import RESULTS, machine_info, write_json
 
 warnings.filterwarnings("ignore", message=".*py3nj.*")
 
@@ -39,7 +37,6 @@ def main():
     ap.add_argument("--model", default="atoms-3d", help="bundled 3D model name or model file")
     args = ap.parse_args()
 
-    import torch
     import zarr
 
     from micro_sym.inference.engine import segment
@@ -103,8 +100,7 @@ def main():
               "worst_grain_f1_vs_x1": min(rows[n]["grain_f1_vs_x1"] for n in ("x07", "x14")),
               "worst_median_misorientation_deg": max(rows[n]["median_misorientation_vs_x1_deg"] for n in ("x07", "x14")),
               "wall_s": round(time.perf_counter() - t0, 1),
-              "machine": {"machine": platform.machine(), "cpus": os.cpu_count(), "python": platform.python_version(),
-                          "numpy": np.__version__, "torch": torch.__version__}}
+              "machine": machine_info(with_torch=True)}
     print(f"wrote {write_json(RESULTS / 'three_samplings3d.json', result)}")
 
 

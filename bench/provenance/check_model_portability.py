@@ -119,16 +119,15 @@ def main():
     ap.add_argument("--input", help="a .npy crop (repository path) instead of the bundled sample's")
     ap.add_argument("--json", type=Path, help="results file (default bench/results/portability_<model>.json)")
     args = ap.parse_args()
-    source = args.input or (json.loads(args.reference.read_text()).get("input") if args.reference else None)
-    got = summary(args.model, source)
+    ref = json.loads(args.reference.read_text()) if args.reference else None
+    got = summary(args.model, args.input or (ref or {}).get("input"))
     print(f"boundary mean {got['boundary_mean']:.3f}  boundary points {got['boundary_fraction']:.3f}  grains {got['grains']}")
     if args.write_reference:
         args.write_reference.write_text(json.dumps({"model": str(args.model), **got}) + "\n")
         print(f"wrote {args.write_reference}")
     problems = None
     result = {"model": str(args.model), **{k: v for k, v in got.items() if k != "raw"}}
-    if args.reference:
-        ref = json.loads(args.reference.read_text())
+    if ref is not None:
         problems = compare(got, ref)
         result["reference"] = {"file": str(args.reference), "model": ref.get("model"), "boundary_mean": ref["boundary_mean"],
                                "grains": ref["grains"], "matches": not problems, "problems": problems}

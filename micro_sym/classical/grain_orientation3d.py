@@ -105,7 +105,7 @@ def grain_spots(crop, mask, ring_frequency: float, *, workers: int = 1) -> tuple
 
 
 #: Most bytes the shell geometries of recent padded sizes keep (least recently used dropped first):
-#: a 192³ grid's takes 10 MB, and a large volume's grains need many sizes.
+#: one grows with the padded grid, and a large volume's grains need many sizes.
 GEOMETRY_CACHE_BYTES = 64 * 2**20
 _geometries: collections.OrderedDict = collections.OrderedDict()
 _geometries_lock = threading.Lock()
