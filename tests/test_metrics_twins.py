@@ -149,3 +149,14 @@ def test_evaluate3d_reports_vacuum_and_twins_per_volume_and_overall():
     assert keys <= set(overall) and overall["n_volumes"] == 2
     assert overall["sigma3_faces_true"] == sum(r["sigma3_faces_true"] for r in rows)
     assert overall["boundary_f1"] == pytest.approx(np.mean([r["boundary_f1"] for r in rows]))
+
+
+def test_sigma3_voxels_are_both_sides_of_a_twin_face_only():
+    from micro_sym.metrics3d import sigma3_voxels
+
+    truth, tq = _twin_truth()
+    on = sigma3_voxels(truth, tq)
+    assert on[..., PLANE - 1:PLANE + 1].all() and on.sum() == 2 * 36
+    assert sigma3_voxels(truth, tq, reach=1).sum() == 4 * 36
+    other = _quats(truth, [Q1, quat_multiply(Q1, axis_angle_to_quat([0.0, 0.0, 1.0], 45.0))])
+    assert not sigma3_voxels(truth, other).any()

@@ -52,6 +52,9 @@ class LossCfg(_Cfg):
     low_angle_weight: float = Field(1.0, ge=1, description="2D: BCE weight of boundary pixels on interfaces misoriented by "
                                     "less than low_angle_max (weak lattice contrast; where predicted boundaries leak)")
     low_angle_max: float = Field(20.0, gt=0, description="degrees: interfaces below this count as low-angle")
+    twin_weight: float = Field(1.0, ge=1, description="3D: BCE weight of boundary voxels on Σ3 twin boundaries (a "
+                               "coherent twin continues its parent's lattice planes across the interface: the boundary "
+                               "the network misses most)")
 
 
 class OptimCfg(_Cfg):

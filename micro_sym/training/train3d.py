@@ -110,17 +110,29 @@ def targets(grains, quats, degrees=(4,)):
     return boundary, np.moveaxis(c, -1, 0)
 
 
-def loss_fn(out, boundary, orient, pos_weight: float | None = 2.0, w_orient: float = 4.0):
+def twin_weights(grains, quats, boundary, weight: float):
+    """BCE weights (z, y, x) float32: ``weight`` on the boundary voxels of Σ3 twin boundaries
+    (:func:`micro_sym.metrics3d.sigma3_voxels`), 1 elsewhere; None for ``weight`` 1 or no orientations."""
+    if weight == 1 or quats is None:
+        return None
+    from micro_sym.metrics3d import sigma3_voxels
+
+    return np.where(sigma3_voxels(grains, np.asarray(quats)) & (boundary > 0), np.float32(weight),
+                    np.float32(1)).astype(np.float32)
+
+
+def loss_fn(out, boundary, orient, pos_weight: float | None = 2.0, w_orient: float = 4.0, weights=None):
     """BCE on the boundary logit + MSE on the orientation field over valid voxels; returns (total, parts).
 
-    ``pos_weight`` None: the per-batch negative/positive ratio, capped at 10 (as 2D).
+    ``pos_weight`` None: the per-batch negative/positive ratio, capped at 10 (as 2D). ``weights``
+    (optional, like ``boundary``): each voxel's BCE weight (:func:`twin_weights`).
     """
     if pos_weight is None:
         pos = boundary.sum()
         pw = ((boundary.numel() - pos) / pos.clamp(min=1)).clamp(1.0, 10.0)
     else:
         pw = torch.tensor(pos_weight, device=out.device)
-    bce = torch.nn.functional.binary_cross_entropy_with_logits(out[:, 0], boundary, pos_weight=pw)
+    bce = torch.nn.functional.binary_cross_entropy_with_logits(out[:, 0], boundary, weight=weights, pos_weight=pw)
     if orient is None:
         return bce, {"bce": bce.item()}
     valid = torch.isfinite(orient[:, :1]).float()
@@ -135,12 +147,13 @@ def loss_fn(out, boundary, orient, pos_weight: float | None = 2.0, w_orient: flo
 def _crops(volumes, size, batch, rng, degrees, augment):
     from micro_sym.models.gcnn3d import cube_grid_rotations, rotate_volume
 
-    xs, bs, os_ = [], [], []
+    xs, bs, os_, ws = [], [], [], []
     for _ in range(batch):
-        img, grains, quats, lohi, tb, to = volumes[rng.integers(len(volumes))]
+        img, grains, quats, lohi, tb, to, tw = volumes[rng.integers(len(volumes))]
         z, y, x = (rng.integers(0, s - size + 1) for s in img.shape)
         sl = (slice(z, z + size), slice(y, y + size), slice(x, x + size))
         xi, bi, oi = img[sl], tb[sl], to[(slice(None),) + sl]
+        wi = None if tw is None else tw[sl]
         if augment:
             # Rotation augmentation (the plain baseline's only way to learn the symmetry); orientation
             # targets transform with ρ(g) so the pair stays consistent.
@@ -149,23 +162,30 @@ def _crops(volumes, size, batch, rng, degrees, augment):
             gi = int(rng.integers(24))
             r = cube_grid_rotations()[gi]
             xi, bi = rotate_volume(xi, r), rotate_volume(bi, r)
+            wi = None if wi is None else rotate_volume(wi, r)
             oi = np.einsum("ij,j...->i...", field_matrices(tuple(degrees))[gi], rotate_volume(oi, r))
         xs.append(np.ascontiguousarray(xi))
         bs.append(np.ascontiguousarray(bi))
         os_.append(np.ascontiguousarray(oi))
-    return (torch.from_numpy(np.stack(xs)[:, None]), torch.from_numpy(np.stack(bs)),
-            torch.from_numpy(np.stack(os_).astype(np.float32)))
+        ws.append(np.ones_like(bs[-1]) if wi is None else np.ascontiguousarray(wi))
+    out = (torch.from_numpy(np.stack(xs)[:, None]), torch.from_numpy(np.stack(bs)),
+           torch.from_numpy(np.stack(os_).astype(np.float32)))
+    if all(v[6] is None for v in volumes):
+        return out
+    return (*out, torch.from_numpy(np.stack(ws)))
 
 
-def prepare(volumes, model):
-    """Normalize each volume with its whole-volume range and precompute targets."""
+def prepare(volumes, model, twin_weight: float = 1.0):
+    """Normalize each volume with its whole-volume range and precompute targets (and the BCE weights of
+    :func:`twin_weights`)."""
     from micro_sym.models.normalize import intensity_range
 
     out = []
     for img, grains, quats in volumes:
         lo, hi = intensity_range(img)
         tb, to = targets(grains, quats, model.degrees)
-        out.append((model.normalize(img, lo, hi), grains, quats, (lo, hi), tb, to))
+        out.append((model.normalize(img, lo, hi), grains, quats, (lo, hi), tb, to,
+                    twin_weights(grains, quats, tb, twin_weight)))
     return out
 
 
@@ -209,7 +229,7 @@ class Task3D:
         small = min(min(v[1].shape) for v in volumes)
         if small < self.crop:
             raise MicroSymError(f"{data}: volumes of side {small} voxels are smaller than the crop size {self.crop}")
-        self.data = prepare([v[1:] for v in volumes], self.model)
+        self.data = prepare([v[1:] for v in volumes], self.model, config.loss.twin_weight)
 
     def provenance(self) -> dict:
         return {"train_images": self.train_names, "val_images": self.val_names}
@@ -227,8 +247,9 @@ class Task3D:
         return _crops(self.data, self.crop, self.config.data.batch_size, rng, self.model.degrees, self.augment)
 
     def loss(self, pred, batch):
-        _, b, o = batch
-        return loss_fn(pred, b, o, pos_weight=self.config.loss.pos_weight, w_orient=self.config.loss.orientation)
+        _, b, o, *w = batch
+        return loss_fn(pred, b, o, pos_weight=self.config.loss.pos_weight, w_orient=self.config.loss.orientation,
+                       weights=w[0] if w else None)
 
     def validate(self, model, device) -> dict:
         e = self.config.eval

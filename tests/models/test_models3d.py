@@ -285,6 +285,35 @@ def test_training_period_3d_is_the_volumes_first_ring_spacing():
     assert training_period_3d([np.zeros((40, 40, 40), np.float32)]) is None
 
 
+def test_twin_boundary_voxels_get_the_twin_weight_in_crops_and_loss():
+    """loss.twin_weight: the boundary voxels of Σ3 interfaces weigh more in the BCE, and the weights
+    rotate with the crop's boundary target."""
+    from micro_sym.orientation import axis_angle_to_quat
+    from micro_sym.training.train3d import _crops, loss_fn, targets, twin_weights
+
+    grains = np.ones((12, 12, 12), np.uint32)
+    grains[..., 6:] = 2  # grain 2, a Σ3 twin of grain 1 across the plane x = 6
+    grains[6:, :, :6] = 3  # grain 3, 45° about [001] from grain 1
+    q1 = axis_angle_to_quat([1.0, 2.0, 3.0], 17.0)
+    table = np.vstack([np.full(4, np.nan), q1, quat_multiply(q1, axis_angle_to_quat([1.0, 1.0, 1.0], 60.0)),
+                       quat_multiply(q1, axis_angle_to_quat([0.0, 0.0, 1.0], 45.0))])
+    quats = np.moveaxis(table[grains], -1, 0).astype(np.float32)
+    tb, to = targets(grains, quats)
+    assert twin_weights(grains, quats, tb, 1.0) is None
+    w = twin_weights(grains, quats, tb, 4.0)
+    assert (w[:6, :, 5:7] == 4).all() and (w == 4).sum() == 6 * 12 * 2  # grains 1|2 only: 3|2 is not Σ3
+    assert (w[6:] == 1).all() and set(np.unique(w)) == {1.0, 4.0}
+    data = [(grains.astype(np.float32), grains, quats, (0, 1), tb, to, w)]
+    img, b, o, weights = _crops(data, 12, 3, np.random.default_rng(0), (4,), augment=True)
+    assert torch.equal(weights > 1, (weights > 1) & (b > 0)) and int((weights > 1).sum()) == 3 * 144
+    out = torch.zeros(1, 10, 12, 12, 12)
+    plain, _ = loss_fn(out, b[:1], None, pos_weight=1.0)
+    weighted, _ = loss_fn(out, b[:1], None, pos_weight=1.0, weights=weights[:1])
+    # logit 0: every voxel's BCE is log 2, so the mean grows by (4 - 1) x the twin voxels' share
+    assert float(plain) == pytest.approx(np.log(2))
+    assert float(weighted) == pytest.approx(np.log(2) * (1 + 3 * 144 / 12**3))
+
+
 def _tiny_3d_config(**overrides):
     from micro_sym.training.config import validate_config
 
