@@ -67,13 +67,26 @@ def write_json(path, obj, *, indent: int = 2, default=None) -> Path:
     return path
 
 
+def cpu_model() -> str:
+    """The CPU's model name and model number from /proc/cpuinfo (machines of one name differ: a
+    session's machine is not always the last one's), with AMX if it has it; "" where unknown."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return ""
+    fields = dict(line.split(":", 1) for line in text.split("\n\n")[0].splitlines() if ":" in line)
+    fields = {k.strip(): v.strip() for k, v in fields.items()}
+    amx = ", AMX" if "amx_bf16" in fields.get("flags", "").split() else ""
+    return f"{fields.get('model name', '')} (family {fields.get('cpu family', '?')}, model {fields.get('model', '?')}{amx})"
+
+
 def machine_info(with_torch: bool = False) -> dict:
-    """Where a result was measured: machine, cores, Python and numpy (and torch) versions."""
+    """Where a result was measured: machine, CPU model, cores, Python and numpy (and torch) versions."""
     import os
     import platform
 
-    info = {"machine": platform.machine(), "cpus": os.cpu_count(), "python": platform.python_version(),
-            "numpy": np.__version__}
+    info = {"machine": platform.machine(), "cpu_model": cpu_model(), "cpus": os.cpu_count(),
+            "python": platform.python_version(), "numpy": np.__version__}
     if with_torch:
         import torch
 

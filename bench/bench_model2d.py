@@ -16,13 +16,12 @@ model.
 from __future__ import annotations
 
 import argparse
-import platform
 import warnings
 
 import numpy as np
 import torch
 
-from _common import RESULTS, best_time, write_json
+from _common import RESULTS, best_time, machine_info, write_json
 
 warnings.filterwarnings("ignore", message=".*py3nj.*")
 
@@ -81,8 +80,7 @@ def main():
         "total_stride": model.total_stride,
         "image_size": [n, n],
         "threads": args.threads,
-        "torch": torch.__version__,
-        "cpu": platform.processor() or platform.machine(),
+        "machine": machine_info(with_torch=True),
         "rows": rows,
         "heldout_metrics": model.meta.get("metrics", {}),
     }

@@ -13,12 +13,11 @@ picks (printed).
 from __future__ import annotations
 
 import argparse
-import platform
 import warnings
 
 import torch
 
-from _common import RESULTS, best_time, write_json
+from _common import RESULTS, best_time, machine_info, write_json
 
 warnings.filterwarnings("ignore", message=".*py3nj.*")
 
@@ -55,8 +54,7 @@ def main():
             rows.append({"model": name, "ndim": ndim, "input": [side] * ndim, "backend": backend,
                          "auto": backend == chosen_backend(ndim, "auto"), "seconds": round(t, 4),
                          "mega_per_s": round(side ** ndim / t / 1e6, 3), "rel_err_vs_torch": err})
-    result = {"threads": args.threads, "torch": torch.__version__,
-              "cpu": platform.processor() or platform.machine(), "rows": rows}
+    result = {"threads": args.threads, "machine": machine_info(with_torch=True), "rows": rows}
     print(f"{'model':<12}{'input':>10}{'backend':>15}{'seconds':>9}{'M/s':>8}{'rel.err':>10}")
     for r in rows:
         mark = " <- auto" if r["auto"] else ""
