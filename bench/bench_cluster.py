@@ -20,6 +20,7 @@ byte for byte with run 1. Prints a table and writes ``bench/results/cluster.json
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -42,36 +43,38 @@ def wait_for(predicate, seconds: float, what: str):
         if predicate():
             return
         time.sleep(0.2)
-    raise SystemExit(f"timed out waiting for {what}")
+    raise RuntimeError(f"timed out waiting for {what}")
 
 
-def start_cluster(folder: Path):
-    """``(address, [scheduler, worker, worker])``: a scheduler and two single-threaded workers."""
+@contextlib.contextmanager
+def local_cluster(folder: Path, workers: int = 2):
+    """``dask scheduler`` and ``workers`` single-threaded ``dask worker`` processes on localhost, as a
+    user starts them: yields ``(address, worker processes)``; all are stopped on exit (log in ``folder``)."""
     from distributed import Client
 
-    info = folder / "scheduler.json"
-    log = open(folder / "cluster.log", "w")
-    procs = [subprocess.Popen([str(DASK), "scheduler", "--scheduler-file", str(info), "--no-dashboard",
-                               "--host", "127.0.0.1"], stdout=log, stderr=log, env=ENV)]
-    wait_for(lambda: info.is_file() and info.stat().st_size > 0, 60, "the scheduler file")
-    address = json.loads(info.read_text())["address"]
-    procs += [subprocess.Popen([str(DASK), "worker", "--scheduler-file", str(info), "--nthreads", "1",
-                                "--no-dashboard", "--name", f"w{i}"], stdout=log, stderr=log, env=ENV)
-              for i in range(2)]
-    with Client(address, timeout=30) as client:
-        wait_for(lambda: len(client.scheduler_info()["workers"]) == 2, 90, "two workers")
-    return address, procs
-
-
-def stop(procs):
-    for p in reversed(procs):
-        if p.poll() is None:
-            p.terminate()
-    for p in procs:
+    info = Path(folder) / "scheduler.json"
+    procs = []
+    with open(Path(folder) / "cluster.log", "w") as log:
         try:
-            p.wait(15)
-        except subprocess.TimeoutExpired:
-            p.kill()
+            procs.append(subprocess.Popen([str(DASK), "scheduler", "--scheduler-file", str(info), "--no-dashboard",
+                                           "--host", "127.0.0.1"], stdout=log, stderr=log, env=ENV))
+            wait_for(lambda: info.is_file() and info.stat().st_size > 0, 60, "the scheduler file")
+            address = json.loads(info.read_text())["address"]
+            procs += [subprocess.Popen([str(DASK), "worker", "--scheduler-file", str(info), "--nthreads", "1",
+                                        "--no-dashboard", "--name", f"w{i}"], stdout=log, stderr=log, env=ENV)
+                      for i in range(workers)]
+            with Client(address, timeout=30) as client:
+                wait_for(lambda: len(client.scheduler_info()["workers"]) == workers, 90, f"{workers} workers")
+            yield address, procs[1:]
+        finally:
+            for p in reversed(procs):
+                if p.poll() is None:
+                    p.terminate()
+            for p in procs:
+                try:
+                    p.wait(15)
+                except subprocess.TimeoutExpired:
+                    p.kill()
 
 
 def segment(image: Path, out: Path, *extra, kill=None) -> dict:
@@ -130,15 +133,12 @@ def main():
     work = Path(tempfile.mkdtemp(prefix="micro_sym_cluster_"))
     try:
         local = segment(image, work / "local")
-        address, procs = start_cluster(work)
-        try:
+        with local_cluster(work) as (address, workers):
             first = segment(image, work / "first", "--scheduler", address)
             remote = segment(image, work / "cluster", "--scheduler", address)
             killed = segment(image, work / "killed", "--scheduler", address,
-                             kill=(procs[1], args.kill_after * remote["wall_s"]))
-            alive = sum(p.poll() is None for p in procs[1:])
-        finally:
-            stop(procs)
+                             kill=(workers[0], args.kill_after * remote["wall_s"]))
+            alive = sum(p.poll() is None for p in workers)
         ref = outputs(work / "local", name)
         rows = {"default scheduler": local,
                 "cluster, fresh workers": {**first, "differs_from_default": differences(ref, outputs(work / "first", name))},

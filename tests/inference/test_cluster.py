@@ -4,12 +4,10 @@ byte for byte with the default scheduler; and a worker killed in the middle of a
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -19,47 +17,21 @@ import tifffile
 from _helpers import read_output, smooth_image
 
 DASK = Path(sys.executable).with_name("dask")
+BENCH = Path(__file__).resolve().parents[2] / "bench"
 pytestmark = pytest.mark.skipif(not DASK.exists(), reason="the dask command is not installed next to python")
-
-
-def _wait_for(predicate, seconds: float, what: str):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.fixture
 def cluster(tmp_path):
-    """``(address, worker processes)`` of a scheduler with two single-threaded worker processes."""
-    info = tmp_path / "scheduler.json"
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    log = open(tmp_path / "cluster.log", "w")
-    procs = [subprocess.Popen([str(DASK), "scheduler", "--scheduler-file", str(info), "--no-dashboard",
-                               "--host", "127.0.0.1"], stdout=log, stderr=log, env=env)]
+    """``(address, worker processes)`` of a scheduler with two single-threaded worker processes
+    (``bench/bench_cluster.py``'s, which measures the same on a large micrograph)."""
+    sys.path.insert(0, str(BENCH))
     try:
-        _wait_for(lambda: info.is_file() and info.stat().st_size > 0, 60, "the scheduler file")
-        address = json.loads(info.read_text())["address"]
-        workers = [subprocess.Popen([str(DASK), "worker", "--scheduler-file", str(info), "--nthreads", "1",
-                                     "--no-dashboard", "--name", f"w{i}"], stdout=log, stderr=log, env=env)
-                   for i in range(2)]
-        procs += workers
-        from distributed import Client
-
-        with Client(address, timeout=30) as client:
-            _wait_for(lambda: len(client.scheduler_info()["workers"]) == 2, 90, "two workers")
-        yield address, workers
+        import bench_cluster
     finally:
-        for p in reversed(procs):
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(15)
-            except subprocess.TimeoutExpired:
-                p.kill()
-        log.close()
+        sys.path.remove(str(BENCH))
+    with bench_cluster.local_cluster(tmp_path) as (address, workers):
+        yield address, workers
 
 
 def _segment_cli(args, cwd) -> subprocess.CompletedProcess:
