@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _common import DATA, RESULTS, mirrored_micrograph, write_json
+from _common import DATA, RESULTS, machine_info, mirrored_micrograph, write_json
 
 SIDE = 1024
 
@@ -94,7 +94,7 @@ def main():
     for name, r in rows.items():
         engine = ", ".join(f"{s:.2f}" for s in r["engine_s"])
         print(f"{name:45s} wall {r['wall_s']:6.2f} s  {r['mpix_per_s']:.2f} MP/s   engine per input: {engine} s")
-    write_json(args.out, {"machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
+    write_json(args.out, {"machine": {**machine_info(), "platform": platform.platform()},
                           "input": f"{len(images)} crops of 1024² (uint16 TIFF) of the mirrored sample micrograph",
                           "command": "micro-sym segment INPUT... --out OUT (no options), fresh process, timed to exit",
                           "repeats": args.repeats, "runs": rows})
