@@ -81,12 +81,12 @@ def cpu_model() -> str:
 
 
 def machine_info(with_torch: bool = False) -> dict:
-    """Where a result was measured: machine, CPU model, cores, Python and numpy (and torch) versions."""
+    """Where a result was measured: machine, CPU model, cores, OS, Python and numpy (and torch) versions."""
     import os
     import platform
 
     info = {"machine": platform.machine(), "cpu_model": cpu_model(), "cpus": os.cpu_count(),
-            "python": platform.python_version(), "numpy": np.__version__}
+            "platform": platform.platform(), "python": platform.python_version(), "numpy": np.__version__}
     if with_torch:
         import torch
 

@@ -34,6 +34,7 @@ from _common import (
     ENGINE_PARTS,
     RESULTS,
     ROOT,
+    machine_info,
     mirrored_micrograph,
     time_parts,
     write_json,
@@ -159,9 +160,8 @@ def main():
         rss = {r["n"]: r["peak_rss_mb"] for r in runs if r["config"] == config}
         if len(rss) > 1:
             print(f"{config}: peak RSS largest / smallest image = {rss[max(rss)] / rss[min(rss)]:.2f}")
-    import platform
 
-    write_json(args.out, {"machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
+    write_json(args.out, {"machine": machine_info(),
                           "input": f"{SAMPLE.relative_to(ROOT)} mirrored, uint16 Zarr, chunks 1024²",
                           "command": "micro-sym segment IMAGE --out OUT (auto) with the configuration's --tile/--workers",
                           "runs": runs})

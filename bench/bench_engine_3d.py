@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import shutil
 import subprocess
@@ -27,7 +26,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _common import DATA, ENGINE_PARTS, RESULTS, ROOT, mirrored, time_parts, write_json
+from _common import DATA, ENGINE_PARTS, RESULTS, ROOT, machine_info, mirrored, time_parts, write_json
 
 
 def mirrored_volume(n: int) -> Path:
@@ -116,7 +115,7 @@ def main():
                                                                           if "vs_" + args.precisions[0] in r else ""), flush=True)
             for part, s in sorted(r["seconds"].items(), key=lambda kv: -kv[1]):
                 print(f"    {part:40s} {s:7.1f} s   largest RSS while running {r['rss_mb_by_part'].get(part, 0):6.0f} MB")
-    write_json(args.out, {"machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
+    write_json(args.out, {"machine": machine_info(),
                           "input": "sample_data/volume/images/sample_000.tif mirrored, uint8 Zarr, chunks 128³",
                           "command": f"micro-sym segment VOLUME --model {args.model} --precision P (2 workers)",
                           "model": args.model, "runs": runs})

@@ -25,7 +25,6 @@ Prints a summary and writes ``bench/results/engine_checks.json``. About a minute
 from __future__ import annotations
 
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -37,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 import tifffile
-from _common import RESULTS, ROOT, write_json
+from _common import RESULTS, ROOT, machine_info, write_json
 
 warnings.filterwarnings("ignore", message=".*py3nj.*")
 
@@ -162,7 +161,6 @@ def classical_streamed_vs_whole(tmp: Path) -> dict:
 
 
 def main():
-    import torch
 
     t0 = time.perf_counter()
     tmp = Path(tempfile.mkdtemp(prefix="engine_checks_"))
@@ -180,8 +178,7 @@ def main():
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     result["wall_s"] = round(time.perf_counter() - t0, 1)
-    result["machine"] = {"machine": platform.machine(), "cpus": os.cpu_count(), "python": platform.python_version(),
-                         "numpy": np.__version__, "torch": torch.__version__}
+    result["machine"] = machine_info(with_torch=True)
     print(f"wrote {write_json(RESULTS / 'engine_checks.json', result)}")
 
 

@@ -12,15 +12,13 @@ to the input array size. Prints a table and writes ``bench/results/grains.json``
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import time
 import tracemalloc
 
 import numpy as np
 from scipy import ndimage
 
-from _common import RESULTS, write_json
+from _common import RESULTS, machine_info, write_json
 from micro_sym.grains import reconstruct_grains
 from micro_sym.orientation import axis_angle_to_quat, quat_multiply, random_quaternions
 
@@ -101,7 +99,7 @@ def main():
               f"input {r['input_mb']:>7.1f} MB  peak alloc {r['peak_alloc_mb']:>7.1f} MB ({r['peak_over_input']}x)",
               flush=True)
     out = {
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "numpy": np.__version__},
+        "machine": machine_info(),
         "targets": {"2048² s": 5, "256³ s": 60},
         "quick": args.quick,
         "results": rows,

@@ -38,14 +38,11 @@ def main():
     ap.add_argument("--out", default=str(RESULTS / "particles3d.json"))
     args = ap.parse_args()
 
-    from micro_sym.grains.rules import grains_by_rule, network_rule
     from micro_sym.inference.network import as_network
-    from micro_sym.inference.rescale import rescale_for_input
-    from micro_sym.inference.tiles import predict_raw, rule_maps
     from micro_sym.metrics3d import vacuum_unassigned
     from micro_sym.models import load_model
     from micro_sym.synth.atoms3d import load_atoms3d_config, synth_atoms3d
-    from micro_sym.training.train3d import boundary_from_grains, grain_f1
+    from micro_sym.training.train3d import boundary_from_grains, grain_f1, network_grains
 
     net = as_network(load_model(args.model, device="cpu", export=True), export=False)
     base = load_atoms3d_config(CONFIG).variant(PARTICLE_VARIANT)
@@ -56,10 +53,7 @@ def main():
             t = time.perf_counter()
             sample = synth_atoms3d(cfg, seed=seed)
             img, truth = np.asarray(sample.image, np.float32), np.asarray(sample.grains)
-            run, _ = rescale_for_input(net, img, period=None)
-            maps = rule_maps(run, predict_raw(run, img, device="cpu"))
-            labels = grains_by_rule(maps["orientation"], maps["boundary"], network_rule(5.0, 3), symmetry="cubic",
-                                    min_size=20)
+            _, labels = network_grains(net, img, period="measure")
             rows.append({"shape": shape, "truth": what, "seed": seed, "true_grains": int(truth.max()),
                          "predicted_grains": int(labels.max()),
                          "grain_f1": grain_f1(labels, np.where(boundary_from_grains(truth), 0, truth)),

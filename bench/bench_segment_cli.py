@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import re
 import shutil
 import subprocess
@@ -94,7 +93,7 @@ def main():
     for name, r in rows.items():
         engine = ", ".join(f"{s:.2f}" for s in r["engine_s"])
         print(f"{name:45s} wall {r['wall_s']:6.2f} s  {r['mpix_per_s']:.2f} MP/s   engine per input: {engine} s")
-    write_json(args.out, {"machine": {**machine_info(), "platform": platform.platform()},
+    write_json(args.out, {"machine": machine_info(),
                           "input": f"{len(images)} crops of 1024² (uint16 TIFF) of the mirrored sample micrograph",
                           "command": "micro-sym segment INPUT... --out OUT (no options), fresh process, timed to exit",
                           "repeats": args.repeats, "runs": rows})

@@ -20,13 +20,10 @@ Prints a table and writes ``bench/results/shipped_accuracy.json``.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import time
 import warnings
 
-import numpy as np
-from _common import RESULTS, ROOT, write_json
+from _common import RESULTS, ROOT, machine_info, write_json
 
 warnings.filterwarnings("ignore", message=".*py3nj.*")
 
@@ -38,7 +35,6 @@ def main():
     ap.add_argument("--no-3d", action="store_true", help="skip default-3d on the sample volume")
     args = ap.parse_args()
 
-    import torch
 
     from micro_sym.inference.evaluate import evaluate_model
     from micro_sym.io.datasets import LabeledDataset
@@ -64,8 +60,7 @@ def main():
                                        "seconds": round(time.perf_counter() - t, 1)}
         print(f"default-3d  boundary F1 {m['boundary_f1']:.4f}  grain F1 {m['grain_f1']:.4f}  "
               f"misorientation {m['median_misorientation_deg']:.3f}°")
-    out["machine"] = {"machine": platform.machine(), "cpus": os.cpu_count(), "python": platform.python_version(),
-                      "numpy": np.__version__, "torch": torch.__version__}
+    out["machine"] = machine_info(with_torch=True)
     print(f"wrote {write_json(RESULTS / 'shipped_accuracy.json', out, default=float)}")
 
 

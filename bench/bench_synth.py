@@ -12,14 +12,13 @@ from __future__ import annotations
 import argparse
 import cProfile
 import os
-import platform
 import pstats
 import time
 from pathlib import Path
 
 import numpy as np
 
-from _common import RESULTS, write_json
+from _common import RESULTS, machine_info, write_json
 from micro_sym.synth import Synth2DConfig, Synth3DConfig, synth_2d, synth_3d
 
 
@@ -101,7 +100,7 @@ def main():
     for dim, rows in stages.items():
         print(f"{dim} stages (cumulative, one profiled run): " + ", ".join(f"{r['function']} {r['cumulative_s']}s" for r in rows))
     out = {
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
+        "machine": machine_info(),
         "load_average_before": round(load_before, 2),
         "load_average_after": round(os.getloadavg()[0], 2),
         "repeats": args.repeats,

@@ -147,6 +147,7 @@ def loss_fn(out, boundary, orient, pos_weight: float | None = 2.0, w_orient: flo
 def _crops(volumes, size, batch, rng, degrees, augment):
     from micro_sym.models.gcnn3d import cube_grid_rotations, rotate_volume
 
+    weighted = any(v[6] is not None for v in volumes)
     xs, bs, os_, ws = [], [], [], []
     for _ in range(batch):
         img, grains, quats, lohi, tb, to, tw = volumes[rng.integers(len(volumes))]
@@ -167,12 +168,11 @@ def _crops(volumes, size, batch, rng, degrees, augment):
         xs.append(np.ascontiguousarray(xi))
         bs.append(np.ascontiguousarray(bi))
         os_.append(np.ascontiguousarray(oi))
-        ws.append(np.ones_like(bs[-1]) if wi is None else np.ascontiguousarray(wi))
+        if weighted:
+            ws.append(np.ones_like(bs[-1]) if wi is None else np.ascontiguousarray(wi))
     out = (torch.from_numpy(np.stack(xs)[:, None]), torch.from_numpy(np.stack(bs)),
            torch.from_numpy(np.stack(os_).astype(np.float32)))
-    if all(v[6] is None for v in volumes):
-        return out
-    return (*out, torch.from_numpy(np.stack(ws)))
+    return (*out, torch.from_numpy(np.stack(ws))) if weighted else out
 
 
 def prepare(volumes, model, twin_weight: float = 1.0):
@@ -332,6 +332,25 @@ def evaluate3d(model, volumes, *, threshold_deg=5.0, min_size=20, boundary_thres
                                      measure_grains=measure_grains))
 
 
+def network_grains(net, img, *, period=None, threshold_deg=5.0, min_size=20, boundary_threshold=0.5, device="cpu"):
+    """``(maps, labels)``: the grain rule's maps (:func:`micro_sym.inference.tiles.rule_maps`) and the
+    seeded grains of a :class:`~micro_sym.inference.network.Network` on one whole volume, as
+    :func:`evaluate3d_volumes` makes them (``period``: "measure", a first-ring spacing in voxels, or
+    None for the volume's own sampling)."""
+    from micro_sym.grains.rules import grains_by_rule, network_rule
+    from micro_sym.inference.tiles import predict_raw, rule_maps
+
+    run = net
+    if period is not None:
+        from micro_sym.inference.rescale import rescale_for_input
+
+        run, _ = rescale_for_input(net, img, period=None if period == "measure" else float(period))
+    maps = rule_maps(run, predict_raw(run, img, device=device))
+    labels = grains_by_rule(maps["orientation"], maps["boundary"], network_rule(threshold_deg, 3), symmetry="cubic",
+                            min_size=min_size, boundary_threshold=boundary_threshold)
+    return maps, labels
+
+
 def evaluate3d_volumes(model, volumes, *, threshold_deg=5.0, min_size=20, boundary_threshold=0.5, device="cpu",
                        period=None, measure_grains=True) -> list[dict]:
     """Per-volume held-out metrics: boundary F1, grain F1 at IoU > 0.5, median cubic misorientation
@@ -367,24 +386,16 @@ def evaluate3d_volumes(model, volumes, *, threshold_deg=5.0, min_size=20, bounda
     40 ms a grain).
     """
     from micro_sym.grains.field import grain_orientations, paint
-    from micro_sym.grains.rules import grains_by_rule, network_rule
     from micro_sym.inference.network import as_network
-    from micro_sym.inference.tiles import predict_raw, rule_maps
     from micro_sym.metrics import boundary_f1_masks
     from micro_sym.metrics3d import sigma3_boundaries, vacuum_unassigned
 
     rows = []
-    rule = network_rule(threshold_deg, 3)
     net = as_network(model, export=False)
     for img, grains, quats in volumes:
-        run = net
-        if period is not None:
-            from micro_sym.inference.rescale import rescale_for_input
-
-            run, _ = rescale_for_input(net, img, period=None if period == "measure" else float(period))
-        maps = rule_maps(run, predict_raw(run, img, device=device))
+        maps, labels = network_grains(net, img, period=period, threshold_deg=threshold_deg, min_size=min_size,
+                                      boundary_threshold=boundary_threshold, device=device)
         prob, q = maps["boundary"], maps["orientation"]
-        labels = grains_by_rule(q, prob, rule, symmetry="cubic", min_size=min_size, boundary_threshold=boundary_threshold)
         if net.grain_field:  # each grain's mean orientation over its voxels, as segment writes it
             q = paint(labels, grain_orientations(q, labels, net.grain_field))
         true_boundary = boundary_from_grains(grains)
