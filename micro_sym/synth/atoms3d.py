@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar, Literal
 
 import numpy as np
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from scipy import ndimage
 from scipy.spatial import ConvexHull, cKDTree
 
@@ -136,7 +136,7 @@ class AtomImaging(_Model):
 class Atoms3DConfig(MaterialConfig):
     """Everything that defines an atomistic 3D sample except the seed."""
 
-    FIXED: ClassVar[frozenset] = frozenset({"size", "voxel_size", "first_ring_voxels", "dtype", "variants"})
+    FIXED: ClassVar[frozenset] = frozenset({"size", "voxel_size", "first_ring_voxels", "dtype", "variants", "imaging_ranges"})
 
     kind: Literal["polycrystal", "particle"] = "polycrystal"
     size: tuple[int, int, int] = Field((96, 96, 96), description="(z, y, x) voxels")
@@ -149,6 +149,10 @@ class Atoms3DConfig(MaterialConfig):
     polycrystal: PolycrystalSpec = PolycrystalSpec()
     particle: ParticleSpec = ParticleSpec()
     imaging: AtomImaging = AtomImaging()
+    imaging_ranges: dict[str, tuple[tuple[float, float], ...]] = Field(
+        {}, description="imaging field -> intervals ((lo, hi), ...): each sample draws that field uniformly over the "
+                        "union of the intervals (after its variant), so a dataset spans many imaging settings and a "
+                        "held-out setting can lie in a gap between them")
 
     @field_validator("size")
     @classmethod
@@ -162,6 +166,16 @@ class Atoms3DConfig(MaterialConfig):
         if self.kind == "particle" and self.lattice != "fcc":
             raise ValueError("particles (ase.cluster) are fcc: set lattice: fcc")
         check_element(self.particle.substrate_element, "particle.substrate_element: ")
+        for name, intervals in self.imaging_ranges.items():
+            if name not in AtomImaging.model_fields:
+                raise ValueError(f"imaging_ranges: {name!r} is not an imaging field ({', '.join(AtomImaging.model_fields)})")
+            if not intervals or any(hi < lo for lo, hi in intervals):
+                raise ValueError(f"imaging_ranges.{name}: need one or more (lo, hi) intervals with lo <= hi")
+            for bound in {b for pair in intervals for b in pair}:
+                try:
+                    AtomImaging.model_validate({**self.imaging.model_dump(), name: bound})
+                except ValidationError as err:
+                    raise ValueError(f"imaging_ranges.{name}: {bound}: {err.errors()[0]['msg']}") from None
         return self
 
     # What a labeled dataset records (docs/design.md §1.6): every structure here is cubic (point group
@@ -174,12 +188,29 @@ class Atoms3DConfig(MaterialConfig):
         """The voxel size in :attr:`unit` (nm)."""
         return self.voxel_size / 10.0
 
+    def with_drawn_imaging(self, rng: np.random.Generator):
+        """This config with every field of :attr:`imaging_ranges` drawn uniformly over its intervals'
+        union (itself, and no draw from ``rng``, when there are none)."""
+        if not self.imaging_ranges:
+            return self
+        drawn = {name: _uniform_over(intervals, rng) for name, intervals in sorted(self.imaging_ranges.items())}
+        return self.model_copy(update={"imaging": self.imaging.model_copy(update=drawn)})
+
     def at_first_ring_voxels(self):
         """This config with the voxel size that puts the first ring at ``first_ring_voxels`` (itself
         when that is not set)."""
         if self.first_ring_voxels is None:
             return self
         return self.model_copy(update={"voxel_size": FIRST_RING_SPACING[self.lattice] * self.a / self.first_ring_voxels})
+
+
+def _uniform_over(intervals, rng) -> float:
+    """One value uniform over the union of disjoint ``(lo, hi)`` intervals (each weighted by its length;
+    all equally when every one is a single point)."""
+    widths = np.array([hi - lo for lo, hi in intervals], dtype=float)
+    p = widths / widths.sum() if widths.sum() > 0 else np.full(len(widths), 1 / len(widths))
+    lo, hi = intervals[int(rng.choice(len(intervals), p=p))]
+    return float(rng.uniform(lo, hi))
 
 
 def load_atoms3d_config(path=None, **overrides) -> Atoms3DConfig:
@@ -616,10 +647,12 @@ def synth_atoms3d(config: Atoms3DConfig | None = None, seed=0) -> SynthSample:
     if cfg.variants:
         variant = int(rng.integers(len(cfg.variants)))
         cfg = cfg.variant(variant)
-    cfg = cfg.at_first_ring_voxels()
+    cfg = cfg.with_drawn_imaging(rng).at_first_ring_voxels()
     build = build_polycrystal if cfg.kind == "polycrystal" else build_particle
     structure = build(cfg, rng)
     sample = render_structure(structure, cfg, rng, cfg.polycrystal.threshold_deg)
     if variant is not None:
         sample.info["variant"] = variant
+    if cfg.imaging_ranges:
+        sample.info["imaging"] = cfg.imaging.model_dump()
     return sample

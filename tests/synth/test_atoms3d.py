@@ -336,3 +336,55 @@ def test_empty_volume_is_a_user_error():
 
         render_structure(AtomStructure(np.zeros((0, 3)), np.zeros(0, int), np.zeros(0, np.int32), np.full((1, 4), np.nan)), cfg,
                          np.random.default_rng(0))
+
+
+def test_imaging_ranges_draw_each_volume_inside_the_intervals_and_never_in_the_gap():
+    gaps = {"atom_sigma": [[0.30, 0.42], [0.48, 0.60]], "noise": [[0.02, 0.07], [0.09, 0.15]], "tilt_range": [[63.0, 63.0]]}
+    cfg = Atoms3DConfig(imaging_ranges=gaps)
+    drawn = [cfg.with_drawn_imaging(np.random.default_rng(s)).imaging for s in range(200)]
+    for name, intervals in gaps.items():
+        values = np.array([getattr(im, name) for im in drawn])
+        inside = np.zeros(len(values), bool)
+        for lo, hi in intervals:
+            inside |= (values >= lo) & (values <= hi)
+        assert inside.all(), name
+    sigma = np.array([im.atom_sigma for im in drawn])
+    assert (sigma < 0.42).any() and (sigma > 0.48).any()  # both intervals are used
+    assert {im.jitter for im in drawn} == {cfg.imaging.jitter}  # a field without a range keeps its value
+    # Without ranges nothing is drawn, so the datasets made before ranges existed come out the same.
+    rng = np.random.default_rng(0)
+    assert Atoms3DConfig().with_drawn_imaging(rng) == Atoms3DConfig() and rng.random() == np.random.default_rng(0).random()
+
+
+def test_imaging_ranges_are_recorded_and_reproducible():
+    cfg = Atoms3DConfig(kind="particle", size=(24, 24, 24), voxel_size=0.8, particle={"diameter": 12},
+                        imaging_ranges={"atom_sigma": [[0.3, 0.6]], "elongation": [[1.0, 2.0]]})
+    a, b, c = synth_atoms3d(cfg, seed=5), synth_atoms3d(cfg, seed=5), synth_atoms3d(cfg, seed=6)
+    assert a.info["imaging"] == b.info["imaging"] != c.info["imaging"]
+    assert np.array_equal(a.volume, b.volume)
+    assert 0.3 <= a.info["imaging"]["atom_sigma"] <= 0.6
+
+
+@pytest.mark.parametrize("ranges, message", [
+    ({"sigma": [[0.3, 0.4]]}, "not an imaging field"),
+    ({"atom_sigma": [[0.5, 0.4]]}, "lo <= hi"),
+    ({"atom_sigma": []}, "lo <= hi"),
+    ({"tilt_range": [[60.0, 120.0]]}, "imaging_ranges.tilt_range: 120.0"),
+])
+def test_imaging_ranges_reject_what_cannot_be_drawn(ranges, message):
+    with pytest.raises(ValueError, match=message):
+        Atoms3DConfig(imaging_ranges=ranges)
+    with pytest.raises(ValueError, match="same for every sample"):
+        Atoms3DConfig(variants=[{"imaging_ranges": {"noise": [[0.0, 0.1]]}}])
+
+
+def test_imaging_range_training_set_leaves_the_heldout_imaging_setting_in_its_gaps():
+    from pathlib import Path
+
+    train = load_atoms3d_config(Path(__file__).parents[2] / "configs" / "synth_atoms3d_train_imaging_range.yaml")
+    heldout = load_atoms3d_config("synth-atoms3d-heldout-imaging").imaging
+    assert set(train.imaging_ranges) == {"atom_sigma", "elongation", "jitter", "tilt_range", "noise"}
+    for name, intervals in train.imaging_ranges.items():
+        value = getattr(heldout, name)
+        assert not any(lo <= value <= hi for lo, hi in intervals), name
+        assert min(lo for lo, _ in intervals) < value < max(hi for _, hi in intervals), name  # spanned, not beyond
