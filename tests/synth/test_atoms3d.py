@@ -378,13 +378,15 @@ def test_imaging_ranges_reject_what_cannot_be_drawn(ranges, message):
         Atoms3DConfig(variants=[{"imaging_ranges": {"noise": [[0.0, 0.1]]}}])
 
 
-def test_imaging_range_training_set_leaves_the_heldout_imaging_setting_in_its_gaps():
-    from pathlib import Path
-
-    train = load_atoms3d_config(Path(__file__).parents[2] / "configs" / "synth_atoms3d_train_imaging_range.yaml")
+def test_imaging_range_training_set_leaves_the_heldout_imaging_settings_in_its_gaps_and_beyond():
+    train = load_atoms3d_config("synth-atoms3d-train-range")
     heldout = load_atoms3d_config("synth-atoms3d-heldout-imaging").imaging
     assert set(train.imaging_ranges) == {"atom_sigma", "elongation", "jitter", "tilt_range", "noise"}
     for name, intervals in train.imaging_ranges.items():
         value = getattr(heldout, name)
         assert not any(lo <= value <= hi for lo, hi in intervals), name
         assert min(lo for lo, _ in intervals) < value < max(hi for _, hi in intervals), name  # spanned, not beyond
+    far = load_atoms3d_config("synth-atoms3d-heldout-far").imaging  # beyond every interval, on the harder side
+    assert far.atom_sigma > 0.60 and far.elongation > 2.0 and far.jitter > 0.12 and far.noise > 0.15 and far.tilt_range < 50
+    for name, intervals in train.imaging_ranges.items():
+        assert not any(lo <= getattr(far, name) <= hi for lo, hi in intervals), name
