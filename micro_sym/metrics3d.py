@@ -109,15 +109,6 @@ def sigma3_pairs(a, b, mean_quaternions) -> np.ndarray:
     return out
 
 
-def _sigma3_faces(labels, mean_quaternions) -> list[np.ndarray]:
-    """Per array axis, the Σ3 faces of a label volume: mask over the pairs ``(v, v + 1 along the axis)``."""
-    faces = []
-    for axis in range(labels.ndim):
-        lo, hi = _axis_pair_slices(labels.ndim, axis)
-        faces.append(sigma3_pairs(labels[lo], labels[hi], mean_quaternions))
-    return faces
-
-
 def _axis_pair_slices(ndim: int, axis: int) -> tuple[tuple, tuple]:
     lo, hi = [slice(None)] * ndim, [slice(None)] * ndim
     lo[axis], hi[axis] = slice(0, -1), slice(1, None)
@@ -185,8 +176,8 @@ def sigma3_boundaries(pred_labels, pred_quaternions, true_labels, true_quaternio
     """
     true = np.asarray(true_labels).astype(np.int64)
     pred = np.asarray(pred_labels).astype(np.int64)
-    true_faces = _sigma3_faces(grow_into_gaps(true, 1), grain_mean_quaternions(true, true_quaternions))
-    pred_faces = _sigma3_faces(grow_into_gaps(pred, 1), grain_mean_quaternions(pred, pred_quaternions))
+    true_faces = sigma3_faces(true, true_quaternions)
+    pred_faces = sigma3_faces(pred, pred_quaternions)
     counts = {
         "sigma3_faces_true": int(sum(f.sum() for f in true_faces)),
         "sigma3_faces_found": _count_near(true_faces, _near_faces(pred_faces, true.shape, reach)),
@@ -196,12 +187,24 @@ def sigma3_boundaries(pred_labels, pred_quaternions, true_labels, true_quaternio
     return {**_sigma3_scores(counts), **counts}
 
 
-def sigma3_voxels(labels, quaternions, reach: int = 0) -> np.ndarray:
-    """Voxels on either side of a Σ3 face of a label volume (as :func:`sigma3_boundaries` finds the
-    true ones: labels grown one face step into their gaps), dilated by ``reach`` face steps; bool."""
+def sigma3_faces(labels, quaternions) -> list[np.ndarray]:
+    """The Σ3 faces of a label volume, per array axis a mask over the voxel pairs ``(v, v + 1 along the
+    axis)``: the labels grown one face step into their gaps, each grain's orientation its mean
+    quaternion (as :func:`sigma3_boundaries` counts them)."""
     lab = np.asarray(labels).astype(np.int64)
-    faces = _sigma3_faces(grow_into_gaps(lab, 1), grain_mean_quaternions(lab, quaternions))
-    return _near_faces(faces, lab.shape, reach)
+    means = grain_mean_quaternions(lab, quaternions)
+    grown = grow_into_gaps(lab, 1)
+    faces = []
+    for axis in range(grown.ndim):
+        lo, hi = _axis_pair_slices(grown.ndim, axis)
+        faces.append(sigma3_pairs(grown[lo], grown[hi], means))
+    return faces
+
+
+def sigma3_voxels(labels, quaternions, reach: int = 0) -> np.ndarray:
+    """Voxels on either side of a Σ3 face of a label volume (:func:`sigma3_faces`), dilated by
+    ``reach`` face steps; bool."""
+    return _near_faces(sigma3_faces(labels, quaternions), np.shape(labels), reach)
 
 
 def _sigma3_scores(c: dict) -> dict:

@@ -38,14 +38,14 @@ def face_values(raw, grains, quats):
     from scipy import ndimage
 
     from micro_sym.grains.stats import grow_into_gaps
-    from micro_sym.metrics3d import _axis_pair_slices, _sigma3_faces, grain_mean_quaternions
+    from micro_sym.metrics3d import _axis_pair_slices, sigma3_faces
     from micro_sym.training.train3d import boundary_from_grains
 
     prob = 1 / (1 + np.exp(-raw[0].astype(np.float64)))
     length = np.linalg.norm(raw[1:10], axis=0)  # the l = 4 block
     lab = grains.astype(np.int64)
     grown = grow_into_gaps(lab, 1)
-    twin = _sigma3_faces(grown, grain_mean_quaternions(lab, quats))
+    twin = sigma3_faces(lab, quats)
     far = ndimage.distance_transform_edt(~boundary_from_grains(grains)) >= 4
     out = {k: ([], []) for k in ("twin", "other", "inside")}
     for axis, tw in enumerate(twin):

@@ -82,11 +82,11 @@ def merge_twins(grains, quats) -> np.ndarray:
     twin-boundary area first (a twin and its parent; the label ids of dataset.json's domains are not
     the label volume's)."""
     from micro_sym.grains.stats import grow_into_gaps
-    from micro_sym.metrics3d import _axis_pair_slices, _sigma3_faces, grain_mean_quaternions
+    from micro_sym.metrics3d import _axis_pair_slices, sigma3_faces
 
     true = grains.astype(np.int64)
     grown = grow_into_gaps(true, 1)
-    faces = _sigma3_faces(grown, grain_mean_quaternions(true, quats))
+    faces = sigma3_faces(true, quats)
     base = int(grown.max()) + 1
     keys = []
     for axis, f in enumerate(faces):
