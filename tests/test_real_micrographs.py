@@ -39,9 +39,9 @@ def _difference(a, b, period):
 
 
 def test_mos2_single_crystal_is_one_hexagonal_grain(tmp_path):
-    # Auto measures a hexagonal lattice, which robust-2d (square) cannot map, and runs the filter bank
-    # on it: one grain, its angle within 1.5° of the FFT annotation (hexagonal orientation = fringe
-    # normal - 30°, mod 60).
+    # Auto measures a hexagonal lattice and runs the hexagonal network on it (trained on fcc metals down
+    # [111], never on a 2D crystal): one grain, its angle within 1.5° of the FFT annotation (hexagonal
+    # orientation = fringe normal - 30°, mod 60).
     from micro_sym.inference.engine import segment
     from _helpers import read_output
 
@@ -49,7 +49,8 @@ def test_mos2_single_crystal_is_one_hexagonal_grain(tmp_path):
     (res,) = segment([shared_path("real_micrographs") / ann["image"]], tmp_path)
     assert res.status == "complete", res.error
     auto = res.plan["method"]["auto"]
-    assert auto["chose"] == "classical" and auto["lattice"] == "hexagonal" and auto["measured"]["lattice"] == "hexagonal"
+    assert auto["chose"] == "network" and auto["network"] == "atoms-2d-hex"
+    assert auto["lattice"] == "hexagonal" and auto["measured"]["lattice"] == "hexagonal"
     out = read_output(tmp_path, Path(ann["image"]).stem)
     assert res.n_grains == 1 and len(np.unique(out["grains"][out["grains"] > 0])) == 1
     grain = ann["grains"][0]

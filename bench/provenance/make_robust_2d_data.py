@@ -1,8 +1,9 @@
 """Training and validation data for the bundled ``robust-2d`` model: a mixture of imaging conditions.
 
-    python bench/provenance/make_robust_2d_data.py [--out data] [--size 512]
+    python bench/provenance/make_robust_2d_data.py [--out data] [--size 512] [--lattice hexagonal]
 
-Writes ``OUT/robust2d_train`` and ``OUT/robust2d_val``, labeled datasets (docs/design.md §1) whose images
+Writes ``OUT/robust2d_train`` and ``OUT/robust2d_val`` (``robust2d_hex_*`` for the hexagonal lattice,
+the analytic half of ``atoms-2d-hex``'s training data), labeled datasets (docs/design.md §1) whose images
 come from the project's generator under the conditions a lab meets and the default model never saw:
 low dose (2-20 counts/px), small and large grains, a blurred probe, bright-field contrast and scan
 distortion, beside the default conditions. Seeds (10 000 + 100·condition + image for training,
@@ -41,14 +42,14 @@ CONDITIONS = [
 ]
 
 
-def write_mixture(out: Path, size: int, split: str, seed_base: int) -> int:
+def write_mixture(out: Path, size: int, split: str, seed_base: int, lattice: str = "square") -> int:
     for folder in FOLDERS:
         (out / folder).mkdir(parents=True, exist_ok=True)
     n_total = 0
-    manifest = {"lattice": "square", "pixel_size": None, "unit": "nm", "conditions": {}}
+    manifest = {"lattice": lattice, "pixel_size": None, "unit": "nm", "conditions": {}}
     for c, (name, overrides, n_train, n_val) in enumerate(CONDITIONS):
         n = n_train if split == "train" else n_val
-        cfg = Synth2DConfig.model_validate({"size": (size, size), **overrides})
+        cfg = Synth2DConfig.model_validate({"size": (size, size), "lattice": lattice, **overrides})
         manifest["pixel_size"] = [cfg.pixel_size, cfg.pixel_size]
         seeds = [seed_base + 100 * c + i for i in range(n)]
         manifest["conditions"][name] = {"overrides": overrides, "seeds": seeds}
@@ -64,13 +65,14 @@ def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, default=ROOT / "data")
     p.add_argument("--size", type=int, default=512)
+    p.add_argument("--lattice", choices=("square", "hexagonal"), default="square")
     args = p.parse_args()
     for split, seed_base in (("train", 10_000), ("val", 20_000)):
-        out = args.out / f"robust2d_{split}"
+        out = args.out / f"robust2d_{'hex_' if args.lattice == 'hexagonal' else ''}{split}"
         if (out / "dataset.json").is_file():
             print(f"{out}: exists, kept")
             continue
-        n = write_mixture(out, args.size, split, seed_base)
+        n = write_mixture(out, args.size, split, seed_base, args.lattice)
         print(f"wrote {n} images to {out}")
 
 

@@ -4,7 +4,7 @@ Usage::
 
     python bench/studies/atoms2d_heldout.py [--n 2] [--size 512] [--modes haadf hrtem] [--periods 4 8 16 32]
                                           [--doses 5 50] [--methods auto network classical] [--models FILE ...]
-                                          [--out FILE]
+                                          [--zone 001|111] [--out FILE]
 
 The images come from ``micro-sym synth atoms2d`` (docs/design.md §6.5): polycrystalline films built as
 atoms with ASE and imaged as HAADF-STEM (incoherent Z-contrast, probe, scan distortion) or HRTEM
@@ -28,6 +28,12 @@ its written maps are scored against the truth:
 - no lattice left unassigned: the fraction of vacuum/amorphous pixels farther than one period from
   any grain that the output leaves out of every grain (label 0).
 
+``--zone 111`` views every crystal down [111], a hexagonal projection (condition names start with
+``hex_``; periods are Au's columns, a/√6 = 1.665 Å; the materials set is bcc W and Fe, diamond Si
+and Au at 0.29 Å/px, periods 5.7-8.9 px). atoms-2d-hex was trained on HAADF-STEM of fcc metals down
+[111] at 6.3-9.8 px, so for it the HAADF Au rows are fit and the HRTEM rows and the bcc and Si
+materials are generalization.
+
 Writes bench/results/atoms2d_heldout.json.
 """
 
@@ -46,24 +52,28 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/, for _common
 from _common import DATA, RESULTS, ROOT, log, write_json  # noqa: E402
 
-AU_PERIOD = 2.04  # Å, Au fcc [001] projected column spacing (a / 2)
+AU_PERIOD = {"001": 2.04, "111": 1.665}  # Å, Au fcc projected column spacing: [001] a / 2, [111] a / √6
 #: Films as most real ones are: 30 % of the cells tilted to show one set of fringes (grains), 10 % with no
 #: plane set edge-on (no grain).
 FRINGES = {"fringe_fraction": 0.3, "off_zone_fraction": 0.1}
-MATERIALS = [{"lattice": "fcc", "element": "Au"}, {"lattice": "fcc", "element": "Pt"},
-             {"lattice": "bcc", "element": "Fe"}, {"lattice": "diamond", "element": "Si"}]
+MATERIALS = {"001": ([{"lattice": "fcc", "element": "Au"}, {"lattice": "fcc", "element": "Pt"},
+                      {"lattice": "bcc", "element": "Fe"}, {"lattice": "diamond", "element": "Si"}], 0.25),
+             "111": ([{"lattice": "bcc", "element": "W"}, {"lattice": "bcc", "element": "Fe"},
+                      {"lattice": "diamond", "element": "Si"}, {"lattice": "fcc", "element": "Au"}], 0.29)}
 
 
-def conditions(modes, periods, doses):
+def conditions(modes, periods, doses, zone="001"):
     """``(name, config overrides)`` of every condition."""
     out = []
+    prefix = "hex_" if zone == "111" else ""
+    variants, pixel_size = MATERIALS[zone]
     for mode in modes:
         for period in periods:
             for dose in doses:
-                out.append((f"{mode}_p{period}_d{dose}", {"mode": mode, "period": period, "dose": dose}))
-        out.append((f"{mode}_materials_d50", {"mode": mode, "period": 8, "dose": 50, "variants": MATERIALS,
-                                              "pixel_size": 0.25}))
-        out.append((f"{mode}_fringes_d50", {"mode": mode, "period": 8, "dose": 50, "film": FRINGES}))
+                out.append((f"{prefix}{mode}_p{period}_d{dose}", {"mode": mode, "period": period, "dose": dose, "zone": zone}))
+        out.append((f"{prefix}{mode}_materials_d50", {"mode": mode, "period": 8, "dose": 50, "variants": variants,
+                                                      "pixel_size": pixel_size, "zone": zone}))
+        out.append((f"{prefix}{mode}_fringes_d50", {"mode": mode, "period": 8, "dose": 50, "film": FRINGES, "zone": zone}))
     return out
 
 
@@ -71,10 +81,11 @@ def make_dataset(name: str, cond: dict, n: int, size: int) -> Path:
     from micro_sym.synth.atoms2d import Atoms2DConfig
     from micro_sym.synth.dataset import generate_dataset
 
-    px = cond.get("pixel_size", AU_PERIOD / cond["period"])
-    grain = 10 * AU_PERIOD
+    zone = cond.get("zone", "001")
+    px = cond.get("pixel_size", AU_PERIOD[zone] / cond["period"])
+    grain = 10 * AU_PERIOD["001"]  # the same grain sizes (Å) for both zones
     dose = (float(cond["dose"]), float(cond["dose"]))
-    cfg = Atoms2DConfig(mode=cond["mode"], size=(size, size), pixel_size_angstrom=px,
+    cfg = Atoms2DConfig(mode=cond["mode"], zone=zone, size=(size, size), pixel_size_angstrom=px,
                         film={"grain_size": grain, "vacuum_fraction": 0.1, "amorphous_fraction": 0.1, **cond.get("film", {})},
                         haadf={"dose": dose}, hrtem={"dose": dose}, variants=tuple(cond.get("variants", ())))
     out = DATA / "atoms2d" / name
@@ -186,13 +197,14 @@ def main():
     ap.add_argument("--doses", nargs="+", type=int, default=[5, 50])
     ap.add_argument("--methods", nargs="+", default=["auto", "network", "classical"])
     ap.add_argument("--models", nargs="*", default=[], help="also run --method network --model M for each")
+    ap.add_argument("--zone", choices=("001", "111"), default="001", help="111: hexagonal projections")
     ap.add_argument("--out", default=str(RESULTS / "atoms2d_heldout.json"))
     args = ap.parse_args()
     methods = [*args.methods, *(f"model:{m}" for m in args.models)]
 
     results = []
     with tempfile.TemporaryDirectory() as tmp:
-        for name, cond in conditions(args.modes, args.periods, args.doses):
+        for name, cond in conditions(args.modes, args.periods, args.doses, args.zone):
             t0 = time.perf_counter()
             root = make_dataset(name, cond, args.n, args.size)
             gen_s = time.perf_counter() - t0

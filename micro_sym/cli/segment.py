@@ -149,7 +149,8 @@ def _method_line(m: dict) -> str:
     a = m.get("auto")
     if a and a.get("fringe_snr_db") is not None and a.get("reason", "fringe SNR").startswith("fringe SNR"):
         sign = "<" if a["chose"] == "classical" else ">="
-        parts.append(f"auto: {a['chose']} (fringe SNR {a['fringe_snr_db']:.1f} dB {sign} {a['classical_below_db']:g} dB)")
+        chose = f"network {a['network']}" if a.get("network") else a["chose"]
+        parts.append(f"auto: {chose} (fringe SNR {a['fringe_snr_db']:.1f} dB {sign} {a['classical_below_db']:g} dB)")
     elif a:
         parts.append(f"auto: {a['chose']} ({a.get('reason', '')})")
     if m.get("name") == "classical":
@@ -189,7 +190,7 @@ def segment(
                                          "--model) or classical (training-free Gabor filter bank, 2D only; no boundary "
                                          "closing, which is not tile-local)."),
     model: Optional[str] = typer.Option(None, "--model", help="Bundled model name or model file (default: robust-2d "
-                                        "for --method auto, default-2d for --method network; default-3d when every "
+                                        "for --method auto, atoms-2d-hex for its hexagonal inputs; default-2d for --method network; default-3d when every "
                                         "input is a 3D volume)."),
     lattice: Optional[str] = typer.Option(None, "--lattice", help="The images' lattice: square (angles mod 90°) or "
                                           "hexagonal (mod 60°); default: measured per input from its power spectrum "
@@ -233,7 +234,7 @@ def segment(
 
     Each micrograph's lattice is measured from its power spectrum (square, hexagonal or fringes, and the period); a network runs on the image resampled to its training period, with the maps back on the input grid (--period and --lattice give them instead). Regions without a lattice (vacuum, amorphous film) get no grain (--no-lattice-mask keeps every pixel). Each grain's lattice angle (micrographs) or orientation (volumes) is then measured from the input inside it and written next to the network's mean (--no-measure-grains skips it).
 
-    Without --model, --method auto chooses per 2D input: the classical filter bank for a lattice the network does not map (hexagonal) or when the lattice fringe signal-to-noise ratio (power-spectrum ring over the shot-noise floor) is below a calibrated threshold (1.1 dB, between 2 and 3 counts/px; the network fails at 2), else the robust-2d network. What was measured and chosen is printed and kept in the run manifest. A batch of 3D volumes only runs the bundled default-3d network.
+    Without --model, --method auto chooses per 2D input: the classical filter bank when the lattice fringe signal-to-noise ratio (power-spectrum ring over the shot-noise floor) is below a calibrated threshold (1.1 dB, between 2 and 3 counts/px; the network fails at 2), else the network for the measured lattice: robust-2d (square) or atoms-2d-hex (hexagonal). With --model auto has that model's lattice only and gives the others to the filter bank. What was measured and chosen is printed and kept in the run manifest. A batch of 3D volumes only runs the bundled default-3d network.
 
     With --method classical the maps come from the Gabor filter bank of `micro-sym classical`, run block-wise without its boundary-closing step (a whole-image watershed, not tile-local): boundaries are orientation jumps only, and grains follow the plain misorientation pair rule. The lattice period is estimated once per input (or --period) and kept for a resume.
 

@@ -60,7 +60,7 @@ from micro_sym.inference.blocks import BlockPlan, estimate_memory, plan_blocks
 from micro_sym.inference.classical import ClassicalMethod
 from micro_sym.grains.blockwise import (final_table, flood_margin, flood_region, grain_refs, merge_blocks,
                                        neighbour_counts, neighbour_pairs, seed_parts)
-from micro_sym.inference.method_choice import AUTO_MODEL, AutoMethod
+from micro_sym.inference.method_choice import AUTO_MODEL, AUTO_MODELS_BY_LATTICE, AutoMethod
 from micro_sym.inference.network import Network, cached_network
 from micro_sym.classical.grain_lattice import block_sums as lattice_sums, grain_columns as lattice_columns
 from micro_sym.inference.grain_orientations import measured_orientations, ring_3d
@@ -521,7 +521,7 @@ def _segment_input(img, path: Path, out_dir, net, runner, *, block, chunk, thres
     steps = _BlockSteps(len(done1) + len(done2), 2 * n, progress)
     todo = [b for b in plan.blocks if b.id not in done1]
     # A network travels once per worker (runner); the classical method is a few settings: send it along.
-    ref = runner.net_ref() if isinstance(base, Network) else base
+    ref = runner.net_ref(base) if isinstance(base, Network) else base
     job["progress_token"] = token = uuid.uuid4().hex
     _WITHIN_BLOCK[token] = steps.within
     try:
@@ -633,7 +633,8 @@ def segment(inputs, out_dir, *, model=None, method: str | None = None, lattice: 
     out_dir : str or Path
     model : str, Path, Network, torch.nn.Module or ClassicalMethod, optional
         A bundled name, a model file, or an in-memory model with the SegModel interface (default:
-        ``"default-2d"`` for ``method="network"``, ``"robust-2d"`` for ``"auto"``; with neither
+        ``"default-2d"`` for ``method="network"``, ``"robust-2d"`` for ``"auto"`` (and ``"atoms-2d-hex"``
+        for its hexagonal inputs); with neither
         a model nor a method, volumes run :data:`DEFAULT_3D_MODEL` and micrographs ``auto``, also
         in one batch). Not with ``method="classical"`` (except a configured ClassicalMethod).
     method : {"auto", "network", "classical"}, optional
@@ -645,7 +646,7 @@ def segment(inputs, out_dir, *, model=None, method: str | None = None, lattice: 
         The images' lattice, ``"square"`` or ``"hexagonal"``, and lattice constant in px (default:
         measured per input from the power spectrum). The classical method maps that lattice; a 2D
         network runs on the image resampled to its training period (:mod:`.rescale`) and refuses
-        a lattice it does not know; ``auto`` gives a lattice its network does not know to the
+        a lattice it does not know; ``auto`` gives a lattice none of its networks knows to the
         classical method.
     precision : {"fp32", "bf16"}, optional
         The network's arithmetic (:attr:`Network.precision`): bf16 is several times faster for 3D
@@ -701,22 +702,30 @@ def segment(inputs, out_dir, *, model=None, method: str | None = None, lattice: 
             raise MicroSymError("--model is for --method network or auto; the classical method needs no model")
         net = model if model is not None else ClassicalMethod(lattice=lattice or "square", period=period)
     else:
+        # auto without a model has a network for each lattice family it knows (method_choice).
+        others = AUTO_MODELS_BY_LATTICE if method == "auto" and model is None else {}
         if model is None:
             model = AUTO_MODEL if method == "auto" else "default-2d"
-        net = model if isinstance(model, Network) else (
-            load_network(model, device) if isinstance(model, (str, Path)) else as_network(model))
-        if precision is not None:
-            from micro_sym.deploy.runtime import chosen_precision
 
-            net = dataclasses.replace(net, precision=chosen_precision(precision))
-        if forward_memory is not None:
-            from micro_sym.inference.forward_slabs import chosen_forward_memory
+        def prepared(model):
+            net = model if isinstance(model, Network) else (
+                load_network(model, device) if isinstance(model, (str, Path)) else as_network(model))
+            if precision is not None:
+                from micro_sym.deploy.runtime import chosen_precision
 
-            net = dataclasses.replace(net, forward_memory=chosen_forward_memory(forward_memory))
+                net = dataclasses.replace(net, precision=chosen_precision(precision))
+            if forward_memory is not None:
+                from micro_sym.inference.forward_slabs import chosen_forward_memory
+
+                net = dataclasses.replace(net, forward_memory=chosen_forward_memory(forward_memory))
+            return net
+
+        net = prepared(model)
         if period is not None and not period > 0:
             raise MicroSymError(f"--period {period:g}: the lattice constant must be a positive number of pixels")
         if method == "auto":
-            auto = AutoMethod(net, lattice=lattice, period=period)
+            auto = AutoMethod(net, lattice=lattice, period=period,
+                              other_networks={lat: (name, lambda name=name: prepared(name)) for lat, name in others.items()})
         elif lattice is not None and net.ndim == 2 and find_lattice(lattice, ndim=2).name != net.symmetry:
             raise MicroSymError(f"--lattice {lattice}: model '{net.name}' maps {net.symmetry} lattices only; "
                                 f"use --method classical --lattice {lattice}")

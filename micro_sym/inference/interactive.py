@@ -283,16 +283,18 @@ def _iter_auto(image, settings, pixel_size, unit):
     """The per-image choice of ``micro-sym segment --method auto``, then that method as chosen alone."""
     from dataclasses import replace
 
-    from micro_sym.inference.method_choice import AUTO_MODEL, AutoMethod
+    from micro_sym.inference.method_choice import AUTO_MODEL, AUTO_MODELS_BY_LATTICE, AutoMethod
 
     yield Progress(0, 1, "lattice and fringe SNR from the power spectrum")
-    net = load_network(AUTO_MODEL, settings.device)
-    choice = AutoMethod(net, period=settings.period).decide(image)
+    others = {lat: (name, lambda name=name: load_network(name, settings.device)) for lat, name in AUTO_MODELS_BY_LATTICE.items()}
+    auto = AutoMethod(load_network(AUTO_MODEL, settings.device), period=settings.period, other_networks=others)
+    choice = auto.decide(image)
     if choice["chose"] == "classical":
         chosen = replace(settings, model=CLASSICAL, lattice=choice["lattice"], period=choice["period_px"])
         result = yield from _iter_classical(image, chosen, pixel_size, unit)
     else:
-        result = yield from _iter_network(image, replace(settings, model=AUTO_MODEL), pixel_size, unit, net,
+        net = auto.network_for(choice["lattice"])
+        result = yield from _iter_network(image, replace(settings, model=choice["network"]), pixel_size, unit, net,
                                           measured=choice["measured"])
     if choice["reason"].startswith("fringe SNR"):
         sign = "<" if choice["chose"] == "classical" else ">="

@@ -4,8 +4,10 @@ Before segmenting a 2D input, :class:`AutoMethod` measures its lattice once
 (:func:`micro_sym.classical.measure_lattice`, at most 16 Welch tiles read lazily, so the choice costs
 little even for huge inputs): the family, the period and the signal-to-noise ratio of the lattice
 fringes (the first ring of the power spectrum over the white shot-noise floor, dB; dose and blur lower
-it, grain size does not). A lattice the network does not map (hexagonal for the square robust-2d)
-runs through the classical method on that lattice. So does a very noisy micrograph (2-3 counts/px),
+it, grain size does not). Each lattice family has its network: the square robust-2d, and for a
+hexagonal lattice atoms-2d-hex (:data:`AUTO_MODELS_BY_LATTICE`, loaded only when an input needs it);
+with ``--model`` only that model's lattice has one. A lattice no network maps runs through the
+classical method on that lattice. So does a very noisy micrograph (2-3 counts/px),
 where the networks fail and the training-free filter bank still finds grains
 (``bench/studies/contest.py``): below :data:`CLASSICAL_BELOW_DB`. Everything else runs through the
 network (at its training period, :mod:`.rescale`).
@@ -26,7 +28,8 @@ The choice, its reason, the measurement and the threshold are recorded in the ru
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import cache
 
 from micro_sym.errors import MicroSymError
 from micro_sym.orientation.symmetry import SQUARE
@@ -36,6 +39,8 @@ from micro_sym.orientation.symmetry import lattice as find_lattice
 CLASSICAL_BELOW_DB = 1.13
 #: The network auto runs when no model is given (the one the threshold was calibrated for).
 AUTO_MODEL = "robust-2d"
+#: The networks auto runs, when no model is given, on the lattices :data:`AUTO_MODEL` does not map.
+AUTO_MODELS_BY_LATTICE = {"hexagonal": "atoms-2d-hex"}
 
 
 @dataclass(frozen=True)
@@ -47,6 +52,9 @@ class AutoMethod:
     network : Network
         Runs when the image's lattice is one it maps and the fringe SNR is at least
         ``classical_below_db`` (and for 3D inputs).
+    other_networks : dict, optional
+        Lattice family -> ``(model name, loader)`` of the network for that lattice (e.g. hexagonal);
+        the loader (no arguments, returns a Network) runs once, when an input first needs it.
     classical_below_db : float
         Threshold in dB.
     lattice, period : optional
@@ -57,13 +65,28 @@ class AutoMethod:
     classical_below_db: float = CLASSICAL_BELOW_DB
     lattice: str | None = None
     period: float | None = None
+    other_networks: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        loaders = {lat: (name, cache(load)) for lat, (name, load) in self.other_networks.items()}
+        object.__setattr__(self, "other_networks", loaders)
+
+    @property
+    def network_lattice(self) -> str:
+        return find_lattice(self.network.k, ndim=2, default=SQUARE).name
+
+    def network_for(self, lattice: str):
+        """The network that maps ``lattice`` (loaded on first use), or None."""
+        if lattice == self.network_lattice:
+            return self.network
+        return self.other_networks[lattice][1]() if lattice in self.other_networks else None
 
     def choose(self, img, *, previous: dict | None = None, workers: int = 1):
         """``(method, record)`` for one opened input: the network or a :class:`~.classical.ClassicalMethod`.
 
-        The input's lattice is measured once (:func:`micro_sym.classical.measure_lattice`): a lattice the
-        network does not map (hexagonal for a square model) goes to the classical method on that
-        lattice, as does a fringe SNR below the threshold. ``record`` (for the manifest) holds ``chose``,
+        The input's lattice is measured once (:func:`micro_sym.classical.measure_lattice`): a lattice no
+        network maps goes to the classical method on that lattice, as does a fringe SNR below the
+        threshold; else the network for that lattice runs. ``record`` (for the manifest) holds ``chose``,
         ``fringe_snr_db``, ``classical_below_db``, ``reason`` and the ``measured`` lattice; a previous run's
         record (``previous`` = its manifest) is reused, so a resume never switches method.
 
@@ -93,7 +116,7 @@ class AutoMethod:
                 whole = tuple(slice(0, n) for n in img.data.shape)
                 raise MicroSymError(f"{img.path}: {locate_bad_chunk(img, whole, err)}") from None
         if record["chose"] == "network":
-            return net, record
+            return self.network_for(record["lattice"]), record
         # On resume the classical method takes its period from the manifest.
         period = None if old else record.get("period_px")
         return ClassicalMethod(lattice=record["lattice"], period=period,
@@ -104,18 +127,20 @@ class AutoMethod:
         return self._decide(self._measure(image, where, workers))
 
     def _decide(self, measured) -> dict:
-        net_lattice = find_lattice(self.network.k, ndim=2, default=SQUARE).name
+        net_lattice = self.network_lattice
         # Fringes (one set of planes) carry no family: they are mapped on the network's lattice.
         lattice = self.lattice or (measured.lattice if measured.lattice in ("square", "hexagonal") else net_lattice)
         snr = float(measured.snr_db)
         record = {"fringe_snr_db": round(snr, 3), "classical_below_db": self.classical_below_db, "lattice": lattice,
                   "measured": measured.as_dict()}
-        if lattice != net_lattice:
-            record |= {"chose": "classical", "reason": f"{lattice} lattice; the network maps {net_lattice} only"}
+        names = {net_lattice: self.network.name} | {lat: name for lat, (name, _) in self.other_networks.items()}
+        if lattice not in names:
+            mapped = " or ".join(sorted(names))
+            record |= {"chose": "classical", "reason": f"{lattice} lattice; the network maps {mapped} only"}
         elif snr < self.classical_below_db:
             record |= {"chose": "classical", "reason": "fringe SNR below the threshold"}
         else:
-            record |= {"chose": "network", "reason": "fringe SNR at or above the threshold"}
+            record |= {"chose": "network", "network": names[lattice], "reason": "fringe SNR at or above the threshold"}
         from micro_sym.classical import lattice_constant
 
         # The image's lattice constant in ``lattice``'s convention: the classical method's period, and
@@ -142,9 +167,10 @@ class AutoMethod:
 def auto_segment(image, *, model=None, threshold: float = 5.0, classical_below_db: float = CLASSICAL_BELOW_DB) -> dict:
     """In-memory ``--method auto`` for one 2D image: the maps and grains of the chosen method.
 
-    ``model``: a loaded 2D model (default: :data:`AUTO_MODEL`, exported), run on the image resampled to
-    its training period. The classical branch is the whole-image :func:`micro_sym.classical.classical_segment`
-    (with its boundary closing, which the block engine cannot apply). The result has the keys of
+    ``model``: a loaded 2D model (default: :data:`AUTO_MODEL`, exported, and on the other lattices
+    :data:`AUTO_MODELS_BY_LATTICE`), run on the image resampled to its training period. The classical
+    branch is the whole-image :func:`micro_sym.classical.classical_segment` (with its boundary
+    closing, which the block engine cannot apply). The result has the keys of
     :func:`micro_sym.inference.whole_image.segment_image` plus ``method`` (the record of :meth:`AutoMethod.choose`).
     """
     from micro_sym.classical import classical_segment
@@ -152,11 +178,19 @@ def auto_segment(image, *, model=None, threshold: float = 5.0, classical_below_d
     from micro_sym.inference.whole_image import segment_image
     from micro_sym.models import load_model
 
-    model = load_model(AUTO_MODEL, export=True) if model is None else model
-    record = AutoMethod(as_network(model, export=False), classical_below_db=classical_below_db).decide(image)
+    others = {}
+    if model is None:
+        model = load_model(AUTO_MODEL, export=True)
+        others = {lat: (name, cache(lambda name=name: load_model(name, export=True)))
+                  for lat, name in AUTO_MODELS_BY_LATTICE.items()}
+    auto = AutoMethod(as_network(model, export=False), classical_below_db=classical_below_db,
+                      other_networks={lat: (name, lambda load=load: as_network(load(), export=False))
+                                      for lat, (name, load) in others.items()})
+    record = auto.decide(image)
     if record["chose"] == "classical":
         out = classical_segment(image, lattice=record["lattice"], period=record["period_px"], threshold=threshold)
     else:
-        out = segment_image(model, image, threshold=threshold, period=record["period_px"])  # measured once
+        chosen = others[record["lattice"]][1]() if record["lattice"] in others else model
+        out = segment_image(chosen, image, threshold=threshold, period=record["period_px"])  # measured once
     out["method"] = record
     return out

@@ -45,9 +45,12 @@ class Runner:
         """Make the network available to workers (once)."""
         self.net, self.device = net, device
 
-    def net_ref(self):
-        """What tasks receive to find the network (object, bytes future or nothing)."""
-        return self.net
+    def net_ref(self, net=None):
+        """What tasks receive to find ``net`` (default: the bound network): object, bytes future or nothing.
+
+        ``--method auto`` may run another network than the bound one on some inputs (a hexagonal
+        lattice's); threads share it as an object."""
+        return self.net if net is None else net
 
     def submit(self, fn, *args):
         raise NotImplementedError
@@ -155,8 +158,10 @@ class ProcessRunner(Runner):
         self.pool = ProcessPoolExecutor(self.workers, mp_context=mp.get_context("spawn"), initializer=_init_process,
                                         initargs=(net.to_bytes(), net.sha256, device, threads))
 
-    def net_ref(self):
-        return None  # workers already hold it (cached by sha)
+    def net_ref(self, net=None):
+        if net is None or net is self.net:
+            return None  # workers already hold it (cached by sha)
+        return net.to_bytes()  # another network: its bytes travel with the tasks, deserialized once per process
 
     def submit(self, fn, *args):
         return self.pool.submit(fn, *args)
@@ -301,9 +306,14 @@ class DaskRunner(Runner):
         super().bind(net, device)
         # One copy of the bytes per worker; tasks receive a reference, not the payload.
         self.payload = self.client.scatter(net.to_bytes(), broadcast=True, hash=True)
+        self.other_payloads = {}
 
-    def net_ref(self):
-        return self.payload
+    def net_ref(self, net=None):
+        if net is None or net is self.net:
+            return self.payload
+        if net.sha256 not in self.other_payloads:  # another network: scattered once, when first needed
+            self.other_payloads[net.sha256] = self.client.scatter(net.to_bytes(), broadcast=True, hash=True)
+        return self.other_payloads[net.sha256]
 
     def submit(self, fn, *args):
         return self.client.submit(fn, *args, pure=False)

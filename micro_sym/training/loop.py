@@ -82,7 +82,8 @@ def train(config: TrainConfig, data, out, *, val=None, resume: bool = False, log
         Stop (as if interrupted) after this epoch, leaving ``last.pt`` for ``resume``.
     init : path, optional
         Model file whose weights start the run (fine-tuning, e.g. the bundled ``default_2d.pt`` on
-        your own micrographs); its architecture must equal ``config.model``. Ignored on ``resume``.
+        your own micrographs); its architecture must equal ``config.model``, except a 2D model's
+        lattice (``k``): then its body starts the run under a new orientation head. Ignored on ``resume``.
     teacher : str, path or module, optional
         2D: a model whose outputs the run also matches, with weight ``config.loss.distill``
         (:func:`micro_sym.training.train2d.distillation_loss`); required when that weight is positive.
@@ -96,7 +97,7 @@ def train(config: TrainConfig, data, out, *, val=None, resume: bool = False, log
     _seed_all(config.seed)
     model = build(config).to(device)
     if init is not None and not resume:
-        _init_from(model, init)
+        _init_from(model, init, log)
     task = task_class(config)(config, model)
     task.load(data, val, teacher=teacher, device=device)
 
@@ -293,8 +294,14 @@ def _load_weights(model, state: dict, path):
         raise MicroSymError(f"{path}: checkpoint does not fit the configured model ({bad[0]} ...)")
 
 
-def _init_from(model, path):
-    """Copy the weights of the model file ``path`` into ``model`` (same architecture required)."""
+#: Config keys in which an ``--init`` model may differ from the configured one: the lattice of a 2D
+#: network's orientation head. Its body is copied and the head (``core.head``) starts afresh.
+HEAD_ONLY_KEYS = frozenset({"k", "lattice"})
+
+
+def _init_from(model, path, log=print):
+    """Copy the weights of the model file ``path`` into ``model`` (same architecture required, except
+    for the orientation head's lattice: then all but the head)."""
     from micro_sym.models import load_model
 
     source = load_model(path)
@@ -302,10 +309,17 @@ def _init_from(model, path):
         raise MicroSymError(f"{path}: --init needs a trainable model file (.pt from micro-sym train), not an exported one")
     ours, theirs = dict(model.config), dict(source.config)
     differs = sorted(k for k in set(ours) | set(theirs) if ours.get(k) != theirs.get(k))
-    if differs:
+    new_head = bool(differs) and set(differs) <= HEAD_ONLY_KEYS and int(ours.get("ndim", 2)) == 2
+    if differs and not new_head:
         raise MicroSymError(f"{path}: model differs from the configured one in {', '.join(differs)}")
     source.train()  # escnn state_dict keys depend on the mode; the run starts in train mode
-    _load_weights(model, {k: v for k, v in source.state_dict().items() if not _derived(k)}, path)
+    state = {k: v for k, v in source.state_dict().items() if not _derived(k)}
+    if new_head:
+        state = {k: v for k, v in state.items() if not k.startswith("core.head.")}
+        head = {k: v for k, v in model.state_dict().items() if k.startswith("core.head.") and not _derived(k)}
+        state |= head  # the configured model's freshly initialized head
+        log(f"init: {path}'s body; a new orientation head for k = {ours['k']} (it maps k = {theirs['k']})")
+    _load_weights(model, state, path)
 
 
 def _load_state(path):

@@ -149,3 +149,51 @@ def test_cli_auto_reports_the_choice_and_fails_cleanly_without_lattice(tmp_path,
     lines = [ln for ln in err.getvalue().splitlines() if ln.strip()]
     assert code == 2 and len(lines) == 1, lines
     assert lines[0].startswith("micro-sym: error:") and "no lattice fringes" in lines[0] and "--method network" in lines[0]
+
+
+@pytest.fixture(scope="module")
+def hexagonal_image(tmp_path_factory):
+    """A hexagonal-lattice micrograph (dose 100, lattice constant 10 px) and its truth."""
+    s = synth_2d(Synth2DConfig.model_validate({"size": (256, 256), "lattice": "hexagonal", "period": 10.0,
+                                               "imaging": {"dose": 100.0}}), seed=31)
+    path = tmp_path_factory.mktemp("hex") / "hex.tif"
+    tifffile.imwrite(path, s.image.astype(np.float32))
+    return path, s
+
+
+def test_auto_runs_the_hexagonal_network_on_a_hexagonal_lattice(tmp_path, hexagonal_image):
+    """No model: a hexagonal lattice goes to atoms-2d-hex (angles mod 60) and it finds the grains; with
+    --model robust-2d (square only) auto gives the same image to the classical filter bank."""
+    from micro_sym.inference import segment
+    from micro_sym.inference.method_choice import AUTO_MODELS_BY_LATTICE
+    from micro_sym.metrics import evaluate_sample
+
+    path, truth = hexagonal_image
+    kw = dict(block=128, chunk=128, workers=1)
+    (res,) = segment([path], tmp_path / "auto", **kw)
+    assert res.status == "complete", res.error
+    manifest = _manifest(tmp_path / "auto", "hex")
+    assert manifest["method"]["auto"]["chose"] == "network" and manifest["method"]["auto"]["lattice"] == "hexagonal"
+    assert manifest["method"]["auto"]["network"] == manifest["model"]["name"] == AUTO_MODELS_BY_LATTICE["hexagonal"]
+    out = read_output(tmp_path / "auto", "hex")
+    assert float(np.nanmax(out["orientation"])) < 60.0
+    ev = evaluate_sample(out, truth.grains, truth.orientation, 6)
+    # atoms-2d-hex on this image: boundary F1 0.91, grain F1 0.58, 0.45° (the filter bank: 0.53, 0.62, 0.27°)
+    scores = (ev["boundary_f1"], ev["grain_f1"], ev["orientation_median_deg"])
+    assert scores[0] > 0.85 and scores[1] > 0.5 and scores[2] < 1.0, scores
+    (res,) = segment([path], tmp_path / "square", model="robust-2d", method="auto", **kw)
+    assert res.status == "complete" and _manifest(tmp_path / "square", "hex")["method"]["name"] == "classical"
+
+
+def test_auto_loads_another_lattice_s_network_only_when_an_input_needs_it():
+    from types import SimpleNamespace
+
+    from micro_sym.inference.method_choice import AutoMethod
+
+    loaded = []
+    hexnet = SimpleNamespace(ndim=2, k=6, name="hex")
+    auto = AutoMethod(SimpleNamespace(ndim=2, k=4, name="square"),
+                      other_networks={"hexagonal": ("hex", lambda: loaded.append(1) or hexnet)})
+    assert auto.network_for("square").name == "square" and not loaded
+    assert auto.network_for("hexagonal") is hexnet and auto.network_for("hexagonal") is hexnet and loaded == [1]
+    assert auto.network_for("fringes") is None

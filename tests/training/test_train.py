@@ -85,6 +85,45 @@ def test_init_with_other_architecture_is_a_clear_error(dataset, straight_run, tm
     with pytest.raises(MicroSymError, match="differs from the configured one in widths"):
         train(_cfg(**{"model.widths": [1, 3]}), dataset, tmp_path / "bad", log=lambda s: None, init=straight_run / "model.pt")
 
+def _hexagonal_dataset(root, n=3):
+    from micro_sym.synth import Synth2DConfig, synth_2d
+    from micro_sym.synth.dataset import write_sample
+
+    cfg = Synth2DConfig.model_validate({"size": (64, 64), "lattice": "hexagonal", "period": 6.0,
+                                        "microstructure": {"grain_size": 24.0}})
+    for i in range(n):
+        write_sample(root, f"h{i}", synth_2d(cfg, seed=i), cfg.pixel_size, cfg.unit)
+    (root / "dataset.json").write_text(json.dumps({"lattice": "hexagonal", "pixel_size": [0.05, 0.05], "unit": "nm"}))
+    return root
+
+
+def test_init_from_another_lattice_keeps_the_body_and_starts_a_new_head(straight_run, tmp_path):
+    """--init of a k = 6 model from a k = 4 one: every weight but the orientation head's is copied."""
+    from micro_sym.models import load_model
+    from micro_sym.synth.dataset import FOLDERS
+
+    data = tmp_path / "hex"
+    for folder in FOLDERS:
+        (data / folder).mkdir(parents=True)
+    _hexagonal_dataset(data)
+    said = []
+    out = tmp_path / "init_hex"
+    train(_cfg(**{"model.lattice": "hexagonal", "optim.epochs": 1, "optim.lr": 1e-12, "optim.weight_decay": 0.0}),
+          data, out, log=said.append, init=straight_run / "model.pt")
+    assert any("new orientation head for k = 6" in line for line in said)
+    src = load_model(straight_run / "model.pt")
+    got = load_model(out / "model.pt")
+    assert (src.k, got.k) == (4, 6)
+    src_params, got_params = dict(src.named_parameters()), dict(got.named_parameters())
+    body = [key for key in src_params if not key.startswith("core.head.")]
+    assert body and set(body) <= set(got_params)
+    for key in body:
+        assert torch.allclose(src_params[key], got_params[key], atol=1e-6), key
+    head = [key for key in got_params if key.startswith("core.head.")]
+    assert head and not all(src_params[key].shape == got_params[key].shape and torch.allclose(src_params[key], got_params[key])
+                            for key in head)
+
+
 def test_distillation_loss_is_stationary_at_the_teacher():
     """Soft-target BCE + vector MSE: zero gradient where the student equals the teacher, not elsewhere."""
     from micro_sym.training.train2d import distillation_loss
