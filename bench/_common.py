@@ -274,15 +274,16 @@ def ebsd_samples(dose, n, seed0, scale, size):
         yield f"ebsd_dose_{dose}_{i}", img, gt, theta
 
 
-def load_networks():
-    """The bundled 2D networks present in this installation, exported, as ``{"network:NAME": model}``."""
+def load_networks(k: int = 4):
+    """The bundled 2D networks for a k-fold lattice (default: square) present in this installation,
+    exported, as ``{"network:NAME": model}``."""
     from micro_sym.models import BUNDLED, load_model
 
     out = {}
     for name in BUNDLED:
         try:
             model = load_model(name, export=True)
-            if model.ndim == 2:  # the contest is on micrographs
+            if model.ndim == 2 and model.k == k:  # the contest is on micrographs of one lattice
                 out[f"network:{name}"] = model
         except Exception as err:  # noqa: BLE001 - absence of a model is a result, not a crash
             print(f"no bundled network {name}: {type(err).__name__}: {err}", file=sys.stderr)

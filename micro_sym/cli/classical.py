@@ -19,7 +19,8 @@ from micro_sym.errors import MicroSymError
 def classical(
     input: Path = typer.Argument(..., help="2D image: TIFF, Zarr array/group or OME-Zarr image."),
     out: Path = typer.Option(..., "--out", "-o", help="Output directory (created)."),
-    lattice: str = typer.Option("square", "--lattice", help="square (angles mod 90°) or hexagonal (mod 60°)."),
+    lattice: str = typer.Option(None, "--lattice", help="square (angles mod 90°) or hexagonal (mod 60°); default: "
+                                "measured from the power spectrum (fringes: square)."),
     period: float = typer.Option(None, "--period", help="Lattice constant in px (default: from the power spectrum)."),
     sigma: float = typer.Option(None, "--sigma", help="Filter window sigma in lattice periods (default 1.25)."),
     threshold: float = typer.Option(5.0, "--threshold", help="Grain misorientation threshold (degrees)."),
@@ -37,11 +38,21 @@ def classical(
     from micro_sym.io import move_into_place, open_image, scratch_folder, write_ome_zarr
     from micro_sym.orientation.symmetry import lattice as find_lattice
 
-    find_lattice(lattice, ndim=2, where="--lattice")
+    if lattice is not None:
+        find_lattice(lattice, ndim=2, where="--lattice")
     img = open_image(input, array=array)
     if img.ndim != 2:
         raise MicroSymError(f"{input}: the classical method needs a 2D image, got {img.ndim}D {tuple(img.data.shape)}")
     image = np.asarray(img.data)
+    if lattice is None:
+        from micro_sym.classical import lattice_constant, measure_lattice
+
+        try:
+            m = measure_lattice(image)
+        except MicroSymError as err:
+            raise MicroSymError(f"{input}: {str(err).removeprefix('image: ')}") from None
+        lattice = m.lattice if m.lattice in ("square", "hexagonal") else "square"
+        period = period or lattice_constant(m.ring_frequency, lattice)
     try:
         res = classical_segment(image, lattice=lattice, period=period, threshold=threshold, min_size=min_size,
                                 sigma=DEFAULT_SIGMA if sigma is None else sigma)

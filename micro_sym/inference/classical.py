@@ -6,11 +6,13 @@
 and writes the same outputs as a network run (``boundary``, ``orientation``, ``grains``,
 ``NAME_grains.csv``). What differs:
 
-- **Period, once per input.** Before planning, :meth:`ClassicalMethod.for_input` fixes the lattice
-  period for the whole input: the ``--period`` given, else :func:`micro_sym.classical.estimate_period`
-  of the whole image (read lazily: at most 16 Welch tiles of 512², however large the input). It is
-  stored in the run manifest (``method.period``) and a resumed run reuses it instead of estimating
-  again. Halo and stride follow from it.
+- **Lattice and period, once per input.** Before planning, :meth:`ClassicalMethod.for_input` fixes
+  the lattice family and period for the whole input: the ``--lattice`` and ``--period`` given, else
+  measured from the whole image (:func:`micro_sym.classical.measure_lattice`, or
+  :func:`~micro_sym.classical.estimate_period` when only the family is given; read lazily: at most 16
+  Welch tiles of 512², however large the input). Fringes (one set of planes) have no family and are
+  mapped as square. Both are stored in the run manifest (``method.lattice``, ``method.period``) and a
+  resumed run reuses them instead of measuring again. Halo and stride follow from them.
 - **Tiles.** With a fixed period the filter bank's output at a pixel depends only on the input within
   :func:`~micro_sym.classical.classical_halo` px, computed on a grid decimated by
   :func:`~micro_sym.classical.classical_stride` px anchored at the array origin. It handles any tile
@@ -67,8 +69,9 @@ class ClassicalMethod:
 
     Parameters
     ----------
-    lattice : {"square", "hexagonal"}
-        Projected lattice symmetry: angles mod 90° or mod 60°.
+    lattice : {"square", "hexagonal"} or None
+        Projected lattice symmetry: angles mod 90° or mod 60°. ``None``: measured once per input by
+        :meth:`for_input`.
     period : float, optional
         Lattice constant in px. ``None``: estimated once per input by :meth:`for_input`.
     sigma, smooth : float
@@ -76,8 +79,8 @@ class ClassicalMethod:
     threshold : float
         Grain misorientation threshold (deg); the boundary score is 0.5 there. Set by :meth:`for_input`
         from the run's ``threshold``.
-    period_source : str
-        ``"given"`` or ``"estimated"`` (recorded in the manifest).
+    period_source, lattice_source : str
+        ``"given"`` or ``"estimated"`` / ``"measured"`` (recorded in the manifest).
     workers : int
         FFT threads per block task.
 
@@ -95,6 +98,7 @@ class ClassicalMethod:
     threshold: float = 5.0
     period_source: str = "given"
     workers: int = 1
+    lattice_source: str = "given"
 
     ndim: ClassVar[int] = 2
     #: Tiles are not padded to the stride (see :func:`~.blocks.plan_blocks`, ``pad=False``).
@@ -106,8 +110,9 @@ class ClassicalMethod:
     module: ClassVar[object] = None
 
     def __post_init__(self):
-        find_lattice(self.lattice, ndim=2, where="--lattice")
-        if self.period is not None:
+        if self.lattice is not None:
+            find_lattice(self.lattice, ndim=2, where="--lattice")
+        if self.period is not None and self.lattice is not None:
             p = self.period
             if not (isinstance(p, (int, float, np.floating, np.integer)) and np.isfinite(p) and p > 0):
                 raise MicroSymError(f"--period {p}: expected a positive number of pixels")
@@ -153,9 +158,9 @@ class ClassicalMethod:
 
     def method_info(self) -> dict:
         """What the manifest and the output's attributes record (the period is reused on resume)."""
-        return {"name": "classical", "lattice": self.lattice, "period": self.period,
-                "period_source": self.period_source, "sigma": self.sigma, "smooth": self.smooth,
-                "close_boundaries": False}
+        return {"name": "classical", "lattice": self.lattice, "lattice_source": self.lattice_source,
+                "period": self.period, "period_source": self.period_source, "sigma": self.sigma,
+                "smooth": self.smooth, "close_boundaries": False}
 
     def grain_rule(self, threshold: float, ndim: int = 2) -> dict:
         """The plain pair rule at the grain threshold, as :func:`~micro_sym.classical.classical_segment`."""
@@ -165,11 +170,11 @@ class ClassicalMethod:
 
     # ---------------------------------------------------------------- per input
     def for_input(self, img, *, threshold: float = 5.0, previous: dict | None = None, workers: int = 1):
-        """This method with the period fixed for one opened input (``micro_sym.io.Image``).
+        """This method with the lattice and period fixed for one opened input (``micro_sym.io.Image``).
 
-        Order: the ``period`` given; else the period a previous, interrupted run of this input
-        estimated (``previous`` = its manifest), so a resume reuses it; else
-        :func:`~micro_sym.classical.estimate_period` of the whole image, reading at most 16 tiles.
+        Order: the ``lattice`` and ``period`` given; else those a previous, interrupted run of this
+        input measured (``previous`` = its manifest), so a resume reuses them; else measured from
+        the whole image, reading at most 16 tiles.
 
         Raises
         ------
@@ -183,28 +188,48 @@ class ClassicalMethod:
         if min(shape) < 16:
             raise MicroSymError(f"{img.path}: too small for the classical method ({shape[0]} x {shape[1]}); "
                                 f"need at least 16 x 16 pixels")
+        lattice, lattice_source = self.lattice, self.lattice_source
         period, source = self.period, self.period_source
-        if period is None:
-            old = (previous or {}).get("method") or {}
-            if (old.get("name") == "classical" and old.get("lattice") == self.lattice
-                    and old.get("period_source") == "estimated" and old.get("period") is not None):
-                period, source = float(old["period"]), "estimated"
-            else:
-                period, source = self._estimate(img, workers), "estimated"
+        old = (previous or {}).get("method") or {}
+        resumable = old.get("name") == "classical" and (lattice is None or old.get("lattice") == lattice)
+        if lattice is None and resumable and old.get("lattice_source") == "measured":
+            lattice, lattice_source = old["lattice"], "measured"
+        if period is None and resumable and old.get("period_source") == "estimated" and old.get("period") is not None:
+            period, source = float(old["period"]), "estimated"
+        if lattice is None:
+            lattice, measured_period = self._measure(img, workers)
+            lattice_source = "measured"
+            if period is None:
+                period, source = measured_period, "estimated"
+        elif period is None:
+            period, source = self._estimate(img, lattice, workers), "estimated"
         try:
-            net = replace(self, period=float(period), period_source=source, threshold=float(threshold),
-                          workers=max(1, int(workers)))
+            net = replace(self, lattice=lattice, lattice_source=lattice_source, period=float(period), period_source=source,
+                          threshold=float(threshold), workers=max(1, int(workers)))
         except MicroSymError as err:
             raise MicroSymError(f"{img.path}: {err}") from None
         return net
 
-    def _estimate(self, img, workers: int) -> float:
+    def _measure(self, img, workers: int) -> tuple[str, float]:
+        """The input's lattice family (fringes: square) and lattice constant in that family's convention."""
+        from micro_sym.classical import lattice_constant, measure_lattice
+
+        m = self._read(img, lambda: measure_lattice(img.data, workers=max(1, int(workers))))
+        family = m.lattice if m.lattice in ("square", "hexagonal") else "square"
+        return family, lattice_constant(m.ring_frequency, family)
+
+    def _estimate(self, img, lattice: str, workers: int) -> float:
+        return self._read(img, lambda: estimate_period(img.data, lattice, workers=max(1, int(workers))))
+
+    @staticmethod
+    def _read(img, measure):
+        """``measure()`` on a lazily read input, its errors as one line naming the input."""
         import dask
 
         try:
             # Local threads even under a distributed Client: the input's store need not be serializable.
             with dask.config.set(scheduler="threads"):
-                return estimate_period(img.data, self.lattice, workers=max(1, int(workers)))
+                return measure()
         except MicroSymError as err:
             raise MicroSymError(f"{img.path}: {err}") from None
         except Exception as err:  # a damaged chunk among the sampled tiles: name it

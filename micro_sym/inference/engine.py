@@ -700,7 +700,7 @@ def segment(inputs, out_dir, *, model=None, method: str | None = None, lattice: 
     if method == "classical" or isinstance(model, ClassicalMethod):
         if model is not None and not isinstance(model, ClassicalMethod):
             raise MicroSymError("--model is for --method network or auto; the classical method needs no model")
-        net = model if model is not None else ClassicalMethod(lattice=lattice or "square", period=period)
+        net = model if model is not None else ClassicalMethod(lattice=lattice, period=period)
     else:
         # auto without a model has a network for each lattice family it knows (method_choice).
         others = AUTO_MODELS_BY_LATTICE if method == "auto" and model is None else {}

@@ -266,8 +266,28 @@ def test_engine_tiled_equals_whole_image(tmp_path, lattice, period):
     assert len(csv) == ref["grains"].max() + 1 and csv[0].startswith("grain,")
 
 
+def test_engine_measures_the_lattice_family_unless_given(tmp_path):
+    """--method classical without --lattice measures the family: a hexagonal lattice is mapped as
+    hexagonal (angles mod 60), exactly as with --lattice hexagonal given."""
+    import json
+
+    from micro_sym.inference import segment
+
+    _, path = _engine_image(tmp_path, "hexagonal", 8.0)
+    kw = dict(method="classical", block=192, chunk=64, workers=1)
+    (measured,) = segment([path], tmp_path / "measured", **kw)
+    (given,) = segment([path], tmp_path / "given", lattice="hexagonal", **kw)
+    assert measured.status == given.status == "complete", (measured.error, given.error)
+    method = json.loads((tmp_path / "measured" / ".a.run" / "manifest.json").read_text())["method"]
+    assert method["lattice"] == "hexagonal" and method["lattice_source"] == "measured"
+    assert abs(method["period"] - 8.0) < 0.2 and method["period_source"] == "estimated"
+    a, b = _read_out(tmp_path / "measured"), _read_out(tmp_path / "given")
+    assert misorientation_2d(a["orientation"], b["orientation"], 6).max() < 0.05
+    assert float(a["orientation"].max()) < 60.0
+
+
 def test_engine_resume_reuses_the_period(tmp_path, monkeypatch):
-    """An interrupted run resumes with the period in its manifest (no second estimate), identically."""
+    """An interrupted run resumes with the lattice and period in its manifest (no second measurement), identically."""
     import micro_sym.inference.classical as engine_classical
     from micro_sym.inference import segment
 
@@ -290,11 +310,11 @@ def test_engine_resume_reuses_the_period(tmp_path, monkeypatch):
     with pytest.raises(Stop):
         segment([path], tmp_path / "out", on_block=stop_after(7), **kw)
 
-    def no_estimate(*a, **k):
-        raise AssertionError("the period must come from the manifest")
+    def no_measurement(*a, **k):
+        raise AssertionError("the lattice and period must come from the manifest")
 
     with monkeypatch.context() as m:
-        m.setattr(engine_classical, "estimate_period", no_estimate)
+        m.setattr(engine_classical.ClassicalMethod, "_read", staticmethod(no_measurement))
         (res,) = segment([path], tmp_path / "out", **kw)
         assert res.status == "complete", res.error
         assert 0 < res.blocks_run < res.n_blocks
