@@ -129,11 +129,7 @@ def read_outputs(out: Path, stem: str) -> dict:
     orient = np.asarray(output_array(z, "orientation")[...], dtype=np.float64)
     boundary = np.asarray(output_array(z, "boundary")[...], dtype=np.float64)
     method = meta.get("method") or {}
-    lattice = method.get("lattice") if isinstance(method, dict) else None
-    out_sym = 60.0 if lattice == "hexagonal" else 90.0
-    fin = orient[np.isfinite(orient)]
-    if fin.size and fin.max() >= 60.5:
-        out_sym = 90.0
+    out_sym = 60.0 if meta.get("symmetry") == "hexagonal" else 90.0  # what the output's angles are modulo
     # Each grain's lattice angle measured from the image (the grain table's lattice_angle), modulo 360/k.
     grain_lattice = method.get("grain_lattice") if isinstance(method, dict) else None
     grain_angle = np.full(int(labels.max()) + 1, np.nan)
@@ -212,8 +208,8 @@ def calibrate(tmp: Path, methods) -> list[dict]:
         fft, _ = annotate_fft.fft_peak(img.astype(np.float64), poly, window=128, n_peaks=3)
         ann_lat = lattice
         for method in methods:
-            if lattice == "hexagonal" and method != "classical":
-                continue  # the networks are square-lattice models
+            if lattice == "hexagonal" and method == "network":
+                continue  # default-2d maps square lattices only
             out = tmp / f"calib_{lattice}_{safe(method)}"
             run = run_segment(path, out, cli_args(method, lattice))
             row = {"lattice": lattice, "period_px": period, "true_angle_deg": CALIBRATION_ANGLE,

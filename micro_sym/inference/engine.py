@@ -591,7 +591,7 @@ def _segment_input(img, path: Path, out_dir, net, runner, *, block, chunk, thres
     root = zarr.open_group(str(state.zarr_path), mode="a")
     root.attrs["micro_sym"] = {k: manifest[k] for k in ("model", "method", "threshold", "grain_rule", "min_size",
                                                         "boundary_threshold", "block", "chunk", "halo", "code_version",
-                                                        "n_grains")}
+                                                        "n_grains")} | {"symmetry": net.symmetry}
     state.write_manifest(manifest)  # the last write: only now is the input reported complete
     state.cleanup_scratch()
     forget_arrays(state.zarr_path)
