@@ -86,5 +86,6 @@ def validate_model(cls, data: dict, where: str = "config"):
         return cls.model_validate(data)
     except ValidationError as err:
         first = err.errors()[0]
-        loc = ".".join(str(p) for p in first["loc"]) or "config"
-        raise MicroSymError(f"{where}: {loc}: {first['msg']} ({len(err.errors())} problem(s))") from None
+        loc = ".".join(str(p) for p in first["loc"])
+        msg = first["msg"].removeprefix("Value error, ")
+        raise MicroSymError(f"{where}: {loc + ': ' if loc else ''}{msg} ({len(err.errors())} problem(s))") from None

@@ -30,7 +30,8 @@ its written maps are scored against the truth:
 
 ``--zone 111`` views every crystal down [111], a hexagonal projection (condition names start with
 ``hex_``; periods are Au's columns, a/√6 = 1.665 Å; the materials set is bcc W and Fe, diamond Si
-and Au at 0.29 Å/px, periods 5.7-8.9 px). atoms-2d-hex was trained on HAADF-STEM of fcc metals down
+and Au at 0.29 Å/px, periods 5.7-8.9 px), and adds polycrystalline monolayers of 2D crystals
+(2H-MoS2, graphene) at an 8-px period, with holes and amorphous carbon 5-15 Å thick. atoms-2d-hex was trained on HAADF-STEM of fcc metals down
 [111] at 6.3-9.8 px, so for it the HAADF Au rows are fit and the HRTEM rows and the bcc and Si
 materials are generalization.
 
@@ -56,6 +57,8 @@ AU_PERIOD = {"001": 2.04, "111": 1.665}  # Å, Au fcc projected column spacing: 
 #: Films as most real ones are: 30 % of the cells tilted to show one set of fringes (grains), 10 % with no
 #: plane set edge-on (no grain).
 FRINGES = {"fringe_fraction": 0.3, "off_zone_fraction": 0.1}
+from micro_sym.synth.material import TWO_D_CRYSTALS  # noqa: E402
+
 MATERIALS = {"001": ([{"lattice": "fcc", "element": "Au"}, {"lattice": "fcc", "element": "Pt"},
                       {"lattice": "bcc", "element": "Fe"}, {"lattice": "diamond", "element": "Si"}], 0.25),
              "111": ([{"lattice": "bcc", "element": "W"}, {"lattice": "bcc", "element": "Fe"},
@@ -74,6 +77,13 @@ def conditions(modes, periods, doses, zone="001"):
         out.append((f"{prefix}{mode}_materials_d50", {"mode": mode, "period": 8, "dose": 50, "variants": variants,
                                                       "pixel_size": pixel_size, "zone": zone}))
         out.append((f"{prefix}{mode}_fringes_d50", {"mode": mode, "period": 8, "dose": 50, "film": FRINGES, "zone": zone}))
+        if zone == "111":  # hexagonal 2D crystals, one layer thick, at an 8-px period
+            for crystal, (element, a) in TWO_D_CRYSTALS.items():
+                for dose in doses:
+                    out.append((f"{prefix}{mode}_{crystal}_d{dose}", {
+                        "mode": mode, "period": 8, "dose": dose, "zone": zone, "pixel_size": a / 8,
+                        "variants": [{"lattice": crystal, "element": element}],
+                        "film": {"grain_size": 10 * a, "thickness": (5.0, 15.0)}}))
     return out
 
 
@@ -83,7 +93,7 @@ def make_dataset(name: str, cond: dict, n: int, size: int) -> Path:
 
     zone = cond.get("zone", "001")
     px = cond.get("pixel_size", AU_PERIOD[zone] / cond["period"])
-    grain = 10 * AU_PERIOD["001"]  # the same grain sizes (Å) for both zones
+    grain = 10 * AU_PERIOD["001"]  # the same grain sizes (Å) for both zones (2D crystals: 10 periods)
     dose = (float(cond["dose"]), float(cond["dose"]))
     cfg = Atoms2DConfig(mode=cond["mode"], zone=zone, size=(size, size), pixel_size_angstrom=px,
                         film={"grain_size": grain, "vacuum_fraction": 0.1, "amorphous_fraction": 0.1, **cond.get("film", {})},

@@ -115,7 +115,8 @@ def synth_atoms2d_cmd(
     seed: int = typer.Option(0, "--seed", help="Sample i is generated from (seed, i)."),
     config: str = typer.Option(None, "--config", help="YAML file or bundled name (synth-atoms2d-heldout)."),
     mode: str = typer.Option(None, "--mode", help="haadf (STEM Z-contrast) or hrtem (abTEM multislice + CTF); overrides the config."),
-    lattice: str = typer.Option(None, "--lattice", help="fcc, bcc, diamond or sc (overrides the config and its variants)."),
+    lattice: str = typer.Option(None, "--lattice", help="fcc, bcc, diamond or sc, or a 2D crystal: graphene (--element C) or "
+                                "mos2 (--element Mo); overrides the config and its variants."),
     element: str = typer.Option(None, "--element", help="Chemical symbol, e.g. Au, Fe, Si (overrides the config and its variants)."),
     zone: str = typer.Option(None, "--zone", help="Zone axis along the beam: 001 (square projection) or 111 (hexagonal)."),
     pixel_size: float = typer.Option(None, "--pixel-size", help="Å per pixel (overrides the config; default 0.25)."),

@@ -5,7 +5,9 @@ trained on it alone fails on micrographs of real specimens. Here the specimen is
 image comes from a physical model of the microscope (docs/design.md §6.5):
 
 - **Film**: a polycrystalline film of an fcc, bcc, diamond-cubic or simple-cubic crystal
-  (``ase.build.bulk``) with columnar grains (2D power cells through the thickness). Each grain is
+  (``ase.build.bulk``) with columnar grains (2D power cells through the thickness), or a polycrystalline
+  monolayer of a 2D crystal (graphene, 2H-MoS2: :func:`two_d_layer`), whose grains lie flat (a hexagonal
+  projection, whatever ``zone`` says) and are only ever crystal, amorphous or vacuum cells. Each grain is
   the crystal with its zone axis (``[001]``: a square projection; ``[111]``: a hexagonal one) along the
   beam, a small random tilt off that axis and a random rotation about it; a fraction of neighbours
   differ by a low-angle in-plane rotation. Optional cells: fringe grains (tilted about the normal of
@@ -38,6 +40,7 @@ Frames (§1.1): physical ``(x, y, z)`` in Å with z along the beam; pixel ``(row
 from __future__ import annotations
 
 import functools
+import itertools
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
@@ -51,7 +54,7 @@ from micro_sym.orientation import misorientation_2d, wrap_angle
 from micro_sym.synth.atoms3d import (NEAREST_NEIGHBOUR, _amorphous_slab, _atomic_number, _lattice_sites, _thin_close_pairs,
                                      _unit_cell)
 from micro_sym.synth.config import _Model
-from micro_sym.synth.material import MaterialConfig, check_element, load_material_config
+from micro_sym.synth.material import TWO_D_CRYSTALS, MaterialConfig, check_element, load_material_config
 from micro_sym.synth.imaging import scan_positions
 from micro_sym.synth.lattice2d import SynthSample
 from micro_sym.synth.microstructure import (
@@ -77,6 +80,9 @@ CRYSTAL, OFF_ZONE, AMORPHOUS, VACUUM, FRINGE = 0, 1, 2, 3, 4
 RESOLVED_SPACING = 0.7
 #: Draws of a tilt before the last one is kept as it is.
 TILT_TRIES = 200
+#: 2D crystals: the shortest interatomic distance / lattice constant (graphene C-C a/√3; MoS2 Mo-S 2.41 Å
+#: at a = 3.16 Å), below which atoms of two grains meeting at a boundary are thinned.
+NEAREST_NEIGHBOUR_2D = {"graphene": 1 / np.sqrt(3), "mos2": 0.763}
 
 
 # ------------------------------------------------------------------------------------------ config
@@ -200,12 +206,22 @@ class Atoms2DConfig(MaterialConfig):
     @model_validator(mode="after")
     def _consistent(self):
         check_element(self.film.amorphous_element, "film.amorphous_element: ")
+        if self.lattice in TWO_D_CRYSTALS:
+            f = self.film
+            if f.fringe_fraction or f.off_zone_fraction or f.particle_thickness is not None:
+                raise ValueError(f"{self.lattice} is one flat layer: film.fringe_fraction and film.off_zone_fraction "
+                                 f"must be 0 and film.particle_thickness unset")
+        for i in range(len(self.variants)):
+            if self.variant(i).dataset_lattice != self.dataset_lattice:
+                raise ValueError(f"variants[{i}]: projects to a {self.variant(i).dataset_lattice} lattice, the dataset's "
+                                 f"other samples to a {self.dataset_lattice} one (2D crystals and [111] are hexagonal)")
         return self
 
     @property
     def dataset_lattice(self) -> str:
-        """What dataset.json records: the projected lattice family (square for [001], hexagonal for [111])."""
-        return "square" if self.zone == "001" else "hexagonal"
+        """What dataset.json records: the projected lattice family (square for [001], hexagonal for [111]
+        and for 2D crystals)."""
+        return "hexagonal" if self.zone == "111" or self.lattice in TWO_D_CRYSTALS else "square"
 
     unit: ClassVar[str] = "nm"
 
@@ -262,6 +278,36 @@ def projected_lattice(lattice: str, element: str, a: float, zone: str) -> tuple[
     else:
         raise MicroSymError(f"{lattice} along [{zone}] does not project to a square or hexagonal lattice")
     return k, float(np.linalg.norm(a1)), float(np.degrees(np.arctan2(a1[1], a1[0])))
+
+
+@functools.lru_cache(maxsize=8)
+def two_d_layer(lattice: str, a: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(cell, positions, numbers)`` of a 2D crystal's unit cell: in-plane lattice vectors as rows
+    ``(2, 3)`` Å (the first along x), the atoms ``(n, 3)`` Å (lowest at z = 0) and their atomic numbers.
+
+    Graphene (``ase.build.graphene``: a honeycomb of C) and 2H-MoS2 (``ase.build.mx2``: Mo between two
+    S layers 3.19 Å apart, the S pairs on one sublattice): both hexagonal, k = 6, period ``a``.
+    """
+    from ase.build import graphene, mx2
+
+    layer = (graphene(formula="C2", a=a, size=(1, 1, 1), vacuum=None) if lattice == "graphene"
+             else mx2(formula="MoS2", kind="2H", a=a, thickness=3.19, size=(1, 1, 1), vacuum=None))
+    pos = layer.positions - [0.0, 0.0, layer.positions[:, 2].min()]
+    return np.asarray(layer.cell[:2], float), pos, np.asarray(layer.numbers)
+
+
+def _layer_sites(rot, origin, cell, positions, numbers, lo, hi):
+    """Atoms (positions, numbers) of the rotated layer ``origin + R (i a1 + j a2 + atom)`` in the box ``[lo, hi]``."""
+    corners = np.array(list(itertools.product(*zip(lo[:2], hi[:2]))))
+    # The box corners in the layer's cell coordinates (in plane: a tilt of a few degrees moves them by
+    # far less than the one cell of margin).
+    frac = (corners - origin[:2]) @ rot[:2, :2] @ np.linalg.inv(cell[:, :2])
+    ranges = [np.arange(np.floor(f0) - 2, np.ceil(f1) + 2) for f0, f1 in zip(frac.min(0), frac.max(0))]
+    ij = np.stack(np.meshgrid(*ranges, indexing="ij"), -1).reshape(-1, 2)
+    pos = ((ij @ cell)[:, None, :] + positions[None]).reshape(-1, 3) @ rot.T + origin
+    num = np.tile(numbers, len(ij))
+    keep = np.all((pos[:, :2] >= lo[:2]) & (pos[:, :2] <= hi[:2]), axis=1)
+    return pos[keep], num[keep]
 
 
 def _rot_z(deg: float) -> np.ndarray:
@@ -377,9 +423,15 @@ def build_film(cfg: Atoms2DConfig, rng: np.random.Generator) -> FilmStructure:
     """Columnar grains of the rotated crystal filling the field, with the film's other cell kinds."""
     film = cfg.film
     a = cfg.a
-    k, period, angle0 = projected_lattice(cfg.lattice, cfg.element, a, cfg.zone)
-    basis = _unit_cell(cfg)
-    planes = lattice_planes(basis, a, RESOLVED_SPACING * period)
+    layer = two_d_layer(cfg.lattice, a) if cfg.lattice in TWO_D_CRYSTALS else None
+    if layer is None:
+        k, period, angle0 = projected_lattice(cfg.lattice, cfg.element, a, cfg.zone)
+        basis = _unit_cell(cfg)
+        planes = lattice_planes(basis, a, RESOLVED_SPACING * period)
+        nearest = NEAREST_NEIGHBOUR[cfg.lattice] * a
+    else:  # one flat layer: the lattice vector a1 along x
+        k, period, angle0 = 6, a, 0.0
+        nearest = NEAREST_NEIGHBOUR_2D[cfg.lattice] * a
     lo, hi = _field(cfg)
     thickness = rng.uniform(*film.thickness)
     seeds, weights = seed_cells(lo, hi, film.grain_size, film.size_spread, film.relax_iterations, rng)
@@ -422,22 +474,29 @@ def build_film(cfg: Atoms2DConfig, rng: np.random.Generator) -> FilmStructure:
                 tilt = _tilted(cfg.zone, spin[c], film.fringe_tilt, _plane_normal_angle(k, angle0), planes, t_cell, 1, rng)
             else:
                 tilt = _tilted(cfg.zone, spin[c], film.off_zone_tilt, None, planes, t_cell, 0, rng)
-            rot = _rot_z(spin[c]) @ tilt @ ZONE_FRAMES[cfg.zone]
-            pts = _lattice_sites(rot, np.append(lo, 0.0) + rng.random(3) * a, a, basis, b_lo, b_hi)
-            z = z_crystal
+            if layer is None:
+                rot = _rot_z(spin[c]) @ tilt @ ZONE_FRAMES[cfg.zone]
+                pts = _lattice_sites(rot, np.append(lo, 0.0) + rng.random(3) * a, a, basis, b_lo, b_hi)
+                z = z_crystal
+            else:
+                origin = np.append(lo + rng.random(2) * a, 0.0)
+                pts, z = _layer_sites(_rot_z(spin[c]) @ tilt, origin, *layer, b_lo, b_hi)
             if kinds[c] in (CRYSTAL, FRINGE):
                 # The truth is the projected direction of the tilted crystal's own first lattice vector;
                 # a fringe cell's is that of its untilted lattice, whose plane normal its fringes keep.
                 v = _rot_z(spin[c]) @ (tilt if kinds[c] == CRYSTAL else np.eye(3)) @ a1_zone
                 angles[c] = float(wrap_angle(np.degrees(np.arctan2(v[1], v[0])), k))
-        pts = pts[power_diagram(pts[:, :2], seeds, weights) == c]
+        z = np.broadcast_to(z, len(pts))
+        inside = power_diagram(pts[:, :2], seeds, weights) == c
+        pts, z = pts[inside], z[inside]
         if particle:
-            pts = pts[pts[:, 2] <= t_cell * _dome(coarse == c, g, lo, pts[:, :2])]
+            below = pts[:, 2] <= t_cell * _dome(coarse == c, g, lo, pts[:, :2])
+            pts, z = pts[below], z[below]
         positions.append(pts)
-        numbers.append(np.full(len(pts), z))
+        numbers.append(z)
     positions = np.concatenate(positions) if positions else np.zeros((0, 3))
     numbers = np.concatenate(numbers) if numbers else np.zeros(0, dtype=int)
-    keep = _thin_close_pairs(positions, 0.75 * NEAREST_NEIGHBOUR[cfg.lattice] * a, rng)
+    keep = _thin_close_pairs(positions, 0.75 * nearest, rng)
     positions, numbers = positions[keep], numbers[keep]
     if film.support_thickness > 0:
         sup = _amorphous_slab(np.append(lo, -film.support_thickness), np.append(hi, 0.0), film.amorphous_density, rng)

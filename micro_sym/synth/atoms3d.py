@@ -55,7 +55,7 @@ from micro_sym.orientation import (
 )
 from micro_sym.synth.atom_render import nearest_atom_labels, splat_atoms
 from micro_sym.synth.config import Imaging3D, _Model
-from micro_sym.synth.material import MaterialConfig, check_element, load_material_config
+from micro_sym.synth.material import TWO_D_CRYSTALS, MaterialConfig, check_element, load_material_config
 from micro_sym.synth.imaging import apply_imaging_3d, smooth_field
 from micro_sym.synth.lattice2d import SynthSample
 from micro_sym.synth.microstructure import (
@@ -163,6 +163,8 @@ class Atoms3DConfig(MaterialConfig):
 
     @model_validator(mode="after")
     def _consistent(self):
+        if self.lattice in TWO_D_CRYSTALS:
+            raise ValueError(f"{self.lattice} is a 2D crystal: micrographs only (micro-sym synth atoms2d)")
         if self.kind == "particle" and self.lattice != "fcc":
             raise ValueError("particles (ase.cluster) are fcc: set lattice: fcc")
         check_element(self.particle.substrate_element, "particle.substrate_element: ")

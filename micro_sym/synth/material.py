@@ -1,5 +1,9 @@
 """What every atomistic generator's config shares: the crystal (element, lattice, lattice constant)
-and per-sample variants drawn from one dataset's config (:mod:`.atoms2d`, :mod:`.atoms3d`)."""
+and per-sample variants drawn from one dataset's config (:mod:`.atoms2d`, :mod:`.atoms3d`).
+
+Crystals are cubic (fcc, bcc, diamond, simple cubic; ``ase.build.bulk``) or, for micrographs only,
+2D crystals one layer thick (:data:`TWO_D_CRYSTALS`: graphene and 2H-MoS2, ``ase.build.graphene``
+and ``ase.build.mx2``), whose element is the one the structure names (C, Mo)."""
 
 from __future__ import annotations
 
@@ -8,6 +12,9 @@ from typing import ClassVar, Literal
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from micro_sym.synth.config import _Model
+
+#: 2D crystals: lattice name -> (the element that names it, ASE's lattice constant in Å).
+TWO_D_CRYSTALS = {"graphene": ("C", 2.46), "mos2": ("Mo", 3.16)}
 
 
 def deep_merge(base: dict, update: dict) -> dict:
@@ -28,12 +35,12 @@ def check_element(symbol: str, where: str = "") -> str:
 
 
 class MaterialConfig(_Model):
-    """A cubic crystal of one element, and variants of the config drawn per sample."""
+    """A cubic crystal of one element (or a 2D crystal), and variants of the config drawn per sample."""
 
     #: Fields a variant may not change: they are the same for every sample of a dataset.
     FIXED: ClassVar[frozenset] = frozenset({"size", "variants"})
 
-    lattice: Literal["fcc", "bcc", "diamond", "sc"] = "fcc"
+    lattice: Literal["fcc", "bcc", "diamond", "sc", "graphene", "mos2"] = "fcc"
     element: str = Field("Au", description="chemical symbol of the crystal's atoms")
     lattice_constant: float | None = Field(None, gt=1, description="Å; none = ASE's reference value for the element (which must then have this lattice)")
     variants: tuple[dict, ...] = Field((), description="override mappings of the other fields; each sample draws one "
@@ -48,7 +55,11 @@ class MaterialConfig(_Model):
     def _material_and_variants(self):
         from ase.data import atomic_numbers, reference_states
 
-        if self.lattice_constant is None:
+        if self.lattice in TWO_D_CRYSTALS:
+            named = TWO_D_CRYSTALS[self.lattice][0]
+            if self.element != named:
+                raise ValueError(f"a {self.lattice} crystal is made of {named}, not {self.element}")
+        elif self.lattice_constant is None:
             ref = reference_states[atomic_numbers[self.element]] or {}
             if ref.get("symmetry") != self.lattice or "a" not in ref:
                 raise ValueError(f"{self.element} is not {self.lattice} in ASE's reference data: give lattice_constant")
@@ -73,6 +84,8 @@ class MaterialConfig(_Model):
         """The lattice constant in Å (given, or ASE's reference value)."""
         if self.lattice_constant is not None:
             return float(self.lattice_constant)
+        if self.lattice in TWO_D_CRYSTALS:
+            return TWO_D_CRYSTALS[self.lattice][1]
         from ase.data import atomic_numbers, reference_states
 
         return float(reference_states[atomic_numbers[self.element]]["a"])

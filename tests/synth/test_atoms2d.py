@@ -68,9 +68,12 @@ def _single_grain(cfg):
     return next(s for s in (synth_atoms2d(cfg, seed=i) for i in range(20)) if s.grains.min() == s.grains.max() == 1)
 
 
-@pytest.mark.parametrize("zone, lattice, element", [("001", "fcc", "Au"), ("001", "bcc", "Fe"), ("111", "fcc", "Au")])
-def test_haadf_image_shows_the_stored_angle_and_period(zone, lattice, element):
-    cfg = Atoms2DConfig(size=(128, 128), zone=zone, lattice=lattice, element=element, pixel_size_angstrom=0.2,
+@pytest.mark.parametrize("zone, lattice, element, px", [("001", "fcc", "Au", 0.2), ("001", "bcc", "Fe", 0.2),
+                                                        ("111", "fcc", "Au", 0.2), ("001", "mos2", "Mo", 0.4),
+                                                        ("001", "graphene", "C", 0.3)])
+def test_haadf_image_shows_the_stored_angle_and_period(zone, lattice, element, px):
+    # Periods of 7-12 px: a 128² image resolves the Fourier peak's direction to a few tenths of a degree.
+    cfg = Atoms2DConfig(size=(128, 128), zone=zone, lattice=lattice, element=element, pixel_size_angstrom=px,
                         film=SINGLE, haadf={"dose": (500.0, 500.0), "jitter": 0.0, "drift": 0.0})
     s = _single_grain(cfg)
     k = s.info["k"]
@@ -184,6 +187,34 @@ def test_config_errors_are_one_line():
         Atoms2DConfig(film={"vacuum_fraction": 0.5, "amorphous_fraction": 0.4})
     cfg = load_atoms2d_config("synth-atoms2d-heldout")
     assert {cfg.variant(i).element for i in range(len(cfg.variants))} >= {"Au", "Fe", "Si"}
+    with pytest.raises(ValueError, match="made of Mo, not Au"):
+        Atoms2DConfig(lattice="mos2", element="Au")
+    with pytest.raises(ValueError, match="one flat layer"):
+        Atoms2DConfig(lattice="graphene", element="C", film={"fringe_fraction": 0.2})
+    with pytest.raises(ValueError, match="variants\\[0\\]: projects to a hexagonal lattice"):
+        Atoms2DConfig(zone="001", variants=[{"lattice": "mos2", "element": "Mo"}])
+    assert Atoms2DConfig(lattice="mos2", element="Mo").dataset_lattice == "hexagonal"
+    from micro_sym.synth.atoms3d import Atoms3DConfig
+
+    with pytest.raises(ValueError, match="2D crystal"):
+        Atoms3DConfig(lattice="graphene", element="C")
+
+
+def test_mos2_layer_has_its_atoms_and_z_contrast():
+    """A 2H-MoS2 grain: one Mo per two S at their 3D positions, the S pairs on one sublattice (so the
+    HAADF image is a honeycomb whose Mo sites are the brightest), nothing closer than Mo-S."""
+    from scipy.spatial import cKDTree
+
+    from micro_sym.synth.atoms2d import build_film
+
+    cfg = Atoms2DConfig(size=(64, 64), lattice="mos2", element="Mo", pixel_size_angstrom=0.2,
+                        film={"grain_size": 400.0, "max_tilt": 0.0})
+    film = build_film(cfg, np.random.default_rng(0))
+    mo, sulfur = film.positions[film.numbers == 42], film.positions[film.numbers == 16]
+    assert len(mo) > 50 and abs(len(sulfur) / len(mo) - 2) < 0.1
+    assert np.ptp(sulfur[:, 2]) == pytest.approx(3.19, abs=0.01) and np.ptp(mo[:, 2]) < 1e-9
+    d, _ = cKDTree(film.positions).query(film.positions, k=2)
+    assert d[:, 1].min() > 2.3  # Mo-S 2.41 Å; the S pairs are 3.19 Å apart
 
 
 def test_cli_makes_a_resumable_dataset(tmp_path):
