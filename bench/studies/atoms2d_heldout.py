@@ -31,7 +31,8 @@ its written maps are scored against the truth:
 ``--zone 111`` views every crystal down [111], a hexagonal projection (condition names start with
 ``hex_``; periods are Au's columns, a/√6 = 1.665 Å; the materials set is bcc W and Fe, diamond Si
 and Au at 0.29 Å/px, periods 5.7-8.9 px), and adds polycrystalline monolayers of 2D crystals
-(2H-MoS2, graphene) at an 8-px period, with holes and amorphous carbon 5-15 Å thick. atoms-2d-hex was trained on HAADF-STEM of fcc metals down
+(2H-MoS2, graphene) at an 8-px period, with holes and amorphous carbon 5-15 Å thick (HRTEM at 100
+times the dose: a monolayer's phase contrast is about 2 %). atoms-2d-hex was trained on HAADF-STEM of fcc metals down
 [111] at 6.3-9.8 px, so for it the HAADF Au rows are fit and the HRTEM rows and the bcc and Si
 materials are generalization.
 
@@ -79,7 +80,9 @@ def conditions(modes, periods, doses, zone="001"):
         out.append((f"{prefix}{mode}_fringes_d50", {"mode": mode, "period": 8, "dose": 50, "film": FRINGES, "zone": zone}))
         if zone == "111":  # hexagonal 2D crystals, one layer thick, at an 8-px period
             for crystal, (element, a) in TWO_D_CRYSTALS.items():
-                for dose in doses:
+                # A monolayer's HRTEM phase contrast is about 2 %: below 100 times the dose no lattice
+                # stands out of the shot noise (as at the microscope, where 2D crystals get high doses).
+                for dose in ([100 * d for d in doses] if mode == "hrtem" else doses):
                     out.append((f"{prefix}{mode}_{crystal}_d{dose}", {
                         "mode": mode, "period": 8, "dose": dose, "zone": zone, "pixel_size": a / 8,
                         "variants": [{"lattice": crystal, "element": element}],

@@ -197,3 +197,19 @@ def test_auto_loads_another_lattice_s_network_only_when_an_input_needs_it():
     assert auto.network_for("square").name == "square" and not loaded
     assert auto.network_for("hexagonal") is hexnet and auto.network_for("hexagonal") is hexnet and loaded == [1]
     assert auto.network_for("fringes") is None
+
+
+def test_interactive_auto_runs_the_hexagonal_network(hexagonal_image):
+    """The napari widget's auto: the same choice and grains as `segment` (angles mod 60)."""
+    import tifffile as tf
+
+    from micro_sym.inference.interactive import AUTO, SegmentSettings
+    from micro_sym.inference.interactive import segment as interactive_segment
+    from micro_sym.metrics import evaluate_sample
+
+    path, truth = hexagonal_image
+    r = interactive_segment(tf.imread(path), SegmentSettings(model=AUTO))
+    assert "atoms-2d-hex" in r.method and r.symmetry == "hexagonal"
+    ev = evaluate_sample({"grains": r.grains, "boundary": r.boundary, "orientation": r.orientation},
+                         truth.grains, truth.orientation, 6)
+    assert ev["boundary_f1"] > 0.85 and ev["grain_f1"] > 0.5 and ev["orientation_median_deg"] < 1.0
