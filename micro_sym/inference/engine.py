@@ -65,7 +65,7 @@ from micro_sym.inference.network import Network, cached_network
 from micro_sym.classical.grain_lattice import block_sums as lattice_sums, grain_columns as lattice_columns
 from micro_sym.inference.grain_orientations import measured_orientations, ring_3d
 from micro_sym.inference.lattice_mask import LatticeMasked, grain_lattice
-from micro_sym.inference.rescale import RescaledNetwork, adapt_to_image
+from micro_sym.inference.rescale import RescaledNetwork, adapt_to_image, check_measured_lattice
 from micro_sym.inference.tiles import decode_in_slabs, decode_slab, iter_tiles, label_tile, rule_maps
 from micro_sym.inference.writer import OutputLock, RunState, create_outputs, forget_arrays, open_array, os_error
 
@@ -325,7 +325,7 @@ def segment_input(path, out_dir, net: Network, runner, *, block=None, chunk=None
                   batch: int = 1, array=None, level: int = 0, channel: int | None = None, dry_run: bool = False,
                   overwrite: bool = False,
                   on_block=None, progress=None, period: float | None = None, lattice_mask: bool = True,
-                  measure_grains: bool = True, voxel_orientations: bool = False) -> InputResult:
+                  measure_grains: bool = True, voxel_orientations: bool = False, lattice: str | None = None) -> InputResult:
     """Segment one image into ``OUT/NAME.zarr`` + ``OUT/NAME_grains.csv``, resuming if possible.
 
     Parameters
@@ -357,6 +357,10 @@ def segment_input(path, out_dir, net: Network, runner, *, block=None, chunk=None
     period : float, optional
         The image's lattice constant in px for a 2D network (default: measured from the power
         spectrum); the image is resampled to the model's training period (:mod:`.rescale`).
+    lattice : str, optional
+        The image's lattice as the user named it (``--lattice``). Without it, a 2D network refuses an
+        image whose measured lattice is another family than the one it maps
+        (:func:`.rescale.check_measured_lattice`).
     lattice_mask : bool
         Leave pixels where the image shows no lattice (vacuum, amorphous film) out of every grain
         (:mod:`.lattice_mask`; 2D inputs whose lattice was measured or given).
@@ -387,7 +391,7 @@ def segment_input(path, out_dir, net: Network, runner, *, block=None, chunk=None
                               min_size=min_size, boundary_threshold=boundary_threshold, device=device, batch=batch,
                               array=array, level=level, channel=channel, dry_run=True, on_block=on_block,
                               progress=progress, period=period, lattice_mask=lattice_mask,
-                              measure_grains=measure_grains, voxel_orientations=voxel_orientations)
+                              measure_grains=measure_grains, voxel_orientations=voxel_orientations, lattice=lattice)
     # Held from before the manifest is read until the scratch is gone: a second run on this input
     # would otherwise resume the same markers and the first to finish would delete scratch labels
     # the other still reads.
@@ -400,7 +404,7 @@ def segment_input(path, out_dir, net: Network, runner, *, block=None, chunk=None
                               min_size=min_size, boundary_threshold=boundary_threshold, device=device, batch=batch,
                               array=array, level=level, channel=channel, dry_run=False, on_block=on_block,
                               progress=progress, period=period, lattice_mask=lattice_mask,
-                              measure_grains=measure_grains, voxel_orientations=voxel_orientations)
+                              measure_grains=measure_grains, voxel_orientations=voxel_orientations, lattice=lattice)
 
 
 def _refuse_deleting_input(path: Path, state: RunState) -> None:
@@ -414,7 +418,7 @@ def _refuse_deleting_input(path: Path, state: RunState) -> None:
 
 def _segment_input(img, path: Path, out_dir, net, runner, *, block, chunk, threshold, min_size, boundary_threshold,
                    device, batch, array, level, channel, dry_run, on_block, progress, period,
-                   lattice_mask, measure_grains=True, voxel_orientations=False) -> InputResult:
+                   lattice_mask, measure_grains=True, voxel_orientations=False, lattice=None) -> InputResult:
     """:func:`segment_input` on an opened image (under the output lock unless ``dry_run``)."""
     from micro_sym.models.normalize import intensity_range
     from micro_sym.inference.whole_image import DEFAULT_MIN_SIZE
@@ -441,6 +445,11 @@ def _segment_input(img, path: Path, out_dir, net, runner, *, block, chunk, thres
 
         whole = tuple(slice(0, n) for n in img.data.shape)
         raise MicroSymError(f"{path}: {locate_bad_chunk(img, whole, err)}") from None
+    if isinstance(base, Network):
+        try:
+            check_measured_lattice(base, scale, lattice)
+        except MicroSymError as err:
+            raise MicroSymError(f"{path}: {err}") from None
     rule = net.grain_rule(threshold, img.ndim)
     field = getattr(net, "grain_field", None)  # a 3D harmonic network: grains from its field (grains.field)
     voxel_orientations = bool(voxel_orientations and field)
@@ -739,7 +748,7 @@ def segment(inputs, out_dir, *, model=None, method: str | None = None, lattice: 
         for p in paths:
             t0 = time.perf_counter()
             try:
-                res = segment_input(p, out_dir, auto or net, runner, device=device, period=period, **kwargs)
+                res = segment_input(p, out_dir, auto or net, runner, device=device, period=period, lattice=lattice, **kwargs)
             except MicroSymError as err:
                 res = InputResult(str(p), p.name, "failed", error=str(err))
             res.seconds = res.seconds or time.perf_counter() - t0

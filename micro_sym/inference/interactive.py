@@ -324,7 +324,7 @@ def _iter_network(image, settings, pixel_size, unit, net, measured=None):
     from micro_sym.inference.blocks import plan_blocks
     from micro_sym.grains.blockwise import (final_table, flood_region, grain_refs, merge_blocks, neighbour_counts,
                                             neighbour_pairs, seed_parts)
-    from micro_sym.inference.rescale import adapt_to_image
+    from micro_sym.inference.rescale import adapt_to_image, check_measured_lattice
     from micro_sym.grains.field import paint, table_orientations
     from micro_sym.inference.tiles import iter_tiles, label_tile, rule_maps
     from micro_sym.models.normalize import intensity_range
@@ -341,8 +341,10 @@ def _iter_network(image, settings, pixel_size, unit, net, measured=None):
     if nd == 2:
         yield Progress(0, 1, "lattice period from the power spectrum")
     # At the model's training lattice period, grains only where the lattice shows: as the CLI engine runs it.
+    base = net
     net, scale, _ = adapt_to_image(net, image, period=settings.period, measured=measured,
                                    lattice_mask=settings.lattice_mask)
+    check_measured_lattice(base, scale)  # a square network on a hexagonal lattice: refused, as by the CLI
     rule = net.grain_rule(settings.threshold, nd)  # the CLI engine's grain rule, so results agree
     seeded = is_seeded(rule)
     stride = max(int(net.total_stride), 1)

@@ -18,8 +18,10 @@ whole-image inference to float rounding, as the plain network does.
 from __future__ import annotations
 
 from micro_sym.inference.resampling import TOLERANCE, RescaledNetwork, keys_cubic, resample_weights, resampling_scale
+from micro_sym.errors import MicroSymError
 
-__all__ = ["RescaledNetwork", "TOLERANCE", "adapt_to_image", "keys_cubic", "resample_weights", "rescale_for_input"]
+__all__ = ["RescaledNetwork", "TOLERANCE", "adapt_to_image", "check_measured_lattice", "keys_cubic", "resample_weights",
+           "rescale_for_input"]
 
 
 def adapt_to_image(net, image, *, period: float | None = None, measured: dict | None = None,
@@ -47,6 +49,31 @@ def adapt_to_image(net, image, *, period: float | None = None, measured: dict | 
                                        workers=workers)
     ring = lattice_ring(base, scale) if lattice_mask else None
     return (LatticeMasked(net, ring) if ring else net), scale, ring
+
+
+def check_measured_lattice(net, scale: dict | None, lattice: str | None = None) -> None:
+    """Refuse a 2D network on an image whose measured lattice is a family it does not map.
+
+    A square network's angles on a hexagonal lattice (or the reverse) mean nothing, and nothing in
+    the maps would show it. ``scale`` is :func:`rescale_for_input`'s record; only a measured square or
+    hexagonal family counts (fringes carry none). ``lattice``: the user's ``--lattice``, which runs the
+    network anyway.
+
+    Raises
+    ------
+    MicroSymError
+        One line naming the measured family and what maps it.
+    """
+    if lattice is not None or not scale or scale.get("source") != "measured" or getattr(net, "ndim", 2) != 2:
+        return
+    family = scale.get("lattice")
+    if family in ("square", "hexagonal") and family != net.symmetry:
+        from micro_sym.inference.method_choice import AUTO_MODEL, AUTO_MODELS_BY_LATTICE
+
+        other = {"square": AUTO_MODEL, **AUTO_MODELS_BY_LATTICE}.get(family)
+        raise MicroSymError(f"the image's lattice measures {family}, which model '{net.name}' does not map "
+                            f"({net.symmetry} only): use --method auto{f' or --model {other}' if other else ''}, "
+                            f"or --lattice {net.symmetry} to run it anyway")
 
 
 def rescale_for_input(net, image, *, period: float | None = None, measured: dict | None = None,

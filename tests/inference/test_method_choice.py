@@ -213,3 +213,23 @@ def test_interactive_auto_runs_the_hexagonal_network(hexagonal_image):
     ev = evaluate_sample({"grains": r.grains, "boundary": r.boundary, "orientation": r.orientation},
                          truth.grains, truth.orientation, 6)
     assert ev["boundary_f1"] > 0.85 and ev["grain_f1"] > 0.5 and ev["orientation_median_deg"] < 1.0
+
+
+def test_a_square_network_refuses_a_measured_hexagonal_lattice(tmp_path, hexagonal_image):
+    """default-2d's angles on a hexagonal lattice would mean nothing: one line naming what maps it,
+    unless the user names the lattice (then it runs)."""
+    import tifffile as tf
+
+    from micro_sym.inference import segment
+    from micro_sym.inference.interactive import SegmentSettings
+    from micro_sym.inference.interactive import segment as interactive_segment
+
+    path, _ = hexagonal_image
+    kw = dict(block=128, chunk=128, workers=1)
+    (res,) = segment([path], tmp_path / "refused", model="default-2d", **kw)
+    assert res.status == "failed" and "measures hexagonal" in res.error and "--model atoms-2d-hex" in res.error
+    assert "\n" not in res.error
+    (res,) = segment([path], tmp_path / "named", model="default-2d", lattice="square", **kw)
+    assert res.status == "complete", res.error
+    with pytest.raises(MicroSymError, match="measures hexagonal"):
+        interactive_segment(tf.imread(path), SegmentSettings(model="default-2d"))
