@@ -208,7 +208,7 @@ def main():
     ap.add_argument("--modes", nargs="+", default=["haadf", "hrtem"])
     ap.add_argument("--periods", nargs="+", type=int, default=[4, 8, 16, 32])
     ap.add_argument("--doses", nargs="+", type=int, default=[5, 50])
-    ap.add_argument("--methods", nargs="+", default=["auto", "network", "classical"])
+    ap.add_argument("--methods", nargs="*", default=["auto", "network", "classical"])
     ap.add_argument("--models", nargs="*", default=[], help="also run --method network --model M for each")
     ap.add_argument("--zone", choices=("001", "111"), default="001", help="111: hexagonal projections")
     ap.add_argument("--out", default=str(RESULTS / "atoms2d_heldout.json"))

@@ -60,7 +60,7 @@ from micro_sym.inference.blocks import BlockPlan, estimate_memory, plan_blocks
 from micro_sym.inference.classical import ClassicalMethod
 from micro_sym.grains.blockwise import (final_table, flood_margin, flood_region, grain_refs, merge_blocks,
                                        neighbour_counts, neighbour_pairs, seed_parts)
-from micro_sym.inference.method_choice import AUTO_MODEL, AUTO_MODELS_BY_LATTICE, AutoMethod
+from micro_sym.inference.method_choice import AUTO_MODEL, AUTO_MODELS_BY_LATTICE, NETWORK_FOR_LATTICE, AutoMethod
 from micro_sym.inference.network import Network, cached_network
 from micro_sym.classical.grain_lattice import block_sums as lattice_sums, grain_columns as lattice_columns
 from micro_sym.inference.grain_orientations import measured_orientations, ring_3d
@@ -447,7 +447,7 @@ def _segment_input(img, path: Path, out_dir, net, runner, *, block, chunk, thres
         raise MicroSymError(f"{path}: {locate_bad_chunk(img, whole, err)}") from None
     if isinstance(base, Network):
         try:
-            check_measured_lattice(base, scale, lattice)
+            check_measured_lattice(base, scale, lattice, NETWORK_FOR_LATTICE)
         except MicroSymError as err:
             raise MicroSymError(f"{path}: {err}") from None
     rule = net.grain_rule(threshold, img.ndim)

@@ -324,6 +324,7 @@ def _iter_network(image, settings, pixel_size, unit, net, measured=None):
     from micro_sym.inference.blocks import plan_blocks
     from micro_sym.grains.blockwise import (final_table, flood_region, grain_refs, merge_blocks, neighbour_counts,
                                             neighbour_pairs, seed_parts)
+    from micro_sym.inference.method_choice import NETWORK_FOR_LATTICE
     from micro_sym.inference.rescale import adapt_to_image, check_measured_lattice
     from micro_sym.grains.field import paint, table_orientations
     from micro_sym.inference.tiles import iter_tiles, label_tile, rule_maps
@@ -344,7 +345,7 @@ def _iter_network(image, settings, pixel_size, unit, net, measured=None):
     base = net
     net, scale, _ = adapt_to_image(net, image, period=settings.period, measured=measured,
                                    lattice_mask=settings.lattice_mask)
-    check_measured_lattice(base, scale)  # a square network on a hexagonal lattice: refused, as by the CLI
+    check_measured_lattice(base, scale, models=NETWORK_FOR_LATTICE)  # the wrong lattice family: refused, as by the CLI
     rule = net.grain_rule(settings.threshold, nd)  # the CLI engine's grain rule, so results agree
     seeded = is_seeded(rule)
     stride = max(int(net.total_stride), 1)

@@ -41,6 +41,8 @@ CLASSICAL_BELOW_DB = 1.13
 AUTO_MODEL = "robust-2d"
 #: The networks auto runs, when no model is given, on the lattices :data:`AUTO_MODEL` does not map.
 AUTO_MODELS_BY_LATTICE = {"hexagonal": "atoms-2d-hex"}
+#: A bundled network for each lattice family (what an error about the wrong family suggests).
+NETWORK_FOR_LATTICE = {"square": AUTO_MODEL, **AUTO_MODELS_BY_LATTICE}
 
 
 @dataclass(frozen=True)

@@ -51,13 +51,13 @@ def adapt_to_image(net, image, *, period: float | None = None, measured: dict | 
     return (LatticeMasked(net, ring) if ring else net), scale, ring
 
 
-def check_measured_lattice(net, scale: dict | None, lattice: str | None = None) -> None:
+def check_measured_lattice(net, scale: dict | None, lattice: str | None = None, models: dict | None = None) -> None:
     """Refuse a 2D network on an image whose measured lattice is a family it does not map.
 
     A square network's angles on a hexagonal lattice (or the reverse) mean nothing, and nothing in
     the maps would show it. ``scale`` is :func:`rescale_for_input`'s record; only a measured square or
     hexagonal family counts (fringes carry none). ``lattice``: the user's ``--lattice``, which runs the
-    network anyway.
+    network anyway. ``models``: lattice family -> a bundled model that maps it, named in the message.
 
     Raises
     ------
@@ -68,9 +68,7 @@ def check_measured_lattice(net, scale: dict | None, lattice: str | None = None) 
         return
     family = scale.get("lattice")
     if family in ("square", "hexagonal") and family != net.symmetry:
-        from micro_sym.inference.method_choice import AUTO_MODEL, AUTO_MODELS_BY_LATTICE
-
-        other = {"square": AUTO_MODEL, **AUTO_MODELS_BY_LATTICE}.get(family)
+        other = (models or {}).get(family)
         raise MicroSymError(f"the image's lattice measures {family}, which model '{net.name}' does not map "
                             f"({net.symmetry} only): use --method auto{f' or --model {other}' if other else ''}, "
                             f"or --lattice {net.symmetry} to run it anyway")
