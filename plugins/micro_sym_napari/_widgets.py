@@ -45,7 +45,7 @@ log = logging.getLogger(__name__)
 
 MODEL_FILE = "model file…"
 CLASSICAL_LABEL = "classical (no training)"
-AUTO_LABEL = "auto (filter bank at very low dose, else robust-2d)"
+AUTO_LABEL = "auto (per image: filter bank, robust-2d or atoms-2d-hex)"
 
 
 def _show_error(message: str) -> None:
