@@ -377,7 +377,7 @@ def lattice_on_polygons(img: np.ndarray, ann: dict) -> dict:
     from micro_sym.classical.grain_lattice import grain_lattice_angles
 
     m = measure_lattice(img)
-    family = m.lattice if m.lattice in ("square", "hexagonal") else "square"
+    family = m.family()
     labels = np.zeros(img.shape, np.int32)
     grains = [g for g in ann["grains"] if g.get("angle_deg") is not None]
     for g in grains:

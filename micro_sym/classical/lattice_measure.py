@@ -131,6 +131,11 @@ class LatticeMeasurement:
     snr_db: float
     scores: dict = field(default_factory=dict)
 
+    def family(self, fringes: str = "square") -> str:
+        """The lattice family to map the image with: ``lattice``, or ``fringes`` (a family name) where
+        only one set of planes shows (fringes carry no family)."""
+        return self.lattice if self.lattice in ("square", "hexagonal") else fringes
+
     def as_dict(self) -> dict:
         """Plain, JSON-able dict of the measurement."""
         return {

@@ -51,7 +51,7 @@ def classical(
             m = measure_lattice(image)
         except MicroSymError as err:
             raise MicroSymError(f"{input}: {str(err).removeprefix('image: ')}") from None
-        lattice = m.lattice if m.lattice in ("square", "hexagonal") else "square"
+        lattice = m.family()
         period = period or lattice_constant(m.ring_frequency, lattice)
     try:
         res = classical_segment(image, lattice=lattice, period=period, threshold=threshold, min_size=min_size,

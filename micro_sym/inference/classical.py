@@ -215,8 +215,7 @@ class ClassicalMethod:
         from micro_sym.classical import lattice_constant, measure_lattice
 
         m = self._read(img, lambda: measure_lattice(img.data, workers=max(1, int(workers))))
-        family = m.lattice if m.lattice in ("square", "hexagonal") else "square"
-        return family, lattice_constant(m.ring_frequency, family)
+        return m.family(), lattice_constant(m.ring_frequency, m.family())
 
     def _estimate(self, img, lattice: str, workers: int) -> float:
         return self._read(img, lambda: estimate_period(img.data, lattice, workers=max(1, int(workers))))

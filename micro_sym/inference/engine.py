@@ -716,9 +716,9 @@ def segment(inputs, out_dir, *, model=None, method: str | None = None, lattice: 
         if model is None:
             model = AUTO_MODEL if method == "auto" else "default-2d"
 
-        def prepared(model):
-            net = model if isinstance(model, Network) else (
-                load_network(model, device) if isinstance(model, (str, Path)) else as_network(model))
+        def prepared(given):
+            net = given if isinstance(given, Network) else (
+                load_network(given, device) if isinstance(given, (str, Path)) else as_network(given))
             if precision is not None:
                 from micro_sym.deploy.runtime import chosen_precision
 

@@ -131,7 +131,7 @@ class AutoMethod:
     def _decide(self, measured) -> dict:
         net_lattice = self.network_lattice
         # Fringes (one set of planes) carry no family: they are mapped on the network's lattice.
-        lattice = self.lattice or (measured.lattice if measured.lattice in ("square", "hexagonal") else net_lattice)
+        lattice = self.lattice or measured.family(fringes=net_lattice)
         snr = float(measured.snr_db)
         record = {"fringe_snr_db": round(snr, 3), "classical_below_db": self.classical_below_db, "lattice": lattice,
                   "measured": measured.as_dict()}

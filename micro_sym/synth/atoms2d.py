@@ -212,9 +212,10 @@ class Atoms2DConfig(MaterialConfig):
                 raise ValueError(f"{self.lattice} is one flat layer: film.fringe_fraction and film.off_zone_fraction "
                                  f"must be 0 and film.particle_thickness unset")
         for i in range(len(self.variants)):
-            if self.variant(i).dataset_lattice != self.dataset_lattice:
-                raise ValueError(f"variants[{i}]: projects to a {self.variant(i).dataset_lattice} lattice, the dataset's "
-                                 f"other samples to a {self.dataset_lattice} one (2D crystals and [111] are hexagonal)")
+            family = self.variant(i).dataset_lattice
+            if family != self.dataset_lattice:
+                raise ValueError(f"variants[{i}]: projects to a {family} lattice, the dataset's other samples to a "
+                                 f"{self.dataset_lattice} one (2D crystals and [111] are hexagonal)")
         return self
 
     @property

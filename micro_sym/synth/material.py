@@ -13,7 +13,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 
 from micro_sym.synth.config import _Model
 
-#: 2D crystals: lattice name -> (the element that names it, ASE's lattice constant in Å).
+#: 2D crystals: lattice name -> (the element that names it, the default lattice constant in Å, measured values).
 TWO_D_CRYSTALS = {"graphene": ("C", 2.46), "mos2": ("Mo", 3.16)}
 
 
