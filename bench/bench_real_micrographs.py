@@ -129,7 +129,7 @@ def read_outputs(out: Path, stem: str) -> dict:
     orient = np.asarray(output_array(z, "orientation")[...], dtype=np.float64)
     boundary = np.asarray(output_array(z, "boundary")[...], dtype=np.float64)
     method = meta.get("method") or {}
-    out_sym = 60.0 if meta.get("symmetry") == "hexagonal" else 90.0  # what the output's angles are modulo
+    out_sym = SYM.get(meta.get("symmetry"), 90.0)  # what the output's angles are modulo
     # Each grain's lattice angle measured from the image (the grain table's lattice_angle), modulo 360/k.
     grain_lattice = method.get("grain_lattice") if isinstance(method, dict) else None
     grain_angle = np.full(int(labels.max()) + 1, np.nan)
@@ -199,8 +199,11 @@ def calibrate(tmp: Path, methods) -> list[dict]:
     ids = np.ones((256, 256), np.uint32)
     rng = np.random.default_rng(0)
     rows = []
-    for lattice, period in (("square", 8.0), ("hexagonal", 23.0)):
-        img = render_lattice_2d(ids, {1: CALIBRATION_ANGLE}, lattice=lattice, period=period, rng=0)
+    # Fringes at the angle plus 90°: an output that confused the normal with the fringes' direction, or
+    # kept it only modulo 90°, would show it.
+    for lattice, period, angle in (("square", 8.0, CALIBRATION_ANGLE), ("hexagonal", 23.0, CALIBRATION_ANGLE),
+                                   ("fringes", 12.0, CALIBRATION_ANGLE + 90.0)):
+        img = render_lattice_2d(ids, {1: angle}, lattice=lattice, period=period, rng=0)
         img = rng.poisson(np.clip(img, 0, None) * 50 + 5).astype(np.float32)  # 5-55 counts/px
         path = tmp / f"calib_{lattice}.tif"
         tifffile.imwrite(path, img)
@@ -212,7 +215,7 @@ def calibrate(tmp: Path, methods) -> list[dict]:
                 continue  # default-2d maps square lattices only
             out = tmp / f"calib_{lattice}_{safe(method)}"
             run = run_segment(path, out, cli_args(method, lattice))
-            row = {"lattice": lattice, "period_px": period, "true_angle_deg": CALIBRATION_ANGLE,
+            row = {"lattice": lattice, "period_px": period, "true_angle_deg": angle,
                    "fft_fringe_normal_deg": fft["angle_deg"], "method": method, "rc": run["rc"],
                    "wall_s": run["wall_s"]}
             if run["rc"]:
@@ -225,7 +228,7 @@ def calibrate(tmp: Path, methods) -> list[dict]:
             exp = expected_output_angle(fft["angle_deg"], ann_lat, o["out_sym"])
             row.update(output_sym_deg=o["out_sym"], output_mean_deg=round(mean, 2), output_R=round(r, 3),
                        expected_from_fft_deg=round(exp, 2), error_deg=round(angdiff(mean, exp, cs), 2),
-                       error_vs_truth_deg=round(angdiff(mean, CALIBRATION_ANGLE, o["out_sym"]), 2),
+                       error_vs_truth_deg=round(angdiff(mean, angle, o["out_sym"]), 2),
                        mirrored_error_deg=round(angdiff(mean, -exp, cs), 2),
                        model=(o["meta"].get("model") or {}).get("name"))
             rows.append(row)

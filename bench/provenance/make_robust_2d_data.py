@@ -1,9 +1,10 @@
 """Training and validation data for the bundled ``robust-2d`` model: a mixture of imaging conditions.
 
-    python bench/provenance/make_robust_2d_data.py [--out data] [--size 512] [--lattice hexagonal]
+    python bench/provenance/make_robust_2d_data.py [--out data] [--size 512] [--lattice hexagonal|fringes]
 
 Writes ``OUT/robust2d_train`` and ``OUT/robust2d_val`` (``robust2d_hex_*`` for the hexagonal lattice,
-the analytic half of ``atoms-2d-hex``'s training data), labeled datasets (docs/design.md §1) whose images
+the analytic half of ``atoms-2d-hex``'s training data; ``robust2d_fringes_*`` for one set of lattice
+planes per grain, ``fringes-2d``'s training data), labeled datasets (docs/design.md §1) whose images
 come from the project's generator under the conditions a lab meets and the default model never saw:
 low dose (2-20 counts/px), small and large grains, a blurred probe, bright-field contrast and scan
 distortion, beside the default conditions. Seeds (10 000 + 100·condition + image for training,
@@ -42,6 +43,10 @@ CONDITIONS = [
 ]
 
 
+#: Folder name prefix per lattice.
+_PREFIX = {"square": "", "hexagonal": "hex_", "fringes": "fringes_"}
+
+
 def write_mixture(out: Path, size: int, split: str, seed_base: int, lattice: str = "square") -> int:
     for folder in FOLDERS:
         (out / folder).mkdir(parents=True, exist_ok=True)
@@ -65,10 +70,10 @@ def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, default=ROOT / "data")
     p.add_argument("--size", type=int, default=512)
-    p.add_argument("--lattice", choices=("square", "hexagonal"), default="square")
+    p.add_argument("--lattice", choices=tuple(_PREFIX), default="square")
     args = p.parse_args()
     for split, seed_base in (("train", 10_000), ("val", 20_000)):
-        out = args.out / f"robust2d_{'hex_' if args.lattice == 'hexagonal' else ''}{split}"
+        out = args.out / f"robust2d_{_PREFIX[args.lattice]}{split}"
         if (out / "dataset.json").is_file():
             print(f"{out}: exists, kept")
             continue

@@ -112,17 +112,18 @@ def _check_lattice(lattice: str) -> int:
 def ring_frequency(period: float, lattice: str = "square") -> float:
     """Spatial frequency (cycles/px) of the first reciprocal-lattice ring for lattice constant ``period``.
 
-    Square: ``1/a``. Hexagonal: ``2/(√3 a)`` (row spacing ``√3 a / 2``).
+    Square: ``1/a``. Hexagonal: ``2/(√3 a)`` (row spacing ``√3 a / 2``). Fringes: ``1/a`` (``a`` the
+    fringe spacing).
     """
     _check_lattice(lattice)
-    return 1.0 / period if lattice == "square" else 2.0 / (math.sqrt(3.0) * period)
+    return 2.0 / (math.sqrt(3.0) * period) if lattice == "hexagonal" else 1.0 / period
 
 
 def lattice_constant(ring_frequency: float, lattice: str = "square") -> float:
     """Inverse of :func:`ring_frequency`: the lattice constant (px) whose first ring lies at
-    ``ring_frequency`` cycles/px (square ``1/f``, hexagonal ``2/(√3 f)``)."""
+    ``ring_frequency`` cycles/px (square and fringes ``1/f``, hexagonal ``2/(√3 f)``)."""
     _check_lattice(lattice)
-    return 1.0 / ring_frequency if lattice == "square" else 2.0 / (math.sqrt(3.0) * ring_frequency)
+    return 2.0 / (math.sqrt(3.0) * ring_frequency) if lattice == "hexagonal" else 1.0 / ring_frequency
 
 
 # ---------------------------------------------------------------------------------------- period
@@ -323,7 +324,7 @@ def _period_from_spectrum(freq, power, lattice: str, min_period: float, max_peri
         raise MicroSymError("image: no lattice fringes found in the power spectrum (noise only, or period out of range)")
     # A strong higher order (square (1,1) at √2 f, hexagonal (1,1) at √3 f, or 2f) can outshine the
     # fundamental; prefer a lower ring that is itself clearly a peak.
-    i = lower_ring(i, (math.sqrt(2.0), 2.0) if k == 4 else (math.sqrt(3.0), 2.0), prom, ok)
+    i = lower_ring(i, (math.sqrt(3.0), 2.0) if k == 6 else (math.sqrt(2.0), 2.0), prom, ok)
     # Parabolic refinement of log P around the peak bin (sub-bin frequency).
     if 1 <= i < len(freq) - 1:
         a, b, c = logp[i - 1], logp[i], logp[i + 1]

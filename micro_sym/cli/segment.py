@@ -192,9 +192,10 @@ def segment(
     model: Optional[str] = typer.Option(None, "--model", help="Bundled model name or model file (default: robust-2d "
                                         "for --method auto, atoms-2d-hex for its hexagonal inputs; default-2d for --method network; default-3d when every "
                                         "input is a 3D volume)."),
-    lattice: Optional[str] = typer.Option(None, "--lattice", help="The images' lattice: square (angles mod 90°) or "
-                                          "hexagonal (mod 60°); default: measured per input from its power spectrum "
-                                          "(classical: square)."),
+    lattice: Optional[str] = typer.Option(None, "--lattice", help="The images' lattice: square (angles mod 90°), "
+                                          "hexagonal (mod 60°) or fringes (one set of planes per grain: their normal, "
+                                          "mod 180°); default: measured per input from its power spectrum "
+                                          "(classical: square for fringes)."),
     period: Optional[float] = typer.Option(None, "--period", help="The images' lattice constant in px (default: "
                                            "measured once per input from its power spectrum). A network runs on the "
                                            "image resampled to its training period. Volumes: the first lattice ring's spacing in voxels (the "

@@ -57,7 +57,7 @@ def synth_2d_cmd(
     size: str = typer.Option(None, "--size", help="Image size: 512 or ROWSxCOLS (default from config: 512)."),
     seed: int = typer.Option(0, "--seed", help="Sample i is generated from (seed, i)."),
     config: Path = typer.Option(None, "--config", help="YAML file (see configs/synth_2d.yaml)."),
-    lattice: str = typer.Option(None, "--lattice", help="square or hexagonal (overrides the config)."),
+    lattice: str = typer.Option(None, "--lattice", help="square, hexagonal or fringes (one set of planes per grain; overrides the config)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing dataset in --out."),
     resume: bool = typer.Option(False, "--resume", help="Keep the samples an interrupted run with the same config and seed finished."),
 ):

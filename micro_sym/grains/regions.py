@@ -112,7 +112,7 @@ def merge_similar_regions(n: int, ori_sum, pairs, *, threshold: float, k: int) -
     threshold : float
         Merging stops when the most similar adjacent pair differs by more than this (degrees).
     k : int
-        Rotational order of the lattice (4 square, 6 hexagonal).
+        Rotational order of the lattice (4 square, 6 hexagonal, 2 fringes).
 
     Returns
     -------
@@ -121,8 +121,8 @@ def merge_similar_regions(n: int, ori_sum, pairs, *, threshold: float, k: int) -
     """
     from micro_sym.grains.reconstruct import resolve_equivalences
 
-    if k not in (4, 6):
-        raise MicroSymError(f"region merging: k must be 4 or 6, got {k}")
+    if k not in (2, 4, 6):
+        raise MicroSymError(f"region merging: k must be 2, 4 or 6, got {k}")
     sums = np.array(ori_sum, np.float64).reshape(n + 1, 2)
     pairs = np.asarray(pairs, np.int64).reshape(-1, 2)
     period = 360.0 / k

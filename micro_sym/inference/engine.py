@@ -652,7 +652,7 @@ def segment(inputs, out_dir, *, model=None, method: str | None = None, lattice: 
         ``"auto"``: per 2D input, classical below the calibrated fringe SNR of
         :mod:`.method_choice`, else the network. Default: ``"network"`` when a model is given, else ``"auto"``.
     lattice, period :
-        The images' lattice, ``"square"`` or ``"hexagonal"``, and lattice constant in px (default:
+        The images' lattice, ``"square"``, ``"hexagonal"`` or ``"fringes"``, and lattice constant in px (default:
         measured per input from the power spectrum). The classical method maps that lattice; a 2D
         network runs on the image resampled to its training period (:mod:`.rescale`) and refuses
         a lattice it does not know; ``auto`` gives a lattice none of its networks knows to the

@@ -67,7 +67,7 @@ class SegmentSettings:
     boundary_threshold : float
         Boundary probability at or above which a pixel separates grains.
     lattice : str
-        Lattice of the classical method (``"square"`` or ``"hexagonal"``); networks know their own.
+        Lattice of the classical method (``"square"``, ``"hexagonal"`` or ``"fringes"``); networks know their own.
     period : float or None
         The image's lattice constant in px; None measures it from the power spectrum. A 2D network
         runs on the image resampled to its training period (:mod:`micro_sym.inference.rescale`).
@@ -126,7 +126,7 @@ class SegmentResult:
 
     @property
     def period(self) -> float:
-        """Symmetry period of the 2D angle (90° square, 60° hexagonal)."""
+        """Symmetry period of the 2D angle (90° square, 60° hexagonal, 180° fringes)."""
         lat = find_lattice(self.symmetry, ndim=2, default=None)
         return 360.0 if lat is None else lat.period
 

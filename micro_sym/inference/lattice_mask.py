@@ -115,7 +115,8 @@ def grain_lattice(net, scale: dict | None) -> dict | None:
 
     The lattice family is the one measured on the image (square or hexagonal; the classical method's
     own), else the network's; an image measured as one set of fringes keeps the network's family, so
-    that its grains showing a 2D lattice still read at its order.
+    that its grains showing a 2D lattice still read at its order. The fringes network's grains are read
+    as fringes (k = 2), the order of its angles.
     """
     from micro_sym.classical.grain_lattice import lattice_order
     from micro_sym.inference.classical import ClassicalMethod
@@ -124,6 +125,8 @@ def grain_lattice(net, scale: dict | None) -> dict | None:
     if ring is None:
         return None
     family = net.lattice if isinstance(net, ClassicalMethod) else (scale or {}).get("lattice")
-    if family not in ("square", "hexagonal"):
+    if net.symmetry == "fringes":
+        family = "fringes"
+    elif family not in ("square", "hexagonal"):
         family = "hexagonal" if net.symmetry == "hexagonal" else "square"
     return {"ring_frequency": float(ring), "lattice": family, "k": lattice_order(family)}

@@ -130,12 +130,13 @@ class AutoMethod:
 
     def _decide(self, measured) -> dict:
         net_lattice = self.network_lattice
-        # Fringes (one set of planes) carry no family: they are mapped on the network's lattice.
-        lattice = self.lattice or measured.family(fringes=net_lattice)
+        names = {net_lattice: self.network.name} | {lat: name for lat, (name, _) in self.other_networks.items()}
+        # Fringes (one set of planes) go to the fringes network where there is one, else they are mapped
+        # on the network's lattice.
+        lattice = self.lattice or measured.family(fringes="fringes" if "fringes" in names else net_lattice)
         snr = float(measured.snr_db)
         record = {"fringe_snr_db": round(snr, 3), "classical_below_db": self.classical_below_db, "lattice": lattice,
                   "measured": measured.as_dict()}
-        names = {net_lattice: self.network.name} | {lat: name for lat, (name, _) in self.other_networks.items()}
         if lattice not in names:
             mapped = " or ".join(sorted(names))
             record |= {"chose": "classical", "reason": f"{lattice} lattice; the network maps {mapped} only"}

@@ -163,16 +163,22 @@ def open_segment_output(path, *, lattice: str | None = None) -> SegmentOutput:
         if name is None:
             raise MicroSymError(f"{path}: the output does not record its lattice; give --lattice square or hexagonal")
         lat = find_lattice(name, ndim=2, where="--lattice" if lattice else str(path))
+        if lat.name not in _LAUE:
+            raise MicroSymError(f"{path}: a {lat.name} map gives each grain one plane normal, not a crystal orientation, "
+                                f"so no .ctf/.ang/orix file can hold it (its grain table CSV has the angles)")
     pixel_size, unit = ngff_scale(attrs, len(shape))
     return SegmentOutput(path, lat, shape, pixel_size, unit, orientation, grains, boundary)
 
 
 def recorded_lattice(attrs: dict) -> str | None:
     """The 2D lattice an output records: ``micro-sym classical``'s ``lattice`` attribute, else the segment
-    run's method (classical method, measured or given lattice); None if it records none."""
-    if attrs.get("lattice") in ("square", "hexagonal"):
+    run's angle symmetry, else its method (classical method, measured or given lattice); None if it
+    records none."""
+    if attrs.get("lattice") in ("square", "hexagonal", "fringes"):
         return attrs["lattice"]
     record = attrs.get("micro_sym")
+    if isinstance(record, dict) and record.get("symmetry") in ("square", "hexagonal", "fringes"):
+        return record["symmetry"]  # the symmetry of the output's angles
     method = record.get("method") if isinstance(record, dict) else None
     if not isinstance(method, dict):
         return None

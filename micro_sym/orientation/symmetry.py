@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from micro_sym.errors import MicroSymError
 
-__all__ = ["CUBIC", "HEXAGONAL", "LATTICES", "SQUARE", "Lattice", "lattice"]
+__all__ = ["CUBIC", "FRINGES", "HEXAGONAL", "LATTICES", "SQUARE", "Lattice", "lattice"]
 
 
 @dataclass(frozen=True)
@@ -26,10 +26,12 @@ class Lattice:
     Attributes
     ----------
     name : str
-        ``"square"``, ``"hexagonal"`` or ``"cubic"``: the name used by the CLI, ``dataset.json``,
-        manifests and model configs.
+        ``"square"``, ``"hexagonal"``, ``"fringes"`` or ``"cubic"``: the name used by the CLI,
+        ``dataset.json``, manifests and model configs. ``"fringes"`` is one set of lattice planes seen
+        edge-on (a crystal off its zone axis, or planes finer than the resolution): the angle is that of
+        the plane normal.
     k : int or None
-        Rotational order of the 2D pattern (4 square, 6 hexagonal): the in-plane angle is defined
+        Rotational order of the 2D pattern (4 square, 6 hexagonal, 2 fringes): the in-plane angle is defined
         modulo ``360/k`` (docs/design.md §1.2). None for cubic, whose orientations are quaternions
         (point group 432, §1.3).
     ndim : int
@@ -66,9 +68,10 @@ class Lattice:
 
 SQUARE = Lattice("square", 4, 2)
 HEXAGONAL = Lattice("hexagonal", 6, 2)
+FRINGES = Lattice("fringes", 2, 2)
 CUBIC = Lattice("cubic", None, 3)
 #: Every lattice micro_sym maps, in the order error messages list them.
-LATTICES = (SQUARE, HEXAGONAL, CUBIC)
+LATTICES = (SQUARE, HEXAGONAL, FRINGES, CUBIC)
 
 _RAISE = object()
 
@@ -79,10 +82,11 @@ def lattice(name_or_k, *, ndim: int | None = None, where: str = "", what: str = 
     Parameters
     ----------
     name_or_k : str, int or Lattice
-        ``"square"``, ``"hexagonal"`` or ``"cubic"`` (exact spelling), or ``k`` = 4 or 6; a
+        ``"square"``, ``"hexagonal"``, ``"fringes"`` or ``"cubic"`` (exact spelling), or ``k`` = 4, 6
+        or 2; a
         :class:`Lattice` is returned as it is (after the ``ndim`` check).
     ndim : int, optional
-        Accept only lattices of this dimension (2: square or hexagonal).
+        Accept only lattices of this dimension (2: square, hexagonal or fringes).
     where : str, optional
         Start of the error message: the file, option or parameter the value came from.
     what : str
@@ -106,11 +110,11 @@ def lattice(name_or_k, *, ndim: int | None = None, where: str = "", what: str = 
     >>> lattice("cubic", ndim=2, where="model config")
     Traceback (most recent call last):
     ...
-    micro_sym.errors.MicroSymError: model config: lattice 'cubic' is not a 2D lattice (expected square or hexagonal)
+    micro_sym.errors.MicroSymError: model config: lattice 'cubic' is not a 2D lattice (expected square, hexagonal or fringes)
     >>> lattice("fcc", where="--lattice")
     Traceback (most recent call last):
     ...
-    micro_sym.errors.MicroSymError: --lattice: unknown lattice 'fcc' (expected square, hexagonal or cubic)
+    micro_sym.errors.MicroSymError: --lattice: unknown lattice 'fcc' (expected square, hexagonal, fringes or cubic)
     """
     allowed = [lat for lat in LATTICES if ndim is None or lat.ndim == ndim]
     if isinstance(name_or_k, Lattice):

@@ -26,7 +26,9 @@ is the same at every depth). A crystal cell on the zone axis and a fringe cell a
 amorphous and off-zone cells are 0 (no grain). The orientation is the in-plane angle of the projected
 lattice's first basis vector (docs/design.md §1.2), computed from the grain's rotation (a fringe cell's
 tilt axis is one of its lattice's first-ring plane normals, so its fringes keep that angle modulo
-360°/k); cells touching within the grain rule's threshold are one grain (§3).
+360°/k). A film whose every grain is a fringe cell (``film.fringe_fraction`` takes all the crystal) is
+a fringes dataset: its truth is the fringes' plane normal modulo 180° (k = 2). Cells touching within
+the grain rule's threshold are one grain (§3).
 
 Frames (§1.1): physical ``(x, y, z)`` in Å with z along the beam; pixel ``(row, col)`` samples
 ``x = col * pixel_size``, ``y = -row * pixel_size`` (y up on screen).
@@ -126,9 +128,19 @@ class FilmSpec(_Model):
 
     @model_validator(mode="after")
     def _fractions(self):
-        if self.off_zone_fraction + self.amorphous_fraction + self.vacuum_fraction + self.fringe_fraction > 0.8:
-            raise ValueError("off_zone_fraction + amorphous_fraction + vacuum_fraction + fringe_fraction must leave at least 20 % crystal on the zone axis")
+        no_grain = self.off_zone_fraction + self.amorphous_fraction + self.vacuum_fraction
+        if no_grain > 0.8:
+            raise ValueError("off_zone_fraction + amorphous_fraction + vacuum_fraction must leave at least 20 % of the cells grains")
+        if no_grain + self.fringe_fraction > 1 + 1e-9:
+            raise ValueError("off_zone_fraction + amorphous_fraction + vacuum_fraction + fringe_fraction must not exceed 1")
         return self
+
+    @property
+    def fringes_only(self) -> bool:
+        """Every grain is a fringe cell (no cell on the zone axis): the image is one set of lattice
+        fringes per grain, and its truth is the fringes' plane normal modulo 180° (k = 2)."""
+        return self.fringe_fraction > 0 and (self.off_zone_fraction + self.amorphous_fraction + self.vacuum_fraction
+                                             + self.fringe_fraction) > 1 - 1e-9
 
 
 class HAADFImaging(_Model):
@@ -215,13 +227,16 @@ class Atoms2DConfig(MaterialConfig):
             family = self.variant(i).dataset_lattice
             if family != self.dataset_lattice:
                 raise ValueError(f"variants[{i}]: projects to a {family} lattice, the dataset's other samples to a "
-                                 f"{self.dataset_lattice} one (2D crystals and [111] are hexagonal)")
+                                 f"{self.dataset_lattice} one (2D crystals and [111] are hexagonal; a film whose every grain "
+                                 f"shows fringes is fringes)")
         return self
 
     @property
     def dataset_lattice(self) -> str:
         """What dataset.json records: the projected lattice family (square for [001], hexagonal for [111]
-        and for 2D crystals)."""
+        and for 2D crystals), or fringes where every grain is a fringe cell."""
+        if self.film.fringes_only:
+            return "fringes"
         return "hexagonal" if self.zone == "111" or self.lattice in TWO_D_CRYSTALS else "square"
 
     unit: ClassVar[str] = "nm"
@@ -340,7 +355,8 @@ class FilmStructure:
     kinds : (C,) int cell kind (:data:`CRYSTAL`, :data:`OFF_ZONE`, :data:`AMORPHOUS`, :data:`VACUUM`).
     angles : (C,) float64 in-plane angle of each crystal cell's projected lattice, degrees in
         ``[0, 360/k)`` (NaN for the other kinds).
-    k : 4 or 6, the projected lattice's symmetry.
+    k : 4 or 6, the projected lattice's symmetry; 2 where every grain is a fringe cell (angles are then
+        the fringes' plane normals).
     period : the projected lattice's period, Å.
     thickness : the film's thickness, Å.
     """
@@ -482,7 +498,9 @@ def build_film(cfg: Atoms2DConfig, rng: np.random.Generator) -> FilmStructure:
             else:
                 origin = np.append(lo + rng.random(2) * a, 0.0)
                 pts, z = _layer_sites(_rot_z(spin[c]) @ tilt, origin, *layer, b_lo, b_hi)
-            if kinds[c] in (CRYSTAL, FRINGE):
+            if kinds[c] == FRINGE and film.fringes_only:  # the truth: the fringes' plane normal (k = 2)
+                angles[c] = float(wrap_angle(spin[c] + _plane_normal_angle(k, angle0), 2))
+            elif kinds[c] in (CRYSTAL, FRINGE):
                 # The truth is the projected direction of the tilted crystal's own first lattice vector;
                 # a fringe cell's is that of its untilted lattice, whose plane normal its fringes keep.
                 v = _rot_z(spin[c]) @ (tilt if kinds[c] == CRYSTAL else np.eye(3)) @ a1_zone
@@ -503,7 +521,7 @@ def build_film(cfg: Atoms2DConfig, rng: np.random.Generator) -> FilmStructure:
         sup = _amorphous_slab(np.append(lo, -film.support_thickness), np.append(hi, 0.0), film.amorphous_density, rng)
         positions = np.concatenate([positions, sup])
         numbers = np.concatenate([numbers, np.full(len(sup), _atomic_number(film.amorphous_element))])
-    return FilmStructure(positions, numbers, seeds, weights, kinds, angles, k, period, thickness)
+    return FilmStructure(positions, numbers, seeds, weights, kinds, angles, 2 if film.fringes_only else k, period, thickness)
 
 
 # ----------------------------------------------------------------------------------------- imaging

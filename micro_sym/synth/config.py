@@ -67,7 +67,7 @@ class Synth2DConfig(_Model):
     """Everything that defines a 2D sample except the seed."""
 
     size: tuple[int, int] = Field((512, 512), description="(rows, cols)")
-    lattice: Literal["square", "hexagonal"] = "square"
+    lattice: Literal["square", "hexagonal", "fringes"] = "square"
     period: float = Field(8.0, ge=3, description="lattice constant (nearest-column spacing), pixels")
     atom_sigma: float = Field(0.18, gt=0.05, le=0.3, description="Gaussian width of an atomic column as a fraction of the period")
     pixel_size: float = Field(0.05, gt=0, description="physical pixel size in `unit` (0.05 nm x 8 px = 0.4 nm)")

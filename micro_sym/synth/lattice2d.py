@@ -1,12 +1,14 @@
 """2D lattice-resolved micrographs of polycrystals with exact ground truth.
 
 Each grain is a crystal seen in projection: a square (p4m, default) or hexagonal (p6m) lattice of atomic
-columns with its own in-plane angle and a random translation. The intensity of a pixel is evaluated from
+columns, or one set of lattice planes (``"fringes"``: a crystal with only one plane set edge-on), with
+its own in-plane angle and a random translation. The intensity of a pixel is evaluated from
 its own specimen position mapped into the grain's lattice coordinates (no stamping of atoms), so
 rendering costs a few vectorised passes over the image.
 
 Orientation convention (docs/design.md §1): the angle, in degrees, of the lattice's first basis vector from
-+x, counter-clockwise as displayed (y up = decreasing row), stored in ``[0, 360/k)``.
++x, counter-clockwise as displayed (y up = decreasing row), stored in ``[0, 360/k)``; for fringes the
+plane normal's, modulo 180°.
 
 >>> from micro_sym.synth import Synth2DConfig, synth_2d
 >>> s = synth_2d(Synth2DConfig(size=(128, 128)), seed=1)
@@ -45,7 +47,7 @@ from micro_sym.synth.microstructure import (
 _HEX_OFFSETS = np.array([(0, 0), (1, 0), (0, 1), (1, 1), (1, -1), (-1, 1), (2, 0), (0, 2)], dtype=np.float64)
 # Low-index directions that are *not* mirror lines of the lattice: mirroring a grain across one of
 # them gives the coherent 2D twin (square: Σ5, 36.87°; hexagonal: Σ7, 21.79°).
-_TWIN_DIRECTIONS = {"square": [(1, 2), (2, 1)], "hexagonal": [(2, 1), (1, 2)]}
+_TWIN_DIRECTIONS = {"square": [(1, 2), (2, 1)], "hexagonal": [(2, 1), (1, 2)], "fringes": [(1, 2), (2, 1)]}
 
 
 @dataclass
@@ -86,7 +88,7 @@ Synth2DSample = Synth3DSample = SynthSample
 def lattice_basis(angles_deg, lattice: str = "square", period: float = 8.0):
     """Basis matrices ``(N, 2, 2)`` (columns a1, a2, physical (x, y) frame) for lattice angles in degrees."""
     t = np.deg2rad(np.asarray(angles_deg, dtype=np.float64))
-    second = np.pi / 2 if lattice == "square" else np.pi / 3
+    second = np.pi / 3 if lattice == "hexagonal" else np.pi / 2
     a1 = np.stack([np.cos(t), np.sin(t)], -1)
     a2 = np.stack([np.cos(t + second), np.sin(t + second)], -1)
     return period * np.stack([a1, a2], -1)
@@ -103,6 +105,12 @@ def _square_comb(fu, fv, sigma):
     # A Gaussian of the distance to a lattice point of an orthogonal lattice factorises per axis, so the
     # square-lattice comb is a product of two 1D periodic combs (nearest two atoms per axis suffice).
     return _comb1(fu, sigma) * _comb1(fv, sigma)
+
+
+def _fringe_comb(fu, fv, sigma):
+    # One set of planes normal to a1: the square comb's first factor (a column along the planes' depth
+    # projects to a line, so the intensity varies only across the planes).
+    return _comb1(fu, sigma)
 
 
 def _hex_comb(fu, fv, sigma):
@@ -133,7 +141,7 @@ def _render_cells(x, y, cells, bases, origins, lattice, atom_sigma, disorder=Non
     dy = y - origins[cells, 1]
     fu = inv[cells, 0, 0] * dx + inv[cells, 0, 1] * dy
     fv = inv[cells, 1, 0] * dx + inv[cells, 1, 1] * dy
-    comb = _square_comb if lattice == "square" else _hex_comb
+    comb = {"square": _square_comb, "hexagonal": _hex_comb, "fringes": _fringe_comb}[lattice]
     img = comb(fu, fv, atom_sigma).astype(np.float32)
     if disorder is not None and rng is not None:
         tex = _smooth_noise(img.shape, atom_sigma * period * 1.3, rng)
@@ -229,9 +237,9 @@ def render_lattice_2d(
     angles : array indexed by grain id, or dict ``{id: degrees}``
         In-plane lattice angle per grain (docs/design.md convention, any value; taken modulo 360/k).
         A NaN angle renders that grain amorphous.
-    lattice : {"square", "hexagonal"}
+    lattice : {"square", "hexagonal", "fringes"}
     period : float
-        Lattice constant in pixels.
+        Lattice constant (fringes: plane spacing) in pixels.
     atom_sigma : float
         Gaussian width of a column as a fraction of the period.
     translations : (N, 2) array, optional

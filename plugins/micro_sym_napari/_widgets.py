@@ -178,7 +178,7 @@ class SegmentWidget(_WorkerControls, QWidget):
         self.browse.clicked.connect(self._browse_model)
         self.path_widget = _path_row(self.model_path, self.browse)
         self.lattice_combo = QComboBox()
-        self.lattice_combo.addItems(["square", "hexagonal"])
+        self.lattice_combo.addItems(["square", "hexagonal", "fringes"])
         self.lattice_combo.setToolTip("Lattice symmetry for the classical method (networks know their own)")
         self.device_combo = QComboBox()
         self.device_combo.setEditable(True)

@@ -275,6 +275,20 @@ def test_region_merge_joins_regions_across_a_thin_boundary_only_below_threshold(
     assert (out[lab == 0] == 0).all()  # boundary pixels stay boundary
 
 
+def test_region_merge_tells_crossed_fringes_apart_only_at_k_2():
+    """Fringes at 0° and 90° are one orientation modulo 90° (k = 4) and two modulo 180° (k = 2)."""
+    from micro_sym.grains.regions import merge_regions
+
+    ang = np.zeros((10, 30), np.float32)
+    ang[:, 15:] = 91.0
+    lab = np.ones((10, 30), np.int32)
+    lab[:, 15:] = 2
+    assert merge_regions(lab, ang, k=4, threshold=5.0).max() == 1
+    assert merge_regions(lab, ang, k=2, threshold=5.0).max() == 2
+    ang[:, 15:] = 178.0  # 2° from 0° modulo 180°
+    assert merge_regions(lab, ang, k=2, threshold=5.0).max() == 1
+
+
 def test_region_merge_is_greedy_on_updated_means():
     """0° (big) - 4° (thin strip) - 8° (big): the strip joins one side; the two grains stay apart."""
     from micro_sym.grains.regions import merge_similar_regions

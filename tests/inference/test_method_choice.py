@@ -151,14 +151,19 @@ def test_cli_auto_reports_the_choice_and_fails_cleanly_without_lattice(tmp_path,
     assert lines[0].startswith("micro-sym: error:") and "no lattice fringes" in lines[0] and "--method network" in lines[0]
 
 
-@pytest.fixture(scope="module")
-def hexagonal_image(tmp_path_factory):
-    """A hexagonal-lattice micrograph (dose 100, lattice constant 10 px) and its truth."""
-    s = synth_2d(Synth2DConfig.model_validate({"size": (256, 256), "lattice": "hexagonal", "period": 10.0,
+def _lattice_micrograph(tmp_path_factory, lattice: str, name: str):
+    """A 256² micrograph of ``lattice`` (dose 100, period 10 px) written as ``NAME.tif``, and its truth."""
+    s = synth_2d(Synth2DConfig.model_validate({"size": (256, 256), "lattice": lattice, "period": 10.0,
                                                "imaging": {"dose": 100.0}}), seed=31)
-    path = tmp_path_factory.mktemp("hex") / "hex.tif"
+    path = tmp_path_factory.mktemp(name) / f"{name}.tif"
     tifffile.imwrite(path, s.image.astype(np.float32))
     return path, s
+
+
+@pytest.fixture(scope="module")
+def hexagonal_image(tmp_path_factory):
+    """A hexagonal-lattice micrograph (lattice constant 10 px) and its truth."""
+    return _lattice_micrograph(tmp_path_factory, "hexagonal", "hex")
 
 
 def test_auto_runs_the_hexagonal_network_on_a_hexagonal_lattice(tmp_path, hexagonal_image):
@@ -183,6 +188,59 @@ def test_auto_runs_the_hexagonal_network_on_a_hexagonal_lattice(tmp_path, hexago
     assert scores[0] > 0.85 and scores[1] > 0.5 and scores[2] < 1.0, scores
     (res,) = segment([path], tmp_path / "square", model="robust-2d", method="auto", **kw)
     assert res.status == "complete" and _manifest(tmp_path / "square", "hex")["method"]["name"] == "classical"
+
+
+@pytest.fixture(scope="module")
+def fringes_image(tmp_path_factory):
+    """One set of lattice fringes per grain (fringe spacing 10 px) and its truth (mod 180°)."""
+    return _lattice_micrograph(tmp_path_factory, "fringes", "fringes")
+
+
+def test_the_fringes_network_maps_fringes_modulo_180_degrees(tmp_path, fringes_image):
+    """--model fringes-2d: the plane normals modulo 180° (grains whose fringes cross at right angles stay
+    apart); with --method auto it keeps the fringes and gives a 2D lattice to the filter bank. auto
+    without a model maps fringes on robust-2d's square lattice (angles mod 90°)."""
+    from micro_sym.inference import segment
+    from micro_sym.metrics import evaluate_sample
+
+    path, truth = fringes_image
+    kw = dict(block=128, chunk=128, workers=1)
+    (res,) = segment([path], tmp_path / "fringes", model="fringes-2d", **kw)
+    assert res.status == "complete", res.error
+    manifest = _manifest(tmp_path / "fringes", "fringes")
+    assert manifest["model"]["name"] == "fringes-2d" and manifest["method"]["scale"]["lattice"] == "fringes"
+    assert manifest["method"]["grain_lattice"]["k"] == 2
+    out = read_output(tmp_path / "fringes", "fringes")
+    assert 90.0 < float(np.nanmax(out["orientation"])) < 180.0
+    ev = evaluate_sample(out, truth.grains, truth.orientation, 2)
+    # On this image fringes-2d: boundary F1 0.80, grain F1 0.81, 1.00°; robust-2d (auto): 0.52, 0.35, 1.88°
+    # (mod 90°); the filter bank with --lattice fringes: 0.67, 0.58, 0.27°.
+    scores = (ev["boundary_f1"], ev["grain_f1"], ev["orientation_median_deg"])
+    assert scores[0] > 0.75 and scores[1] > 0.7 and scores[2] < 1.5, scores
+    (res,) = segment([path], tmp_path / "auto", model="fringes-2d", method="auto", **kw)
+    assert res.status == "complete" and _manifest(tmp_path / "auto", "fringes")["method"]["auto"]["chose"] == "network"
+    (res,) = segment([path], tmp_path / "square", **kw)
+    assert res.status == "complete", res.error
+    assert _manifest(tmp_path / "square", "fringes")["model"]["name"] == "robust-2d"
+    square = read_output(tmp_path / "square", "fringes")
+    assert float(np.nanmax(square["orientation"])) < 90.0
+    assert evaluate_sample(square, truth.grains, truth.orientation, 4)["grain_f1"] < scores[1] - 0.2
+    (res,) = segment([path], tmp_path / "classical", method="classical", lattice="fringes", **kw)
+    assert res.status == "complete", res.error
+    assert 90.0 < float(np.nanmax(read_output(tmp_path / "classical", "fringes")["orientation"])) < 180.0
+
+
+def test_the_fringes_network_refuses_a_lattice(tmp_path, hexagonal_image):
+    """fringes-2d maps one set of planes: on a measured 2D lattice its k = 2 field is zero by symmetry,
+    so it refuses the image with one line naming what maps it; under --method auto the filter bank
+    maps that image instead."""
+    from micro_sym.inference import segment
+
+    path, _ = hexagonal_image
+    (res,) = segment([path], tmp_path / "refused", model="fringes-2d", block=128, chunk=128, workers=1)
+    assert res.status == "failed" and "measures hexagonal" in res.error and "--model atoms-2d-hex" in res.error
+    (res,) = segment([path], tmp_path / "auto", model="fringes-2d", method="auto", block=128, chunk=128, workers=1)
+    assert res.status == "complete" and _manifest(tmp_path / "auto", "hex")["method"]["name"] == "classical"
 
 
 def test_auto_loads_another_lattice_s_network_only_when_an_input_needs_it():

@@ -295,13 +295,27 @@ def test_incomplete_and_unrecorded_lattice(outputs, tmp_path, capsys):
     assert run(["ebsd", copy, "--out", tmp_path / "m.h5"]) == 2
     _one_line_error(capsys, "crop.zarr", "incomplete", "running")
     manifest.write_text(json.dumps(record))
-    # A network run that recorded no lattice: the user names it.
+    # A network run that recorded no lattice (an output older than the recorded symmetry): the user names it.
     group = zarr.open_group(str(copy), mode="a")
-    group.attrs["micro_sym"] = {**group.attrs["micro_sym"], "method": {"name": "network"}}
+    record = {k: v for k, v in group.attrs["micro_sym"].items() if k != "symmetry"}
+    group.attrs["micro_sym"] = {**record, "method": {"name": "network"}}
     assert run(["ebsd", copy, "--out", tmp_path / "m.h5"]) == 2
     _one_line_error(capsys, "crop.zarr", "--lattice")
     assert run(["ebsd", copy, "--out", tmp_path / "m.h5", "--lattice", "square"]) == 0
     assert orix_io.load(tmp_path / "m.h5").phases[1].point_group.name == "m-3m"
+
+
+def test_a_fringes_map_is_refused_with_one_line(outputs, tmp_path, capsys):
+    """One set of fringes gives each grain a plane normal, not a crystal orientation: no orientation
+    file can hold it, and the error says so (the segment run records its angles' symmetry)."""
+    import zarr
+
+    copy = _copy_output(outputs["square"], tmp_path / "out")
+    group = zarr.open_group(str(copy), mode="a")
+    group.attrs["micro_sym"] = {**group.attrs["micro_sym"], "symmetry": "fringes"}
+    capsys.readouterr()
+    assert run(["ebsd", copy, "--out", tmp_path / "m.ctf"]) == 2
+    _one_line_error(capsys, "crop.zarr", "fringes map", "plane normal")
 
 
 def test_cli_error_in_a_subprocess_has_no_traceback(outputs, tmp_path):

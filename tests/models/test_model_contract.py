@@ -18,7 +18,8 @@ TOL = 1e-4  # float32 rounding of trained weights; a broken symmetry is of order
 @pytest.mark.parametrize("name,export", [("default-2d", False), ("default-2d", True), ("default-2d-fast", False),
                                          ("default-2d-fast", True), ("robust-2d", False), ("robust-2d", True),
                                          ("atoms-2d", False), ("atoms-2d", True), ("atoms-2d-hex", False),
-                                         ("atoms-2d-hex", True), ("default-3d", False),
+                                         ("atoms-2d-hex", True), ("fringes-2d", False), ("fringes-2d", True),
+                                         ("default-3d", False),
                                          ("atoms-3d", False)])
 def test_bundled_models_keep_the_contract_and_are_exactly_equivariant(name, export):
     model = load_model(name, export=export)

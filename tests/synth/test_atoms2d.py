@@ -135,6 +135,24 @@ def test_fringe_cells_show_one_plane_set_at_the_stored_angle(zone):
     assert np.sort(peaks)[-2] < 0.01 * peaks.max()
 
 
+def test_a_film_of_fringe_grains_is_a_fringes_dataset_with_the_plane_normals_as_truth():
+    """Every grain a fringe cell: the dataset's lattice is fringes (k = 2) and each grain's fringes,
+    measured on the image modulo 180°, point where its truth says (which modulo 90° could not tell)."""
+    from micro_sym.classical.grain_lattice import grain_lattice_angles
+
+    cfg = Atoms2DConfig(size=(256, 256), pixel_size_angstrom=0.26,
+                        film={"grain_size": 25.0, "fringe_fraction": 0.8, "vacuum_fraction": 0.1, "amorphous_fraction": 0.1},
+                        haadf={"dose": (300.0, 300.0)})
+    assert cfg.dataset_lattice == "fringes"
+    s = synth_atoms2d(cfg, seed=4)
+    assert s.info["lattice"] == "fringes" and s.info["k"] == 2 and s.info["n_fringe"] >= 8
+    found = grain_lattice_angles(s.image.astype(np.float32), s.grains.astype(np.int32), period=s.info["period_px"],
+                                 lattice="fringes")
+    truth = np.array([np.nanmedian(s.orientation[s.grains == g]) for g in found["ids"]])
+    assert len(truth) >= 8 and np.median(misorientation_2d(found["angle_deg"], truth, 2)) < 1.0
+    assert truth.min() < 90 < truth.max() < 180  # angles over the whole half-turn
+
+
 def test_off_zone_cells_show_no_fringes():
     s = _one_cell_of(OFF_ZONE, "off_zone_fraction")
     assert s.grains.max() == 0 and np.isnan(s.orientation).all()
@@ -183,8 +201,12 @@ def test_config_errors_are_one_line():
         Atoms2DConfig(lattice="bcc", element="Au")
     with pytest.raises(ValueError, match="same for every sample"):
         Atoms2DConfig(variants=[{"mode": "hrtem"}])
-    with pytest.raises(ValueError, match="20 % crystal"):
+    with pytest.raises(ValueError, match="at least 20 % of the cells grains"):
         Atoms2DConfig(film={"vacuum_fraction": 0.5, "amorphous_fraction": 0.4})
+    with pytest.raises(ValueError, match="must not exceed 1"):
+        Atoms2DConfig(film={"vacuum_fraction": 0.3, "fringe_fraction": 0.8})
+    with pytest.raises(ValueError, match="variants\\[0\\]: projects to a square lattice"):
+        Atoms2DConfig(film={"fringe_fraction": 0.8, "vacuum_fraction": 0.2}, variants=[{"film": {"vacuum_fraction": 0.1}}])
     cfg = load_atoms2d_config("synth-atoms2d-heldout")
     assert {cfg.variant(i).element for i in range(len(cfg.variants))} >= {"Au", "Fe", "Si"}
     with pytest.raises(ValueError, match="made of Mo, not Au"):

@@ -57,26 +57,28 @@ def _fft_angle_2d(img, mask, lattice):
     """In-plane lattice angle (degrees, docs/design.md convention) measured from the Fourier peaks."""
     kr, kc = _spectrum_peak(img, mask, pad=4)
     ang = np.degrees(np.arctan2(-kr, kc))  # y is up: a row frequency kr is -ky
-    # Square: reciprocal basis parallel to the direct one. Hexagonal: rotated by 30°.
+    # Square (and fringes: the plane normal): reciprocal basis parallel to the direct one. Hexagonal:
+    # rotated by 30°.
     if lattice == "hexagonal":
         ang -= 30.0
     return float(np.mod(ang, find_lattice(lattice).period)), float(np.hypot(kr, kc))
 
 
-@pytest.mark.parametrize("lattice", ["square", "hexagonal"])
-@pytest.mark.parametrize("angle", [0.3, 17.0, 44.5, 59.0, 88.9])
+@pytest.mark.parametrize("lattice", ["square", "hexagonal", "fringes"])
+@pytest.mark.parametrize("angle", [0.3, 17.0, 44.5, 59.0, 88.9, 133.0])
 def test_render_given_grain_map_fft_angle(lattice, angle):
-    """A single grain rendered at a given angle shows its lattice peaks exactly there."""
+    """A single grain rendered at a given angle shows its lattice peaks exactly there (fringes: the
+    plane normal, modulo 180°)."""
     angle = float(np.mod(angle, find_lattice(lattice).period))
     ids = np.ones((160, 160), dtype=np.uint32)
     img = render_lattice_2d(ids, {1: angle}, lattice=lattice, period=8.0, rng=1)
     measured, freq = _fft_angle_2d(img, ids > 0, lattice)
     assert misorientation_2d(measured, angle, find_lattice(lattice).k) < 1.0
-    expected_freq = 1 / 8.0 if lattice == "square" else 2 / (8.0 * np.sqrt(3))
+    expected_freq = 2 / (8.0 * np.sqrt(3)) if lattice == "hexagonal" else 1 / 8.0
     assert abs(freq - expected_freq) < 0.02 * expected_freq
 
 
-@pytest.mark.parametrize("lattice", ["square", "hexagonal"])
+@pytest.mark.parametrize("lattice", ["square", "hexagonal", "fringes"])
 def test_synth_2d_orientation_matches_fft_of_each_grain(lattice):
     """Every large grain of a generated (noise-free) image has the stored angle, measured by FFT."""
     cfg = Synth2DConfig(size=(320, 320), lattice=lattice, microstructure={"grain_size": 110, "twin_fraction": 0.5})
