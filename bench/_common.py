@@ -106,7 +106,7 @@ def nan_to_none(x):
 ENGINE_PARTS = {
     ("micro_sym.inference.engine", None, "maps_task"): "maps pass (per block)",
     ("micro_sym.deploy.runtime", None, "cpu_forward"): "  network forward (inside the forward lock)",
-    ("micro_sym.inference.lattice_mask", None, "ring_contrast"): "  lattice mask (ring contrast)",
+    ("micro_sym.inference.lattice_mask", None, "crystalline_contrast"): "  lattice mask (ring contrast)",
     ("micro_sym.inference.network", "Network", "decode"): "  decode",
     ("micro_sym.inference.engine", None, "rule_maps"): "  unit harmonic fields (3D)",
     ("micro_sym.inference.engine", None, "label_tile"): "  seed labels",

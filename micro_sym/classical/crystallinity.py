@@ -14,6 +14,12 @@ lattice where blur or low dose lower the contrast (docs/design.md §6.3).
 Both annuli are Gaussian in radius (sigma = ``f / (2π·1.25)``: the classical filter bank's 1.25-period
 window), the local power is smoothed over two periods, and everything is a convolution of the
 reflect-padded tile, so a tile reproduces the whole image inside its halo (:func:`ring_contrast_halo`).
+
+That smoothing carries a crystal's ring power several periods out into the vacuum or amorphous film
+next to it, where the contrast stays above 1. :func:`crystalline_contrast` cuts it at the crystal's
+edge: a pixel keeps its contrast only where its ring power is at least half (:data:`EDGE_FRACTION`) of
+the largest within :data:`EDGE_REACH` periods, since half the maximum of a smoothed step lies on the
+step (docs/design.md §6.3).
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from scipy import fft
+from scipy import fft, ndimage
 
 #: Ring power over the power just inside the ring from which a pixel counts as crystalline.
 CRYSTALLINE_CONTRAST = 1.0
@@ -33,12 +39,26 @@ WINDOW = 1.25
 #: noise stays below a contrast of 2 on 99 % of pixels (tests/classical/test_crystallinity.py).
 SMOOTH = 2.0
 _TRUNC = 4.5
+#: A pixel is inside a crystal where its ring power is at least this fraction of the largest ring
+#: power within :data:`EDGE_REACH` lattice periods.
+EDGE_FRACTION = 0.5
+#: Half-width, in lattice periods, of the square window of that maximum.
+EDGE_REACH = 1.25
 
 
 def ring_contrast_halo(ring_frequency: float) -> int:
     """Reach (px) of :func:`ring_contrast`: the reference annulus' kernel plus the power smoothing."""
     period = 1.0 / ring_frequency
     return int(math.ceil(_TRUNC * WINDOW * period / INNER + 4.0 * SMOOTH * period))
+
+
+def crystalline_halo(ring_frequency: float) -> int:
+    """Reach (px) of :func:`crystalline_contrast`: :func:`ring_contrast_halo` plus the edge window."""
+    return ring_contrast_halo(ring_frequency) + _edge_reach_px(ring_frequency)
+
+
+def _edge_reach_px(ring_frequency: float) -> int:
+    return int(math.ceil(EDGE_REACH / float(ring_frequency)))
 
 
 def decimation(ring_frequency: float) -> int:
@@ -92,6 +112,33 @@ def ring_contrast(image, ring_frequency: float, *, workers: int = 2) -> np.ndarr
     workers : int
         FFT threads.
     """
+    return _ratio(*band_powers(image, ring_frequency, workers=workers))
+
+
+def crystalline_contrast(image, ring_frequency: float, *, workers: int = 2) -> np.ndarray:
+    """:func:`ring_contrast` inside crystals, 0 outside them (float32, same shape as ``image``).
+
+    Outside: where the ring power is below :data:`EDGE_FRACTION` of its maximum within
+    :data:`EDGE_REACH` periods, i.e. beyond the half-maximum that marks a crystal's edge (what the
+    power smoothing carried out of the crystal). A pixel holds a lattice where the result is at
+    least :data:`CRYSTALLINE_CONTRAST`.
+    """
+    ring, inner = band_powers(image, ring_frequency, workers=workers)
+    contrast = _ratio(ring, inner)
+    # A square window: separable, so its cost does not grow with the period.
+    nearby = ndimage.maximum_filter(ring, size=2 * _edge_reach_px(ring_frequency) + 1, mode="reflect")
+    contrast[ring < np.float32(EDGE_FRACTION) * nearby] = 0.0
+    return contrast.astype(np.float32, copy=False)
+
+
+def _ratio(ring: np.ndarray, inner: np.ndarray) -> np.ndarray:
+    floor = np.float32(max(1e-30 * float(ring.max()), 1e-38))
+    return (ring / np.maximum(inner, floor)).astype(np.float32)
+
+
+def band_powers(image, ring_frequency: float, *, workers: int = 2) -> tuple[np.ndarray, np.ndarray]:
+    """The smoothed local powers ``(ring, inner)`` whose ratio is :func:`ring_contrast` (float32, each
+    divided by its annulus' area, so white noise gives equal values)."""
     # float32 throughout: a ratio of smoothed powers needs no more, and it halves the time and memory
     # of the FFTs and the smoothing (this runs on every tile of every micrograph).
     img = np.asarray(image, np.float32)
@@ -131,5 +178,4 @@ def ring_contrast(image, ring_frequency: float, *, workers: int = 2) -> np.ndarr
         # The annulus' area 2π f · √(2π) sigma_f: white noise then gives equal power in both.
         local /= np.float32(f * sigma_f)
         power.append(local[pad:pad + img.shape[0], pad:pad + img.shape[1]])
-    floor = np.float32(max(1e-30 * float(power[0].max()), 1e-38))
-    return (power[0] / np.maximum(power[1], floor)).astype(np.float32)
+    return power[0], power[1]

@@ -434,9 +434,9 @@ def _iter_classical(image, settings, pixel_size, unit):
     maps = classical_orientation_map(img, lattice=settings.lattice, period=period, threshold=settings.threshold)
     if settings.lattice_mask:  # grains only where the lattice shows, as micro-sym segment does
         from micro_sym.classical import ring_frequency
-        from micro_sym.classical.crystallinity import CRYSTALLINE_CONTRAST, ring_contrast
+        from micro_sym.classical.crystallinity import CRYSTALLINE_CONTRAST, crystalline_contrast
 
-        lattice_free = ring_contrast(img, ring_frequency(period, settings.lattice)) < CRYSTALLINE_CONTRAST
+        lattice_free = crystalline_contrast(img, ring_frequency(period, settings.lattice)) < CRYSTALLINE_CONTRAST
         maps["boundary"] = np.where(lattice_free, np.float32(1.0), maps["boundary"])
     yield Progress(3, total, "grains and statistics")
     grains = reconstruct_grains(maps["orientation"], symmetry=settings.lattice, threshold=settings.threshold,

@@ -1,11 +1,12 @@
 """Grains only where the image shows its lattice (docs/design.md §6.3).
 
 :class:`LatticeMasked` wraps a network (plain or resampled) or the classical method: next to its
-outputs every tile gets the local ring contrast (:func:`micro_sym.classical.crystallinity.ring_contrast`),
-and wherever it is below :data:`~micro_sym.classical.crystallinity.CRYSTALLINE_CONTRAST` the decoded
-boundary map is 1. Every grain rule leaves boundary pixels unassigned (grain 0), so vacuum, amorphous
-film and crystals off their zone axis get no grain, and the written boundary map reads "not inside a
-grain": a grain boundary, or no lattice.
+outputs every tile gets the local ring contrast inside crystals
+(:func:`micro_sym.classical.crystallinity.crystalline_contrast`), and wherever it is below
+:data:`~micro_sym.classical.crystallinity.CRYSTALLINE_CONTRAST` the decoded boundary map is 1. Every
+grain rule leaves boundary pixels unassigned (grain 0), so vacuum, amorphous film and crystals off
+their zone axis get no grain, and the written boundary map reads "not inside a grain": a grain
+boundary, or no lattice.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import math
 
 import numpy as np
 
-from micro_sym.classical.crystallinity import CRYSTALLINE_CONTRAST, ring_contrast, ring_contrast_halo
+from micro_sym.classical.crystallinity import CRYSTALLINE_CONTRAST, crystalline_contrast, crystalline_halo
 
 
 class LatticeMasked:
@@ -35,7 +36,7 @@ class LatticeMasked:
         self.threshold = float(threshold)
         self.margin = None if margin is None else int(margin)
         stride = max(1, int(net.total_stride))
-        self.halo = int(math.ceil(max(net.halo, ring_contrast_halo(self.ring_frequency)) / stride) * stride)
+        self.halo = int(math.ceil(max(net.halo, crystalline_halo(self.ring_frequency)) / stride) * stride)
         self.out_channels = (net.out_channels or 3) + 1
 
     def __getattr__(self, name):  # ndim, k, symmetry, total_stride, normalize, grain_rule, ...
@@ -45,7 +46,7 @@ class LatticeMasked:
 
     def forward_tiles(self, blocks, xs, device: str = "cpu") -> np.ndarray:
         """The wrapped outputs of tiles ``xs`` with the ring contrast as one more channel."""
-        contrast = np.stack([ring_contrast(x, self.ring_frequency, workers=1) for x in xs])[:, None]
+        contrast = np.stack([crystalline_contrast(x, self.ring_frequency, workers=1) for x in xs])[:, None]
         if self.margin is None:
             y = self._network(blocks, xs, device)
         else:

@@ -1,11 +1,13 @@
 """The local ring contrast: 1 for white noise, far above 1 on a lattice, below 1 on a falling (lattice-free)
-spectrum; tiles reproduce the whole image inside the halo."""
+spectrum; inside crystals only, it stops at a crystal's edge; tiles reproduce the whole image inside the halo."""
 
 from __future__ import annotations
 
 import numpy as np
 from _helpers import half_lattice
-from micro_sym.classical.crystallinity import CRYSTALLINE_CONTRAST, ring_contrast, ring_contrast_halo
+import pytest
+from micro_sym.classical.crystallinity import (CRYSTALLINE_CONTRAST, crystalline_contrast, crystalline_halo, ring_contrast,
+                                               ring_contrast_halo)
 
 PERIOD = 10.0  # half_lattice's
 
@@ -27,14 +29,32 @@ def test_lattice_and_lattice_free_halves_are_told_apart():
     np.testing.assert_allclose(ring_contrast(3.0 * img + 100.0, 1 / PERIOD), r, rtol=1e-3)
 
 
-def test_a_tile_reproduces_the_whole_image_inside_the_halo():
+def test_inside_crystals_the_contrast_stops_at_the_crystal_s_edge():
+    """A lattice (left of column 192) next to white noise, as vacuum in HAADF: the smoothed ring power
+    carries the lattice's contrast 2-4 periods into the noise; cut at half its nearby maximum it stops
+    within a period of the edge, and the crystal keeps its contrast."""
+    rng = np.random.default_rng(4)
+    yy, xx = np.mgrid[0:256, 0:384]
+    t = np.deg2rad(23.0)
+    u, v = xx * np.cos(t) + yy * np.sin(t), -xx * np.sin(t) + yy * np.cos(t)
+    lattice = (np.cos(2 * np.pi * u / PERIOD) + np.cos(2 * np.pi * v / PERIOD)) * (xx < 192)
+    img = (lattice + 0.7 * rng.standard_normal(xx.shape)).astype(np.float32)
+    beyond = (slice(None), slice(212, 232))  # 2-4 periods out
+    assert np.mean(ring_contrast(img, 1 / PERIOD)[beyond] >= CRYSTALLINE_CONTRAST) > 0.9
+    inside = crystalline_contrast(img, 1 / PERIOD) >= CRYSTALLINE_CONTRAST
+    assert np.mean(inside[beyond]) < 0.05
+    assert np.mean(inside[:, 40:172]) > 0.99
+
+
+@pytest.mark.parametrize("contrast, reach", [(ring_contrast, ring_contrast_halo), (crystalline_contrast, crystalline_halo)])
+def test_a_tile_reproduces_the_whole_image_inside_the_halo(contrast, reach):
     img = half_lattice((300, 400), seed=2)
-    whole = ring_contrast(img, 1 / PERIOD)
-    halo = ring_contrast_halo(1 / PERIOD)
+    whole = contrast(img, 1 / PERIOD)
+    halo = reach(1 / PERIOD)
     core = (slice(120, 180), slice(150, 230))
     tile = (slice(core[0].start - halo, core[0].stop + halo), slice(core[1].start - halo, core[1].stop + halo))
     tile = tuple(slice(max(s.start, 0), s.stop) for s in tile)
-    part = ring_contrast(img[tile], 1 / PERIOD)
+    part = contrast(img[tile], 1 / PERIOD)
     inner = tuple(slice(c.start - t.start, c.stop - t.start) for c, t in zip(core, tile))
     np.testing.assert_allclose(part[inner], whole[core], rtol=1e-4)
 
