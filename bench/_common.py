@@ -256,21 +256,24 @@ def ebsd_ground_truth(scale: int):
     return ids, angles
 
 
-def ebsd_samples(dose, n, seed0, scale, size):
-    """``(name, image, grains, orientation)`` of ``n`` micrographs rendered on the EBSD map's grain shapes."""
+def ebsd_samples(dose, n, seed0, scale, size, lattice="square"):
+    """``(name, image, grains, orientation)`` of ``n`` micrographs rendered on the EBSD map's grain shapes
+    (a hexagonal ``lattice`` takes each grain's square-lattice angle modulo 60°: any angle will do)."""
     from micro_sym.grains import reconstruct_grains
+    from micro_sym.orientation.symmetry import lattice as find_lattice
     from micro_sym.synth import Imaging2D, micrograph_from_grains
 
     ids, angles = ebsd_ground_truth(scale)
+    angles = np.mod(angles, find_lattice(lattice, ndim=2).period)
     if size:
         ids = ids[: min(size, ids.shape[0]), : min(size, ids.shape[1])]
     theta = angles[ids].astype(np.float32)
     # Ground truth grains of the *image*: neighbours whose in-plane angles are within 5° look like one
     # crystal in a lattice image, so apply the grain rule to the in-plane angle map.
-    gt = reconstruct_grains(theta, symmetry="square", threshold=5.0, connectivity=1).astype(np.uint32)
+    gt = reconstruct_grains(theta, symmetry=lattice, threshold=5.0, connectivity=1).astype(np.uint32)
     for i in range(n):
         img = micrograph_from_grains(ids.astype(np.uint32), angles, imaging=Imaging2D(dose=float(dose)),
-                                     seed=seed0 + i, lattice="square", period=8.0)
+                                     seed=seed0 + i, lattice=lattice, period=8.0)
         yield f"ebsd_dose_{dose}_{i}", img, gt, theta
 
 

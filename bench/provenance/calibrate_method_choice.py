@@ -15,6 +15,8 @@ show whether combining them would pay.
 Writes ``bench/results/method_choice.json``. Usage::
 
     python bench/provenance/calibrate_method_choice.py            # 384² images, 3 per condition (≈5 min, 2 cores)
+    python bench/provenance/calibrate_method_choice.py --lattice hexagonal   # the same on hexagonal lattices,
+                                                                  # atoms-2d-hex: method_choice_hexagonal.json
 """
 
 from __future__ import annotations
@@ -37,16 +39,16 @@ SEED_OFFSET = 700_000  # calibration images: not the contest's (900_000) nor tra
 TIE = 0.005  # mean grain F1 differences below this count as ties (see best_threshold)
 
 
-def calibration_jobs(size: int, n: int, ebsd_scale: int, ebsd_size: int):
+def calibration_jobs(size: int, n: int, ebsd_scale: int, ebsd_size: int, lattice: str = "square"):
     conds = conditions(size) + [("dose_3", {"imaging": {"dose": 3.0}})]
     for ci, (name, ov) in enumerate(conds):
-        yield name, synthetic_samples(name, ov, size, n, SEED_OFFSET + 1000 * ci)
+        yield name, synthetic_samples(name, {**ov, "lattice": lattice}, size, n, SEED_OFFSET + 1000 * ci)
     for d in (2, 5, 100):
-        yield f"ebsd_dose_{d}", ebsd_samples(d, n, SEED_OFFSET + 50_000 + d, ebsd_scale, ebsd_size)
+        yield f"ebsd_dose_{d}", ebsd_samples(d, n, SEED_OFFSET + 50_000 + d, ebsd_scale, ebsd_size, lattice)
 
 
-def score(pred, gt, theta):
-    r = evaluate_sample(pred, gt, theta, 4)
+def score(pred, gt, theta, order: int = 4):
+    r = evaluate_sample(pred, gt, theta, order)
     return {k: float(r[k]) for k in ("boundary_f1", "grain_f1", "orientation_median_deg")}
 
 
@@ -73,26 +75,31 @@ def main(argv=None):
     ap.add_argument("--n", type=int, default=3, help="images per condition")
     ap.add_argument("--ebsd-scale", type=int, default=3)
     ap.add_argument("--ebsd-size", type=int, default=512)
-    ap.add_argument("--out", type=Path, default=RESULTS / "method_choice.json")
+    ap.add_argument("--lattice", choices=("square", "hexagonal"), default="square",
+                    help="the images' lattice (hexagonal: the bundled k = 6 networks and the hexagonal filter bank)")
+    ap.add_argument("--out", type=Path, default=None, help="default: method_choice.json (method_choice_hexagonal.json)")
     args = ap.parse_args(argv)
+    out = args.out or RESULTS / ("method_choice.json" if args.lattice == "square" else f"method_choice_{args.lattice}.json")
 
     from micro_sym.inference.whole_image import grains_from_maps, segment_image
+    from micro_sym.orientation.symmetry import lattice as find_lattice
 
-    networks = load_networks()
+    k = find_lattice(args.lattice, ndim=2).k
+    networks = load_networks(k)
     rows = []
     t0 = time.time()
-    for cond, samples in calibration_jobs(args.size, args.n, args.ebsd_scale, args.ebsd_size):
+    for cond, samples in calibration_jobs(args.size, args.n, args.ebsd_scale, args.ebsd_size, args.lattice):
         for sname, image, gt, theta in samples:
             snr, _ = fringe_snr(image)
-            cl = classical_segment(image)
-            row = {"condition": cond, "image": sname, "fringe_snr_db": snr, "classical": score(cl, gt, theta)}
+            cl = classical_segment(image, lattice=args.lattice)
+            row = {"condition": cond, "image": sname, "fringe_snr_db": snr, "classical": score(cl, gt, theta, k)}
             for name, model in networks.items():
                 pred = segment_image(model, image)
-                row[name] = score(pred, gt, theta)
+                row[name] = score(pred, gt, theta, k)
                 # Network boundaries with the filter bank's angles, grains by the network grain rule.
                 hybrid = dict(pred, orientation=cl["orientation"])
-                hybrid["grains"] = grains_from_maps(hybrid, 4)
-                h = score(hybrid, gt, theta)
+                hybrid["grains"] = grains_from_maps(hybrid, k)
+                h = score(hybrid, gt, theta, k)
                 row[name]["hybrid_orientation_median_deg"] = h["orientation_median_deg"]
                 row[name]["hybrid_grain_f1"] = h["grain_f1"]
             rows.append(row)
@@ -110,13 +117,13 @@ def main(argv=None):
     report = {
         "command": ("python bench/provenance/calibrate_method_choice.py "
                     + " ".join(sys.argv[1:] if argv is None else argv)),
-        "settings": {"size": args.size, "n_per_condition": args.n, "seed_offset": SEED_OFFSET},
+        "settings": {"size": args.size, "n_per_condition": args.n, "seed_offset": SEED_OFFSET, "lattice": args.lattice},
         "thresholds_db": {name: {"classical_below": t, "mean_grain_f1": f1} for name, (t, f1) in thresholds.items()},
         "wall_seconds": time.time() - t0,
         "images": rows,
     }
-    write_json(args.out, report, default=nan_to_none)
-    print(f"wrote {args.out}")
+    write_json(out, report, default=nan_to_none)
+    print(f"wrote {out}")
 
 
 if __name__ == "__main__":
