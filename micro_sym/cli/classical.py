@@ -19,8 +19,8 @@ from micro_sym.errors import MicroSymError
 def classical(
     input: Path = typer.Argument(..., help="2D image: TIFF, Zarr array/group or OME-Zarr image."),
     out: Path = typer.Option(..., "--out", "-o", help="Output directory (created)."),
-    lattice: str = typer.Option(None, "--lattice", help="square (angles mod 90°), hexagonal (mod 60°) or fringes (plane normals, mod 180°); default: "
-                                "measured from the power spectrum (fringes: square)."),
+    lattice: str = typer.Option(None, "--lattice", help="square (angles mod 90°), hexagonal (mod 60°) or fringes "
+                                "(plane normals, mod 180°); default: measured from the power spectrum (fringes: square)."),
     period: float = typer.Option(None, "--period", help="Lattice constant in px (default: from the power spectrum)."),
     sigma: float = typer.Option(None, "--sigma", help="Filter window sigma in lattice periods (default 1.25)."),
     threshold: float = typer.Option(5.0, "--threshold", help="Grain misorientation threshold (degrees)."),

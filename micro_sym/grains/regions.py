@@ -34,6 +34,7 @@ import math
 import numpy as np
 
 from micro_sym.errors import MicroSymError
+from micro_sym.orientation.symmetry import lattice as find_lattice
 
 #: Pixel pairs join at this fraction of the grain threshold (3.5° for the 5° rule): chosen on a
 #: tuning set (``bench/studies/tune_grain_rule.py``, docs/results.md).
@@ -121,8 +122,7 @@ def merge_similar_regions(n: int, ori_sum, pairs, *, threshold: float, k: int) -
     """
     from micro_sym.grains.reconstruct import resolve_equivalences
 
-    if k not in (2, 4, 6):
-        raise MicroSymError(f"region merging: k must be 2, 4 or 6, got {k}")
+    k = find_lattice(k, ndim=2, where="region merging").k
     sums = np.array(ori_sum, np.float64).reshape(n + 1, 2)
     pairs = np.asarray(pairs, np.int64).reshape(-1, 2)
     period = 360.0 / k

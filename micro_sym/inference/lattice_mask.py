@@ -17,6 +17,8 @@ import math
 import numpy as np
 
 from micro_sym.classical.crystallinity import CRYSTALLINE_CONTRAST, crystalline_contrast, crystalline_halo
+from micro_sym.orientation.symmetry import SQUARE
+from micro_sym.orientation.symmetry import lattice as find_lattice
 
 
 class LatticeMasked:
@@ -116,8 +118,7 @@ def grain_lattice(net, scale: dict | None) -> dict | None:
 
     The lattice family is the one measured on the image (square or hexagonal; the classical method's
     own), else the network's; an image measured as one set of fringes keeps the network's family, so
-    that its grains showing a 2D lattice still read at its order. The fringes network's grains are read
-    as fringes (k = 2), the order of its angles.
+    that its grains showing a 2D lattice still read at its order (the fringes network's: k = 2).
     """
     from micro_sym.classical.grain_lattice import lattice_order
     from micro_sym.inference.classical import ClassicalMethod
@@ -126,8 +127,6 @@ def grain_lattice(net, scale: dict | None) -> dict | None:
     if ring is None:
         return None
     family = net.lattice if isinstance(net, ClassicalMethod) else (scale or {}).get("lattice")
-    if net.symmetry == "fringes":
-        family = "fringes"
-    elif family not in ("square", "hexagonal"):
-        family = "hexagonal" if net.symmetry == "hexagonal" else "square"
+    if family not in ("square", "hexagonal"):  # fringes carry no family: the network's own
+        family = find_lattice(net.symmetry, ndim=2, default=SQUARE).name
     return {"ring_frequency": float(ring), "lattice": family, "k": lattice_order(family)}

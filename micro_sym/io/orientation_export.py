@@ -170,14 +170,18 @@ def open_segment_output(path, *, lattice: str | None = None) -> SegmentOutput:
     return SegmentOutput(path, lat, shape, pixel_size, unit, orientation, grains, boundary)
 
 
+def _is_2d_lattice(name) -> bool:
+    return isinstance(name, str) and find_lattice(name, ndim=2, default=None) is not None
+
+
 def recorded_lattice(attrs: dict) -> str | None:
     """The 2D lattice an output records: ``micro-sym classical``'s ``lattice`` attribute, else the segment
     run's angle symmetry, else its method (classical method, measured or given lattice); None if it
     records none."""
-    if attrs.get("lattice") in ("square", "hexagonal", "fringes"):
+    if _is_2d_lattice(attrs.get("lattice")):
         return attrs["lattice"]
     record = attrs.get("micro_sym")
-    if isinstance(record, dict) and record.get("symmetry") in ("square", "hexagonal", "fringes"):
+    if isinstance(record, dict) and _is_2d_lattice(record.get("symmetry")):
         return record["symmetry"]  # the symmetry of the output's angles
     method = record.get("method") if isinstance(record, dict) else None
     if not isinstance(method, dict):

@@ -21,8 +21,7 @@ WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 #: Bundled model names -> files in ``micro_sym/weights/``.
 BUNDLED = {"default-2d": "default_2d.pt", "default-2d-fast": "default_2d_fast.pt", "robust-2d": "robust_2d.pt",
            "atoms-2d": "atoms_2d.pt", "atoms-2d-hex": "atoms_2d_hex.pt", "fringes-2d": "fringes_2d.pt",
-           "default-3d": "default_3d.pt",
-           "atoms-3d": "atoms_3d.pt"}
+           "default-3d": "default_3d.pt", "atoms-3d": "atoms_3d.pt"}
 
 _ARCHS = {}
 

@@ -31,8 +31,8 @@ class Lattice:
         edge-on (a crystal off its zone axis, or planes finer than the resolution): the angle is that of
         the plane normal.
     k : int or None
-        Rotational order of the 2D pattern (4 square, 6 hexagonal, 2 fringes): the in-plane angle is defined
-        modulo ``360/k`` (docs/design.md §1.2). None for cubic, whose orientations are quaternions
+        Rotational order of the 2D pattern (4 square, 6 hexagonal, 2 fringes): the in-plane angle is
+        defined modulo ``360/k`` (docs/design.md §1.2). None for cubic, whose orientations are quaternions
         (point group 432, §1.3).
     ndim : int
         2 for in-plane angle maps of micrographs, 3 for quaternion maps of volumes.
@@ -83,8 +83,7 @@ def lattice(name_or_k, *, ndim: int | None = None, where: str = "", what: str = 
     ----------
     name_or_k : str, int or Lattice
         ``"square"``, ``"hexagonal"``, ``"fringes"`` or ``"cubic"`` (exact spelling), or ``k`` = 4, 6
-        or 2; a
-        :class:`Lattice` is returned as it is (after the ``ndim`` check).
+        or 2; a :class:`Lattice` is returned as it is (after the ``ndim`` check).
     ndim : int, optional
         Accept only lattices of this dimension (2: square, hexagonal or fringes).
     where : str, optional
