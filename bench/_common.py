@@ -277,6 +277,20 @@ def ebsd_samples(dose, n, seed0, scale, size, lattice="square"):
         yield f"ebsd_dose_{dose}_{i}", img, gt, theta
 
 
+#: Seeds of the method-choice calibration images: not the contest's (900_000) nor training's (small seeds).
+CALIBRATION_SEED_OFFSET = 700_000
+
+
+def calibration_jobs(size: int, n: int, ebsd_scale: int, ebsd_size: int, lattice: str = "square"):
+    """``(condition, samples)`` of the method-choice calibration images (provenance/calibrate_method_choice.py):
+    the contest's conditions plus 3 counts/px, and the EBSD grain shapes at 2, 5 and 100 counts/px."""
+    conds = conditions(size) + [("dose_3", {"imaging": {"dose": 3.0}})]
+    for ci, (name, ov) in enumerate(conds):
+        yield name, synthetic_samples(name, {**ov, "lattice": lattice}, size, n, CALIBRATION_SEED_OFFSET + 1000 * ci)
+    for d in (2, 5, 100):
+        yield f"ebsd_dose_{d}", ebsd_samples(d, n, CALIBRATION_SEED_OFFSET + 50_000 + d, ebsd_scale, ebsd_size, lattice)
+
+
 def load_networks(k: int = 4):
     """The bundled 2D networks for a k-fold lattice (default: square) present in this installation,
     exported, as ``{"network:NAME": model}``."""

@@ -6,7 +6,7 @@ floor, dB; it falls with dose and blur), and runs the classical filter bank belo
 ``micro_sym.inference.method_choice.CLASSICAL_BELOW_DB``, the network above. This script is where
 that constant comes from. It scores, per image, the classical method and each bundled network on
 the conditions of ``bench/studies/contest.py`` (plus 3 counts/px, and the EBSD-morphology images at 2 counts/px),
-generated from *calibration* seeds (``SEED_OFFSET`` below, disjoint from the contest's held-out
+generated from *calibration* seeds (``CALIBRATION_SEED_OFFSET`` in ``_common``, disjoint from the contest's held-out
 seeds and from training's), then picks the threshold that maximizes the mean grain F1 of the auto
 choice over these images. Also reported ("hybrid"): the network's boundary map with the filter bank's
 orientation map, its orientation error and the grain F1 of the network grain rule on that pair, to
@@ -31,20 +31,11 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/, for _common
 
 from _common import (  # noqa: E402
-    RESULTS, conditions, ebsd_samples, load_networks, nan_to_none, synthetic_samples, write_json)
+    CALIBRATION_SEED_OFFSET, RESULTS, calibration_jobs, load_networks, nan_to_none, write_json)
 from micro_sym.classical import classical_segment, fringe_snr  # noqa: E402
 from micro_sym.metrics import evaluate_sample  # noqa: E402
 
-SEED_OFFSET = 700_000  # calibration images: not the contest's (900_000) nor training's (small seeds)
 TIE = 0.005  # mean grain F1 differences below this count as ties (see best_threshold)
-
-
-def calibration_jobs(size: int, n: int, ebsd_scale: int, ebsd_size: int, lattice: str = "square"):
-    conds = conditions(size) + [("dose_3", {"imaging": {"dose": 3.0}})]
-    for ci, (name, ov) in enumerate(conds):
-        yield name, synthetic_samples(name, {**ov, "lattice": lattice}, size, n, SEED_OFFSET + 1000 * ci)
-    for d in (2, 5, 100):
-        yield f"ebsd_dose_{d}", ebsd_samples(d, n, SEED_OFFSET + 50_000 + d, ebsd_scale, ebsd_size, lattice)
 
 
 def score(pred, gt, theta, order: int = 4):
@@ -117,7 +108,7 @@ def main(argv=None):
     report = {
         "command": ("python bench/provenance/calibrate_method_choice.py "
                     + " ".join(sys.argv[1:] if argv is None else argv)),
-        "settings": {"size": args.size, "n_per_condition": args.n, "seed_offset": SEED_OFFSET, "lattice": args.lattice},
+        "settings": {"size": args.size, "n_per_condition": args.n, "seed_offset": CALIBRATION_SEED_OFFSET, "lattice": args.lattice},
         "thresholds_db": {name: {"classical_below": t, "mean_grain_f1": f1} for name, (t, f1) in thresholds.items()},
         "wall_seconds": time.time() - t0,
         "images": rows,
