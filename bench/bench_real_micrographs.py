@@ -132,15 +132,18 @@ def read_outputs(out: Path, stem: str) -> dict:
     out_sym = SYM.get(meta.get("symmetry"), 90.0)  # what the output's angles are modulo
     # Each grain's lattice angle measured from the image (the grain table's lattice_angle), modulo 360/k.
     grain_lattice = method.get("grain_lattice") if isinstance(method, dict) else None
-    grain_angle = np.full(int(labels.max()) + 1, np.nan)
+    # and, for a grain that shows one set of fringes, their plane normal modulo 180° (fringes_angle).
+    columns = {"grain_angle": "lattice_angle_deg", "fringes_angle": "fringes_angle_deg"}
+    measured = {key: np.full(int(labels.max()) + 1, np.nan) for key in columns}
     csv_path = out / f"{stem}_grains.csv"
     if grain_lattice and csv_path.exists():
         with open(csv_path, newline="") as f:
             for row in csv.DictReader(line for line in f if not line.startswith("#")):
-                if row.get("lattice_angle_deg"):
-                    grain_angle[int(row["grain"])] = float(row["lattice_angle_deg"])
+                for key, column in columns.items():
+                    if row.get(column):
+                        measured[key][int(row["grain"])] = float(row[column])
     return {"labels": labels, "orientation": orient, "boundary": boundary, "out_sym": out_sym, "meta": meta,
-            "threshold": float(meta.get("boundary_threshold", 0.5)), "grain_angle": grain_angle,
+            "threshold": float(meta.get("boundary_threshold", 0.5)), **measured,
             "grain_sym": 360.0 / grain_lattice["k"] if grain_lattice else None}
 
 
@@ -337,6 +340,10 @@ def score(ann: dict, o: dict) -> dict:
                 row.update(grain_lattice_angle_deg=None if np.isnan(measured) else round(float(measured), 2),
                            grain_lattice_error_deg=None if np.isnan(measured) else round(angdiff(
                                measured, expected_output_angle(g["angle_deg"], g["lattice"], o["grain_sym"]), gs), 2))
+            if g["lattice"] == "fringes" and dom:  # the fringes' plane normal, modulo 180° as annotated
+                normal = o["fringes_angle"][dom]
+                row.update(fringes_angle_deg=None if np.isnan(normal) else round(float(normal), 2),
+                           fringes_error_deg=None if np.isnan(normal) else round(angdiff(normal, g["angle_deg"], 180.0), 2))
             alts = [g["angle_deg"]] + ([g["second_angle_deg"]] if g.get("second_angle_deg") is not None else [])
             if len(alts) > 1 and np.isfinite(mean):
                 row["angle_error_nearest_set_deg"] = round(min(
@@ -351,6 +358,9 @@ def score(ann: dict, o: dict) -> dict:
     lat_err = [r["grain_lattice_error_deg"] for r in scored if r.get("grain_lattice_error_deg") is not None]
     res["median_grain_lattice_error_deg"] = round(float(np.median(lat_err)), 2) if lat_err else None
     res["grain_lattice_scored"] = f"{len(lat_err)} of {len(scored)}"
+    fringes_err = [r["fringes_error_deg"] for r in scored if r.get("fringes_error_deg") is not None]
+    res["median_fringes_error_deg"] = round(float(np.median(fringes_err)), 2) if fringes_err else None
+    res["fringes_scored"] = f"{len(fringes_err)} of {sum(1 for r in scored if 'fringes_error_deg' in r)}"
     # R: how coherent the output orientation is inside the polygons (1 = one angle; ~0 = noise, where the
     # "error" of the mean is meaningless)
     res["median_output_R"] = round(float(np.nanmedian([r["output_R"] for r in scored])), 2) if scored else None

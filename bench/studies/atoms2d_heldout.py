@@ -146,8 +146,8 @@ def run_segment(image: Path, out: Path, method: str) -> dict:
 
 
 def read_maps(out: Path, stem: str) -> dict:
-    """The written maps, plus ``grain_angle``: each grain's measured ``lattice_angle`` from the grain
-    table painted over its pixels (NaN where the table has none)."""
+    """The written maps, plus ``grain_angle`` and ``fringes_angle``: each grain's measured ``lattice_angle``
+    and ``fringes_angle`` from the grain table painted over its pixels (NaN where the table has none)."""
     import csv
 
     import zarr
@@ -159,12 +159,14 @@ def read_maps(out: Path, stem: str) -> dict:
     maps = {"grains": np.asarray(output_array(z, "grains")[...]),
             "orientation": np.asarray(output_array(z, "orientation")[...], dtype=np.float64),
             "boundary": np.asarray(output_array(z, "boundary")[...], dtype=np.float64)}
-    angle = np.full(int(maps["grains"].max()) + 1, np.nan)
+    columns = {"grain_angle": "lattice_angle_deg", "fringes_angle": "fringes_angle_deg"}
+    angles = {key: np.full(int(maps["grains"].max()) + 1, np.nan) for key in columns}
     with open(out / f"{stem}_grains.csv", newline="") as f:
         for row in csv.DictReader(line for line in f if not line.startswith("#")):
-            if row.get("lattice_angle_deg"):
-                angle[int(row["grain"])] = float(row["lattice_angle_deg"])
-    maps["grain_angle"] = angle[maps["grains"]]
+            for key, column in columns.items():
+                if row.get(column):
+                    angles[key][int(row["grain"])] = float(row[column])
+    maps |= {key: values[maps["grains"]] for key, values in angles.items()}
     maps["k"] = lattice(zarr.open_group(str(z), mode="r").attrs["micro_sym"]["symmetry"]).k
     return maps
 
@@ -182,6 +184,7 @@ def score_condition(root: Path, methods, tmp: Path) -> dict:
         b = {"tp_pred": 0, "n_pred": 0, "tp_gt": 0, "n_gt": 0}
         g = {"tp": 0, "n_pred": 0, "n_gt": 0}
         errors, grain_errors, interior, measured, free, free_left, runs = [], [], 0, 0, 0, 0, []
+        fringes_errors, crystal, fringes_called = [], 0, 0
         for s in ds:
             where = tmp / method.replace(":", "_").replace("/", "_")
             run = run_segment(root / "images" / f"{s.name}.tif", where, method)
@@ -201,6 +204,11 @@ def score_condition(root: Path, methods, tmp: Path) -> dict:
             grain_errors.append(orientation_errors(pred["grain_angle"], s.orientation, s.grains, k))
             interior += ev["orientation_errors"].size
             measured += grain_errors[-1].size
+            # Pixels of true grains whose output grain reads as one set of fringes (the table's fringes_angle).
+            crystal += int((s.grains > 0).sum())
+            fringes_called += int(((s.grains > 0) & np.isfinite(pred["fringes_angle"])).sum())
+            if ds.k == 2:  # fringes-only films: the truth is the plane normal modulo 180°
+                fringes_errors.append(orientation_errors(pred["fringes_angle"], s.orientation, s.grains, 2))
             period = float(info[s.name]["period_px"])
             far = ndimage.distance_transform_edt(s.grains == 0) > period
             free += int(far.sum())
@@ -217,6 +225,9 @@ def score_condition(root: Path, methods, tmp: Path) -> dict:
             "orientation_median_deg": float(np.median(err)) if err.size else None,
             "grain_lattice_median_deg": float(np.median(np.concatenate(grain_errors))) if measured else None,
             "grain_lattice_coverage": measured / interior if interior else None,
+            "fringes_called": fringes_called / crystal if crystal else None,
+            "fringes_median_deg": (float(np.median(np.concatenate(fringes_errors)))
+                                   if fringes_errors and sum(e.size for e in fringes_errors) else None),
             "no_lattice_unassigned": free_left / free if free else None,
             "failed_runs": sum(1 for r in runs if r["rc"]),
             "wall_s": [r["wall_s"] for r in runs],
@@ -256,7 +267,9 @@ def main():
                               f"{s['orientation_median_deg'] if s['orientation_median_deg'] is None else round(s['orientation_median_deg'], 2)}°"
                               f"/{s['no_lattice_unassigned'] if s['no_lattice_unassigned'] is None else round(s['no_lattice_unassigned'], 2)}"
                               f" (grain lattice {s['grain_lattice_median_deg'] if s['grain_lattice_median_deg'] is None else round(s['grain_lattice_median_deg'], 2)}°"
-                              f" on {s['grain_lattice_coverage'] if s['grain_lattice_coverage'] is None else round(s['grain_lattice_coverage'], 2)})"
+                              f" on {s['grain_lattice_coverage'] if s['grain_lattice_coverage'] is None else round(s['grain_lattice_coverage'], 2)};"
+                              f" fringes on {s['fringes_called'] if s['fringes_called'] is None else round(s['fringes_called'], 2)}"
+                              f" at {s['fringes_median_deg'] if s['fringes_median_deg'] is None else round(s['fringes_median_deg'], 2)}°)"
                               for m, s in scores.items())
             log(f"{name}: {cells}")
     doc = {

@@ -24,6 +24,13 @@ and near 0 where the grain shows no lattice at that ring; angles are reported on
 The angle is given in the product's convention (docs/design.md §1.2): the direction of the first
 real-space basis vector, modulo ``360/k``. For square lattices and fringes that is the fringe normal; a
 hexagonal lattice's basis vectors lie 30° from its fringe normals.
+
+Which grains show one set of fringes: the same sum at ``k = 2``. A square or hexagonal lattice's 4 or 6
+spots cancel in ``c_2`` (its 2-fold harmonic is zero by symmetry), one set of fringes puts all its
+power there: ``|c_2| / c_0`` is near 0 for a 2D lattice and near 1 for fringes, and ``arg(c_2) / 2`` is
+the fringes' plane normal modulo 180° (which a square lattice's ``c_4`` gives only modulo 90°). The
+grain table reports it as ``fringes_angle`` where ``|c_2| / c_0`` is at least
+:data:`FRINGES_MIN_STRENGTH`.
 """
 
 from __future__ import annotations
@@ -37,6 +44,9 @@ from scipy import fft, ndimage
 #: ``|c_k| / c_0`` from which a grain's angle is reported (below it the ring is mostly noise: with no
 #: lattice the ratio is about ``1/sqrt(number of independent frequencies on the ring)``).
 MIN_STRENGTH = 0.3
+#: ``|c_2| / c_0`` from which a grain counts as one set of fringes: one pair of spots on the ring has at
+#: least 3 times the power of all others (a 2D lattice's pairs are about equal, giving about 0).
+FRINGES_MIN_STRENGTH = 0.5
 #: Width of the taper inside a grain's outline, in lattice periods.
 TAPER_PERIODS = 2.0
 #: Radial sigma of the ring weight, as a fraction of the ring frequency.
@@ -59,7 +69,7 @@ def lattice_order(lattice: str) -> int:
 
 
 def ring_sums(image, labels, *, ring_frequency: float, k: int, ids=None) -> dict:
-    """Per-grain spectral sums over one 2D region: ``{"ids", "ck" (complex), "c0"}``.
+    """Per-grain spectral sums over one 2D region: ``{"ids", "ck", "c2" (complex), "c0"}``.
 
     Parameters
     ----------
@@ -77,7 +87,7 @@ def ring_sums(image, labels, *, ring_frequency: float, k: int, ids=None) -> dict
     period = 1.0 / float(ring_frequency)
     found = ndimage.find_objects(labels.astype(np.int64, copy=False)) if labels.size else []
     wanted = np.arange(1, len(found) + 1) if ids is None else np.asarray(ids, np.int64)
-    out_ids, cks, c0s = [], [], []
+    out_ids, cks, c2s, c0s = [], [], [], []
     for g in wanted:
         box = found[g - 1] if 0 < g <= len(found) else None
         if box is None:
@@ -86,16 +96,17 @@ def ring_sums(image, labels, *, ring_frequency: float, k: int, ids=None) -> dict
         if mask.sum() < MIN_CELLS * period * period:
             continue
         box, mask = window(box, mask, MAX_WINDOW)
-        ck, c0 = _grain_sums(image[box], mask, period, int(k))
+        ck, c2, c0 = _grain_sums(image[box], mask, period, int(k))
         out_ids.append(int(g))
         cks.append(ck)
+        c2s.append(c2)
         c0s.append(c0)
     return {"ids": np.asarray(out_ids, np.int64), "ck": np.asarray(cks, np.complex128).reshape(-1),
-            "c0": np.asarray(c0s, np.float64).reshape(-1)}
+            "c2": np.asarray(c2s, np.complex128).reshape(-1), "c0": np.asarray(c0s, np.float64).reshape(-1)}
 
 
-def lattice_angles(ck, c0, k: int, lattice: str) -> tuple[np.ndarray, np.ndarray]:
-    """``(angle_deg, strength)`` from summed :func:`ring_sums`; angle NaN below :data:`MIN_STRENGTH`."""
+def lattice_angles(ck, c0, k: int, lattice: str, *, min_strength: float = MIN_STRENGTH) -> tuple[np.ndarray, np.ndarray]:
+    """``(angle_deg, strength)`` from summed :func:`ring_sums`; angle NaN below ``min_strength``."""
     ck = np.asarray(ck, np.complex128)
     c0 = np.asarray(c0, np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -103,11 +114,18 @@ def lattice_angles(ck, c0, k: int, lattice: str) -> tuple[np.ndarray, np.ndarray
     normal = np.degrees(np.angle(ck)) / k
     offset = 30.0 if lattice == "hexagonal" else 0.0  # basis vectors 30° from a hexagonal lattice's normals
     angle = np.mod(normal - offset, 360.0 / k)
-    return np.where(strength >= MIN_STRENGTH, angle, np.nan), strength
+    return np.where(strength >= min_strength, angle, np.nan), strength
+
+
+def fringes_angles(c2, c0) -> tuple[np.ndarray, np.ndarray]:
+    """``(angle_deg, strength)`` of one set of fringes from summed :func:`ring_sums`: the plane normal in
+    ``[0, 180)``, NaN where ``|c_2| / c_0`` is below :data:`FRINGES_MIN_STRENGTH` (a 2D lattice or noise)."""
+    return lattice_angles(c2, c0, 2, "fringes", min_strength=FRINGES_MIN_STRENGTH)
 
 
 def grain_lattice_angles(image, labels, *, period: float, lattice: str, ids=None) -> dict:
-    """Each grain's measured lattice angle in one call (a whole image): ``{"ids", "angle_deg", "strength"}``.
+    """Each grain's measured lattice angle in one call (a whole image): ``{"ids", "angle_deg", "strength",
+    "fringes_angle_deg", "fringes_strength"}`` (the last two: :func:`fringes_angles`).
 
     ``period``: the lattice constant in px, in ``lattice``'s convention (:func:`measure_lattice`'s ``period``).
     ``ids``: the grains to report, in this order (default: those large enough to measure); a grain too
@@ -119,40 +137,47 @@ def grain_lattice_angles(image, labels, *, period: float, lattice: str, ids=None
     sums = ring_sums(image, labels, ring_frequency=ring_frequency(period, "hexagonal" if k == 6 else "square"), k=k,
                      ids=ids)
     angle, strength = lattice_angles(sums["ck"], sums["c0"], k, lattice)
+    fringes, fringes_strength = fringes_angles(sums["c2"], sums["c0"])
+    measured = {"angle_deg": angle, "strength": strength, "fringes_angle_deg": fringes,
+                "fringes_strength": fringes_strength}
     if ids is None:
-        return {"ids": sums["ids"], "angle_deg": angle, "strength": strength}
-    # ring_sums keeps the order of ids, leaving out those too small to measure.
+        return {"ids": sums["ids"], **measured}
+    # ring_sums keeps the order of ids, leaving out those too small to measure: NaN angle, 0 strength.
     ids = np.asarray(ids, np.int64)
     found = np.isin(ids, sums["ids"])
-    full_angle, full_strength = np.full(len(ids), np.nan), np.zeros(len(ids))
-    full_angle[found], full_strength[found] = angle, strength
-    return {"ids": ids, "angle_deg": full_angle, "strength": full_strength}
+    out = {"ids": ids}
+    for key, values in measured.items():
+        out[key] = np.full(len(ids), np.nan) if key.endswith("_deg") else np.zeros(len(ids))
+        out[key][found] = values
+    return out
 
 
 def block_sums(image, labels, setting: dict) -> dict:
-    """:func:`ring_sums` of one block's labels as merge data: ``lattice_ids``, ``lattice_ck``, ``lattice_c0``.
+    """:func:`ring_sums` of one block's labels as merge data: ``lattice_ids``, ``lattice_ck``, ``lattice_c2``,
+    ``lattice_c0``.
 
     ``setting``: ``{"ring_frequency", "k", ...}`` (:func:`micro_sym.inference.lattice_mask.grain_lattice`).
     """
     sums = ring_sums(image, labels, ring_frequency=setting["ring_frequency"], k=setting["k"])
-    return {"lattice_ids": sums["ids"], "lattice_ck": sums["ck"], "lattice_c0": sums["c0"]}
+    return {"lattice_ids": sums["ids"], "lattice_ck": sums["ck"], "lattice_c2": sums["c2"], "lattice_c0": sums["c0"]}
 
 
 def grain_columns(parts, n_grains: int, setting: dict) -> dict:
-    """The grain table's ``lattice_angle`` and ``lattice_strength`` (rows = grains 1..n_grains) from the
-    blocks' :func:`block_sums`: ``parts`` yields ``(lut, arrays)``, ``lut`` mapping a block's labels
-    to final grain ids (0: none)."""
-    ck = np.zeros(n_grains + 1, np.complex128)
-    c0 = np.zeros(n_grains + 1, np.float64)
+    """The grain table's ``lattice_angle``, ``lattice_strength``, ``fringes_angle`` and ``fringes_strength``
+    (rows = grains 1..n_grains) from the blocks' :func:`block_sums`: ``parts`` yields ``(lut, arrays)``,
+    ``lut`` mapping a block's labels to final grain ids (0: none)."""
+    sums = {key: np.zeros(n_grains + 1, np.float64 if key == "c0" else np.complex128) for key in ("ck", "c2", "c0")}
     for lut, arrays in parts:
         if "lattice_ids" not in arrays:  # a block run without the measurement (no lattice ring known)
             continue
         ids = np.asarray(arrays["lattice_ids"], np.int64)
         final = np.asarray(lut)[ids] if ids.size else ids
-        np.add.at(ck, final, np.asarray(arrays["lattice_ck"], np.complex128))
-        np.add.at(c0, final, np.asarray(arrays["lattice_c0"], np.float64))
-    angle, strength = lattice_angles(ck[1:], c0[1:], setting["k"], setting["lattice"])
-    return {"lattice_angle": angle, "lattice_strength": strength}
+        for key, total in sums.items():
+            np.add.at(total, final, np.asarray(arrays[f"lattice_{key}"], total.dtype))
+    angle, strength = lattice_angles(sums["ck"][1:], sums["c0"][1:], setting["k"], setting["lattice"])
+    fringes, fringes_strength = fringes_angles(sums["c2"][1:], sums["c0"][1:])
+    return {"lattice_angle": angle, "lattice_strength": strength, "fringes_angle": fringes,
+            "fringes_strength": fringes_strength}
 
 
 def window(box, mask, size: int):
@@ -182,11 +207,11 @@ def tapered(crop, finite, period: float, dtype=np.float64) -> np.ndarray:
     return values
 
 
-def _grain_sums(crop, mask, period: float, k: int) -> tuple[complex, float]:
-    """``(c_k, c_0)`` of one grain's pixels (see the module docstring)."""
+def _grain_sums(crop, mask, period: float, k: int) -> tuple[complex, complex, float]:
+    """``(c_k, c_2, c_0)`` of one grain's pixels (see the module docstring)."""
     finite = mask & np.isfinite(crop)
     if not finite.any():
-        return 0j, 0.0
+        return 0j, 0j, 0.0
     values = tapered(crop, finite, period, np.float32)
     # Zero-padded so the ring lies at least 16 frequency bins from the centre (its k spots resolved).
     size = tuple(fft.next_fast_len(max(2 * n, math.ceil(16 * period))) for n in crop.shape)
@@ -196,7 +221,8 @@ def _grain_sums(crop, mask, period: float, k: int) -> tuple[complex, float]:
     # The isotropic part: the radial mean of the power in bins one frequency step wide.
     mean = np.bincount(bins, power) / np.maximum(np.bincount(bins), 1)
     excess = (power - mean[bins]) * weight
-    return complex(np.dot(excess, phase)), float(np.dot(power, weight))
+    phase2 = phase if k == 2 else _ring_geometry(size, round(1.0 / period, 9), 2)[3]
+    return complex(np.dot(excess, phase)), complex(np.dot(excess, phase2)), float(np.dot(power, weight))
 
 
 @functools.lru_cache(maxsize=256)

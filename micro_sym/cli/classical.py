@@ -63,7 +63,8 @@ def classical(
     ps, unit = img.pixel_size, img.unit
     table = grain_table(labels, res["orientation"], symmetry=lattice, pixel_size=ps, unit=unit)
     measured = grain_lattice_angles(image, labels, period=res["period"], lattice=lattice, ids=table["grain"])
-    table |= {"lattice_angle": measured["angle_deg"], "lattice_strength": measured["strength"]}
+    table |= {"lattice_angle": measured["angle_deg"], "lattice_strength": measured["strength"],
+              "fringes_angle": measured["fringes_angle_deg"], "fringes_strength": measured["fringes_strength"]}
     produced = [f"{name}.zarr", f"{name}_grains.csv", f"{name}_grains.json"]
     out = Path(out)
     tmp = scratch_folder(out, produced, overwrite)

@@ -116,6 +116,12 @@ _ORIENTATION = {
                                        "else 4); empty where lattice_strength is below 0.3"),
         Column("lattice_strength", "", "how k-fold the power on the grain's first lattice ring is: |c_k| / c_0, "
                                        "1 for a perfect lattice, near 0 for no lattice or noise"),
+        Column("fringes_angle", "deg", "where the grain shows one set of lattice fringes (fringes_strength at least "
+                                       "0.5): their plane normal from +x, counter-clockwise as displayed, in [0, 180), "
+                                       "measured as lattice_angle at k = 2; empty for a 2D lattice"),
+        Column("fringes_strength", "", "how 2-fold the power on the grain's first lattice ring is: |c_2| / c_0, "
+                                       "near 1 for one set of fringes, near 0 for a square or hexagonal lattice "
+                                       "(whose spots cancel at k = 2) or noise"),
         _GOS,
     ),
     "quaternion": (

@@ -7,6 +7,7 @@ import pytest
 
 from micro_sym.classical.filter_bank import ring_frequency
 from micro_sym.classical.grain_lattice import (
+    FRINGES_MIN_STRENGTH,
     MIN_STRENGTH,
     grain_columns,
     grain_lattice_angles,
@@ -17,12 +18,16 @@ from micro_sym.orientation import misorientation_2d
 from micro_sym.synth.lattice2d import render_lattice_2d
 
 
-def _two_grains(angles, lattice="square", size=192, period=8.0, noise=0.0, seed=0):
-    """Left and right halves at their own angles (render_lattice_2d: the product's convention)."""
+def _two_grains(angles, lattice="square", size=192, period=8.0, noise=0.0, seed=0, right_lattice=None):
+    """Left and right halves at their own angles (render_lattice_2d: the product's convention); the right
+    half on ``right_lattice`` (same period) where given."""
     labels = np.ones((size, size), np.int32)
     labels[:, size // 2:] = 2
     image = np.asarray(render_lattice_2d(labels, {1: angles[0], 2: angles[1]}, lattice=lattice, period=period),
                        np.float64)
+    if right_lattice:
+        right = render_lattice_2d(labels, {1: angles[0], 2: angles[1]}, lattice=right_lattice, period=period)
+        image[:, size // 2:] = np.asarray(right, np.float64)[:, size // 2:]
     image += np.random.default_rng(seed).normal(0.0, noise, image.shape)
     return image, labels
 
@@ -35,6 +40,24 @@ def test_angles_of_rendered_grains(lattice, k, angles):
     err = misorientation_2d(r["angle_deg"], np.asarray(angles), k)
     assert np.all(err < 0.2), (r, err)
     assert np.all(r["strength"] > 0.7)
+
+
+@pytest.mark.parametrize("fringes_angle", [37.0, 127.0])
+@pytest.mark.parametrize("lattice", ["square", "hexagonal"])
+def test_one_set_of_fringes_is_told_from_a_2d_lattice(lattice, fringes_angle):
+    """A grain showing one set of fringes reads at k = 2: strength near 1 and its plane normal modulo 180°
+    (37° and 127° are one angle modulo 90°, two here); a square or hexagonal grain's spots cancel at
+    k = 2, so it has no fringes angle."""
+    image, labels = _two_grains((fringes_angle, 61.0), lattice, noise=0.3)
+    # The left grain: fringes of the lattice's first-ring planes (a hexagonal lattice's lie √3/2 periods apart).
+    spacing = 8.0 * np.sqrt(3) / 2 if lattice == "hexagonal" else 8.0
+    fringes = render_lattice_2d(labels, {1: fringes_angle, 2: 0.0}, lattice="fringes", period=spacing)
+    image[:, :96] = np.asarray(fringes, np.float64)[:, :96] + np.random.default_rng(1).normal(0.0, 0.3, (192, 96))
+    r = grain_lattice_angles(image, labels, period=8.0, lattice=lattice)
+    assert r["fringes_strength"][0] > 0.8 and r["fringes_strength"][1] < 0.2, r
+    assert misorientation_2d(r["fringes_angle_deg"][0], fringes_angle, 2) < 0.3, r
+    assert np.isnan(r["fringes_angle_deg"][1])
+    assert FRINGES_MIN_STRENGTH > MIN_STRENGTH
 
 
 def test_equivariant_under_the_square_group():
@@ -58,16 +81,19 @@ def test_no_lattice_gives_no_angle():
 
 def test_parts_of_a_grain_add_up():
     """A grain measured in two blocks (the engine's case) reads as measured whole."""
-    image, labels = _two_grains((21.0, 70.0), noise=0.3)
+    image, labels = _two_grains((21.0, 160.0), noise=0.3, right_lattice="fringes")
     f = ring_frequency(8.0)
-    whole = grain_lattice_angles(image, labels, period=8.0, lattice="square")["angle_deg"]
+    whole = grain_lattice_angles(image, labels, period=8.0, lattice="square")
     top = ring_sums(image[:96], labels[:96], ring_frequency=f, k=4)
     bottom = ring_sums(image[96:], labels[96:], ring_frequency=f, k=4)
     identity = np.arange(3)
-    parts = [(identity, {"lattice_ids": s["ids"], "lattice_ck": s["ck"], "lattice_c0": s["c0"]}) for s in (top, bottom)]
+    parts = [(identity, {"lattice_ids": s["ids"], "lattice_ck": s["ck"], "lattice_c2": s["c2"], "lattice_c0": s["c0"]})
+             for s in (top, bottom)]
     cols = grain_columns(parts, 2, {"k": 4, "lattice": "square"})
-    assert np.all(misorientation_2d(cols["lattice_angle"], whole, 4) < 0.2)
-    assert np.all(misorientation_2d(cols["lattice_angle"], np.array([21.0, 70.0]), 4) < 0.2)
+    assert np.all(misorientation_2d(cols["lattice_angle"], whole["angle_deg"], 4) < 0.2)
+    assert np.all(misorientation_2d(cols["lattice_angle"], np.array([21.0, 160.0]), 4) < 0.2)
+    assert np.isnan(cols["fringes_angle"][0]) and misorientation_2d(cols["fringes_angle"][1], 160.0, 2) < 0.2
+    assert np.allclose(cols["fringes_strength"], whole["fringes_strength"], atol=0.02)  # each part tapered at its cut
 
 
 def test_hexagonal_angle_is_the_basis_vector():
@@ -108,5 +134,30 @@ def test_segment_writes_each_grains_measured_angle(tmp_path, method):
     assert len(big) == 2
     measured = np.array([float(r["lattice_angle_deg"]) for r in big])
     assert np.all(misorientation_2d(measured, np.asarray(angles), 4) < 0.3), measured
+    assert all(r["fringes_angle_deg"] == "" and float(r["fringes_strength"]) < 0.2 for r in big)  # a square lattice
     setting = zarr.open_group(res.zarr, mode="r").attrs["micro_sym"]["method"]["grain_lattice"]
     assert setting["k"] == 4 and setting["lattice"] == "square"
+
+
+def test_segment_reads_fringes_modulo_180(tmp_path):
+    """Two grains of fringes at right angles plus 38.5° (14° and 142.5°: 38.5° apart modulo 90°, so
+    auto's square network separates them) through the block engine: the grain table gives each one's
+    plane normal modulo 180°, which the square network's own angles cannot."""
+    import csv
+
+    import tifffile
+
+    from micro_sym.inference import segment
+
+    angles = (14.0, 142.5)
+    image, _ = _two_grains(angles, "fringes", size=256, noise=0.2)
+    tifffile.imwrite(tmp_path / "fringes.tif", ((image - image.min()) * 1000).astype(np.uint16))
+    (res,) = segment([tmp_path / "fringes.tif"], tmp_path / "out", block=128, chunk=128, workers=1)
+    assert res.status == "complete", res.error
+    with open(res.csv, newline="") as f:
+        rows = list(csv.DictReader(line for line in f if not line.startswith("#")))
+    big = sorted((r for r in rows if int(r["n_points"]) > 5000), key=lambda r: float(r["centroid_x_px"]))
+    assert len(big) == 2
+    assert all(float(r["fringes_strength"]) > 0.8 for r in big)
+    measured = np.array([float(r["fringes_angle_deg"]) for r in big])
+    assert np.all(misorientation_2d(measured, np.asarray(angles), 2) < 0.3), measured

@@ -221,7 +221,7 @@ def test_2d_commands_write_the_same_columns(tmp_path, lattice_tif):
     assert {r["gos_deg"] for r in read_rows(seg / "img_grains.csv")} == {""}
     assert docs["classical"]["not_computed"] == []
     # `grains` works from the written maps, without the image: no measured lattice angles.
-    assert docs["grains"]["not_computed"] == ["lattice_angle", "lattice_strength"]
+    assert docs["grains"]["not_computed"] == ["lattice_angle", "lattice_strength", "fringes_angle", "fringes_strength"]
     assert all("neighbour pair" in docs[c]["grain_rule"]["name"] for c in ("classical", "grains"))
     # The summary JSON of `grains` describes the same columns in the same (2D) words.
     summary = json.loads((gr / "img_summary.json").read_text())["csv_columns"]
