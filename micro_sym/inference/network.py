@@ -197,12 +197,22 @@ def network_from_bytes(payload: bytes) -> Network:
     return pickle.loads(payload)
 
 
+@dataclass(frozen=True)
+class NetworkFile:
+    """Where a serialized network (:meth:`Network.to_bytes`) lies on disk: what a process pool's tasks
+    carry instead of the bytes (:class:`~.scheduler.ProcessRunner`), read at most once per process."""
+
+    path: str
+
+
 _CACHE: dict = {}
 _CACHE_LOCK = threading.Lock()
 
 
 def cached_network(payload, sha256: str, device: str = "cpu", torch_threads: int | None = None) -> Network:
-    """The network for ``sha256`` in this process, deserialized at most once per worker process."""
+    """The network for ``sha256`` in this process, deserialized at most once per worker process.
+
+    ``payload``: its bytes, or a :class:`NetworkFile` (read only when this process does not hold it yet)."""
     with _CACHE_LOCK:
         net = _CACHE.get((sha256, device))
         if net is None:
@@ -210,6 +220,9 @@ def cached_network(payload, sha256: str, device: str = "cpu", torch_threads: int
 
             if torch_threads:
                 torch.set_num_threads(int(torch_threads))
+            if isinstance(payload, NetworkFile):
+                with open(payload.path, "rb") as f:
+                    payload = f.read()
             net = network_from_bytes(payload if isinstance(payload, bytes) else bytes(payload))
             if getattr(net, "module", None) is not None:  # the classical method has no torch module
                 net.module.to(device).eval()

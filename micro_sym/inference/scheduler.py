@@ -141,13 +141,19 @@ def _init_process(payload, sha, device, torch_threads):
 
 
 class ProcessRunner(Runner):
-    """A ``spawn`` process pool; the network is deserialized once per process by its initializer."""
+    """A ``spawn`` process pool; the network is deserialized once per process by its initializer.
+
+    Another network (``--method auto`` on a hexagonal input) is written once to a file in a scratch
+    folder of the runner's; tasks carry its path, and each process reads it once, on the first task that
+    needs it (:func:`~.network.cached_network`)."""
 
     name = "processes"
 
     def __init__(self, workers: int | None = None, window: int | None = None):
         super().__init__(workers or min(2, available_cores()), window)
         self.pool = None
+        self.scratch = None
+        self.other_files = {}
 
     def bind(self, net, device):
         import multiprocessing as mp
@@ -161,14 +167,28 @@ class ProcessRunner(Runner):
     def net_ref(self, net=None):
         if net is None or net is self.net:
             return None  # workers already hold it (cached by sha)
-        return net.to_bytes()  # another network: its bytes travel with the tasks, deserialized once per process
+        if net.sha256 not in self.other_files:
+            import tempfile
+            from pathlib import Path
+
+            from micro_sym.inference.network import NetworkFile
+
+            self.scratch = self.scratch or tempfile.TemporaryDirectory(prefix="micro_sym_networks_")
+            path = Path(self.scratch.name) / f"{net.sha256}.pickle"
+            path.write_bytes(net.to_bytes())
+            self.other_files[net.sha256] = NetworkFile(str(path))
+        return self.other_files[net.sha256]
 
     def submit(self, fn, *args):
         return self.pool.submit(fn, *args)
 
     def close(self):
-        if self.pool is not None:
-            self.pool.shutdown(wait=True, cancel_futures=True)
+        try:
+            if self.pool is not None:
+                self.pool.shutdown(wait=True, cancel_futures=True)
+        finally:
+            if self.scratch is not None:
+                self.scratch.cleanup()
 
 
 #: Seconds a ``tcp://`` scheduler has to accept the connection and send its handshake.

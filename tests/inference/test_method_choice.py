@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -188,6 +189,35 @@ def test_auto_runs_the_hexagonal_network_on_a_hexagonal_lattice(tmp_path, hexago
     assert scores[0] > 0.85 and scores[1] > 0.5 and scores[2] < 1.0, scores
     (res,) = segment([path], tmp_path / "square", model="robust-2d", method="auto", **kw)
     assert res.status == "complete" and _manifest(tmp_path / "square", "hex")["method"]["name"] == "classical"
+
+
+def test_a_process_pool_reads_the_second_network_from_a_file(tmp_path, hexagonal_image):
+    """With --scheduler processes, auto's hexagonal network (not the one the pool was started with) goes
+    to the tasks as a file reference, read once per process, and the outputs are the threads run's."""
+    from micro_sym.inference import segment
+    from micro_sym.inference.network import NetworkFile, as_network, cached_network
+    from micro_sym.inference.scheduler import ProcessRunner
+    from micro_sym.io.images import output_array
+    from micro_sym.models import load_model
+
+    hexagonal = as_network(load_model("atoms-2d-hex", export=True), export=False)
+    runner = ProcessRunner(1)
+    runner.net = object()  # the bound network: any other one is "another"
+    ref = runner.net_ref(hexagonal)
+    assert isinstance(ref, NetworkFile) and runner.net_ref(hexagonal) is ref
+    assert cached_network(ref, hexagonal.sha256).sha256 == hexagonal.sha256
+    runner.close()
+    assert not os.path.exists(ref.path)
+
+    path, _ = hexagonal_image
+    kw = dict(block=128, chunk=128, workers=2)
+    (threads,) = segment([path], tmp_path / "threads", **kw)
+    (processes,) = segment([path], tmp_path / "processes", scheduler="processes", **kw)
+    assert threads.status == processes.status == "complete", processes.error
+    assert _manifest(tmp_path / "processes", "hex")["model"]["name"] == "atoms-2d-hex"
+    for name in ("boundary", "orientation", "grains"):
+        a, b = (np.asarray(output_array(r.zarr, name)[...]) for r in (threads, processes))
+        assert np.array_equal(a, b, equal_nan=True), name
 
 
 @pytest.fixture(scope="module")
