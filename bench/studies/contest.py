@@ -29,6 +29,7 @@ Usage::
 
     python bench/studies/contest.py                       # quick: 384² images, 2 per condition
     python bench/studies/contest.py --size 1024 --n 8     # the fuller run
+    python bench/studies/contest.py --networks robust-2d runs/prune/robust_r30.pt   # chosen networks only
 """
 
 from __future__ import annotations
@@ -71,6 +72,8 @@ def main(argv=None):
     ap.add_argument("--ebsd-size", type=int, default=512, help="crop of the rendered EBSD image (0 = all)")
     ap.add_argument("--ebsd-doses", type=str, default="5,100", help="doses for the EBSD-morphology images")
     ap.add_argument("--skip-network", action="store_true", help="score the classical method only")
+    ap.add_argument("--networks", nargs="+", default=None,
+                    help="these square 2D networks (bundled names or model files) instead of every bundled one")
     ap.add_argument("--out", type=Path, default=RESULTS / "contest.json")
     args = ap.parse_args(argv)
 
@@ -78,7 +81,12 @@ def main(argv=None):
     if not args.skip_network:
         from micro_sym.inference.method_choice import AUTO_MODEL
 
-        methods.update(load_networks())
+        if args.networks:
+            from micro_sym.models import load_model
+
+            methods.update({f"network:{name}": load_model(name, export=True) for name in args.networks})
+        else:
+            methods.update(load_networks())
         if f"network:{AUTO_MODEL}" in methods:  # the product default: classical or this network, per image
             methods["auto"] = methods[f"network:{AUTO_MODEL}"]
     jobs = []
