@@ -324,6 +324,8 @@ def _iter_network(image, settings, pixel_size, unit, net, measured=None):
     from micro_sym.inference.blocks import plan_blocks
     from micro_sym.grains.blockwise import (final_table, flood_region, grain_refs, merge_blocks, neighbour_counts,
                                             neighbour_pairs, seed_parts)
+    from micro_sym.classical.grain_lattice import block_sums as lattice_sums, grain_columns as lattice_columns
+    from micro_sym.inference.lattice_mask import grain_lattice
     from micro_sym.inference.method_choice import NETWORK_FOR_LATTICE
     from micro_sym.inference.rescale import adapt_to_image, check_measured_lattice
     from micro_sym.grains.field import paint, table_orientations
@@ -347,6 +349,8 @@ def _iter_network(image, settings, pixel_size, unit, net, measured=None):
                                    lattice_mask=settings.lattice_mask)
     check_measured_lattice(base, scale, models=NETWORK_FOR_LATTICE)  # the wrong lattice family: refused, as by the CLI
     rule = net.grain_rule(settings.threshold, nd)  # the CLI engine's grain rule, so results agree
+    # Each grain's lattice measured from the image, on the tiles' seed labels as the CLI engine does it.
+    lattice = grain_lattice(base, scale) if nd == 2 else None
     seeded = is_seeded(rule)
     stride = max(int(net.total_stride), 1)
     halo = net.halo + seed_margin(rule)  # the seed core of a tile needs the boundary map beyond it
@@ -379,6 +383,8 @@ def _iter_network(image, settings, pixel_size, unit, net, measured=None):
         orientation[(slice(None), *b.core) if nd == 3 else b.core] = maps["orientation"]
         local[b.core] = lab.labels
         merge_data[b.id] = lab.to_arrays()
+        if lattice:
+            merge_data[b.id] |= lattice_sums(np.asarray(image[b.core]), lab.labels, lattice)
     yield Progress(done, total, "merging grains across tiles")
     merged = merge_blocks(plan, lambda b: merge_data[b.id], symmetry=net.symmetry, threshold=rule["pair_threshold"],
                           min_size=int(settings.min_size), small="drop" if seeded else "merge", pixel_size=pixel_size,
@@ -398,6 +404,8 @@ def _iter_network(image, settings, pixel_size, unit, net, measured=None):
     if seeded:
         merged.table = final_table(final, merged.n_grains, symmetry=net.symmetry, image_shape=shape, pixel_size=pixel_size,
                                    aligned=merged.refs is not None)
+    measured = (lattice_columns(((merged.block_lut(i), merge_data[b.id]) for i, b in enumerate(plan.blocks)),
+                                merged.n_grains, lattice) if lattice else {})
     del local
     merge_data.clear()
     yield Progress(done + 1, total, "grain statistics")
@@ -409,6 +417,8 @@ def _iter_network(image, settings, pixel_size, unit, net, measured=None):
         table = dict(merged.table)
     else:
         table = _table(grains, orientation, net.symmetry, pixel_size, unit, merged.table)
+    rows = np.asarray(table.get("grain", np.arange(1, merged.n_grains + 1)), np.int64) - 1  # grain ids from 1
+    table |= {name: np.asarray(values)[rows] for name, values in measured.items()}
     info = {"model": str(settings.model), "halo": int(plan.halo), "tile": list(plan.block), "tiles": n,
             "recompute": round(plan.recompute, 3), "value_range": [lo, hi], "threshold": settings.threshold,
             "grain_rule": rule, "min_size": int(settings.min_size), "boundary_threshold": settings.boundary_threshold,
@@ -443,6 +453,12 @@ def _iter_classical(image, settings, pixel_size, unit):
                                 connectivity=1, boundary=maps["boundary"], boundary_threshold=settings.boundary_threshold,
                                 min_size=int(settings.min_size), small="merge").astype(np.uint32)
     table = _table(grains, maps["orientation"], settings.lattice, pixel_size, unit, None)
+    # Each grain's lattice measured from the image, as `micro-sym classical` measures it.
+    from micro_sym.classical.grain_lattice import grain_lattice_angles
+
+    measured = grain_lattice_angles(img, grains, period=period, lattice=settings.lattice, ids=table["grain"])
+    table |= {"lattice_angle": measured["angle_deg"], "lattice_strength": measured["strength"],
+              "fringes_angle": measured["fringes_angle_deg"], "fringes_strength": measured["fringes_strength"]}
     info = {"model": CLASSICAL, "lattice": settings.lattice, "period_px": float(period), "threshold": settings.threshold,
             "min_size": int(settings.min_size), "boundary_threshold": settings.boundary_threshold}
     return SegmentResult(grains, maps["boundary"], maps["orientation"], table, settings.lattice, "classical filter bank",
