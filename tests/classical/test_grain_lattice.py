@@ -93,7 +93,10 @@ def test_parts_of_a_grain_add_up():
     assert np.all(misorientation_2d(cols["lattice_angle"], whole["angle_deg"], 4) < 0.2)
     assert np.all(misorientation_2d(cols["lattice_angle"], np.array([21.0, 160.0]), 4) < 0.2)
     assert np.isnan(cols["fringes_angle"][0]) and misorientation_2d(cols["fringes_angle"][1], 160.0, 2) < 0.2
-    assert np.allclose(cols["fringes_strength"], whole["fringes_strength"], atol=0.02)  # each part tapered at its cut
+    # The fringes grain reads alike whole or in parts (each part is tapered at its cut); the square grain's
+    # |c_2| is at the noise level either way.
+    assert abs(cols["fringes_strength"][1] - whole["fringes_strength"][1]) < 0.02
+    assert cols["fringes_strength"][0] < 0.2 and whole["fringes_strength"][0] < 0.2
 
 
 def test_hexagonal_angle_is_the_basis_vector():
