@@ -152,6 +152,15 @@ def grain_lattice_angles(image, labels, *, period: float, lattice: str, ids=None
     return out
 
 
+def grain_table_columns(image, labels, *, period: float, lattice: str, ids) -> dict:
+    """The grain table's ``lattice_angle``, ``lattice_strength``, ``fringes_angle`` and ``fringes_strength``
+    for the grains ``ids`` (in this order) of a whole image: :func:`grain_lattice_angles` under the
+    table's column names."""
+    m = grain_lattice_angles(image, labels, period=period, lattice=lattice, ids=ids)
+    return {"lattice_angle": m["angle_deg"], "lattice_strength": m["strength"],
+            "fringes_angle": m["fringes_angle_deg"], "fringes_strength": m["fringes_strength"]}
+
+
 def block_sums(image, labels, setting: dict) -> dict:
     """:func:`ring_sums` of one block's labels as merge data: ``lattice_ids``, ``lattice_ck``, ``lattice_c2``,
     ``lattice_c0``.

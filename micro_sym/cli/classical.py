@@ -33,7 +33,7 @@ def classical(
 
     from micro_sym.classical import DEFAULT_SIGMA, classical_segment
     from micro_sym.grains.rules import pair_rule
-    from micro_sym.classical.grain_lattice import grain_lattice_angles
+    from micro_sym.classical.grain_lattice import grain_table_columns
     from micro_sym.grains.stats import grain_table, write_grain_csv
     from micro_sym.io import move_into_place, open_image, scratch_folder, write_ome_zarr
     from micro_sym.orientation.symmetry import lattice as find_lattice
@@ -62,9 +62,7 @@ def classical(
     name = img.name
     ps, unit = img.pixel_size, img.unit
     table = grain_table(labels, res["orientation"], symmetry=lattice, pixel_size=ps, unit=unit)
-    measured = grain_lattice_angles(image, labels, period=res["period"], lattice=lattice, ids=table["grain"])
-    table |= {"lattice_angle": measured["angle_deg"], "lattice_strength": measured["strength"],
-              "fringes_angle": measured["fringes_angle_deg"], "fringes_strength": measured["fringes_strength"]}
+    table |= grain_table_columns(image, labels, period=res["period"], lattice=lattice, ids=table["grain"])
     produced = [f"{name}.zarr", f"{name}_grains.csv", f"{name}_grains.json"]
     out = Path(out)
     tmp = scratch_folder(out, produced, overwrite)

@@ -58,7 +58,7 @@ from micro_sym.grains.stats import write_grain_csv
 from micro_sym.grains.blockwise import grow
 from micro_sym.inference.blocks import BlockPlan, estimate_memory, plan_blocks
 from micro_sym.inference.classical import ClassicalMethod
-from micro_sym.grains.blockwise import (final_table, flood_margin, flood_region, grain_refs, merge_blocks,
+from micro_sym.grains.blockwise import (final_table, flood_margin, flood_region, grain_refs, inside, merge_blocks,
                                        neighbour_counts, neighbour_pairs, seed_parts)
 from micro_sym.inference.method_choice import AUTO_MODEL, AUTO_MODELS_BY_LATTICE, NETWORK_FOR_LATTICE, AutoMethod
 from micro_sym.inference.network import Network, cached_network
@@ -169,8 +169,7 @@ def maps_task(net_ref, job: dict, blocks: list) -> list:
         arrays = lab.to_arrays()
         image = inputs.pop(b.id)
         if job.get("grain_lattice"):
-            arrays |= lattice_sums(image[tuple(slice(c.start - t.start, c.stop - t.start) for c, t in zip(b.core, b.tile))],
-                                   lab.labels, job["grain_lattice"])
+            arrays |= lattice_sums(image[inside(b.core, b.tile)], lab.labels, job["grain_lattice"])
         out.append(arrays)
     return out
 

@@ -322,8 +322,8 @@ def _iter_network(image, settings, pixel_size, unit, net, measured=None):
     from micro_sym.grains.rules import is_seeded, seed_margin
     from micro_sym.grains.blockwise import grow
     from micro_sym.inference.blocks import plan_blocks
-    from micro_sym.grains.blockwise import (final_table, flood_region, grain_refs, merge_blocks, neighbour_counts,
-                                            neighbour_pairs, seed_parts)
+    from micro_sym.grains.blockwise import (final_table, flood_region, grain_refs, inside, merge_blocks,
+                                            neighbour_counts, neighbour_pairs, seed_parts)
     from micro_sym.classical.grain_lattice import block_sums as lattice_sums, grain_columns as lattice_columns
     from micro_sym.inference.lattice_mask import grain_lattice
     from micro_sym.inference.method_choice import NETWORK_FOR_LATTICE
@@ -371,7 +371,13 @@ def _iter_network(image, settings, pixel_size, unit, net, measured=None):
     orientation = _allocate(((net.out_channels - 1 if field else 4,) if nd == 3 else ()) + shape, np.float32, n)
     local = _allocate(shape, np.uint32, n)
     merge_data = {}
-    tiles = iter_tiles(net, plan.blocks, lambda b: np.asarray(image[b.tile]), value_range=(lo, hi),
+    inputs = {}  # each tile's raw input, kept until its grains' lattices are measured
+
+    def read(b):
+        inputs[b.id] = tile = np.asarray(image[b.tile])
+        return tile
+
+    tiles = iter_tiles(net, plan.blocks, read, value_range=(lo, hi),
                        pad_mode=plan.pad_mode, device=settings.device, decode=False)
     for i, b in enumerate(plan.blocks):
         yield Progress(done, total, f"tile {i + 1}/{n}")
@@ -383,8 +389,9 @@ def _iter_network(image, settings, pixel_size, unit, net, measured=None):
         orientation[(slice(None), *b.core) if nd == 3 else b.core] = maps["orientation"]
         local[b.core] = lab.labels
         merge_data[b.id] = lab.to_arrays()
+        raw = inputs.pop(b.id)
         if lattice:
-            merge_data[b.id] |= lattice_sums(np.asarray(image[b.core]), lab.labels, lattice)
+            merge_data[b.id] |= lattice_sums(raw[inside(b.core, b.tile)], lab.labels, lattice)
     yield Progress(done, total, "merging grains across tiles")
     merged = merge_blocks(plan, lambda b: merge_data[b.id], symmetry=net.symmetry, threshold=rule["pair_threshold"],
                           min_size=int(settings.min_size), small="drop" if seeded else "merge", pixel_size=pixel_size,
@@ -417,7 +424,7 @@ def _iter_network(image, settings, pixel_size, unit, net, measured=None):
         table = dict(merged.table)
     else:
         table = _table(grains, orientation, net.symmetry, pixel_size, unit, merged.table)
-    rows = np.asarray(table.get("grain", np.arange(1, merged.n_grains + 1)), np.int64) - 1  # grain ids from 1
+    rows = np.asarray(table["grain"], np.int64) - 1  # the measured columns' rows are grains 1..n_grains
     table |= {name: np.asarray(values)[rows] for name, values in measured.items()}
     info = {"model": str(settings.model), "halo": int(plan.halo), "tile": list(plan.block), "tiles": n,
             "recompute": round(plan.recompute, 3), "value_range": [lo, hi], "threshold": settings.threshold,
@@ -432,6 +439,7 @@ def _iter_classical(image, settings, pixel_size, unit):
     """The filter-bank method runs on the whole image (its boundary closing is not tile-local);
     the progress steps are its stages, not tiles."""
     from micro_sym.classical import classical_orientation_map, estimate_period
+    from micro_sym.classical.grain_lattice import grain_table_columns
     from micro_sym.grains import reconstruct_grains
 
     t0 = time.perf_counter()
@@ -454,11 +462,7 @@ def _iter_classical(image, settings, pixel_size, unit):
                                 min_size=int(settings.min_size), small="merge").astype(np.uint32)
     table = _table(grains, maps["orientation"], settings.lattice, pixel_size, unit, None)
     # Each grain's lattice measured from the image, as `micro-sym classical` measures it.
-    from micro_sym.classical.grain_lattice import grain_lattice_angles
-
-    measured = grain_lattice_angles(img, grains, period=period, lattice=settings.lattice, ids=table["grain"])
-    table |= {"lattice_angle": measured["angle_deg"], "lattice_strength": measured["strength"],
-              "fringes_angle": measured["fringes_angle_deg"], "fringes_strength": measured["fringes_strength"]}
+    table |= grain_table_columns(img, grains, period=period, lattice=settings.lattice, ids=table["grain"])
     info = {"model": CLASSICAL, "lattice": settings.lattice, "period_px": float(period), "threshold": settings.threshold,
             "min_size": int(settings.min_size), "boundary_threshold": settings.boundary_threshold}
     return SegmentResult(grains, maps["boundary"], maps["orientation"], table, settings.lattice, "classical filter bank",
