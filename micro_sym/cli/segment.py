@@ -213,7 +213,8 @@ def segment(
     scheduler: str = typer.Option("threads", "--scheduler", help="threads | processes | local-cluster | tcp://HOST:PORT."),
     workers: Optional[int] = typer.Option(None, "--workers", help="Worker threads/processes (default: up to 2)."),
     threshold: float = typer.Option(5.0, "--threshold", help="Grain misorientation threshold in degrees."),
-    min_size: Optional[int] = typer.Option(None, "--min-size", help="Smallest grain in pixels (default 32)."),
+    min_size: Optional[int] = typer.Option(None, "--min-size", help="Smallest grain in pixels (default: a network's grain seeds hold 2 lattice cells where "
+                                         "the lattice is measured, at least 32 px; else 32)."),
     batch: int = typer.Option(1, "--batch", help="Tiles per forward call."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan (blocks, memory estimate, outputs) and exit."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Start every input afresh: delete its NAME.zarr, "

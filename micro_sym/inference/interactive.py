@@ -62,8 +62,9 @@ class SegmentSettings:
         Edge of the processing tile (core, without halo) in pixels; ``None`` = the engine's default.
     threshold : float
         Grain misorientation threshold in degrees (docs/design.md §3).
-    min_size : int
-        Grains with fewer pixels are merged into a neighbour.
+    min_size : int or None
+        Grains with fewer pixels are merged into a neighbour (a network's grain seeds: dropped); None:
+        the engine's default (:func:`~micro_sym.inference.whole_image.default_min_size`).
     boundary_threshold : float
         Boundary probability at or above which a pixel separates grains.
     lattice : str
@@ -80,7 +81,7 @@ class SegmentSettings:
     device: str = "cpu"
     tile: int | None = None
     threshold: float = 5.0
-    min_size: int = 32
+    min_size: int | None = None
     boundary_threshold: float = 0.5
     lattice: str = "square"
     period: float | None = None
@@ -167,7 +168,7 @@ def check_settings(settings: SegmentSettings, ndim: int) -> None:
                 raise MicroSymError(f"{path}: model file does not exist")
     if not 0 <= settings.threshold <= 180:
         raise MicroSymError(f"misorientation threshold {settings.threshold}: expected 0-180 degrees")
-    if settings.min_size < 0:
+    if settings.min_size is not None and settings.min_size < 0:
         raise MicroSymError(f"minimum grain size {settings.min_size}: must not be negative")
     if settings.tile is not None and settings.tile < 16:
         raise MicroSymError(f"tile size {settings.tile}: use at least 16 pixels (or 0 for automatic)")
@@ -330,6 +331,7 @@ def _iter_network(image, settings, pixel_size, unit, net, measured=None):
     from micro_sym.inference.rescale import adapt_to_image, check_measured_lattice
     from micro_sym.grains.field import paint, table_orientations
     from micro_sym.inference.tiles import iter_tiles, label_tile, rule_maps
+    from micro_sym.inference.whole_image import default_min_size
     from micro_sym.models.normalize import intensity_range
 
     t0 = time.perf_counter()
@@ -345,13 +347,14 @@ def _iter_network(image, settings, pixel_size, unit, net, measured=None):
         yield Progress(0, 1, "lattice period from the power spectrum")
     # At the model's training lattice period, grains only where the lattice shows: as the CLI engine runs it.
     base = net
-    net, scale, _ = adapt_to_image(net, image, period=settings.period, measured=measured,
-                                   lattice_mask=settings.lattice_mask)
+    net, scale, ring = adapt_to_image(net, image, period=settings.period, measured=measured,
+                                      lattice_mask=settings.lattice_mask)
     check_measured_lattice(base, scale, models=NETWORK_FOR_LATTICE)  # the wrong lattice family: refused, as by the CLI
     rule = net.grain_rule(settings.threshold, nd)  # the CLI engine's grain rule, so results agree
+    seeded = is_seeded(rule)
+    min_size = default_min_size(ring if seeded else None) if settings.min_size is None else int(settings.min_size)
     # Each grain's lattice measured from the image, on the tiles' seed labels as the CLI engine does it.
     lattice = grain_lattice(base, scale) if nd == 2 else None
-    seeded = is_seeded(rule)
     stride = max(int(net.total_stride), 1)
     halo = net.halo + seed_margin(rule)  # the seed core of a tile needs the boundary map beyond it
     if settings.tile:
@@ -394,7 +397,7 @@ def _iter_network(image, settings, pixel_size, unit, net, measured=None):
             merge_data[b.id] |= lattice_sums(raw[inside(b.core, b.tile)], lab.labels, lattice)
     yield Progress(done, total, "merging grains across tiles")
     merged = merge_blocks(plan, lambda b: merge_data[b.id], symmetry=net.symmetry, threshold=rule["pair_threshold"],
-                          min_size=int(settings.min_size), small="drop" if seeded else "merge", pixel_size=pixel_size,
+                          min_size=min_size, small="drop" if seeded else "merge", pixel_size=pixel_size,
                           merge_threshold=rule["merge_threshold"], reach=rule["reach"], table=not seeded)
     grains = _allocate(shape, np.uint32, n)
     final = []
@@ -428,7 +431,7 @@ def _iter_network(image, settings, pixel_size, unit, net, measured=None):
     table |= {name: np.asarray(values)[rows] for name, values in measured.items()}
     info = {"model": str(settings.model), "halo": int(plan.halo), "tile": list(plan.block), "tiles": n,
             "recompute": round(plan.recompute, 3), "value_range": [lo, hi], "threshold": settings.threshold,
-            "grain_rule": rule, "min_size": int(settings.min_size), "boundary_threshold": settings.boundary_threshold,
+            "grain_rule": rule, "min_size": min_size, "boundary_threshold": settings.boundary_threshold,
             "device": settings.device, "scale": scale}
     how = f", resampled x{scale['scale']:.2f}" if scale and scale["resampled"] else ""
     return SegmentResult(grains, boundary, orientation, table, net.symmetry, f"network {settings.model}{how}",
@@ -441,7 +444,9 @@ def _iter_classical(image, settings, pixel_size, unit):
     from micro_sym.classical import classical_orientation_map, estimate_period
     from micro_sym.classical.grain_lattice import grain_table_columns
     from micro_sym.grains import reconstruct_grains
+    from micro_sym.inference.whole_image import DEFAULT_MIN_SIZE
 
+    min_size = DEFAULT_MIN_SIZE if settings.min_size is None else int(settings.min_size)
     t0 = time.perf_counter()
     total = 4
     yield Progress(0, total, "reading image")
@@ -459,12 +464,12 @@ def _iter_classical(image, settings, pixel_size, unit):
     yield Progress(3, total, "grains and statistics")
     grains = reconstruct_grains(maps["orientation"], symmetry=settings.lattice, threshold=settings.threshold,
                                 connectivity=1, boundary=maps["boundary"], boundary_threshold=settings.boundary_threshold,
-                                min_size=int(settings.min_size), small="merge").astype(np.uint32)
+                                min_size=min_size, small="merge").astype(np.uint32)
     table = _table(grains, maps["orientation"], settings.lattice, pixel_size, unit, None)
     # Each grain's lattice measured from the image, as `micro-sym classical` measures it.
     table |= grain_table_columns(img, grains, period=period, lattice=settings.lattice, ids=table["grain"])
     info = {"model": CLASSICAL, "lattice": settings.lattice, "period_px": float(period), "threshold": settings.threshold,
-            "min_size": int(settings.min_size), "boundary_threshold": settings.boundary_threshold}
+            "min_size": min_size, "boundary_threshold": settings.boundary_threshold}
     return SegmentResult(grains, maps["boundary"], maps["orientation"], table, settings.lattice, "classical filter bank",
                          _tuple(pixel_size), unit, 1, time.perf_counter() - t0, info)
 

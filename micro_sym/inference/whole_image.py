@@ -12,6 +12,8 @@ normalization (:func:`micro_sym.models.intensity_range` of the whole image) and 
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from micro_sym.errors import MicroSymError
@@ -22,6 +24,22 @@ from micro_sym.orientation.symmetry import lattice
 #: Grains smaller than this (pixels) are merged into a neighbour; a lattice-resolved grain is much
 #: larger than the few-pixel specks a noisy boundary map leaves between boundary branches.
 DEFAULT_MIN_SIZE = 32
+#: Lattice cells a network's grain seed must hold where the image's lattice is known (docs/design.md
+#: §6.3; chosen by ``bench/studies/seed_min_cells.py``: the most that keeps the analytic renderer's
+#: small grains within 3 points of grain F1).
+SEED_MIN_CELLS = 2
+
+
+def default_min_size(ring_frequency: float | None) -> int:
+    """The seeded rule's default smallest seed, in pixels: :data:`SEED_MIN_CELLS` cells of the lattice's
+    first-ring spacing ``1 / ring_frequency`` where the lattice mask knows it, else :data:`DEFAULT_MIN_SIZE`.
+
+    Patches of vacuum noise or amorphous speckle that pass the ring-contrast mask, where the network's
+    boundary map has holes, give seeds of a cell or two; a grain that shows its lattice holds more.
+    """
+    if not ring_frequency:
+        return DEFAULT_MIN_SIZE
+    return max(DEFAULT_MIN_SIZE, int(math.ceil(SEED_MIN_CELLS / float(ring_frequency) ** 2)))
 
 
 def _network(model, image):
@@ -70,15 +88,21 @@ def predict_image(model, image: np.ndarray, *, device="cpu", period=None) -> dic
         ``boundary``: float32 probability; ``orientation``: float32 degrees in ``[0, 360/k)``;
         ``confidence``: float32 in ``[0, 1]`` (length of the predicted ``(cos kθ, sin kθ)``).
     """
+    return _predict(model, image, device, period)[0]
+
+
+def _predict(model, image, device, period) -> tuple[dict, float | None]:
+    """:func:`predict_image`'s maps and the lattice mask's ring frequency (None: no mask)."""
     net, image = _network(model, image)
+    ring = None
     if period is not None:
         from micro_sym.inference.rescale import adapt_to_image
 
-        net, _, _ = adapt_to_image(net, image, period=None if period == "measure" else float(period))
-    return predict_array(net, image, device=device)
+        net, _, ring = adapt_to_image(net, image, period=None if period == "measure" else float(period))
+    return predict_array(net, image, device=device), ring
 
 
-def segment_image(model, image: np.ndarray, *, threshold: float = 5.0, min_size: int = DEFAULT_MIN_SIZE,
+def segment_image(model, image: np.ndarray, *, threshold: float = 5.0, min_size: int | None = None,
                   boundary_threshold: float = 0.5, device="cpu", period=None) -> dict:
     """:func:`predict_image` plus grain labels by the grain rule (docs/design.md §3).
 
@@ -86,8 +110,9 @@ def segment_image(model, image: np.ndarray, *, threshold: float = 5.0, min_size:
     ----------
     threshold : float
         Misorientation (degrees) above which neighbouring pixels belong to different grains.
-    min_size : int
-        Smaller grains are merged into a neighbour.
+    min_size : int, optional
+        Smaller grain seeds are dropped (default :func:`default_min_size`: 2 lattice cells where the
+        lattice mask runs, else 32 px).
     boundary_threshold : float
         Pixels with boundary probability at or above it separate grains (label 0).
     period : float or "measure", optional
@@ -98,7 +123,8 @@ def segment_image(model, image: np.ndarray, *, threshold: float = 5.0, min_size:
     dict
         The maps of :func:`predict_image` plus ``grains`` (uint32, 0 = boundary, ids from 1).
     """
-    out = predict_image(model, image, device=device, period=period)
+    out, ring = _predict(model, image, device, period)
+    min_size = default_min_size(ring) if min_size is None else int(min_size)
     out["grains"] = grains_from_maps(out, model.k, threshold=threshold, min_size=min_size, boundary_threshold=boundary_threshold)
     return out
 

@@ -197,9 +197,12 @@ class SegmentWidget(_WorkerControls, QWidget):
         self.threshold_spin.setToolTip("Neighbouring pixels misoriented by more than this belong to different grains")
         self.min_size_spin = QSpinBox()
         self.min_size_spin.setRange(0, 10_000_000)
-        self.min_size_spin.setValue(32)
+        self.min_size_spin.setSpecialValueText("auto")
+        self.min_size_spin.setValue(0)
         self.min_size_spin.setSuffix(" px")
-        self.min_size_spin.setToolTip("Smaller grains are merged into their neighbour")
+        self.min_size_spin.setToolTip("Smaller grains are merged into their neighbour (a network's grain seeds: dropped); "
+                                      "auto = as micro-sym segment: 2 lattice cells where the lattice is measured, "
+                                      "at least 32 px")
 
         self._build_controls("Segment")
         self.save_button = QPushButton("Save results…")
@@ -271,7 +274,7 @@ class SegmentWidget(_WorkerControls, QWidget):
         model = self.model_path.text().strip() if choice == MODEL_FILE else choice
         return interactive.SegmentSettings(
             model=model, device=self.device_combo.currentText().strip() or "cpu", tile=self.tile_spin.value() or None,
-            threshold=float(self.threshold_spin.value()), min_size=int(self.min_size_spin.value()),
+            threshold=float(self.threshold_spin.value()), min_size=self.min_size_spin.value() or None,
             lattice=self.lattice_combo.currentText())
 
     # ---------------------------------------------------------------------------------- run

@@ -7,7 +7,7 @@ import tifffile
 
 from _helpers import half_lattice, read_output
 from micro_sym.inference.engine import segment
-from micro_sym.inference.whole_image import segment_image
+from micro_sym.inference.whole_image import DEFAULT_MIN_SIZE, default_min_size, segment_image
 
 
 def test_lattice_free_half_gets_no_grain_and_tiles_match_the_whole_image(tmp_path):
@@ -28,9 +28,30 @@ def test_lattice_free_half_gets_no_grain_and_tiles_match_the_whole_image(tmp_pat
     whole = segment_image(load_model("default-2d", export=True), img, period="measure")
     np.testing.assert_array_equal(grains, whole["grains"])
 
+    # A grain seed must hold 2 cells of the measured lattice (about 10 px: 200 px), whole image and tiles alike.
+    ring = res.plan["method"]["lattice_mask"]["ring_frequency"]
+    assert _recorded_min_size(tmp_path / "out", "a") == default_min_size(ring)
+    assert 190 < default_min_size(ring) < 210
+
     (res,) = segment([tmp_path / "a.tif"], tmp_path / "all", model="default-2d", lattice_mask=False)
     assert "lattice_mask" not in res.plan["method"]
     assert np.mean(read_output(tmp_path / "all", "a")["grains"][:, 270:-40] > 0) > 0.5
+    assert _recorded_min_size(tmp_path / "all", "a") == DEFAULT_MIN_SIZE  # no lattice mask: the plain default
+
+
+def _recorded_min_size(out, name) -> int:
+    import zarr
+
+    return zarr.open_group(str(out / f"{name}.zarr"), mode="r").attrs["micro_sym"]["min_size"]
+
+
+def test_a_grain_seed_holds_two_lattice_cells_by_default():
+    # Patches of vacuum noise or amorphous speckle that pass the ring contrast give seeds of a cell or
+    # two; the default smallest seed is 2 cells of the ring spacing, never below the plain 32 px.
+    assert default_min_size(None) == DEFAULT_MIN_SIZE == 32
+    assert default_min_size(1 / 8) == 128
+    assert default_min_size(1 / 10.25) == 211  # 210.1 px, rounded up
+    assert default_min_size(1 / 3.0) == DEFAULT_MIN_SIZE
 
 
 def test_the_network_runs_on_the_part_of_each_tile_it_needs():

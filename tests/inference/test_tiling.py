@@ -127,7 +127,7 @@ def test_bundled_2d_models_tiled_equal_whole_image(tmp_path, name):
     img = tifffile.imread("sample_data/micrographs/images/sample_000.tif")[:256, :192]
     tifffile.imwrite(tmp_path / "a.tif", img)
     model = load_model(name, export=True)
-    whole = segment_image(model, img)
+    whole = segment_image(model, img, period="measure")  # as the engine runs it: lattice measured
     (res,) = segment([tmp_path / "a.tif"], tmp_path / "out", model=as_network(model, name=name), block=64, chunk=64)
     assert res.status == "complete" and res.n_blocks == 12
     out = read_output(tmp_path / "out", "a")
