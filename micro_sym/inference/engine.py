@@ -341,7 +341,7 @@ def segment_input(path, out_dir, net: Network, runner, *, block=None, chunk=None
     block, chunk : int or tuple, optional
         Processing block and output chunk sizes (see :func:`~.blocks.plan_blocks`).
     threshold, min_size, boundary_threshold : grain rule (docs/design.md §3); ``min_size`` defaults to
-        :func:`micro_sym.inference.whole_image.default_min_size`, like whole-image segmentation.
+        :func:`micro_sym.inference.whole_image.grain_min_size`, like whole-image segmentation.
     batch : int
         Tiles per forward call (tiles of equal shape are stacked; useful on GPUs).
     dry_run : bool
@@ -420,7 +420,7 @@ def _segment_input(img, path: Path, out_dir, net, runner, *, block, chunk, thres
                    lattice_mask, measure_grains=True, voxel_orientations=False, lattice=None) -> InputResult:
     """:func:`segment_input` on an opened image (under the output lock unless ``dry_run``)."""
     from micro_sym.models.normalize import intensity_range
-    from micro_sym.inference.whole_image import default_min_size
+    from micro_sym.inference.whole_image import grain_min_size
 
     t0 = time.perf_counter()
     name = img.name
@@ -449,7 +449,7 @@ def _segment_input(img, path: Path, out_dir, net, runner, *, block, chunk, thres
         except MicroSymError as err:
             raise MicroSymError(f"{path}: {err}") from None
     rule = net.grain_rule(threshold, img.ndim)
-    min_size = default_min_size(ring if is_seeded(rule) else None) if min_size is None else int(min_size)
+    min_size = grain_min_size(min_size, ring, seeded=is_seeded(rule))
     field = getattr(net, "grain_field", None)  # a 3D harmonic network: grains from its field (grains.field)
     voxel_orientations = bool(voxel_orientations and field)
     plan = plan_input(img, net, block=block, chunk=chunk, margin=seed_margin(rule))

@@ -64,7 +64,7 @@ class SegmentSettings:
         Grain misorientation threshold in degrees (docs/design.md §3).
     min_size : int or None
         Grains with fewer pixels are merged into a neighbour (a network's grain seeds: dropped); None:
-        the engine's default (:func:`~micro_sym.inference.whole_image.default_min_size`).
+        the engine's default (:func:`~micro_sym.inference.whole_image.grain_min_size`).
     boundary_threshold : float
         Boundary probability at or above which a pixel separates grains.
     lattice : str
@@ -331,7 +331,7 @@ def _iter_network(image, settings, pixel_size, unit, net, measured=None):
     from micro_sym.inference.rescale import adapt_to_image, check_measured_lattice
     from micro_sym.grains.field import paint, table_orientations
     from micro_sym.inference.tiles import iter_tiles, label_tile, rule_maps
-    from micro_sym.inference.whole_image import default_min_size
+    from micro_sym.inference.whole_image import grain_min_size
     from micro_sym.models.normalize import intensity_range
 
     t0 = time.perf_counter()
@@ -352,7 +352,7 @@ def _iter_network(image, settings, pixel_size, unit, net, measured=None):
     check_measured_lattice(base, scale, models=NETWORK_FOR_LATTICE)  # the wrong lattice family: refused, as by the CLI
     rule = net.grain_rule(settings.threshold, nd)  # the CLI engine's grain rule, so results agree
     seeded = is_seeded(rule)
-    min_size = default_min_size(ring if seeded else None) if settings.min_size is None else int(settings.min_size)
+    min_size = grain_min_size(settings.min_size, ring, seeded=seeded)
     # Each grain's lattice measured from the image, on the tiles' seed labels as the CLI engine does it.
     lattice = grain_lattice(base, scale) if nd == 2 else None
     stride = max(int(net.total_stride), 1)
@@ -444,9 +444,9 @@ def _iter_classical(image, settings, pixel_size, unit):
     from micro_sym.classical import classical_orientation_map, estimate_period
     from micro_sym.classical.grain_lattice import grain_table_columns
     from micro_sym.grains import reconstruct_grains
-    from micro_sym.inference.whole_image import DEFAULT_MIN_SIZE
+    from micro_sym.inference.whole_image import grain_min_size
 
-    min_size = DEFAULT_MIN_SIZE if settings.min_size is None else int(settings.min_size)
+    min_size = grain_min_size(settings.min_size)
     t0 = time.perf_counter()
     total = 4
     yield Progress(0, total, "reading image")

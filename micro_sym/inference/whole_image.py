@@ -42,6 +42,14 @@ def default_min_size(ring_frequency: float | None) -> int:
     return max(DEFAULT_MIN_SIZE, int(math.ceil(SEED_MIN_CELLS / float(ring_frequency) ** 2)))
 
 
+def grain_min_size(min_size: int | None, ring_frequency: float | None = None, *, seeded: bool = True) -> int:
+    """The smallest grain a run uses: ``min_size`` where given, else :func:`default_min_size` of the
+    lattice mask's ring for the seeded rule of a network's maps, else :data:`DEFAULT_MIN_SIZE`."""
+    if min_size is not None:
+        return int(min_size)
+    return default_min_size(ring_frequency if seeded else None)
+
+
 def _network(model, image):
     image = np.asarray(image)
     if image.ndim != 2:
@@ -124,7 +132,7 @@ def segment_image(model, image: np.ndarray, *, threshold: float = 5.0, min_size:
         The maps of :func:`predict_image` plus ``grains`` (uint32, 0 = boundary, ids from 1).
     """
     out, ring = _predict(model, image, device, period)
-    min_size = default_min_size(ring) if min_size is None else int(min_size)
+    min_size = grain_min_size(min_size, ring)
     out["grains"] = grains_from_maps(out, model.k, threshold=threshold, min_size=min_size, boundary_threshold=boundary_threshold)
     return out
 

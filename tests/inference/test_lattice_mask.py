@@ -7,7 +7,7 @@ import tifffile
 
 from _helpers import half_lattice, read_output
 from micro_sym.inference.engine import segment
-from micro_sym.inference.whole_image import DEFAULT_MIN_SIZE, default_min_size, segment_image
+from micro_sym.inference.whole_image import DEFAULT_MIN_SIZE, default_min_size, grain_min_size, segment_image
 
 
 def test_lattice_free_half_gets_no_grain_and_tiles_match_the_whole_image(tmp_path):
@@ -52,6 +52,10 @@ def test_a_grain_seed_holds_two_lattice_cells_by_default():
     assert default_min_size(1 / 8) == 128
     assert default_min_size(1 / 10.25) == 211  # 210.1 px, rounded up
     assert default_min_size(1 / 3.0) == DEFAULT_MIN_SIZE
+    # What a run uses: a given size as it is; the cells only for a network's seeds.
+    assert grain_min_size(7, 1 / 8) == 7
+    assert grain_min_size(None, 1 / 8) == 128
+    assert grain_min_size(None, 1 / 8, seeded=False) == grain_min_size(None) == DEFAULT_MIN_SIZE
 
 
 def test_the_network_runs_on_the_part_of_each_tile_it_needs():
