@@ -320,11 +320,27 @@ def predicted(model, root) -> list:
 
 def pooled(cache, labels_of) -> dict:
     """Grain F1 pooled over ``(sample, maps)`` pairs, with grains ``labels_of(maps)``."""
+    return pooled_grain_f1((labels_of(maps), sample.grains) for sample, maps in cache)
+
+
+def pooled_grain_f1(pairs) -> dict:
+    """Grain F1 pooled over ``(predicted, true)`` label-map pairs (matches and counts summed first)."""
     from micro_sym.metrics import grain_f1
 
     tp = n_pred = n_gt = 0
-    for sample, maps in cache:
-        r = grain_f1(labels_of(maps), sample.grains)
+    for pred, gt in pairs:
+        r = grain_f1(pred, gt)
         tp, n_pred, n_gt = tp + r["tp"], n_pred + r["n_pred"], n_gt + r["n_gt"]
     p, r = tp / max(n_pred, 1), tp / max(n_gt, 1)
     return {"grain_f1": 2 * p * r / (p + r) if p + r else 0.0, "tp": tp, "n_pred": n_pred, "n_gt": n_gt}
+
+
+def atomistic_samples(name: str):
+    """``(stem, image, true grains)`` of the atomistic set ``data/NAME`` (made by ``micro-sym synth atoms2d``)."""
+    import tifffile
+
+    root = ROOT / "data" / name
+    if not (root / "images").is_dir():
+        raise SystemExit(f"{root}: missing; make it with micro-sym synth atoms2d (see the calling script's docstring)")
+    for path in sorted((root / "images").glob("*.tif")):
+        yield path.stem, tifffile.imread(path), tifffile.imread(root / "grains" / path.name)

@@ -31,30 +31,9 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/, for _common
-from _common import RESULTS, ROOT, calibration_jobs, write_json  # noqa: E402
+from _common import RESULTS, atomistic_samples, calibration_jobs, pooled_grain_f1, write_json  # noqa: E402
 
 ATOMISTIC = ("atoms2d_fringes_val", "atoms2d_hex_val")
-
-
-def atomistic_samples(name: str):
-    import tifffile
-
-    root = ROOT / "data" / name
-    if not (root / "images").is_dir():
-        raise SystemExit(f"{root}: missing; make it with micro-sym synth atoms2d (see this script's docstring)")
-    for path in sorted((root / "images").glob("*.tif")):
-        yield path.stem, tifffile.imread(path), tifffile.imread(root / "grains" / path.name)
-
-
-def pooled_f1(pairs) -> dict:
-    from micro_sym.metrics import grain_f1
-
-    tp = n_pred = n_gt = 0
-    for pred, gt in pairs:
-        r = grain_f1(pred, gt)
-        tp, n_pred, n_gt = tp + r["tp"], n_pred + r["n_pred"], n_gt + r["n_gt"]
-    p, r = tp / max(n_pred, 1), tp / max(n_gt, 1)
-    return {"grain_f1": 2 * p * r / (p + r) if p + r else 0.0, "tp": tp, "n_pred": n_pred, "n_gt": n_gt}
 
 
 def main(argv=None):
@@ -77,7 +56,7 @@ def main(argv=None):
             whole_image.SEED_MIN_CELLS = cells  # 0: default_min_size gives the plain 32 px
             row = {}
             for name, samples in sets:
-                row[name] = pooled_f1((auto_segment(image)["grains"], gt) for _, image, gt, _ in samples)
+                row[name] = pooled_grain_f1((auto_segment(image)["grains"], gt) for _, image, gt, _ in samples)
             analytic = [v["grain_f1"] for k, v in row.items() if k.startswith("analytic:")]
             row["analytic_mean"] = float(np.mean(analytic))
             results[str(cells)] = row

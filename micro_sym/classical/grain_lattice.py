@@ -15,11 +15,18 @@ lattice add in phase; shot noise and the spots of a neighbouring grain seen thro
 The grain's pixels are tapered over two lattice periods inside its outline, so the outline's own
 spectrum (a rectangle's would put power along both axes) does not leak onto the ring.
 
-Both ``c_k`` and the ring's power ``c_0 = Σ_f w(|f|) P(f)`` are sums over spectra, so a grain cut into parts (the
-blocks of a large image) adds its parts' sums: :func:`ring_sums` gives them per grain,
-:func:`lattice_angles` turns sums into angles. ``strength = |c_k| / c_0`` is 1 for a perfect k-fold ring
+``c_0 = Σ_f w(|f|) P(f)`` is the ring's power; :func:`ring_sums` gives the sums per grain,
+:func:`lattice_angles` turns them into angles. ``strength = |c_k| / c_0`` is 1 for a perfect k-fold ring
 and near 0 where the grain shows no lattice at that ring; angles are reported only from
-:data:`MIN_STRENGTH` on.
+:data:`MIN_STRENGTH` on. A grain is measured whole (in a :data:`MAX_WINDOW` window around its centre),
+never in parts: the block engine finds each final grain's extent block by block
+(:func:`grain_extents`, :func:`merge_extents`) and then reads that window, so its sums, and every
+decision taken on them, are those of the whole image however it was cut into blocks.
+
+A network's grain that shows no lattice at its ring (``|c_k|`` and ``|c_2|`` both below
+:data:`WEAK_LATTICE_STRENGTH` of ``c_0``) is left out (:func:`lattice_shown`): a patch of noise that
+passed the ring-contrast mask, or a region whose parts are crystals of several orientations that the
+network's boundary map did not separate (their spots cancel in ``c_k``).
 
 The angle is given in the product's convention (docs/design.md §1.2): the direction of the first
 real-space basis vector, modulo ``360/k``. For square lattices and fringes that is the fringe normal; a
@@ -53,6 +60,9 @@ TAPER_PERIODS = 2.0
 RING_WIDTH = 0.1
 #: Grains with fewer pixels than this many lattice cells get no angle.
 MIN_CELLS = 4
+#: A network's grain is kept only where ``max(|c_k|, |c_2|) / c_0`` reaches this (:func:`lattice_shown`;
+#: chosen by ``bench/studies/weak_lattice_grains.py``).
+WEAK_LATTICE_STRENGTH = 0.3
 #: Largest crop side (px) measured per grain: a larger grain is measured in this window around its
 #: centre (enough periods for a fraction of a degree; an FFT of the whole grain would cost more).
 MAX_WINDOW = 512
@@ -82,27 +92,113 @@ def ring_sums(image, labels, *, ring_frequency: float, k: int, ids=None) -> dict
     k : int
         2, 4 or 6.
     """
-    image = np.asarray(image, np.float64)
+    image = np.asarray(image)
     labels = np.asarray(labels)
+    extents = grain_extents(labels)
+    if ids is not None:
+        extents = select_extents(extents, ids)
+    return grain_sums(lambda win: image[win], lambda win: labels[win], extents, ring_frequency=ring_frequency, k=k)
+
+
+def grain_sums(read_image, read_labels, extents: dict, *, ring_frequency: float, k: int) -> dict:
+    """:func:`ring_sums` of the grains ``extents`` (:func:`grain_extents`), each measured whole in its
+    :func:`measure_window`: ``read_image(window)`` and ``read_labels(window)`` give the image and the
+    grain labels there (a whole image's slices, or the block engine's reads of its input and output)."""
     period = 1.0 / float(ring_frequency)
-    found = ndimage.find_objects(labels.astype(np.int64, copy=False)) if labels.size else []
-    wanted = np.arange(1, len(found) + 1) if ids is None else np.asarray(ids, np.int64)
     out_ids, cks, c2s, c0s = [], [], [], []
-    for g in wanted:
-        box = found[g - 1] if 0 < g <= len(found) else None
-        if box is None:
+    for i, g in enumerate(extents["ids"]):
+        if extents["count"][i] < MIN_CELLS * period * period:
             continue
-        mask = labels[box] == g
-        if mask.sum() < MIN_CELLS * period * period:
-            continue
-        box, mask = window(box, mask, MAX_WINDOW)
-        ck, c2, c0 = _grain_sums(image[box], mask, period, int(k))
+        win = measure_window(extents["lo"][i], extents["hi"][i], extents["coord_sum"][i] / extents["count"][i])
+        ck, c2, c0 = _grain_sums(np.asarray(read_image(win), np.float64), np.asarray(read_labels(win)) == g, period, int(k))
         out_ids.append(int(g))
         cks.append(ck)
         c2s.append(c2)
         c0s.append(c0)
     return {"ids": np.asarray(out_ids, np.int64), "ck": np.asarray(cks, np.complex128).reshape(-1),
             "c2": np.asarray(c2s, np.complex128).reshape(-1), "c0": np.asarray(c0s, np.float64).reshape(-1)}
+
+
+def grain_extents(labels, origin=(0, 0)) -> dict:
+    """Each grain's extent in a 2D region of the label map whose first pixel is at ``origin``:
+    ``{"ids", "lo", "hi" (exclusive), "count", "coord_sum"}``, coordinates absolute (rows, columns).
+
+    Coordinate sums are whole numbers, exact in float64 below 2**53 in any order of summation, so
+    :func:`merge_extents` of a map's blocks gives the whole map's extents bit for bit.
+    """
+    labels = np.asarray(labels)
+    ids = np.unique(labels)
+    ids = ids[ids > 0].astype(np.int64)
+    if not ids.size:
+        return _no_extents()
+    flat = np.searchsorted(ids, labels.ravel())
+    inside = labels.ravel() > 0
+    index = flat[inside]
+    rows, cols = np.divmod(np.flatnonzero(inside), labels.shape[1])
+    rows, cols = rows + int(origin[0]), cols + int(origin[1])
+    n = ids.size
+    count = np.bincount(index, minlength=n).astype(np.int64)
+    coord_sum = np.stack([np.bincount(index, rows.astype(np.float64), minlength=n),
+                          np.bincount(index, cols.astype(np.float64), minlength=n)], axis=1)
+    lo = np.full((n, 2), np.iinfo(np.int64).max, np.int64)
+    hi = np.full((n, 2), -1, np.int64)
+    for axis, coords in enumerate((rows, cols)):
+        np.minimum.at(lo[:, axis], index, coords)
+        np.maximum.at(hi[:, axis], index, coords + 1)
+    return {"ids": ids, "lo": lo, "hi": hi, "count": count, "coord_sum": coord_sum}
+
+
+def merge_extents(parts) -> dict:
+    """The extents of grains cut into parts: :func:`grain_extents` of each part, combined by grain id."""
+    parts = [p for p in parts if len(p["ids"])]
+    if not parts:
+        return _no_extents()
+    cat = {key: np.concatenate([np.asarray(p[key]) for p in parts]) for key in ("ids", "lo", "hi", "count", "coord_sum")}
+    ids, index = np.unique(cat["ids"], return_inverse=True)
+    n = ids.size
+    lo = np.full((n, 2), np.iinfo(np.int64).max, np.int64)
+    hi = np.full((n, 2), -1, np.int64)
+    np.minimum.at(lo, index, cat["lo"])
+    np.maximum.at(hi, index, cat["hi"])
+    count = np.bincount(index, cat["count"], minlength=n).astype(np.int64)
+    coord_sum = np.stack([np.bincount(index, cat["coord_sum"][:, a], minlength=n) for a in range(2)], axis=1)
+    return {"ids": ids.astype(np.int64), "lo": lo, "hi": hi, "count": count, "coord_sum": coord_sum}
+
+
+def select_extents(extents: dict, ids) -> dict:
+    """The rows of ``extents`` for those of the grains ``ids`` that it holds, in the order of ``ids``."""
+    row_of = {int(g): i for i, g in enumerate(extents["ids"])}
+    rows = np.asarray([row_of[int(g)] for g in np.asarray(ids).reshape(-1) if int(g) in row_of], np.int64)
+    return {key: np.asarray(values)[rows] for key, values in extents.items()}
+
+
+def _no_extents() -> dict:
+    return {"ids": np.zeros(0, np.int64), "lo": np.zeros((0, 2), np.int64), "hi": np.zeros((0, 2), np.int64),
+            "count": np.zeros(0, np.int64), "coord_sum": np.zeros((0, 2), np.float64)}
+
+
+def measure_window(lo, hi, centre, size: int = MAX_WINDOW) -> tuple:
+    """The region a grain is measured in: its bounding box ``[lo, hi)``, cut to at most ``size`` pixels
+    per side around ``centre`` (its centre of mass, absolute coordinates)."""
+    cut = []
+    for a, b, c in zip(lo, hi, centre):
+        a, b = int(a), int(b)
+        if b - a <= size:
+            cut.append(slice(a, b))
+            continue
+        start = int(min(max(round(float(c)) - size // 2, a), b - size))
+        cut.append(slice(start, start + size))
+    return tuple(cut)
+
+
+def lattice_shown(sums: dict, *, min_strength: float | None = None) -> np.ndarray:
+    """Which grains of :func:`ring_sums`-style ``sums`` show a lattice at their ring: ``|c_k|`` or
+    ``|c_2|`` (one set of fringes) at least ``min_strength`` (default :data:`WEAK_LATTICE_STRENGTH`) of ``c_0``."""
+    min_strength = WEAK_LATTICE_STRENGTH if min_strength is None else float(min_strength)
+    c0 = np.asarray(sums["c0"], np.float64)
+    shown = np.maximum(np.abs(np.asarray(sums["ck"])), np.abs(np.asarray(sums["c2"])))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (c0 > 0) & (shown >= min_strength * c0)
 
 
 def lattice_angles(ck, c0, k: int, lattice: str, *, min_strength: float = MIN_STRENGTH) -> tuple[np.ndarray, np.ndarray]:
@@ -161,30 +257,19 @@ def grain_table_columns(image, labels, *, period: float, lattice: str, ids) -> d
             "fringes_angle": m["fringes_angle_deg"], "fringes_strength": m["fringes_strength"]}
 
 
-def block_sums(image, labels, setting: dict) -> dict:
-    """:func:`ring_sums` of one block's labels as merge data: ``lattice_ids``, ``lattice_ck``, ``lattice_c2``,
-    ``lattice_c0``.
-
-    ``setting``: ``{"ring_frequency", "k", ...}`` (:func:`micro_sym.inference.lattice_mask.grain_lattice`).
-    """
-    sums = ring_sums(image, labels, ring_frequency=setting["ring_frequency"], k=setting["k"])
-    return {"lattice_ids": sums["ids"], "lattice_ck": sums["ck"], "lattice_c2": sums["c2"], "lattice_c0": sums["c0"]}
-
-
-def grain_columns(parts, n_grains: int, setting: dict) -> dict:
+def grain_columns(sums: dict, n_grains: int, setting: dict) -> dict:
     """The grain table's ``lattice_angle``, ``lattice_strength``, ``fringes_angle`` and ``fringes_strength``
-    (rows = grains 1..n_grains) from the blocks' :func:`block_sums`: ``parts`` yields ``(lut, arrays)``,
-    ``lut`` mapping a block's labels to final grain ids (0: none)."""
-    sums = {key: np.zeros(n_grains + 1, np.float64 if key == "c0" else np.complex128) for key in ("ck", "c2", "c0")}
-    for lut, arrays in parts:
-        if "lattice_ids" not in arrays:  # a block run without the measurement (no lattice ring known)
-            continue
-        ids = np.asarray(arrays["lattice_ids"], np.int64)
-        final = np.asarray(lut)[ids] if ids.size else ids
-        for key, total in sums.items():
-            np.add.at(total, final, np.asarray(arrays[f"lattice_{key}"], total.dtype))
-    angle, strength = lattice_angles(sums["ck"][1:], sums["c0"][1:], setting["k"], setting["lattice"])
-    fringes, fringes_strength = fringes_angles(sums["c2"][1:], sums["c0"][1:])
+    (rows = grains 1..n_grains) from :func:`grain_sums` of the final grains; a grain it does not hold
+    (too small to measure) gets angle NaN and strength 0.
+
+    ``setting``: ``{"k", "lattice", ...}`` (:func:`micro_sym.inference.lattice_mask.grain_lattice`).
+    """
+    totals = {key: np.zeros(n_grains + 1, np.float64 if key == "c0" else np.complex128) for key in ("ck", "c2", "c0")}
+    ids = np.asarray(sums["ids"], np.int64)
+    for key, total in totals.items():
+        total[ids] = np.asarray(sums[key], total.dtype)
+    angle, strength = lattice_angles(totals["ck"][1:], totals["c0"][1:], setting["k"], setting["lattice"])
+    fringes, fringes_strength = fringes_angles(totals["c2"][1:], totals["c0"][1:])
     return {"lattice_angle": angle, "lattice_strength": strength, "fringes_angle": fringes,
             "fringes_strength": fringes_strength}
 

@@ -58,13 +58,15 @@ from micro_sym.grains.stats import write_grain_csv
 from micro_sym.grains.blockwise import grow
 from micro_sym.inference.blocks import BlockPlan, estimate_memory, plan_blocks
 from micro_sym.inference.classical import ClassicalMethod
-from micro_sym.grains.blockwise import (final_table, flood_margin, flood_region, grain_refs, inside, merge_blocks,
+from micro_sym.grains.blockwise import (final_table, flood_margin, flood_region, grain_refs, merge_blocks,
                                        neighbour_counts, neighbour_pairs, seed_parts)
 from micro_sym.inference.method_choice import AUTO_MODEL, AUTO_MODELS_BY_LATTICE, NETWORK_FOR_LATTICE, AutoMethod
 from micro_sym.inference.network import Network, cached_network
-from micro_sym.classical.grain_lattice import block_sums as lattice_sums, grain_columns as lattice_columns
+from micro_sym.classical.grain_lattice import (grain_columns as lattice_columns, grain_extents, grain_sums, measure_window,
+                                              merge_extents)
 from micro_sym.inference.grain_orientations import measured_orientations, ring_3d
-from micro_sym.inference.lattice_mask import LatticeMasked, grain_lattice
+from micro_sym.inference.lattice_mask import (LatticeMasked, grain_lattice, renumbered_sums, renumbered_table,
+                                             weak_lattice_lut)
 from micro_sym.inference.rescale import RescaledNetwork, adapt_to_image, check_measured_lattice
 from micro_sym.inference.tiles import decode_in_slabs, decode_slab, iter_tiles, label_tile, rule_maps
 from micro_sym.inference.writer import OutputLock, RunState, create_outputs, forget_arrays, open_array, os_error
@@ -95,15 +97,20 @@ def _image(path: str, array, level, channel=None):
 
 def read_tile(job: dict, block) -> np.ndarray:
     """The block's input tile as a numpy array; a failing read names the input and the chunk."""
+    return read_region(job, block.tile)
+
+
+def read_region(job: dict, region) -> np.ndarray:
+    """A region of the input as a numpy array; a failing read names the input and the chunk."""
     img = _image(job["input"], job.get("array"), job.get("level", 0), job.get("channel"))
     try:
-        return img.read(block.tile)
+        return img.read(region)
     except MicroSymError:
         raise
     except Exception as err:
         from micro_sym.io.images import locate_bad_chunk
 
-        raise MicroSymError(f"{job['input']}: {locate_bad_chunk(img, block.tile, err)}") from None
+        raise MicroSymError(f"{job['input']}: {locate_bad_chunk(img, region, err)}") from None
 
 
 def _missing_chunks(img) -> dict | None:
@@ -134,13 +141,7 @@ def maps_task(net_ref, job: dict, blocks: list) -> list:
     decode = not field or job.get("voxel_orientations")  # else the map is painted per grain (paint_task)
     slab = decode_slab(net) if decode else None
     out = []
-    inputs = {}  # each block's raw input tile, kept until its grains' lattices are measured
-
-    def read(b):
-        inputs[b.id] = tile = read_tile(job, b)
-        return tile
-
-    for tile in iter_tiles(net, blocks, read, value_range=job["value_range"],
+    for tile in iter_tiles(net, blocks, lambda b: read_tile(job, b), value_range=job["value_range"],
                            pad_mode=job["pad_mode"], device=job["device"], batch=len(blocks), decode=False):
         b, y = tile.block, tile.core_outputs
         maps = None
@@ -166,11 +167,7 @@ def maps_task(net_ref, job: dict, blocks: list) -> list:
             open_array(job["labels"])[b.core] = lab.labels
         except OSError as err:
             raise os_error(job["zarr"], err, f"write block {b.id}") from None
-        arrays = lab.to_arrays()
-        image = inputs.pop(b.id)
-        if job.get("grain_lattice"):
-            arrays |= lattice_sums(image[inside(b.core, b.tile)], lab.labels, job["grain_lattice"])
-        out.append(arrays)
+        out.append(lab.to_arrays())
     return out
 
 
@@ -207,6 +204,26 @@ def paint_task(job: dict, block, lut: np.ndarray) -> None:
         open_array(job["zarr"], "orientation")[(slice(None), *block.core)] = paint(grains, lut)
     except OSError as err:
         raise os_error(job["zarr"], err, f"write block {block.id}") from None
+
+
+def extents_task(job: dict, block) -> dict:
+    """The extents of the final grains in the block's core (:func:`~micro_sym.classical.grain_lattice.grain_extents`)."""
+    grains = open_array(job["zarr"], "grains")[block.core]
+    return grain_extents(grains, origin=[s.start for s in block.core])
+
+
+def lattice_task(job: dict, extents: dict) -> dict:
+    """Each of the grains ``extents`` measured whole from the input inside it
+    (:func:`~micro_sym.classical.grain_lattice.grain_sums`): the same sums for any tiling."""
+    grains = open_array(job["zarr"], "grains")
+    setting = job["grain_lattice"]
+    return grain_sums(lambda win: read_region(job, win), lambda win: grains[win], extents,
+                      ring_frequency=setting["ring_frequency"], k=setting["k"])
+
+
+def relabel_task(job: dict, block, lut: np.ndarray) -> None:
+    """The block's final grains renumbered by ``lut`` (grains left out: 0)."""
+    _write_grains(job, block, lut[open_array(job["zarr"], "grains")[block.core]])
 
 
 def neighbours_task(job: dict, block) -> np.ndarray:
@@ -568,32 +585,40 @@ def _segment_input(img, path: Path, out_dir, net, runner, *, block, chunk, thres
         steps.finished()
         if on_block:
             on_block("grains", b.id)
+    pairs, table, n_grains = None, merged.table, merged.n_grains
     if seeded:
         finals = [state.load_block(b.id, kind="final") for b in plan.blocks]
-        merged.table = final_table(finals, merged.n_grains, symmetry=net.symmetry, image_shape=plan.shape,
-                                   pixel_size=img.pixel_size, aligned=merged.refs is not None)
+        table = final_table(finals, n_grains, symmetry=net.symmetry, image_shape=plan.shape,
+                            pixel_size=img.pixel_size, aligned=merged.refs is not None)
         pairs = [f["neighbour_pairs"] for f in finals]
-    else:
+    if setting:  # each final grain measured whole; with the lattice mask, a network's grains must show a lattice
+        sums = _final_grain_sums(runner, job, plan, state)
+        kept = weak_lattice_lut(sums, n_grains) if seeded and ring else None
+        if kept is not None:
+            done3 = state.done("done3")
+            for b, _ in runner.run(relabel_task, [b for b in plan.blocks if b.id not in done3], lambda b: (job, b, kept)):
+                state.mark("done3", b.id)
+            table, sums, n_grains = renumbered_table(table, kept), renumbered_sums(sums, kept), int(kept.max())
+            pairs = None  # grains on either side of one left out may now be neighbours
+        table |= lattice_columns(sums, n_grains, setting)
+    if pairs is None:
         # Neighbours across the unassigned band between grains, as grain_table counts them: needs the final
         # grains of each block plus a few points beyond it, so it reads them back once they are all written.
         pairs = [p for _, p in runner.run(neighbours_task, plan.blocks, lambda b: (job, b))]
-    merged.table["n_neighbours"] = neighbour_counts(pairs, merged.n_grains)
-    if setting:
-        merged.table |= lattice_columns(((merged.block_lut(i), state.load_block(b.id)) for i, b in enumerate(plan.blocks)),
-                                        merged.n_grains, setting)
+    table["n_neighbours"] = neighbour_counts(pairs, n_grains)
     if seeded and job["grain_orientation"]:
-        merged.table |= measured_orientations(runner, job, plan, finals, merged.n_grains)
+        table |= measured_orientations(runner, job, plan, finals, n_grains)
     if field and not job["voxel_orientations"]:  # the orientation map: each grain's mean orientation (every block again after a resume: cheap)
         from micro_sym.grains.field import table_orientations
 
-        lut = table_orientations(merged.table, merged.n_grains)
+        lut = table_orientations(table, n_grains)
         for _ in runner.run(paint_task, plan.blocks, lambda b: (job, b, lut)):
             pass
 
-    write_grain_csv(state.csv_path, merged.table, unit=img.unit or "px", atomic=True, pixel_size=img.pixel_size,
+    write_grain_csv(state.csv_path, table, unit=img.unit or "px", atomic=True, pixel_size=img.pixel_size,
                     symmetry=net.symmetry, command="micro-sym segment",
                     grain_rule={**rule, "min_size": min_size, "boundary_threshold": float(boundary_threshold)})
-    manifest.update(status="complete", n_grains=merged.n_grains)
+    manifest.update(status="complete", n_grains=n_grains)
     import zarr
 
     root = zarr.open_group(str(state.zarr_path), mode="a")
@@ -606,7 +631,7 @@ def _segment_input(img, path: Path, out_dir, net, runner, *, block, chunk, thres
     forget_arrays(state.labels_path)
     forget_arrays(state.field_path)
     result.status = "complete"
-    result.n_grains = merged.n_grains
+    result.n_grains = n_grains
     result.seconds = time.perf_counter() - t0
     return result
 
@@ -758,6 +783,26 @@ def segment(inputs, out_dir, *, model=None, method: str | None = None, lattice: 
         if runner is not None:
             runner.close()
     return results
+
+
+def _final_grain_sums(runner, job: dict, plan, state: RunState) -> dict:
+    """The lattice sums of every final grain (:func:`lattice_task`), each measured by the block holding
+    its window's first pixel; kept in the run state, as the grains may be renumbered after them."""
+    try:
+        return dict(state.load_block("sums", kind="lattice"))
+    except FileNotFoundError:
+        pass
+    extents = merge_extents(e for _, e in runner.run(extents_task, plan.blocks, lambda b: (job, b)))
+    starts = [[w.start for w in measure_window(lo, hi, total / n)]
+              for lo, hi, total, n in zip(extents["lo"], extents["hi"], extents["coord_sum"], extents["count"])]
+    owner = np.array([next(i for i, b in enumerate(plan.blocks) if all(c.start <= x < c.stop for c, x in zip(b.core, start)))
+                      for start in starts], np.int64)
+    groups = [{key: values[owner == i] for key, values in extents.items()} for i in range(len(plan.blocks))]
+    parts = [part for _, part in runner.run(lattice_task, [g for g in groups if len(g["ids"])], lambda g: (job, g))]
+    sums = {key: np.concatenate([np.asarray(p[key]) for p in parts]) if parts else np.zeros(0, dtype)
+            for key, dtype in (("ids", np.int64), ("ck", np.complex128), ("c2", np.complex128), ("c0", np.float64))}
+    state.save_block("sums", sums, kind="lattice")
+    return sums
 
 
 def _check_names(paths, out_dir: Path, kwargs) -> None:

@@ -323,10 +323,11 @@ def _iter_network(image, settings, pixel_size, unit, net, measured=None):
     from micro_sym.grains.rules import is_seeded, seed_margin
     from micro_sym.grains.blockwise import grow
     from micro_sym.inference.blocks import plan_blocks
-    from micro_sym.grains.blockwise import (final_table, flood_region, grain_refs, inside, merge_blocks,
+    from micro_sym.grains.blockwise import (final_table, flood_region, grain_refs, merge_blocks,
                                             neighbour_counts, neighbour_pairs, seed_parts)
-    from micro_sym.classical.grain_lattice import block_sums as lattice_sums, grain_columns as lattice_columns
-    from micro_sym.inference.lattice_mask import grain_lattice
+    from micro_sym.classical.grain_lattice import grain_columns as lattice_columns
+    from micro_sym.inference.lattice_mask import (grain_lattice, measure_grains, renumbered_sums, renumbered_table,
+                                                 weak_lattice_lut)
     from micro_sym.inference.method_choice import NETWORK_FOR_LATTICE
     from micro_sym.inference.rescale import adapt_to_image, check_measured_lattice
     from micro_sym.grains.field import paint, table_orientations
@@ -353,7 +354,7 @@ def _iter_network(image, settings, pixel_size, unit, net, measured=None):
     rule = net.grain_rule(settings.threshold, nd)  # the CLI engine's grain rule, so results agree
     seeded = is_seeded(rule)
     min_size = grain_min_size(settings.min_size, ring, seeded=seeded)
-    # Each grain's lattice measured from the image, on the tiles' seed labels as the CLI engine does it.
+    # Each grain's lattice measured whole from the image, as the CLI engine does it.
     lattice = grain_lattice(base, scale) if nd == 2 else None
     stride = max(int(net.total_stride), 1)
     halo = net.halo + seed_margin(rule)  # the seed core of a tile needs the boundary map beyond it
@@ -374,13 +375,7 @@ def _iter_network(image, settings, pixel_size, unit, net, measured=None):
     orientation = _allocate(((net.out_channels - 1 if field else 4,) if nd == 3 else ()) + shape, np.float32, n)
     local = _allocate(shape, np.uint32, n)
     merge_data = {}
-    inputs = {}  # each tile's raw input, kept until its grains' lattices are measured
-
-    def read(b):
-        inputs[b.id] = tile = np.asarray(image[b.tile])
-        return tile
-
-    tiles = iter_tiles(net, plan.blocks, read, value_range=(lo, hi),
+    tiles = iter_tiles(net, plan.blocks, lambda b: np.asarray(image[b.tile]), value_range=(lo, hi),
                        pad_mode=plan.pad_mode, device=settings.device, decode=False)
     for i, b in enumerate(plan.blocks):
         yield Progress(done, total, f"tile {i + 1}/{n}")
@@ -392,9 +387,6 @@ def _iter_network(image, settings, pixel_size, unit, net, measured=None):
         orientation[(slice(None), *b.core) if nd == 3 else b.core] = maps["orientation"]
         local[b.core] = lab.labels
         merge_data[b.id] = lab.to_arrays()
-        raw = inputs.pop(b.id)
-        if lattice:
-            merge_data[b.id] |= lattice_sums(raw[inside(b.core, b.tile)], lab.labels, lattice)
     yield Progress(done, total, "merging grains across tiles")
     merged = merge_blocks(plan, lambda b: merge_data[b.id], symmetry=net.symmetry, threshold=rule["pair_threshold"],
                           min_size=min_size, small="drop" if seeded else "merge", pixel_size=pixel_size,
@@ -414,16 +406,22 @@ def _iter_network(image, settings, pixel_size, unit, net, measured=None):
     if seeded:
         merged.table = final_table(final, merged.n_grains, symmetry=net.symmetry, image_shape=shape, pixel_size=pixel_size,
                                    aligned=merged.refs is not None)
-    measured = (lattice_columns(((merged.block_lut(i), merge_data[b.id]) for i, b in enumerate(plan.blocks)),
-                                merged.n_grains, lattice) if lattice else {})
+    n_grains, measured = merged.n_grains, {}
+    if lattice:  # each grain measured whole; with the lattice mask, a network's grains must show a lattice
+        sums = measure_grains(image, grains, lattice)
+        kept = weak_lattice_lut(sums, n_grains) if seeded and ring else None
+        if kept is not None:
+            grains, sums, n_grains = kept[grains], renumbered_sums(sums, kept), int(kept.max())
+            merged.table = renumbered_table(merged.table, kept) if merged.table else merged.table
+        measured = lattice_columns(sums, n_grains, lattice)
     del local
     merge_data.clear()
     yield Progress(done + 1, total, "grain statistics")
     if (field or int(np.prod(shape)) > WHOLE_TABLE_MAX_PIXELS) and merged.table:  # the block table: neighbours block by block
         merged.table["n_neighbours"] = neighbour_counts([neighbour_pairs(grains, b.core, shape) for b in plan.blocks],
-                                                        merged.n_grains)
+                                                        n_grains)
     if field:  # each grain's mean orientation over its voxels; the table is the tiles' (no spread within a grain)
-        orientation = paint(grains, table_orientations(merged.table, merged.n_grains))
+        orientation = paint(grains, table_orientations(merged.table, n_grains))
         table = dict(merged.table)
     else:
         table = _table(grains, orientation, net.symmetry, pixel_size, unit, merged.table)

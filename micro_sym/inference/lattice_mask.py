@@ -130,3 +130,52 @@ def grain_lattice(net, scale: dict | None) -> dict | None:
     if family not in ("square", "hexagonal"):  # fringes carry no family: the network's own
         family = find_lattice(net.symmetry, ndim=2, default=SQUARE).name
     return {"ring_frequency": float(ring), "lattice": family, "k": lattice_order(family)}
+
+
+def measure_grains(image, grains, setting: dict) -> dict:
+    """:func:`~micro_sym.classical.grain_lattice.grain_sums` of every grain of a whole label map."""
+    from micro_sym.classical.grain_lattice import ring_sums
+
+    return ring_sums(image, grains, ring_frequency=setting["ring_frequency"], k=setting["k"])
+
+
+def weak_lattice_lut(sums: dict, n_grains: int) -> np.ndarray | None:
+    """Grain ids ``0..n_grains`` -> the ids left once the grains that show no lattice at their ring
+    (:func:`~micro_sym.classical.grain_lattice.lattice_shown`, grains too small to measure included)
+    are left out: those get 0, the others stay consecutive in their order. None when every grain shows it."""
+    from micro_sym.classical.grain_lattice import lattice_shown
+
+    keep = np.zeros(n_grains + 1, bool)
+    keep[np.asarray(sums["ids"], np.int64)[lattice_shown(sums)]] = True
+    keep[0] = False
+    if keep[1:].all():
+        return None
+    lut = np.zeros(n_grains + 1, np.uint32)
+    lut[keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.uint32)
+    return lut
+
+
+def drop_weak_lattice(image, grains, setting: dict) -> tuple[np.ndarray, dict]:
+    """A network's grains of a whole image without those that show no lattice (:func:`weak_lattice_lut`),
+    and the kept grains' sums under their new ids (what the block engine gives for any tiling)."""
+    grains = np.asarray(grains)
+    sums = measure_grains(image, grains, setting)
+    lut = weak_lattice_lut(sums, int(grains.max(initial=0)))
+    if lut is None:
+        return grains, sums
+    return lut[grains], renumbered_sums(sums, lut)
+
+
+def renumbered_sums(sums: dict, lut: np.ndarray) -> dict:
+    """``sums`` of the grains ``lut`` keeps, under their new ids."""
+    new = lut[np.asarray(sums["ids"], np.int64)]
+    kept = new > 0
+    return {"ids": new[kept].astype(np.int64)} | {key: np.asarray(sums[key])[kept] for key in ("ck", "c2", "c0")}
+
+
+def renumbered_table(table: dict, lut: np.ndarray) -> dict:
+    """The rows of a grain table (column ``grain``) whose grains ``lut`` keeps, under their new ids."""
+    new = lut[np.asarray(table["grain"], np.int64)]
+    kept = new > 0
+    return {name: (new[kept].astype(np.asarray(values).dtype) if name == "grain" else np.asarray(values)[kept])
+            for name, values in table.items()}

@@ -99,15 +99,19 @@ def predict_image(model, image: np.ndarray, *, device="cpu", period=None) -> dic
     return _predict(model, image, device, period)[0]
 
 
-def _predict(model, image, device, period) -> tuple[dict, float | None]:
-    """:func:`predict_image`'s maps and the lattice mask's ring frequency (None: no mask)."""
+def _predict(model, image, device, period) -> tuple[dict, float | None, dict | None]:
+    """:func:`predict_image`'s maps, the lattice mask's ring frequency (None: no mask) and how the grains'
+    lattices are measured (:func:`~micro_sym.inference.lattice_mask.grain_lattice`; None: not)."""
     net, image = _network(model, image)
-    ring = None
+    ring = setting = None
     if period is not None:
+        from micro_sym.inference.lattice_mask import grain_lattice
         from micro_sym.inference.rescale import adapt_to_image
 
-        net, _, ring = adapt_to_image(net, image, period=None if period == "measure" else float(period))
-    return predict_array(net, image, device=device), ring
+        base = net
+        net, scale, ring = adapt_to_image(net, image, period=None if period == "measure" else float(period))
+        setting = grain_lattice(base, scale) if ring else None
+    return predict_array(net, image, device=device), ring, setting
 
 
 def segment_image(model, image: np.ndarray, *, threshold: float = 5.0, min_size: int | None = None,
@@ -131,9 +135,13 @@ def segment_image(model, image: np.ndarray, *, threshold: float = 5.0, min_size:
     dict
         The maps of :func:`predict_image` plus ``grains`` (uint32, 0 = boundary, ids from 1).
     """
-    out, ring = _predict(model, image, device, period)
+    out, ring, setting = _predict(model, image, device, period)
     min_size = grain_min_size(min_size, ring)
     out["grains"] = grains_from_maps(out, model.k, threshold=threshold, min_size=min_size, boundary_threshold=boundary_threshold)
+    if setting:  # grains only where the lattice shows, whole grains too (as the block engine)
+        from micro_sym.inference.lattice_mask import drop_weak_lattice
+
+        out["grains"] = drop_weak_lattice(image, out["grains"], setting)[0]
     return out
 
 

@@ -12,7 +12,9 @@ Layout of one input ``NAME`` under ``OUT``::
         field.zarr            scratch: a 3D network's unit harmonic field (float32), read by the grain passes
         blocks/ID.npz         per-block statistics and face planes (pass 1 result)
         final/ID.npz          per-block statistics of the final grains (seeded rule, pass 3 result)
+        lattice/sums.npz      each final grain's lattice sums (2D, where the lattice ring is known)
         done1/ID, done2/ID    atomic markers: pass 1 (maps + local labels), pass 3 (grains) done
+        done3/ID              atomic marker: the block's grains renumbered after those showing no lattice left
 
     OUT/.NAME.lock            locked (``flock``) by the run writing NAME; the file stays when it is free
 
@@ -132,7 +134,8 @@ class RunState:
         atomic_write_bytes(self.marker(stage, block_id), b"")
 
     def save_block(self, block_id: str, arrays: dict, kind: str = "blocks") -> None:
-        """Per-block arrays of pass 1 (``kind="blocks"``) or of the seeded flood (``"final"``)."""
+        """Per-block arrays of pass 1 (``kind="blocks"``), of the seeded flood (``"final"``) or the grains'
+        lattice sums (``"lattice"``)."""
         import io
 
         buf = io.BytesIO()
@@ -144,7 +147,7 @@ class RunState:
 
     def prepare(self) -> None:
         try:
-            for sub in ("done1", "done2", "blocks", "final"):
+            for sub in ("done1", "done2", "done3", "blocks", "final", "lattice"):
                 (self.root / sub).mkdir(parents=True, exist_ok=True)
         except OSError as err:
             raise os_error(self.out_dir, err, "create output directory") from None
@@ -173,6 +176,7 @@ class RunState:
         shutil.rmtree(self.field_path, ignore_errors=True)
         shutil.rmtree(self.root / "blocks", ignore_errors=True)
         shutil.rmtree(self.root / "final", ignore_errors=True)
+        shutil.rmtree(self.root / "lattice", ignore_errors=True)
 
 
 class OutputLock:

@@ -4,15 +4,21 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy import ndimage
 
 from micro_sym.classical.filter_bank import ring_frequency
 from micro_sym.classical.grain_lattice import (
     FRINGES_MIN_STRENGTH,
+    MAX_WINDOW,
     MIN_STRENGTH,
-    grain_columns,
+    grain_extents,
     grain_lattice_angles,
     lattice_angles,
+    lattice_shown,
+    measure_window,
+    merge_extents,
     ring_sums,
+    select_extents,
 )
 from micro_sym.orientation import misorientation_2d
 from micro_sym.synth.lattice2d import render_lattice_2d
@@ -79,24 +85,38 @@ def test_no_lattice_gives_no_angle():
     assert r["strength"][0] < MIN_STRENGTH and np.isnan(r["angle_deg"][0])
 
 
-def test_parts_of_a_grain_add_up():
-    """A grain measured in two blocks (the engine's case) reads as measured whole."""
+def test_extents_of_parts_are_the_whole_maps():
+    """A grain cut into blocks (the engine's case): the blocks' extents combine into the whole map's,
+    bit for bit, so its measurement window, and so its sums, do not depend on the cut."""
+    rng = np.random.default_rng(3)
+    labels = ndimage.label(rng.random((150, 170)) > 0.4)[0].astype(np.uint32)
+    labels[labels % 3 == 0] = 7  # some grains in many pieces
+    whole = grain_extents(labels)
+    parts = [grain_extents(labels[r:r + 64, c:c + 48], origin=(r, c)) for r in range(0, 150, 64) for c in range(0, 170, 48)]
+    merged = merge_extents(parts)
+    for key in whole:
+        np.testing.assert_array_equal(merged[key], whole[key])
+    assert list(select_extents(whole, [7, 1, 9999])["ids"]) == [7, 1]
+
+
+def test_window_of_a_large_grain():
+    """A grain wider than MAX_WINDOW is measured in a MAX_WINDOW window inside its box, around its centre."""
+    assert measure_window((0, 10), (100, 30), (50.0, 20.0)) == (slice(0, 100), slice(10, 30))
+    assert measure_window((0, 0), (2000, 600), (100.2, 590.0)) == (slice(0, MAX_WINDOW), slice(600 - MAX_WINDOW, 600))
+    assert measure_window((0, 0), (2000, 600), (1000.0, 300.0))[0] == slice(1000 - MAX_WINDOW // 2, 1000 + MAX_WINDOW // 2)
+
+
+def test_grains_without_a_lattice_are_not_shown():
+    """lattice_shown keeps a grain whose 2D lattice or one set of fringes reaches WEAK_LATTICE_STRENGTH of
+    its ring power, and leaves out a noise grain and a grain too small to measure."""
     image, labels = _two_grains((21.0, 160.0), noise=0.3, right_lattice="fringes")
-    f = ring_frequency(8.0)
-    whole = grain_lattice_angles(image, labels, period=8.0, lattice="square")
-    top = ring_sums(image[:96], labels[:96], ring_frequency=f, k=4)
-    bottom = ring_sums(image[96:], labels[96:], ring_frequency=f, k=4)
-    identity = np.arange(3)
-    parts = [(identity, {"lattice_ids": s["ids"], "lattice_ck": s["ck"], "lattice_c2": s["c2"], "lattice_c0": s["c0"]})
-             for s in (top, bottom)]
-    cols = grain_columns(parts, 2, {"k": 4, "lattice": "square"})
-    assert np.all(misorientation_2d(cols["lattice_angle"], whole["angle_deg"], 4) < 0.2)
-    assert np.all(misorientation_2d(cols["lattice_angle"], np.array([21.0, 160.0]), 4) < 0.2)
-    assert np.isnan(cols["fringes_angle"][0]) and misorientation_2d(cols["fringes_angle"][1], 160.0, 2) < 0.2
-    # The fringes grain reads alike whole or in parts (each part is tapered at its cut); the square grain's
-    # |c_2| is at the noise level either way.
-    assert abs(cols["fringes_strength"][1] - whole["fringes_strength"][1]) < 0.02
-    assert cols["fringes_strength"][0] < 0.2 and whole["fringes_strength"][0] < 0.2
+    rng = np.random.default_rng(5)
+    image = np.concatenate([image, rng.normal(scale=image.std(), size=(96, image.shape[1]))])
+    labels = np.concatenate([labels, np.full((96, labels.shape[1]), 3, labels.dtype)])
+    labels[-4:, -4:] = 4  # 16 px: too small to measure
+    sums = ring_sums(image, labels, ring_frequency=ring_frequency(8.0), k=4)
+    shown = dict(zip(sums["ids"].tolist(), lattice_shown(sums).tolist()))
+    assert shown == {1: True, 2: True, 3: False}  # grain 4 is not measured at all
 
 
 def test_hexagonal_angle_is_the_basis_vector():
