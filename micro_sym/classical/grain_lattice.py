@@ -56,6 +56,9 @@ MIN_STRENGTH = 0.3
 FRINGES_MIN_STRENGTH = 0.5
 #: Width of the taper inside a grain's outline, in lattice periods.
 TAPER_PERIODS = 2.0
+#: How far inside a grain's outline its taper starts, in lattice periods: the outline of a network's grain
+#: lies in the boundary band, where the neighbour's lattice shows too.
+INSET_PERIODS = 0.0
 #: Radial sigma of the ring weight, as a fraction of the ring frequency.
 RING_WIDTH = 0.1
 #: Grains with fewer pixels than this many lattice cells get no angle.
@@ -289,14 +292,16 @@ def window(box, mask, size: int):
     return tuple(slice(b.start + c.start, b.start + c.stop) for b, c in zip(box, cut)), mask[cut]
 
 
-def tapered(crop, finite, period: float, dtype=np.float64) -> np.ndarray:
+def tapered(crop, finite, period: float, dtype=np.float64, inset: float = 0.0) -> np.ndarray:
     """A grain's values for its spectrum (2D and 3D): the mean over its points ``finite`` removed, 0
     outside them, and tapered as sin² over :data:`TAPER_PERIODS` periods inside its outline, so that
-    the outline's own spectrum does not leak onto the lattice ring."""
+    the outline's own spectrum does not leak onto the lattice ring. ``inset`` (px) starts the taper that
+    far inside the outline (at most half the grain's largest depth, so a thin grain keeps its middle)."""
     values = np.where(finite, crop, 0.0).astype(dtype)
     values -= values[finite].mean()
     depth = ndimage.distance_transform_edt(np.pad(finite, 1))[(slice(1, -1),) * finite.ndim]
-    ramp = np.clip(depth / (TAPER_PERIODS * period), 0.0, 1.0)
+    inset = min(float(inset), 0.5 * float(depth.max()))
+    ramp = np.clip((depth - inset) / (TAPER_PERIODS * period), 0.0, 1.0)
     values *= (np.sin(0.5 * math.pi * ramp) ** 2).astype(dtype)  # 0 outside: depth 0 there
     return values
 
@@ -306,7 +311,7 @@ def _grain_sums(crop, mask, period: float, k: int) -> tuple[complex, complex, fl
     finite = mask & np.isfinite(crop)
     if not finite.any():
         return 0j, 0j, 0.0
-    values = tapered(crop, finite, period, np.float32)
+    values = tapered(crop, finite, period, np.float32, inset=INSET_PERIODS * period)
     # Zero-padded so the ring lies at least 16 frequency bins from the centre (its k spots resolved).
     size = tuple(fft.next_fast_len(max(2 * n, math.ceil(16 * period))) for n in crop.shape)
     where, weight, bins, phase = _ring_geometry(size, round(1.0 / period, 9), k)
