@@ -2,9 +2,10 @@
 
     python bench/studies/compare_heldout.py --pair NAME BEFORE.json AFTER.json [--pair ...] --out FILE
 
-For each pair and each method both runs have: the mean over conditions of boundary F1, grain F1 and
-the no-lattice pixels left out of grains, before and after, and in how many conditions grain F1 rose
-or fell by more than half a point. Prints them and writes FILE (JSON).
+For each pair and each method both runs have: the mean over conditions of boundary F1, grain F1, the
+no-lattice pixels left out of grains and the median error of each grain's measured lattice angle,
+before and after; the true grains matched and the grains predicted, summed over conditions; and in
+how many conditions grain F1 rose or fell by more than half a point. Prints them and writes FILE (JSON).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/, for _common
 from _common import write_json  # noqa: E402
 
-KEYS = ("boundary_f1", "grain_f1", "no_lattice_unassigned")
+KEYS = ("boundary_f1", "grain_f1", "no_lattice_unassigned", "grain_lattice_median_deg")
 
 
 def summary(before: dict, after: dict) -> dict:
@@ -34,6 +35,9 @@ def summary(before: dict, after: dict) -> dict:
                      if a[c][method][key] is not None and b[c][method][key] is not None]
             row[key] = {"before": round(float(np.mean([p for p, _ in pairs])), 3),
                         "after": round(float(np.mean([q for _, q in pairs])), 3)}
+        for key, count in (("grains_matched", "tp"), ("grains_predicted", "n_pred")):
+            row[key] = {"before": int(sum(a[c][method]["grains"][count] for c in common)),
+                        "after": int(sum(b[c][method]["grains"][count] for c in common))}
         diff = [b[c][method]["grain_f1"] - a[c][method]["grain_f1"] for c in common]
         row["grain_f1_rose_in"] = int(sum(d > 0.005 for d in diff))
         row["grain_f1_fell_in"] = int(sum(d < -0.005 for d in diff))
@@ -53,6 +57,8 @@ def main():
         doc["pairs"][name] = {"before": before, "after": after, "methods": s}
         for method, row in s.items():
             print(f"{name} {method}: " + ", ".join(f"{k} {row[k]['before']} -> {row[k]['after']}" for k in KEYS)
+                  + f", matched {row['grains_matched']['before']} -> {row['grains_matched']['after']} of predicted "
+                  f"{row['grains_predicted']['before']} -> {row['grains_predicted']['after']}"
                   + f" (grain F1 rose in {row['grain_f1_rose_in']}, fell in {row['grain_f1_fell_in']} of {row['conditions']})")
     print(f"wrote {write_json(args.out, doc)}")
 
