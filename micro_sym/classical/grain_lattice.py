@@ -109,10 +109,9 @@ def grain_sums(read_image, read_labels, extents: dict, *, ring_frequency: float,
     grain labels there (a whole image's slices, or the block engine's reads of its input and output)."""
     period = 1.0 / float(ring_frequency)
     out_ids, cks, c2s, c0s = [], [], [], []
-    for i, g in enumerate(extents["ids"]):
+    for i, (g, win) in enumerate(zip(extents["ids"], grain_windows(extents))):
         if extents["count"][i] < MIN_CELLS * period * period:
             continue
-        win = measure_window(extents["lo"][i], extents["hi"][i], extents["coord_sum"][i] / extents["count"][i])
         ck, c2, c0 = _grain_sums(np.asarray(read_image(win), np.float64), np.asarray(read_labels(win)) == g, period, int(k))
         out_ids.append(int(g))
         cks.append(ck)
@@ -130,25 +129,22 @@ def grain_extents(labels, origin=(0, 0)) -> dict:
     :func:`merge_extents` of a map's blocks gives the whole map's extents bit for bit.
     """
     labels = np.asarray(labels)
-    ids = np.unique(labels)
-    ids = ids[ids > 0].astype(np.int64)
+    flat = labels.ravel().astype(np.int64, copy=False)
+    count = np.bincount(flat) if flat.size else np.zeros(1, np.int64)
+    ids = np.flatnonzero(count[1:]) + 1
     if not ids.size:
         return _no_extents()
-    flat = np.searchsorted(ids, labels.ravel())
-    inside = labels.ravel() > 0
-    index = flat[inside]
-    rows, cols = np.divmod(np.flatnonzero(inside), labels.shape[1])
-    rows, cols = rows + int(origin[0]), cols + int(origin[1])
-    n = ids.size
-    count = np.bincount(index, minlength=n).astype(np.int64)
-    coord_sum = np.stack([np.bincount(index, rows.astype(np.float64), minlength=n),
-                          np.bincount(index, cols.astype(np.float64), minlength=n)], axis=1)
-    lo = np.full((n, 2), np.iinfo(np.int64).max, np.int64)
-    hi = np.full((n, 2), -1, np.int64)
-    for axis, coords in enumerate((rows, cols)):
-        np.minimum.at(lo[:, axis], index, coords)
-        np.maximum.at(hi[:, axis], index, coords + 1)
-    return {"ids": ids, "lo": lo, "hi": hi, "count": count, "coord_sum": coord_sum}
+    height, width = labels.shape
+    rows = np.bincount(flat, np.repeat(np.arange(height, dtype=np.float64), width))[ids]
+    cols = np.bincount(flat, np.tile(np.arange(width, dtype=np.float64), height))[ids]
+    boxes = ndimage.find_objects(labels.astype(np.int64, copy=False) if labels.dtype.kind == "u" else labels)
+    origin = np.asarray(origin, np.int64)
+    lo = np.array([[boxes[g - 1][0].start, boxes[g - 1][1].start] for g in ids], np.int64) + origin
+    hi = np.array([[boxes[g - 1][0].stop, boxes[g - 1][1].stop] for g in ids], np.int64) + origin
+    count = count[ids].astype(np.int64)
+    # Whole numbers: the sums of local coordinates plus the origin's share stay exact.
+    coord_sum = np.stack([rows, cols], axis=1) + origin.astype(np.float64) * count[:, None]
+    return {"ids": ids.astype(np.int64), "lo": lo, "hi": hi, "count": count, "coord_sum": coord_sum}
 
 
 def merge_extents(parts) -> dict:
@@ -192,6 +188,12 @@ def measure_window(lo, hi, centre, size: int = MAX_WINDOW) -> tuple:
         start = int(min(max(round(float(c)) - size // 2, a), b - size))
         cut.append(slice(start, start + size))
     return tuple(cut)
+
+
+def grain_windows(extents: dict) -> list[tuple]:
+    """:func:`measure_window` of every grain of ``extents`` (:func:`grain_extents`), in its order."""
+    return [measure_window(lo, hi, total / n)
+            for lo, hi, total, n in zip(extents["lo"], extents["hi"], extents["coord_sum"], extents["count"])]
 
 
 def lattice_shown(sums: dict, *, min_strength: float | None = None) -> np.ndarray:

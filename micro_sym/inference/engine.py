@@ -62,7 +62,7 @@ from micro_sym.grains.blockwise import (final_table, flood_margin, flood_region,
                                        neighbour_counts, neighbour_pairs, seed_parts)
 from micro_sym.inference.method_choice import AUTO_MODEL, AUTO_MODELS_BY_LATTICE, NETWORK_FOR_LATTICE, AutoMethod
 from micro_sym.inference.network import Network, cached_network
-from micro_sym.classical.grain_lattice import (grain_columns as lattice_columns, grain_extents, grain_sums, measure_window,
+from micro_sym.classical.grain_lattice import (grain_columns as lattice_columns, grain_extents, grain_sums, grain_windows,
                                               merge_extents)
 from micro_sym.inference.grain_orientations import measured_orientations, ring_3d
 from micro_sym.inference.lattice_mask import (LatticeMasked, grain_lattice, renumbered_sums, renumbered_table,
@@ -190,7 +190,10 @@ def flood_task(job: dict, block, parts: list, refs=None) -> dict:
                                   boundary=open_array(job["zarr"], "boundary"), local_labels=open_array(job["labels"]),
                                   steps=job["steps"], symmetry=job["symmetry"], image_shape=job["shape"],
                                   boundary_threshold=job["boundary_threshold"], refs=refs, neighbours=True)
-    _write_grains(job, block, labels)
+    if job.get("flooded"):  # renumbered into the output once every grain's lattice is measured (relabel_task)
+        _write(open_array(job["flooded"]), job, block, labels)
+    else:
+        _write_grains(job, block, labels)
     return arrays
 
 
@@ -208,22 +211,38 @@ def paint_task(job: dict, block, lut: np.ndarray) -> None:
 
 def extents_task(job: dict, block) -> dict:
     """The extents of the final grains in the block's core (:func:`~micro_sym.classical.grain_lattice.grain_extents`)."""
-    grains = open_array(job["zarr"], "grains")[block.core]
+    grains = _flooded_grains(job)[block.core]
     return grain_extents(grains, origin=[s.start for s in block.core])
 
 
 def lattice_task(job: dict, extents: dict) -> dict:
     """Each of the grains ``extents`` measured whole from the input inside it
-    (:func:`~micro_sym.classical.grain_lattice.grain_sums`): the same sums for any tiling."""
-    grains = open_array(job["zarr"], "grains")
+    (:func:`~micro_sym.classical.grain_lattice.grain_sums`): the same sums for any tiling. The region
+    holding all their windows is read once (a window's own read would decode whole storage chunks)."""
     setting = job["grain_lattice"]
-    return grain_sums(lambda win: read_region(job, win), lambda win: grains[win], extents,
+    windows = grain_windows(extents)
+    if not windows:
+        return grain_sums(None, None, extents, ring_frequency=setting["ring_frequency"], k=setting["k"])
+    region = tuple(slice(min(w[a].start for w in windows), max(w[a].stop for w in windows)) for a in range(2))
+    image = read_region(job, region)
+    grains = _flooded_grains(job)[region]
+
+    def local(win):
+        return tuple(slice(w.start - r.start, w.stop - r.start) for w, r in zip(win, region))
+
+    return grain_sums(lambda win: image[local(win)], lambda win: grains[local(win)], extents,
                       ring_frequency=setting["ring_frequency"], k=setting["k"])
 
 
 def relabel_task(job: dict, block, lut: np.ndarray) -> None:
-    """The block's final grains renumbered by ``lut`` (grains left out: 0)."""
-    _write_grains(job, block, lut[open_array(job["zarr"], "grains")[block.core]])
+    """The block's flooded grains, renumbered by ``lut`` (grains left out: 0), written to the output. It
+    reads the scratch and writes the output, so doing a block again after a resume changes nothing."""
+    _write_grains(job, block, lut[open_array(job["flooded"])[block.core]])
+
+
+def _flooded_grains(job: dict):
+    """The grains as the flood wrote them: the scratch where some may still be left out, else the output."""
+    return open_array(job["flooded"]) if job.get("flooded") else open_array(job["zarr"], "grains")
 
 
 def neighbours_task(job: dict, block) -> np.ndarray:
@@ -234,8 +253,12 @@ def neighbours_task(job: dict, block) -> np.ndarray:
 
 
 def _write_grains(job, block, labels):
+    _write(open_array(job["zarr"], "grains"), job, block, labels)
+
+
+def _write(array, job, block, labels):
     try:
-        open_array(job["zarr"], "grains")[block.core] = labels
+        array[block.core] = labels
     except OSError as err:
         raise os_error(job["zarr"], err, f"write block {block.id}") from None
 
@@ -379,7 +402,8 @@ def segment_input(path, out_dir, net: Network, runner, *, block=None, chunk=None
         (:func:`.rescale.check_measured_lattice`).
     lattice_mask : bool
         Leave pixels where the image shows no lattice (vacuum, amorphous film) out of every grain
-        (:mod:`.lattice_mask`; 2D inputs whose lattice was measured or given).
+        (:mod:`.lattice_mask`; 2D inputs whose lattice was measured or given), and a network's grains
+        that show no lattice of their own (:func:`.lattice_mask.weak_lattice_lut`).
     measure_grains : bool
         Measure each grain's lattice from the input inside it: the grain table's ``lattice_angle`` (2D,
         :mod:`micro_sym.classical.grain_lattice`) or ``lattice_q*`` (3D networks,
@@ -472,8 +496,11 @@ def _segment_input(img, path: Path, out_dir, net, runner, *, block, chunk, thres
     plan = plan_input(img, net, block=block, chunk=chunk, margin=seed_margin(rule))
     method = (method_info(base) | ({"auto": auto} if auto else {}) | ({"scale": scale} if scale else {})
               | ({"lattice_mask": {"ring_frequency": ring, "min_contrast": net.threshold}} if ring else {}))
-    setting = grain_lattice(base, scale) if img.ndim == 2 and measure_grains else None
-    if setting:  # each grain's lattice angle, measured from the image inside it
+    setting = grain_lattice(base, scale) if img.ndim == 2 else None
+    # Where the lattice mask runs with a network, its grains that show no lattice are left out afterwards.
+    weak_lattice = bool(setting and ring and is_seeded(rule))
+    setting = setting if measure_grains or weak_lattice else None
+    if setting:  # each grain's lattice, measured from the image inside it
         method["grain_lattice"] = setting
     if img.ndim == 3 and measure_grains and isinstance(base, Network):  # each grain's orientation, measured
         ring3d = ring_3d(img.data, scale, previous)
@@ -530,7 +557,7 @@ def _segment_input(img, path: Path, out_dir, net, runner, *, block, chunk, thres
     manifest["value_range"] = [float(v) for v in value_range]
     state.write_manifest(manifest)
     create_outputs(state, plan.shape, img.ndim, plan.chunk, pixel_size=img.pixel_size, unit=img.unit,
-                   field_channels=net.out_channels - 1 if field else None)
+                   field_channels=net.out_channels - 1 if field else None, flooded=weak_lattice)
 
     job = {"input": str(path), "array": array, "level": level, "channel": channel,
            "value_range": manifest["value_range"],
@@ -540,7 +567,8 @@ def _segment_input(img, path: Path, out_dir, net, runner, *, block, chunk, thres
            "torch_threads": getattr(runner, "torch_threads", None),
            "scale": scale["scale"] if scale and scale["resampled"] else None, "lattice_mask": ring,
            "grain_lattice": method.get("grain_lattice"), "grain_orientation": method.get("grain_orientation"),
-           "field": str(state.field_path) if field else None, "voxel_orientations": voxel_orientations}
+           "field": str(state.field_path) if field else None, "voxel_orientations": voxel_orientations,
+           "flooded": str(state.flooded_path) if weak_lattice else None}
     done1 = state.done("done1")
     done2 = state.done("done2")
     steps = _BlockSteps(len(done1) + len(done2), 2 * n, progress)
@@ -593,14 +621,17 @@ def _segment_input(img, path: Path, out_dir, net, runner, *, block, chunk, thres
         pairs = [f["neighbour_pairs"] for f in finals]
     if setting:  # each final grain measured whole; with the lattice mask, a network's grains must show a lattice
         sums = _final_grain_sums(runner, job, plan, state)
-        kept = weak_lattice_lut(sums, n_grains) if seeded and ring else None
-        if kept is not None:
+        kept = weak_lattice_lut(sums, n_grains) if weak_lattice else None
+        if weak_lattice:  # the output's grains from the flooded scratch, renumbered where some are left out
+            lut = kept if kept is not None else np.arange(n_grains + 1, dtype=np.uint32)
             done3 = state.done("done3")
-            for b, _ in runner.run(relabel_task, [b for b in plan.blocks if b.id not in done3], lambda b: (job, b, kept)):
+            for b, _ in runner.run(relabel_task, [b for b in plan.blocks if b.id not in done3], lambda b: (job, b, lut)):
                 state.mark("done3", b.id)
+        if kept is not None:
             table, sums, n_grains = renumbered_table(table, kept), renumbered_sums(sums, kept), int(kept.max())
             pairs = None  # grains on either side of one left out may now be neighbours
-        table |= lattice_columns(sums, n_grains, setting)
+        if measure_grains:
+            table |= lattice_columns(sums, n_grains, setting)
     if pairs is None:
         # Neighbours across the unassigned band between grains, as grain_table counts them: needs the final
         # grains of each block plus a few points beyond it, so it reads them back once they are all written.
@@ -630,6 +661,7 @@ def _segment_input(img, path: Path, out_dir, net, runner, *, block, chunk, thres
     forget_arrays(state.zarr_path)
     forget_arrays(state.labels_path)
     forget_arrays(state.field_path)
+    forget_arrays(state.flooded_path)
     result.status = "complete"
     result.n_grains = n_grains
     result.seconds = time.perf_counter() - t0
@@ -793,10 +825,8 @@ def _final_grain_sums(runner, job: dict, plan, state: RunState) -> dict:
     except FileNotFoundError:
         pass
     extents = merge_extents(e for _, e in runner.run(extents_task, plan.blocks, lambda b: (job, b)))
-    starts = [[w.start for w in measure_window(lo, hi, total / n)]
-              for lo, hi, total, n in zip(extents["lo"], extents["hi"], extents["coord_sum"], extents["count"])]
-    owner = np.array([next(i for i, b in enumerate(plan.blocks) if all(c.start <= x < c.stop for c, x in zip(b.core, start)))
-                      for start in starts], np.int64)
+    owner = np.array([next(i for i, b in enumerate(plan.blocks) if all(c.start <= w.start < c.stop for c, w in zip(b.core, win)))
+                      for win in grain_windows(extents)], np.int64)
     groups = [{key: values[owner == i] for key, values in extents.items()} for i in range(len(plan.blocks))]
     parts = [part for _, part in runner.run(lattice_task, [g for g in groups if len(g["ids"])], lambda g: (job, g))]
     sums = {key: np.concatenate([np.asarray(p[key]) for p in parts]) if parts else np.zeros(0, dtype)

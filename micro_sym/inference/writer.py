@@ -10,11 +10,12 @@ Layout of one input ``NAME`` under ``OUT``::
         manifest.json         input fingerprint, weights hash, block/halo, code version, status
         labels.zarr           scratch: per-block local grain labels (uint32)
         field.zarr            scratch: a 3D network's unit harmonic field (float32), read by the grain passes
+        flooded.zarr          scratch: a 2D network's grains before those showing no lattice are left out
         blocks/ID.npz         per-block statistics and face planes (pass 1 result)
         final/ID.npz          per-block statistics of the final grains (seeded rule, pass 3 result)
         lattice/sums.npz      each final grain's lattice sums (2D, where the lattice ring is known)
         done1/ID, done2/ID    atomic markers: pass 1 (maps + local labels), pass 3 (grains) done
-        done3/ID              atomic marker: the block's grains renumbered after those showing no lattice left
+        done3/ID              atomic marker: the block's grains written from flooded.zarr, renumbered
 
     OUT/.NAME.lock            locked (``flock``) by the run writing NAME; the file stays when it is free
 
@@ -82,6 +83,7 @@ class RunState:
         self.csv_path = self.out_dir / f"{name}_grains.csv"
         self.labels_path = self.root / "labels.zarr"
         self.field_path = self.root / "field.zarr"
+        self.flooded_path = self.root / "flooded.zarr"
 
     # -- manifest
     @property
@@ -169,11 +171,13 @@ class RunState:
         forget_arrays(self.zarr_path)
         forget_arrays(self.labels_path)
         forget_arrays(self.field_path)
+        forget_arrays(self.flooded_path)
 
     def cleanup_scratch(self) -> None:
         """Drop scratch data of a completed input (keeps manifest and markers)."""
         shutil.rmtree(self.labels_path, ignore_errors=True)
         shutil.rmtree(self.field_path, ignore_errors=True)
+        shutil.rmtree(self.flooded_path, ignore_errors=True)
         shutil.rmtree(self.root / "blocks", ignore_errors=True)
         shutil.rmtree(self.root / "final", ignore_errors=True)
         shutil.rmtree(self.root / "lattice", ignore_errors=True)
@@ -315,11 +319,13 @@ def _layout(write_unit, lead=()) -> dict:
 
 
 def create_outputs(state: RunState, shape, ndim: int, chunk, *, pixel_size=None, unit=None,
-                   field_channels: int | None = None) -> None:
+                   field_channels: int | None = None, flooded: bool = False) -> None:
     """Create the empty output arrays (shard grid = write unit) if they do not exist yet.
 
     ``field_channels``: also the scratch array of a 3D network's unit harmonic field
     (:mod:`micro_sym.grains.field`), which the grain passes read in place of the orientation map.
+    ``flooded``: also the scratch array of the flooded grains, before those showing no lattice are left
+    out (the renumbering reads it, so a resumed renumbering never renumbers a block twice).
 
     NGFF 0.5 layout (docs/design.md §1.7, :func:`micro_sym.io.images.create_ngff_maps`): ``boundary/0``,
     ``orientation/0`` and ``labels/grains/0``, each in an image (label image) group of its own, the
@@ -345,6 +351,9 @@ def create_outputs(state: RunState, shape, ndim: int, chunk, *, pixel_size=None,
                          ndim, pixel_size=pixel_size, unit=unit)
         if not state.labels_path.exists():
             zarr.create_array(str(state.labels_path), shape=spatial, **_layout(chunk), dtype="uint32",
+                              fill_value=0, zarr_format=3, compressors=_compressor())
+        if flooded and not state.flooded_path.exists():
+            zarr.create_array(str(state.flooded_path), shape=spatial, **_layout(chunk), dtype="uint32",
                               fill_value=0, zarr_format=3, compressors=_compressor())
         if field_channels and not state.field_path.exists():
             zarr.create_array(str(state.field_path), shape=(field_channels,) + spatial, **_layout(chunk, (field_channels,)),

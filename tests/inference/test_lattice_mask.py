@@ -132,8 +132,8 @@ def test_grains_showing_no_lattice_are_left_out_alike_in_blocks_and_whole(tmp_pa
     ref = grain_table(whole, np.zeros(whole.shape, np.float32), symmetry="square")
     assert [int(r["n_neighbours"]) for r in rows] == list(ref["n_neighbours"])
 
-    # A run that dies while renumbering resumes to the same bytes: the grains' sums were kept (the blocks
-    # renumbered already would measure otherwise), and no block is renumbered twice.
+    # A run that dies while renumbering resumes to the same bytes: the grains' sums were kept, and a block
+    # is renumbered from the flooded scratch, so renumbering it again changes nothing.
     from micro_sym.errors import MicroSymError
     from micro_sym.inference import engine
 
@@ -149,7 +149,9 @@ def test_grains_showing_no_lattice_are_left_out_alike_in_blocks_and_whole(tmp_pa
     monkeypatch.setattr(engine, "relabel_task", dies_after_three)
     kw = dict(model="robust-2d", block=128, chunk=64, workers=1)
     (res,) = segment([tmp_path / "a.tif"], tmp_path / "resumed", **kw)
-    assert res.status == "failed" and len(list((tmp_path / "resumed" / ".a.run" / "done3").iterdir())) == 3
+    markers = list((tmp_path / "resumed" / ".a.run" / "done3").iterdir())
+    assert res.status == "failed" and 1 <= len(markers) <= 3  # the blocks done before the failure was seen
+    markers[0].unlink()  # as if killed between writing a block and marking it: doing it again is harmless
     monkeypatch.setattr(engine, "relabel_task", renumber)
     (res,) = segment([tmp_path / "a.tif"], tmp_path / "resumed", **kw)
     assert res.status == "complete", res.error
