@@ -135,8 +135,8 @@ def grain_extents(labels, origin=(0, 0)) -> dict:
     if not ids.size:
         return _no_extents()
     height, width = labels.shape
-    rows = np.bincount(flat, np.repeat(np.arange(height, dtype=np.float64), width))[ids]
-    cols = np.bincount(flat, np.tile(np.arange(width, dtype=np.float64), height))[ids]
+    rows = np.bincount(flat, np.broadcast_to(np.arange(height, dtype=np.float64)[:, None], labels.shape).ravel())[ids]
+    cols = np.bincount(flat, np.broadcast_to(np.arange(width, dtype=np.float64)[None, :], labels.shape).ravel())[ids]
     boxes = ndimage.find_objects(labels.astype(np.int64, copy=False) if labels.dtype.kind == "u" else labels)
     origin = np.asarray(origin, np.int64)
     lo = np.array([[boxes[g - 1][0].start, boxes[g - 1][1].start] for g in ids], np.int64) + origin
