@@ -194,6 +194,9 @@ def flood_task(job: dict, block, parts: list, refs=None) -> dict:
         _write(open_array(job["flooded"]), job, block, labels)
     else:
         _write_grains(job, block, labels)
+    if job.get("grain_lattice"):  # where each grain lies, for its lattice measurement (_final_grain_sums)
+        extents = grain_extents(labels, origin=[s.start for s in block.core])
+        arrays = {**arrays, **{f"extent_{key}": value for key, value in extents.items()}}
     return arrays
 
 
@@ -620,7 +623,7 @@ def _segment_input(img, path: Path, out_dir, net, runner, *, block, chunk, thres
                             pixel_size=img.pixel_size, aligned=merged.refs is not None)
         pairs = [f["neighbour_pairs"] for f in finals]
     if setting:  # each final grain measured whole; with the lattice mask, a network's grains must show a lattice
-        sums = _final_grain_sums(runner, job, plan, state)
+        sums = _final_grain_sums(runner, job, plan, state, finals if seeded else None)
         kept = weak_lattice_lut(sums, n_grains) if weak_lattice else None
         if weak_lattice:  # the output's grains from the flooded scratch, renumbered where some are left out
             lut = kept if kept is not None else np.arange(n_grains + 1, dtype=np.uint32)
@@ -817,14 +820,19 @@ def segment(inputs, out_dir, *, model=None, method: str | None = None, lattice: 
     return results
 
 
-def _final_grain_sums(runner, job: dict, plan, state: RunState) -> dict:
+def _final_grain_sums(runner, job: dict, plan, state: RunState, finals=None) -> dict:
     """The lattice sums of every final grain (:func:`lattice_task`), each measured by the block holding
-    its window's first pixel; kept in the run state, as the grains may be renumbered after them."""
+    its window's first pixel; kept in the run state, as the grains may be renumbered after them.
+    ``finals``: the seeded flood's per-block arrays, which hold the grains' extents (else a pass finds them)."""
     try:
         return dict(state.load_block("sums", kind="lattice"))
     except FileNotFoundError:
         pass
-    extents = merge_extents(e for _, e in runner.run(extents_task, plan.blocks, lambda b: (job, b)))
+    if finals is not None:
+        parts = ({key: f[f"extent_{key}"] for key in ("ids", "lo", "hi", "count", "coord_sum")} for f in finals)
+    else:
+        parts = (e for _, e in runner.run(extents_task, plan.blocks, lambda b: (job, b)))
+    extents = merge_extents(parts)
     owner = np.array([next(i for i, b in enumerate(plan.blocks) if all(c.start <= w.start < c.stop for c, w in zip(b.core, win)))
                       for win in grain_windows(extents)], np.int64)
     groups = [{key: values[owner == i] for key, values in extents.items()} for i in range(len(plan.blocks))]

@@ -89,7 +89,8 @@ def test_the_network_runs_on_the_part_of_each_tile_it_needs():
 
 
 def _voronoi_lattice(shape=(320, 448), n=6, seed=7):
-    """``n`` square-lattice grains (period 8 px, random angles) in Voronoi cells, with noise."""
+    """``n`` square-lattice grains (period 8 px, random angles) in Voronoi cells, with noise; grain 3 holds
+    two crystals 30° apart on top of each other (its 4-fold ring spots cancel in part)."""
     from micro_sym.synth.lattice2d import render_lattice_2d
 
     rng = np.random.default_rng(seed)
@@ -98,15 +99,18 @@ def _voronoi_lattice(shape=(320, 448), n=6, seed=7):
     labels = (((yy[..., None] - centres[:, 0]) ** 2 + (xx[..., None] - centres[:, 1]) ** 2).argmin(-1) + 1).astype(np.int32)
     angles = {i + 1: float(a) for i, a in enumerate(rng.uniform(0, 90, n))}
     img = np.asarray(render_lattice_2d(labels, angles, lattice="square", period=8.0), np.float32)
+    turned = np.asarray(render_lattice_2d(labels, {g: a + 30.0 for g, a in angles.items()}, lattice="square",
+                                          period=8.0), np.float32)
+    img[labels == 3] = 0.5 * (img[labels == 3] + turned[labels == 3])
     return img + (0.3 * rng.standard_normal(shape)).astype(np.float32)
 
 
 def test_grains_showing_no_lattice_are_left_out_alike_in_blocks_and_whole(tmp_path, monkeypatch):
     # Each final grain is measured whole (its window read by the block holding the window's first pixel),
-    # so whether it shows its lattice does not depend on the blocks: here the bar is raised until one of
-    # the five grains (strengths 0.92-0.95) falls below it, and the engine in 12 blocks leaves out the
-    # same grain as the whole image, renumbers the others alike, and its table holds the kept grains'
-    # own strengths and neighbours.
+    # so whether it shows its lattice does not depend on the blocks: here the bar is raised halfway
+    # between the grain of two crystals (strength about 0.44) and the others (about 0.93), and the engine
+    # in 12 blocks leaves out the same grain as the whole image, renumbers the others alike, and its table
+    # holds the kept grains' own strengths and neighbours.
     import csv
 
     from micro_sym.classical import grain_lattice
@@ -122,24 +126,24 @@ def test_grains_showing_no_lattice_are_left_out_alike_in_blocks_and_whole(tmp_pa
     tifffile.imwrite(tmp_path / "a.tif", img)
     model = load_model("robust-2d", export=True)
     every = segment_image(model, img, period="measure")["grains"]
-    assert every.max() == 5
+    assert every.max() == 6
     # The bar: halfway between the weakest grain's strength and the next one's.
     _, scale, _ = adapt_to_image(as_network(model), img)
     sums = measure_grains(img, every, lattice_setting(as_network(model), scale))
     strength = np.maximum(np.abs(sums["ck"]), np.abs(sums["c2"])) / sums["c0"]
     weakest, second = np.sort(strength)[:2]
-    assert second - weakest > 0.005
+    assert second - weakest > 0.3
     monkeypatch.setattr(grain_lattice, "WEAK_LATTICE_STRENGTH", (weakest + second) / 2)
     whole = segment_image(model, img, period="measure")["grains"]
     left_out = sums["ids"][np.argmin(strength)]
-    assert whole.max() == 4 and np.array_equal(whole > 0, (every > 0) & (every != left_out))
+    assert whole.max() == 5 and np.array_equal(whole > 0, (every > 0) & (every != left_out))
     (res,) = segment([tmp_path / "a.tif"], tmp_path / "out", model="robust-2d", block=128, chunk=64)
     assert res.status == "complete" and res.n_blocks >= 12, res.error
     grains = read_output(tmp_path / "out", "a")["grains"]
     np.testing.assert_array_equal(grains, whole)
     rows = list(csv.DictReader(line for line in (tmp_path / "out" / "a_grains.csv").read_text().splitlines()
                                if not line.startswith("#")))
-    assert [int(r["grain"]) for r in rows] == [1, 2, 3, 4]
+    assert [int(r["grain"]) for r in rows] == [1, 2, 3, 4, 5]
     assert min(float(r["lattice_strength"]) for r in rows) >= (weakest + second) / 2
     ref = grain_table(whole, np.zeros(whole.shape, np.float32), symmetry="square")
     assert [int(r["n_neighbours"]) for r in rows] == list(ref["n_neighbours"])
