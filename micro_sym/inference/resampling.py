@@ -61,17 +61,11 @@ def resample_weights(positions, n: int, lo: int, hi: int, step: float) -> np.nda
 class Axis:
     """One axis of the global resampling: ``n`` input pixels <-> ``m`` network samples."""
 
-    def __init__(self, n: int, scale: float, stride: int, whole_strides: bool = False):
+    def __init__(self, n: int, scale: float, stride: int):
         self.n = int(n)
-        if whole_strides:
-            # A whole number of strides: the network needs no padding, which would put a mirror image of
-            # the lattice at the edge (a twin boundary to the network: a band of boundary all round a
-            # micrograph). The scale moves by at most half a stride over the image (1.6 % at 512 px).
-            self.m = max(int(stride), int(stride) * int(round(self.n * scale / stride)))
-        else:
-            # An even sample count splits the stride padding equally between both ends (whole-image
-            # padding puts the odd pixel after), so mirrors map the padded grid onto itself.
-            self.m = max(2, 2 * int(round(self.n * scale / 2)))
+        # An even sample count splits the stride padding equally between both ends (whole-image
+        # padding puts the odd pixel after), so mirrors map the padded grid onto itself.
+        self.m = max(2, 2 * int(round(self.n * scale / 2)))
         self.ratio = self.n / self.m  # input pixels per network sample
         self.stride = int(stride)
         padded = -(-self.m // self.stride) * self.stride
@@ -160,7 +154,7 @@ class RescaledNetwork:
         self.scale = float(scale)
         self.part = int(part)
         self.shape = tuple(int(s) for s in shape)
-        self.axes = [Axis(n, self.scale, net.total_stride, whole_strides=net.ndim == 2) for n in self.shape]
+        self.axes = [Axis(n, self.scale, net.total_stride) for n in self.shape]
         self.halo = wrapper_halo(net, self.axes)
 
     def __getattr__(self, name):  # ndim, k, symmetry, normalize, decode, boundary_of, grain_rule, ...

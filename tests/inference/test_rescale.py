@@ -118,22 +118,3 @@ def test_same_microstructure_at_three_samplings(tmp_path):
         both = (labels > 0) & (ref["grains"] > 0)
         diff = np.abs((angles - ref["orientation"] + 45.0) % 90.0 - 45.0)[both]
         assert np.median(diff) < 1.0, (name, np.median(diff))
-
-
-def test_no_boundary_band_at_the_image_edges():
-    """A 2D network's resampled grid is a whole number of strides: no mirrored padding at the edges,
-    which the network reads as a twin boundary (a band of boundary all round the image). One crystal
-    (period 10 px, 310 px: 248 samples at the network's 8 px before, padded with 4 mirrored ones)."""
-    from micro_sym.inference.tiles import predict_array
-
-    yy, xx = np.mgrid[0:310, 0:310]
-    t = np.deg2rad(23.0)
-    u, v = xx * np.cos(t) + yy * np.sin(t), -xx * np.sin(t) + yy * np.cos(t)
-    image = (np.cos(2 * np.pi * u / 10.0) + np.cos(2 * np.pi * v / 10.0)
-             + 0.3 * np.random.default_rng(0).standard_normal(u.shape)).astype(np.float32)
-    net = RescaledNetwork(load_network("robust-2d"), 0.8, image.shape)
-    boundary = predict_array(net, image)["boundary"] >= 0.5
-    edge = np.ones(image.shape, bool)
-    edge[4:-4, 4:-4] = False
-    assert boundary[edge].mean() < 0.05 and boundary[~edge].mean() < 0.05
-    assert all(ax.m % net.net.total_stride == 0 for ax in net.axes)
