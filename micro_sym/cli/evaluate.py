@@ -14,7 +14,8 @@ def evaluate(
     json_out: Path = typer.Option(None, "--json", help="Write the full report (overall + per image) as JSON."),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
     threshold: float = typer.Option(5.0, "--threshold", help="Grain rule misorientation threshold, degrees."),
-    min_size: int = typer.Option(32, "--min-size", help="Smallest grain (pixels); smaller ones are merged."),
+    min_size: int = typer.Option(None, "--min-size", help="Smallest grain seed (pixels). Default: as segment, 2 lattice "
+                                 "cells where the lattice is measured (--period), else 32 (3D: 32 voxels)."),
     boundary_threshold: float = typer.Option(0.5, "--boundary-threshold", help="Boundary probability threshold."),
     min_gt_size: int = typer.Option(0, "--min-gt-size", help="Ignore true grains smaller than this (pixels) in the grain F1; 0 counts all."),
     period: str = typer.Option(None, "--period", help="'measure': each image's lattice measured and the network run at its "
@@ -38,7 +39,7 @@ def evaluate(
         if period <= 0:
             raise MicroSymError(f"--period: must be positive, got {period:g}")
     from micro_sym.training.train3d import cli_evaluate3d, is_3d_model  # 3D hook: gcnn3d models
-    if is_3d_model(model): return cli_evaluate3d(model, dataset, device=device, threshold=threshold, min_size=min_size, boundary_threshold=boundary_threshold, json_out=json_out, log=typer.echo, period=period) and None  # noqa: E701,E501
+    if is_3d_model(model): return cli_evaluate3d(model, dataset, device=device, threshold=threshold, min_size=32 if min_size is None else min_size, boundary_threshold=boundary_threshold, json_out=json_out, log=typer.echo, period=period) and None  # noqa: E701,E501
     ds = LabeledDataset(dataset)
     m = load_model(model, device=device, export=True)
     if ds.ndim != 2 or ds.k != m.k:

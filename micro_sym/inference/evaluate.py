@@ -8,7 +8,7 @@
 
 from __future__ import annotations
 
-from micro_sym.inference.whole_image import DEFAULT_MIN_SIZE, segment_image
+from micro_sym.inference.whole_image import segment_image
 from micro_sym.metrics import aggregate, evaluate_sample
 
 
@@ -25,6 +25,10 @@ def evaluate_model(model, dataset, *, names=None, threshold: float = 5.0, min_si
         Subset of sample names (``LabeledDataset`` only).
     progress : callable, optional
         Called with each sample name after it is scored.
+    min_size : int, optional
+        Smallest grain seed in pixels; default as :func:`~micro_sym.inference.whole_image.segment_image`
+        (2 lattice cells where the lattice is measured, else 32), so that ``period="measure"`` scores
+        what ``segment`` gives.
     min_gt_size : int
         See :func:`micro_sym.metrics.grain_f1` (default: every true grain counts).
     period : float or "measure", optional
@@ -40,8 +44,8 @@ def evaluate_model(model, dataset, *, names=None, threshold: float = 5.0, min_si
     samples = (dataset[n] for n in names) if names is not None else iter(dataset)
     per_image = {}
     for s in samples:
-        pred = segment_image(run, s.image, threshold=threshold, min_size=DEFAULT_MIN_SIZE if min_size is None else min_size,
-                             boundary_threshold=boundary_threshold, device=device, period=period)
+        pred = segment_image(run, s.image, threshold=threshold, min_size=min_size, boundary_threshold=boundary_threshold,
+                             device=device, period=period)
         per_image[s.name] = evaluate_sample(pred, s.grains, s.orientation, run.k, boundary_threshold, min_gt_size)
         if progress:
             progress(s.name)

@@ -235,6 +235,12 @@ def test_evaluate_cli_json(dataset, straight_run, tmp_path):
     ref = evaluate_model(load_model(straight_run / "model.pt"), LabeledDataset(dataset), min_size=4, period=6.0)["overall"]
     assert scaled["period"] == 6.0 and scaled["overall"]["boundary_f1"] == pytest.approx(ref["boundary_f1"], abs=1e-9)
     assert main(["evaluate", "--model", str(straight_run / "model.pt"), str(dataset), "--period", "often"]) == 2
+    # Without --min-size the smallest seed is segment's own: 2 cells of the measured lattice (72 px at 6 px).
+    assert main(["evaluate", "--model", str(straight_run / "model.pt"), str(dataset), "--json", str(out), "--period", "6"]) == 0
+    default = json.loads(out.read_text())["overall"]
+    cells = evaluate_model(load_model(straight_run / "model.pt"), LabeledDataset(dataset), min_size=72, period=6.0)["overall"]
+    for key in ("boundary_f1", "grain_f1", "n_grains_pred"):
+        assert default[key] == pytest.approx(cells[key], abs=1e-9), key
 
 
 def test_rot_flip_augmentation_transforms_orientation_target():
