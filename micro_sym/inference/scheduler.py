@@ -123,6 +123,8 @@ class ThreadRunner(Runner):
         from micro_sym.inference.network import set_exclusive_forward_threads
 
         super().bind(net, device)
+        if getattr(self, "_caller_threads", None) is None:  # given back on close: the caller's process goes on
+            self._caller_threads = torch.get_num_threads()
         torch.set_num_threads(self.torch_threads)
         set_exclusive_forward_threads(available_cores())
 
@@ -131,6 +133,14 @@ class ThreadRunner(Runner):
 
     def close(self):
         self.pool.shutdown(wait=True, cancel_futures=True)
+        if getattr(self, "_caller_threads", None) is not None:
+            import torch
+
+            from micro_sym.inference.network import set_exclusive_forward_threads
+
+            torch.set_num_threads(self._caller_threads)
+            set_exclusive_forward_threads(None)
+            self._caller_threads = None
 
 
 def _init_process(payload, sha, device, torch_threads):

@@ -113,6 +113,8 @@ def test_grains_showing_no_lattice_are_left_out_alike_in_blocks_and_whole(tmp_pa
     # holds the kept grains' own strengths and neighbours.
     import csv
 
+    import torch
+
     from micro_sym.classical import grain_lattice
     from micro_sym.grains import grain_table
     from micro_sym.models import load_model
@@ -126,7 +128,8 @@ def test_grains_showing_no_lattice_are_left_out_alike_in_blocks_and_whole(tmp_pa
     tifffile.imwrite(tmp_path / "a.tif", img)
     model = load_model("robust-2d", export=True)
     every = segment_image(model, img, period="measure")["grains"]
-    assert every.max() == 6
+    n = int(every.max())
+    assert n >= 5
     # The bar: halfway between the weakest grain's strength and the next one's.
     _, scale, _ = adapt_to_image(as_network(model), img)
     sums = measure_grains(img, every, lattice_setting(as_network(model), scale))
@@ -136,14 +139,18 @@ def test_grains_showing_no_lattice_are_left_out_alike_in_blocks_and_whole(tmp_pa
     monkeypatch.setattr(grain_lattice, "WEAK_LATTICE_STRENGTH", (weakest + second) / 2)
     whole = segment_image(model, img, period="measure")["grains"]
     left_out = sums["ids"][np.argmin(strength)]
-    assert whole.max() == 5 and np.array_equal(whole > 0, (every > 0) & (every != left_out))
+    assert whole.max() == n - 1 and np.array_equal(whole > 0, (every > 0) & (every != left_out))
+    threads = torch.get_num_threads()
     (res,) = segment([tmp_path / "a.tif"], tmp_path / "out", model="robust-2d", block=128, chunk=64)
     assert res.status == "complete" and res.n_blocks >= 12, res.error
+    # The engine gives the caller's torch threads back: a network's rounding depends on them, and this
+    # image's grains with it (left at 1 thread, the whole image above came out otherwise).
+    assert torch.get_num_threads() == threads
     grains = read_output(tmp_path / "out", "a")["grains"]
     np.testing.assert_array_equal(grains, whole)
     rows = list(csv.DictReader(line for line in (tmp_path / "out" / "a_grains.csv").read_text().splitlines()
                                if not line.startswith("#")))
-    assert [int(r["grain"]) for r in rows] == [1, 2, 3, 4, 5]
+    assert [int(r["grain"]) for r in rows] == list(range(1, n))
     assert min(float(r["lattice_strength"]) for r in rows) >= (weakest + second) / 2
     ref = grain_table(whole, np.zeros(whole.shape, np.float32), symmetry="square")
     assert [int(r["n_neighbours"]) for r in rows] == list(ref["n_neighbours"])
