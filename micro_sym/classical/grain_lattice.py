@@ -137,7 +137,7 @@ def grain_extents(labels, origin=(0, 0)) -> dict:
     height, width = labels.shape
     rows = np.bincount(flat, np.broadcast_to(np.arange(height, dtype=np.float64)[:, None], labels.shape).ravel())[ids]
     cols = np.bincount(flat, np.broadcast_to(np.arange(width, dtype=np.float64)[None, :], labels.shape).ravel())[ids]
-    boxes = ndimage.find_objects(labels.astype(np.int64, copy=False) if labels.dtype.kind == "u" else labels)
+    boxes = ndimage.find_objects(flat.reshape(labels.shape))
     origin = np.asarray(origin, np.int64)
     lo = np.array([[boxes[g - 1][0].start, boxes[g - 1][1].start] for g in ids], np.int64) + origin
     hi = np.array([[boxes[g - 1][0].stop, boxes[g - 1][1].stop] for g in ids], np.int64) + origin

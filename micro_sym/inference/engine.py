@@ -223,9 +223,7 @@ def lattice_task(job: dict, extents: dict) -> dict:
     (:func:`~micro_sym.classical.grain_lattice.grain_sums`): the same sums for any tiling. The region
     holding all their windows is read once (a window's own read would decode whole storage chunks)."""
     setting = job["grain_lattice"]
-    windows = grain_windows(extents)
-    if not windows:
-        return grain_sums(None, None, extents, ring_frequency=setting["ring_frequency"], k=setting["k"])
+    windows = grain_windows(extents)  # of at least one grain (_final_grain_sums)
     region = tuple(slice(min(w[a].start for w in windows), max(w[a].stop for w in windows)) for a in range(2))
     image = read_region(job, region)
     grains = _flooded_grains(job)[region]
@@ -833,8 +831,10 @@ def _final_grain_sums(runner, job: dict, plan, state: RunState, finals=None) -> 
     else:
         parts = (e for _, e in runner.run(extents_task, plan.blocks, lambda b: (job, b)))
     extents = merge_extents(parts)
-    owner = np.array([next(i for i, b in enumerate(plan.blocks) if all(c.start <= w.start < c.stop for c, w in zip(b.core, win)))
-                      for win in grain_windows(extents)], np.int64)
+    starts = np.array([[w.start for w in win] for win in grain_windows(extents)], np.int64).reshape(-1, 2)
+    owner = np.full(len(starts), -1, np.int64)
+    for i, b in enumerate(plan.blocks):
+        owner[np.all([(c.start <= starts[:, a]) & (starts[:, a] < c.stop) for a, c in enumerate(b.core)], axis=0)] = i
     groups = [{key: values[owner == i] for key, values in extents.items()} for i in range(len(plan.blocks))]
     parts = [part for _, part in runner.run(lattice_task, [g for g in groups if len(g["ids"])], lambda g: (job, g))]
     sums = {key: np.concatenate([np.asarray(p[key]) for p in parts]) if parts else np.zeros(0, dtype)

@@ -155,15 +155,12 @@ def weak_lattice_lut(sums: dict, n_grains: int) -> np.ndarray | None:
     return lut
 
 
-def drop_weak_lattice(image, grains, setting: dict) -> tuple[np.ndarray, dict]:
+def drop_weak_lattice(image, grains, setting: dict) -> np.ndarray:
     """A network's grains of a whole image without those that show no lattice (:func:`weak_lattice_lut`),
-    and the kept grains' sums under their new ids (what the block engine gives for any tiling)."""
+    renumbered as the block engine renumbers them for any tiling."""
     grains = np.asarray(grains)
-    sums = measure_grains(image, grains, setting)
-    lut = weak_lattice_lut(sums, int(grains.max(initial=0)))
-    if lut is None:
-        return grains, sums
-    return lut[grains], renumbered_sums(sums, lut)
+    lut = weak_lattice_lut(measure_grains(image, grains, setting), int(grains.max(initial=0)))
+    return grains if lut is None else lut[grains]
 
 
 def renumbered_sums(sums: dict, lut: np.ndarray) -> dict:

@@ -115,6 +115,7 @@ class ThreadRunner(Runner):
         super().__init__(workers or min(2, cores), window)
         self.pool = ThreadPoolExecutor(self.workers, thread_name_prefix="micro-sym")
         self.torch_threads = max(1, cores // self.workers)
+        self._caller_threads = None  # the caller's torch threads, given back on close
         release_large_blocks()
 
     def bind(self, net, device):
@@ -123,7 +124,7 @@ class ThreadRunner(Runner):
         from micro_sym.inference.network import set_exclusive_forward_threads
 
         super().bind(net, device)
-        if getattr(self, "_caller_threads", None) is None:  # given back on close: the caller's process goes on
+        if self._caller_threads is None:
             self._caller_threads = torch.get_num_threads()
         torch.set_num_threads(self.torch_threads)
         set_exclusive_forward_threads(available_cores())
@@ -133,7 +134,7 @@ class ThreadRunner(Runner):
 
     def close(self):
         self.pool.shutdown(wait=True, cancel_futures=True)
-        if getattr(self, "_caller_threads", None) is not None:
+        if self._caller_threads is not None:
             import torch
 
             from micro_sym.inference.network import set_exclusive_forward_threads

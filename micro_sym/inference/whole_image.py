@@ -141,7 +141,7 @@ def segment_image(model, image: np.ndarray, *, threshold: float = 5.0, min_size:
     if setting:  # grains only where the lattice shows, whole grains too (as the block engine)
         from micro_sym.inference.lattice_mask import drop_weak_lattice
 
-        out["grains"] = drop_weak_lattice(image, out["grains"], setting)[0]
+        out["grains"] = drop_weak_lattice(image, out["grains"], setting)
     return out
 
 
