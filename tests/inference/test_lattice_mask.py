@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import tifffile
 
 from _helpers import half_lattice, read_output
@@ -105,12 +106,26 @@ def _voronoi_lattice(shape=(320, 448), n=6, seed=7):
     return img + (0.3 * rng.standard_normal(shape)).astype(np.float32)
 
 
-def test_grains_showing_no_lattice_are_left_out_alike_in_blocks_and_whole(tmp_path, monkeypatch):
+@pytest.fixture
+def forward_threads():
+    """torch's threads set as the engine's forward runs (one per core) for the test, then given back: a
+    network's rounding depends on them, and the whole-image result is compared with the engine's."""
+    import torch
+
+    from micro_sym.inference.scheduler import available_cores
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(available_cores())
+    yield
+    torch.set_num_threads(previous)
+
+
+def test_grains_showing_no_lattice_are_left_out_alike_in_blocks_and_whole(tmp_path, monkeypatch, forward_threads):
     # Each final grain is measured whole (its window read by the block holding the window's first pixel),
     # so whether it shows its lattice does not depend on the blocks: here the bar is raised halfway
-    # between the grain of two crystals (strength about 0.44) and the others (about 0.93), and the engine
-    # in 12 blocks leaves out the same grain as the whole image, renumbers the others alike, and its table
-    # holds the kept grains' own strengths and neighbours.
+    # between the grain of two crystals (strength 0.4-0.7 as the network's rounding moves its outline) and
+    # the others (about 0.93), and the engine in 12 blocks leaves out the same grain as the whole image,
+    # renumbers the others alike, and its table holds the kept grains' own strengths and neighbours.
     import csv
 
     import torch
@@ -135,7 +150,7 @@ def test_grains_showing_no_lattice_are_left_out_alike_in_blocks_and_whole(tmp_pa
     sums = measure_grains(img, every, lattice_setting(as_network(model), scale))
     strength = np.maximum(np.abs(sums["ck"]), np.abs(sums["c2"])) / sums["c0"]
     weakest, second = np.sort(strength)[:2]
-    assert second - weakest > 0.3
+    assert second - weakest > 0.1
     monkeypatch.setattr(grain_lattice, "WEAK_LATTICE_STRENGTH", (weakest + second) / 2)
     whole = segment_image(model, img, period="measure")["grains"]
     left_out = sums["ids"][np.argmin(strength)]
