@@ -50,6 +50,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -109,7 +110,9 @@ def conditions(modes, periods, doses, zone="001", fringes_only=False):
     return out
 
 
-def make_dataset(name: str, cond: dict, n: int, size: int) -> Path:
+def make_dataset(name: str, cond: dict, n: int, size: int, root: Path | None = None, seed_offset: int = 0) -> Path:
+    """The condition's images under ``root`` (default ``bench/_data/atoms2d``), made once (resumable);
+    ``seed_offset`` draws other images of the same condition."""
     from micro_sym.synth.atoms2d import Atoms2DConfig
     from micro_sym.synth.dataset import generate_dataset
 
@@ -120,8 +123,8 @@ def make_dataset(name: str, cond: dict, n: int, size: int) -> Path:
     cfg = Atoms2DConfig(mode=cond["mode"], zone=zone, size=(size, size), pixel_size_angstrom=px,
                         film={"grain_size": grain, "vacuum_fraction": 0.1, "amorphous_fraction": 0.1, **cond.get("film", {})},
                         haadf={"dose": dose}, hrtem={"dose": dose}, variants=tuple(cond.get("variants", ())))
-    out = DATA / "atoms2d" / name
-    generate_dataset(out, cfg, n, seed=700 + sum(map(ord, name)), resume=True)
+    out = (root or DATA / "atoms2d") / name
+    generate_dataset(out, cfg, n, seed=700 + sum(map(ord, name)) + seed_offset, resume=True)
     return out
 
 
@@ -132,8 +135,9 @@ def method_args(method: str) -> list[str]:
     return ["--method", method]
 
 
-def run_segment(image: Path, out: Path, method: str) -> dict:
-    cmd = [sys.executable, "-m", "micro_sym", "segment", str(image), "--out", str(out), "--overwrite", *method_args(method)]
+def run_segment(image: Path, out: Path, method: str, options: tuple[str, ...] = ()) -> dict:
+    cmd = [sys.executable, "-m", "micro_sym", "segment", str(image), "--out", str(out), "--overwrite",
+           *method_args(method), *options]
     t0 = time.perf_counter()
     p = subprocess.run(cmd, check=False, capture_output=True, text=True, cwd=str(ROOT), env=dict(os.environ))
     res = {"rc": p.returncode, "wall_s": round(time.perf_counter() - t0, 2)}
@@ -171,7 +175,7 @@ def read_maps(out: Path, stem: str) -> dict:
     return maps
 
 
-def score_condition(root: Path, methods, tmp: Path) -> dict:
+def score_condition(root: Path, methods, tmp: Path, options: tuple[str, ...] = ()) -> dict:
     from scipy import ndimage
 
     from micro_sym.io.datasets import LabeledDataset
@@ -187,7 +191,7 @@ def score_condition(root: Path, methods, tmp: Path) -> dict:
         fringes_errors, crystal, fringes_called = [], 0, 0
         for s in ds:
             where = tmp / method.replace(":", "_").replace("/", "_")
-            run = run_segment(root / "images" / f"{s.name}.tif", where, method)
+            run = run_segment(root / "images" / f"{s.name}.tif", where, method, options)
             runs.append(run)
             if run["rc"]:
                 continue
@@ -249,8 +253,10 @@ def main():
     ap.add_argument("--zone", choices=("001", "111"), default="001", help="111: hexagonal projections")
     ap.add_argument("--fringes-only", action="store_true",
                     help="films whose every grain shows one set of fringes (truth mod 180°), instead of the usual set")
+    ap.add_argument("--segment-options", default="", help='more `segment` options for every run, e.g. "--threshold 3"')
     ap.add_argument("--out", default=str(RESULTS / "atoms2d_heldout.json"))
     args = ap.parse_args()
+    options = tuple(shlex.split(args.segment_options))
     methods = [*args.methods, *(f"model:{m}" for m in args.models)]
 
     results = []
@@ -259,7 +265,7 @@ def main():
             t0 = time.perf_counter()
             root = make_dataset(name, cond, args.n, args.size)
             gen_s = time.perf_counter() - t0
-            scores = score_condition(root, methods, Path(tmp))
+            scores = score_condition(root, methods, Path(tmp), options)
             results.append({"condition": name, **{k: v for k, v in cond.items() if k != "variants"},
                             "materials": [m["element"] for m in cond.get("variants", [])] or ["Au"],
                             "generate_s": round(gen_s, 1), "methods": scores})

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import numpy as np
 
-#: 2D defaults, chosen on the tuning sets (synth seeds 5000 and 6000) with the bundled default-2d
-#: (``bench/studies/study_grains2d_seeded.py``; figures in docs/results.md).
-SEEDED_2D = {"core_radius": 2.5, "steps": 4, "reach": 12}
+#: 2D defaults, lengths in model pixels (:func:`at_scale`): 1.4 times those first chosen on the
+#: analytic tuning sets with default-2d (2.5, 4, 12; ``bench/studies/study_grains2d_seeded.py``), the
+#: factor chosen on atomistic validation images (``bench/studies/grain_rule_scale.py``; docs/results.md).
+SEEDED_2D = {"core_radius": 3.5, "steps": 6, "reach": 17}
 #: 3D defaults, chosen on validation volumes (``bench/studies/study_grains3d.py``; docs/results.md).
 SEEDED_3D = {"core_radius": 3.5, "steps": 8, "reach": 0}
 
@@ -34,6 +35,22 @@ def network_rule(threshold: float, ndim: int = 2) -> dict:
     p = SEEDED_2D if ndim == 2 else SEEDED_3D
     return {"pair_threshold": float(threshold), "merge_threshold": float(threshold) if p["reach"] else None,
             "reach": p["reach"], "core_radius": p["core_radius"], "steps": p["steps"]}
+
+
+def at_scale(rule: dict, factor: float) -> dict:
+    """``rule`` for maps sampled ``factor`` input pixels per model pixel (a network run on the image
+    resampled to its training period, its maps brought back to the input grid).
+
+    The seeded rule's lengths (core radius, seed-merge reach, flood steps) were chosen on maps at the
+    model's own sampling, so they are lengths in model pixels: on an image at twice the model's
+    period a predicted boundary is twice as wide in input pixels, and a core radius left at its
+    model-pixel value finds cores on the boundary's flanks that join grains across it. Scaled, the
+    rule finds the same grains at any sampling. Angles and the pair rule are unchanged.
+    """
+    if not is_seeded(rule) or factor == 1:
+        return rule
+    return {**rule, "core_radius": rule["core_radius"] * factor, "reach": int(round(rule["reach"] * factor)),
+            "steps": max(1, int(round(rule["steps"] * factor)))}
 
 
 def is_seeded(rule: dict) -> bool:

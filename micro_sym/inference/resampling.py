@@ -157,10 +157,17 @@ class RescaledNetwork:
         self.axes = [Axis(n, self.scale, net.total_stride) for n in self.shape]
         self.halo = wrapper_halo(net, self.axes)
 
-    def __getattr__(self, name):  # ndim, k, symmetry, normalize, decode, boundary_of, grain_rule, ...
+    def __getattr__(self, name):  # ndim, k, symmetry, normalize, decode, boundary_of, ...
         if name == "net":
             raise AttributeError(name)
         return getattr(self.net, name)
+
+    def grain_rule(self, threshold: float, ndim: int) -> dict:
+        """The network's grain rule with its 2D lengths in model pixels (:func:`~micro_sym.grains.rules.at_scale`)."""
+        from micro_sym.grains.rules import at_scale
+
+        rule = self.net.grain_rule(threshold, ndim)
+        return at_scale(rule, 1.0 / self.scale) if ndim == 2 else rule
 
     def samples(self, tile_shape) -> tuple[int, int]:
         """``(samples of the resampled tile, samples of the largest network call on it)`` for a tile of

@@ -99,9 +99,10 @@ def predict_image(model, image: np.ndarray, *, device="cpu", period=None) -> dic
     return _predict(model, image, device, period)[0]
 
 
-def _predict(model, image, device, period) -> tuple[dict, float | None, dict | None]:
-    """:func:`predict_image`'s maps, the lattice mask's ring frequency (None: no mask) and how the grains'
-    lattices are measured (:func:`~micro_sym.inference.lattice_mask.grain_lattice`; None: not)."""
+def _predict(model, image, device, period) -> tuple[dict, float | None, dict | None, object]:
+    """:func:`predict_image`'s maps, the lattice mask's ring frequency (None: no mask), how the grains'
+    lattices are measured (:func:`~micro_sym.inference.lattice_mask.grain_lattice`; None: not) and the
+    network as it ran (its grain rule is the one for these maps)."""
     net, image = _network(model, image)
     ring = setting = None
     if period is not None:
@@ -111,7 +112,7 @@ def _predict(model, image, device, period) -> tuple[dict, float | None, dict | N
         base = net
         net, scale, ring = adapt_to_image(net, image, period=None if period == "measure" else float(period))
         setting = grain_lattice(base, scale) if ring else None
-    return predict_array(net, image, device=device), ring, setting
+    return predict_array(net, image, device=device), ring, setting, net
 
 
 def segment_image(model, image: np.ndarray, *, threshold: float = 5.0, min_size: int | None = None,
@@ -135,9 +136,10 @@ def segment_image(model, image: np.ndarray, *, threshold: float = 5.0, min_size:
     dict
         The maps of :func:`predict_image` plus ``grains`` (uint32, 0 = boundary, ids from 1).
     """
-    out, ring, setting = _predict(model, image, device, period)
+    out, ring, setting, net = _predict(model, image, device, period)
     min_size = grain_min_size(min_size, ring)
-    out["grains"] = grains_from_maps(out, model.k, threshold=threshold, min_size=min_size, boundary_threshold=boundary_threshold)
+    out["grains"] = grains_from_maps(out, model.k, threshold=threshold, min_size=min_size, boundary_threshold=boundary_threshold,
+                                     rule=net.grain_rule(threshold, 2))
     if setting:  # grains only where the lattice shows, whole grains too (as the block engine)
         from micro_sym.inference.lattice_mask import drop_weak_lattice
 

@@ -92,3 +92,39 @@ def test_reach_merges_seeds_of_one_grain_split_by_a_drawn_subgrain_boundary():
     q[0] = 1.0
     with pytest.raises(MicroSymError, match="2D angle map"):
         seeded_grains(q, np.zeros((4, 4, 4), np.float32), reach=4)
+
+
+def test_rule_lengths_in_model_pixels_find_the_same_grains_on_maps_at_twice_the_sampling():
+    # The maps of a network run on an image at twice its training period come back on a grid twice
+    # as fine: the wall and its hole twice as wide. With the rule's lengths left in input pixels the
+    # seed core passes through the widened hole and joins the two grains; at_scale (lengths in model
+    # pixels) finds the grains of the model's own sampling.
+    from micro_sym.grains.rules import at_scale, grains_by_rule, network_rule
+
+    n = 32
+    x = np.indices((n, n))[-1]
+    angle = (np.clip((x - 9) / 5.0, 0.0, 1.0) * 10.0).astype(np.float32)
+    boundary = np.zeros((n, n), np.float32)
+    boundary[:, 11:13] = 0.9
+    boundary[n // 2 - 2:n // 2 + 2, 11:13] = 0.05  # a hole 4 points tall: no point of it is 2.5 from the wall
+    rule = network_rule(5.0, 2)
+    once = grains_by_rule(angle, boundary, rule, symmetry="square", min_size=8)
+    assert once.max() == 2
+    twice = [np.repeat(np.repeat(a, 2, 0), 2, 1) for a in (angle, boundary)]
+    assert grains_by_rule(*twice, rule, symmetry="square", min_size=32).max() == 1  # the leak
+    scaled = grains_by_rule(*twice, at_scale(rule, 2.0), symmetry="square", min_size=32)
+    assert scaled.max() == 2
+    np.testing.assert_array_equal(scaled[::2, ::2] > 0, once > 0)
+    assert len(np.unique(scaled[::2, ::2][x <= 9])) == 1 and len(np.unique(scaled[::2, ::2][x >= 14])) == 1
+
+
+def test_at_scale_multiplies_the_seeded_lengths_only():
+    from micro_sym.grains.rules import at_scale, network_rule, pair_rule
+
+    rule = network_rule(5.0, 2)
+    assert at_scale(rule, 1.0) == rule and at_scale(pair_rule(5.0), 2.0) == pair_rule(5.0)
+    half, double = at_scale(rule, 0.5), at_scale(rule, 2.0)
+    assert (double["core_radius"], double["reach"], double["steps"]) == (2 * rule["core_radius"], 2 * rule["reach"], 2 * rule["steps"])
+    assert (half["core_radius"], half["reach"], half["steps"]) == (rule["core_radius"] / 2, rule["reach"] // 2, rule["steps"] // 2)
+    for r in (half, double):
+        assert (r["pair_threshold"], r["merge_threshold"]) == (rule["pair_threshold"], rule["merge_threshold"])
