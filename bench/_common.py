@@ -338,6 +338,15 @@ def pooled_grain_f1(pairs) -> dict:
     return {"grain_f1": 2 * p * r / (p + r) if p + r else 0.0, "tp": tp, "n_pred": n_pred, "n_gt": n_gt}
 
 
+def rule_choice_sets(size: int, n: int, atomistic) -> list:
+    """``(set name, [(image, true grains), ...])`` of the images grain-rule choices are made on: the
+    method-choice calibration images (``analytic:CONDITION``, ``n`` per condition) and the atomistic
+    sets ``data/NAME`` (``atomistic:NAME``)."""
+    sets = [(f"analytic:{cond}", [(image, gt) for _, image, gt, _ in samples])
+            for cond, samples in calibration_jobs(size, n, 3, 512)]
+    return sets + [(f"atomistic:{name}", [(image, gt) for _, image, gt in atomistic_samples(name)]) for name in atomistic]
+
+
 def atomistic_samples(name: str):
     """``(stem, image, true grains)`` of the atomistic set ``data/NAME`` (made by ``micro-sym synth atoms2d``)."""
     import tifffile

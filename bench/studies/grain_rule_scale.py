@@ -39,7 +39,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/, for _common
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/studies, for the held-out study
-from _common import DATA, RESULTS, atomistic_samples, calibration_jobs, pooled_grain_f1, write_json  # noqa: E402
+from _common import DATA, RESULTS, pooled_grain_f1, rule_choice_sets, write_json  # noqa: E402
 from atoms2d_heldout import conditions, make_dataset  # noqa: E402
 
 ATOMISTIC = ("atoms2d_fringes_val", "atoms2d_hex_val")
@@ -111,9 +111,7 @@ def main(argv=None):
     args = ap.parse_args(argv)
     import tifffile
 
-    sets = [(f"analytic:{cond}", [(image, gt) for _, image, gt, _ in samples])
-            for cond, samples in calibration_jobs(args.size, args.n, 3, 512)]
-    sets += [(f"atomistic:{name}", [(image, gt) for _, image, gt in atomistic_samples(name)]) for name in ATOMISTIC]
+    sets = rule_choice_sets(args.size, args.n, ATOMISTIC)
     for name, root in draws(args.draw_seed_offset, 2, args.size):
         sets.append((f"draw:{name}", [(tifffile.imread(p), tifffile.imread(root / "grains" / p.name))
                                       for p in sorted((root / "images").glob("*.tif"))]))

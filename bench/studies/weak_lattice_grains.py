@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/, for _common
-from _common import RESULTS, atomistic_samples, calibration_jobs, pooled_grain_f1, write_json  # noqa: E402
+from _common import RESULTS, pooled_grain_f1, rule_choice_sets, write_json  # noqa: E402
 
 ATOMISTIC = ("atoms2d_fringes_val", "atoms2d_hex_val")
 
@@ -82,9 +82,7 @@ def main(argv=None):
     ap.add_argument("--out", type=Path, default=RESULTS / "weak_lattice_grains.json")
     args = ap.parse_args(argv)
 
-    sets = [(f"analytic:{cond}", [(image, gt) for _, image, gt, _ in samples])
-            for cond, samples in calibration_jobs(args.size, args.n, 3, 512)]
-    sets += [(f"atomistic:{name}", [(image, gt) for _, image, gt in atomistic_samples(name)]) for name in ATOMISTIC]
+    sets = rule_choice_sets(args.size, args.n, ATOMISTIC)
     cache = []
     for name, samples in sets:
         cache.append((name, [(segmented(image), gt) for image, gt in samples]))

@@ -43,9 +43,10 @@ def at_scale(rule: dict, factor: float) -> dict:
 
     The seeded rule's lengths (core radius, seed-merge reach, flood steps) were chosen on maps at the
     model's own sampling, so they are lengths in model pixels: on an image at twice the model's
-    period a predicted boundary is twice as wide in input pixels, and a core radius left at its
-    model-pixel value finds cores on the boundary's flanks that join grains across it. Scaled, the
-    rule finds the same grains at any sampling. Angles and the pair rule are unchanged.
+    period the predicted boundaries and the holes in them are twice as wide in input pixels, and a
+    core radius left at its model-pixel value finds cores through the widened holes that join the
+    grains on either side. Scaled, the rule finds the same grains at any sampling. Angles and the
+    pair rule are unchanged.
     """
     if not is_seeded(rule) or factor == 1:
         return rule
