@@ -401,9 +401,12 @@ def _ring_harmonics(source, t: int, f: float, workers: int) -> dict:
     t = int(min(t, *shape))
     t -= t % 2
     s = _subtile_side(f, t)
-    n_sub = t // s
+    # Sub-tiles spread to cover the whole Welch tile: a side that does not divide it would leave a
+    # strip unseen (at a 16.1-px period one 258² sub-tile, a quarter of a 512² image, which may be
+    # all vacuum). Where they overlap (by under half a side) their noise is correlated a little.
+    starts = np.linspace(0, t - s, -(-t // s)).round().astype(int)
     welch = _welch_origins(shape, t, 16)
-    subs = [(a, b) for a in range(n_sub) for b in range(n_sub)]
+    subs = [(a, b) for a in starts for b in starts]
     picks = [(w, sub) for w in range(len(welch)) for sub in subs]
     if len(picks) > _MAX_SUBTILES:
         picks = [picks[i] for i in np.linspace(0, len(picks) - 1, _MAX_SUBTILES).round().astype(int)]
@@ -415,7 +418,7 @@ def _ring_harmonics(source, t: int, f: float, workers: int) -> dict:
             current = w
             # Outliers clipped per Welch tile, as radial_power_spectrum does.
             tile = clip_outliers(_read_tile(source, *welch[w], t))
-        x = tile[a * s : (a + 1) * s, b * s : (b + 1) * s]
+        x = tile[a : a + s, b : b + s]
         stack[n] = (x - x.mean()) * win
     power = np.abs(fft.rfft2(stack, workers=workers)) ** 2
     power = power.reshape(len(picks), -1).astype(np.float64)

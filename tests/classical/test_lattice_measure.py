@@ -192,6 +192,17 @@ def test_noise_raises(seed):
         measure_lattice(rng.poisson(5.0, size=(300, 700)))
 
 
+def test_lattice_away_from_the_corner_is_found_when_the_subtile_side_does_not_divide_the_tile():
+    # A 16.5-px lattice makes the angular sub-tiles 264 px wide: the detection saw one of them, the
+    # top-left quarter of a 512² image, and refused an image whose lattice lies elsewhere (an HRTEM
+    # film with vacuum in that corner). The sub-tiles now cover the whole tile.
+    yy, xx = np.mgrid[0:512, 0:512]
+    lattice = _fringes(16.5, 20.0) + _fringes(16.5, 110.0)  # a square lattice with its first ring only
+    crystal = (yy > 280) | (xx > 280)
+    img = np.random.default_rng(3).poisson(20.0 * (1 + 0.4 * np.where(crystal, lattice, 0.0))).astype(np.float64)
+    _check(measure_lattice(img), "square", 16.5)
+
+
 def test_constant_and_bad_arguments_raise():
     with pytest.raises(MicroSymError, match="constant"):
         measure_lattice(np.full((128, 128), 7.0))
