@@ -128,6 +128,16 @@ def make_dataset(name: str, cond: dict, n: int, size: int, root: Path | None = N
     return out
 
 
+def draw_dataset(name: str, n: int, size: int, seed_offset: int) -> Path:
+    """Other images of the condition called ``name`` (any zone, period, dose or film of this study):
+    its generator with ``seed_offset`` added to the seed, under ``bench/_data/atoms2d_draws/OFFSET``."""
+    every = {c: cond for zone in ("001", "111") for fringes_only in (False, True)
+             for c, cond in conditions(["haadf", "hrtem"], [4, 8, 16, 32], [5, 50], zone, fringes_only)}
+    if name not in every:
+        raise SystemExit(f"no condition {name!r} in this study")
+    return make_dataset(name, every[name], n, size, DATA / "atoms2d_draws" / str(seed_offset), seed_offset)
+
+
 def method_args(method: str) -> list[str]:
     """``auto``, ``network``, ``classical`` or ``model:NAME_OR_FILE`` -> the segment options."""
     if method.startswith("model:"):

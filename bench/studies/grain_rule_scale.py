@@ -39,21 +39,14 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/, for _common
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/studies, for the held-out study
-from _common import DATA, RESULTS, pooled_grain_f1, rule_choice_sets, write_json  # noqa: E402
-from atoms2d_heldout import conditions, make_dataset  # noqa: E402
+from _common import RESULTS, pooled_grain_f1, rule_choice_sets, write_json  # noqa: E402
+from atoms2d_heldout import draw_dataset  # noqa: E402
 
 ATOMISTIC = ("atoms2d_fringes_val", "atoms2d_hex_val")
 #: The 2D seeded rule's lengths as first chosen on the analytic tuning sets, before this study.
 FIRST_CHOSEN = {"core_radius": 2.5, "steps": 4, "reach": 12}
 DRAWS = ("haadf_p4_d50", "hrtem_p4_d50", "haadf_p8_d50", "hrtem_p8_d50", "haadf_p16_d50", "hrtem_p16_d50",
          "hex_haadf_p8_d50", "hex_hrtem_p8_d50")
-
-
-def draws(offset: int, n: int, size: int):
-    """``(condition, root)`` of the new draws of :data:`DRAWS` (made once, resumable)."""
-    every = {name: cond for zone in ("001", "111") for name, cond in conditions(["haadf", "hrtem"], [4, 8, 16], [50], zone)}
-    for name in DRAWS:
-        yield name, make_dataset(name, every[name], n, size, DATA / "atoms2d_draws" / str(offset), offset)
 
 
 def segmented(image):
@@ -112,7 +105,8 @@ def main(argv=None):
     import tifffile
 
     sets = rule_choice_sets(args.size, args.n, ATOMISTIC)
-    for name, root in draws(args.draw_seed_offset, 2, args.size):
+    for name in DRAWS:
+        root = draw_dataset(name, 2, args.size, args.draw_seed_offset)
         sets.append((f"draw:{name}", [(tifffile.imread(p), tifffile.imread(root / "grains" / p.name))
                                       for p in sorted((root / "images").glob("*.tif"))]))
     cache = []

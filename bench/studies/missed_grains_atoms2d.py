@@ -32,8 +32,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/, for _common
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/studies, for the held-out study
-from _common import DATA, RESULTS, log, write_json  # noqa: E402
-from atoms2d_heldout import conditions, make_dataset, read_maps, run_segment  # noqa: E402
+from _common import RESULTS, log, write_json  # noqa: E402
+from atoms2d_heldout import draw_dataset, read_maps, run_segment  # noqa: E402
 
 #: Seeds of the held-out study are 700 + sum(ord(name)); these are far from every one of them.
 SEED_OFFSET = 50_000
@@ -114,12 +114,10 @@ def main():
     from micro_sym.io.datasets import LabeledDataset
     from micro_sym.metrics import grain_f1
 
-    every = {name: cond for zone in ("001", "111") for fo in (False, True)
-             for name, cond in conditions(["haadf", "hrtem"], [4, 8, 16, 32], [5, 50], zone, fo)}
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.conditions:
-            root = make_dataset(name, every[name], args.n, args.size, DATA / "atoms2d_draws" / str(SEED_OFFSET), SEED_OFFSET)
+            root = draw_dataset(name, args.n, args.size, SEED_OFFSET)
             ds = LabeledDataset(root)
             info = ds.meta.get("samples", {})
             period_deg = 360.0 / ds.k
