@@ -23,12 +23,10 @@ never in parts: the block engine finds each final grain's extent block by block
 (:func:`grain_extents`, :func:`merge_extents`) and then reads that window, so its sums, and every
 decision taken on them, are those of the whole image however it was cut into blocks.
 
-A network's grain that shows no lattice at its ring (``|c_k|``, ``|c_2|`` and ``|c_4|`` all below
+A network's grain that shows no lattice at its ring (``|c_k|`` and ``|c_2|`` both below
 :data:`WEAK_LATTICE_STRENGTH` of ``c_0``) is left out (:func:`lattice_shown`): a patch of noise that
 passed the ring-contrast mask, or a region whose parts are crystals of several orientations that the
-network's boundary map did not separate (their spots cancel in ``c_k``). ``c_4`` counts too because a
-fringes network (``k = 2``) also meets grains that show a square lattice (crossed fringes): their
-2-fold harmonic is zero by symmetry, yet they are crystals.
+network's boundary map did not separate (their spots cancel in ``c_k``).
 
 The angle is given in the product's convention (docs/design.md §1.2): the direction of the first
 real-space basis vector, modulo ``360/k``. For square lattices and fringes that is the fringe normal; a
@@ -65,7 +63,7 @@ INSET_PERIODS = 0.0
 RING_WIDTH = 0.1
 #: Grains with fewer pixels than this many lattice cells get no angle.
 MIN_CELLS = 4
-#: A network's grain is kept only where ``max(|c_k|, |c_2|, |c_4|) / c_0`` reaches this (:func:`lattice_shown`;
+#: A network's grain is kept only where ``max(|c_k|, |c_2|) / c_0`` reaches this (:func:`lattice_shown`;
 #: chosen by ``bench/studies/weak_lattice_grains.py``).
 WEAK_LATTICE_STRENGTH = 0.3
 #: Largest crop side (px) measured per grain: a larger grain is measured in this window around its
@@ -84,7 +82,7 @@ def lattice_order(lattice: str) -> int:
 
 
 def ring_sums(image, labels, *, ring_frequency: float, k: int, ids=None) -> dict:
-    """Per-grain spectral sums over one 2D region: ``{"ids", "ck", "c2", "c4" (complex), "c0"}``.
+    """Per-grain spectral sums over one 2D region: ``{"ids", "ck", "c2" (complex), "c0"}``.
 
     Parameters
     ----------
@@ -110,15 +108,17 @@ def grain_sums(read_image, read_labels, extents: dict, *, ring_frequency: float,
     :func:`measure_window`: ``read_image(window)`` and ``read_labels(window)`` give the image and the
     grain labels there (a whole image's slices, or the block engine's reads of its input and output)."""
     period = 1.0 / float(ring_frequency)
-    out_ids, rows = [], []
+    out_ids, cks, c2s, c0s = [], [], [], []
     for i, (g, win) in enumerate(zip(extents["ids"], grain_windows(extents))):
         if extents["count"][i] < MIN_CELLS * period * period:
             continue
-        rows.append(_grain_sums(np.asarray(read_image(win), np.float64), np.asarray(read_labels(win)) == g, period, int(k)))
+        ck, c2, c0 = _grain_sums(np.asarray(read_image(win), np.float64), np.asarray(read_labels(win)) == g, period, int(k))
         out_ids.append(int(g))
-    columns = np.asarray(rows, np.complex128).reshape(-1, 4)
-    return {"ids": np.asarray(out_ids, np.int64), "ck": columns[:, 0], "c2": columns[:, 1], "c4": columns[:, 2],
-            "c0": columns[:, 3].real.copy()}
+        cks.append(ck)
+        c2s.append(c2)
+        c0s.append(c0)
+    return {"ids": np.asarray(out_ids, np.int64), "ck": np.asarray(cks, np.complex128).reshape(-1),
+            "c2": np.asarray(c2s, np.complex128).reshape(-1), "c0": np.asarray(c0s, np.float64).reshape(-1)}
 
 
 def grain_extents(labels, origin=(0, 0)) -> dict:
@@ -197,12 +197,11 @@ def grain_windows(extents: dict) -> list[tuple]:
 
 
 def lattice_shown(sums: dict, *, min_strength: float | None = None) -> np.ndarray:
-    """Which grains of :func:`ring_sums`-style ``sums`` show a lattice at their ring: ``|c_k|``, ``|c_2|``
-    (one set of fringes) or ``|c_4|`` (a square lattice) at least ``min_strength`` (default
-    :data:`WEAK_LATTICE_STRENGTH`) of ``c_0``."""
+    """Which grains of :func:`ring_sums`-style ``sums`` show a lattice at their ring: ``|c_k|`` or
+    ``|c_2|`` (one set of fringes) at least ``min_strength`` (default :data:`WEAK_LATTICE_STRENGTH`) of ``c_0``."""
     min_strength = WEAK_LATTICE_STRENGTH if min_strength is None else float(min_strength)
     c0 = np.asarray(sums["c0"], np.float64)
-    shown = np.max([np.abs(np.asarray(sums[key])) for key in ("ck", "c2", "c4")], axis=0, initial=0.0)
+    shown = np.maximum(np.abs(np.asarray(sums["ck"])), np.abs(np.asarray(sums["c2"])))
     with np.errstate(invalid="ignore", divide="ignore"):
         return (c0 > 0) & (shown >= min_strength * c0)
 
@@ -309,11 +308,11 @@ def tapered(crop, finite, period: float, dtype=np.float64, inset: float = 0.0) -
     return values
 
 
-def _grain_sums(crop, mask, period: float, k: int) -> tuple[complex, complex, complex, float]:
-    """``(c_k, c_2, c_4, c_0)`` of one grain's pixels (see the module docstring)."""
+def _grain_sums(crop, mask, period: float, k: int) -> tuple[complex, complex, float]:
+    """``(c_k, c_2, c_0)`` of one grain's pixels (see the module docstring)."""
     finite = mask & np.isfinite(crop)
     if not finite.any():
-        return 0j, 0j, 0j, 0.0
+        return 0j, 0j, 0.0
     values = tapered(crop, finite, period, np.float32, inset=INSET_PERIODS * period)
     # Zero-padded so the ring lies at least 16 frequency bins from the centre (its k spots resolved).
     size = tuple(fft.next_fast_len(max(2 * n, math.ceil(16 * period))) for n in crop.shape)
@@ -323,10 +322,8 @@ def _grain_sums(crop, mask, period: float, k: int) -> tuple[complex, complex, co
     # The isotropic part: the radial mean of the power in bins one frequency step wide.
     mean = np.bincount(bins, power) / np.maximum(np.bincount(bins), 1)
     excess = (power - mean[bins]) * weight
-    ck = complex(np.dot(excess, phase))
-    c2, c4 = (ck if k == m else complex(np.dot(excess, _ring_geometry(size, round(1.0 / period, 9), m)[3]))
-              for m in (2, 4))
-    return ck, c2, c4, float(np.dot(power, weight))
+    phase2 = phase if k == 2 else _ring_geometry(size, round(1.0 / period, 9), 2)[3]
+    return complex(np.dot(excess, phase)), complex(np.dot(excess, phase2)), float(np.dot(power, weight))
 
 
 @functools.lru_cache(maxsize=256)

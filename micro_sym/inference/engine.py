@@ -838,8 +838,7 @@ def _final_grain_sums(runner, job: dict, plan, state: RunState, finals=None) -> 
     groups = [{key: values[owner == i] for key, values in extents.items()} for i in range(len(plan.blocks))]
     parts = [part for _, part in runner.run(lattice_task, [g for g in groups if len(g["ids"])], lambda g: (job, g))]
     sums = {key: np.concatenate([np.asarray(p[key]) for p in parts]) if parts else np.zeros(0, dtype)
-            for key, dtype in (("ids", np.int64), ("ck", np.complex128), ("c2", np.complex128),
-                               ("c4", np.complex128), ("c0", np.float64))}
+            for key, dtype in (("ids", np.int64), ("ck", np.complex128), ("c2", np.complex128), ("c0", np.float64))}
     state.save_block("sums", sums, kind="lattice")
     return sums
 

@@ -167,7 +167,7 @@ def renumbered_sums(sums: dict, lut: np.ndarray) -> dict:
     """``sums`` of the grains ``lut`` keeps, under their new ids."""
     new = lut[np.asarray(sums["ids"], np.int64)]
     kept = new > 0
-    return {"ids": new[kept].astype(np.int64)} | {key: np.asarray(sums[key])[kept] for key in ("ck", "c2", "c4", "c0")}
+    return {"ids": new[kept].astype(np.int64)} | {key: np.asarray(sums[key])[kept] for key in ("ck", "c2", "c0")}
 
 
 def renumbered_table(table: dict, lut: np.ndarray) -> dict:

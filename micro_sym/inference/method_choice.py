@@ -4,9 +4,9 @@ Before segmenting a 2D input, :class:`AutoMethod` measures its lattice once
 (:func:`micro_sym.classical.measure_lattice`, at most 16 Welch tiles read lazily, so the choice costs
 little even for huge inputs): the family, the period and the signal-to-noise ratio of the lattice
 fringes (the first ring of the power spectrum over the white shot-noise floor, dB; dose and blur lower
-it, grain size does not). Each lattice family has its network: the square robust-2d, for a
-hexagonal lattice atoms-2d-hex and for one set of fringes fringes-2d (:data:`AUTO_MODELS_BY_LATTICE`,
-loaded only when an input needs it); with ``--model`` only that model's lattice has one. A lattice no network maps runs through the
+it, grain size does not). Each lattice family has its network: the square robust-2d, and for a
+hexagonal lattice atoms-2d-hex (:data:`AUTO_MODELS_BY_LATTICE`, loaded only when an input needs it);
+with ``--model`` only that model's lattice has one. A lattice no network maps runs through the
 classical method on that lattice. So does a very noisy micrograph (2-3 counts/px),
 where the networks fail and the training-free filter bank still finds grains
 (``bench/studies/contest.py``): below :data:`CLASSICAL_BELOW_DB`. Everything else runs through the
@@ -40,7 +40,7 @@ CLASSICAL_BELOW_DB = 1.13
 #: The network auto runs when no model is given (the one the threshold was calibrated for).
 AUTO_MODEL = "robust-2d"
 #: The networks auto runs, when no model is given, on the lattices :data:`AUTO_MODEL` does not map.
-AUTO_MODELS_BY_LATTICE = {"hexagonal": "atoms-2d-hex", "fringes": "fringes-2d"}
+AUTO_MODELS_BY_LATTICE = {"hexagonal": "atoms-2d-hex"}
 #: A bundled network for each lattice family (what an error about the wrong family suggests).
 NETWORK_FOR_LATTICE = {"square": AUTO_MODEL, **AUTO_MODELS_BY_LATTICE}
 
@@ -135,7 +135,7 @@ class AutoMethod:
         # on the network's lattice.
         lattice = self.lattice or measured.family(fringes="fringes" if "fringes" in names else net_lattice)
         snr = float(measured.snr_db)
-        record = {"fringe_snr_db": round(snr, 3), "classical_below_db": self.classical_below_db,
+        record = {"fringe_snr_db": round(snr, 3), "classical_below_db": self.classical_below_db, "lattice": lattice,
                   "measured": measured.as_dict()}
         if lattice not in names:
             mapped = " or ".join(sorted(names))
@@ -144,9 +144,6 @@ class AutoMethod:
             record |= {"chose": "classical", "reason": "fringe SNR below the threshold"}
         else:
             record |= {"chose": "network", "network": names[lattice], "reason": "fringe SNR at or above the threshold"}
-        if record["chose"] == "classical" and lattice == "fringes":  # the filter bank maps fringes as a square lattice
-            lattice = SQUARE.name
-        record["lattice"] = lattice
         from micro_sym.classical import lattice_constant
 
         # The image's lattice constant in ``lattice``'s convention: the classical method's period, and

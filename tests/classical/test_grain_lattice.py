@@ -119,15 +119,6 @@ def test_grains_without_a_lattice_are_not_shown():
     assert shown == {1: True, 2: True, 3: False}  # grain 4 is not measured at all
 
 
-def test_a_fringes_network_keeps_a_square_lattice_grain():
-    """Measured for a fringes network (k = 2), a grain showing a square lattice has no 2-fold harmonic
-    (its spots cancel), yet it shows a lattice: its 4-fold harmonic keeps it, like the fringes grain."""
-    image, labels = _two_grains((21.0, 160.0), noise=0.3, right_lattice="fringes")
-    sums = ring_sums(image, labels, ring_frequency=ring_frequency(8.0), k=2)
-    assert abs(sums["ck"][0]) < 0.1 * sums["c0"][0] < abs(sums["c4"][0])
-    assert lattice_shown(sums).tolist() == [True, True]
-
-
 def test_hexagonal_angle_is_the_basis_vector():
     """A hexagonal lattice's fringe normals lie 30° from its basis vectors: the angle is the basis vector's."""
     ck = np.array([np.exp(1j * np.radians(6 * 40.0))])  # ring spots at 40° (+ 60° multiples)
