@@ -10,7 +10,7 @@ grain F1 between samplings and the median misorientation of the orientation maps
 grain. Also each sampling's grain F1 against its own truth (from the atoms). Prints a table and
 writes ``bench/results/three_samplings3d.json`` (a few minutes on 2 cores).
 
-    python bench/bench_three_samplings3d.py [--precision fp32] [--model atoms-3d]
+    python bench/bench_three_samplings3d.py [--precision fp32] [--model atoms-3d] [--out FILE]
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--precision", default="fp32", choices=("fp32", "bf16"))
     ap.add_argument("--model", default="atoms-3d", help="bundled 3D model name or model file")
+    ap.add_argument("--out", default=str(RESULTS / "three_samplings3d.json"))
     args = ap.parse_args()
 
     import zarr
@@ -101,7 +102,7 @@ def main():
               "worst_median_misorientation_deg": max(rows[n]["median_misorientation_vs_x1_deg"] for n in ("x07", "x14")),
               "wall_s": round(time.perf_counter() - t0, 1),
               "machine": machine_info(with_torch=True)}
-    print(f"wrote {write_json(RESULTS / 'three_samplings3d.json', result)}")
+    print(f"wrote {write_json(args.out, result)}")
 
 
 if __name__ == "__main__":

@@ -16,7 +16,8 @@ import numpy as np
 #: analytic tuning sets with default-2d (2.5, 4, 12; ``bench/studies/study_grains2d_seeded.py``), the
 #: factor chosen on atomistic validation images (``bench/studies/grain_rule_scale.py``; docs/results.md).
 SEEDED_2D = {"core_radius": 3.5, "steps": 6, "reach": 17}
-#: 3D defaults, chosen on validation volumes (``bench/studies/study_grains3d.py``; docs/results.md).
+#: 3D defaults, lengths in model voxels (:func:`at_scale`), chosen on validation volumes at the model's
+#: own sampling (``bench/studies/study_grains3d.py``; docs/results.md).
 SEEDED_3D = {"core_radius": 3.5, "steps": 8, "reach": 0}
 
 

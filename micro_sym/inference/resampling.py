@@ -163,11 +163,10 @@ class RescaledNetwork:
         return getattr(self.net, name)
 
     def grain_rule(self, threshold: float, ndim: int) -> dict:
-        """The network's grain rule with its 2D lengths in model pixels (:func:`~micro_sym.grains.rules.at_scale`)."""
+        """The network's grain rule with its lengths in model pixels or voxels (:func:`~micro_sym.grains.rules.at_scale`)."""
         from micro_sym.grains.rules import at_scale
 
-        rule = self.net.grain_rule(threshold, ndim)
-        return at_scale(rule, 1.0 / self.scale) if ndim == 2 else rule
+        return at_scale(self.net.grain_rule(threshold, ndim), 1.0 / self.scale)
 
     def samples(self, tile_shape) -> tuple[int, int]:
         """``(samples of the resampled tile, samples of the largest network call on it)`` for a tile of

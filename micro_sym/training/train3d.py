@@ -337,7 +337,7 @@ def network_grains(net, img, *, period=None, threshold_deg=5.0, min_size=20, bou
     seeded grains of a :class:`~micro_sym.inference.network.Network` on one whole volume, as
     :func:`evaluate3d_volumes` makes them (``period``: "measure", a first-ring spacing in voxels, or
     None for the volume's own sampling)."""
-    from micro_sym.grains.rules import grains_by_rule, network_rule
+    from micro_sym.grains.rules import grains_by_rule
     from micro_sym.inference.tiles import predict_raw, rule_maps
 
     run = net
@@ -346,7 +346,8 @@ def network_grains(net, img, *, period=None, threshold_deg=5.0, min_size=20, bou
 
         run, _ = rescale_for_input(net, img, period=None if period == "measure" else float(period))
     maps = rule_maps(run, predict_raw(run, img, device=device))
-    labels = grains_by_rule(maps["orientation"], maps["boundary"], network_rule(threshold_deg, 3), symmetry="cubic",
+    # The run's rule: a resampled network's lengths are in model voxels, as segment applies them.
+    labels = grains_by_rule(maps["orientation"], maps["boundary"], run.grain_rule(threshold_deg, 3), symmetry="cubic",
                             min_size=min_size, boundary_threshold=boundary_threshold)
     return maps, labels
 

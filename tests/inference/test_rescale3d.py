@@ -100,6 +100,30 @@ def test_scale_from_the_measured_first_ring(net):
     assert rescale_for_input(net, vol) == (net, None)
 
 
+def test_grain_rule_lengths_are_in_model_voxels(net):
+    # A volume at 1.5 times the model's period runs at scale 2/3: its maps come back on a grid 1.5 times
+    # finer than the model's, so the seeded rule's core radius and flood steps, chosen at the model's
+    # sampling, are 1.5 times as many input voxels (design.md §3.2), as in 2D.
+    from micro_sym.grains.rules import network_rule
+
+    rule = network_rule(5.0, 3)
+    scaled = RescaledNetwork(net, 2.0 / 3.0, (48, 48, 48)).grain_rule(5.0, 3)
+    assert scaled["core_radius"] == pytest.approx(1.5 * rule["core_radius"])
+    assert scaled["steps"] == round(1.5 * rule["steps"]) and scaled["reach"] == rule["reach"] == 0
+    assert RescaledNetwork(net, 1.0, (48, 48, 48)).grain_rule(5.0, 3) == rule
+
+
+def test_evaluate_applies_the_resampled_run_s_grain_rule(net, monkeypatch):
+    # micro-sym evaluate (3D) builds grains as segment does: with the resampled network's rule.
+    from micro_sym.training.train3d import network_grains
+
+    seen = []
+    shipped = RescaledNetwork.grain_rule
+    monkeypatch.setattr(RescaledNetwork, "grain_rule", lambda self, t, nd: seen.append(self.scale) or shipped(self, t, nd))
+    network_grains(dataclasses.replace(net, lattice_period=6.0), _volume((32, 32, 32)), period=9.0)
+    assert seen == [pytest.approx(6.0 / 9.0)]
+
+
 def test_default_3d_training_period():
     # default-3d's file records the 6-voxel period of the simple-cubic volumes it was trained on.
     assert model_period_3d(load_network("default-3d")) == 6.0
