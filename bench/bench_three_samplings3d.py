@@ -8,7 +8,7 @@ atoms-3d`` measures each volume's lattice and runs the network at its training p
 1.4× grains are mapped back onto the 1× grid (nearest voxel centre) and compared with the 1× grains:
 grain F1 between samplings and the median misorientation of the orientation maps where both have a
 grain. Also each sampling's grain F1 against its own truth (from the atoms). Prints a table and
-writes ``bench/results/three_samplings3d.json`` (a few minutes on 2 cores).
+writes JSON (default ``bench/results/three_samplings3d.json``; a few minutes on 2 cores).
 
     python bench/bench_three_samplings3d.py [--precision fp32] [--model atoms-3d] [--out FILE]
 """

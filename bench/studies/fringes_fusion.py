@@ -17,7 +17,6 @@ would hold grains modulo 180° and grains modulo 90°. Prints and writes JSON.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import tempfile
 from pathlib import Path
@@ -28,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/, for _com
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/studies
 from _common import RESULTS, log, pooled_grain_f1, write_json  # noqa: E402
 from atoms2d_heldout import draw_dataset, read_maps, run_segment  # noqa: E402
-from fringes_network_choice import CONDITIONS, measured_fringes  # noqa: E402
+from fringes_network_choice import draw_arguments, measured_fringes  # noqa: E402
 
 
 def fused(fringes: np.ndarray, square: np.ndarray) -> np.ndarray:
@@ -47,13 +46,7 @@ def fused(fringes: np.ndarray, square: np.ndarray) -> np.ndarray:
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--seed-offset", type=int, default=80_000)
-    ap.add_argument("--conditions", nargs="+", default=list(CONDITIONS))
-    ap.add_argument("--n", type=int, default=3)
-    ap.add_argument("--size", type=int, default=512)
-    ap.add_argument("--out", default=str(RESULTS / "fringes_fusion.json"))
-    args = ap.parse_args()
+    args = draw_arguments(__doc__.split("\n\n")[0], RESULTS / "fringes_fusion.json")
 
     from micro_sym.io.datasets import LabeledDataset
 

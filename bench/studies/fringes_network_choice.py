@@ -54,14 +54,19 @@ def measured_fringes(auto_run: dict) -> bool:
     return auto_run["rc"] == 0 and "measured fringes lattice" in auto_run["cli_says"] and "network" in auto_run["cli_says"]
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def draw_arguments(description: str, out: Path) -> argparse.Namespace:
+    """The command line of the studies on these draws: seed offset, conditions, images, size, output."""
+    ap = argparse.ArgumentParser(description=description)
     ap.add_argument("--seed-offset", type=int, default=80_000)
     ap.add_argument("--conditions", nargs="+", default=list(CONDITIONS))
     ap.add_argument("--n", type=int, default=3)
     ap.add_argument("--size", type=int, default=512)
-    ap.add_argument("--out", default=str(RESULTS / "fringes_network_choice_fresh.json"))
-    args = ap.parse_args()
+    ap.add_argument("--out", default=str(out))
+    return ap.parse_args()
+
+
+def main():
+    args = draw_arguments(__doc__.split("\n\n")[0], RESULTS / "fringes_network_choice_fresh.json")
 
     from micro_sym.io.datasets import LabeledDataset
 
