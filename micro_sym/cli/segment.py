@@ -161,6 +161,10 @@ def _method_line(m: dict) -> str:
     if m.get("lattice_mask"):
         parts.append(f"grains only where the lattice shows (ring contrast >= {m['lattice_mask']['min_contrast']:g}; "
                      f"--no-lattice-mask keeps every pixel)")
+    if a and a.get("chose") == "network" and (m.get("scale") or {}).get("lattice") == "fringes":
+        # auto keeps the square network on fringes, as films may mix them with 2D lattices (docs/design.md §5.1).
+        parts.append("if every grain shows one set of fringes, --model fringes-2d keeps apart grains whose fringes "
+                     "cross at right angles")
     return "; ".join(parts)
 
 

@@ -187,6 +187,9 @@ def test_auto_runs_the_hexagonal_network_on_a_hexagonal_lattice(tmp_path, hexago
     # atoms-2d-hex on this image: boundary F1 0.91, grain F1 0.58, 0.45° (the filter bank: 0.53, 0.62, 0.27°)
     scores = (ev["boundary_f1"], ev["grain_f1"], ev["orientation_median_deg"])
     assert scores[0] > 0.85 and scores[1] > 0.5 and scores[2] < 1.0, scores
+    from micro_sym.cli.segment import _method_line
+
+    assert "fringes-2d" not in _method_line(manifest["method"])
     (res,) = segment([path], tmp_path / "square", model="robust-2d", method="auto", **kw)
     assert res.status == "complete" and _manifest(tmp_path / "square", "hex")["method"]["name"] == "classical"
 
@@ -252,6 +255,10 @@ def test_the_fringes_network_maps_fringes_modulo_180_degrees(tmp_path, fringes_i
     (res,) = segment([path], tmp_path / "square", **kw)
     assert res.status == "complete", res.error
     assert _manifest(tmp_path / "square", "fringes")["model"]["name"] == "robust-2d"
+    # What segment prints for it names the fringes network (auto keeps robust-2d on fringes).
+    from micro_sym.cli.segment import _method_line
+
+    assert "--model fringes-2d" in _method_line(_manifest(tmp_path / "square", "fringes")["method"])
     square = read_output(tmp_path / "square", "fringes")
     assert float(np.nanmax(square["orientation"])) < 90.0
     assert evaluate_sample(square, truth.grains, truth.orientation, 4)["grain_f1"] < scores[1] - 0.2
