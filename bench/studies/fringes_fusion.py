@@ -40,8 +40,9 @@ def fused(fringes: np.ndarray, square: np.ndarray) -> np.ndarray:
     add = np.flatnonzero((inside > 0.5 * total) & (np.arange(n) > 0))
     lut = np.zeros(n, np.int64)
     lut[add] = out.max() + 1 + np.arange(add.size)
-    where = free & (lut[square] > 0)
-    out[where] = lut[square][where]
+    added = lut[square]
+    where = free & (added > 0)
+    out[where] = added[where]
     return out
 
 

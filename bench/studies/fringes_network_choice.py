@@ -10,10 +10,11 @@ neighbouring grains whose fringes cross at right angles look alike to it and are
 (the held-out study's generator with ``--seed-offset`` added to its seeds, under
 ``bench/_data/atoms2d_draws/OFFSET``): fringe films of both imaging modes, periods and doses, and
 films where only some grains show fringes. Every image runs through ``micro-sym segment`` as
-``auto``, ``--model robust-2d`` and ``--model fringes-2d``. Two columns: "square network" takes the
-robust-2d run where auto measured a fringes lattice and ran a network, else auto's run; "fringes
-network" takes the fringes-2d run there, else auto's run (auto's own run counts only on the other
-images, where both columns agree, so the study reads the same with or without the routing).
+``auto``, and where auto measures fringes also as ``--model robust-2d`` and ``--model fringes-2d``.
+Two columns: "square network" takes the robust-2d run where auto measured a fringes lattice and ran
+a network, else auto's run; "fringes network" takes the fringes-2d run there, else auto's run
+(auto's own run counts only on the other images, where both columns agree, so the study reads the
+same with or without the routing).
 
 Runs and their rules, each fixed before its run (results in docs/results.md):
 
@@ -45,7 +46,6 @@ from atoms2d_heldout import draw_dataset, read_maps, run_segment  # noqa: E402
 CONDITIONS = ("hrtem_fringes_d50", "haadf_fringes_d50", "hrtem_fringesonly_p8_d50", "haadf_fringesonly_p8_d5",
               "hrtem_fringesonly_p16_d5", "haadf_fringesonly_p16_d50", "hrtem_fringesonly_materials_d50",
               "hex_hrtem_fringes_d50")
-METHODS = {"auto": "auto", "robust-2d": "model:robust-2d", "fringes-2d": "model:fringes-2d"}
 COLUMNS = {"square network": "robust-2d", "fringes network": "fringes-2d"}
 
 
@@ -77,17 +77,19 @@ def main():
             pairs = {column: [] for column in COLUMNS}
             images = []
             for s in LabeledDataset(root):
-                runs, grains = {}, {}
-                for label, method in METHODS.items():
-                    where = Path(tmp) / name / label
-                    runs[label] = run_segment(root / "images" / f"{s.name}.tif", where, method)
-                    if runs[label]["rc"] == 0:
-                        grains[label] = read_maps(where, s.name)["grains"]
-                if "auto" not in grains:  # auto refused the image: reported, scored in no column
-                    images.append({"image": s.name, "auto": runs["auto"].get("error")})
+                image = root / "images" / f"{s.name}.tif"
+                auto = run_segment(image, Path(tmp) / name / "auto", "auto")
+                if auto["rc"]:  # auto refused the image: reported, scored in no column
+                    images.append({"image": s.name, "auto": auto.get("error")})
                     continue
-                fringes = measured_fringes(runs["auto"])
-                record = {"image": s.name, "measured_fringes": fringes, "auto_says": runs["auto"]["cli_says"]}
+                grains = {"auto": read_maps(Path(tmp) / name / "auto", s.name)["grains"]}
+                fringes = measured_fringes(auto)
+                # The networks' own runs count only where auto measured fringes: made only there.
+                for label in COLUMNS.values() if fringes else ():
+                    where = Path(tmp) / name / label
+                    if run_segment(image, where, f"model:{label}")["rc"] == 0:
+                        grains[label] = read_maps(where, s.name)["grains"]
+                record = {"image": s.name, "measured_fringes": fringes, "auto_says": auto["cli_says"]}
                 for column, label in COLUMNS.items():
                     use = label if fringes and label in grains else "auto"
                     pairs[column].append((grains[use], s.grains))
