@@ -48,6 +48,8 @@ import math
 import numpy as np
 from scipy import fft, ndimage
 
+from micro_sym.classical._distance import depth_inside
+
 #: ``|c_k| / c_0`` from which a grain's angle is reported (below it the ring is mostly noise: with no
 #: lattice the ratio is about ``1/sqrt(number of independent frequencies on the ring)``).
 MIN_STRENGTH = 0.3
@@ -301,10 +303,11 @@ def tapered(crop, finite, period: float, dtype=np.float64, inset: float = 0.0) -
     far inside the outline (at most half the grain's largest depth, so a thin grain keeps its middle)."""
     values = np.where(finite, crop, 0.0).astype(dtype)
     values -= values[finite].mean()
-    depth = ndimage.distance_transform_edt(np.pad(finite, 1))[(slice(1, -1),) * finite.ndim]
+    depth = depth_inside(finite)
     inset = min(float(inset), 0.5 * float(depth.max()))
-    ramp = np.clip((depth - inset) / (TAPER_PERIODS * period), 0.0, 1.0)
-    values *= (np.sin(0.5 * math.pi * ramp) ** 2).astype(dtype)  # 0 outside: depth 0 there
+    ramp = (depth - inset) / (TAPER_PERIODS * period)
+    edge = ramp < 1.0  # deeper points keep their value (sin² = 1); outside: depth 0, factor 0
+    values[edge] *= (np.sin(0.5 * math.pi * np.maximum(ramp[edge], 0.0)) ** 2).astype(dtype)
     return values
 
 
