@@ -33,9 +33,10 @@ $(STAMP): pyproject.toml | apt
 demo: setup
 	$(BIN)/python -m micro_sym.demo --out demo_output
 
+# One pytest worker per CPU (pytest-xdist), each test module whole on one worker (its fixtures built once).
 test: setup
 	QT_QPA_PLATFORM=offscreen xvfb-run -a -s "-screen 0 1280x1024x24" \
-	  $(BIN)/python -m pytest -q tests
+	  $(BIN)/python -m pytest -q tests -n logical --dist loadfile
 
 # Timed benchmarks only (bench/bench_*.py); studies and provenance scripts are run by hand (bench/README.md).
 bench: setup

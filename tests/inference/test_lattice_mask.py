@@ -122,9 +122,9 @@ def forward_threads():
 
 def test_grains_showing_no_lattice_are_left_out_alike_in_blocks_and_whole(tmp_path, monkeypatch, forward_threads):
     # Each final grain is measured whole (its window read by the block holding the window's first pixel),
-    # so whether it shows its lattice does not depend on the blocks: here the bar is raised halfway
-    # between the grain of two crystals (strength 0.4-0.7 as the network's rounding moves its outline) and
-    # the others (about 0.93), and the engine in 12 blocks leaves out the same grain as the whole image,
+    # so whether it shows its lattice does not depend on the blocks: here the bar is raised above the
+    # weakest grains (a grain of two crystals: strength 0.4-0.9 as the network's rounding moves its
+    # outline; the others about 0.93), and the engine in 12 blocks leaves out the same grains as the whole image,
     # renumbers the others alike, and its table holds the kept grains' own strengths and neighbours.
     import csv
 
@@ -145,16 +145,20 @@ def test_grains_showing_no_lattice_are_left_out_alike_in_blocks_and_whole(tmp_pa
     every = segment_image(model, img, period="measure")["grains"]
     n = int(every.max())
     assert n >= 5
-    # The bar: halfway between the weakest grain's strength and the next one's.
+    # The bar: in the widest gap between the lower half's strengths (the network's rounding, which
+    # depends on the process's earlier work, decides how weak the grain of two crystals comes out).
     _, scale, _ = adapt_to_image(as_network(model), img)
     sums = measure_grains(img, every, lattice_setting(as_network(model), scale))
     strength = np.maximum(np.abs(sums["ck"]), np.abs(sums["c2"])) / sums["c0"]
-    weakest, second = np.sort(strength)[:2]
-    assert second - weakest > 0.1
+    ranked = np.sort(strength)
+    gap = int(np.argmax(np.diff(ranked)[: len(ranked) // 2]))
+    weakest, second = ranked[gap], ranked[gap + 1]
+    assert second - weakest > 0.03
     monkeypatch.setattr(grain_lattice, "WEAK_LATTICE_STRENGTH", (weakest + second) / 2)
     whole = segment_image(model, img, period="measure")["grains"]
-    left_out = sums["ids"][np.argmin(strength)]
-    assert whole.max() == n - 1 and np.array_equal(whole > 0, (every > 0) & (every != left_out))
+    left_out = sums["ids"][strength <= weakest]
+    kept = n - left_out.size
+    assert whole.max() == kept and np.array_equal(whole > 0, (every > 0) & ~np.isin(every, left_out))
     threads = torch.get_num_threads()
     (res,) = segment([tmp_path / "a.tif"], tmp_path / "out", model="robust-2d", block=128, chunk=64)
     assert res.status == "complete" and res.n_blocks >= 12, res.error
@@ -165,7 +169,7 @@ def test_grains_showing_no_lattice_are_left_out_alike_in_blocks_and_whole(tmp_pa
     np.testing.assert_array_equal(grains, whole)
     rows = list(csv.DictReader(line for line in (tmp_path / "out" / "a_grains.csv").read_text().splitlines()
                                if not line.startswith("#")))
-    assert [int(r["grain"]) for r in rows] == list(range(1, n))
+    assert [int(r["grain"]) for r in rows] == list(range(1, kept + 1))
     assert min(float(r["lattice_strength"]) for r in rows) >= (weakest + second) / 2
     ref = grain_table(whole, np.zeros(whole.shape, np.float32), symmetry="square")
     assert [int(r["n_neighbours"]) for r in rows] == list(ref["n_neighbours"])
