@@ -21,6 +21,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 # cache; subprocesses (CLI tests) inherit it.
 os.environ["MICRO_SYM_CACHE_DIR"] = tempfile.mkdtemp(prefix="micro_sym_cache_")
 atexit.register(shutil.rmtree, os.environ["MICRO_SYM_CACHE_DIR"], ignore_errors=True)
+# Each pytest-xdist worker (and the subprocesses its tests start) keeps numba's compiled kernels in a
+# folder of its own, kept between runs: two processes compiling the same kernels into one cache can
+# leave an index that names the other's machine code, and every later load of it crashes.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ["NUMBA_CACHE_DIR"] = str(Path(tempfile.gettempdir()) / f"micro_sym_numba_{os.getuid()}"
+                                        / os.environ["PYTEST_XDIST_WORKER"])
+    if "numba" in sys.modules:  # imported by a pytest plugin before this file: read the setting again
+        from numba.core import config as _numba_config
+
+        _numba_config.reload_config()
 
 from _helpers import smooth_image  # noqa: E402
 
