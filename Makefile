@@ -33,10 +33,14 @@ $(STAMP): pyproject.toml | apt
 demo: setup
 	$(BIN)/python -m micro_sym.demo --out demo_output
 
-# One pytest worker per CPU (pytest-xdist), each test module whole on one worker (its fixtures built once).
+# One pytest worker per CPU (pytest-xdist), each test module whole on one worker (its fixtures built
+# once); then the napari tests alone: beside another busy worker, napari's OpenGL canvas under xvfb
+# now and then has no current context.
 test: setup
 	QT_QPA_PLATFORM=offscreen xvfb-run -a -s "-screen 0 1280x1024x24" \
-	  $(BIN)/python -m pytest -q tests -n logical --dist loadfile
+	  $(BIN)/python -m pytest -q tests -n logical --dist loadfile --ignore=tests/plugins
+	QT_QPA_PLATFORM=offscreen xvfb-run -a -s "-screen 0 1280x1024x24" \
+	  $(BIN)/python -m pytest -q tests/plugins
 
 # Timed benchmarks only (bench/bench_*.py); studies and provenance scripts are run by hand (bench/README.md).
 bench: setup
