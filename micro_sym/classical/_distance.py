@@ -2,7 +2,7 @@
 
 Each grain's lattice measurement (2D and 3D) tapers its pixels by their depth inside its outline;
 scipy's ``distance_transform_edt`` builds the whole feature transform (the nearest outside point of
-every point) to get that depth, and took about a third of each grain's measurement. This computes
+every point) to get that depth, and took about a third of a 2D grain's measurement. This computes
 the squared distance directly: along the last axis by two scans, then along each other axis by the
 lower envelope of parabolas (Felzenszwalb and Huttenlocher, "Distance transforms of sampled
 functions", 2012). Squared distances are sums of squared integers, so they are exact, and their
@@ -61,6 +61,22 @@ def _envelope(line, out, v, z):
 
 
 @njit(cache=True, nogil=True)
+def _envelope_last(lines, line, out, v, z):
+    """:func:`_envelope` along the last axis of the 3D view ``lines``, in place; each line padded with
+    one outside point at both ends (the border)."""
+    n = lines.shape[2]
+    for a in range(lines.shape[0]):
+        for b in range(lines.shape[1]):
+            line[0] = 0.0
+            line[n + 1] = 0.0
+            for c in range(n):
+                line[c + 1] = lines[a, b, c]
+            _envelope(line[:n + 2], out, v, z)
+            for c in range(n):
+                lines[a, b, c] = out[c + 1]
+
+
+@njit(cache=True, nogil=True)
 def _depth(mask, three_d):
     """Euclidean depth of every point of ``mask`` (border outside): float64, 0 outside. A 2D mask comes
     as ``(1, H, W)`` with ``three_d`` False (its leading axis is not a direction)."""
@@ -72,26 +88,9 @@ def _depth(mask, three_d):
     out = np.empty(longest, np.float64)
     v = np.empty(longest, np.int64)
     z = np.empty(longest + 1, np.float64)
-    # Along axis 1, then axis 0: each line padded with one outside point at both ends.
-    for a in range(n0):
-        for c in range(n2):
-            line[0] = 0.0
-            line[n1 + 1] = 0.0
-            for b in range(n1):
-                line[b + 1] = sq[a, b, c]
-            _envelope(line[:n1 + 2], out, v, z)
-            for b in range(n1):
-                sq[a, b, c] = out[b + 1]
+    _envelope_last(sq.transpose((0, 2, 1)), line, out, v, z)  # along axis 1
     if three_d:
-        for b in range(n1):
-            for c in range(n2):
-                line[0] = 0.0
-                line[n0 + 1] = 0.0
-                for a in range(n0):
-                    line[a + 1] = sq[a, b, c]
-                _envelope(line[:n0 + 2], out, v, z)
-                for a in range(n0):
-                    sq[a, b, c] = out[a + 1]
+        _envelope_last(sq.transpose((1, 2, 0)), line, out, v, z)  # along axis 0
     return np.sqrt(sq)
 
 
