@@ -39,6 +39,33 @@ SETS = {"square [001] films": ("001", False), "[111] films and 2D crystals": ("1
         "fringe films": ("001", True)}
 
 
+def fused_grains(image: Path, tmp: Path):
+    """The fused map of ``image`` from its robust-2d and fringes-2d runs, or None where either refuses."""
+    for label in ("robust-2d", "fringes-2d"):
+        if run_segment(image, tmp / label, f"model:{label}")["rc"]:
+            return None
+    return fused(read_maps(tmp / "fringes-2d", image.stem)["grains"], read_maps(tmp / "robust-2d", image.stem)["grains"])
+
+
+def score_condition(root: Path, tmp: Path) -> dict:
+    """Grain F1 pooled over the condition's images, auto's grains and the fused ones, and how many were fused."""
+    from micro_sym.io.datasets import LabeledDataset
+
+    pairs = {"auto": [], "fused": []}
+    fused_images = 0
+    for s in LabeledDataset(root):
+        image = root / "images" / f"{s.name}.tif"
+        auto = run_segment(image, tmp / "auto", "auto")
+        if auto["rc"]:
+            continue  # a refusal: the image counts in neither column
+        grains = read_maps(tmp / "auto", s.name)["grains"]
+        pairs["auto"].append((grains, s.grains))
+        both = fused_grains(image, tmp) if measured_fringes(auto) else None
+        fused_images += both is not None
+        pairs["fused"].append((grains if both is None else both, s.grains))
+    return {"images": len(pairs["auto"]), "fused_images": fused_images} | {k: pooled_grain_f1(p) for k, p in pairs.items()}
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--n", type=int, default=2)
@@ -46,35 +73,14 @@ def main():
     ap.add_argument("--out", default=str(RESULTS / "fringes_fusion_heldout.json"))
     args = ap.parse_args()
 
-    from micro_sym.io.datasets import LabeledDataset
-
     sets = {}
     with tempfile.TemporaryDirectory() as tmp:
         for set_name, (zone, fringes_only) in SETS.items():
             rows = []
             for name, cond in conditions(["haadf", "hrtem"], [8, 16], [5, 50], zone, fringes_only):
-                root = make_dataset(name, cond, args.n, args.size)
-                pairs = {"auto": [], "fused": []}
-                fused_images = 0
-                for s in LabeledDataset(root):
-                    image = root / "images" / f"{s.name}.tif"
-                    auto = run_segment(image, Path(tmp) / "auto", "auto")
-                    if auto["rc"]:
-                        continue  # a refusal: the image counts in neither column
-                    grains = read_maps(Path(tmp) / "auto", s.name)["grains"]
-                    pairs["auto"].append((grains, s.grains))
-                    if measured_fringes(auto):
-                        runs = {label: run_segment(image, Path(tmp) / label, f"model:{label}")
-                                for label in ("robust-2d", "fringes-2d")}
-                        if all(r["rc"] == 0 for r in runs.values()):
-                            grains = fused(read_maps(Path(tmp) / "fringes-2d", s.name)["grains"],
-                                           read_maps(Path(tmp) / "robust-2d", s.name)["grains"])
-                            fused_images += 1
-                    pairs["fused"].append((grains, s.grains))
-                row = {"condition": name, "images": len(pairs["auto"]), "fused_images": fused_images}
-                row |= {k: pooled_grain_f1(p) for k, p in pairs.items()}
+                row = {"condition": name} | score_condition(make_dataset(name, cond, args.n, args.size), Path(tmp))
                 rows.append(row)
-                log(f"{set_name} / {name}: {fused_images} fused; grain F1 auto {row['auto']['grain_f1']:.3f}, "
+                log(f"{set_name} / {name}: {row['fused_images']} fused; grain F1 auto {row['auto']['grain_f1']:.3f}, "
                     f"fused {row['fused']['grain_f1']:.3f}")
             means = {k: float(np.mean([r[k]["grain_f1"] for r in rows])) for k in ("auto", "fused")}
             log(f"{set_name}: mean grain F1 auto {means['auto']:.4f}, fused {means['fused']:.4f}")
