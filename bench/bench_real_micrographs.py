@@ -132,6 +132,9 @@ def read_outputs(out: Path, stem: str) -> dict:
     out_sym = SYM.get(meta.get("symmetry"), 90.0)  # what the output's angles are modulo
     # Each grain's lattice angle measured from the image (the grain table's lattice_angle), modulo 360/k.
     grain_lattice = method.get("grain_lattice") if isinstance(method, dict) else None
+    if meta.get("phases"):  # a fused map: grains of two phases, its angles compared modulo the coarsest's period
+        out_sym = min(SYM.get(p["symmetry"], 90.0) for p in meta["phases"])
+        grain_lattice = {"k": round(360.0 / out_sym)}
     # and, for a grain that shows one set of fringes, their plane normal modulo 180° (fringes_angle).
     columns = {"grain_angle": "lattice_angle_deg", "fringes_angle": "fringes_angle_deg"}
     measured = {key: np.full(int(labels.max()) + 1, np.nan) for key in columns}

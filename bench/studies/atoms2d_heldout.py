@@ -181,7 +181,10 @@ def read_maps(out: Path, stem: str) -> dict:
                 if row.get(column):
                     angles[key][int(row["grain"])] = float(row[column])
     maps |= {key: values[maps["grains"]] for key, values in angles.items()}
-    maps["k"] = lattice(zarr.open_group(str(z), mode="r").attrs["micro_sym"]["symmetry"]).k
+    run = zarr.open_group(str(z), mode="r").attrs["micro_sym"]
+    # A fused map holds grains of two phases (fringes mod 180°, square mod 90°): its angles are
+    # compared modulo the coarsest phase's period.
+    maps["k"] = math.lcm(*(lattice(p["symmetry"]).k for p in run.get("phases") or [{"symmetry": run["symmetry"]}]))
     return maps
 
 

@@ -150,6 +150,8 @@ def _method_line(m: dict) -> str:
     if a and a.get("fringe_snr_db") is not None and a.get("reason", "fringe SNR").startswith("fringe SNR"):
         sign = "<" if a["chose"] == "classical" else ">="
         chose = f"network {a['network']}" if a.get("network") else a["chose"]
+        if a.get("fused_with"):
+            chose = f"networks {a['fused_with']} and {a['network']}, grains fused"
         parts.append(f"auto: {chose} (fringe SNR {a['fringe_snr_db']:.1f} dB {sign} {a['classical_below_db']:g} dB)")
     elif a:
         parts.append(f"auto: {a['chose']} ({a.get('reason', '')})")
@@ -161,7 +163,11 @@ def _method_line(m: dict) -> str:
     if m.get("lattice_mask"):
         parts.append(f"grains only where the lattice shows (ring contrast >= {m['lattice_mask']['min_contrast']:g}; "
                      f"--no-lattice-mask keeps every pixel)")
-    if a and a.get("chose") == "network" and (m.get("scale") or {}).get("lattice") == "fringes":
+    if m.get("name") == "fused" and m.get("runs"):
+        fringes, square = m["runs"]
+        parts.append(f"{fringes['n_grains']} grains of {fringes['network']} (phase 1, fringes) plus {m['added_grains']} of "
+                     f"{square['network']}'s where {fringes['network']} has none (phase 2, square)")
+    elif a and a.get("chose") == "network" and (m.get("scale") or {}).get("lattice") == "fringes":
         # auto keeps the square network on fringes, as films may mix them with 2D lattices (docs/design.md §5.1).
         parts.append("if every grain shows one set of fringes, --model fringes-2d keeps apart grains whose fringes "
                      "cross at right angles")

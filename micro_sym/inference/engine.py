@@ -60,7 +60,8 @@ from micro_sym.inference.blocks import BlockPlan, estimate_memory, plan_blocks
 from micro_sym.inference.classical import ClassicalMethod
 from micro_sym.grains.blockwise import (final_table, flood_margin, flood_region, grain_refs, merge_blocks,
                                        neighbour_counts, neighbour_pairs, seed_parts)
-from micro_sym.inference.method_choice import AUTO_MODEL, AUTO_MODELS_BY_LATTICE, NETWORK_FOR_LATTICE, AutoMethod
+from micro_sym.inference.method_choice import (AUTO_FRINGES_MODEL, AUTO_MODEL, AUTO_MODELS_BY_LATTICE, NETWORK_FOR_LATTICE,
+                                               AutoMethod)
 from micro_sym.inference.network import Network, cached_network
 from micro_sym.classical.grain_lattice import (grain_columns as lattice_columns, grain_extents, grain_sums, grain_windows,
                                               merge_extents)
@@ -459,19 +460,27 @@ def _refuse_deleting_input(path: Path, state: RunState) -> None:
 
 def _segment_input(img, path: Path, out_dir, net, runner, *, block, chunk, threshold, min_size, boundary_threshold,
                    device, batch, array, level, channel, dry_run, on_block, progress, period,
-                   lattice_mask, measure_grains=True, voxel_orientations=False, lattice=None) -> InputResult:
-    """:func:`segment_input` on an opened image (under the output lock unless ``dry_run``)."""
+                   lattice_mask, measure_grains=True, voxel_orientations=False, lattice=None, auto=None) -> InputResult:
+    """:func:`segment_input` on an opened image (under the output lock unless ``dry_run``). ``auto``: the
+    record of :class:`.method_choice.AutoMethod` that chose ``net`` (the runs of a fused input)."""
     from micro_sym.models.normalize import intensity_range
     from micro_sym.inference.whole_image import grain_min_size
 
     t0 = time.perf_counter()
     name = img.name
     state = RunState(Path(out_dir), name)
-    auto = None
     previous = state.read_manifest()
     workers = getattr(runner, "torch_threads", None) or 1
     if isinstance(net, AutoMethod):  # per input: classical or network, by the fringe SNR (or as recorded)
+        chooser = net
         net, auto = net.choose(img, previous=previous, workers=workers)
+        if auto.get("fused_with"):  # one set of fringes: both networks, their grains fused (fusion)
+            return _fused_input(img, path, out_dir, (chooser.fused_network(), net), runner, auto, block=block,
+                                chunk=chunk, threshold=threshold, min_size=min_size,
+                                boundary_threshold=boundary_threshold, device=device, batch=batch, array=array,
+                                level=level, channel=channel, dry_run=dry_run, on_block=on_block, progress=progress,
+                                period=period, lattice_mask=lattice_mask, measure_grains=measure_grains,
+                                voxel_orientations=voxel_orientations, lattice=lattice)
     if hasattr(net, "for_input"):  # per-input settings: the classical period, estimated once or resumed
         net = net.for_input(img, threshold=threshold, previous=previous, workers=workers)
     base = net  # what workers receive; they rebuild the wrappers from the job
@@ -669,6 +678,103 @@ def _segment_input(img, path: Path, out_dir, net, runner, *, block, chunk, thres
     return result
 
 
+def _fused_input(img, path: Path, out_dir, nets: tuple, runner, auto: dict, *, progress, on_block, dry_run,
+                 **settings) -> InputResult:
+    """An input that measures as one set of fringes (:mod:`.fusion`): fringes-2d and robust-2d (``nets``)
+    each run whole into the output's run state (each resumable), then their grains are fused into
+    ``OUT/NAME.zarr`` + ``OUT/NAME_grains.csv`` with two phases. A resume skips the finished runs and
+    repeats the fusion, which is cheap and writes the same bytes."""
+    import shutil
+
+    from micro_sym.inference import fusion
+
+    t0 = time.perf_counter()
+    state = RunState(Path(out_dir), img.name)
+    common = dict(runner=runner, auto=auto, dry_run=dry_run, on_block=on_block, **settings)
+    if dry_run:
+        res = [_segment_input(img, path, state.root / label, net, progress=None, **common)
+               for label, net in zip(fusion.PHASE_NETWORKS, nets)]
+        return dataclasses.replace(res[1], n_blocks=res[0].n_blocks + res[1].n_blocks, zarr=str(state.zarr_path),
+                                   csv=str(state.csv_path), plan=_fused_plan(res, state))
+    manifest = {"version": 1, "input": fingerprint(path) | {k: settings[k] for k in ("array", "level", "channel")},
+                "model": {"name": "+".join(net.name for net in nets),
+                          "sha256": hashlib.sha256("".join(net.sha256 for net in nets).encode()).hexdigest()},
+                "shape": list(img.data.shape), "ndim": img.ndim,
+                **{k: settings[k] for k in ("block", "chunk", "threshold", "min_size", "boundary_threshold")},
+                "code_version": code_version(), "status": "running"}
+    mode = state.check_compatible(manifest)
+    if mode == "complete":
+        old = state.read_manifest()
+        return InputResult(str(path), img.name, "skipped", str(state.zarr_path), str(state.csv_path),
+                           tuple(img.data.shape), n_grains=int(old.get("n_grains", 0)), plan=old.get("plan", {}))
+    state.prepare()
+    state.write_manifest(manifest)
+    runs, done = [], 0
+    for i, (label, net) in enumerate(zip(fusion.PHASE_NETWORKS, nets)):
+        def part_progress(d, total, i=i, before=done):  # the first run counts the second as large as itself
+            if progress:
+                progress(before + d, before + total * (2 - i))
+        runs.append(_segment_input(img, path, state.root / label, net, progress=part_progress, **common))
+        done += 2 * runs[-1].n_blocks
+    manifests = [RunState(state.root / label, img.name).read_manifest() for label in fusion.PHASE_NETWORKS]
+    fringes, square = manifests
+    plan = plan_blocks(img.data.shape, tuple(fringes["block"]), halo=0, chunk=tuple(fringes["chunk"]), pad=False)
+    create_outputs(state, plan.shape, 2, plan.chunk, pixel_size=img.pixel_size, unit=img.unit)
+    job = {"input": str(path), **{k: settings[k] for k in ("array", "level", "channel")}, "shape": plan.shape,
+           "zarr": str(state.zarr_path), "fringes": runs[0].zarr, "square": runs[1].zarr,
+           "grain_lattice": square["method"].get("grain_lattice")}
+    cores = [b.core for b in plan.blocks]
+    n_fringes, n_square = runs[0].n_grains, runs[1].n_grains
+    lut = fusion.added_grains((c for _, c in runner.run(fusion.count_task, cores, lambda c: (job, c))), n_fringes, n_square)
+    for _ in runner.run(fusion.write_task, cores, lambda c: (job, c, lut)):
+        pass
+    n_grains = n_fringes + int(np.count_nonzero(lut))
+    parts = [p for _, p in runner.run(fusion.stats_task, cores, lambda c: (job, c))]
+    table = fusion.fused_table(parts, n_fringes, n_grains, image_shape=plan.shape, pixel_size=img.pixel_size)
+    settings_lattice = (fringes["method"].get("grain_lattice"), job["grain_lattice"])
+    if settings["measure_grains"] and all(settings_lattice):  # each grain's lattice at its phase's order
+        sums = _final_grain_sums(runner, job, plan, state)
+        table |= fusion.fused_lattice_columns(sums, table["phase"], settings_lattice)
+    rule = {**fringes["grain_rule"], "min_size": fringes["min_size"], "boundary_threshold": fringes["boundary_threshold"]}
+    write_grain_csv(state.csv_path, table, unit=img.unit or "px", atomic=True, pixel_size=img.pixel_size,
+                    phases=list(fusion.PHASES), command="micro-sym segment", grain_rule=rule)
+    method = {"name": "fused", "auto": auto, "networks": list(fusion.PHASE_NETWORKS),
+              "runs": [{"network": label, "n_grains": r.n_grains, "method": m["method"]}
+                       for label, r, m in zip(fusion.PHASE_NETWORKS, runs, manifests)],
+              "added_grains": n_grains - n_fringes}
+    manifest.update(status="complete", n_grains=n_grains, method=method, plan=_fused_plan(runs, state, method))
+    import zarr
+
+    root = zarr.open_group(str(state.zarr_path), mode="a")
+    root.attrs["micro_sym"] = {"model": manifest["model"], "method": method, "threshold": fringes["threshold"],
+                               "grain_rule": fringes["grain_rule"], "min_size": fringes["min_size"],
+                               "boundary_threshold": fringes["boundary_threshold"], "block": list(plan.block),
+                               "chunk": list(plan.chunk), "code_version": manifest["code_version"],
+                               "n_grains": n_grains, "symmetry": fusion.PHASES[0]["symmetry"],
+                               "phases": fusion.phase_records(n_fringes, n_grains)}
+    state.write_manifest(manifest)  # the last write: only now is the input reported complete
+    for label in fusion.PHASE_NETWORKS:  # the two runs' outputs were scratch
+        shutil.rmtree(state.root / label, ignore_errors=True)
+    state.cleanup_scratch()
+    forget_arrays(state.zarr_path)
+    for r in runs:
+        forget_arrays(r.zarr)
+    return InputResult(str(path), img.name, "complete", str(state.zarr_path), str(state.csv_path),
+                       tuple(img.data.shape), n_blocks=sum(r.n_blocks for r in runs),
+                       blocks_run=sum(r.blocks_run for r in runs), n_grains=n_grains,
+                       seconds=time.perf_counter() - t0, plan=manifest["plan"])
+
+
+def _fused_plan(runs, state, method=None) -> dict:
+    """The plan record of a fused input: the square run's (its scale and lattice mask), its method fused."""
+    plan = dict(runs[1].plan)
+    plan["outputs"] = [str(state.zarr_path), str(state.csv_path)]
+    plan["method"] = method or {"name": "fused", "auto": runs[1].plan["method"].get("auto"),
+                                "networks": [r.plan["method"].get("name") for r in runs]}
+    plan["method"] = {**runs[1].plan["method"], **plan["method"]}
+    return plan
+
+
 def expand_inputs(inputs) -> list[Path]:
     """Paths and glob patterns -> existing paths, in order, without duplicates."""
     import glob
@@ -790,7 +896,8 @@ def segment(inputs, out_dir, *, model=None, method: str | None = None, lattice: 
         if period is not None and not period > 0:
             raise MicroSymError(f"--period {period:g}: the lattice constant must be a positive number of pixels")
         if method == "auto":
-            auto = AutoMethod(net, lattice=lattice, period=period,
+            fringes = (AUTO_FRINGES_MODEL, lambda: prepared(AUTO_FRINGES_MODEL)) if others else None
+            auto = AutoMethod(net, lattice=lattice, period=period, fringes_network=fringes,
                               other_networks={lat: (name, lambda name=name: prepared(name)) for lat, name in others.items()})
         elif lattice is not None and net.ndim == 2 and find_lattice(lattice, ndim=2).name != net.symmetry:
             raise MicroSymError(f"--lattice {lattice}: model '{net.name}' maps {net.symmetry} lattices only; "

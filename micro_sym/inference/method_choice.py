@@ -41,6 +41,9 @@ CLASSICAL_BELOW_DB = 1.13
 AUTO_MODEL = "robust-2d"
 #: The networks auto runs, when no model is given, on the lattices :data:`AUTO_MODEL` does not map.
 AUTO_MODELS_BY_LATTICE = {"hexagonal": "atoms-2d-hex"}
+#: On an image that measures as one set of fringes, auto runs this network beside :data:`AUTO_MODEL` and
+#: fuses their grains (:mod:`.fusion`), when no model is given.
+AUTO_FRINGES_MODEL = "fringes-2d"
 #: A bundled network for each lattice family (what an error about the wrong family suggests).
 NETWORK_FOR_LATTICE = {"square": AUTO_MODEL, **AUTO_MODELS_BY_LATTICE}
 
@@ -61,6 +64,10 @@ class AutoMethod:
         Threshold in dB.
     lattice, period : optional
         The user's lattice (``--lattice``) and lattice constant (``--period``) instead of the measured ones.
+    fringes_network : tuple, optional
+        ``(model name, loader)`` of a network that maps one set of fringes: on an image measured as
+        fringes (and no ``--lattice``) it runs beside ``network`` and the two maps are fused
+        (:mod:`.fusion`); the record says so as ``fused_with``.
     """
 
     network: object
@@ -68,10 +75,14 @@ class AutoMethod:
     lattice: str | None = None
     period: float | None = None
     other_networks: dict = field(default_factory=dict)
+    fringes_network: tuple | None = None
 
     def __post_init__(self):
         loaders = {lat: (name, cache(load)) for lat, (name, load) in self.other_networks.items()}
         object.__setattr__(self, "other_networks", loaders)
+        if self.fringes_network:
+            name, load = self.fringes_network
+            object.__setattr__(self, "fringes_network", (name, cache(load)))
 
     @property
     def network_lattice(self) -> str:
@@ -82,6 +93,10 @@ class AutoMethod:
         if lattice == self.network_lattice:
             return self.network
         return self.other_networks[lattice][1]() if lattice in self.other_networks else None
+
+    def fused_network(self):
+        """The fringes network a record's ``fused_with`` names (loaded on first use)."""
+        return self.fringes_network[1]()
 
     def choose(self, img, *, previous: dict | None = None, workers: int = 1):
         """``(method, record)`` for one opened input: the network or a :class:`~.classical.ClassicalMethod`.
@@ -144,6 +159,8 @@ class AutoMethod:
             record |= {"chose": "classical", "reason": "fringe SNR below the threshold"}
         else:
             record |= {"chose": "network", "network": names[lattice], "reason": "fringe SNR at or above the threshold"}
+            if self.fringes_network and not self.lattice and measured.family(fringes="fringes") == "fringes":
+                record["fused_with"] = self.fringes_network[0]
         from micro_sym.classical import lattice_constant
 
         # The image's lattice constant in ``lattice``'s convention: the classical method's period, and

@@ -231,8 +231,8 @@ def fringes_image(tmp_path_factory):
 
 def test_the_fringes_network_maps_fringes_modulo_180_degrees(tmp_path, fringes_image):
     """--model fringes-2d: the plane normals modulo 180° (grains whose fringes cross at right angles stay
-    apart); with --method auto it keeps the fringes and gives a 2D lattice to the filter bank. auto
-    without a model maps fringes on robust-2d's square lattice (angles mod 90°)."""
+    apart); with --method auto it keeps the fringes and gives a 2D lattice to the filter bank. robust-2d
+    maps fringes on its square lattice (angles mod 90°); auto without a model fuses the two."""
     from micro_sym.inference import segment
     from micro_sym.metrics import evaluate_sample
 
@@ -246,22 +246,22 @@ def test_the_fringes_network_maps_fringes_modulo_180_degrees(tmp_path, fringes_i
     out = read_output(tmp_path / "fringes", "fringes")
     assert 90.0 < float(np.nanmax(out["orientation"])) < 180.0
     ev = evaluate_sample(out, truth.grains, truth.orientation, 2)
-    # On this image fringes-2d: boundary F1 0.80, grain F1 0.81, 1.00°; robust-2d (auto): 0.52, 0.35, 1.88°
+    # On this image fringes-2d: boundary F1 0.80, grain F1 0.81, 1.00°; robust-2d: 0.52, 0.35, 1.88°
     # (mod 90°); the filter bank with --lattice fringes: 0.67, 0.58, 0.27°.
     scores = (ev["boundary_f1"], ev["grain_f1"], ev["orientation_median_deg"])
     assert scores[0] > 0.75 and scores[1] > 0.7 and scores[2] < 1.5, scores
     (res,) = segment([path], tmp_path / "auto", model="fringes-2d", method="auto", **kw)
     assert res.status == "complete" and _manifest(tmp_path / "auto", "fringes")["method"]["auto"]["chose"] == "network"
-    (res,) = segment([path], tmp_path / "square", **kw)
+    (res,) = segment([path], tmp_path / "square", model="robust-2d", **kw)
     assert res.status == "complete", res.error
-    assert _manifest(tmp_path / "square", "fringes")["model"]["name"] == "robust-2d"
-    # What segment prints for it names the fringes network (auto keeps robust-2d on fringes).
-    from micro_sym.cli.segment import _method_line
-
-    assert "--model fringes-2d" in _method_line(_manifest(tmp_path / "square", "fringes")["method"])
     square = read_output(tmp_path / "square", "fringes")
     assert float(np.nanmax(square["orientation"])) < 90.0
     assert evaluate_sample(square, truth.grains, truth.orientation, 4)["grain_f1"] < scores[1] - 0.2
+    # auto without a model runs both networks and keeps fringes-2d's grains (tests/inference/test_fusion.py).
+    (res,) = segment([path], tmp_path / "both", **kw)
+    assert res.status == "complete" and _manifest(tmp_path / "both", "fringes")["method"]["name"] == "fused"
+    both = read_output(tmp_path / "both", "fringes")
+    assert evaluate_sample(both, truth.grains, None, 2)["grain_f1"] >= scores[1], scores
     (res,) = segment([path], tmp_path / "classical", method="classical", lattice="fringes", **kw)
     assert res.status == "complete", res.error
     assert 90.0 < float(np.nanmax(read_output(tmp_path / "classical", "fringes")["orientation"])) < 180.0
