@@ -248,19 +248,22 @@ def boundary_layer(edges, name: str, kwargs: dict) -> tuple:
                     "blending": "translucent"}, "labels")
 
 
-def key_layers(symmetry: str, shape, *, scale, translate, units=None) -> list[tuple]:
+def key_layers(symmetry: str, shape, *, scale, translate, units=None, phase: str | None = None,
+               row: int = 0) -> list[tuple]:
     """The orientation colour key as an RGBA image plus text labels, to the right of an image of ``shape``.
 
     A legend drawn on the canvas (not only in a dock widget) appears in screenshots and exported
     figures, and it scales with the image so it stays readable at any zoom. Both layers are 2D, so a
     volume shows them at every z slice and, in 3D view, together in one plane. ``units`` are the
     image's napari units (the key takes the last two), so the viewer sees one unit across layers.
+    ``phase``, ``row``: a map of several phases has a key per phase, named after it, the ``row``-th
+    below the first.
     """
     h, w = shape[-2], shape[-1]
     size = int(max(64, min(h, w) * 0.4))
     sy, sx = scale[-2], scale[-1]
     # Key pixels have the image's pixel size: margin of 1/10 of the key, top-aligned with the image.
-    off_y, off_x = translate[-2], translate[-1] + (w + size * 0.25) * sx
+    off_y, off_x = translate[-2] + row * 1.9 * size * sy, translate[-1] + (w + size * 0.25) * sx
     key_scale = (sy, sx)
     from micro_sym.grains.colours import angle_key, ipf_key
 
@@ -281,12 +284,13 @@ def key_layers(symmetry: str, shape, *, scale, translate, units=None) -> list[tu
     # plane is foreshortened but the text is not.
     title_pos = np.array([[(1.25 if lat is not None else 1.6) * size, (size - 1) / 2]])
     points = np.concatenate([pos, title_pos]) * np.array(key_scale) + np.array(key_translate)
-    texts = list(texts) + [title]
+    texts = list(texts) + [title if phase is None else f"{phase}: {title}"]
     extra = {"units": tuple(units)[-2:]} if units is not None else {}
-    key = (rgba, {"name": "orientation colour key", "rgb": True, "scale": key_scale, "translate": key_translate,
+    named = "orientation colour key" + (f" ({phase})" if phase else "")
+    key = (rgba, {"name": named, "rgb": True, "scale": key_scale, "translate": key_translate,
                   "interpolation2d": "linear", **extra}, "image")
     font = 11
-    labels = (points, {"name": "orientation colour key labels", "size": 0, "text": {"string": "{label}", "color": "white",
+    labels = (points, {"name": f"{named} labels", "size": 0, "text": {"string": "{label}", "color": "white",
                                                                                    "size": font, "anchor": "center"},
                        "features": {"label": texts}, "face_color": "transparent", "border_width": 0, **extra},
               "points")

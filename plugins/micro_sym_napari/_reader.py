@@ -248,7 +248,15 @@ def read_segmentation(path: Path) -> list[tuple]:
     if image is not None:
         layers.append((image.data, {**common, "name": f"{name} image", "metadata": meta}, "image"))
     symmetry = "cubic" if nd == 3 else _symmetry_2d(run)
-    layers += _orientation_layers(orientation, symmetry, f"{name} orientation", {**common, "metadata": meta})
+    phases = run.get("phases") or []
+    if nd == 2 and len(phases) > 1:  # a fused map: each phase's grains in its own angle period (and key)
+        for p in phases:
+            lo, hi = p["grains"]
+            mine = da.where((grains >= lo) & (grains <= hi), orientation, np.nan)
+            layers += _orientation_layers(mine, p["symmetry"], f"{name} orientation ({p['name']})",
+                                          {**common, "metadata": meta})
+    else:
+        layers += _orientation_layers(orientation, symmetry, f"{name} orientation", {**common, "metadata": meta})
     layers.append((boundary, {**common, "name": f"{name} P(boundary)", "colormap": "magma",
                               "contrast_limits": (0.0, 1.0), "visible": False, "metadata": meta}, "image"))
     kw = {**common, "name": f"{name} grains", "opacity": 0.45, "visible": False, "metadata": meta}
@@ -261,7 +269,12 @@ def read_segmentation(path: Path) -> list[tuple]:
     edges = _lazy_boundary_mask(grains)
     layers.append(boundary_layer(edges, f"{name} grain boundaries", {**common, "metadata": meta}))
     sc = tuple(scale) if scale else (1.0,) * nd
-    layers += key_layers(symmetry, grains.shape, scale=sc, translate=(0.0,) * nd, units=units)
+    if nd == 2 and len(phases) > 1:
+        for row, p in enumerate(phases):
+            layers += key_layers(p["symmetry"], grains.shape, scale=sc, translate=(0.0,) * nd, units=units,
+                                 phase=p["name"], row=row)
+    else:
+        layers += key_layers(symmetry, grains.shape, scale=sc, translate=(0.0,) * nd, units=units)
     return layers
 
 

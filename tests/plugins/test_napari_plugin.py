@@ -458,6 +458,32 @@ def test_reader_opens_segmentation_output_with_all_layers(tmp_path, make_napari_
     assert napari_get_reader(str(tmp_path / "notes.txt")) is None
 
 
+def test_reader_shows_each_phase_of_a_fused_map_in_its_period(tmp_path):
+    """auto on a film of fringes writes fringes-2d's and robust-2d's grains in one map: one orientation
+    layer per phase (mod 180° and mod 90°, each blank outside its grains) and a colour key per phase."""
+    import tifffile
+
+    from micro_sym.inference import segment
+    from micro_sym.synth.atoms2d import Atoms2DConfig, synth_atoms2d
+
+    cfg = Atoms2DConfig(mode="haadf", size=(256, 256), pixel_size_angstrom=2.04 / 8, haadf={"dose": (50.0, 50.0)},
+                        film={"grain_size": 20.4, "vacuum_fraction": 0.1, "amorphous_fraction": 0.1,
+                              "fringe_fraction": 0.8})
+    tifffile.imwrite(tmp_path / "film.tif", synth_atoms2d(cfg, seed=1).image.astype(np.float32))
+    (res,) = segment([tmp_path / "film.tif"], tmp_path / "out", block=128, chunk=128, workers=1)
+    assert res.status == "complete", res.error
+    layers = {kw["name"]: (data, kw) for data, kw, kind in napari_get_reader(res.zarr)(res.zarr)}
+    grains = np.asarray(layers["film grains"][0])
+    fringes, square = (layers[f"film orientation ({p})"] for p in ("fringes", "square"))
+    assert fringes[1]["contrast_limits"] == (0.0, 180.0) and square[1]["contrast_limits"] == (0.0, 90.0)
+    n = res.n_grains - res.plan["method"]["added_grains"]
+    for (data, _), mine in ((fringes, (grains >= 1) & (grains <= n)), (square, grains > n)):
+        values = np.asarray(data)
+        assert mine.any() and np.isfinite(values[mine]).all() and np.isnan(values[~mine]).all()
+    assert {"orientation colour key (fringes)", "orientation colour key (square)"} <= set(layers)
+    assert "film orientation" not in layers
+
+
 def test_reader_ebsd_map(tmp_path):
     from micro_sym.io.ebsd import EBSDMap, write_ctf
     from micro_sym.orientation import euler_bunge_to_quat
