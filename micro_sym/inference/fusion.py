@@ -15,7 +15,8 @@ measured angles are each grain's phase's.
 Three passes over the output's blocks, each exact for any tiling and idempotent (a resumed run
 repeats them and writes the same bytes): :func:`count_task` (how much of each robust-2d grain is
 free: integer counts, summed), :func:`write_task` (the fused maps) and :func:`stats_task` (each
-block's additive grain statistics and neighbour pairs, for :func:`fused_table`).
+block's additive grain statistics and neighbour pairs, for :func:`fused_table`). The napari widget
+fuses whole in-memory maps with the same functions, the image as one block.
 """
 
 from __future__ import annotations
@@ -38,20 +39,19 @@ def phase_records(n_fringes: int, n_grains: int) -> list[dict]:
     return [{**PHASES[0], "grains": [1, n_fringes]}, {**PHASES[1], "grains": [n_fringes + 1, n_grains]}]
 
 
-def count_task(job: dict, core) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(ids, free, total)`` of the robust-2d grains in one block: pixels where fringes-2d has no
-    grain, and all their pixels."""
-    fringes = np.asarray(open_array(job["fringes"], "grains")[core])
-    square = np.asarray(open_array(job["square"], "grains")[core]).astype(np.int64)
+def free_counts(fringes: np.ndarray, square: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(ids, free, total)`` of the robust-2d grains ``square`` in a block: their pixels where fringes-2d
+    has no grain, and all their pixels."""
+    square = np.asarray(square).astype(np.int64)
     total = np.bincount(square.ravel())
-    free = np.bincount(square[fringes == 0], minlength=total.size)
+    free = np.bincount(square[np.asarray(fringes) == 0], minlength=total.size)
     ids = np.flatnonzero(total)
     ids = ids[ids > 0]
     return ids, free[ids], total[ids]
 
 
 def added_grains(counts, n_fringes: int, n_square: int) -> np.ndarray:
-    """Lookup table robust-2d grain -> fused id (0: not added) from every block's :func:`count_task`.
+    """Lookup table robust-2d grain -> fused id (0: not added) from every block's :func:`free_counts`.
 
     A grain is added where more than half of its pixels are free; added grains follow fringes-2d's
     ``1..n_fringes`` in robust-2d's order."""
@@ -67,16 +67,53 @@ def added_grains(counts, n_fringes: int, n_square: int) -> np.ndarray:
     return lut
 
 
-def write_task(job: dict, core, lut: np.ndarray) -> None:
-    """The fused grains, orientation and boundary maps of one block: fringes-2d's, and robust-2d's on
-    the free pixels of the grains it adds."""
-    fringes = np.asarray(open_array(job["fringes"], "grains")[core])
-    added = lut[np.asarray(open_array(job["square"], "grains")[core])]
-    where = (fringes == 0) & (added > 0)
-    maps = {"grains": np.where(where, added, fringes).astype(np.uint32)}
+def fused_maps(fringes: dict, square: dict, lut: np.ndarray) -> dict:
+    """The fused ``grains``, ``orientation`` and ``boundary`` of a block from each network's (dicts of
+    arrays): fringes-2d's, and robust-2d's on the free pixels of the grains it adds (``lut``)."""
+    added = lut[np.asarray(square["grains"])]
+    where = (np.asarray(fringes["grains"]) == 0) & (added > 0)
+    maps = {"grains": np.where(where, added, fringes["grains"]).astype(np.uint32)}
     for name in ("orientation", "boundary"):
-        mine = np.asarray(open_array(job["fringes"], name)[core])
-        maps[name] = np.where(where, np.asarray(open_array(job["square"], name)[core]), mine)
+        maps[name] = np.where(where, square[name], fringes[name])
+    return maps
+
+
+def grain_stats(grains: np.ndarray, orientation: np.ndarray, inner: tuple, origin: tuple, image_shape) -> dict:
+    """A block's additive statistics of the fused grains (as :func:`micro_sym.grains.blockwise.flood_block`
+    returns them, the orientation sums at k = 2 and at k = 4) and its neighbour pairs.
+
+    ``grains``: the fused grains of the block grown by ``NEIGHBOUR_REACH + 1`` (clipped to the image),
+    ``inner`` where the block lies in them, ``orientation`` the block's, ``origin`` its first point."""
+    from micro_sym.grains._kernels import compact_ids
+    from micro_sym.grains.reconstruct import orientation_kind
+
+    labels = grains[inner]
+    # Per axis, the block plus the next plane along it (each contact counted once, by the block below).
+    contacts = _contacts([grains[tuple(slice(s.start, min(s.stop + 1, n)) if d == ax else s
+                                       for d, (s, n) in enumerate(zip(inner, grains.shape)))] for ax in range(2)])
+    ids, compact = compact_ids(labels)
+    out = {"ids": ids.astype(np.int64), "contacts": contacts,
+           "neighbour_pairs": _region_neighbour_pairs(grains, inner, NEIGHBOUR_REACH)}
+    for phase in PHASES:
+        kind = orientation_kind((1, 1), phase["symmetry"])
+        stats = _block_stats(compact, len(ids), orientation, kind, origin, image_shape)
+        out |= {f"stat_{key}": value for key, value in stats.items() if key not in ("first", "ori_sum")}
+        out[f"ori_sum_{phase['name']}"] = stats["ori_sum"]
+    return out
+
+
+# ------------------------------------------------------------------ block tasks (the engine's outputs)
+
+
+def count_task(job: dict, core) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`free_counts` of one block of the two runs' written grains."""
+    return free_counts(open_array(job["fringes"], "grains")[core], open_array(job["square"], "grains")[core])
+
+
+def write_task(job: dict, core, lut: np.ndarray) -> None:
+    """:func:`fused_maps` of one block, written to the output."""
+    maps = fused_maps(*({name: np.asarray(open_array(job[run], name)[core]) for name in ("grains", "orientation", "boundary")}
+                        for run in ("fringes", "square")), lut)
     try:
         for name, values in maps.items():
             open_array(job["zarr"], name)[core] = values
@@ -85,30 +122,11 @@ def write_task(job: dict, core, lut: np.ndarray) -> None:
 
 
 def stats_task(job: dict, core) -> dict:
-    """One block's additive statistics of the fused grains (as :func:`micro_sym.grains.blockwise.flood_block`
-    returns them, the orientation sums at k = 2 and at k = 4) and its neighbour pairs."""
-    from micro_sym.grains._kernels import compact_ids
-    from micro_sym.grains.reconstruct import orientation_kind
-
-    shape = job["shape"]
-    region = grow(core, NEIGHBOUR_REACH + 1, shape)
-    grains = np.asarray(open_array(job["zarr"], "grains")[region])
-    inner = inside(core, region)
-    labels = grains[inner]
-    # Per axis, the block plus the next plane along it (each contact counted once, by the block below).
-    contacts = _contacts([grains[tuple(slice(s.start, min(s.stop + 1, n)) if d == ax else s
-                                       for d, (s, n) in enumerate(zip(inner, grains.shape)))] for ax in range(2)])
-    ids, compact = compact_ids(labels)
-    orientation = np.asarray(open_array(job["zarr"], "orientation")[core])
-    origin = tuple(s.start for s in core)
-    out = {"ids": ids.astype(np.int64), "contacts": contacts,
-           "neighbour_pairs": _region_neighbour_pairs(grains, inner, NEIGHBOUR_REACH)}
-    for phase in PHASES:
-        kind = orientation_kind((1, 1), phase["symmetry"])
-        stats = _block_stats(compact, len(ids), orientation, kind, origin, shape)
-        out |= {f"stat_{key}": value for key, value in stats.items() if key not in ("first", "ori_sum")}
-        out[f"ori_sum_{phase['name']}"] = stats["ori_sum"]
-    return out
+    """:func:`grain_stats` of one block of the written fused grains."""
+    region = grow(core, NEIGHBOUR_REACH + 1, job["shape"])
+    return grain_stats(np.asarray(open_array(job["zarr"], "grains")[region]),
+                       np.asarray(open_array(job["zarr"], "orientation")[core]), inside(core, region),
+                       tuple(s.start for s in core), job["shape"])
 
 
 def fused_table(parts: list, n_fringes: int, n_grains: int, *, image_shape, pixel_size=None) -> dict:

@@ -284,11 +284,12 @@ def _iter_auto(image, settings, pixel_size, unit):
     """The per-image choice of ``micro-sym segment --method auto``, then that method as chosen alone."""
     from dataclasses import replace
 
-    from micro_sym.inference.method_choice import AUTO_MODEL, AUTO_MODELS_BY_LATTICE, AutoMethod
+    from micro_sym.inference.method_choice import AUTO_FRINGES_MODEL, AUTO_MODEL, AUTO_MODELS_BY_LATTICE, AutoMethod
 
     yield Progress(0, 1, "lattice and fringe SNR from the power spectrum")
     others = {lat: (name, lambda name=name: load_network(name, settings.device)) for lat, name in AUTO_MODELS_BY_LATTICE.items()}
-    auto = AutoMethod(load_network(AUTO_MODEL, settings.device), period=settings.period, other_networks=others)
+    auto = AutoMethod(load_network(AUTO_MODEL, settings.device), period=settings.period, other_networks=others,
+                      fringes_network=(AUTO_FRINGES_MODEL, lambda: load_network(AUTO_FRINGES_MODEL, settings.device)))
     choice = auto.decide(image)
     if choice["chose"] == "classical":
         chosen = replace(settings, model=CLASSICAL, lattice=choice["lattice"], period=choice["period_px"])
@@ -297,6 +298,10 @@ def _iter_auto(image, settings, pixel_size, unit):
         net = auto.network_for(choice["lattice"])
         result = yield from _iter_network(image, replace(settings, model=choice["network"]), pixel_size, unit, net,
                                           measured=choice["measured"])
+        if choice.get("fused_with"):  # one set of fringes: fringes-2d too, and both networks' grains fused
+            fringes = yield from _iter_network(image, replace(settings, model=choice["fused_with"]), pixel_size, unit,
+                                               auto.fused_network(), measured=choice["measured"])
+            result = _fused(image, fringes, result)
     if choice["reason"].startswith("fringe SNR"):
         sign = "<" if choice["chose"] == "classical" else ">="
         why = f"fringe SNR {choice['fringe_snr_db']:.1f} dB {sign} {choice['classical_below_db']:g} dB"
@@ -305,6 +310,37 @@ def _iter_auto(image, settings, pixel_size, unit):
     result.method = f"auto: {result.method}, {why}"
     result.info["auto"] = choice
     return result
+
+
+def _fused(image, fringes: SegmentResult, square: SegmentResult) -> SegmentResult:
+    """fringes-2d's grains plus robust-2d's where it has none, in two phases, as ``micro-sym segment``
+    writes them (:mod:`micro_sym.inference.fusion`, the image as one block); the table from the whole
+    map, each grain's angles and spread at its phase's order."""
+    from micro_sym.inference import fusion
+    from micro_sym.inference.lattice_mask import measure_grains
+
+    n_fringes = fringes.n_grains
+    lut = fusion.added_grains([fusion.free_counts(fringes.grains, square.grains)], n_fringes, square.n_grains)
+    maps = fusion.fused_maps(*({name: np.asarray(getattr(r, name)) for name in ("grains", "orientation", "boundary")}
+                               for r in (fringes, square)), lut)
+    n_grains = n_fringes + int(np.count_nonzero(lut))
+    phase = np.where(np.arange(1, n_grains + 1) <= n_fringes, 1, 2)
+    tables = [_table(maps["grains"], maps["orientation"], p["symmetry"], square.pixel_size, square.unit, None)
+              for p in fusion.PHASES]
+    table = tables[0] | {key: np.where(phase == 1, tables[0][key], tables[1][key])
+                         for key in ("mean_angle", "gos") if key in tables[0]}
+    table["phase"] = phase
+    settings = (fringes.info.get("grain_lattice"), square.info.get("grain_lattice"))
+    if all(settings):  # each grain's lattice at its phase's order, as the engine measures it
+        sums = measure_grains(image, maps["grains"], settings[1])
+        table |= fusion.fused_lattice_columns(sums, phase, settings)
+    info = {**square.info, "model": "+".join(fusion.PHASE_NETWORKS), "phases": fusion.phase_records(n_fringes, n_grains),
+            "added_grains": n_grains - n_fringes}
+    method = (f"networks {fusion.PHASE_NETWORKS[0]} and {fusion.PHASE_NETWORKS[1]}, grains fused ({n_fringes} fringes + "
+              f"{n_grains - n_fringes} square)")
+    return SegmentResult(maps["grains"], maps["boundary"], maps["orientation"], table, fusion.PHASES[0]["symmetry"],
+                         method, square.pixel_size, square.unit, fringes.n_tiles + square.n_tiles,
+                         fringes.seconds + square.seconds, info)
 
 
 def segment(image, settings: SegmentSettings, **kwargs) -> SegmentResult:
@@ -430,7 +466,7 @@ def _iter_network(image, settings, pixel_size, unit, net, measured=None):
     info = {"model": str(settings.model), "halo": int(plan.halo), "tile": list(plan.block), "tiles": n,
             "recompute": round(plan.recompute, 3), "value_range": [lo, hi], "threshold": settings.threshold,
             "grain_rule": rule, "min_size": min_size, "boundary_threshold": settings.boundary_threshold,
-            "device": settings.device, "scale": scale}
+            "device": settings.device, "scale": scale, "grain_lattice": lattice}
     how = f", resampled x{scale['scale']:.2f}" if scale and scale["resampled"] else ""
     return SegmentResult(grains, boundary, orientation, table, net.symmetry, f"network {settings.model}{how}",
                          _tuple(pixel_size), unit, n, time.perf_counter() - t0, info)
@@ -522,6 +558,7 @@ def save_result(result: SegmentResult, out_dir, name: str, *, overwrite: bool = 
                                **{k: v for k, v in result.info.items() if k != "value_range"}}
     rule = {k: v for k, v in result.info.items() if k in ("grain_rule", "threshold", "min_size", "boundary_threshold")}
     csv = write_grain_csv(out_dir / f"{name}_grains.csv", result.table, unit=result.unit or "px",
-                          pixel_size=result.pixel_size, symmetry=result.symmetry, grain_rule=rule,
+                          pixel_size=result.pixel_size, symmetry=result.symmetry, phases=result.info.get("phases"),
+                          grain_rule=rule,
                           command=f"napari / save_result: {result.method}")
     return zpath, Path(csv)

@@ -217,7 +217,10 @@ def result_layers(result: SegmentResult, name: str, *, scale=None, translate=Non
     meta = {"micro_sym": {"method": result.method, "symmetry": result.symmetry, "unit": result.unit or "px",
                           "pixel_size": result.pixel_size, "seconds": round(result.seconds, 2), **result.info}}
     layers = []
-    if nd == 2:
+    phases = result.info.get("phases") or []
+    if nd == 2 and len(phases) > 1:  # a fused map: each phase's grains in its own angle period
+        layers += phase_layers(result.orientation, result.grains, phases, name, {**common, "metadata": meta}, np.where)
+    elif nd == 2:
         layers.append((result.orientation, {**common, "name": f"{name} orientation",
                                             "colormap": _napari_cyclic(), "contrast_limits": (0.0, result.period),
                                             "interpolation2d": "nearest", "metadata": meta}, "image"))
@@ -233,8 +236,32 @@ def result_layers(result: SegmentResult, name: str, *, scale=None, translate=Non
     layers.append((result.grains, {**common, "name": f"{name} grains", "features": features_frame(result.table),
                                    "opacity": 0.45, "visible": False, "metadata": meta}, "labels"))
     layers.append(boundary_layer(edges, f"{name} grain boundaries", {**common, "metadata": meta}))
-    layers.extend(key_layers(result.symmetry, result.grains.shape, scale=scale, translate=translate, units=units))
+    if nd == 2 and len(phases) > 1:
+        layers += phase_keys(phases, result.grains.shape, scale=scale, translate=translate, units=units)
+    else:
+        layers.extend(key_layers(result.symmetry, result.grains.shape, scale=scale, translate=translate, units=units))
     return layers
+
+
+def phase_layers(orientation, grains, phases: list, name: str, kwargs: dict, where) -> list[tuple]:
+    """A 2D map of several phases (``phases``: the output's records, each with its ``grains = [first, last]``):
+    one orientation layer per phase, its grains' angles in its own period, NaN elsewhere. ``where``:
+    ``numpy.where`` or ``dask.array.where`` (a lazy output stays lazy)."""
+    layers = []
+    for p in phases:
+        lo, hi = p["grains"]
+        mine = where((grains >= lo) & (grains <= hi), orientation, np.float32(np.nan))
+        layers.append((mine, {**kwargs, "name": f"{name} orientation ({p['name']})", "colormap": _napari_cyclic(),
+                              "contrast_limits": (0.0, find_lattice(p["symmetry"]).period),
+                              "interpolation2d": "nearest"}, "image"))
+    return layers
+
+
+def phase_keys(phases: list, shape, *, scale, translate, units=None) -> list[tuple]:
+    """A colour key per phase (:func:`key_layers`), one below the other."""
+    return [layer for row, p in enumerate(phases)
+            for layer in key_layers(p["symmetry"], shape, scale=scale, translate=translate, units=units,
+                                    phase=p["name"], row=row)]
 
 
 def boundary_layer(edges, name: str, kwargs: dict) -> tuple:

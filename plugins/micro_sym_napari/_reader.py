@@ -225,7 +225,8 @@ def read_segmentation(path: Path) -> list[tuple]:
     import dask.array as da
     import zarr
 
-    from micro_sym_napari._core import boundary_layer, features_frame, key_layers, layer_units
+    from micro_sym_napari._core import (boundary_layer, features_frame, key_layers, layer_units, phase_keys,
+                                        phase_layers)
 
     from micro_sym.io.images import output_array
 
@@ -250,11 +251,7 @@ def read_segmentation(path: Path) -> list[tuple]:
     symmetry = "cubic" if nd == 3 else _symmetry_2d(run)
     phases = run.get("phases") or []
     if nd == 2 and len(phases) > 1:  # a fused map: each phase's grains in its own angle period (and key)
-        for p in phases:
-            lo, hi = p["grains"]
-            mine = da.where((grains >= lo) & (grains <= hi), orientation, np.nan)
-            layers += _orientation_layers(mine, p["symmetry"], f"{name} orientation ({p['name']})",
-                                          {**common, "metadata": meta})
+        layers += phase_layers(orientation, grains, phases, name, {**common, "metadata": meta}, da.where)
     else:
         layers += _orientation_layers(orientation, symmetry, f"{name} orientation", {**common, "metadata": meta})
     layers.append((boundary, {**common, "name": f"{name} P(boundary)", "colormap": "magma",
@@ -270,9 +267,7 @@ def read_segmentation(path: Path) -> list[tuple]:
     layers.append(boundary_layer(edges, f"{name} grain boundaries", {**common, "metadata": meta}))
     sc = tuple(scale) if scale else (1.0,) * nd
     if nd == 2 and len(phases) > 1:
-        for row, p in enumerate(phases):
-            layers += key_layers(p["symmetry"], grains.shape, scale=sc, translate=(0.0,) * nd, units=units,
-                                 phase=p["name"], row=row)
+        layers += phase_keys(phases, grains.shape, scale=sc, translate=(0.0,) * nd, units=units)
     else:
         layers += key_layers(symmetry, grains.shape, scale=sc, translate=(0.0,) * nd, units=units)
     return layers

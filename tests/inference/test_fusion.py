@@ -173,3 +173,29 @@ def test_the_output_records_each_phase_s_grains(runs):
     n = res["fringes-2d"].n_grains
     assert attrs["phases"] == [{"name": "fringes", "symmetry": "fringes", "grains": [1, n]},
                                {"name": "square", "symmetry": "square", "grains": [n + 1, res["auto"].n_grains]}]
+
+
+def test_the_napari_widget_s_auto_fuses_alike(runs, fringes_film, tmp_path):
+    """The widget's in-memory auto, same tiles: the engine's fused grains, maps and table rows (the
+    whole-map table also has each grain's orientation spread at its phase's order); what it saves
+    names both phases."""
+    from micro_sym.inference.interactive import AUTO, SegmentSettings, save_result
+    from micro_sym.inference.interactive import segment as interactive_segment
+
+    out, res = runs
+    path, _ = fringes_film
+    r = interactive_segment(tifffile.imread(path), SegmentSettings(model=AUTO, tile=128))
+    assert "grains fused" in r.method and r.info["added_grains"] == res["auto"].n_grains - res["fringes-2d"].n_grains
+    written = read_output(out / "auto", "film")
+    assert np.array_equal(r.grains, written["grains"])
+    for name in ("orientation", "boundary"):  # the forward's float rounding differs in and out of process
+        np.testing.assert_allclose(getattr(r, name), written[name], atol=1e-3, err_msg=name)
+    rows = _rows(out / "auto" / "film_grains.csv")
+    for column in ("phase", "n_neighbours"):
+        assert [int(v[column]) for v in rows] == np.asarray(r.table[column]).tolist(), column
+    for column in ("mean_angle", "lattice_angle", "fringes_angle"):
+        np.testing.assert_allclose([float(v[f"{column}_deg"] or "nan") for v in rows], r.table[column], atol=1e-3)
+    assert np.isfinite(r.table["gos"]).all()
+    save_result(r, tmp_path, "film")
+    sidecar = json.loads((tmp_path / "film_grains.json").read_text())
+    assert set(sidecar["phases"]) == {"1", "2"}

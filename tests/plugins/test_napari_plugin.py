@@ -460,7 +460,8 @@ def test_reader_opens_segmentation_output_with_all_layers(tmp_path, make_napari_
 
 def test_reader_shows_each_phase_of_a_fused_map_in_its_period(tmp_path):
     """auto on a film of fringes writes fringes-2d's and robust-2d's grains in one map: one orientation
-    layer per phase (mod 180° and mod 90°, each blank outside its grains) and a colour key per phase."""
+    layer per phase (mod 180° and mod 90°, each blank outside its grains) and a colour key per phase,
+    in the reader and in the widget's result alike."""
     import tifffile
 
     from micro_sym.inference import segment
@@ -482,6 +483,15 @@ def test_reader_shows_each_phase_of_a_fused_map_in_its_period(tmp_path):
         assert mine.any() and np.isfinite(values[mine]).all() and np.isnan(values[~mine]).all()
     assert {"orientation colour key (fringes)", "orientation colour key (square)"} <= set(layers)
     assert "film orientation" not in layers
+    # The widget's own result (in memory, same grains): the same layers.
+    from micro_sym.inference.interactive import AUTO, SegmentSettings
+    from micro_sym.inference.interactive import segment as interactive_segment
+
+    r = interactive_segment(tifffile.imread(tmp_path / "film.tif"), SegmentSettings(model=AUTO, tile=128))
+    widget = {kw["name"]: (data, kw) for data, kw, kind in _core.result_layers(r, "film")}
+    assert {k for k in layers if "orientation" in k} == {k for k in widget if "orientation" in k}
+    for name in ("film orientation (fringes)", "film orientation (square)"):
+        assert np.array_equal(np.isnan(np.asarray(widget[name][0])), np.isnan(np.asarray(layers[name][0]))), name
 
 
 def test_reader_ebsd_map(tmp_path):
