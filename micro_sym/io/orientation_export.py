@@ -11,7 +11,9 @@ Formats, by the suffix of the file asked for:
 What is written, per point (the per-pixel orientation map, not per-grain means):
 
 * not indexed (phase 0 / CI -1 / orix phase -1) where the point has no grain (label 0: the boundary band a
-  segmentation leaves, or no lattice) or no orientation (NaN);
+  segmentation leaves, or no lattice) or no orientation (NaN); in a map of two phases (``--method auto`` on
+  fringes, :mod:`micro_sym.inference.fusion`) also in the grains that show one set of fringes, whose plane
+  normal is not a crystal orientation (the square phase's grains are written; a note says so);
 * the orientation as Bunge Euler angles in the files' convention: the passive sample -> crystal rotation
   (the inverse of micro_sym's crystal -> sample quaternion, as ``micro_sym.grains.table`` writes them);
 * the boundary probability ``p`` as the quality column: band contrast ``BC = round(255 (1 - p))`` in a
@@ -83,6 +85,11 @@ class SegmentOutput:
     orientation, grains, boundary : zarr.Array
         ``orientation`` ``(y, x)`` degrees or ``(4, z, y, x)`` quaternions, ``grains`` the labels,
         ``boundary`` the probability map (None if absent).
+    grain_range : tuple of int, optional
+        ``(first, last)``: only these grains carry ``lattice`` orientations (a map of several phases,
+        whose other grains show one set of fringes: they are written as not indexed).
+    note : str, optional
+        What the export leaves out, for the user.
     """
 
     path: Path
@@ -93,6 +100,15 @@ class SegmentOutput:
     orientation: object
     grains: object
     boundary: object
+    grain_range: tuple | None = None
+    note: str | None = None
+
+    def indexed(self, theta, labels) -> np.ndarray:
+        """Points written with an orientation: finite angle (or quaternion) and a grain of the exported phase."""
+        keep = np.isfinite(theta) & (labels > 0)
+        if self.grain_range is not None:
+            keep &= (labels >= self.grain_range[0]) & (labels <= self.grain_range[1])
+        return keep
 
     @property
     def ndim(self) -> int:
@@ -153,8 +169,19 @@ def open_segment_output(path, *, lattice: str | None = None) -> SegmentOutput:
         raise MicroSymError(f"{path}: orientation map {tuple(orientation.shape)} does not fit the grain labels {shape}")
     if boundary is not None and tuple(boundary.shape) != shape:
         boundary = None  # not this output's map: write no quality rather than a wrong one
+    grain_range, note = None, None
+    phases = (attrs.get("micro_sym") or {}).get("phases") if isinstance(attrs.get("micro_sym"), dict) else None
     if quaternions:
         lat = CUBIC
+    elif phases and len(phases) > 1 and lattice is None:  # a fused map: its crystal phase, fringes grains not indexed
+        crystal = [p for p in phases if p.get("symmetry") in _LAUE]
+        if not crystal:
+            raise MicroSymError(f"{path}: none of its phases ({', '.join(p['name'] for p in phases)}) gives a crystal "
+                                f"orientation, so no .ctf/.ang/orix file can hold it (its grain table CSV has the angles)")
+        lat, grain_range = find_lattice(crystal[0]["symmetry"], ndim=2), tuple(crystal[0]["grains"])
+        left = [p["name"] for p in phases if p is not crystal[0]]
+        note = (f"the grains of phase {', '.join(left)} show one set of lattice planes (a plane normal, not a crystal "
+                f"orientation): written as not indexed; the grain table CSV has their angles")
     else:
         recorded = recorded_lattice(attrs)
         if lattice is not None and recorded is not None and find_lattice(lattice, ndim=2, where="--lattice").name != recorded:
@@ -167,7 +194,7 @@ def open_segment_output(path, *, lattice: str | None = None) -> SegmentOutput:
             raise MicroSymError(f"{path}: a {lat.name} map gives each grain one plane normal, not a crystal orientation, "
                                 f"so no .ctf/.ang/orix file can hold it (its grain table CSV has the angles)")
     pixel_size, unit = ngff_scale(attrs, len(shape))
-    return SegmentOutput(path, lat, shape, pixel_size, unit, orientation, grains, boundary)
+    return SegmentOutput(path, lat, shape, pixel_size, unit, orientation, grains, boundary, grain_range, note)
 
 
 def _is_2d_lattice(name) -> bool:
@@ -324,7 +351,7 @@ def _write_text(output: SegmentOutput, path: Path, suffix: str) -> dict:
             sl = slice(r0, min(r0 + rows, ny))
             theta = np.asarray(output.orientation[sl], dtype=np.float64)
             labels = np.asarray(output.grains[sl])
-            indexed = np.isfinite(theta) & (labels > 0)
+            indexed = output.indexed(theta, labels)
             counted["indexed"] += int(indexed.sum())
             quality = _quality(output, sl)
             extra = {"BC" if suffix == ".ctf" else "iq": np.rint(255 * quality)}
@@ -333,6 +360,7 @@ def _write_text(output: SegmentOutput, path: Path, suffix: str) -> dict:
 
     write = write_ctf_bands if suffix == ".ctf" else write_ang_bands
     write(path, output.shape, step, phases, bands())
+    note = "; ".join(n for n in (note, output.note) if n) or None
     return {"points": output.n_points, "indexed": counted["indexed"], "step": step, "unit": unit, "note": note}
 
 
@@ -362,7 +390,7 @@ def _write_orix(output: SegmentOutput, path: Path) -> dict:
     rotations[:, 0] = 1.0  # identity where not indexed (orix's convention)
     if output.ndim == 2:
         theta = orient.reshape(-1)
-        indexed = np.isfinite(theta) & (labels > 0)
+        indexed = output.indexed(theta, labels)
         euler = in_plane_euler(theta[indexed], output.lattice)
         rotations[indexed] = Rotation.from_euler(euler.T, degrees=True).data
     else:
@@ -390,4 +418,5 @@ def _write_orix(output: SegmentOutput, path: Path) -> dict:
     )
     orix.io.save(str(path), xmap, overwrite=True)
     return {"points": output.n_points, "indexed": int(indexed.sum()), "step": tuple(step), "unit": output.unit,
-            "note": None if output.unit else "no pixel size in the output: scan unit px"}
+            "note": "; ".join(n for n in (None if output.unit else "no pixel size in the output: scan unit px",
+                                          output.note) if n) or None}

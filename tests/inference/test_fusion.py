@@ -199,3 +199,26 @@ def test_the_napari_widget_s_auto_fuses_alike(runs, fringes_film, tmp_path):
     save_result(r, tmp_path, "film")
     sidecar = json.loads((tmp_path / "film_grains.json").read_text())
     assert set(sidecar["phases"]) == {"1", "2"}
+
+
+def test_an_ebsd_export_writes_the_square_grains_and_leaves_the_fringes_out(runs, tmp_path):
+    """A .ctf of the fused map: the square phase's grains indexed (their angles), the fringes grains not
+    (one plane normal is no crystal orientation), and the CLI's note says so."""
+    from typer.testing import CliRunner
+
+    from micro_sym.cli import app
+    from micro_sym.io.ebsd import read_ctf
+    from micro_sym.io.orientation_export import in_plane_euler, open_segment_output
+
+    out, res = runs
+    result = CliRunner().invoke(app, ["ebsd", str(out / "auto" / "film.zarr"), "--out", str(tmp_path / "film.ctf")])
+    assert result.exit_code == 0, result.output
+    assert "not indexed" in result.output and "fringes" in result.output
+    grains = read_output(out / "auto", "film")["grains"]
+    square = grains > res["fringes-2d"].n_grains
+    written = read_ctf(tmp_path / "film.ctf")
+    assert np.array_equal(written.mask, square & np.isfinite(read_output(out / "auto", "film")["orientation"]))
+    source = open_segment_output(out / "auto" / "film.zarr")
+    assert source.lattice.name == "square"
+    theta = read_output(out / "auto", "film")["orientation"][square]
+    np.testing.assert_allclose(written.euler[0][square], in_plane_euler(theta, source.lattice)[0], atol=1e-3)
