@@ -222,3 +222,18 @@ def test_an_ebsd_export_writes_the_square_grains_and_leaves_the_fringes_out(runs
     assert source.lattice.name == "square"
     theta = read_output(out / "auto", "film")["orientation"][square]
     np.testing.assert_allclose(written.euler[0][square], in_plane_euler(theta, source.lattice)[0], atol=1e-3)
+
+
+def test_grains_refuses_a_map_of_two_phases_in_one_line(runs, tmp_path):
+    import contextlib
+    import io
+
+    from micro_sym.cli import main
+
+    out, _ = runs
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        code = main(["grains", str(out / "auto" / "film.zarr"), "--out", str(tmp_path / "g")])
+    lines = [line for line in err.getvalue().splitlines() if line.strip()]
+    assert code == 2 and len(lines) == 1 and "two phases" in lines[0] and "--symmetry" in lines[0], lines
+    assert not (tmp_path / "g").exists()
