@@ -642,6 +642,7 @@ def _segment_input(img, path: Path, out_dir, net, runner, *, block, chunk, thres
             pairs = None  # grains on either side of one left out may now be neighbours
         if measure_grains:
             table |= lattice_columns(sums, n_grains, setting)
+        state.save_grain_sums(sums)  # kept with the manifest: a fused input reuses its fringes run's
     if pairs is None:
         # Neighbours across the unassigned band between grains, as grain_table counts them: needs the final
         # grains of each block plus a few points beyond it, so it reads them back once they are all written.
@@ -733,7 +734,10 @@ def _fused_input(img, path: Path, out_dir, nets: tuple, runner, auto: dict, *, p
     table = fusion.fused_table(parts, n_fringes, n_grains, image_shape=plan.shape, pixel_size=img.pixel_size)
     settings_lattice = (fringes["method"].get("grain_lattice"), job["grain_lattice"])
     if settings["measure_grains"] and all(settings_lattice):  # each grain's lattice at its phase's order
-        sums = _final_grain_sums(runner, job, plan, state)
+        # fringes-2d's grains are its run's, pixel for pixel: their sums are that run's; the added ones are measured.
+        kept = RunState(state.root / fusion.PHASE_NETWORKS[0], img.name).load_grain_sums()
+        added = _final_grain_sums(runner, job, plan, state, first_id=n_fringes + 1)
+        sums = {key: np.concatenate([np.asarray(kept[key]), np.asarray(added[key])]) for key in added}
         table |= fusion.fused_lattice_columns(sums, table["phase"], settings_lattice)
     rule = {**fringes["grain_rule"], "min_size": fringes["min_size"], "boundary_threshold": fringes["boundary_threshold"]}
     write_grain_csv(state.csv_path, table, unit=img.unit or "px", atomic=True, pixel_size=img.pixel_size,
@@ -925,10 +929,11 @@ def segment(inputs, out_dir, *, model=None, method: str | None = None, lattice: 
     return results
 
 
-def _final_grain_sums(runner, job: dict, plan, state: RunState, finals=None) -> dict:
+def _final_grain_sums(runner, job: dict, plan, state: RunState, finals=None, first_id: int = 1) -> dict:
     """The lattice sums of every final grain (:func:`lattice_task`), each measured by the block holding
     its window's first pixel; kept in the run state, as the grains may be renumbered after them.
-    ``finals``: the seeded flood's per-block arrays, which hold the grains' extents (else a pass finds them)."""
+    ``finals``: the seeded flood's per-block arrays, which hold the grains' extents (else a pass finds them).
+    ``first_id``: only the grains from this id on."""
     try:
         return dict(state.load_block("sums", kind="lattice"))
     except FileNotFoundError:
@@ -938,6 +943,8 @@ def _final_grain_sums(runner, job: dict, plan, state: RunState, finals=None) -> 
     else:
         parts = (e for _, e in runner.run(extents_task, plan.blocks, lambda b: (job, b)))
     extents = merge_extents(parts)
+    if first_id > 1:
+        extents = {key: values[extents["ids"] >= first_id] for key, values in extents.items()}
     starts = np.array([[w.start for w in win] for win in grain_windows(extents)], np.int64).reshape(-1, 2)
     owner = np.full(len(starts), -1, np.int64)
     for i, b in enumerate(plan.blocks):

@@ -14,6 +14,7 @@ Layout of one input ``NAME`` under ``OUT``::
         blocks/ID.npz         per-block statistics and face planes (pass 1 result)
         final/ID.npz          per-block statistics of the final grains (seeded rule, pass 3 result)
         lattice/sums.npz      each final grain's lattice sums (2D, where the lattice ring is known)
+        grain_sums.npz        those sums of the output's grains, as renumbered (kept)
         done1/ID, done2/ID    atomic markers: pass 1 (maps + local labels), pass 3 (grains) done
         done3/ID              atomic marker: the block's grains written from flooded.zarr, renumbered
 
@@ -146,6 +147,19 @@ class RunState:
 
     def load_block(self, block_id: str, kind: str = "blocks"):
         return np.load(self.root / kind / f"{block_id}.npz")
+
+    def save_grain_sums(self, sums: dict) -> None:
+        """The final grains' lattice sums (``grain_sums.npz``, kept with the manifest: a fused input
+        reuses its fringes run's, :mod:`.fusion`)."""
+        import io
+
+        buf = io.BytesIO()
+        np.savez(buf, **sums)
+        atomic_write_bytes(self.root / "grain_sums.npz", buf.getvalue())
+
+    def load_grain_sums(self) -> dict:
+        with np.load(self.root / "grain_sums.npz") as f:
+            return dict(f)
 
     def prepare(self) -> None:
         try:
