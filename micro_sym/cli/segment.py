@@ -163,12 +163,13 @@ def _method_line(m: dict) -> str:
     if m.get("lattice_mask"):
         parts.append(f"grains only where the lattice shows (ring contrast >= {m['lattice_mask']['min_contrast']:g}; "
                      f"--no-lattice-mask keeps every pixel)")
-    if m.get("name") == "fused" and m.get("runs"):
-        fringes, square = m["runs"]
-        parts.append(f"{fringes['n_grains']} grains of {fringes['network']} (phase 1, fringes) plus {m['added_grains']} of "
-                     f"{square['network']}'s where {fringes['network']} has none (phase 2, square)")
+    if m.get("name") == "fused":
+        if m.get("runs"):  # a dry run has none yet
+            fringes, square = m["runs"]
+            parts.append(f"{fringes['n_grains']} grains of {fringes['network']} (phase 1, fringes) plus {m['added_grains']} of "
+                         f"{square['network']}'s where {fringes['network']} has none (phase 2, square)")
     elif a and a.get("chose") == "network" and (m.get("scale") or {}).get("lattice") == "fringes":
-        # auto keeps the square network on fringes, as films may mix them with 2D lattices (docs/design.md §5.1).
+        # auto given a square --model keeps it on fringes (without one it fuses both networks, docs/design.md §5.1).
         parts.append("if every grain shows one set of fringes, --model fringes-2d keeps apart grains whose fringes "
                      "cross at right angles")
     return "; ".join(parts)

@@ -771,12 +771,11 @@ def _fused_input(img, path: Path, out_dir, nets: tuple, runner, auto: dict, *, p
 
 def _fused_plan(runs, state, method=None) -> dict:
     """The plan record of a fused input: the square run's (its scale and lattice mask), its method fused."""
-    plan = dict(runs[1].plan)
-    plan["outputs"] = [str(state.zarr_path), str(state.csv_path)]
-    plan["method"] = method or {"name": "fused", "auto": runs[1].plan["method"].get("auto"),
-                                "networks": [r.plan["method"].get("name") for r in runs]}
-    plan["method"] = {**runs[1].plan["method"], **plan["method"]}
-    return plan
+    from micro_sym.inference.fusion import PHASE_NETWORKS
+
+    base = runs[1].plan
+    fused = method or {"name": "fused", "networks": list(PHASE_NETWORKS)}
+    return {**base, "outputs": [str(state.zarr_path), str(state.csv_path)], "method": {**base["method"], **fused}}
 
 
 def expand_inputs(inputs) -> list[Path]:

@@ -237,3 +237,16 @@ def test_grains_refuses_a_map_of_two_phases_in_one_line(runs, tmp_path):
     lines = [line for line in err.getvalue().splitlines() if line.strip()]
     assert code == 2 and len(lines) == 1 and "two phases" in lines[0] and "--symmetry" in lines[0], lines
     assert not (tmp_path / "g").exists()
+
+
+def test_a_dry_run_plans_both_networks(fringes_film, tmp_path):
+    from micro_sym.inference import segment
+
+    path, _ = fringes_film
+    (res,) = segment([path], tmp_path, dry_run=True, **KW)
+    assert res.status == "planned" and res.plan["method"]["name"] == "fused" and res.n_blocks == 8
+    assert res.plan["outputs"] == [str(tmp_path / "film.zarr"), str(tmp_path / "film_grains.csv")]
+    assert not any(tmp_path.iterdir())  # nothing written
+    from micro_sym.cli.segment import _method_line
+
+    assert "grains fused" in _method_line(res.plan["method"]) and "--model fringes-2d" not in _method_line(res.plan["method"])
