@@ -250,3 +250,17 @@ def test_a_dry_run_plans_both_networks(fringes_film, tmp_path):
     from micro_sym.cli.segment import _method_line
 
     assert "grains fused" in _method_line(res.plan["method"]) and "--model fringes-2d" not in _method_line(res.plan["method"])
+
+
+def test_a_process_pool_fuses_to_the_same_bytes(runs, fringes_film, tmp_path):
+    """Both networks and the fusion passes in worker processes (fringes-2d reaches them as a file)."""
+    from micro_sym.inference import segment
+
+    out, _ = runs
+    path, _ = fringes_film
+    (res,) = segment([path], tmp_path, scheduler="processes", **{**KW, "workers": 2})
+    assert res.status == "complete", res.error
+    first, again = read_output(out / "auto", "film"), read_output(tmp_path, "film")
+    for name in first:
+        assert np.array_equal(first[name], again[name], equal_nan=True), name
+    assert (out / "auto" / "film_grains.csv").read_text() == (tmp_path / "film_grains.csv").read_text()
