@@ -25,12 +25,13 @@ import numpy as np
 
 from micro_sym.grains.blockwise import _block_stats, _contacts, _region_neighbour_pairs, grow, inside
 from micro_sym.grains.stats import NEIGHBOUR_REACH
+from micro_sym.inference.method_choice import AUTO_FRINGES_MODEL, AUTO_MODEL
 from micro_sym.inference.writer import open_array, os_error
 
 #: The two phases of a fused map, in phase-id order (1, 2): the name and the angle symmetry of each.
 PHASES = ({"name": "fringes", "symmetry": "fringes"}, {"name": "square", "symmetry": "square"})
 #: The network that maps each phase.
-PHASE_NETWORKS = ("fringes-2d", "robust-2d")
+PHASE_NETWORKS = (AUTO_FRINGES_MODEL, AUTO_MODEL)
 
 
 def phase_records(n_fringes: int, n_grains: int) -> list[dict]:
