@@ -351,8 +351,16 @@ class SegmentWidget(_WorkerControls, QWidget):
 
     def _show_key(self, result):
         from micro_sym.grains.colours import angle_key, ipf_key
+        from micro_sym.orientation.symmetry import lattice as find_lattice
 
-        if result.ndim == 2:
+        phases = result.info.get("phases") or []
+        if result.ndim == 2 and len(phases) > 1:  # a fused map: the canvas has a key per phase
+            rgba = angle_key(result.period, 121)
+            each = ", ".join(f"{p['name']} mod {360 // find_lattice(p['symmetry']).k}°" for p in phases)
+            self.key_title.setText(f"Orientation colour key: lattice angle θ, counter-clockwise from +x, per phase "
+                                   f"({each}; one orientation layer and key each on the canvas); shown: "
+                                   f"mod {result.period:g}°")
+        elif result.ndim == 2:
             rgba = angle_key(result.period, 121)
             self.key_title.setText(f"Orientation colour key: lattice angle θ, counter-clockwise from +x, "
                                    f"mod {result.period:g}° ({result.symmetry} lattice)")

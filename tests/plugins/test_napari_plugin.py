@@ -494,6 +494,25 @@ def test_reader_shows_each_phase_of_a_fused_map_in_its_period(tmp_path):
         assert np.array_equal(np.isnan(np.asarray(widget[name][0])), np.isnan(np.asarray(layers[name][0]))), name
 
 
+def test_segment_widget_auto_shows_a_fused_map_per_phase(make_napari_viewer, qtbot):
+    """The widget's auto on a film of fringes: one orientation layer per phase, and its key says so."""
+    from micro_sym.synth.atoms2d import Atoms2DConfig, synth_atoms2d
+
+    cfg = Atoms2DConfig(mode="haadf", size=(256, 256), pixel_size_angstrom=2.04 / 8, haadf={"dose": (50.0, 50.0)},
+                        film={"grain_size": 20.4, "vacuum_fraction": 0.1, "amorphous_fraction": 0.1,
+                              "fringe_fraction": 0.8})
+    viewer = make_napari_viewer()
+    viewer.add_image(synth_atoms2d(cfg, seed=1).image.astype(np.float32), name="film")
+    w = _widgets.SegmentWidget(viewer)
+    viewer.window.add_dock_widget(w)
+    w.set_model("auto")
+    w.run()
+    qtbot.waitUntil(lambda: w.worker is None, timeout=TIMEOUT_MS)
+    assert w.last_result is not None and "grains fused" in w.last_result.method, w.status.text()
+    assert {"film orientation (fringes)", "film orientation (square)"} <= {layer.name for layer in viewer.layers}
+    assert "per phase" in w.key_title.text() and "fringes mod 180°" in w.key_title.text()
+
+
 def test_reader_ebsd_map(tmp_path):
     from micro_sym.io.ebsd import EBSDMap, write_ctf
     from micro_sym.orientation import euler_bunge_to_quat
