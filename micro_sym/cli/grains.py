@@ -251,12 +251,13 @@ def _load(path: Path, symmetry):
     if not np.issubdtype(orient.dtype, np.floating):
         raise MicroSymError(f"{path}: 'orientation' must be floating point, got {orient.dtype}")
     attrs = dict(root.attrs)
-    phases = (attrs.get("micro_sym") or {}).get("phases") if isinstance(attrs.get("micro_sym"), dict) else None
-    if phases and len(phases) > 1 and symmetry is None:
+    from micro_sym.io.orientation_export import recorded_lattice, recorded_phases
+
+    phases = recorded_phases(attrs)
+    if len(phases) > 1 and symmetry is None:
         names = " and ".join(f"{p['name']} (mod {360 // find_lattice(p['symmetry']).k}°)" for p in phases)
         raise MicroSymError(f"{path}: a map of two phases, {names}, and grains follow one angle symmetry; its grains "
                             f"and their table are the segment output's, or give --symmetry to treat every angle alike")
-    from micro_sym.io.orientation_export import recorded_lattice
 
     lattice = symmetry or recorded_lattice(attrs)
     if lattice is None:

@@ -642,7 +642,8 @@ def _segment_input(img, path: Path, out_dir, net, runner, *, block, chunk, thres
             pairs = None  # grains on either side of one left out may now be neighbours
         if measure_grains:
             table |= lattice_columns(sums, n_grains, setting)
-        state.save_grain_sums(sums)  # kept with the manifest: a fused input reuses its fringes run's
+        if (auto or {}).get("fused_with"):  # a fused input's run: the fusion reuses these sums
+            state.save_grain_sums(sums)
     if pairs is None:
         # Neighbours across the unassigned band between grains, as grain_table counts them: needs the final
         # grains of each block plus a few points beyond it, so it reads them back once they are all written.

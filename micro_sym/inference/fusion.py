@@ -34,6 +34,11 @@ PHASES = ({"name": "fringes", "symmetry": "fringes"}, {"name": "square", "symmet
 PHASE_NETWORKS = (AUTO_FRINGES_MODEL, AUTO_MODEL)
 
 
+def grain_phases(n_fringes: int, n_grains: int) -> np.ndarray:
+    """The phase id of grains ``1..n_grains``: 1 for fringes-2d's ``1..n_fringes``, 2 for the added ones."""
+    return np.where(np.arange(1, n_grains + 1) <= n_fringes, 1, 2)
+
+
 def phase_records(n_fringes: int, n_grains: int) -> list[dict]:
     """:data:`PHASES` with the ids of each phase's grains, ``grains = [first, last]`` (for the output's
     attributes: a reader colours each phase's angles in its own period without the table)."""
@@ -135,7 +140,7 @@ def fused_table(parts: list, n_fringes: int, n_grains: int, *, image_shape, pixe
     (1 for grains ``1..n_fringes``, else 2) and ``mean_angle`` in each grain's phase's convention."""
     from micro_sym.grains.blockwise import final_table, neighbour_counts
 
-    phase = np.where(np.arange(1, n_grains + 1) <= n_fringes, 1, 2)
+    phase = grain_phases(n_fringes, n_grains)
     tables = [final_table([p | {"stat_ori_sum": p[f"ori_sum_{ph['name']}"]} for p in parts], n_grains,
                           symmetry=ph["symmetry"], image_shape=image_shape, pixel_size=pixel_size) for ph in PHASES]
     table = tables[0]

@@ -324,7 +324,7 @@ def _fused(image, fringes: SegmentResult, square: SegmentResult) -> SegmentResul
     maps = fusion.fused_maps(*({name: np.asarray(getattr(r, name)) for name in ("grains", "orientation", "boundary")}
                                for r in (fringes, square)), lut)
     n_grains = n_fringes + int(np.count_nonzero(lut))
-    phase = np.where(np.arange(1, n_grains + 1) <= n_fringes, 1, 2)
+    phase = fusion.grain_phases(n_fringes, n_grains)
     tables = [_table(maps["grains"], maps["orientation"], p["symmetry"], square.pixel_size, square.unit, None)
               for p in fusion.PHASES]
     table = tables[0] | {key: np.where(phase == 1, tables[0][key], tables[1][key])

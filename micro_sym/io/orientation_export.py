@@ -170,10 +170,10 @@ def open_segment_output(path, *, lattice: str | None = None) -> SegmentOutput:
     if boundary is not None and tuple(boundary.shape) != shape:
         boundary = None  # not this output's map: write no quality rather than a wrong one
     grain_range, note = None, None
-    phases = (attrs.get("micro_sym") or {}).get("phases") if isinstance(attrs.get("micro_sym"), dict) else None
+    phases = recorded_phases(attrs)
     if quaternions:
         lat = CUBIC
-    elif phases and len(phases) > 1 and lattice is None:  # a fused map: its crystal phase, fringes grains not indexed
+    elif len(phases) > 1 and lattice is None:  # a fused map: its crystal phase, fringes grains not indexed
         crystal = [p for p in phases if p.get("symmetry") in _LAUE]
         if not crystal:
             raise MicroSymError(f"{path}: none of its phases ({', '.join(p['name'] for p in phases)}) gives a crystal "
@@ -199,6 +199,12 @@ def open_segment_output(path, *, lattice: str | None = None) -> SegmentOutput:
 
 def _is_2d_lattice(name) -> bool:
     return isinstance(name, str) and find_lattice(name, ndim=2, default=None) is not None
+
+
+def recorded_phases(attrs: dict) -> list[dict]:
+    """The phases a segment output records (a fused map's two, each with its grain ids), else []."""
+    record = attrs.get("micro_sym")
+    return list(record.get("phases") or []) if isinstance(record, dict) else []
 
 
 def recorded_lattice(attrs: dict) -> str | None:

@@ -354,16 +354,15 @@ class SegmentWidget(_WorkerControls, QWidget):
         from micro_sym.orientation.symmetry import lattice as find_lattice
 
         phases = result.info.get("phases") or []
-        if result.ndim == 2 and len(phases) > 1:  # a fused map: the canvas has a key per phase
+        if result.ndim == 2:
             rgba = angle_key(result.period, 121)
-            each = ", ".join(f"{p['name']} mod {360 // find_lattice(p['symmetry']).k}°" for p in phases)
-            self.key_title.setText(f"Orientation colour key: lattice angle θ, counter-clockwise from +x, per phase "
-                                   f"({each}; one orientation layer and key each on the canvas); shown: "
-                                   f"mod {result.period:g}°")
-        elif result.ndim == 2:
-            rgba = angle_key(result.period, 121)
-            self.key_title.setText(f"Orientation colour key: lattice angle θ, counter-clockwise from +x, "
-                                   f"mod {result.period:g}° ({result.symmetry} lattice)")
+            title = "Orientation colour key: lattice angle θ, counter-clockwise from +x, "
+            if len(phases) > 1:  # a fused map: the canvas has a layer and key per phase
+                each = ", ".join(f"{p['name']} mod {360 // find_lattice(p['symmetry']).k}°" for p in phases)
+                title += f"per phase ({each}; one orientation layer and key each on the canvas); shown: "
+                self.key_title.setText(f"{title}mod {result.period:g}°")
+            else:
+                self.key_title.setText(f"{title}mod {result.period:g}° ({result.symmetry} lattice)")
         else:
             rgba = ipf_key(121)
             self.key_title.setText("Orientation colour key (IPF-Z, cubic): the crystal direction along z; "
