@@ -2,6 +2,7 @@
 
 Usage::
 
+    python bench/studies/grain_split.py --joined [--out FILE]     # the diagnosis (below)
     python bench/studies/grain_split.py --draws [--out FILE]      # choose the rule on new draws
     python bench/studies/grain_split.py --heldout [--out FILE]    # judge the fixed rule, held out
     python bench/studies/grain_split.py --au [--out FILE]         # the real Au image: each grain measured
@@ -9,8 +10,9 @@ Usage::
 Most true grains auto misses on the atomistic films are joined to a neighbour across a boundary of
 4-10° (docs/results.md, "The grain rule's lengths in model pixels"): the network's orientation turns
 smoothly across a boundary it does not predict, so the seeded rule's pixel pairs join the two grains.
-Inside such a joined grain the network's angles often form two groups (on draws at offset 60000, the
-true grains of 40 of 57 joined pairs had network mean angles 3° or more apart).
+Inside such a joined grain the network's angles often form two groups (``--joined``, file
+``grain_split_joined.json``: on draws at offset 60000, how far apart the network's mean angles of the
+two true grains are).
 
 The split, per output grain: 2-means of its pixels' network angles on the circle (k-fold); where the
 two means are at least ``sep`` degrees apart and the smaller group holds at least 15 % of the grain and
@@ -162,6 +164,50 @@ def f1(t: dict) -> float:
     return 2 * p * r / (p + r) if p + r else 0.0
 
 
+def circular_mean(angles, k: int) -> float:
+    a = np.deg2rad(np.asarray(angles, np.float64)) * k
+    a = a[np.isfinite(a)]
+    return float(np.rad2deg(np.arctan2(np.sin(a).mean(), np.cos(a).mean())) / k % (360.0 / k))
+
+
+def angle_apart(a: float, b: float, k: int) -> float:
+    full = 360.0 / k
+    d = abs(a - b) % full
+    return min(d, full - d)
+
+
+def joined(out: str, names=("haadf_p8_d50", "hrtem_p8_d50", "hex_hrtem_p8_d50"), offset: int = 60000):
+    """The diagnosis behind the split: for every two true grains that one of auto's grains holds more
+    than half of each, how far apart the network's mean angles of the two are inside it, and the truth's."""
+    from micro_sym.io.datasets import LabeledDataset
+
+    pairs = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in names:
+            root = DATA / "atoms2d_draws" / str(offset) / name
+            for s in LabeledDataset(root):
+                if run_segment(root / "images" / f"{s.name}.tif", Path(tmp), "auto")["rc"]:
+                    continue
+                maps = read_maps(Path(tmp), s.name)
+                k = 6 if name.startswith("hex") else 4
+                pred, true = maps["grains"], s.grains
+                for g in np.unique(pred[pred > 0]):
+                    ids, counts = np.unique(true[(pred == g) & (true > 0)], return_counts=True)
+                    held = [t for t, c in zip(ids, counts) if c > 0.5 * (true == t).sum()]
+                    net = {t: circular_mean(maps["orientation"][(pred == g) & (true == t)], k) for t in held}
+                    truth = {t: circular_mean(s.orientation[true == t], k) for t in held}
+                    for i, a in enumerate(held):
+                        for b in held[i + 1:]:
+                            pairs.append({"condition": name, "image": s.name, "network_apart_deg": angle_apart(net[a], net[b], k),
+                                          "true_apart_deg": angle_apart(truth[a], truth[b], k)})
+    apart = sum(p["network_apart_deg"] >= 3.0 for p in pairs)
+    log(f"{len(pairs)} joined pairs of true grains; network mean angles 3° or more apart in {apart}")
+    path = write_json(out, {"what": joined.__doc__.split("\n\n")[0].replace("\n", " "),
+                            "command": "python bench/studies/grain_split.py " + " ".join(sys.argv[1:]),
+                            "offset": offset, "joined_pairs": len(pairs), "network_apart_3deg": apart, "pairs": pairs})
+    print(f"wrote {path}")
+
+
 def draws(out: str):
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -255,9 +301,12 @@ def main():
     mode.add_argument("--draws", action="store_true")
     mode.add_argument("--heldout", action="store_true")
     mode.add_argument("--au", action="store_true", help="the real Au micrograph alone, each grain's measured angle")
+    mode.add_argument("--joined", action="store_true", help="the diagnosis: joined true grains' network angles")
     ap.add_argument("--out")
     args = ap.parse_args()
-    if args.draws:
+    if args.joined:
+        joined(args.out or str(RESULTS / "grain_split_joined.json"))
+    elif args.draws:
         draws(args.out or str(RESULTS / "grain_split_draws.json"))
     elif args.au:
         with tempfile.TemporaryDirectory() as tmp:
