@@ -164,7 +164,11 @@ def fft_peak(img, polygon, window=256, pmin=3.0, pmax=60.0, pad=4, n_peaks=2):
     ``img`` is high-passed (Gaussian sigma ``pmax / 4``) on the polygon's bounding box plus a margin;
     the window shrinks by halves (to 32 px) until at least one fits inside the polygon.
     """
-    mask = polygon_mask(img.shape, polygon)
+    return fft_peak_in_mask(img, polygon_mask(img.shape, polygon), window, pmin, pmax, pad, n_peaks)
+
+
+def fft_peak_in_mask(img, mask, window=256, pmin=3.0, pmax=60.0, pad=4, n_peaks=2):
+    """:func:`fft_peak` inside a boolean ``mask`` of the image's shape instead of a polygon."""
     corners = _windows(mask, window)
     while not corners and window > 32:
         window //= 2

@@ -5,7 +5,7 @@ Usage::
     python bench/studies/grain_split.py --joined [--out FILE]     # the diagnosis (below)
     python bench/studies/grain_split.py --draws [--out FILE]      # choose the rule on new draws
     python bench/studies/grain_split.py --heldout [--out FILE]    # judge the fixed rule, held out
-    python bench/studies/grain_split.py --au [--out FILE]         # the real Au image: each grain measured
+    python bench/studies/grain_split.py --au [--out FILE]         # the real Au image: each grain measured, each piece by FFT
 
 Most true grains auto misses on the atomistic films are joined to a neighbour across a boundary of
 4-10° (docs/results.md, "The grain rule's lengths in model pixels"): the network's orientation turns
@@ -249,7 +249,49 @@ def real_au(tmp: Path) -> dict:
         return int((sizes >= (2 * period) ** 2).sum())
     return {"auto": count(maps["grains"]), "split": count(split), "period_px": period,
             "grains": {"auto": measured_grains(image, maps["grains"], maps["grains"], period, lattice_of),
-                       "split": measured_grains(image, split, maps["grains"], period, lattice_of)}}
+                       "split": measured_grains(image, split, maps["grains"], period, lattice_of)},
+            "pieces_by_fft": pieces_by_fft(image, maps["grains"], split)}
+
+
+def pieces_by_fft(image, before, split) -> list:
+    """Each piece the split made, checked by the annotation's own FFT (``annotate_fft.py``, not the
+    product's measurement): the two strongest peaks in the piece and in the rest of the grain it came
+    from, and which annotated grains the piece covers. Decided before it was run: a piece is a lattice
+    domain of its own when its strongest fringe direction is at least 6° (twice the annotation's ±3°)
+    from each of the rest's two strongest peaks; else it is the same lattice, weighted differently."""
+    import json
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "real_data"))
+    from annotate_fft import fft_peak_in_mask, polygon_mask
+
+    ann = json.loads((Path(__file__).resolve().parents[1] / "real_data" / "annotations"
+                      / "example_Au_nanoparticle.json").read_text())
+    pmin, pmax = ann["fft_period_range_px"]
+    window = int(ann["fft_window_px"])
+    polygons = {g["name"]: polygon_mask(image.shape, g["polygon"]) for g in ann["grains"]}
+    img = np.asarray(image, np.float64)
+    rows = []
+    for piece in range(int(before.max()) + 1, int(split.max()) + 1):
+        mine = split == piece
+        if not mine.any():
+            continue
+        source = int(np.bincount(before[mine]).argmax())
+        rest = (split == source)
+        found = {}
+        for name, mask in (("piece", mine), ("rest", rest)):
+            try:
+                res, _ = fft_peak_in_mask(img, mask, window=window, pmin=pmin, pmax=pmax)
+                found[name] = res["peaks"][:2]
+            except ValueError:
+                found[name] = []
+        apart = [abs((found["piece"][0]["angle_deg"] - p["angle_deg"] + 90.0) % 180.0 - 90.0)
+                 for p in found["rest"]] if found["piece"] and found["rest"] else []
+        covers = {name: round(float((mask & mine).sum() / mask.sum()), 2) for name, mask in polygons.items()
+                  if (mask & mine).sum() > 0.1 * mask.sum()}
+        rows.append({"piece": piece, "from": source, "pixels": int(mine.sum()), "fft_piece": found["piece"],
+                     "fft_rest": found["rest"], "degrees_from_rest_peaks": [round(a, 1) for a in apart],
+                     "own_domain": bool(apart) and min(apart) >= 6.0, "covers_annotated": covers})
+    return rows
 
 
 def measured_grains(image, labels, before, period: float, lattice_of) -> list:
@@ -314,6 +356,9 @@ def main():
         log(f"real Au: auto {au['auto']}, split {au['split']} grains")
         for row in au["grains"]["split"]:
             log(f"  {row}")
+        for row in au["pieces_by_fft"]:
+            log(f"  piece {row['piece']} of grain {row['from']}: piece {row['fft_piece']}, rest {row['fft_rest']}, "
+                f"apart {row['degrees_from_rest_peaks']}, own domain {row['own_domain']}, covers {row['covers_annotated']}")
         path = write_json(args.out or str(RESULTS / "grain_split_au.json"),
                           {"what": "the real Au micrograph, auto and split (RULE), each grain's measured lattice",
                            "command": "python bench/studies/grain_split.py " + " ".join(sys.argv[1:]), "rule": RULE, **au})
