@@ -39,7 +39,6 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from scipy import ndimage
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/, for _common
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/studies
@@ -47,10 +46,11 @@ from _common import DATA, RESULTS, log, write_json  # noqa: E402
 from atoms2d_heldout import conditions, make_dataset, read_maps, run_segment  # noqa: E402
 from fringes_fusion_heldout import SETS  # noqa: E402
 
-#: The rule judged held out (chosen on the draws: ``--draws``, file ``grain_split_draws.json``).
-RULE = {"sep": 3.0, "smooth": 1.0, "confirm": 5.0}
-MIN_FRACTION = 0.15
-MIN_CELLS = 4
+from micro_sym.grains.split import SPLIT_RULE  # noqa: E402
+
+#: The rule judged held out (chosen on the draws: ``--draws``, file ``grain_split_draws.json``); the
+#: product's since (``segment --split-grains``).
+RULE = SPLIT_RULE
 #: Draws: the conditions drawn at each offset (``bench/_data/atoms2d_draws``).
 DRAWS = {60000: ["haadf_p8_d50", "hrtem_p8_d50", "hex_hrtem_p8_d50", "hex_haadf_p8_d50", "haadf_p16_d50",
                  "hrtem_p16_d50", "haadf_p4_d50", "hrtem_p4_d50"],
@@ -58,66 +58,22 @@ DRAWS = {60000: ["haadf_p8_d50", "hrtem_p8_d50", "hex_hrtem_p8_d50", "hex_haadf_
 GRID = [{"sep": s, "smooth": 1.0, "confirm": c} for s in (3.0, 4.0, 6.0) for c in (0.0, 3.0, 5.0)]
 
 
-def two_means(angles: np.ndarray, k: int, iters: int = 10):
-    """``(labels 0/1, separation in degrees)`` of 2-means of ``angles`` (degrees) on the k-fold circle."""
-    z = np.exp(1j * np.deg2rad(angles) * k)
-    c0 = z.mean()
-    c0 = c0 / abs(c0) if abs(c0) > 0 else 1.0
-    centres = np.array([c0, z[np.argmin((z * np.conj(c0)).real)]])
-    for _ in range(iters):
-        lab = np.argmax((z[:, None] * np.conj(centres)[None]).real, axis=1)
-        new = np.array([z[lab == j].mean() if (lab == j).any() else centres[j] for j in (0, 1)])
-        centres = new / np.maximum(abs(new), 1e-12)
-    return lab, float(np.rad2deg(abs(np.angle(centres[0] * np.conj(centres[1]))) / k))
-
-
 def split_grains(grains, theta, image, *, k_of, period: float, lattice_of, sep: float, smooth: float,
                  confirm: float) -> np.ndarray:
-    """``grains`` with each grain's second lattice orientation split off (see the module doc).
+    """``grains`` with each grain's second lattice orientation split off, the pieces numbered after the
+    grains in grain order (the product's :func:`micro_sym.grains.split.split_labels`, which this study
+    chose; ``segment --split-grains`` keeps a fused map's phases contiguous instead).
 
     ``k_of(g)`` and ``lattice_of(g)``: the order and lattice name of grain ``g``'s phase; ``period``:
     the lattice period in px; ``smooth`` in periods."""
-    from micro_sym.classical.grain_lattice import grain_lattice_angles
+    from micro_sym.grains.split import apply_pieces, split_ids, split_labels
 
-    out = grains.copy()
-    nxt = int(grains.max()) + 1
-    min_size = int(MIN_CELLS * period * period)
-    for g, box in enumerate(ndimage.find_objects(grains), 1):
-        if box is None:
-            continue
-        mine = grains[box] == g
-        angles = theta[box][mine]
-        finite = np.isfinite(angles)
-        if finite.sum() < 2 * min_size:
-            continue
-        k = k_of(g)
-        lab, separation = two_means(angles[finite], k)
-        sizes = np.bincount(lab, minlength=2)
-        if separation < sep or sizes.min() < max(min_size, MIN_FRACTION * lab.size):
-            continue
-        group = np.zeros(mine.shape, np.float32)
-        group.ravel()[np.flatnonzero(mine.ravel())[finite]] = lab == int(np.argmin(sizes))
-        if smooth:
-            group = ndimage.gaussian_filter(group, smooth * period) / np.maximum(
-                ndimage.gaussian_filter(mine.astype(np.float32), smooth * period), 1e-6)
-        pieces, n = ndimage.label((group > 0.5) & mine)
-        count = np.bincount(pieces.ravel(), minlength=n + 1)
-        keep = [p for p in range(1, n + 1) if count[p] >= min_size]
-        if keep and confirm:
-            labels = mine.astype(np.int32)
-            for j, p in enumerate(keep):
-                labels[pieces == p] = 2 + j
-            measured = grain_lattice_angles(np.asarray(image[box], np.float32), labels, period=period,
-                                            lattice=lattice_of(g), ids=np.arange(1, 2 + len(keep)))["angle_deg"]
-            rest, full = measured[0], 360.0 / k
-            diff = lambda a: min(abs(a - rest) % full, full - abs(a - rest) % full)  # noqa: E731
-            keep = [p for j, p in enumerate(keep) if np.isfinite(rest) and np.isfinite(measured[1 + j])
-                    and diff(measured[1 + j]) >= confirm]
-        region = out[box]
-        for p in keep:
-            region[pieces == p] = nxt
-            nxt += 1
-    return out
+    boxes, pieces, parents = split_labels(grains, theta, image, k_of=k_of, lattice_of=lattice_of, period=period,
+                                          rule={"sep": sep, "smooth": smooth, "confirm": confirm})
+    counts = [int(p.max()) for p in pieces]
+    lut, ids, _ = split_ids(int(grains.max()), np.repeat(np.asarray(parents, np.int64), counts))
+    firsts = ids[np.cumsum([0] + counts)[:-1]] if counts else []
+    return apply_pieces(grains, (0, 0), lut, boxes, pieces, firsts)
 
 
 def phases_of(out: Path, stem: str, k_map: int):

@@ -172,6 +172,10 @@ def _method_line(m: dict) -> str:
         # auto given a square --model keeps it on fringes (without one it fuses both networks, docs/design.md §5.1).
         parts.append("if every grain shows one set of fringes, --model fringes-2d keeps apart grains whose fringes "
                      "cross at right angles")
+    split = m.get("split_grains")
+    if split and "grains_split" in split:  # a dry run plans it only
+        parts.append(f"--split-grains: {split['grains_split']} grains held two lattice orientations, "
+                     f"{split['grains_added']} grains split off")
     return "; ".join(parts)
 
 
@@ -242,6 +246,10 @@ def segment(
     voxel_orientations: bool = typer.Option(False, "--voxel-orientations", help="Volumes: decode every voxel's "
                                             "orientation for the orientation map (slow, about 100k voxels/s a core) "
                                             "instead of each grain's mean orientation; the grains are the same."),
+    split_grains: bool = typer.Option(False, "--split-grains", help="Micrographs: split each grain whose network "
+                                      "angles form two groups at least 3 degrees apart where the image's own "
+                                      "lattice angles differ by 5 degrees or more (grains joined across a "
+                                      "low-angle boundary). Off by default: see the README."),
 ):
     """Segment many images or volumes into boundary, orientation and grain maps, block by block.
 
@@ -279,7 +287,8 @@ def segment(
     kwargs = dict(block=block, chunk=chunk_shape, threshold=threshold, min_size=min_size,
                   batch=batch, dry_run=dry_run, overwrite=overwrite, model=model, method=method, lattice=lattice,
                   period=period, lattice_mask=lattice_mask, channel=channel, measure_grains=measure_grains,
-                  precision=precision, forward_memory=forward_memory, voxel_orientations=voxel_orientations)
+                  precision=precision, forward_memory=forward_memory, voxel_orientations=voxel_orientations,
+                  split_grains=split_grains)
     if dry_run:
         results = run_segment(paths, out, scheduler=scheduler, workers=workers, device=device, **kwargs)
         # Plain lines, not a table: paths stay whole in narrow terminals and logs.

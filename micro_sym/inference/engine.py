@@ -366,7 +366,8 @@ def segment_input(path, out_dir, net: Network, runner, *, block=None, chunk=None
                   batch: int = 1, array=None, level: int = 0, channel: int | None = None, dry_run: bool = False,
                   overwrite: bool = False,
                   on_block=None, progress=None, period: float | None = None, lattice_mask: bool = True,
-                  measure_grains: bool = True, voxel_orientations: bool = False, lattice: str | None = None) -> InputResult:
+                  measure_grains: bool = True, voxel_orientations: bool = False, lattice: str | None = None,
+                  split_grains: bool = False) -> InputResult:
     """Segment one image into ``OUT/NAME.zarr`` + ``OUT/NAME_grains.csv``, resuming if possible.
 
     Parameters
@@ -414,6 +415,9 @@ def segment_input(path, out_dir, net: Network, runner, *, block=None, chunk=None
         3D harmonic networks: decode every voxel's orientation into the orientation map (slow, about
         100k voxels/s a core). By default each grain's mean orientation fills its voxels
         (:mod:`micro_sym.grains.field`); the grains are the same either way.
+    split_grains : bool
+        2D: split each grain that holds two lattice orientations (:mod:`micro_sym.grains.split`, run by
+        :mod:`.split_run` after the input is segmented).
 
     Returns
     -------
@@ -428,8 +432,11 @@ def segment_input(path, out_dir, net: Network, runner, *, block=None, chunk=None
 
     path = Path(path)
     img = open_image(path, array=array, level=level, channel=channel)
+    run = _segment_input
+    if split_grains:
+        from micro_sym.inference.split_run import split_input as run
     if dry_run:
-        return _segment_input(img, path, out_dir, net, runner, block=block, chunk=chunk, threshold=threshold,
+        return run(img, path, out_dir, net, runner, block=block, chunk=chunk, threshold=threshold,
                               min_size=min_size, boundary_threshold=boundary_threshold, device=device, batch=batch,
                               array=array, level=level, channel=channel, dry_run=True, on_block=on_block,
                               progress=progress, period=period, lattice_mask=lattice_mask,
@@ -442,7 +449,7 @@ def segment_input(path, out_dir, net: Network, runner, *, block=None, chunk=None
             state = RunState(Path(out_dir), img.name)
             _refuse_deleting_input(path, state)
             state.remove_outputs()
-        return _segment_input(img, path, out_dir, net, runner, block=block, chunk=chunk, threshold=threshold,
+        return run(img, path, out_dir, net, runner, block=block, chunk=chunk, threshold=threshold,
                               min_size=min_size, boundary_threshold=boundary_threshold, device=device, batch=batch,
                               array=array, level=level, channel=channel, dry_run=False, on_block=on_block,
                               progress=progress, period=period, lattice_mask=lattice_mask,

@@ -84,11 +84,13 @@ def fused_maps(fringes: dict, square: dict, lut: np.ndarray) -> dict:
     return maps
 
 
-def grain_stats(grains: np.ndarray, orientation: np.ndarray, inner: tuple, origin: tuple, image_shape) -> dict:
-    """A block's additive statistics of the fused grains (as :func:`micro_sym.grains.blockwise.flood_block`
-    returns them, the orientation sums at k = 2 and at k = 4) and its neighbour pairs.
+def grain_stats(grains: np.ndarray, orientation: np.ndarray, inner: tuple, origin: tuple, image_shape,
+                phases=PHASES) -> dict:
+    """A block's additive statistics of the grains of a written map (as :func:`micro_sym.grains.blockwise.flood_block`
+    returns them, the orientation sums at each of ``phases``' orders: a fused map's k = 2 and k = 4) and
+    its neighbour pairs.
 
-    ``grains``: the fused grains of the block grown by ``NEIGHBOUR_REACH + 1`` (clipped to the image),
+    ``grains``: the grains of the block grown by ``NEIGHBOUR_REACH + 1`` (clipped to the image),
     ``inner`` where the block lies in them, ``orientation`` the block's, ``origin`` its first point."""
     from micro_sym.grains._kernels import compact_ids
     from micro_sym.grains.reconstruct import orientation_kind
@@ -100,7 +102,7 @@ def grain_stats(grains: np.ndarray, orientation: np.ndarray, inner: tuple, origi
     ids, compact = compact_ids(labels)
     out = {"ids": ids.astype(np.int64), "contacts": contacts,
            "neighbour_pairs": _region_neighbour_pairs(grains, inner, NEIGHBOUR_REACH)}
-    for phase in PHASES:
+    for phase in phases:
         kind = orientation_kind((1, 1), phase["symmetry"])
         stats = _block_stats(compact, len(ids), orientation, kind, origin, image_shape)
         out |= {f"stat_{key}": value for key, value in stats.items() if key not in ("first", "ori_sum")}
@@ -128,24 +130,32 @@ def write_task(job: dict, core, lut: np.ndarray) -> None:
 
 
 def stats_task(job: dict, core) -> dict:
-    """:func:`grain_stats` of one block of the written fused grains."""
+    """:func:`grain_stats` of one block of the written grains (``job["phases"]``: the map's, default a fused map's)."""
     region = grow(core, NEIGHBOUR_REACH + 1, job["shape"])
     return grain_stats(np.asarray(open_array(job["zarr"], "grains")[region]),
                        np.asarray(open_array(job["zarr"], "orientation")[core]), inside(core, region),
-                       tuple(s.start for s in core), job["shape"])
+                       tuple(s.start for s in core), job["shape"], job.get("phases", PHASES))
 
 
 def fused_table(parts: list, n_fringes: int, n_grains: int, *, image_shape, pixel_size=None) -> dict:
     """The fused grains' table from every block's :func:`stats_task`: geometry, neighbours, ``phase``
     (1 for grains ``1..n_fringes``, else 2) and ``mean_angle`` in each grain's phase's convention."""
+    return phase_table(parts, grain_phases(n_fringes, n_grains), PHASES, image_shape=image_shape, pixel_size=pixel_size)
+
+
+def phase_table(parts: list, phase: np.ndarray, phases, *, image_shape, pixel_size=None) -> dict:
+    """The table of a written map's grains from every block's :func:`stats_task`: geometry, neighbours
+    and ``mean_angle`` in each grain's phase's convention (``phase``: each grain's phase id, 1-based into
+    ``phases``); with more than one phase also the ``phase`` column."""
     from micro_sym.grains.blockwise import final_table, neighbour_counts
 
-    phase = grain_phases(n_fringes, n_grains)
+    n_grains = len(phase)
     tables = [final_table([p | {"stat_ori_sum": p[f"ori_sum_{ph['name']}"]} for p in parts], n_grains,
-                          symmetry=ph["symmetry"], image_shape=image_shape, pixel_size=pixel_size) for ph in PHASES]
+                          symmetry=ph["symmetry"], image_shape=image_shape, pixel_size=pixel_size) for ph in phases]
     table = tables[0]
-    table["mean_angle"] = np.where(phase == 1, tables[0]["mean_angle"], tables[1]["mean_angle"])
-    table["phase"] = phase
+    if len(phases) > 1:
+        table["mean_angle"] = np.select([phase == i for i in range(1, len(phases) + 1)], [t["mean_angle"] for t in tables])
+        table["phase"] = phase
     table["n_neighbours"] = neighbour_counts([p["neighbour_pairs"] for p in parts], n_grains)
     return table
 

@@ -44,7 +44,7 @@ from micro_sym.errors import MicroSymError
 MANIFEST_VERSION = 1
 # Keys that must match for a run to be resumed (everything that changes the output bytes).
 IDENTITY_KEYS = ("input", "model", "shape", "ndim", "block", "chunk", "halo", "stride", "threshold", "grain_rule",
-                 "min_size", "boundary_threshold", "orientation_map", "code_version")
+                 "min_size", "boundary_threshold", "orientation_map", "split_grains", "code_version")
 #: The maps of ``NAME.zarr``; :func:`open_array` finds each in the OME-Zarr layout (docs/design.md §1.7).
 OUTPUT_MAPS = ("boundary", "orientation", "grains")
 
