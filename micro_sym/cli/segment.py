@@ -174,8 +174,9 @@ def _method_line(m: dict) -> str:
                      "cross at right angles")
     split = m.get("split_grains")
     if split and "grains_split" in split:  # a dry run plans it only
-        parts.append(f"--split-grains: {split['grains_split']} grains held two lattice orientations, "
-                     f"{split['grains_added']} grains split off")
+        n, added = split["grains_split"], split["grains_added"]
+        parts.append(f"--split-grains: {n} grain{'' if n == 1 else 's'} held two lattice orientations, "
+                     f"{added} grain{'' if added == 1 else 's'} split off")
     return "; ".join(parts)
 
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace as replaced
 from pathlib import Path
 
 import numpy as np
@@ -75,6 +75,9 @@ class SegmentSettings:
     lattice_mask : bool
         Leave regions that show no lattice out of every grain (2D; networks through
         :mod:`micro_sym.inference.lattice_mask`, the classical method by the same ring contrast).
+    split_grains : bool
+        2D: split each grain that holds two lattice orientations (:mod:`micro_sym.grains.split`), as
+        ``micro-sym segment --split-grains`` does.
     """
 
     model: str = "default-2d"
@@ -86,6 +89,7 @@ class SegmentSettings:
     lattice: str = "square"
     period: float | None = None
     lattice_mask: bool = True
+    split_grains: bool = False
 
 
 @dataclass
@@ -274,10 +278,15 @@ def iter_segment(image, settings: SegmentSettings, *, pixel_size=None, unit: str
         result.method = f"auto: {result.method} (3D volume)"
         return result
     if settings.model == AUTO:
-        return (yield from _iter_auto(image, settings, pixel_size, unit))
-    if settings.model == CLASSICAL:
-        return (yield from _iter_classical(image, settings, pixel_size, unit))
-    return (yield from _iter_network(image, settings, pixel_size, unit, net))
+        result = yield from _iter_auto(image, settings, pixel_size, unit)
+    elif settings.model == CLASSICAL:
+        result = yield from _iter_classical(image, settings, pixel_size, unit)
+    else:
+        result = yield from _iter_network(image, settings, pixel_size, unit, net)
+    if settings.split_grains and image.ndim == 2:
+        yield Progress(0, 1, "splitting grains that hold two lattice orientations")
+        result = _split(image, result)
+    return result
 
 
 def _iter_auto(image, settings, pixel_size, unit):
@@ -317,30 +326,91 @@ def _fused(image, fringes: SegmentResult, square: SegmentResult) -> SegmentResul
     writes them (:mod:`micro_sym.inference.fusion`, the image as one block); the table from the whole
     map, each grain's angles and spread at its phase's order."""
     from micro_sym.inference import fusion
-    from micro_sym.inference.lattice_mask import measure_grains
 
     n_fringes = fringes.n_grains
     lut = fusion.added_grains([fusion.free_counts(fringes.grains, square.grains)], n_fringes, square.n_grains)
     maps = fusion.fused_maps(*({name: np.asarray(getattr(r, name)) for name in ("grains", "orientation", "boundary")}
                                for r in (fringes, square)), lut)
     n_grains = n_fringes + int(np.count_nonzero(lut))
-    phase = fusion.grain_phases(n_fringes, n_grains)
-    tables = [_table(maps["grains"], maps["orientation"], p["symmetry"], square.pixel_size, square.unit, None)
-              for p in fusion.PHASES]
-    table = tables[0] | {key: np.where(phase == 1, tables[0][key], tables[1][key])
-                         for key in ("mean_angle", "gos") if key in tables[0]}
-    table["phase"] = phase
     settings = (fringes.info.get("grain_lattice"), square.info.get("grain_lattice"))
-    if all(settings):  # each grain's lattice at its phase's order, as the engine measures it
-        sums = measure_grains(image, maps["grains"], settings[1])
-        table |= fusion.fused_lattice_columns(sums, phase, settings)
+    table = _phased_table(image, maps["grains"], maps["orientation"], fusion.grain_phases(n_fringes, n_grains),
+                          settings, square.pixel_size, square.unit)
     info = {**square.info, "model": "+".join(fusion.PHASE_NETWORKS), "phases": fusion.phase_records(n_fringes, n_grains),
-            "added_grains": n_grains - n_fringes}
+            "added_grains": n_grains - n_fringes, "fringes_grain_lattice": settings[0]}
     method = (f"networks {fusion.PHASE_NETWORKS[0]} and {fusion.PHASE_NETWORKS[1]}, grains fused ({n_fringes} fringes + "
               f"{n_grains - n_fringes} square)")
     return SegmentResult(maps["grains"], maps["boundary"], maps["orientation"], table, fusion.PHASES[0]["symmetry"],
                          method, square.pixel_size, square.unit, fringes.n_tiles + square.n_tiles,
                          fringes.seconds + square.seconds, info)
+
+
+def _phased_table(image, grains, orientation, phase, settings, pixel_size, unit) -> dict:
+    """The whole-map table of a fused map's grains (``phase``: each grain's, 1 fringes, 2 square): each
+    grain's angles and spread at its phase's order, its lattice measured as the engine measures it
+    (``settings``: the two networks' lattice measurements)."""
+    from micro_sym.inference import fusion
+    from micro_sym.inference.lattice_mask import measure_grains
+
+    tables = [_table(grains, orientation, p["symmetry"], pixel_size, unit, None) for p in fusion.PHASES]
+    table = tables[0] | {key: np.where(phase == 1, tables[0][key], tables[1][key])
+                         for key in ("mean_angle", "gos") if key in tables[0]}
+    table["phase"] = phase
+    if all(settings):  # each grain's lattice at its phase's order, as the engine measures it
+        sums = measure_grains(image, grains, settings[1])
+        table |= fusion.fused_lattice_columns(sums, phase, settings)
+    return table
+
+
+def _split(image, result: SegmentResult) -> SegmentResult:
+    """``result`` with each grain that holds two lattice orientations split (:mod:`micro_sym.grains.split`),
+    numbered as ``micro-sym segment --split-grains`` numbers them (a fused map's phases stay contiguous)."""
+    from micro_sym.classical import ring_frequency
+    from micro_sym.classical.filter_bank import lattice_constant
+    from micro_sym.classical.grain_lattice import grain_columns, lattice_order
+    from micro_sym.grains.split import apply_pieces, split_ids, split_labels
+    from micro_sym.inference.lattice_mask import measure_grains
+    from micro_sym.orientation.symmetry import lattice as find
+
+    info = result.info
+    setting = info.get("grain_lattice")
+    if setting is None and info.get("period_px"):  # the classical method: its period and lattice
+        lat = info["lattice"]
+        setting = {"ring_frequency": ring_frequency(info["period_px"], lat), "lattice": lat, "k": lattice_order(lat)}
+    if setting is None:
+        raise MicroSymError("splitting grains needs the image's lattice period, and none was measured (give a period)")
+    phases = [dict(p) for p in info.get("phases") or
+              [{"name": result.symmetry, "symmetry": result.symmetry, "grains": [1, result.n_grains]}]]
+
+    def phase_of(g):
+        return next(p for p in phases if p["grains"][0] <= g <= p["grains"][1])
+
+    grains = np.asarray(result.grains)
+    boxes, pieces, parents = split_labels(grains, np.asarray(result.orientation), np.asarray(image),
+                                          k_of=lambda g: find(phase_of(g)["symmetry"]).k,
+                                          lattice_of=lambda g: phase_of(g)["symmetry"],
+                                          period=lattice_constant(setting["ring_frequency"], setting["lattice"]))
+    counts = [int(p.max()) for p in pieces]
+    several = len(phases) > 1
+    lut, ids, ranges = split_ids(result.n_grains, np.repeat(np.asarray(parents, np.int64), counts),
+                                 [tuple(p["grains"]) for p in phases] if several else None)
+    grains = apply_pieces(grains, (0, 0), lut, boxes, pieces, ids[np.cumsum([0] + counts)[:-1]])
+    n_grains = result.n_grains + sum(counts)
+    if several:
+        for p, (first, last) in zip(phases, ranges):
+            p["grains"] = [int(first), int(last)]
+        phase = np.concatenate([np.full(p["grains"][1] - p["grains"][0] + 1, i) for i, p in enumerate(phases, 1)])
+        table = _phased_table(image, grains, result.orientation, phase, (info.get("fringes_grain_lattice"), setting),
+                              result.pixel_size, result.unit)
+    else:
+        table = _table(grains, result.orientation, result.symmetry, result.pixel_size, result.unit, None)
+        measured = grain_columns(measure_grains(image, grains, setting), n_grains, setting)
+        rows = np.asarray(table["grain"], np.int64) - 1  # the measured columns' rows are grains 1..n_grains
+        table |= {name: np.asarray(values)[rows] for name, values in measured.items()}
+    split = {"grains_split": len(parents), "grains_added": sum(counts)}
+    info = {**info, "split_grains": split, **({"phases": phases} if several else {})}
+    n = split["grains_split"]
+    method = f"{result.method}; {n} grain{'' if n == 1 else 's'} split in two lattice orientations"
+    return replaced(result, grains=grains, table=table, method=method, info=info)
 
 
 def segment(image, settings: SegmentSettings, **kwargs) -> SegmentResult:

@@ -20,6 +20,7 @@ import numpy as np
 from qtpy.QtCore import Qt
 from qtpy.QtGui import QImage, QPixmap
 from qtpy.QtWidgets import (
+    QCheckBox,
     QComboBox,
     QDoubleSpinBox,
     QFileDialog,
@@ -203,6 +204,10 @@ class SegmentWidget(_WorkerControls, QWidget):
         self.min_size_spin.setToolTip("Smaller grains are merged into their neighbour (a network's grain seeds: dropped); "
                                       "auto = as micro-sym segment: 2 lattice cells where the lattice is measured, "
                                       "at least 32 px")
+        self.split_check = QCheckBox("Split grains holding two lattice orientations")
+        self.split_check.setToolTip("Micrographs: split each grain whose angles form two groups at least 3° apart "
+                                    "where the image's own lattice angles differ by 5° or more (grains joined "
+                                    "across a low-angle boundary), as micro-sym segment --split-grains")
 
         self._build_controls("Segment")
         self.save_button = QPushButton("Save results…")
@@ -223,6 +228,7 @@ class SegmentWidget(_WorkerControls, QWidget):
         form.addRow("Tile size", self.tile_spin)
         form.addRow("Misorientation threshold", self.threshold_spin)
         form.addRow("Minimum grain size", self.min_size_spin)
+        form.addRow("", self.split_check)
         self._lay_out(form, self.progress, self.save_button, self.status, self.key_title, self.key_label)
 
         self.model_combo.currentIndexChanged.connect(self._model_changed)
@@ -275,7 +281,7 @@ class SegmentWidget(_WorkerControls, QWidget):
         return interactive.SegmentSettings(
             model=model, device=self.device_combo.currentText().strip() or "cpu", tile=self.tile_spin.value() or None,
             threshold=float(self.threshold_spin.value()), min_size=self.min_size_spin.value() or None,
-            lattice=self.lattice_combo.currentText())
+            lattice=self.lattice_combo.currentText(), split_grains=self.split_check.isChecked())
 
     # ---------------------------------------------------------------------------------- run
 

@@ -189,3 +189,22 @@ def test_split_grains_refuses_a_volume_and_an_unsplit_run(tmp_path, runs, images
     assert res.status == "failed" and "--split-grains is for 2D micrographs" in res.error
     (res,) = segment([paths["square"]], out / "square_False", split_grains=True, **KW)
     assert res.status == "failed" and "split_grains" in res.error and "--overwrite" in res.error
+
+
+@pytest.mark.parametrize("name", ["square", "fringes"])
+def test_the_widgets_in_memory_split_gives_the_same_grains(runs, images, name):
+    from micro_sym.inference.interactive import SegmentSettings, segment
+
+    out, res = runs
+    paths, _ = images
+    result = segment(tifffile.imread(paths[name]), SegmentSettings(model="auto", threshold=KW["threshold"],
+                                                                    split_grains=True))
+    written = read_output(out / f"{name}_True", name)
+    assert np.array_equal(result.grains, written["grains"]) and result.n_grains == res[name, True].n_grains
+    assert result.info["split_grains"]["grains_split"] >= 1 and "split in two lattice orientations" in result.method
+    rows = _rows(out / f"{name}_True" / f"{name}_grains.csv")
+    measured = np.asarray(result.table["lattice_angle"], float)
+    assert np.allclose(measured, [float(rows[g]["lattice_angle_deg"] or "nan") for g in result.table["grain"]],
+                       atol=1e-3, equal_nan=True)
+    if name == "fringes":
+        assert [p["grains"] for p in result.info["phases"]] == [p["grains"] for p in _phases(out / f"{name}_True", name)[0]]

@@ -513,6 +513,29 @@ def test_segment_widget_auto_shows_a_fused_map_per_phase(make_napari_viewer, qtb
     assert "per phase" in w.key_title.text() and "fringes mod 180°" in w.key_title.text()
 
 
+def test_segment_widget_splits_grains_holding_two_lattice_orientations(make_napari_viewer, qtbot):
+    """With its split box ticked, the widget splits a grain the network joined across an 8° boundary."""
+    from micro_sym.synth.lattice2d import render_lattice_2d
+
+    truth = np.ones((256, 256), np.int64)
+    truth[:, 128:] = 2
+    truth[160:] = 3
+    image = render_lattice_2d(truth, {1: 20.0, 2: 28.0, 3: 60.0}, period=8.0, rng=np.random.default_rng(0))
+    viewer = make_napari_viewer()
+    viewer.add_image((image + np.random.default_rng(1).normal(0, 0.3, truth.shape)).astype(np.float32), name="pair")
+    w = _widgets.SegmentWidget(viewer)
+    viewer.window.add_dock_widget(w)
+    w.set_model("auto")
+    w.threshold_spin.setValue(15.0)  # the pair is one grain at this threshold
+    for split, n_grains in ((False, 2), (True, 3)):
+        w.split_check.setChecked(split)
+        _run_to_end(qtbot, w)
+        assert w.last_result is not None and w.last_result.n_grains == n_grains, w.status.text()
+        grains = next(layer for layer in viewer.layers if layer.name.startswith("pair grains"))
+        assert int(np.max(grains.data)) == n_grains
+    assert w.last_result.info["split_grains"] == {"grains_split": 1, "grains_added": 1}
+
+
 def test_reader_ebsd_map(tmp_path):
     from micro_sym.io.ebsd import EBSDMap, write_ctf
     from micro_sym.orientation import euler_bunge_to_quat
