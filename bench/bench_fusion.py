@@ -1,4 +1,4 @@
-"""What fusing both 2D networks' grains costs: ``segment`` on a 1024² film that measures as fringes.
+"""What fusing both 2D networks' grains costs, and splitting grains: ``segment`` on a 1024² film that measures as fringes.
 
 Usage::
 
@@ -10,7 +10,9 @@ period 8 px, dose 50, 1024², seed 1), written once under ``bench/_data/fusion10
 before the fusion it ran robust-2d alone (``--model robust-2d``, what auto ran on fringes). Each
 command runs in process, default options, the best of ``--repeats``: its engine seconds (from opening
 the input to its grain table) and MP/s. The fusion's own passes are the fused run's seconds less the
-two networks' runs. Writes bench/results/fusion.json.
+two networks' runs. ``auto --split-grains`` also splits the fused map's grains that hold two lattice
+orientations (:mod:`micro_sym.inference.split_run`); its passes cost that run's seconds less the fused
+run's. Writes bench/results/fusion.json.
 """
 
 from __future__ import annotations
@@ -52,7 +54,8 @@ def main():
     from micro_sym.inference import segment
 
     path = film()
-    runs = {"auto (fused)": {}, "robust-2d": {"model": "robust-2d"}, "fringes-2d": {"model": "fringes-2d"}}
+    runs = {"auto (fused)": {}, "robust-2d": {"model": "robust-2d"}, "fringes-2d": {"model": "fringes-2d"},
+            "auto --split-grains": {"split_grains": True}}
     rows = {}
     with tempfile.TemporaryDirectory() as tmp:
         segment([path], Path(tmp) / "warm")  # models loaded and exported once, outside the timing
@@ -70,12 +73,14 @@ def main():
             rows[label] = best
             log(f"{label}: {best['seconds']:.2f} s ({best['mp_per_s']:.2f} MP/s), {best['grains']} grains")
     fusion_s = rows["auto (fused)"]["seconds"] - rows["robust-2d"]["seconds"] - rows["fringes-2d"]["seconds"]
+    split_s = rows["auto --split-grains"]["seconds"] - rows["auto (fused)"]["seconds"]
     log(f"fusion passes: {fusion_s:.2f} s; fused run / robust-2d alone: "
-        f"{rows['auto (fused)']['seconds'] / rows['robust-2d']['seconds']:.2f}x")
+        f"{rows['auto (fused)']['seconds'] / rows['robust-2d']['seconds']:.2f}x; split passes: {split_s:.2f} s")
     path = write_json(args.out, {"what": __doc__.split("\n\n")[0],
                                  "command": "python bench/bench_fusion.py " + " ".join(sys.argv[1:]),
                                  "image": f"{SIDE}x{SIDE} HAADF fringes film (atoms2d, seed 1)", "runs": rows,
-                                 "fusion_passes_s": round(fusion_s, 3), "machine": machine_info(with_torch=True)})
+                                 "fusion_passes_s": round(fusion_s, 3), "split_passes_s": round(split_s, 3),
+                                 "machine": machine_info(with_torch=True)})
     print(f"wrote {path}")
 
 

@@ -173,10 +173,12 @@ def _method_line(m: dict) -> str:
         parts.append("if every grain shows one set of fringes, --model fringes-2d keeps apart grains whose fringes "
                      "cross at right angles")
     split = m.get("split_grains")
-    if split and "grains_split" in split:  # a dry run plans it only
+    if split and "grains_split" in split:
         n, added = split["grains_split"], split["grains_added"]
         parts.append(f"--split-grains: {n} grain{'' if n == 1 else 's'} held two lattice orientations, "
                      f"{added} grain{'' if added == 1 else 's'} split off")
+    elif split:  # a dry run: planned only
+        parts.append("then --split-grains: each grain holding two lattice orientations split")
     return "; ".join(parts)
 
 

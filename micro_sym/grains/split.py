@@ -1,4 +1,4 @@
-"""Splitting a grain that holds two lattice orientations (docs/design.md §3.4; ``segment --split-grains``).
+"""Splitting a grain that holds two lattice orientations (docs/design.md §3.5; ``segment --split-grains``).
 
 Most true grains a network misses on atomistic films are joined to a neighbour across a low-angle
 boundary it did not predict: its orientation turns smoothly across such a boundary, so the seeded

@@ -187,7 +187,8 @@ def split_input(img, path: Path, out_dir, net, runner, *, progress, on_block, dr
     root.attrs["micro_sym"] = {**attrs, "method": method, "n_grains": n_grains,
                                **({"phases": records} if several else {})}
     manifest.update(status="complete", n_grains=n_grains, method=method,
-                    plan={**source.plan, "outputs": [str(state.zarr_path), str(state.csv_path)], "method": method})
+                    plan={**source.plan, "outputs": [str(state.zarr_path), str(state.csv_path)],
+                          "method": {**source.plan.get("method", {}), "split_grains": split}})
     state.write_manifest(manifest)  # the last write: only now is the input reported complete
     shutil.rmtree(state.root / SOURCE, ignore_errors=True)  # the unsplit run was scratch
     shutil.rmtree(state.root / "split", ignore_errors=True)

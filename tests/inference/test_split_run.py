@@ -208,3 +208,13 @@ def test_the_widgets_in_memory_split_gives_the_same_grains(runs, images, name):
                        atol=1e-3, equal_nan=True)
     if name == "fringes":
         assert [p["grains"] for p in result.info["phases"]] == [p["grains"] for p in _phases(out / f"{name}_True", name)[0]]
+
+
+def test_a_dry_run_plans_the_split_and_writes_nothing(tmp_path, images):
+    from micro_sym.inference import segment
+
+    paths, _ = images
+    (res,) = segment([paths["square"]], tmp_path / "plan", split_grains=True, dry_run=True, **KW)
+    assert res.status == "planned" and res.plan["method"]["split_grains"]["rule"]["confirm"] == 5.0
+    assert res.plan["outputs"] == [str(tmp_path / "plan" / "square.zarr"), str(tmp_path / "plan" / "square_grains.csv")]
+    assert not (tmp_path / "plan").exists()
