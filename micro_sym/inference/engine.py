@@ -705,19 +705,11 @@ def _fused_input(img, path: Path, out_dir, nets: tuple, runner, auto: dict, *, p
                for label, net in zip(fusion.PHASE_NETWORKS, nets)]
         return dataclasses.replace(res[1], n_blocks=res[0].n_blocks + res[1].n_blocks, zarr=str(state.zarr_path),
                                    csv=str(state.csv_path), plan=_fused_plan(res, state))
-    manifest = {"version": 1, "input": fingerprint(path) | {k: settings[k] for k in ("array", "level", "channel")},
-                "model": {"name": "+".join(net.name for net in nets),
-                          "sha256": hashlib.sha256("".join(net.sha256 for net in nets).encode()).hexdigest()},
-                "shape": list(img.data.shape), "ndim": img.ndim,
-                **{k: settings[k] for k in ("block", "chunk", "threshold", "min_size", "boundary_threshold")},
-                "code_version": code_version(), "status": "running"}
-    mode = state.check_compatible(manifest)
-    if mode == "complete":
-        old = state.read_manifest()
-        return InputResult(str(path), img.name, "skipped", str(state.zarr_path), str(state.csv_path),
-                           tuple(img.data.shape), n_grains=int(old.get("n_grains", 0)), plan=old.get("plan", {}))
-    state.prepare()
-    state.write_manifest(manifest)
+    model = {"name": "+".join(net.name for net in nets),
+             "sha256": hashlib.sha256("".join(net.sha256 for net in nets).encode()).hexdigest()}
+    manifest, skipped = start_composite(state, img, path, settings, model)
+    if skipped:
+        return skipped
     runs, done = [], 0
     for i, (label, net) in enumerate(zip(fusion.PHASE_NETWORKS, nets)):
         def part_progress(d, total, i=i, before=done):  # the first run counts the second as large as itself
@@ -775,6 +767,23 @@ def _fused_input(img, path: Path, out_dir, nets: tuple, runner, auto: dict, *, p
                        tuple(img.data.shape), n_blocks=sum(r.n_blocks for r in runs),
                        blocks_run=sum(r.blocks_run for r in runs), n_grains=n_grains,
                        seconds=time.perf_counter() - t0, plan=manifest["plan"])
+
+
+def start_composite(state: RunState, img, path: Path, settings: dict, model: dict, **extra) -> tuple[dict, InputResult | None]:
+    """Start an input whose output is made from runs kept in its run state (a fused input, a split one):
+    ``(manifest, None)`` with its manifest written, or ``(manifest, result)`` where a previous run of the
+    same settings (``extra`` among them) completed it."""
+    manifest = {"version": 1, "input": fingerprint(path) | {k: settings[k] for k in ("array", "level", "channel")},
+                "model": model, "shape": list(img.data.shape), "ndim": img.ndim,
+                **{k: settings[k] for k in ("block", "chunk", "threshold", "min_size", "boundary_threshold")},
+                **extra, "code_version": code_version(), "status": "running"}
+    if state.check_compatible(manifest) == "complete":
+        old = state.read_manifest()
+        return manifest, InputResult(str(path), img.name, "skipped", str(state.zarr_path), str(state.csv_path),
+                                     tuple(img.data.shape), n_grains=int(old.get("n_grains", 0)), plan=old.get("plan", {}))
+    state.prepare()
+    state.write_manifest(manifest)
+    return manifest, None
 
 
 def _fused_plan(runs, state, method=None) -> dict:

@@ -93,8 +93,7 @@ def split_input(img, path: Path, out_dir, net, runner, *, progress, on_block, dr
     from micro_sym.grains.stats import write_grain_csv
     from micro_sym.inference import fusion
     from micro_sym.inference.blocks import plan_blocks
-    from micro_sym.inference.engine import (InputResult, _final_grain_sums, _segment_input, code_version,
-                                            extents_task, fingerprint)
+    from micro_sym.inference.engine import InputResult, _final_grain_sums, _segment_input, extents_task, start_composite
     from micro_sym.classical.grain_lattice import merge_extents
 
     t0 = time.perf_counter()
@@ -108,19 +107,10 @@ def split_input(img, path: Path, out_dir, net, runner, *, progress, on_block, dr
                 "method": {**res.plan.get("method", {}), "split_grains": {"rule": SPLIT_RULE}}}
         return dataclasses.replace(res, zarr=str(state.zarr_path), csv=str(state.csv_path), plan=plan)
     base = getattr(net, "network", net)  # auto: its square network names the run
-    manifest = {"version": 1, "input": fingerprint(path) | {k: settings[k] for k in ("array", "level", "channel")},
-                "model": {"name": "auto" if base is not net else net.name,
-                          "sha256": hashlib.sha256(str(base.sha256).encode()).hexdigest()},
-                "shape": list(img.data.shape), "ndim": img.ndim,
-                **{k: settings[k] for k in ("block", "chunk", "threshold", "min_size", "boundary_threshold")},
-                "split_grains": SPLIT_RULE, "code_version": code_version(), "status": "running"}
-    mode = state.check_compatible(manifest)
-    if mode == "complete":
-        old = state.read_manifest()
-        return InputResult(str(path), img.name, "skipped", str(state.zarr_path), str(state.csv_path),
-                           tuple(img.data.shape), n_grains=int(old.get("n_grains", 0)), plan=old.get("plan", {}))
-    state.prepare()
-    state.write_manifest(manifest)
+    model = {"name": "auto" if base is not net else net.name, "sha256": hashlib.sha256(str(base.sha256).encode()).hexdigest()}
+    manifest, skipped = start_composite(state, img, path, settings, model, split_grains=SPLIT_RULE)
+    if skipped:
+        return skipped
     source = _segment_input(img, path, state.root / SOURCE, net, progress=progress, dry_run=False, **common)
     source_manifest = RunState(state.root / SOURCE, img.name).read_manifest()
     import zarr
