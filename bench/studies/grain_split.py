@@ -60,18 +60,17 @@ DRAWS = {60000: ["haadf_p8_d50", "hrtem_p8_d50", "hex_hrtem_p8_d50", "hex_haadf_
 GRID = [{"sep": s, "smooth": 1.0, "confirm": c} for s in (3.0, 4.0, 6.0) for c in (0.0, 3.0, 5.0)]
 
 
-def split_grains(grains, theta, image, *, k_of, period: float, lattice_of, sep: float, smooth: float,
-                 confirm: float) -> np.ndarray:
+def split_grains(grains, theta, image, *, k_of, period: float, lattice_of, **rule) -> np.ndarray:
     """``grains`` with each grain's second lattice orientation split off, the pieces numbered after the
     grains in grain order (the product's :func:`micro_sym.grains.split.split_labels`, which this study
     chose; ``segment --split-grains`` keeps a fused map's phases contiguous instead).
 
     ``k_of(g)`` and ``lattice_of(g)``: the order and lattice name of grain ``g``'s phase; ``period``:
-    the lattice period in px; ``smooth`` in periods."""
+    the lattice period in px; ``rule``: :data:`micro_sym.grains.split.SPLIT_RULE`'s keys (``smooth`` in periods)."""
     from micro_sym.grains.split import apply_pieces, split_ids, split_labels
 
     boxes, pieces, parents = split_labels(grains, theta, image, k_of=k_of, lattice_of=lattice_of, period=period,
-                                          rule={"sep": sep, "smooth": smooth, "confirm": confirm})
+                                          rule=rule)
     counts = [int(p.max()) for p in pieces]
     lut, ids, _ = split_ids(int(grains.max()), np.repeat(np.asarray(parents, np.int64), counts))
     firsts = ids[np.cumsum([0] + counts)[:-1]] if counts else []
@@ -94,8 +93,9 @@ def phases_of(out: Path, stem: str, k_map: int):
     return (lambda g: k_map), (lambda g: name)
 
 
-def score(root: Path, rules: list, tmp: Path) -> list:
-    """Pooled grain counts of auto and of each rule over a dataset's images."""
+def score(root: Path, rules: list, tmp: Path, measured: bool = False) -> list:
+    """Pooled grain counts of auto and of each rule over a dataset's images; each image split with its
+    true lattice period (the renderer's), or with ``measured`` the one auto measured (as the product)."""
     from micro_sym.io.datasets import LabeledDataset
     from micro_sym.metrics import grain_f1
 
@@ -107,6 +107,10 @@ def score(root: Path, rules: list, tmp: Path) -> list:
         maps = read_maps(tmp, s.name)
         k_of, lattice_of = phases_of(tmp, s.name, maps["k"])
         period = float(ds.meta["samples"][s.name]["period_px"])
+        if measured:
+            import json
+
+            period = float(json.loads((tmp / f".{s.name}.run" / "manifest.json").read_text())["method"]["auto"]["period_px"])
         variants = [maps["grains"]] + [split_grains(maps["grains"], maps["orientation"], np.asarray(s.image, np.float32),
                                                     k_of=k_of, period=period, lattice_of=lattice_of, **rule)
                                        for rule in rules]
@@ -186,8 +190,8 @@ def draws(out: str):
     print(f"wrote {path}")
 
 
-def real_au(tmp: Path) -> dict:
-    """Grains of at least (2 periods)² on the real Au micrograph (annotated 6-9): auto's and split."""
+def real_au(tmp: Path, rule: dict = RULE) -> dict:
+    """Grains of at least (2 periods)² on the real Au micrograph (annotated 6-9): auto's and split by ``rule``."""
     import json
 
     from micro_sym.io import open_image
@@ -200,7 +204,7 @@ def real_au(tmp: Path) -> dict:
     k_of, lattice_of = phases_of(tmp, stem, maps["k"])
     period = float(json.loads((tmp / f".{stem}.run" / "manifest.json").read_text())["method"]["auto"]["period_px"])
     image = np.asarray(open_image(path).data, np.float32)
-    split = split_grains(maps["grains"], maps["orientation"], image, k_of=k_of, period=period, lattice_of=lattice_of, **RULE)
+    split = split_grains(maps["grains"], maps["orientation"], image, k_of=k_of, period=period, lattice_of=lattice_of, **rule)
 
     def count(labels):
         sizes = np.bincount(labels.ravel())[1:]
@@ -295,6 +299,68 @@ def heldout(out: str):
     print(f"wrote {path}")
 
 
+#: Second-centre choices of the 2-means (:func:`micro_sym.grains.split.two_means`) tried by ``--init-draws``.
+INITS = ("farthest", "q90", "q75")
+#: Draws for ``--init-draws``: those of ``--draws`` and the fringe conditions at offset 70000 (fused maps).
+INIT_DRAWS = DRAWS | {70000: ["haadf_fringes_d50", "haadf_fringesonly_materials_d50", "haadf_fringesonly_p16_d5",
+                              "haadf_fringesonly_p8_d50", "hrtem_fringes_d50", "hrtem_fringesonly_p16_d50",
+                              "hrtem_fringesonly_p8_d5", "hrtem_fringesonly_p8_d50"]}
+
+
+def init_draws(out: str):
+    """The 2-means' second centre, chosen on draws: one stray angle as the farthest point takes a centre
+    for itself and the grain is not split (design.md §3.5); a percentile of the distances does not.
+    Each image split with the period auto measured, as the product does."""
+    rules = [RULE | {"init": i} for i in INITS]
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for offset, names in INIT_DRAWS.items():
+            for name in names:
+                totals = score(DATA / "atoms2d_draws" / str(offset) / name, rules, Path(tmp), measured=True)
+                rows.append({"offset": offset, "condition": name, "auto": totals[0], "rules": totals[1:]})
+                log(f"{offset} {name}: auto {f1(totals[0]):.3f}, " + ", ".join(
+                    f"{r['init']} {f1(t):.3f}" for r, t in zip(rules, totals[1:])))
+    pooled = [{key: sum(r["rules"][i][key] for r in rows) for key in ("tp", "n_pred", "n_gt")} for i in range(len(rules))]
+    auto = {key: sum(r["auto"][key] for r in rows) for key in ("tp", "n_pred", "n_gt")}
+    log(f"pooled: auto {f1(auto):.4f}; " + "; ".join(f"{r['init']}: {f1(t):.4f}" for r, t in zip(rules, pooled)))
+    path = write_json(out, {"what": init_draws.__doc__.split("\n\n")[0],
+                            "command": "python bench/studies/grain_split.py " + " ".join(sys.argv[1:]),
+                            "auto_pooled": auto | {"grain_f1": f1(auto)},
+                            "rules": [r | {"pooled": t | {"grain_f1": f1(t)}} for r, t in zip(rules, pooled)],
+                            "conditions": rows})
+    print(f"wrote {path}")
+
+
+def init_heldout(out: str, init: str):
+    """The second centre ``init`` chosen on the draws, judged once on the held-out images against the
+    option's rule (``farthest``), each split with the measured period. Rule fixed before the run: the
+    option takes ``init`` if the mean grain F1 rises on at least two of the three held-out sets and
+    falls by no more than half a point on any."""
+    rules = [RULE, RULE | {"init": init}]
+    sets = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        au = real_au(Path(tmp) / "au", rules[1])
+        for set_name, (zone, fringes_only) in SETS.items():
+            rows = []
+            for name, cond in conditions(["haadf", "hrtem"], [8, 16], [5, 50], zone, fringes_only):
+                totals = score(make_dataset(name, cond, 2, 512), rules, Path(tmp), measured=True)
+                rows.append({"condition": name, **{key: t | {"grain_f1": f1(t)}
+                                                   for key, t in zip(("auto", "farthest", init), totals)}})
+                log(f"{set_name} / {name}: " + ", ".join(f"{k} {rows[-1][k]['grain_f1']:.3f}" for k in ("auto", "farthest", init)))
+            means = {key: float(np.mean([r[key]["grain_f1"] for r in rows])) for key in ("auto", "farthest", init)}
+            log(f"{set_name}: mean grain F1 " + ", ".join(f"{k} {v:.4f}" for k, v in means.items()))
+            sets[set_name] = {"mean_grain_f1": means, "conditions": rows}
+    change = {k: v["mean_grain_f1"][init] - v["mean_grain_f1"]["farthest"] for k, v in sets.items()}
+    met = sum(c > 0 for c in change.values()) >= 2 and min(change.values()) >= -0.005
+    log("rule " + ("met" if met else "not met") + ": " + ", ".join(f"{k} {v:+.4f}" for k, v in change.items())
+        + f"; real Au with {init}: {au['split']} grains")
+    path = write_json(out, {"what": init_heldout.__doc__.split("\n\n")[0],
+                            "command": "python bench/studies/grain_split.py " + " ".join(sys.argv[1:]),
+                            "init": init, "ship_rule": "mean grain F1 up on 2 of 3 sets, down by at most 0.005 on any",
+                            "met": met, "change": change, "real_au": au, "sets": sets})
+    print(f"wrote {path}")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     mode = ap.add_mutually_exclusive_group(required=True)
@@ -302,10 +368,16 @@ def main():
     mode.add_argument("--heldout", action="store_true")
     mode.add_argument("--au", action="store_true", help="the real Au micrograph alone, each grain's measured angle")
     mode.add_argument("--joined", action="store_true", help="the diagnosis: joined true grains' network angles")
+    mode.add_argument("--init-draws", action="store_true", help="the 2-means' second centre, chosen on draws")
+    mode.add_argument("--init-heldout", metavar="INIT", choices=INITS[1:], help="that choice judged held out")
     ap.add_argument("--out")
     args = ap.parse_args()
     if args.joined:
         joined(args.out or str(RESULTS / "grain_split_joined.json"))
+    elif args.init_draws:
+        init_draws(args.out or str(RESULTS / "grain_split_init_draws.json"))
+    elif args.init_heldout:
+        init_heldout(args.out or str(RESULTS / "grain_split_init_heldout.json"), args.init_heldout)
     elif args.draws:
         draws(args.out or str(RESULTS / "grain_split_draws.json"))
     elif args.au:

@@ -30,7 +30,7 @@ from scipy import ndimage
 
 #: The rule: angle groups ``sep`` degrees apart, smoothed over ``smooth`` lattice periods, confirmed
 #: where the image's own lattice angles differ by ``confirm`` degrees.
-SPLIT_RULE = {"sep": 3.0, "smooth": 1.0, "confirm": 5.0}
+SPLIT_RULE = {"sep": 3.0, "smooth": 1.0, "confirm": 5.0, "init": "farthest"}
 #: The smaller angle group must hold this share of the grain.
 MIN_FRACTION = 0.15
 #: ... and this many lattice cells (period²), as must each piece.
@@ -39,12 +39,21 @@ MIN_CELLS = 4
 MAX_SIDE = 2048
 
 
-def two_means(angles: np.ndarray, k: int, iters: int = 10) -> tuple[np.ndarray, float]:
-    """``(labels 0/1, separation in degrees)`` of 2-means of ``angles`` (degrees) on the k-fold circle."""
+def two_means(angles: np.ndarray, k: int, iters: int = 10, init: str = "farthest") -> tuple[np.ndarray, float]:
+    """``(labels 0/1, separation in degrees)`` of 2-means of ``angles`` (degrees) on the k-fold circle.
+
+    The first centre is the mean direction; the second the angle farthest from it (``init="farthest"``)
+    or, with ``init="qNN"``, the angle at the NN-th percentile of the distances from it (one stray
+    angle then cannot take a centre for itself)."""
     z = np.exp(1j * np.deg2rad(angles) * k)
     c0 = z.mean()
     c0 = c0 / abs(c0) if abs(c0) > 0 else 1.0
-    centres = np.array([c0, z[np.argmin((z * np.conj(c0)).real)]])
+    near = (z * np.conj(c0)).real  # cosine of each angle's distance from the mean: smallest = farthest
+    if init == "farthest":
+        second = z[np.argmin(near)]
+    else:
+        second = z[np.argsort(near)[int((1.0 - float(init[1:]) / 100.0) * (near.size - 1))]]
+    centres = np.array([c0, second])
     for _ in range(iters):
         lab = np.argmax((z[:, None] * np.conj(centres)[None]).real, axis=1)
         new = np.array([z[lab == j].mean() if (lab == j).any() else centres[j] for j in (0, 1)])
@@ -53,7 +62,7 @@ def two_means(angles: np.ndarray, k: int, iters: int = 10) -> tuple[np.ndarray, 
 
 
 def grain_pieces(mine: np.ndarray, angles: np.ndarray, image: np.ndarray, *, k: int, lattice: str, period: float,
-                 sep: float, smooth: float, confirm: float) -> np.ndarray | None:
+                 sep: float, smooth: float, confirm: float, init: str = "farthest") -> np.ndarray | None:
     """The pieces split off one grain, on its bounding box: ``0`` where the grain stays (and outside
     it), ``1..n`` for its new grains in label order; ``None`` where nothing is split off.
 
@@ -69,7 +78,7 @@ def grain_pieces(mine: np.ndarray, angles: np.ndarray, image: np.ndarray, *, k: 
     min_size = int(MIN_CELLS * period * period)
     if finite.sum() < 2 * min_size:
         return None
-    lab, separation = two_means(values[finite], k)
+    lab, separation = two_means(values[finite], k, init=init)
     sizes = np.bincount(lab, minlength=2)
     if separation < sep or sizes.min() < max(min_size, MIN_FRACTION * lab.size):
         return None

@@ -91,3 +91,12 @@ def test_pieces_written_block_by_block_equal_the_whole_map():
             tiled[core] = apply_pieces(labels[core], (r, c), lut, boxes, pieces, [4, 6])
     assert np.array_equal(whole, tiled)
     assert set(np.unique(whole[boxes[0]][pieces[0] > 0])) <= {4, 5} and (whole[5:30, 10:45][pieces[0] == 2] == 5).all()
+
+
+def test_one_stray_angle_takes_the_farthest_centre_but_not_a_percentile():
+    rng = np.random.default_rng(0)
+    angles = np.r_[20 + rng.normal(0, 0.3, 700), 28 + rng.normal(0, 0.3, 300), [60.0]]
+    labels, _ = two_means(angles, 4)  # the stray 60° is the farthest angle: a centre, and a group, of its own
+    assert np.bincount(labels).min() == 1
+    labels, separation = two_means(angles, 4, init="q90")
+    assert sorted(np.bincount(labels)) == [301, 700] and separation == pytest.approx(8.0, abs=0.5)
