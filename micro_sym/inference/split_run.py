@@ -93,8 +93,7 @@ def split_input(img, path: Path, out_dir, net, runner, *, progress, on_block, dr
     from micro_sym.grains.stats import write_grain_csv
     from micro_sym.inference import fusion
     from micro_sym.inference.blocks import plan_blocks
-    from micro_sym.inference.engine import InputResult, _final_grain_sums, _segment_input, extents_task, start_composite
-    from micro_sym.classical.grain_lattice import merge_extents
+    from micro_sym.inference.engine import InputResult, _final_grain_sums, _segment_input, start_composite
 
     t0 = time.perf_counter()
     if img.ndim != 2:
@@ -133,7 +132,7 @@ def split_input(img, path: Path, out_dir, net, runner, *, progress, on_block, dr
            "rule": SPLIT_RULE, "grain_lattice": measured[-1]}
     cores = [b.core for b in plan.blocks]
     n_source = int(attrs["n_grains"])
-    found = _pieces(runner, job, plan, state, extents_task, merge_extents)
+    found = _pieces(runner, job, plan, state)
     parents = np.concatenate([np.full(int(p.max()), g, np.int64) for g, _, p in found]) if found else np.zeros(0, np.int64)
     ranges = [tuple(p["grains"]) for p in phases] if len(phases) > 1 else None
     lut, piece_ids, new_ranges = split_ids(n_source, parents, ranges)
@@ -190,9 +189,12 @@ def split_input(img, path: Path, out_dir, net, runner, *, progress, on_block, dr
                        n_grains=n_grains, seconds=time.perf_counter() - t0, plan=manifest["plan"])
 
 
-def _pieces(runner, job: dict, plan, state: RunState, extents_task, merge_extents) -> list:
+def _pieces(runner, job: dict, plan, state: RunState) -> list:
     """Every split grain's ``(grain, lo, pieces)`` in grain order, each grain decided by the block holding
     its box's first pixel; kept in the run state (a resume reads them back)."""
+    from micro_sym.classical.grain_lattice import merge_extents
+    from micro_sym.inference.engine import extents_task
+
     saved = state.root / "split" / "pieces.npz"
     if saved.exists():
         with np.load(saved) as f:
