@@ -70,9 +70,9 @@ from micro_sym.inference.lattice_mask import (LatticeMasked, grain_lattice, renu
                                              weak_lattice_lut)
 from micro_sym.inference.rescale import RescaledNetwork, adapt_to_image, check_measured_lattice
 from micro_sym.inference.tiles import decode_in_slabs, decode_slab, iter_tiles, label_tile, rule_maps
+from micro_sym.inference.input_reads import read_region
 from micro_sym.inference.writer import OutputLock, RunState, create_outputs, forget_arrays, open_array, os_error
 
-_IMAGES: dict = {}
 #: Progress inside a block, for workers in the driver's process (the threads scheduler): a run's
 #: token -> ``report(block_id, fraction)``. Workers elsewhere do not find the token and report nothing,
 #: so their progress moves a block at a time.
@@ -84,34 +84,9 @@ DEFAULT_3D_MODEL = "default-3d"
 # ----------------------------------------------------------------------------------- tasks
 
 
-def _image(path: str, array, level, channel=None):
-    """The input opened once per worker process (tasks reopen by path: nothing big is shipped)."""
-    from micro_sym.io import open_image
-
-    key = (path, array, level, channel)
-    img = _IMAGES.get(key)
-    if img is None:
-        img = open_image(path, array=array, level=level, channel=channel)
-        _IMAGES[key] = img
-    return img
-
-
 def read_tile(job: dict, block) -> np.ndarray:
     """The block's input tile as a numpy array; a failing read names the input and the chunk."""
     return read_region(job, block.tile)
-
-
-def read_region(job: dict, region) -> np.ndarray:
-    """A region of the input as a numpy array; a failing read names the input and the chunk."""
-    img = _image(job["input"], job.get("array"), job.get("level", 0), job.get("channel"))
-    try:
-        return img.read(region)
-    except MicroSymError:
-        raise
-    except Exception as err:
-        from micro_sym.io.images import locate_bad_chunk
-
-        raise MicroSymError(f"{job['input']}: {locate_bad_chunk(img, region, err)}") from None
 
 
 def _missing_chunks(img) -> dict | None:
@@ -432,9 +407,7 @@ def segment_input(path, out_dir, net: Network, runner, *, block=None, chunk=None
 
     path = Path(path)
     img = open_image(path, array=array, level=level, channel=channel)
-    run = _segment_input
-    if split_grains:
-        from micro_sym.inference.split_run import split_input as run
+    run = _split_input if split_grains else _segment_input
     if dry_run:
         return run(img, path, out_dir, net, runner, block=block, chunk=chunk, threshold=threshold,
                               min_size=min_size, boundary_threshold=boundary_threshold, device=device, batch=batch,
@@ -784,6 +757,142 @@ def start_composite(state: RunState, img, path: Path, settings: dict, model: dic
     state.prepare()
     state.write_manifest(manifest)
     return manifest, None
+
+
+def _split_input(img, path: Path, out_dir, net, runner, *, progress, on_block, dry_run, **settings) -> InputResult:
+    """:func:`segment_input` with ``split_grains``: the input segmented into the run state, then its grains
+    split (:mod:`.split_run`) into ``OUT/NAME.zarr`` + ``OUT/NAME_grains.csv``."""
+    from micro_sym.classical.filter_bank import lattice_constant
+    from micro_sym.classical.grain_lattice import grain_columns, lattice_order
+    from micro_sym.grains.stats import write_grain_csv
+    from micro_sym.grains.split import SPLIT_RULE, split_ids
+    from micro_sym.inference import fusion
+    from micro_sym.inference.blocks import plan_blocks
+    import shutil
+
+    from micro_sym.inference.split_run import SOURCE, lattice_settings, split_phases, write_task
+
+    t0 = time.perf_counter()
+    if img.ndim != 2:
+        raise MicroSymError(f"{path}: --split-grains is for 2D micrographs; this input is a 3D volume")
+    state = RunState(Path(out_dir), img.name)
+    common = dict(runner=runner, on_block=on_block, **settings)
+    if dry_run:
+        res = _segment_input(img, path, state.root / SOURCE, net, progress=None, dry_run=True, **common)
+        plan = {**res.plan, "outputs": [str(state.zarr_path), str(state.csv_path)],
+                "method": {**res.plan.get("method", {}), "split_grains": {"rule": SPLIT_RULE}}}
+        return dataclasses.replace(res, zarr=str(state.zarr_path), csv=str(state.csv_path), plan=plan)
+    base = getattr(net, "network", net)  # auto: its square network names the run
+    model = {"name": "auto" if base is not net else net.name, "sha256": hashlib.sha256(str(base.sha256).encode()).hexdigest()}
+    manifest, skipped = start_composite(state, img, path, settings, model, split_grains=SPLIT_RULE)
+    if skipped:
+        return skipped
+    source = _segment_input(img, path, state.root / SOURCE, net, progress=progress, dry_run=False, **common)
+    source_manifest = RunState(state.root / SOURCE, img.name).read_manifest()
+    import zarr
+
+    attrs = dict(zarr.open_group(source.zarr, mode="r").attrs["micro_sym"])
+    phases = split_phases(attrs)
+    measured = lattice_settings(source_manifest["method"])
+    if not all(measured):
+        raise MicroSymError(f"{path}: --split-grains needs the image's lattice period, and this run measured none "
+                            f"(give --period)")
+    # The lattice constant in px (the split's smoothing and smallest piece are in lattice cells).
+    period = lattice_constant(measured[-1]["ring_frequency"], measured[-1]["lattice"])
+    for p in phases:
+        p["k"] = lattice_order(p["symmetry"])
+    chunk = tuple(open_array(source.zarr, "grains").chunks)
+    plan = plan_blocks(tuple(img.data.shape), chunk, halo=0, chunk=chunk, pad=False)
+    create_outputs(state, plan.shape, 2, plan.chunk, pixel_size=img.pixel_size, unit=img.unit)
+    job = {"input": str(path), **{k: settings[k] for k in ("array", "level", "channel")}, "shape": plan.shape,
+           "source": source.zarr, "zarr": str(state.zarr_path), "phases": phases, "period": period,
+           "rule": SPLIT_RULE, "grain_lattice": measured[-1]}
+    cores = [b.core for b in plan.blocks]
+    n_source = int(attrs["n_grains"])
+    found = _split_pieces(runner, job, plan, state)
+    parents = np.concatenate([np.full(int(p.max()), g, np.int64) for g, _, p in found]) if found else np.zeros(0, np.int64)
+    ranges = [tuple(p["grains"]) for p in phases] if len(phases) > 1 else None
+    lut, piece_ids, new_ranges = split_ids(n_source, parents, ranges)
+    firsts = np.cumsum([0] + [int(p.max()) for _, _, p in found])[:-1]
+    boxes = [tuple(slice(int(a), int(a) + n) for a, n in zip(lo, p.shape)) for _, lo, p in found]
+    pieces = [(box, p, int(piece_ids[first])) for box, (_, _, p), first in zip(boxes, found, firsts)]
+
+    def meets(box, core):
+        return all(b.start < c.stop and c.start < b.stop for b, c in zip(box, core))
+
+    for _ in runner.run(write_task, cores, lambda c: (job, c, lut, [p for p in pieces if meets(p[0], c)])):
+        pass
+    n_grains = n_source + len(parents)
+    if new_ranges:
+        for p, (first, last) in zip(phases, new_ranges):
+            p["grains"] = [int(first), int(last)]
+    else:
+        phases[0]["grains"] = [1, n_grains]
+    phase = np.ones(n_grains, np.int64)
+    for i, p in enumerate(phases, 1):
+        phase[p["grains"][0] - 1:p["grains"][1]] = i
+    parts = [part for _, part in runner.run(fusion.stats_task, cores, lambda c: (job, c))]
+    table = fusion.phase_table(parts, phase, phases, image_shape=plan.shape, pixel_size=img.pixel_size)
+    if settings["measure_grains"]:  # each grain's lattice, measured whole as the run measured it
+        sums = _final_grain_sums(runner, job, plan, state)
+        if len(phases) > 1:
+            table |= fusion.fused_lattice_columns(sums, phase, tuple(measured))
+        else:
+            table |= grain_columns(sums, n_grains, measured[0])
+    records = [{k: p[k] for k in ("name", "symmetry", "grains")} for p in phases]
+    rule = {**attrs["grain_rule"], "min_size": attrs["min_size"], "boundary_threshold": attrs["boundary_threshold"]}
+    several = len(phases) > 1
+    write_grain_csv(state.csv_path, table, unit=img.unit or "px", atomic=True, pixel_size=img.pixel_size,
+                    symmetry=None if several else attrs["symmetry"],
+                    phases=[{k: p[k] for k in ("name", "symmetry")} for p in phases] if several else None,
+                    command="micro-sym segment --split-grains", grain_rule=rule)
+    split = {"rule": SPLIT_RULE, "grains_split": len(found), "grains_added": int(len(parents)),
+             "period_px": round(float(period), 4)}
+    method = {**source_manifest["method"], "split_grains": split}
+    root = zarr.open_group(str(state.zarr_path), mode="a")
+    root.attrs["micro_sym"] = {**attrs, "method": method, "n_grains": n_grains,
+                               **({"phases": records} if several else {})}
+    manifest.update(status="complete", n_grains=n_grains, method=method,
+                    plan={**source.plan, "outputs": [str(state.zarr_path), str(state.csv_path)],
+                          "method": {**source.plan.get("method", {}), "split_grains": split}})
+    state.write_manifest(manifest)  # the last write: only now is the input reported complete
+    shutil.rmtree(state.root / SOURCE, ignore_errors=True)  # the unsplit run was scratch
+    shutil.rmtree(state.root / "split", ignore_errors=True)
+    state.cleanup_scratch()
+    forget_arrays(state.zarr_path)
+    forget_arrays(source.zarr)
+    return InputResult(str(path), img.name, "complete", str(state.zarr_path), str(state.csv_path),
+                       tuple(img.data.shape), n_blocks=source.n_blocks, blocks_run=source.blocks_run,
+                       n_grains=n_grains, seconds=time.perf_counter() - t0, plan=manifest["plan"])
+
+
+def _split_pieces(runner, job: dict, plan, state: RunState) -> list:
+    """Every split grain's ``(grain, lo, pieces)`` in grain order, each grain decided by the block holding
+    its box's first pixel; kept in the run state (a resume reads them back)."""
+    from micro_sym.inference.split_run import pieces_task
+
+    saved = state.root / "split" / "pieces.npz"
+    if saved.exists():
+        with np.load(saved) as f:
+            return [(int(g), f["lo"][i], f[f"p{int(g)}"]) for i, g in enumerate(f["grain"])]
+    extents = merge_extents(e for _, e in runner.run(extents_task, plan.blocks, lambda b: ({"zarr": job["source"]}, b)))
+    owner = np.full(len(extents["ids"]), -1, np.int64)
+    for i, b in enumerate(plan.blocks):
+        owner[np.all([(c.start <= extents["lo"][:, a]) & (extents["lo"][:, a] < c.stop)
+                      for a, c in enumerate(b.core)], axis=0)] = i
+    groups = [{key: values[owner == i] for key, values in extents.items()} for i in range(len(plan.blocks))]
+    found = sorted((item for _, part in runner.run(pieces_task, [g for g in groups if len(g["ids"])], lambda g: (job, g))
+                    for item in part), key=lambda item: item[0])
+    import io
+
+    from micro_sym.inference.writer import atomic_write_bytes
+
+    buf = io.BytesIO()
+    np.savez(buf, grain=np.array([g for g, _, _ in found], np.int64),
+             lo=np.array([lo for _, lo, _ in found], np.int64).reshape(-1, 2), **{f"p{g}": p for g, _, p in found})
+    saved.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(saved, buf.getvalue())
+    return found
 
 
 def _fused_plan(runs, state, method=None) -> dict:
