@@ -12,10 +12,10 @@ writes that map itself where it measures fringes (:mod:`micro_sym.inference.fusi
 product once per held-out image (same images: ``bench/_data/atoms2d``, 2 per condition) and compares,
 per condition, its pooled grain counts with the study's fused column.
 
-``--split-grains``: the same for ``bench/studies/grain_split.py --heldout`` (file
-``grain_split_heldout.json``, its split column) and ``segment --split-grains``
-(:mod:`micro_sym.inference.split_run`), which splits the written map's grains block by block where the
-study split whole label images.
+``--split-grains``: the same for ``bench/studies/grain_split.py --init-heldout q90`` (file
+``grain_split_init_heldout.json``, its q90 column: the rule the option runs, each image split with the
+period auto measured) and ``segment --split-grains`` (:mod:`micro_sym.inference.split_run`), which
+splits the written map's grains block by block where the study split whole label images.
 
 Expected before the run: the same true, predicted and true-matched grain counts in every condition
 (the rule and the networks' runs are the same), so the same mean grain F1 per set. Prints and writes JSON.
@@ -39,7 +39,7 @@ from fringes_fusion_heldout import SETS  # noqa: E402
 
 
 #: ``--split-grains`` or not: the study file it is compared with and that file's column.
-STUDIES = {False: ("fringes_fusion_heldout.json", "fused"), True: ("grain_split_heldout.json", "split")}
+STUDIES = {False: ("fringes_fusion_heldout.json", "fused"), True: ("grain_split_init_heldout.json", "q90")}
 
 
 def score_condition(root: Path, tmp: Path, options: tuple = ()) -> dict:

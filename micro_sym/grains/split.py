@@ -28,9 +28,9 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-#: The rule: angle groups ``sep`` degrees apart, smoothed over ``smooth`` lattice periods, confirmed
-#: where the image's own lattice angles differ by ``confirm`` degrees.
-SPLIT_RULE = {"sep": 3.0, "smooth": 1.0, "confirm": 5.0, "init": "farthest"}
+#: The rule: angle groups ``sep`` degrees apart (the 2-means' second centre from ``init``), smoothed over
+#: ``smooth`` lattice periods, confirmed where the image's own lattice angles differ by ``confirm`` degrees.
+SPLIT_RULE = {"sep": 3.0, "smooth": 1.0, "confirm": 5.0, "init": "q90"}
 #: The smaller angle group must hold this share of the grain.
 MIN_FRACTION = 0.15
 #: ... and this many lattice cells (period²), as must each piece.
