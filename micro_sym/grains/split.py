@@ -45,7 +45,7 @@ def two_means(angles: np.ndarray, k: int, iters: int = 10, init: str = "farthest
     The first centre is the mean direction; the second the angle farthest from it (``init="farthest"``)
     or, with ``init="qNN"``, the angle at the NN-th percentile of the distances from it (one stray
     angle then cannot take a centre for itself)."""
-    z = np.exp(1j * np.deg2rad(angles) * k)
+    z = np.exp(1j * np.deg2rad(np.asarray(angles, np.float64)) * k)  # float64: the same result from a float32 map
     c0 = z.mean()
     c0 = c0 / abs(c0) if abs(c0) > 0 else 1.0
     near = (z * np.conj(c0)).real  # cosine of each angle's distance from the mean: smallest = farthest

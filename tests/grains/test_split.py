@@ -100,3 +100,11 @@ def test_one_stray_angle_takes_the_farthest_centre_but_not_a_percentile():
     assert np.bincount(labels).min() == 1
     labels, separation = two_means(angles, 4, init="q90")
     assert sorted(np.bincount(labels)) == [301, 700] and separation == pytest.approx(8.0, abs=0.5)
+
+
+def test_two_means_gives_the_same_groups_for_a_float32_map_and_its_float64_copy():
+    rng = np.random.default_rng(5)
+    angles = (np.r_[20 + rng.normal(0, 2.0, 700), 26 + rng.normal(0, 2.0, 300)] % 180).astype(np.float32)
+    for init in ("farthest", "q90"):
+        a, b = two_means(angles, 2, init=init), two_means(angles.astype(np.float64), 2, init=init)
+        assert np.array_equal(a[0], b[0]) and a[1] == b[1]
