@@ -67,14 +67,9 @@ def split_grains(grains, theta, image, *, k_of, period: float, lattice_of, **rul
 
     ``k_of(g)`` and ``lattice_of(g)``: the order and lattice name of grain ``g``'s phase; ``period``:
     the lattice period in px; ``rule``: :data:`micro_sym.grains.split.SPLIT_RULE`'s keys (``smooth`` in periods)."""
-    from micro_sym.grains.split import apply_pieces, split_ids, split_labels
+    from micro_sym.grains.split import split_map
 
-    boxes, pieces, parents = split_labels(grains, theta, image, k_of=k_of, lattice_of=lattice_of, period=period,
-                                          rule=rule)
-    counts = [int(p.max()) for p in pieces]
-    lut, ids, _ = split_ids(int(grains.max()), np.repeat(np.asarray(parents, np.int64), counts))
-    firsts = ids[np.cumsum([0] + counts)[:-1]] if counts else []
-    return apply_pieces(grains, (0, 0), lut, boxes, pieces, firsts)
+    return split_map(grains, theta, image, k_of=k_of, lattice_of=lattice_of, period=period, rule=rule)[0]
 
 
 def phases_of(out: Path, stem: str, k_map: int):

@@ -158,6 +158,19 @@ def split_labels(grains: np.ndarray, angles: np.ndarray, image: np.ndarray, *, k
     return boxes, pieces, parents
 
 
+def split_map(grains: np.ndarray, angles: np.ndarray, image: np.ndarray, *, k_of, lattice_of, period: float,
+              phase_ranges=None, rule: dict = SPLIT_RULE):
+    """A whole label map with its grains split (:func:`split_labels`) and numbered as the block engine
+    numbers them (:func:`split_ids`): ``(labels, grains split, grains added, new phase ranges or None)``."""
+    boxes, pieces, parents = split_labels(grains, angles, image, k_of=k_of, lattice_of=lattice_of, period=period,
+                                          rule=rule)
+    counts = [int(p.max()) for p in pieces]
+    lut, ids, ranges = split_ids(int(np.max(grains, initial=0)), np.repeat(np.asarray(parents, np.int64), counts),
+                                 phase_ranges)
+    firsts = ids[np.cumsum([0] + counts)[:-1]] if counts else []
+    return apply_pieces(grains, (0, 0), lut, boxes, pieces, firsts), len(parents), sum(counts), ranges
+
+
 def apply_pieces(labels: np.ndarray, origin, lut: np.ndarray, boxes, pieces, first_ids) -> np.ndarray:
     """A region of the label map (first pixel at ``origin``) with old ids mapped by ``lut`` and each
     piece written with its new id: ``boxes[i]`` (absolute slices) holds grain ``i``'s ``pieces[i]``,

@@ -410,10 +410,10 @@ def segment_input(path, out_dir, net: Network, runner, *, block=None, chunk=None
     run = _split_input if split_grains else _segment_input
     if dry_run:
         return run(img, path, out_dir, net, runner, block=block, chunk=chunk, threshold=threshold,
-                              min_size=min_size, boundary_threshold=boundary_threshold, device=device, batch=batch,
-                              array=array, level=level, channel=channel, dry_run=True, on_block=on_block,
-                              progress=progress, period=period, lattice_mask=lattice_mask,
-                              measure_grains=measure_grains, voxel_orientations=voxel_orientations, lattice=lattice)
+                   min_size=min_size, boundary_threshold=boundary_threshold, device=device, batch=batch,
+                   array=array, level=level, channel=channel, dry_run=True, on_block=on_block,
+                   progress=progress, period=period, lattice_mask=lattice_mask,
+                   measure_grains=measure_grains, voxel_orientations=voxel_orientations, lattice=lattice)
     # Held from before the manifest is read until the scratch is gone: a second run on this input
     # would otherwise resume the same markers and the first to finish would delete scratch labels
     # the other still reads.
@@ -423,10 +423,10 @@ def segment_input(path, out_dir, net: Network, runner, *, block=None, chunk=None
             _refuse_deleting_input(path, state)
             state.remove_outputs()
         return run(img, path, out_dir, net, runner, block=block, chunk=chunk, threshold=threshold,
-                              min_size=min_size, boundary_threshold=boundary_threshold, device=device, batch=batch,
-                              array=array, level=level, channel=channel, dry_run=False, on_block=on_block,
-                              progress=progress, period=period, lattice_mask=lattice_mask,
-                              measure_grains=measure_grains, voxel_orientations=voxel_orientations, lattice=lattice)
+                   min_size=min_size, boundary_threshold=boundary_threshold, device=device, batch=batch,
+                   array=array, level=level, channel=channel, dry_run=False, on_block=on_block,
+                   progress=progress, period=period, lattice_mask=lattice_mask,
+                   measure_grains=measure_grains, voxel_orientations=voxel_orientations, lattice=lattice)
 
 
 def _refuse_deleting_input(path: Path, state: RunState) -> None:
@@ -680,7 +680,7 @@ def _fused_input(img, path: Path, out_dir, nets: tuple, runner, auto: dict, *, p
                                    csv=str(state.csv_path), plan=_fused_plan(res, state))
     model = {"name": "+".join(net.name for net in nets),
              "sha256": hashlib.sha256("".join(net.sha256 for net in nets).encode()).hexdigest()}
-    manifest, skipped = start_composite(state, img, path, settings, model)
+    manifest, skipped = _start_composite(state, img, path, settings, model)
     if skipped:
         return skipped
     runs, done = [], 0
@@ -742,7 +742,7 @@ def _fused_input(img, path: Path, out_dir, nets: tuple, runner, auto: dict, *, p
                        seconds=time.perf_counter() - t0, plan=manifest["plan"])
 
 
-def start_composite(state: RunState, img, path: Path, settings: dict, model: dict, **extra) -> tuple[dict, InputResult | None]:
+def _start_composite(state: RunState, img, path: Path, settings: dict, model: dict, **extra) -> tuple[dict, InputResult | None]:
     """Start an input whose output is made from runs kept in its run state (a fused input, a split one):
     ``(manifest, None)`` with its manifest written, or ``(manifest, result)`` where a previous run of the
     same settings (``extra`` among them) completed it."""
@@ -762,14 +762,14 @@ def start_composite(state: RunState, img, path: Path, settings: dict, model: dic
 def _split_input(img, path: Path, out_dir, net, runner, *, progress, on_block, dry_run, **settings) -> InputResult:
     """:func:`segment_input` with ``split_grains``: the input segmented into the run state, then its grains
     split (:mod:`.split_run`) into ``OUT/NAME.zarr`` + ``OUT/NAME_grains.csv``."""
-    from micro_sym.classical.filter_bank import lattice_constant
-    from micro_sym.classical.grain_lattice import grain_columns, lattice_order
-    from micro_sym.grains.stats import write_grain_csv
-    from micro_sym.grains.split import SPLIT_RULE, split_ids
-    from micro_sym.inference import fusion
-    from micro_sym.inference.blocks import plan_blocks
     import shutil
 
+    from micro_sym.classical.filter_bank import lattice_constant
+    from micro_sym.classical.grain_lattice import grain_columns, lattice_order
+    from micro_sym.grains.split import SPLIT_RULE, split_ids
+    from micro_sym.grains.stats import write_grain_csv
+    from micro_sym.inference import fusion
+    from micro_sym.inference.blocks import plan_blocks
     from micro_sym.inference.split_run import SOURCE, lattice_settings, split_phases, write_task
 
     t0 = time.perf_counter()
@@ -784,7 +784,7 @@ def _split_input(img, path: Path, out_dir, net, runner, *, progress, on_block, d
         return dataclasses.replace(res, zarr=str(state.zarr_path), csv=str(state.csv_path), plan=plan)
     base = getattr(net, "network", net)  # auto: its square network names the run
     model = {"name": "auto" if base is not net else net.name, "sha256": hashlib.sha256(str(base.sha256).encode()).hexdigest()}
-    manifest, skipped = start_composite(state, img, path, settings, model, split_grains=SPLIT_RULE)
+    manifest, skipped = _start_composite(state, img, path, settings, model, split_grains=SPLIT_RULE)
     if skipped:
         return skipped
     source = _segment_input(img, path, state.root / SOURCE, net, progress=progress, dry_run=False, **common)

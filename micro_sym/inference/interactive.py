@@ -367,7 +367,7 @@ def _split(image, result: SegmentResult) -> SegmentResult:
     from micro_sym.classical import ring_frequency
     from micro_sym.classical.filter_bank import lattice_constant
     from micro_sym.classical.grain_lattice import grain_columns, lattice_order
-    from micro_sym.grains.split import apply_pieces, split_ids, split_labels
+    from micro_sym.grains.split import split_map
     from micro_sym.inference.lattice_mask import measure_grains
     from micro_sym.orientation.symmetry import lattice as find
 
@@ -384,17 +384,13 @@ def _split(image, result: SegmentResult) -> SegmentResult:
     def phase_of(g):
         return next(p for p in phases if p["grains"][0] <= g <= p["grains"][1])
 
-    grains = np.asarray(result.grains)
-    boxes, pieces, parents = split_labels(grains, np.asarray(result.orientation), np.asarray(image),
-                                          k_of=lambda g: find(phase_of(g)["symmetry"]).k,
-                                          lattice_of=lambda g: phase_of(g)["symmetry"],
-                                          period=lattice_constant(setting["ring_frequency"], setting["lattice"]))
-    counts = [int(p.max()) for p in pieces]
     several = len(phases) > 1
-    lut, ids, ranges = split_ids(result.n_grains, np.repeat(np.asarray(parents, np.int64), counts),
-                                 [tuple(p["grains"]) for p in phases] if several else None)
-    grains = apply_pieces(grains, (0, 0), lut, boxes, pieces, ids[np.cumsum([0] + counts)[:-1]])
-    n_grains = result.n_grains + sum(counts)
+    grains, n_split, n_added, ranges = split_map(np.asarray(result.grains), np.asarray(result.orientation),
+                                                 np.asarray(image), k_of=lambda g: find(phase_of(g)["symmetry"]).k,
+                                                 lattice_of=lambda g: phase_of(g)["symmetry"],
+                                                 period=lattice_constant(setting["ring_frequency"], setting["lattice"]),
+                                                 phase_ranges=[tuple(p["grains"]) for p in phases] if several else None)
+    n_grains = result.n_grains + n_added
     if several:
         for p, (first, last) in zip(phases, ranges):
             p["grains"] = [int(first), int(last)]
@@ -406,7 +402,7 @@ def _split(image, result: SegmentResult) -> SegmentResult:
         measured = grain_columns(measure_grains(image, grains, setting), n_grains, setting)
         rows = np.asarray(table["grain"], np.int64) - 1  # the measured columns' rows are grains 1..n_grains
         table |= {name: np.asarray(values)[rows] for name, values in measured.items()}
-    split = {"grains_split": len(parents), "grains_added": sum(counts)}
+    split = {"grains_split": n_split, "grains_added": n_added}
     info = {**info, "split_grains": split, **({"phases": phases} if several else {})}
     n = split["grains_split"]
     method = f"{result.method}; {n} grain{'' if n == 1 else 's'} split in two lattice orientations"

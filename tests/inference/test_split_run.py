@@ -12,7 +12,7 @@ import pytest
 import tifffile
 import zarr
 
-from micro_sym.grains.split import apply_pieces, split_ids, split_labels
+from micro_sym.grains.split import split_map
 from micro_sym.synth.lattice2d import render_lattice_2d
 
 from _helpers import read_output, same_partition
@@ -82,14 +82,12 @@ def _reference_split(out, name, image_path):
     def phase(g):
         return next(p for p in phases if p["grains"][0] <= g <= p["grains"][1])
 
-    boxes, pieces, parents = split_labels(maps["grains"], maps["orientation"], tifffile.imread(image_path),
-                                          k_of=lambda g: lattice(phase(g)["symmetry"]).k,
-                                          lattice_of=lambda g: phase(g)["symmetry"],
-                                          period=lattice_constant(setting["ring_frequency"], setting["lattice"]))
-    counts = [int(p.max()) for p in pieces]
     ranges = [tuple(p["grains"]) for p in phases] if attrs.get("phases") else None
-    lut, ids, _ = split_ids(int(attrs["n_grains"]), np.repeat(parents, counts), ranges)
-    return apply_pieces(maps["grains"], (0, 0), lut, boxes, pieces, ids[np.cumsum([0] + counts)[:-1]]), parents
+    labels, n_split, _, ranges = split_map(maps["grains"], maps["orientation"], tifffile.imread(image_path),
+                                      k_of=lambda g: lattice(phase(g)["symmetry"]).k,
+                                      lattice_of=lambda g: phase(g)["symmetry"], phase_ranges=ranges,
+                                      period=lattice_constant(setting["ring_frequency"], setting["lattice"]))
+    return labels, n_split, ranges
 
 
 def _rows(path) -> dict:
@@ -100,9 +98,9 @@ def _rows(path) -> dict:
 def test_split_grains_writes_the_rule_on_the_whole_map(runs, images):
     out, res = runs
     paths, truth = images
-    expected, parents = _reference_split(out / "square_False", "square", paths["square"])
+    expected, n_split, _ = _reference_split(out / "square_False", "square", paths["square"])
     split = read_output(out / "square_True", "square")
-    assert parents == [1] and np.array_equal(split["grains"], expected)
+    assert n_split == 1 and np.array_equal(split["grains"], expected)
     assert res["square", True].n_grains == res["square", False].n_grains + 1
     # The 28° region, joined to the 20° one without the option, is a grain of its own with it.
     piece = split["grains"] == res["square", True].n_grains
@@ -138,11 +136,16 @@ def test_a_fused_map_is_split_with_each_phase_contiguous(runs, images):
     before, _ = _phases(out / "fringes_False", "fringes")
     assert [p["symmetry"] for p in phases] == ["fringes", "square"]
     assert before[1]["grains"][1] >= before[1]["grains"][0]  # robust-2d added a grain: phase 2 is not empty
-    expected, parents = _reference_split(out / "fringes_False", "fringes", paths["fringes"])
+    expected, n_split, ranges = _reference_split(out / "fringes_False", "fringes", paths["fringes"])
     split = read_output(out / "fringes_True", "fringes")
-    assert parents and np.array_equal(split["grains"], expected)
-    n_fringes = before[0]["grains"][1] + len([g for g in parents if g <= before[0]["grains"][1]])
-    assert phases[0]["grains"] == [1, n_fringes] and phases[1]["grains"][0] == n_fringes + 1
+    assert n_split and np.array_equal(split["grains"], expected)
+    assert [p["grains"] for p in phases] == [list(r) for r in ranges]
+    n_fringes = phases[0]["grains"][1]
+    assert phases[0]["grains"][0] == 1 and phases[1]["grains"][0] == n_fringes + 1
+    # Each phase's grains lie on the unsplit map's grains of that phase.
+    unsplit = read_output(out / "fringes_False", "fringes")["grains"]
+    on = split["grains"] > 0
+    assert ((split["grains"][on] <= n_fringes) == (unsplit[on] <= before[0]["grains"][1])).all()
     rows = _rows(out / "fringes_True" / "fringes_grains.csv")
     assert all(int(r["phase"]) == (1 if g <= n_fringes else 2) for g, r in rows.items())
     assert same_partition(read_output(out / "fringes_False", "fringes")["grains"] > 0, split["grains"] > 0)
