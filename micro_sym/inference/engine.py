@@ -440,9 +440,12 @@ def _refuse_deleting_input(path: Path, state: RunState) -> None:
 
 def _segment_input(img, path: Path, out_dir, net, runner, *, block, chunk, threshold, min_size, boundary_threshold,
                    device, batch, array, level, channel, dry_run, on_block, progress, period,
-                   lattice_mask, measure_grains=True, voxel_orientations=False, lattice=None, auto=None) -> InputResult:
+                   lattice_mask, measure_grains=True, voxel_orientations=False, lattice=None, auto=None,
+                   keep_grain_sums=False) -> InputResult:
     """:func:`segment_input` on an opened image (under the output lock unless ``dry_run``). ``auto``: the
-    record of :class:`.method_choice.AutoMethod` that chose ``net`` (the runs of a fused input)."""
+    record of :class:`.method_choice.AutoMethod` that chose ``net`` (the runs of a fused input).
+    ``keep_grain_sums``: keep the final grains' lattice sums in the run state (``grain_sums.npz``) for a
+    step built on this run (a fusion, a split), which reuses them."""
     from micro_sym.models.normalize import intensity_range
     from micro_sym.inference.whole_image import grain_min_size
 
@@ -460,7 +463,7 @@ def _segment_input(img, path: Path, out_dir, net, runner, *, block, chunk, thres
                                 boundary_threshold=boundary_threshold, device=device, batch=batch, array=array,
                                 level=level, channel=channel, dry_run=dry_run, on_block=on_block, progress=progress,
                                 period=period, lattice_mask=lattice_mask, measure_grains=measure_grains,
-                                voxel_orientations=voxel_orientations, lattice=lattice)
+                                voxel_orientations=voxel_orientations, lattice=lattice, keep_grain_sums=keep_grain_sums)
     if hasattr(net, "for_input"):  # per-input settings: the classical period, estimated once or resumed
         net = net.for_input(img, threshold=threshold, previous=previous, workers=workers)
     base = net  # what workers receive; they rebuild the wrappers from the job
@@ -622,7 +625,7 @@ def _segment_input(img, path: Path, out_dir, net, runner, *, block, chunk, thres
             pairs = None  # grains on either side of one left out may now be neighbours
         if measure_grains:
             table |= lattice_columns(sums, n_grains, setting)
-        if (auto or {}).get("fused_with"):  # a fused input's run: the fusion reuses these sums
+        if keep_grain_sums:
             state.save_grain_sums(sums)
     if pairs is None:
         # Neighbours across the unassigned band between grains, as grain_table counts them: needs the final
@@ -672,7 +675,8 @@ def _fused_input(img, path: Path, out_dir, nets: tuple, runner, auto: dict, *, p
 
     t0 = time.perf_counter()
     state = RunState(Path(out_dir), img.name)
-    common = dict(runner=runner, auto=auto, dry_run=dry_run, on_block=on_block, **settings)
+    keep = settings.pop("keep_grain_sums", False)
+    common = dict(runner=runner, auto=auto, dry_run=dry_run, on_block=on_block, keep_grain_sums=True, **settings)
     if dry_run:
         res = [_segment_input(img, path, state.root / label, net, progress=None, **common)
                for label, net in zip(fusion.PHASE_NETWORKS, nets)]
@@ -709,9 +713,11 @@ def _fused_input(img, path: Path, out_dir, nets: tuple, runner, auto: dict, *, p
     if settings["measure_grains"] and all(settings_lattice):  # each grain's lattice at its phase's order
         # fringes-2d's grains are its run's, pixel for pixel: their sums are that run's; the added ones are measured.
         kept = RunState(state.root / fusion.PHASE_NETWORKS[0], img.name).load_grain_sums()
-        added = _final_grain_sums(runner, job, plan, state, first_id=n_fringes + 1)
+        added = _final_grain_sums(runner, job, plan, state, ids=np.arange(n_fringes + 1, n_grains + 1))
         sums = {key: np.concatenate([np.asarray(kept[key]), np.asarray(added[key])]) for key in added}
         table |= fusion.fused_lattice_columns(sums, table["phase"], settings_lattice)
+        if keep:
+            state.save_grain_sums(sums)
     rule = {**fringes["grain_rule"], "min_size": fringes["min_size"], "boundary_threshold": fringes["boundary_threshold"]}
     write_grain_csv(state.csv_path, table, unit=img.unit or "px", atomic=True, pixel_size=img.pixel_size,
                     phases=list(fusion.PHASES), command="micro-sym segment", grain_rule=rule)
@@ -787,7 +793,8 @@ def _split_input(img, path: Path, out_dir, net, runner, *, progress, on_block, d
     manifest, skipped = _start_composite(state, img, path, settings, model, split_grains=SPLIT_RULE)
     if skipped:
         return skipped
-    source = _segment_input(img, path, state.root / SOURCE, net, progress=progress, dry_run=False, **common)
+    source = _segment_input(img, path, state.root / SOURCE, net, progress=progress, dry_run=False,
+                            keep_grain_sums=True, **common)
     source_manifest = RunState(state.root / SOURCE, img.name).read_manifest()
     import zarr
 
@@ -833,8 +840,13 @@ def _split_input(img, path: Path, out_dir, net, runner, *, progress, on_block, d
         phase[p["grains"][0] - 1:p["grains"][1]] = i
     parts = [part for _, part in runner.run(fusion.stats_task, cores, lambda c: (job, c))]
     table = fusion.phase_table(parts, phase, phases, image_shape=plan.shape, pixel_size=img.pixel_size)
-    if settings["measure_grains"]:  # each grain's lattice, measured whole as the run measured it
-        sums = _final_grain_sums(runner, job, plan, state)
+    if settings["measure_grains"]:  # each grain's lattice as the run measured it; the split ones and their pieces anew
+        split_ids_new = np.r_[lut[np.unique(parents)], piece_ids].astype(np.int64)
+        sums = _final_grain_sums(runner, job, plan, state, ids=split_ids_new)
+        kept = RunState(state.root / SOURCE, img.name).load_grain_sums()
+        unsplit = ~np.isin(kept["ids"], parents)
+        sums = {key: np.concatenate([np.asarray(lut[kept["ids"][unsplit]] if key == "ids" else kept[key][unsplit],
+                                                sums[key].dtype), sums[key]]) for key in sums}
         if len(phases) > 1:
             table |= fusion.fused_lattice_columns(sums, phase, tuple(measured))
         else:
@@ -871,10 +883,11 @@ def _split_pieces(runner, job: dict, plan, state: RunState) -> list:
     its box's first pixel; kept in the run state (a resume reads them back)."""
     from micro_sym.inference.split_run import pieces_task
 
-    saved = state.root / "split" / "pieces.npz"
-    if saved.exists():
-        with np.load(saved) as f:
+    try:
+        with state.load_block("pieces", kind="split") as f:
             return [(int(g), f["lo"][i], f[f"p{int(g)}"]) for i, g in enumerate(f["grain"])]
+    except FileNotFoundError:
+        pass
     extents = merge_extents(e for _, e in runner.run(extents_task, plan.blocks, lambda b: ({"zarr": job["source"]}, b)))
     owner = np.full(len(extents["ids"]), -1, np.int64)
     for i, b in enumerate(plan.blocks):
@@ -883,15 +896,10 @@ def _split_pieces(runner, job: dict, plan, state: RunState) -> list:
     groups = [{key: values[owner == i] for key, values in extents.items()} for i in range(len(plan.blocks))]
     found = sorted((item for _, part in runner.run(pieces_task, [g for g in groups if len(g["ids"])], lambda g: (job, g))
                     for item in part), key=lambda item: item[0])
-    import io
-
-    from micro_sym.inference.writer import atomic_write_bytes
-
-    buf = io.BytesIO()
-    np.savez(buf, grain=np.array([g for g, _, _ in found], np.int64),
-             lo=np.array([lo for _, lo, _ in found], np.int64).reshape(-1, 2), **{f"p{g}": p for g, _, p in found})
-    saved.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(saved, buf.getvalue())
+    (state.root / "split").mkdir(exist_ok=True)
+    state.save_block("pieces", {"grain": np.array([g for g, _, _ in found], np.int64),
+                                "lo": np.array([lo for _, lo, _ in found], np.int64).reshape(-1, 2),
+                                **{f"p{g}": p for g, _, p in found}}, kind="split")
     return found
 
 
@@ -1054,11 +1062,11 @@ def segment(inputs, out_dir, *, model=None, method: str | None = None, lattice: 
     return results
 
 
-def _final_grain_sums(runner, job: dict, plan, state: RunState, finals=None, first_id: int = 1) -> dict:
+def _final_grain_sums(runner, job: dict, plan, state: RunState, finals=None, ids=None) -> dict:
     """The lattice sums of every final grain (:func:`lattice_task`), each measured by the block holding
     its window's first pixel; kept in the run state, as the grains may be renumbered after them.
     ``finals``: the seeded flood's per-block arrays, which hold the grains' extents (else a pass finds them).
-    ``first_id``: only the grains from this id on."""
+    ``ids``: only these grains."""
     try:
         return dict(state.load_block("sums", kind="lattice"))
     except FileNotFoundError:
@@ -1068,8 +1076,8 @@ def _final_grain_sums(runner, job: dict, plan, state: RunState, finals=None, fir
     else:
         parts = (e for _, e in runner.run(extents_task, plan.blocks, lambda b: (job, b)))
     extents = merge_extents(parts)
-    if first_id > 1:
-        extents = {key: values[extents["ids"] >= first_id] for key, values in extents.items()}
+    if ids is not None:
+        extents = {key: values[np.isin(extents["ids"], ids)] for key, values in extents.items()}
     starts = np.array([[w.start for w in win] for win in grain_windows(extents)], np.int64).reshape(-1, 2)
     owner = np.full(len(starts), -1, np.int64)
     for i, b in enumerate(plan.blocks):
