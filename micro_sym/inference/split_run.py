@@ -11,8 +11,9 @@ resumed run does them again and writes the same bytes):
    one read of the region holding their boxes); kept in the run state;
 3. the output: the map's grains renumbered (each phase's ids stay contiguous) with the pieces written
    as new grains, orientation and boundary as they were;
-4. each block's grain statistics, the grain table (:func:`micro_sym.inference.fusion.phase_table`)
-   and each grain's lattice measured whole, as the run measured it.
+4. each block's grain statistics, the grain table (:func:`micro_sym.inference.fusion.phase_table`),
+   and the lattice of the split grains and their pieces measured whole as the run measured it (the
+   other grains keep the run's lattice sums).
 """
 
 from __future__ import annotations

@@ -150,7 +150,7 @@ class RunState:
 
     def save_grain_sums(self, sums: dict) -> None:
         """The final grains' lattice sums (``grain_sums.npz``, kept with the manifest: a fused input
-        reuses its fringes run's, :mod:`.fusion`)."""
+        reuses its fringes run's, :mod:`.fusion`, and a split input its run's for the grains it does not split)."""
         import io
 
         buf = io.BytesIO()
