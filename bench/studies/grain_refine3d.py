@@ -5,6 +5,7 @@ Usage::
     python bench/studies/grain_refine3d.py --diagnose [--out FILE]   # how atoms-3d misses true grains
     python bench/studies/grain_refine3d.py --draws [--out FILE]      # choose the rule on new draws
     python bench/studies/grain_refine3d.py --heldout [--out FILE]    # judge the fixed rule, held out
+    python bench/studies/grain_refine3d.py --product [--out FILE]    # the same volumes through ``segment``
 
 ``--diagnose`` (held-out imaging set): each true grain that atoms-3d's grains miss (IoU <= 0.5) is
 "joined" (over half of it lies in one predicted grain that also holds another true grain; the pair's
@@ -30,7 +31,9 @@ each grain's orientation from its own spectrum, :mod:`micro_sym.classical.grain_
 mean grain F1 over the volumes. ``--heldout``: :data:`RULE` once on ``data/atoms3d_heldout_imaging``
 and ``data/atoms3d_heldout_far`` (the two held-out sets of docs/results.md), and on the particles of
 ``bench/bench_particles3d.py``. Rule fixed before that
-run (:data:`SHIP_RULE`). Prints and writes JSON.
+run (:data:`SHIP_RULE`). ``--product``: every held-out volume through ``micro-sym segment --model
+atoms-3d`` without and with ``--split-grains`` (the block engine, ``micro_sym.inference.refine3d_run``),
+scored as above, with the seconds of each run. Prints and writes JSON.
 """
 
 from __future__ import annotations
@@ -41,7 +44,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-from scipy import ndimage
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/, for _common
 from _common import RESULTS, ROOT, log, write_json  # noqa: E402
@@ -58,10 +60,6 @@ RULE = {"sep": 10.0, "smooth": 1.0, "confirm": 10.0, "join": 3.0, "rounds": 2}
 #: by at most half a point on the far set, and every single-crystal and decahedral particle of
 #: ``bench/bench_particles3d.py`` keeps its number of grains.
 SHIP_RULE = {"imaging_gain_min": 0.01, "far_loss_max": 0.005}
-#: The smaller 2-means group's least share of the grain (as the 2D split).
-MIN_SHARE = 0.15
-#: How far apart two grains may lie and still be neighbours for the join (voxels).
-NEIGHBOUR_REACH = 2
 
 
 def network_outputs(volume):
@@ -77,109 +75,12 @@ def network_outputs(volume):
     return labels.astype(np.int64), maps["orientation"], _NET.grain_field
 
 
-def two_means(fields: np.ndarray, iters: int = 10) -> np.ndarray:
-    """0/1 labels of 2-means of ``fields`` ``(n, C)``; second centre at the 90th percentile of the
-    distances from the mean (one stray field cannot take a centre for itself)."""
-    c0 = fields.mean(0)
-    d = np.linalg.norm(fields - c0, axis=1)
-    centres = np.stack([c0, fields[np.argsort(d)[int(0.9 * (len(d) - 1))]]])
-    lab = np.zeros(len(fields), np.int64)
-    for _ in range(iters):
-        lab = np.argmin(((fields[:, None, :] - centres[None]) ** 2).sum(-1), axis=1)
-        centres = np.stack([fields[lab == j].mean(0) if (lab == j).any() else centres[j] for j in (0, 1)])
-    return lab
-
-
-def split_grains(labels, field, degrees, volume, ring, *, sep, smooth, confirm, first_id=1, **_):
-    """``labels`` with each grain's second orientation split off (module docstring)."""
-    from micro_sym.classical.grain_orientation3d import MIN_CELLS, grain_orientations
-    from micro_sym.grains.field import mean_orientations
-    from micro_sym.orientation import misorientation_cubic
-
-    period = 1.0 / ring
-    min_piece = MIN_CELLS * period ** 3
-    out = labels.copy()
-    next_id = int(labels.max()) + 1
-    for g, box in enumerate(ndimage.find_objects(labels), start=1):
-        if box is None or g < first_id:
-            continue
-        mine = labels[box] == g
-        f = field[(slice(None), *box)][:, mine].T
-        ok = np.isfinite(f).all(1)
-        if ok.sum() < 2 * min_piece:
-            continue
-        lab = two_means(f[ok])
-        sizes = np.bincount(lab, minlength=2)
-        if sizes.min() < MIN_SHARE * ok.sum():
-            continue
-        means = mean_orientations(np.stack([f[ok][lab == j].sum(0) for j in (0, 1)]), degrees)
-        if not misorientation_cubic(means[0], means[1]) >= sep:
-            continue
-        small = int(np.argmin(sizes))
-        indicator = np.zeros(mine.shape)
-        where = np.argwhere(mine)[ok]
-        indicator[tuple(where[lab == small].T)] = 1.0
-        sigma = smooth * period
-        smoothed = ndimage.gaussian_filter(indicator, sigma) / np.maximum(ndimage.gaussian_filter(mine * 1.0, sigma), 1e-9)
-        pieces, n = ndimage.label((smoothed > 0.5) & mine)
-        keep = [p for p, size in enumerate(np.bincount(pieces.ravel())[1:], start=1) if size >= min_piece]
-        if not keep:
-            continue
-        sub = np.where(mine, 1, 0)
-        for i, p in enumerate(keep):
-            sub[pieces == p] = i + 2
-        if (sub == 1).sum() < min_piece:
-            continue
-        measured = grain_orientations(volume[box], sub, ring_frequency=ring, ids=range(1, len(keep) + 2))["quaternions"]
-        for i, p in enumerate(keep):
-            mis = misorientation_cubic(measured[0], measured[i + 1])
-            if confirm > 0 and not mis >= confirm:
-                continue
-            region = out[box]
-            region[pieces == p] = next_id
-            next_id += 1
-    return out
-
-
-def join_grains(labels, volume, ring, *, join, **_):
-    """``labels`` with neighbouring grains measured within ``join`` degrees as one (module docstring)."""
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
-
-    from micro_sym.classical.grain_orientation3d import grain_orientations
-    from micro_sym.orientation import misorientation_cubic
-
-    if not join:
-        return labels
-    r = grain_orientations(volume, labels, ring_frequency=ring)
-    n = int(labels.max()) + 1
-    q = np.full((n, 4), np.nan)
-    q[r["ids"]] = r["quaternions"]
-    size = 2 * NEIGHBOUR_REACH + 1
-    above = ndimage.maximum_filter(labels, size=size)
-    below = -ndimage.maximum_filter(-np.where(labels > 0, labels, n), size=size)
-    pairs = []
-    for other in (above, below):
-        m = (other != labels) & (labels > 0) & (other > 0) & (other < n)
-        pairs.append(np.stack([labels[m], other[m]], 1))
-    pairs = np.unique(np.sort(np.concatenate(pairs), axis=1), axis=0)
-    close = pairs[np.nan_to_num(misorientation_cubic(q[pairs[:, 0]], q[pairs[:, 1]]), nan=180.0) < join]
-    graph = coo_matrix((np.ones(len(close)), (close[:, 0], close[:, 1])), shape=(n, n))
-    _, comp = connected_components(graph, directed=False)
-    lut = np.zeros(n, np.int64)
-    present = np.unique(labels[labels > 0])
-    _, lut[present] = np.unique(comp[present], return_inverse=True)
-    lut[present] += 1
-    return lut[labels]
-
-
 def refined(labels, field, degrees, volume, ring, rule: dict):
-    out, first = labels, 1
-    for _ in range(rule["rounds"] if rule["sep"] else 0):  # a later round splits the last round's pieces only
-        before = int(out.max())
-        out = split_grains(out, field, degrees, volume, ring, first_id=first, **rule)
-        first = before + 1
-    return join_grains(out, volume, ring, **rule)
+    """The product's refinement (:func:`micro_sym.grains.split3d.refine_volume`) with ``rule``."""
+    from micro_sym.grains.split3d import refine_volume
+
+    rule = rule if rule["sep"] else {**rule, "rounds": 0}
+    return refine_volume(labels, field, volume, ring=ring, degrees=degrees, rule=rule)
 
 
 def score(labels, grains):
@@ -208,6 +109,38 @@ def run_rules(dataset: Path, rules: list[dict]) -> dict:
             + f" ({time.perf_counter() - t:.0f} s)")
     means = {key: float(np.mean([v["grain_f1"] for v in per.values()])) for key, per in rows.items()}
     return {"rules": rules, "volumes": rows, "mean_grain_f1": means}
+
+
+def product_runs() -> dict:
+    """Every held-out volume through the product's ``segment`` without and with ``--split-grains``."""
+    import tempfile
+
+    import zarr
+
+    from micro_sym.inference import segment
+    from micro_sym.io.images import map_path
+    from micro_sym.training.train3d import load_volumes
+
+    sets = {}
+    for key, dataset in HELDOUT.items():
+        rows = {}
+        for name, _, grains, _ in load_volumes(str(dataset), None):
+            row = {}
+            for split in (False, True):
+                with tempfile.TemporaryDirectory() as out:
+                    t = time.perf_counter()
+                    (r,) = segment([dataset / "images" / f"{name}.tif"], out, model="atoms-3d", split_grains=split)
+                    seconds = time.perf_counter() - t
+                    labels = np.asarray(zarr.open_array(f"{out}/{name}.zarr/{map_path('grains')}", mode="r")[:])
+                row["split" if split else "plain"] = {**score(labels, grains), "n_grains": r.n_grains, "seconds": seconds,
+                                                      **({"record": r.plan["method"]["split_grains"]} if split else {})}
+            rows[name] = row
+            log(f"{key}/{name}: {row['plain']['grain_f1']:.3f} -> {row['split']['grain_f1']:.3f} "
+                f"({row['plain']['seconds']:.1f} / {row['split']['seconds']:.1f} s)")
+        sets[key] = {"volumes": rows, **{f"mean_grain_f1_{k}": float(np.mean([v[k]["grain_f1"] for v in rows.values()]))
+                                         for k in ("plain", "split")},
+                     **{f"seconds_{k}": float(np.sum([v[k]["seconds"] for v in rows.values()])) for k in ("plain", "split")}}
+    return {"command": "micro-sym segment VOLUME --model atoms-3d [--split-grains]", "sets": sets}
 
 
 def particles(rule: dict, seeds: int = 3) -> dict:
@@ -289,10 +222,13 @@ def main(argv=None) -> None:
     mode.add_argument("--diagnose", action="store_true")
     mode.add_argument("--draws", action="store_true")
     mode.add_argument("--heldout", action="store_true")
+    mode.add_argument("--product", action="store_true")
     p.add_argument("--out", type=Path)
     a = p.parse_args(argv)
     if a.diagnose:
         result, default = {"dataset": str(HELDOUT["imaging"]), **diagnose(HELDOUT["imaging"])}, "grain_refine3d_diagnose.json"
+    elif a.product:
+        result, default = product_runs(), "grain_refine3d_product.json"
     elif a.draws:
         result, default = {"dataset": str(DRAWS), **run_rules(DRAWS, GRID)}, "grain_refine3d_draws.json"
     else:

@@ -124,28 +124,28 @@ def grain_sums(read_image, read_labels, extents: dict, *, ring_frequency: float,
 
 
 def grain_extents(labels, origin=(0, 0)) -> dict:
-    """Each grain's extent in a 2D region of the label map whose first pixel is at ``origin``:
-    ``{"ids", "lo", "hi" (exclusive), "count", "coord_sum"}``, coordinates absolute (rows, columns).
+    """Each grain's extent in a region of the label map (2D or 3D) whose first pixel is at ``origin``:
+    ``{"ids", "lo", "hi" (exclusive), "count", "coord_sum"}``, coordinates absolute (one column per axis).
 
     Coordinate sums are whole numbers, exact in float64 below 2**53 in any order of summation, so
     :func:`merge_extents` of a map's blocks gives the whole map's extents bit for bit.
     """
     labels = np.asarray(labels)
+    nd = labels.ndim
     flat = labels.ravel().astype(np.int64, copy=False)
     count = np.bincount(flat) if flat.size else np.zeros(1, np.int64)
     ids = np.flatnonzero(count[1:]) + 1
     if not ids.size:
-        return _no_extents()
-    height, width = labels.shape
-    rows = np.bincount(flat, np.broadcast_to(np.arange(height, dtype=np.float64)[:, None], labels.shape).ravel())[ids]
-    cols = np.bincount(flat, np.broadcast_to(np.arange(width, dtype=np.float64)[None, :], labels.shape).ravel())[ids]
+        return _no_extents(nd)
+    sums = [np.bincount(flat, np.broadcast_to(np.arange(n, dtype=np.float64).reshape([-1 if a == axis else 1 for a in range(nd)]),
+                                              labels.shape).ravel())[ids] for axis, n in enumerate(labels.shape)]
     boxes = ndimage.find_objects(flat.reshape(labels.shape))
     origin = np.asarray(origin, np.int64)
-    lo = np.array([[boxes[g - 1][0].start, boxes[g - 1][1].start] for g in ids], np.int64) + origin
-    hi = np.array([[boxes[g - 1][0].stop, boxes[g - 1][1].stop] for g in ids], np.int64) + origin
+    lo = np.array([[boxes[g - 1][a].start for a in range(nd)] for g in ids], np.int64) + origin
+    hi = np.array([[boxes[g - 1][a].stop for a in range(nd)] for g in ids], np.int64) + origin
     count = count[ids].astype(np.int64)
     # Whole numbers: the sums of local coordinates plus the origin's share stay exact.
-    coord_sum = np.stack([rows, cols], axis=1) + origin.astype(np.float64) * count[:, None]
+    coord_sum = np.stack(sums, axis=1) + origin.astype(np.float64) * count[:, None]
     return {"ids": ids.astype(np.int64), "lo": lo, "hi": hi, "count": count, "coord_sum": coord_sum}
 
 
@@ -156,13 +156,13 @@ def merge_extents(parts) -> dict:
         return _no_extents()
     cat = {key: np.concatenate([np.asarray(p[key]) for p in parts]) for key in ("ids", "lo", "hi", "count", "coord_sum")}
     ids, index = np.unique(cat["ids"], return_inverse=True)
-    n = ids.size
-    lo = np.full((n, 2), np.iinfo(np.int64).max, np.int64)
-    hi = np.full((n, 2), -1, np.int64)
+    n, nd = ids.size, cat["lo"].shape[1]
+    lo = np.full((n, nd), np.iinfo(np.int64).max, np.int64)
+    hi = np.full((n, nd), -1, np.int64)
     np.minimum.at(lo, index, cat["lo"])
     np.maximum.at(hi, index, cat["hi"])
     count = np.bincount(index, cat["count"], minlength=n).astype(np.int64)
-    coord_sum = np.stack([np.bincount(index, cat["coord_sum"][:, a], minlength=n) for a in range(2)], axis=1)
+    coord_sum = np.stack([np.bincount(index, cat["coord_sum"][:, a], minlength=n) for a in range(nd)], axis=1)
     return {"ids": ids.astype(np.int64), "lo": lo, "hi": hi, "count": count, "coord_sum": coord_sum}
 
 
@@ -173,9 +173,9 @@ def select_extents(extents: dict, ids) -> dict:
     return {key: np.asarray(values)[rows] for key, values in extents.items()}
 
 
-def _no_extents() -> dict:
-    return {"ids": np.zeros(0, np.int64), "lo": np.zeros((0, 2), np.int64), "hi": np.zeros((0, 2), np.int64),
-            "count": np.zeros(0, np.int64), "coord_sum": np.zeros((0, 2), np.float64)}
+def _no_extents(nd: int = 2) -> dict:
+    return {"ids": np.zeros(0, np.int64), "lo": np.zeros((0, nd), np.int64), "hi": np.zeros((0, nd), np.int64),
+            "count": np.zeros(0, np.int64), "coord_sum": np.zeros((0, nd), np.float64)}
 
 
 def measure_window(lo, hi, centre, size: int = MAX_WINDOW) -> tuple:

@@ -177,8 +177,12 @@ def _method_line(m: dict) -> str:
         n, added = split["grains_split"], split["grains_added"]
         parts.append(f"--split-grains: {n} grain{'' if n == 1 else 's'} held two lattice orientations, "
                      f"{added} grain{'' if added == 1 else 's'} split off")
+        if "grains_joined" in split:  # volumes: neighbours measured alike joined
+            joined = split["grains_joined"]
+            parts.append(f"{joined} grain{'' if joined == 1 else 's'} joined to a neighbour of the same measured orientation")
     elif split:  # a dry run: planned only
-        parts.append("then --split-grains: each grain holding two lattice orientations split")
+        joined = " and neighbours measured alike joined" if m.get("grain_orientation") else ""
+        parts.append(f"then --split-grains: each grain holding two lattice orientations split{joined}")
     return "; ".join(parts)
 
 
@@ -252,7 +256,10 @@ def segment(
     split_grains: bool = typer.Option(False, "--split-grains", help="Micrographs: split each grain whose network "
                                       "angles form two groups at least 3 degrees apart where the image's own "
                                       "lattice angles differ by 5 degrees or more (grains joined across a "
-                                      "low-angle boundary). Off by default: see the README."),
+                                      "low-angle boundary). Volumes (3D networks): split each grain whose field "
+                                      "forms two groups 10 degrees apart where the measured orientations differ "
+                                      "by 10 degrees or more, and join neighbours measured within 3 degrees. "
+                                      "Off by default: see the README."),
 ):
     """Segment many images or volumes into boundary, orientation and grain maps, block by block.
 

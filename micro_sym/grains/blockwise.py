@@ -642,18 +642,35 @@ def flood_block(orientation, boundary, seeds, *, symmetry, steps: int, inner, or
         without ``first``) and ``contacts`` in final ids, for :func:`final_table`; with ``neighbours``
         also ``neighbour_pairs`` (:func:`neighbour_pairs`).
     """
-    from micro_sym.grains._kernels import compact_ids
     from micro_sym.grains.reconstruct import orientation_kind
     from micro_sym.grains.seeded import grow_seeds
 
     kind = orientation_kind(np.shape(orientation), symmetry)
     spatial = seeds.shape
-    nd = len(spatial)
     grown = grow_seeds(orientation, boundary, seeds, kind, boundary_threshold=boundary_threshold, steps=steps)
-    labels = grown[inner].astype(np.uint32)
+    labels, out = block_grain_arrays(grown, inner, orientation, kind, origin, image_shape, refs=refs)
+    if neighbours:
+        reach = _neighbour_reach(None)
+        # The block grown by reach + 1 inside the flooded region (clipped where the image ends).
+        near = tuple(slice(max(s.start - reach - 1, 0), min(s.stop + reach + 1, n)) for s, n in zip(inner, spatial))
+        out["neighbour_pairs"] = _region_neighbour_pairs(grown[near], inside(inner, near), reach)
+    return labels, out
+
+
+def block_grain_arrays(grains, inner, orientation, kind, origin, image_shape, refs=None):
+    """A block's final grains and their statistics for :func:`final_table`: ``(labels, arrays)`` as
+    :func:`flood_block` returns them (without ``neighbour_pairs``).
+
+    ``grains`` holds final ids over a region that includes the block (at ``inner``) and, where there is
+    one, the plane beyond each of its high faces (for the contacts across them); ``orientation`` covers
+    the same region; ``refs`` as :func:`flood_block`'s."""
+    from micro_sym.grains._kernels import compact_ids
+
+    spatial = np.shape(grains)
+    labels = np.asarray(grains[inner]).astype(np.uint32)
     # Per axis, the block plus, where there is one, the next plane along that axis.
-    contacts = _contacts([grown[tuple(slice(s.start, min(s.stop + 1, n)) if d == ax else s
-                                      for d, (s, n) in enumerate(zip(inner, spatial)))] for ax in range(nd)])
+    contacts = _contacts([grains[tuple(slice(s.start, min(s.stop + 1, n)) if d == ax else s
+                                       for d, (s, n) in enumerate(zip(inner, spatial)))] for ax in range(len(spatial))])
     # Local rows 1..n for the final ids present (a lookup table, not a sort of the block).
     ids, compact = compact_ids(labels)
     ori = orientation[(slice(None),) + inner] if kind.channel_axis else orientation[inner]
@@ -668,11 +685,6 @@ def flood_block(orientation, boundary, seeds, *, symmetry, steps: int, inner, or
     out = {f"stat_{k}": v for k, v in stats.items() if k != "first"}
     out["ids"] = ids.astype(np.int64)
     out["contacts"] = contacts
-    if neighbours:
-        reach = _neighbour_reach(None)
-        # The block grown by reach + 1 inside the flooded region (clipped where the image ends).
-        near = tuple(slice(max(s.start - reach - 1, 0), min(s.stop + reach + 1, n)) for s, n in zip(inner, spatial))
-        out["neighbour_pairs"] = _region_neighbour_pairs(grown[near], inside(inner, near), reach)
     return labels, out
 
 

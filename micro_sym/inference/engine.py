@@ -41,6 +41,7 @@ two per input from the image's lattice fringe signal-to-noise ratio, before plan
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import threading
 import time
@@ -392,7 +393,8 @@ def segment_input(path, out_dir, net: Network, runner, *, block=None, chunk=None
         (:mod:`micro_sym.grains.field`); the grains are the same either way.
     split_grains : bool
         2D: split each grain that holds two lattice orientations (:mod:`micro_sym.grains.split`, run by
-        :mod:`.split_run` after the input is segmented).
+        :mod:`.split_run` after the input is segmented). 3D: split and join the grains by the volume's
+        measured lattice (:mod:`micro_sym.grains.split3d`, run by :mod:`.refine3d_run` after the flood).
 
     Returns
     -------
@@ -407,7 +409,9 @@ def segment_input(path, out_dir, net: Network, runner, *, block=None, chunk=None
 
     path = Path(path)
     img = open_image(path, array=array, level=level, channel=channel)
-    run = _split_input if split_grains else _segment_input
+    run = _segment_input
+    if split_grains:  # micrographs: a run, then its grains split; volumes: refined inside the run
+        run = _split_input if img.ndim == 2 else functools.partial(_segment_input, refine=True)
     if dry_run:
         return run(img, path, out_dir, net, runner, block=block, chunk=chunk, threshold=threshold,
                    min_size=min_size, boundary_threshold=boundary_threshold, device=device, batch=batch,
@@ -441,11 +445,12 @@ def _refuse_deleting_input(path: Path, state: RunState) -> None:
 def _segment_input(img, path: Path, out_dir, net, runner, *, block, chunk, threshold, min_size, boundary_threshold,
                    device, batch, array, level, channel, dry_run, on_block, progress, period,
                    lattice_mask, measure_grains=True, voxel_orientations=False, lattice=None, auto=None,
-                   keep_grain_sums=False) -> InputResult:
+                   keep_grain_sums=False, refine=False) -> InputResult:
     """:func:`segment_input` on an opened image (under the output lock unless ``dry_run``). ``auto``: the
     record of :class:`.method_choice.AutoMethod` that chose ``net`` (the runs of a fused input).
     ``keep_grain_sums``: keep the final grains' lattice sums in the run state (``grain_sums.npz``) for a
-    step built on this run (a fusion, a split), which reuses them."""
+    step built on this run (a fusion, a split), which reuses them. ``refine``: a volume's grains split
+    and joined by its measured lattice (:mod:`micro_sym.grains.split3d`, ``--split-grains``)."""
     from micro_sym.models.normalize import intensity_range
     from micro_sym.inference.whole_image import grain_min_size
 
@@ -499,6 +504,13 @@ def _segment_input(img, path: Path, out_dir, net, runner, *, block, chunk, thres
         ring3d = ring_3d(img.data, scale, previous)
         if ring3d:
             method["grain_orientation"] = {"ring_frequency": ring3d}
+    if refine:
+        from micro_sym.grains.split3d import REFINE_RULE
+
+        if not (field and is_seeded(rule) and method.get("grain_orientation")):
+            raise MicroSymError(f"{path}: --split-grains on a volume needs a 3D network with a harmonic field and the "
+                                f"volume's lattice ring measured (this run has {'no ring' if field else 'another network'})")
+        method["split_grains"] = {"rule": REFINE_RULE}
     n = len(plan.blocks)
     samples = getattr(net, "samples", None)  # a network run at another sampling: its resampled tile
     activations = getattr(net, "activation_bytes", None)  # a 3D network: its forward's estimate, slabs counted
@@ -521,6 +533,7 @@ def _segment_input(img, path: Path, out_dir, net, runner, *, block, chunk, thres
         "block": list(plan.block), "chunk": list(plan.chunk), "halo": plan.halo, "stride": plan.stride,
         "threshold": float(threshold), "min_size": min_size, "boundary_threshold": float(boundary_threshold),
         "grain_rule": rule, **({"orientation_map": "voxels"} if voxel_orientations else {}),
+        **({"split_grains": method["split_grains"]["rule"]} if refine else {}),
         "code_version": code_version(), "n_blocks": n, "status": "running",
     }
     mode = state.check_compatible(manifest)
@@ -550,7 +563,7 @@ def _segment_input(img, path: Path, out_dir, net, runner, *, block, chunk, thres
     manifest["value_range"] = [float(v) for v in value_range]
     state.write_manifest(manifest)
     create_outputs(state, plan.shape, img.ndim, plan.chunk, pixel_size=img.pixel_size, unit=img.unit,
-                   field_channels=net.out_channels - 1 if field else None, flooded=weak_lattice)
+                   field_channels=net.out_channels - 1 if field else None, flooded=weak_lattice or refine)
 
     job = {"input": str(path), "array": array, "level": level, "channel": channel,
            "value_range": manifest["value_range"],
@@ -561,7 +574,9 @@ def _segment_input(img, path: Path, out_dir, net, runner, *, block, chunk, thres
            "scale": scale["scale"] if scale and scale["resampled"] else None, "lattice_mask": ring,
            "grain_lattice": method.get("grain_lattice"), "grain_orientation": method.get("grain_orientation"),
            "field": str(state.field_path) if field else None, "voxel_orientations": voxel_orientations,
-           "flooded": str(state.flooded_path) if weak_lattice else None}
+           "flooded": str(state.flooded_path) if weak_lattice or refine else None,
+           "refine": {"rule": method["split_grains"]["rule"], "degrees": list(field),
+                      **method["grain_orientation"]} if refine else None}
     done1 = state.done("done1")
     done2 = state.done("done2")
     steps = _BlockSteps(len(done1) + len(done2), 2 * n, progress)
@@ -609,9 +624,12 @@ def _segment_input(img, path: Path, out_dir, net, runner, *, block, chunk, thres
     pairs, table, n_grains = None, merged.table, merged.n_grains
     if seeded:
         finals = [state.load_block(b.id, kind="final") for b in plan.blocks]
+        if refine:  # the flooded grains (scratch) split and joined into the output
+            finals, n_grains, pairs, record = _refine_grains(runner, job, plan, state, n_grains)
+            method["split_grains"].update(record)
         table = final_table(finals, n_grains, symmetry=net.symmetry, image_shape=plan.shape,
                             pixel_size=img.pixel_size, aligned=merged.refs is not None)
-        pairs = [f["neighbour_pairs"] for f in finals]
+        pairs = pairs if refine else [f["neighbour_pairs"] for f in finals]
     if setting:  # each final grain measured whole; with the lattice mask, a network's grains must show a lattice
         sums = _final_grain_sums(runner, job, plan, state, finals if seeded else None)
         kept = weak_lattice_lut(sums, n_grains) if weak_lattice else None
@@ -776,11 +794,9 @@ def _split_input(img, path: Path, out_dir, net, runner, *, progress, on_block, d
     from micro_sym.grains.stats import write_grain_csv
     from micro_sym.inference import fusion
     from micro_sym.inference.blocks import plan_blocks
-    from micro_sym.inference.split_run import SOURCE, lattice_settings, split_phases, write_task
+    from micro_sym.inference.split_run import SOURCE, lattice_settings, pieces_task, split_phases, write_task
 
     t0 = time.perf_counter()
-    if img.ndim != 2:
-        raise MicroSymError(f"{path}: --split-grains is for 2D micrographs; this input is a 3D volume")
     state = RunState(Path(out_dir), img.name)
     common = dict(runner=runner, on_block=on_block, **settings)
     if dry_run:
@@ -816,7 +832,7 @@ def _split_input(img, path: Path, out_dir, net, runner, *, progress, on_block, d
            "rule": SPLIT_RULE, "grain_lattice": measured[-1]}
     cores = [b.core for b in plan.blocks]
     n_source = int(attrs["n_grains"])
-    found = _split_pieces(runner, job, plan, state)
+    found = _split_pieces(runner, job, plan, state, pieces_task, {"zarr": job["source"]})
     parents = np.concatenate([np.full(int(p.max()), g, np.int64) for g, _, p in found]) if found else np.zeros(0, np.int64)
     ranges = [tuple(p["grains"]) for p in phases] if len(phases) > 1 else None
     lut, piece_ids, new_ranges = split_ids(n_source, parents, ranges)
@@ -869,7 +885,6 @@ def _split_input(img, path: Path, out_dir, net, runner, *, progress, on_block, d
                           "method": {**source.plan.get("method", {}), "split_grains": split}})
     state.write_manifest(manifest)  # the last write: only now is the input reported complete
     shutil.rmtree(state.root / SOURCE, ignore_errors=True)  # the unsplit run was scratch
-    shutil.rmtree(state.root / "split", ignore_errors=True)
     state.cleanup_scratch()
     forget_arrays(state.zarr_path)
     forget_arrays(source.zarr)
@@ -878,17 +893,16 @@ def _split_input(img, path: Path, out_dir, net, runner, *, progress, on_block, d
                        n_grains=n_grains, seconds=time.perf_counter() - t0, plan=manifest["plan"])
 
 
-def _split_pieces(runner, job: dict, plan, state: RunState) -> list:
-    """Every split grain's ``(grain, lo, pieces)`` in grain order, each grain decided by the block holding
-    its box's first pixel; kept in the run state (a resume reads them back)."""
-    from micro_sym.inference.split_run import pieces_task
-
+def _split_pieces(runner, job: dict, plan, state: RunState, pieces_task, grains_job: dict) -> list:
+    """Every split grain's ``(grain, lo, pieces)`` in grain order by ``pieces_task`` (a 2D split's or a
+    volume's), each grain decided by the block holding its box's first pixel; kept in the run state (a
+    resume reads them back). ``grains_job``: where :func:`extents_task` finds the grains."""
     try:
         with state.load_block("pieces", kind="split") as f:
             return [(int(g), f["lo"][i], f[f"p{int(g)}"]) for i, g in enumerate(f["grain"])]
     except FileNotFoundError:
         pass
-    extents = merge_extents(e for _, e in runner.run(extents_task, plan.blocks, lambda b: ({"zarr": job["source"]}, b)))
+    extents = merge_extents(e for _, e in runner.run(extents_task, plan.blocks, lambda b: (grains_job, b)))
     owner = np.full(len(extents["ids"]), -1, np.int64)
     for i, b in enumerate(plan.blocks):
         owner[np.all([(c.start <= extents["lo"][:, a]) & (extents["lo"][:, a] < c.stop)
@@ -898,9 +912,44 @@ def _split_pieces(runner, job: dict, plan, state: RunState) -> list:
                     for item in part), key=lambda item: item[0])
     (state.root / "split").mkdir(exist_ok=True)
     state.save_block("pieces", {"grain": np.array([g for g, _, _ in found], np.int64),
-                                "lo": np.array([lo for _, lo, _ in found], np.int64).reshape(-1, 2),
+                                "lo": np.array([lo for _, lo, _ in found], np.int64).reshape(-1, len(plan.shape)),
                                 **{f"p{g}": p for g, _, p in found}}, kind="split")
     return found
+
+
+def _refine_grains(runner, job: dict, plan, state: RunState, n_grains: int):
+    """A volume's flooded grains split and joined into the output (:mod:`.refine3d_run`): ``(finals,
+    n_grains, pairs)`` of the output's grains, in place of the flood's, and the counts for the record."""
+    from micro_sym.grains.split3d import join_lut
+    from micro_sym.inference.refine3d_run import pieces_task, stats_task, write_task
+
+    found = _split_pieces(runner, job, plan, state, pieces_task, job)
+    counts = [int(p.max()) for _, _, p in found]
+    firsts = n_grains + 1 + np.cumsum([0] + counts)[:-1]
+    pieces = [(tuple(slice(int(a), int(a) + n) for a, n in zip(lo, p.shape)), p, int(first))
+              for (_, lo, p), first in zip(found, firsts)]
+    n_split = n_grains + sum(counts)
+    cores = [b.core for b in plan.blocks]
+
+    def write(lut):
+        meets = [[p for p in pieces if all(b.start < c.stop and c.start < b.stop for b, c in zip(p[0], core))]
+                 for core in cores]
+        for _ in runner.run(write_task, list(range(len(cores))), lambda i: (job, cores[i], lut, meets[i])):
+            pass
+
+    write(np.arange(n_split + 1, dtype=np.uint32))
+    parts = [part for _, part in runner.run(stats_task, plan.blocks, lambda b: (job, b))]
+    measured = measured_orientations(runner, job, plan, parts, n_split)
+    quaternions = np.vstack([np.full((1, 4), np.nan), np.stack([measured[f"lattice_q{c}"] for c in "wxyz"], 1)])
+    lut = join_lut(np.concatenate([p["neighbour_pairs"] for p in parts]), quaternions, job["refine"]["rule"]["join"])
+    write(lut)
+    finals = [{**p, "ids": lut[p["ids"]].astype(np.int64),
+               "contacts": np.c_[lut[p["contacts"][:, :2]], p["contacts"][:, 2:]].astype(np.int64)} for p in parts]
+    pairs = [np.sort(lut[p["neighbour_pairs"]], axis=1).astype(np.int64) for p in parts]
+    pairs = [np.unique(p[p[:, 0] != p[:, 1]], axis=0).reshape(-1, 2) for p in pairs]
+    n_final = int(lut.max(initial=0))
+    return finals, n_final, pairs, {"grains_split": len(found), "grains_added": n_split - n_grains,
+                                    "grains_joined": n_split - n_final}
 
 
 def _fused_plan(runs, state, method=None) -> dict:

@@ -195,6 +195,7 @@ class RunState:
         shutil.rmtree(self.root / "blocks", ignore_errors=True)
         shutil.rmtree(self.root / "final", ignore_errors=True)
         shutil.rmtree(self.root / "lattice", ignore_errors=True)
+        shutil.rmtree(self.root / "split", ignore_errors=True)
 
 
 class OutputLock:

@@ -1,0 +1,124 @@
+"""``segment --split-grains`` on a volume (:mod:`micro_sym.inference.refine3d_run`): atoms-3d's grains split
+and joined by the volume's measured lattice, block by block, as the rule does it on the whole volume;
+the same grains for any tiling, the same bytes after an interrupted run; refusals."""
+
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pytest
+import tifffile
+
+from micro_sym.grains.split3d import refine_volume
+
+from _helpers import read_output
+
+#: A bcc W polycrystal of the held-out imaging setting (variant 0, seed 3) in which atoms-3d's grains
+#: hold two split and one pair joined (found by a search over seeds 0-3 of two variants).
+VARIANT, SEED, SIZE = 0, 3, 64
+
+
+@pytest.fixture(scope="module")
+def volume(tmp_path_factory):
+    from micro_sym.synth.atoms3d import load_atoms3d_config, synth_atoms3d
+
+    cfg = load_atoms3d_config("synth-atoms3d-heldout-imaging").variant(VARIANT).model_copy(update={"size": [SIZE] * 3})
+    vol = np.asarray(synth_atoms3d(cfg, seed=SEED).image, np.float32)
+    path = tmp_path_factory.mktemp("refine3d") / "w.tif"
+    tifffile.imwrite(path, vol)
+    return path, vol
+
+
+@pytest.fixture(scope="module")
+def runs(volume, tmp_path_factory):
+    """The volume segmented with --split-grains in one block and in 8 blocks of 32³, and without it."""
+    from micro_sym.inference import segment
+
+    root = tmp_path_factory.mktemp("refine3d_runs")
+    out = {}
+    for key, kw in {"whole": {}, "blocks": {"block": 32, "chunk": 32}, "plain": {"split": False}}.items():
+        split = kw.pop("split", True)
+        (r,) = segment([volume[0]], root / key, model="atoms-3d", split_grains=split, workers=1, **kw)
+        assert r.status == "complete", r.error
+        out[key] = (root / key, r)
+    return out
+
+
+def _grains(out):
+    return read_output(out, "w")["grains"]
+
+
+def test_the_engine_refines_as_the_rule_refines_the_whole_volume(volume, runs):
+    from micro_sym.inference.network import as_network
+    from micro_sym.models import load_model
+    from micro_sym.training.train3d import network_grains
+
+    out, res = runs["whole"]
+    net = as_network(load_model("atoms-3d", export=True), export=False)
+    maps, labels = network_grains(net, volume[1], period="measure", threshold_deg=5.0, min_size=32)
+    plain = _grains(runs["plain"][0])
+    assert np.array_equal(labels, plain)  # the flood's grains, as the engine's run without the option
+    ring = res.plan["method"]["grain_orientation"]["ring_frequency"]
+    expected = refine_volume(labels, maps["orientation"], volume[1], ring=ring, degrees=net.grain_field)
+    assert np.array_equal(_grains(out), expected)
+    record = res.plan["method"]["split_grains"]
+    assert record["grains_split"] == 2 and record["grains_joined"] == 1
+    assert res.n_grains == int(plain.max()) + record["grains_added"] - record["grains_joined"] == int(expected.max())
+
+
+def test_any_tiling_gives_the_same_grains(runs):
+    # The grains exactly; the maps within the network's tiled rounding (orientation: each grain's mean).
+    whole, blocks = read_output(runs["whole"][0], "w"), read_output(runs["blocks"][0], "w")
+    assert np.array_equal(whole["grains"], blocks["grains"])
+    for name in ("orientation", "boundary"):
+        np.testing.assert_allclose(whole[name], blocks[name], atol=1e-4, equal_nan=True, err_msg=name)
+    rows = [[r[:2] for r in csv.reader(open(runs[k][0] / "w_grains.csv")) if not r[0].startswith("#")]
+            for k in ("whole", "blocks")]
+    assert rows[0] == rows[1]
+
+
+def test_the_table_has_a_row_per_grain_with_its_measured_orientation(runs):
+    out, res = runs["whole"]
+    rows = [r for r in csv.DictReader(line for line in open(out / "w_grains.csv") if not line.startswith("#"))]
+    assert [int(r["grain"]) for r in rows] == list(range(1, res.n_grains + 1))
+    assert sum(r["lattice_qw"] not in ("", "nan") for r in rows) >= res.n_grains - 2
+    grains = _grains(out)
+    assert [int(r["n_points"]) for r in rows] == np.bincount(grains.ravel(), minlength=res.n_grains + 1)[1:].tolist()
+
+
+def test_an_interrupted_refinement_resumes_to_the_same_bytes(tmp_path, volume, runs, monkeypatch):
+    from micro_sym.inference import refine3d_run, segment
+
+    stats, calls = refine3d_run.stats_task, []
+
+    class Stop(Exception):
+        pass
+
+    def stats_then_stop(*args):  # the split map is written; its statistics stop half way
+        calls.append(1)
+        if len(calls) == 4:
+            raise Stop
+        return stats(*args)
+
+    monkeypatch.setattr(refine3d_run, "stats_task", stats_then_stop)
+    with pytest.raises(Stop):
+        segment([volume[0]], tmp_path, model="atoms-3d", split_grains=True, workers=1, block=32, chunk=32)
+    monkeypatch.setattr(refine3d_run, "stats_task", stats)
+    (r,) = segment([volume[0]], tmp_path, model="atoms-3d", split_grains=True, workers=1, block=32, chunk=32)
+    assert r.status == "complete" and r.blocks_run == 0, r.error  # the flood was complete
+    first, again = read_output(runs["blocks"][0], "w"), read_output(tmp_path, "w")
+    for name in first:
+        assert np.array_equal(first[name], again[name], equal_nan=True), name
+    assert (runs["blocks"][0] / "w_grains.csv").read_text() == (tmp_path / "w_grains.csv").read_text()
+    (r,) = segment([volume[0]], tmp_path, model="atoms-3d", split_grains=True, workers=1, block=32, chunk=32)
+    assert r.status == "skipped"
+
+
+def test_a_volume_without_a_harmonic_network_or_ring_is_refused(tmp_path):
+    from micro_sym.inference import segment
+
+    noise = tmp_path / "noise.tif"
+    tifffile.imwrite(noise, np.random.default_rng(0).random((32, 32, 32)).astype(np.float32))
+    (res,) = segment([noise], tmp_path / "out", split_grains=True, model="atoms-3d", workers=1)
+    assert res.status == "failed" and "--split-grains on a volume needs" in res.error
