@@ -226,11 +226,12 @@ def main(argv=None) -> None:
     p.add_argument("--out", type=Path)
     a = p.parse_args(argv)
     if a.diagnose:
-        result, default = {"dataset": str(HELDOUT["imaging"]), **diagnose(HELDOUT["imaging"])}, "grain_refine3d_diagnose.json"
+        result = {"dataset": str(HELDOUT["imaging"].relative_to(ROOT)), **diagnose(HELDOUT["imaging"])}
+        default = "grain_refine3d_diagnose.json"
     elif a.product:
         result, default = product_runs(), "grain_refine3d_product.json"
     elif a.draws:
-        result, default = {"dataset": str(DRAWS), **run_rules(DRAWS, GRID)}, "grain_refine3d_draws.json"
+        result, default = {"dataset": str(DRAWS.relative_to(ROOT)), **run_rules(DRAWS, GRID)}, "grain_refine3d_draws.json"
     else:
         if RULE is None:
             raise SystemExit("RULE is not chosen yet: run --draws first and write the chosen rule into RULE")

@@ -104,9 +104,15 @@ def grain_pieces(mine: np.ndarray, angles: np.ndarray, image: np.ndarray, *, k: 
 
         keep = [p for j, p in enumerate(keep) if np.isfinite(rest) and np.isfinite(measured[1 + j])
                 and apart(measured[1 + j]) >= confirm]
+    return numbered_pieces(pieces, keep)
+
+
+def numbered_pieces(pieces: np.ndarray, keep: list) -> np.ndarray | None:
+    """The connected pieces ``keep`` (labels of ``pieces``) numbered ``1..n`` in that order (uint16), the
+    rest 0; None where none is kept."""
     if not keep:
         return None
-    out = np.zeros(mine.shape, np.uint16)
+    out = np.zeros(pieces.shape, np.uint16)
     for j, p in enumerate(keep, 1):
         out[pieces == p] = j
     return out

@@ -37,19 +37,21 @@ from scipy import ndimage
 REFINE_RULE = {"sep": 10.0, "smooth": 1.0, "confirm": 10.0, "join": 3.0, "rounds": 2}
 #: The smaller field group must hold this share of the grain.
 MIN_FRACTION = 0.15
-#: Grains with a longer bounding-box side (voxels) are not split (their box would not fit a block's memory).
-MAX_SIDE = 512
+#: Grains with a longer bounding-box side (voxels) are not split: the box's field (9-22 values a voxel)
+#: and the 2-means' copies of it stay within a few hundred MB per worker.
+MAX_SIDE = 128
 
 
 def two_means(fields: np.ndarray, iters: int = 10) -> np.ndarray:
-    """0/1 labels of 2-means of ``fields`` ``(n, C)`` (module docstring)."""
+    """0/1 labels of 2-means of ``fields`` ``(n, C)`` (module docstring). Distances to the two centres
+    come from one product with them (``|c|² - 2 f·c``), so memory stays a few values per voxel."""
     fields = np.asarray(fields, np.float64)
     c0 = fields.mean(0)
-    d = np.linalg.norm(fields - c0, axis=1)
+    d = np.einsum("ij,ij->i", fields - c0, fields - c0)
     centres = np.stack([c0, fields[np.argsort(d, kind="stable")[int(0.9 * (len(d) - 1))]]])
     lab = np.zeros(len(fields), np.int64)
     for _ in range(iters):
-        lab = np.argmin(((fields[:, None, :] - centres[None]) ** 2).sum(-1), axis=1)
+        lab = np.argmin((centres ** 2).sum(1) - 2.0 * fields @ centres.T, axis=1)
         centres = np.stack([fields[lab == j].mean(0) if (lab == j).any() else centres[j] for j in (0, 1)])
     return lab
 
@@ -90,6 +92,7 @@ def _split_once(mine, fields, volume, *, ring, degrees, sep, smooth, confirm) ->
     """One round of :func:`grain_pieces` on one grain's box: its new pieces ``1..n``, or None."""
     from micro_sym.classical.grain_orientation3d import MIN_CELLS, grain_orientations
     from micro_sym.grains.field import mean_orientations
+    from micro_sym.grains.split import numbered_pieces
     from micro_sym.orientation import misorientation_cubic
 
     period = 1.0 / float(ring)
@@ -119,13 +122,7 @@ def _split_once(mine, fields, volume, *, ring, degrees, sep, smooth, confirm) ->
         return None
     measured = grain_orientations(np.asarray(volume, np.float32), labels, ring_frequency=ring,
                                   ids=np.arange(1, 2 + len(keep)))["quaternions"]
-    keep = [p for j, p in enumerate(keep) if misorientation_cubic(measured[0], measured[1 + j]) >= confirm]
-    if not keep:
-        return None
-    out = np.zeros(mine.shape, np.uint16)
-    for j, p in enumerate(keep, 1):
-        out[pieces == p] = j
-    return out
+    return numbered_pieces(pieces, [p for j, p in enumerate(keep) if misorientation_cubic(measured[0], measured[1 + j]) >= confirm])
 
 
 def join_lut(pairs: np.ndarray, quaternions: np.ndarray, join: float) -> np.ndarray:

@@ -508,8 +508,10 @@ def _segment_input(img, path: Path, out_dir, net, runner, *, block, chunk, thres
         from micro_sym.grains.split3d import REFINE_RULE
 
         if not (field and is_seeded(rule) and method.get("grain_orientation")):
-            raise MicroSymError(f"{path}: --split-grains on a volume needs a 3D network with a harmonic field and the "
-                                f"volume's lattice ring measured (this run has {'no ring' if field else 'another network'})")
+            why = ("another network" if not field else "--no-measure-grains" if not measure_grains
+                   else "no lattice ring in the volume")
+            raise MicroSymError(f"{path}: --split-grains on a volume needs a 3D network with a harmonic field and each "
+                                f"grain's orientation measured from the volume's lattice ring (this run: {why})")
         method["split_grains"] = {"rule": REFINE_RULE}
     n = len(plan.blocks)
     samples = getattr(net, "samples", None)  # a network run at another sampling: its resampled tile

@@ -76,8 +76,9 @@ class SegmentSettings:
         Leave regions that show no lattice out of every grain (2D; networks through
         :mod:`micro_sym.inference.lattice_mask`, the classical method by the same ring contrast).
     split_grains : bool
-        2D: split each grain that holds two lattice orientations (:mod:`micro_sym.grains.split`), as
-        ``micro-sym segment --split-grains`` does.
+        Split each grain that holds two lattice orientations (2D: :mod:`micro_sym.grains.split`; 3D
+        harmonic networks: :mod:`micro_sym.grains.split3d`, which also joins neighbours measured
+        alike), as ``micro-sym segment --split-grains`` does.
     """
 
     model: str = "default-2d"
@@ -283,7 +284,7 @@ def iter_segment(image, settings: SegmentSettings, *, pixel_size=None, unit: str
         result = yield from _iter_classical(image, settings, pixel_size, unit)
     else:
         result = yield from _iter_network(image, settings, pixel_size, unit, net)
-    if settings.split_grains and image.ndim == 2:
+    if settings.split_grains and image.ndim == 2:  # volumes: inside the network's run (_refine_volume)
         yield Progress(0, 1, "splitting grains that hold two lattice orientations")
         result = _split(image, result)
     return result
@@ -505,6 +506,9 @@ def _iter_network(image, settings, pixel_size, unit, net, measured=None):
                                               boundary_threshold=settings.boundary_threshold,
                                               refs=grain_refs(parts, merged.refs))
         final.append(arrays)
+    if seeded and field and settings.split_grains:  # split and joined by the measured lattice, as segment does
+        yield Progress(done, total, "splitting and joining grains by the measured lattice")
+        grains, final, merged.n_grains = _refine_volume(image, grains, orientation, net, scale, pixel_size)
     if seeded:
         merged.table = final_table(final, merged.n_grains, symmetry=net.symmetry, image_shape=shape, pixel_size=pixel_size,
                                    aligned=merged.refs is not None)
@@ -536,6 +540,24 @@ def _iter_network(image, settings, pixel_size, unit, net, measured=None):
     how = f", resampled x{scale['scale']:.2f}" if scale and scale["resampled"] else ""
     return SegmentResult(grains, boundary, orientation, table, net.symmetry, f"network {settings.model}{how}",
                          _tuple(pixel_size), unit, n, time.perf_counter() - t0, info)
+
+
+def _refine_volume(image, grains, fields, net, scale, pixel_size):
+    """A volume's grains split and joined by its measured lattice (:func:`micro_sym.grains.split3d.refine_volume`,
+    what ``segment --split-grains`` writes): ``(grains, [block statistics of the whole volume], n_grains)``."""
+    from micro_sym.grains.blockwise import block_grain_arrays
+    from micro_sym.grains.reconstruct import orientation_kind
+    from micro_sym.grains.split3d import refine_volume
+    from micro_sym.inference.grain_orientations import ring_3d
+
+    ring = ring_3d(image, scale, None)
+    if not ring:
+        raise MicroSymError("splitting grains needs the volume's lattice ring, and this volume shows none")
+    grains = refine_volume(grains, fields, np.asarray(image, np.float32), ring=ring, degrees=net.grain_field)
+    whole = tuple(slice(0, n) for n in grains.shape)
+    _, arrays = block_grain_arrays(grains, whole, fields, orientation_kind(fields.shape, net.symmetry),
+                                   (0,) * grains.ndim, grains.shape)
+    return grains, [arrays], int(grains.max(initial=0))
 
 
 def _iter_classical(image, settings, pixel_size, unit):

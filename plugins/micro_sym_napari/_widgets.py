@@ -207,7 +207,8 @@ class SegmentWidget(_WorkerControls, QWidget):
         self.split_check = QCheckBox("Split grains holding two lattice orientations")
         self.split_check.setToolTip("Micrographs: split each grain whose angles form two groups at least 3° apart "
                                     "where the image's own lattice angles differ by 5° or more (grains joined "
-                                    "across a low-angle boundary), as micro-sym segment --split-grains")
+                                    "across a low-angle boundary). Volumes: split grains the measured lattice "
+                                    "shows as two, join neighbours measured alike. As micro-sym segment --split-grains")
 
         self._build_controls("Segment")
         self.save_button = QPushButton("Save results…")

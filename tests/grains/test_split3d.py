@@ -99,3 +99,11 @@ def test_refine_volume_splits_then_joins(join):
         assert (out[~right] == out[labels == 2][0]).mean() > 0.97
     else:
         assert len(np.unique(out)) == 3 and set(np.unique(out)) == {1, 2, 3}
+
+
+def test_a_grain_whose_box_exceeds_the_size_cap_is_not_split(monkeypatch):
+    from micro_sym.grains import split3d
+
+    volume, field, _ = _bicrystal(1)
+    monkeypatch.setattr(split3d, "MAX_SIDE", SHAPE[0] - 1)
+    assert grain_pieces(np.ones(SHAPE, bool), field, volume, ring=RING, degrees=DEGREES, **REFINE_RULE) is None

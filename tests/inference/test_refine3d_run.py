@@ -115,6 +115,14 @@ def test_an_interrupted_refinement_resumes_to_the_same_bytes(tmp_path, volume, r
     assert r.status == "skipped"
 
 
+def test_the_widgets_in_memory_run_gives_the_same_grains(volume, runs):
+    from micro_sym.inference.interactive import SegmentSettings, segment
+
+    result = segment(volume[1], SegmentSettings(model="atoms-3d", split_grains=True))
+    assert np.array_equal(result.grains, _grains(runs["whole"][0]))
+    assert len(result.table["grain"]) == runs["whole"][1].n_grains
+
+
 def test_a_volume_without_a_harmonic_network_or_ring_is_refused(tmp_path):
     from micro_sym.inference import segment
 
