@@ -21,6 +21,8 @@ def evaluate(
     period: str = typer.Option(None, "--period", help="'measure': each image's lattice measured and the network run at its "
                                "training period, as segment does; a number: the images' lattice period in px. Default: "
                                "the images' own sampling."),
+    split_grains: bool = typer.Option(False, "--split-grains", help="3D models: grains split and joined by the "
+                                      "volumes' measured lattice, as segment --split-grains."),
 ):
     """Boundary F1 (2-px tolerance), grain F1 (IoU > 0.5), median orientation error, per image and overall.
 
@@ -39,7 +41,9 @@ def evaluate(
         if period <= 0:
             raise MicroSymError(f"--period: must be positive, got {period:g}")
     from micro_sym.training.train3d import cli_evaluate3d, is_3d_model  # 3D hook: gcnn3d models
-    if is_3d_model(model): return cli_evaluate3d(model, dataset, device=device, threshold=threshold, min_size=32 if min_size is None else min_size, boundary_threshold=boundary_threshold, json_out=json_out, log=typer.echo, period=period) and None  # noqa: E701,E501
+    if is_3d_model(model): return cli_evaluate3d(model, dataset, device=device, threshold=threshold, min_size=32 if min_size is None else min_size, boundary_threshold=boundary_threshold, json_out=json_out, log=typer.echo, period=period, split_grains=split_grains) and None  # noqa: E701,E501
+    if split_grains:
+        raise MicroSymError("--split-grains: evaluate applies it to 3D models only (2D: run segment --split-grains)")
     ds = LabeledDataset(dataset)
     m = load_model(model, device=device, export=True)
     if ds.ndim != 2 or ds.k != m.k:

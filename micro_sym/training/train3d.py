@@ -353,7 +353,7 @@ def network_grains(net, img, *, period=None, threshold_deg=5.0, min_size=20, bou
 
 
 def evaluate3d_volumes(model, volumes, *, threshold_deg=5.0, min_size=20, boundary_threshold=0.5, device="cpu",
-                       period=None, measure_grains=True) -> list[dict]:
+                       period=None, measure_grains=True, split_grains=False) -> list[dict]:
     """Per-volume held-out metrics: boundary F1, grain F1 at IoU > 0.5, median cubic misorientation
     (degrees), vacuum left unassigned and Σ3 twin-boundary recall and precision.
 
@@ -396,6 +396,8 @@ def evaluate3d_volumes(model, volumes, *, threshold_deg=5.0, min_size=20, bounda
     for img, grains, quats in volumes:
         maps, labels = network_grains(net, img, period=period, threshold_deg=threshold_deg, min_size=min_size,
                                       boundary_threshold=boundary_threshold, device=device)
+        if split_grains:  # split and joined by the measured lattice, as segment --split-grains
+            labels = _refined(net, img, labels, maps["orientation"])
         prob, q = maps["boundary"], maps["orientation"]
         if net.grain_field:  # each grain's mean orientation over its voxels, as segment writes it
             q = paint(labels, grain_orientations(q, labels, net.grain_field))
@@ -421,6 +423,18 @@ def evaluate3d_volumes(model, volumes, *, threshold_deg=5.0, min_size=20, bounda
                 row |= {f"{k}_measured": v for k, v in sigma3_boundaries(labels, measured, grains, quats).items()}
         rows.append(row)
     return rows
+
+
+def _refined(net, volume, labels, fields):
+    """``labels`` split and joined by the volume's measured lattice (:func:`micro_sym.grains.split3d.refine_volume`)."""
+    from micro_sym.classical.lattice_measure3d import measure_lattice_3d
+    from micro_sym.errors import MicroSymError
+    from micro_sym.grains.split3d import refine_volume
+
+    ring = measure_lattice_3d(volume).get("ring_frequency")
+    if not (net.grain_field and ring):
+        raise MicroSymError("--split-grains needs a 3D network with a harmonic field and volumes that show a lattice ring")
+    return refine_volume(labels, fields, np.asarray(volume, np.float32), ring=ring, degrees=net.grain_field)
 
 
 def measured_grain_orientations(volume, labels):
@@ -462,7 +476,7 @@ def pool3d(rows) -> dict:
 
 
 def cli_evaluate3d(model, dataset, *, device="cpu", threshold=5.0, min_size=20, boundary_threshold=0.5, json_out=None,
-                   log=print, period=None):
+                   log=print, period=None, split_grains=False):
     """``micro-sym evaluate`` for 3D models: the :func:`evaluate3d_volumes` metrics per volume and pooled
     (:func:`pool3d`), printed as a table and written as JSON (``overall`` and ``volumes``)."""
     from types import SimpleNamespace
@@ -483,7 +497,7 @@ def cli_evaluate3d(model, dataset, *, device="cpu", threshold=5.0, min_size=20, 
         named = load_volumes(dataset, None)
         names, vols = [v[0] for v in named], [v[1:] for v in named]
     rows = evaluate3d_volumes(m, vols, threshold_deg=threshold, min_size=min_size, boundary_threshold=boundary_threshold,
-                              device=device, period=period)
+                              device=device, period=period, split_grains=split_grains)
     metrics = pool3d(rows)
     nan = float("nan")
     log(f"{'volume':<24} {'boundary F1':>11} {'grain F1':>9} {'ori med °':>9} {'measured °':>10} {'vacuum unass.':>13} "
@@ -496,7 +510,7 @@ def cli_evaluate3d(model, dataset, *, device="cpu", threshold=5.0, min_size=20, 
     log(f"boundary F1 {metrics['boundary_f1']:.3f}  grain F1 {metrics['grain_f1']:.3f}  "
         f"median misorientation {metrics.get('median_misorientation_deg', nan):.2f}°  ({metrics['n_volumes']} volumes)")
     report = {"overall": metrics, "volumes": dict(zip(names, rows)), "model": {"path": m.meta.get("path"), "config": m.config},
-              "dataset": str(dataset), "period": period}
+              "dataset": str(dataset), "period": period, **({"split_grains": True} if split_grains else {})}
     if json_out:
         Path(json_out).parent.mkdir(parents=True, exist_ok=True)
         Path(json_out).write_text(json.dumps(report, indent=2))

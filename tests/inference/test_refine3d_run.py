@@ -24,10 +24,11 @@ def volume(tmp_path_factory):
     from micro_sym.synth.atoms3d import load_atoms3d_config, synth_atoms3d
 
     cfg = load_atoms3d_config("synth-atoms3d-heldout-imaging").variant(VARIANT).model_copy(update={"size": [SIZE] * 3})
-    vol = np.asarray(synth_atoms3d(cfg, seed=SEED).image, np.float32)
+    sample = synth_atoms3d(cfg, seed=SEED)
+    vol = np.asarray(sample.image, np.float32)
     path = tmp_path_factory.mktemp("refine3d") / "w.tif"
     tifffile.imwrite(path, vol)
-    return path, vol
+    return path, vol, np.asarray(sample.grains)
 
 
 @pytest.fixture(scope="module")
@@ -121,6 +122,17 @@ def test_the_widgets_in_memory_run_gives_the_same_grains(volume, runs):
     result = segment(volume[1], SegmentSettings(model="atoms-3d", split_grains=True))
     assert np.array_equal(result.grains, _grains(runs["whole"][0]))
     assert len(result.table["grain"]) == runs["whole"][1].n_grains
+
+
+def test_evaluate_scores_the_refined_grains(volume, runs):
+    from micro_sym.models import load_model
+    from micro_sym.training.train3d import boundary_from_grains, evaluate3d_volumes, grain_f1
+
+    _, vol, truth = volume
+    (row,) = evaluate3d_volumes(load_model("atoms-3d", export=True), [(vol, truth, None)], period="measure",
+                                min_size=32, split_grains=True)
+    expected = grain_f1(_grains(runs["whole"][0]), np.where(boundary_from_grains(truth), 0, truth))
+    assert row["grain_f1"] == expected
 
 
 def test_a_volume_without_a_harmonic_network_or_ring_is_refused(tmp_path):
