@@ -66,7 +66,7 @@ from micro_sym.inference.method_choice import (AUTO_FRINGES_MODEL, AUTO_MODEL, A
 from micro_sym.inference.network import Network, cached_network
 from micro_sym.classical.grain_lattice import (grain_columns as lattice_columns, grain_extents, grain_sums, grain_windows,
                                               merge_extents)
-from micro_sym.inference.grain_orientations import measured_orientations, ring_3d
+from micro_sym.inference.grain_orientations import measure_grains, measured_orientations, orientation_columns, ring_3d
 from micro_sym.inference.lattice_mask import (LatticeMasked, grain_lattice, renumbered_sums, renumbered_table,
                                              weak_lattice_lut)
 from micro_sym.inference.rescale import RescaledNetwork, adapt_to_image, check_measured_lattice
@@ -627,7 +627,7 @@ def _segment_input(img, path: Path, out_dir, net, runner, *, block, chunk, thres
     if seeded:
         finals = [state.load_block(b.id, kind="final") for b in plan.blocks]
         if refine:  # the flooded grains (scratch) split and joined into the output
-            finals, n_grains, pairs, record = _refine_grains(runner, job, plan, state, n_grains)
+            finals, n_grains, pairs, record, refined_orientations = _refine_grains(runner, job, plan, state, n_grains)
             method["split_grains"].update(record)
         table = final_table(finals, n_grains, symmetry=net.symmetry, image_shape=plan.shape,
                             pixel_size=img.pixel_size, aligned=merged.refs is not None)
@@ -652,7 +652,9 @@ def _segment_input(img, path: Path, out_dir, net, runner, *, block, chunk, thres
         # grains of each block plus a few points beyond it, so it reads them back once they are all written.
         pairs = [p for _, p in runner.run(neighbours_task, plan.blocks, lambda b: (job, b))]
     table["n_neighbours"] = neighbour_counts(pairs, n_grains)
-    if seeded and job["grain_orientation"]:
+    if refine:  # measured while refining (each grain once after the split, a joined grain once more)
+        table |= refined_orientations
+    elif seeded and job["grain_orientation"]:
         table |= measured_orientations(runner, job, plan, finals, n_grains)
     if field and not job["voxel_orientations"]:  # the orientation map: each grain's mean orientation (every block again after a resume: cheap)
         from micro_sym.grains.field import table_orientations
@@ -921,7 +923,8 @@ def _split_pieces(runner, job: dict, plan, state: RunState, pieces_task, grains_
 
 def _refine_grains(runner, job: dict, plan, state: RunState, n_grains: int):
     """A volume's flooded grains split and joined into the output (:mod:`.refine3d_run`): ``(finals,
-    n_grains, pairs)`` of the output's grains, in place of the flood's, and the counts for the record."""
+    n_grains, pairs)`` of the output's grains, in place of the flood's, the counts for the record and the
+    table's measured-orientation columns."""
     from micro_sym.grains.split3d import join_lut
     from micro_sym.inference.refine3d_run import pieces_task, stats_task, write_task
 
@@ -941,8 +944,7 @@ def _refine_grains(runner, job: dict, plan, state: RunState, n_grains: int):
 
     write(np.arange(n_split + 1, dtype=np.uint32))
     parts = [part for _, part in runner.run(stats_task, plan.blocks, lambda b: (job, b))]
-    measured = measured_orientations(runner, job, plan, parts, n_split)
-    quaternions = np.vstack([np.full((1, 4), np.nan), np.stack([measured[f"lattice_q{c}"] for c in "wxyz"], 1)])
+    quaternions, quality, family = measure_grains(runner, job, plan, parts, n_split)
     lut = join_lut(np.concatenate([p["neighbour_pairs"] for p in parts]), quaternions, job["refine"]["rule"]["join"])
     write(lut)
     finals = [{**p, "ids": lut[p["ids"]].astype(np.int64),
@@ -950,8 +952,18 @@ def _refine_grains(runner, job: dict, plan, state: RunState, n_grains: int):
     pairs = [np.sort(lut[p["neighbour_pairs"]], axis=1).astype(np.int64) for p in parts]
     pairs = [np.unique(p[p[:, 0] != p[:, 1]], axis=0).reshape(-1, 2) for p in pairs]
     n_final = int(lut.max(initial=0))
-    return finals, n_final, pairs, {"grains_split": len(found), "grains_added": n_split - n_grains,
-                                    "grains_joined": n_split - n_final}
+    # A grain the join left alone keeps its measurement (its voxels, and so its window, are the same);
+    # the joined ones are measured whole, with the family the volume's grains chose.
+    joined = np.bincount(lut, minlength=n_final + 1) > 1
+    joined[0] = False
+    final_q, final_quality = np.full((n_final + 1, 4), np.nan), np.zeros(n_final + 1)
+    alone = ~joined[lut[1:]]
+    final_q[lut[1:][alone]], final_quality[lut[1:][alone]] = quaternions[1:][alone], quality[1:][alone]
+    if joined.any():
+        again_q, again_quality, _ = measure_grains(runner, job, plan, finals, n_final, only=joined, family=family)
+        final_q[joined], final_quality[joined] = again_q[joined], again_quality[joined]
+    record = {"grains_split": len(found), "grains_added": n_split - n_grains, "grains_joined": n_split - n_final}
+    return finals, n_final, pairs, record, orientation_columns(final_q, final_quality)
 
 
 def _fused_plan(runs, state, method=None) -> dict:

@@ -54,20 +54,35 @@ def orientation_task(job: dict, block, ids, family=None) -> dict:
 def measured_orientations(runner, job: dict, plan, finals: list, n_grains: int) -> dict:
     """The grain table's measured-orientation columns (rows = grains 1..n_grains) from every block's
     grains pass results ``finals`` (their ``ids`` and ``stat_count``)."""
+    return orientation_columns(*measure_grains(runner, job, plan, finals, n_grains)[:2])
+
+
+def orientation_columns(quaternions: np.ndarray, quality: np.ndarray) -> dict:
+    """The table's ``lattice_q{w,x,y,z}`` and ``lattice_quality`` from rows 0..n (row 0: no grain)."""
+    return {**{f"lattice_q{c}": quaternions[1:, k] for k, c in enumerate("wxyz")}, "lattice_quality": quality[1:]}
+
+
+def measure_grains(runner, job: dict, plan, finals: list, n_grains: int, *, only=None, family=None):
+    """Every grain measured by the block holding most of it (module docstring): ``(quaternions (n + 1, 4),
+    quality (n + 1,), family)``, row 0 and grains not measured NaN and 0. ``only``: a boolean mask over
+    ids ``0..n``, the grains to measure; ``family``: the volume's first-ring family as chosen before
+    (no vote)."""
     most = np.zeros(n_grains + 1, np.int64)
     owner = np.full(n_grains + 1, -1)
     for i, part in enumerate(finals):
         ids, count = np.asarray(part["ids"], np.int64), np.asarray(part["stat_count"], np.int64)
         more = count > most[ids]
         most[ids[more]], owner[ids[more]] = count[more], i
+    if only is not None:
+        owner[~np.asarray(only, bool)] = -1
     grains_of = {i: np.flatnonzero(owner == i) for i in range(len(plan.blocks)) if (owner == i).any()}
-    results = dict(runner.run(orientation_task, list(grains_of), lambda i: (job, plan.blocks[i], grains_of[i])))
+    results = dict(runner.run(orientation_task, list(grains_of), lambda i: (job, plan.blocks[i], grains_of[i], family)))
     votes = {}
     for r in results.values():
         confident = r["quality"][np.isfinite(r["quaternions"][:, 0])].sum()
         if r["volume_family"]:
             votes[r["volume_family"]] = votes.get(r["volume_family"], 0.0) + float(confident)
-    if votes:
+    if votes and family is None:
         family = max(votes, key=votes.get)
         again = [i for i, r in results.items() if r["volume_family"] != family]
         results |= dict(runner.run(orientation_task, again, lambda i: (job, plan.blocks[i], grains_of[i], family)))
@@ -76,4 +91,4 @@ def measured_orientations(runner, job: dict, plan, finals: list, n_grains: int) 
     for r in results.values():
         quaternions[r["ids"]] = r["quaternions"]
         quality[r["ids"]] = r["quality"]
-    return {**{f"lattice_q{c}": quaternions[1:, k] for k, c in enumerate("wxyz")}, "lattice_quality": quality[1:]}
+    return quaternions, quality, family

@@ -88,6 +88,19 @@ def test_the_table_has_a_row_per_grain_with_its_measured_orientation(runs):
     assert [int(r["n_points"]) for r in rows] == np.bincount(grains.ravel(), minlength=res.n_grains + 1)[1:].tolist()
 
 
+def test_the_table_s_measured_orientations_are_those_of_the_output_s_grains(volume, runs):
+    # Grains the join left alone keep their measurement from before the join; joined ones are measured
+    # again: together, what measuring the written grains gives.
+    from micro_sym.classical.grain_orientation3d import grain_orientations
+
+    out, res = runs["whole"]
+    rows = [r for r in csv.DictReader(line for line in open(out / "w_grains.csv") if not line.startswith("#"))]
+    table = np.array([[float(r[f"lattice_q{c}"] or "nan") for c in "wxyz"] for r in rows])
+    ring = res.plan["method"]["grain_orientation"]["ring_frequency"]
+    fresh = grain_orientations(volume[1], _grains(out), ring_frequency=ring, ids=np.arange(1, res.n_grains + 1))
+    np.testing.assert_allclose(table, fresh["quaternions"], atol=1e-6)
+
+
 def test_an_interrupted_refinement_resumes_to_the_same_bytes(tmp_path, volume, runs, monkeypatch):
     from micro_sym.inference import refine3d_run, segment
 
