@@ -12,7 +12,8 @@ tiling:
 3. each block's grain statistics and neighbour pairs in the split map (:func:`stats_task`), then each
    grain's orientation measured (:func:`micro_sym.inference.grain_orientations.measured_orientations`)
    and the join decided (:func:`micro_sym.grains.split3d.join_lut`);
-4. the output written again from the scratch, split and joined (:func:`write_task`).
+4. the output written again from the scratch, split and joined (:func:`write_task`); a joined grain
+   measured again, every other grain keeping its measurement for the table.
 
 No pass changes the scratch, so a resumed run does them again and writes the same bytes.
 """
