@@ -841,13 +841,8 @@ def _split_input(img, path: Path, out_dir, net, runner, *, progress, on_block, d
     ranges = [tuple(p["grains"]) for p in phases] if len(phases) > 1 else None
     lut, piece_ids, new_ranges = split_ids(n_source, parents, ranges)
     firsts = np.cumsum([0] + [int(p.max()) for _, _, p in found])[:-1]
-    boxes = [tuple(slice(int(a), int(a) + n) for a, n in zip(lo, p.shape)) for _, lo, p in found]
-    pieces = [(box, p, int(piece_ids[first])) for box, (_, _, p), first in zip(boxes, found, firsts)]
-
-    def meets(box, core):
-        return all(b.start < c.stop and c.start < b.stop for b, c in zip(box, core))
-
-    for _ in runner.run(write_task, cores, lambda c: (job, c, lut, [p for p in pieces if meets(p[0], c)])):
+    meeting = _pieces_meeting(found, piece_ids[firsts] if len(found) else [], cores)
+    for _ in runner.run(write_task, list(range(len(cores))), lambda i: (job, cores[i], lut, meeting[i])):
         pass
     n_grains = n_source + len(parents)
     if new_ranges:
@@ -921,6 +916,15 @@ def _split_pieces(runner, job: dict, plan, state: RunState, pieces_task, grains_
     return found
 
 
+def _pieces_meeting(found: list, first_ids, cores: list) -> list:
+    """For each block core, the split grains' pieces whose box meets it: ``(box, piece labels, first id)``
+    (``found`` as :func:`_split_pieces` returns it, ``first_ids`` the new id of each grain's first piece)."""
+    pieces = [(tuple(slice(int(a), int(a) + n) for a, n in zip(lo, p.shape)), p, int(first))
+              for (_, lo, p), first in zip(found, first_ids)]
+    return [[p for p in pieces if all(b.start < c.stop and c.start < b.stop for b, c in zip(p[0], core))]
+            for core in cores]
+
+
 def _refine_grains(runner, job: dict, plan, state: RunState, n_grains: int):
     """A volume's flooded grains split and joined into the output (:mod:`.refine3d_run`): ``(finals,
     n_grains, pairs)`` of the output's grains, in place of the flood's, the counts for the record and the
@@ -930,16 +934,12 @@ def _refine_grains(runner, job: dict, plan, state: RunState, n_grains: int):
 
     found = _split_pieces(runner, job, plan, state, pieces_task, job)
     counts = [int(p.max()) for _, _, p in found]
-    firsts = n_grains + 1 + np.cumsum([0] + counts)[:-1]
-    pieces = [(tuple(slice(int(a), int(a) + n) for a, n in zip(lo, p.shape)), p, int(first))
-              for (_, lo, p), first in zip(found, firsts)]
     n_split = n_grains + sum(counts)
     cores = [b.core for b in plan.blocks]
+    meeting = _pieces_meeting(found, n_grains + 1 + np.cumsum([0] + counts)[:-1], cores)
 
     def write(lut):
-        meets = [[p for p in pieces if all(b.start < c.stop and c.start < b.stop for b, c in zip(p[0], core))]
-                 for core in cores]
-        for _ in runner.run(write_task, list(range(len(cores))), lambda i: (job, cores[i], lut, meets[i])):
+        for _ in runner.run(write_task, list(range(len(cores))), lambda i: (job, cores[i], lut, meeting[i])):
             pass
 
     write(np.arange(n_split + 1, dtype=np.uint32))

@@ -508,7 +508,7 @@ def _iter_network(image, settings, pixel_size, unit, net, measured=None):
         final.append(arrays)
     if seeded and field and settings.split_grains:  # split and joined by the measured lattice, as segment does
         yield Progress(done, total, "splitting and joining grains by the measured lattice")
-        grains, final, merged.n_grains = _refine_volume(image, grains, orientation, net, scale, pixel_size)
+        grains, final, merged.n_grains = _refine_volume(image, grains, orientation, net, scale)
     if seeded:
         merged.table = final_table(final, merged.n_grains, symmetry=net.symmetry, image_shape=shape, pixel_size=pixel_size,
                                    aligned=merged.refs is not None)
@@ -542,7 +542,7 @@ def _iter_network(image, settings, pixel_size, unit, net, measured=None):
                          _tuple(pixel_size), unit, n, time.perf_counter() - t0, info)
 
 
-def _refine_volume(image, grains, fields, net, scale, pixel_size):
+def _refine_volume(image, grains, fields, net, scale):
     """A volume's grains split and joined by its measured lattice (:func:`micro_sym.grains.split3d.refine_volume`,
     what ``segment --split-grains`` writes): ``(grains, [block statistics of the whole volume], n_grains)``."""
     from micro_sym.grains.blockwise import block_grain_arrays

@@ -23,7 +23,7 @@ from __future__ import annotations
 import numpy as np
 
 from micro_sym.grains.split import apply_pieces
-from micro_sym.grains.split3d import grain_pieces
+from micro_sym.grains.split3d import MAX_SIDE, grain_pieces
 from micro_sym.inference.input_reads import read_region
 from micro_sym.inference.writer import open_array, os_error
 
@@ -35,6 +35,8 @@ def pieces_task(job: dict, extents: dict) -> list:
     setting = job["refine"]
     out = []
     for g, lo, hi in zip(extents["ids"], extents["lo"], extents["hi"]):
+        if np.max(np.asarray(hi) - np.asarray(lo)) > MAX_SIDE:  # not split: not read either
+            continue
         box = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
         mine = np.asarray(open_array(job["flooded"])[box]) == g
         fields = np.asarray(open_array(job["field"])[(slice(None), *box)])
