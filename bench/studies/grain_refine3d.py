@@ -1,4 +1,4 @@
-"""Splitting and joining 3D grains by the volume's own lattice (issue 27; a study, not in the product).
+"""Splitting and joining 3D grains by the volume's own lattice (issue 27; the product runs the rule as ``segment --split-grains``).
 
 Usage::
 
@@ -7,11 +7,13 @@ Usage::
     python bench/studies/grain_refine3d.py --heldout [--out FILE]    # judge the fixed rule, held out
     python bench/studies/grain_refine3d.py --product [--out FILE]    # the same volumes through ``segment``
 
-``--diagnose`` (held-out imaging set): each true grain that atoms-3d's grains miss (IoU <= 0.5) is
+``--diagnose`` (held-out imaging set): each true grain that atoms-3d's grains (and the same grains refined by
+:data:`RULE`, counted apart, also by the true grain's size) miss (IoU <= 0.5) is
 "joined" (over half of it lies in one predicted grain that also holds another true grain; the pair's
 relation: Σ3, low angle under 15°, or high angle), "unassigned" (over half in no grain) or "fragmented"
 (neither); and the error of the network's mean field over each true grain against its true
-orientation. Written before choosing anything.
+orientation. The network's counts were written before choosing anything, the refined ones and the sizes
+after the rule shipped.
 
 The rule, per predicted grain (the volume measured as ``segment`` measures it: the first lattice ring,
 each grain's orientation from its own spectrum, :mod:`micro_sym.classical.grain_orientation3d`):
@@ -170,50 +172,65 @@ def particles(rule: dict, seeds: int = 3) -> dict:
 
 
 def diagnose(dataset: Path) -> dict:
-    """How atoms-3d's grains miss the true grains (module docstring)."""
+    """How atoms-3d's grains, and the same grains refined by :data:`RULE`, miss the true grains (module
+    docstring), also by size: a true grain under :data:`~micro_sym.classical.grain_orientation3d.MIN_CELLS`
+    first-ring periods cubed is smaller than any grain the product measures or splits off."""
+    from micro_sym.classical.grain_orientation3d import MIN_CELLS
+    from micro_sym.classical.lattice_measure3d import measure_lattice_3d
     from micro_sym.grains.field import grain_orientations as field_orientations
-    from micro_sym.grains.stats import SIGMA3_BRANDON_DEG, sigma3_deviation
-    from micro_sym.orientation import misorientation_cubic, quat_conjugate, quat_multiply
+    from micro_sym.orientation import misorientation_cubic
     from micro_sym.training.train3d import boundary_from_grains, load_volumes
 
-    counts = {"matched": 0, "joined_sigma3": 0, "joined_low_angle": 0, "joined_high_angle": 0,
-              "unassigned": 0, "fragmented": 0}
+    found = {key: {size: _kinds() for size in ("all", "measurable", "small")} for key in ("network", "refined")}
     field_errors = []
     for name, volume, grains, quats in load_volumes(str(dataset), None):
         labels, field, degrees = network_outputs(volume)
+        ring = measure_lattice_3d(volume).get("ring_frequency")
+        refined_labels = refined(labels, field, degrees, volume, ring, RULE) if ring else labels
         truth = np.where(boundary_from_grains(grains), 0, grains).astype(np.int64)
         ids = np.unique(truth[truth > 0])
-        first = {g: np.flatnonzero(truth.ravel() == g) for g in ids}
-        true_q = {g: quats.reshape(4, -1)[:, v[len(v) // 2]] for g, v in first.items()}
+        voxels = {g: np.flatnonzero(truth.ravel() == g) for g in ids}
+        true_q = {g: quats.reshape(4, -1)[:, v[len(v) // 2]] for g, v in voxels.items()}
         mean_q = field_orientations(field, truth, degrees)
         field_errors += [float(misorientation_cubic(mean_q[g], true_q[g])) for g in ids]
-        pred_area = np.bincount(labels.ravel())
-        for g, vox in first.items():
-            p = labels.ravel()[vox]
-            hit, n = np.unique(p[p > 0], return_counts=True)
-            if not len(hit) or n.max() <= 0.5 * len(vox):
-                counts["unassigned" if (p == 0).mean() > 0.5 else "fragmented"] += 1
-                continue
-            best, inter = hit[np.argmax(n)], n.max()
-            if inter / (len(vox) + pred_area[best] - inter) > 0.5:
-                counts["matched"] += 1
-                continue
-            others, shared = np.unique(truth[(labels == best) & (truth > 0) & (truth != g)], return_counts=True)
-            if not len(others):
-                counts["fragmented"] += 1
-                continue
-            o = others[np.argmax(shared)]
-            dq = quat_multiply(quat_conjugate(true_q[g]), true_q[o])
-            if sigma3_deviation(dq[None])[0] <= SIGMA3_BRANDON_DEG:
-                counts["joined_sigma3"] += 1
-            elif misorientation_cubic(true_q[g], true_q[o]) < 15.0:
-                counts["joined_low_angle"] += 1
-            else:
-                counts["joined_high_angle"] += 1
-        log(f"{name}: {counts}")
+        smallest = MIN_CELLS / ring ** 3 if ring else np.inf
+        for key, predicted in (("network", labels), ("refined", refined_labels)):
+            for g, vox in voxels.items():
+                kind = _miss_kind(g, vox, predicted, truth, true_q)
+                for size in ("all", "small" if len(vox) < smallest else "measurable"):
+                    found[key][size][kind] += 1
+        log(f"{name}: {found['network']['all']} -> {found['refined']['all']}")
     e = np.array(field_errors)
-    return {"true_grains": counts, "field_error_deg": {"median": float(np.median(e)), "over_5": int((e > 5).sum()),
-                                                       "over_15": int((e > 15).sum()), "n": len(e)}}
+    return {"true_grains": found["network"]["all"], "by_size": found, "smallest_measured_cells": MIN_CELLS,
+            "field_error_deg": {"median": float(np.median(e)), "over_5": int((e > 5).sum()),
+                                "over_15": int((e > 15).sum()), "n": len(e)}}
+
+
+def _kinds() -> dict:
+    return {"matched": 0, "joined_sigma3": 0, "joined_low_angle": 0, "joined_high_angle": 0, "unassigned": 0,
+            "fragmented": 0}
+
+
+def _miss_kind(g, vox, labels, truth, true_q) -> str:
+    """How predicted ``labels`` find true grain ``g`` (voxel indices ``vox``): the module docstring's kinds."""
+    from micro_sym.grains.stats import SIGMA3_BRANDON_DEG, sigma3_deviation
+    from micro_sym.orientation import misorientation_cubic, quat_conjugate, quat_multiply
+
+    p = labels.ravel()[vox]
+    hit, n = np.unique(p[p > 0], return_counts=True)
+    if not len(hit) or n.max() <= 0.5 * len(vox):
+        return "unassigned" if (p == 0).mean() > 0.5 else "fragmented"
+    best, inter = hit[np.argmax(n)], n.max()
+    if inter / (len(vox) + int((labels == best).sum()) - inter) > 0.5:
+        return "matched"
+    others, shared = np.unique(truth[(labels == best) & (truth > 0) & (truth != g)], return_counts=True)
+    if not len(others):
+        return "fragmented"
+    o = others[np.argmax(shared)]
+    dq = quat_multiply(quat_conjugate(true_q[g]), true_q[o])
+    if sigma3_deviation(dq[None])[0] <= SIGMA3_BRANDON_DEG:
+        return "joined_sigma3"
+    return "joined_low_angle" if misorientation_cubic(true_q[g], true_q[o]) < 15.0 else "joined_high_angle"
 
 
 def main(argv=None) -> None:

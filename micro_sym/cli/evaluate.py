@@ -17,7 +17,7 @@ def evaluate(
     min_size: int = typer.Option(None, "--min-size", help="Smallest grain seed (pixels). Default: as segment, 2 lattice "
                                  "cells where the lattice is measured (--period), else 32 (3D: 32 voxels)."),
     boundary_threshold: float = typer.Option(0.5, "--boundary-threshold", help="Boundary probability threshold."),
-    min_gt_size: int = typer.Option(0, "--min-gt-size", help="Ignore true grains smaller than this (pixels) in the grain F1; 0 counts all."),
+    min_gt_size: int = typer.Option(0, "--min-gt-size", help="Ignore true grains smaller than this (pixels, voxels for volumes) in the grain F1; 0 counts all."),
     period: str = typer.Option(None, "--period", help="'measure': each image's lattice measured and the network run at its "
                                "training period, as segment does; a number: the images' lattice period in px. Default: "
                                "the images' own sampling."),
@@ -41,7 +41,7 @@ def evaluate(
         if period <= 0:
             raise MicroSymError(f"--period: must be positive, got {period:g}")
     from micro_sym.training.train3d import cli_evaluate3d, is_3d_model  # 3D hook: gcnn3d models
-    if is_3d_model(model): return cli_evaluate3d(model, dataset, device=device, threshold=threshold, min_size=32 if min_size is None else min_size, boundary_threshold=boundary_threshold, json_out=json_out, log=typer.echo, period=period, split_grains=split_grains) and None  # noqa: E701,E501
+    if is_3d_model(model): return cli_evaluate3d(model, dataset, device=device, threshold=threshold, min_size=32 if min_size is None else min_size, boundary_threshold=boundary_threshold, json_out=json_out, log=typer.echo, period=period, split_grains=split_grains, min_gt_size=min_gt_size) and None  # noqa: E701,E501
     if split_grains:
         raise MicroSymError("--split-grains: evaluate applies it to 3D models only (2D: run segment --split-grains)")
     ds = LabeledDataset(dataset)

@@ -456,6 +456,9 @@ def _iter_network(image, settings, pixel_size, unit, net, measured=None):
     check_measured_lattice(base, scale, models=NETWORK_FOR_LATTICE)  # the wrong lattice family: refused, as by the CLI
     rule = net.grain_rule(settings.threshold, nd)  # the CLI engine's grain rule, so results agree
     seeded = is_seeded(rule)
+    if settings.split_grains and nd == 3 and not (seeded and getattr(net, "grain_field", None)):
+        raise MicroSymError(f"splitting grains on a volume needs a 3D network with a harmonic field, and "
+                            f"'{settings.model}' has none")
     min_size = grain_min_size(settings.min_size, ring, seeded=seeded)
     # Each grain's lattice measured whole from the image, as the CLI engine does it.
     lattice = grain_lattice(base, scale) if nd == 2 else None

@@ -6,8 +6,8 @@ The flood writes its grains into the run's scratch (``flooded``). Passes over it
 tiling:
 
 1. each grain's extent and its pieces, decided from its own bounding box (the scratch grains, the
-   harmonic field scratch and the input read there) by the block holding the box's first voxel; kept in
-   the run state;
+   harmonic field scratch and the input there, read for a batch of grains at a time) by the block
+   holding the box's first voxel; kept in the run state;
 2. the split map written to the output (:func:`write_task`);
 3. each block's grain statistics and neighbour pairs in the split map (:func:`stats_task`), then each
    grain's orientation measured (:func:`micro_sym.inference.grain_orientations.measured_orientations`)
@@ -30,21 +30,45 @@ from micro_sym.inference.writer import open_array, os_error
 
 def pieces_task(job: dict, extents: dict) -> list:
     """:func:`~micro_sym.grains.split3d.grain_pieces` of the grains ``extents``: ``[(grain, lo, pieces), ...]``
-    for those split. Each grain's box is read on its own (a grain's box, not the region of all of them,
-    bounds the memory)."""
+    for those split. Grains are read in batches (:func:`read_batches`): the union of a batch's boxes at
+    most as large as the largest box a grain may have, so memory stays that of one grain while
+    neighbouring grains share their reads (one read of the input decodes each of its chunks once)."""
     setting = job["refine"]
     out = []
-    for g, lo, hi in zip(extents["ids"], extents["lo"], extents["hi"]):
-        if np.max(np.asarray(hi) - np.asarray(lo)) > MAX_SIDE:  # not split: not read either
-            continue
-        box = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
-        mine = np.asarray(open_array(job["flooded"])[box]) == g
-        fields = np.asarray(open_array(job["field"])[(slice(None), *box)])
-        found = grain_pieces(mine, fields, read_region(job, box), ring=setting["ring_frequency"],
-                             degrees=tuple(setting["degrees"]), **setting["rule"])
-        if found is not None:
-            out.append((int(g), np.asarray(lo, np.int64), found))
+    small = np.max(np.asarray(extents["hi"]) - np.asarray(extents["lo"]), axis=1, initial=0) <= MAX_SIDE
+    ids, lo, hi = (np.asarray(extents[key])[small] for key in ("ids", "lo", "hi"))  # the others: not split, not read
+    for batch in read_batches(lo, hi, MAX_SIDE ** len(job["shape"])):
+        start, stop = lo[batch].min(axis=0), hi[batch].max(axis=0)
+        region = tuple(slice(int(a), int(b)) for a, b in zip(start, stop))
+        flooded = np.asarray(open_array(job["flooded"])[region])
+        fields = np.asarray(open_array(job["field"])[(slice(None), *region)])
+        volume = read_region(job, region)
+        for i in batch:
+            box = tuple(slice(int(a - s), int(b - s)) for a, b, s in zip(lo[i], hi[i], start))
+            found = grain_pieces(flooded[box] == ids[i], fields[(slice(None), *box)], volume[box],
+                                 ring=setting["ring_frequency"], degrees=tuple(setting["degrees"]), **setting["rule"])
+            if found is not None:
+                out.append((int(ids[i]), np.asarray(lo[i], np.int64), found))
     return out
+
+
+def read_batches(lo, hi, budget: int) -> list:
+    """Consecutive runs of the boxes ``[lo, hi)`` (one row each) whose union's bounding box holds at most
+    ``budget`` points and at most twice the points of the boxes themselves (far-apart boxes are not read
+    with the space between them); a box larger than ``budget`` is a batch of its own. Indices, in order."""
+    batches, start, stop, points = [], None, None, 0
+    for i, (a, b) in enumerate(zip(np.asarray(lo), np.asarray(hi))):
+        size = int(np.prod(b - a))
+        if start is not None:
+            a2, b2 = np.minimum(start, a), np.maximum(stop, b)
+            union = int(np.prod(b2 - a2))
+            if union <= budget and union <= 2 * (points + size):
+                batches[-1].append(i)
+                start, stop, points = a2, b2, points + size
+                continue
+        batches.append([i])
+        start, stop, points = a, b, size
+    return batches
 
 
 def write_task(job: dict, core, lut: np.ndarray, pieces: list) -> None:

@@ -307,20 +307,12 @@ def boundary_f1_voxelwise(pred, truth):
     return float(2 * tp / max(p + t, 1))
 
 
-def grain_f1(pred_labels, true_labels, iou: float = 0.5):
-    """Grain F1 at IoU > ``iou`` (> 0.5 makes matches unique); label 0 is ignored in both maps."""
-    a, b = pred_labels.ravel().astype(np.int64), true_labels.ravel().astype(np.int64)
-    keep = (a > 0) | (b > 0)
-    a, b = a[keep], b[keep]
-    na, nb = np.bincount(a), np.bincount(b)
-    pairs, inter = np.unique(np.stack([a, b]), axis=1, return_counts=True)
-    ok = (pairs[0] > 0) & (pairs[1] > 0)
-    pa, pb, inter = pairs[0][ok], pairs[1][ok], inter[ok]
-    ious = inter / (na[pa] + nb[pb] - inter)
-    matches = int((ious > iou).sum())
-    n_pred, n_true = int((na[1:] > 0).sum()), int((nb[1:] > 0).sum())
-    prec, rec = matches / max(n_pred, 1), matches / max(n_true, 1)
-    return float(2 * prec * rec / max(prec + rec, 1e-12))
+def grain_f1(pred_labels, true_labels, min_gt_size: int = 0):
+    """Grain F1 at IoU > 0.5 (:func:`micro_sym.metrics.grain_f1`, the 2D evaluation's score); label 0 is
+    ignored in both maps, and true grains under ``min_gt_size`` voxels are left out of the count."""
+    from micro_sym.metrics import grain_f1 as scores
+
+    return float(scores(pred_labels, true_labels, min_gt_size=min_gt_size)["f1"])
 
 
 def evaluate3d(model, volumes, *, threshold_deg=5.0, min_size=20, boundary_threshold=0.5, device="cpu", period=None,
@@ -353,7 +345,7 @@ def network_grains(net, img, *, period=None, threshold_deg=5.0, min_size=20, bou
 
 
 def evaluate3d_volumes(model, volumes, *, threshold_deg=5.0, min_size=20, boundary_threshold=0.5, device="cpu",
-                       period=None, measure_grains=True, split_grains=False) -> list[dict]:
+                       period=None, measure_grains=True, split_grains=False, min_gt_size=0) -> list[dict]:
     """Per-volume held-out metrics: boundary F1, grain F1 at IoU > 0.5, median cubic misorientation
     (degrees), vacuum left unassigned and Σ3 twin-boundary recall and precision.
 
@@ -405,7 +397,7 @@ def evaluate3d_volumes(model, volumes, *, threshold_deg=5.0, min_size=20, bounda
         predicted = prob >= boundary_threshold
         row = {"boundary_f1": boundary_f1_voxelwise(predicted, true_boundary),
                "boundary_f1_tolerance": boundary_f1_masks(predicted, true_boundary)["f1"],
-               "grain_f1": grain_f1(labels, np.where(true_boundary, 0, grains))}
+               "grain_f1": grain_f1(labels, np.where(true_boundary, 0, grains), min_gt_size)}
         if quats is not None:
             inside = ~true_boundary
             err = misorientation_cubic(np.moveaxis(q, 0, -1)[inside], np.moveaxis(quats, 0, -1)[inside])
@@ -476,7 +468,7 @@ def pool3d(rows) -> dict:
 
 
 def cli_evaluate3d(model, dataset, *, device="cpu", threshold=5.0, min_size=20, boundary_threshold=0.5, json_out=None,
-                   log=print, period=None, split_grains=False):
+                   log=print, period=None, split_grains=False, min_gt_size=0):
     """``micro-sym evaluate`` for 3D models: the :func:`evaluate3d_volumes` metrics per volume and pooled
     (:func:`pool3d`), printed as a table and written as JSON (``overall`` and ``volumes``)."""
     from types import SimpleNamespace
@@ -497,7 +489,7 @@ def cli_evaluate3d(model, dataset, *, device="cpu", threshold=5.0, min_size=20, 
         named = load_volumes(dataset, None)
         names, vols = [v[0] for v in named], [v[1:] for v in named]
     rows = evaluate3d_volumes(m, vols, threshold_deg=threshold, min_size=min_size, boundary_threshold=boundary_threshold,
-                              device=device, period=period, split_grains=split_grains)
+                              device=device, period=period, split_grains=split_grains, min_gt_size=min_gt_size)
     metrics = pool3d(rows)
     nan = float("nan")
     log(f"{'volume':<24} {'boundary F1':>11} {'grain F1':>9} {'ori med °':>9} {'measured °':>10} {'vacuum unass.':>13} "
@@ -510,7 +502,8 @@ def cli_evaluate3d(model, dataset, *, device="cpu", threshold=5.0, min_size=20, 
     log(f"boundary F1 {metrics['boundary_f1']:.3f}  grain F1 {metrics['grain_f1']:.3f}  "
         f"median misorientation {metrics.get('median_misorientation_deg', nan):.2f}°  ({metrics['n_volumes']} volumes)")
     report = {"overall": metrics, "volumes": dict(zip(names, rows)), "model": {"path": m.meta.get("path"), "config": m.config},
-              "dataset": str(dataset), "period": period, **({"split_grains": True} if split_grains else {})}
+              "dataset": str(dataset), "period": period, "min_gt_size": min_gt_size,
+              **({"split_grains": True} if split_grains else {})}
     if json_out:
         Path(json_out).parent.mkdir(parents=True, exist_ok=True)
         Path(json_out).write_text(json.dumps(report, indent=2))

@@ -155,3 +155,34 @@ def test_a_volume_without_a_harmonic_network_or_ring_is_refused(tmp_path):
     tifffile.imwrite(noise, np.random.default_rng(0).random((32, 32, 32)).astype(np.float32))
     (res,) = segment([noise], tmp_path / "out", split_grains=True, model="atoms-3d", workers=1)
     assert res.status == "failed" and "--split-grains on a volume needs" in res.error
+
+
+def test_the_widget_refuses_to_split_a_volume_without_a_harmonic_field(volume, monkeypatch):
+    # As segment refuses it (above): a 3D network whose grains do not come from a harmonic field.
+    from micro_sym.errors import MicroSymError
+    from micro_sym.inference.interactive import SegmentSettings, segment
+    from micro_sym.inference.network import Network
+
+    monkeypatch.setattr(Network, "grain_field", property(lambda self: None))
+    with pytest.raises(MicroSymError, match="needs a 3D network with a harmonic field"):
+        segment(volume[1], SegmentSettings(model="atoms-3d", split_grains=True))
+
+
+def test_grains_are_read_in_batches_no_larger_than_the_largest_grain_box():
+    # Memory stays that of one grain: each batch's union of boxes holds at most the budget, unless a
+    # single box is larger (then it is read alone), and at most twice its boxes' points; every grain is
+    # read once, in order.
+    from micro_sym.inference.refine3d_run import read_batches
+
+    rng = np.random.default_rng(0)
+    lo = np.cumsum(rng.integers(0, 12, (60, 3)), axis=0)  # neighbours overlap, as grains numbered in raster order
+    hi = lo + rng.integers(10, 30, (60, 3))
+    hi[7] = lo[7] + 60  # 216,000 points: over the budget alone
+    lo[40], hi[40] = (500, 500, 500), (510, 510, 510)  # far from the others
+    budget = 40 ** 3
+    batches = read_batches(lo, hi, budget)
+    assert [i for b in batches for i in b] == list(range(60))
+    assert [7] in batches and [40] in batches and len(batches) < 40
+    for b in batches:
+        union = np.prod(hi[b].max(0) - lo[b].min(0))
+        assert len(b) == 1 or (union <= budget and union <= 2 * np.prod(hi[b] - lo[b], axis=1).sum())

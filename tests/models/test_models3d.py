@@ -386,3 +386,25 @@ def test_init_from_an_octahedral_model_file(tmp_path):
     _init_from(model, path)
     theirs = source.state_dict()
     assert all(torch.equal(v, theirs[k]) for k, v in model.state_dict().items() if k.endswith("weights"))
+
+
+def test_evaluate3d_leaves_true_grains_under_min_gt_size_out(monkeypatch):
+    # Predicted grains = the true grains less the smallest: every grain found but that one. Counted, it
+    # costs recall; under --min-gt-size it is out of the count and the grain F1 is 1.
+    from micro_sym.training import train3d
+
+    vols = train3d.make_volumes(1, (24, 24, 24), seed=3, grain_size=8.0)
+    img, grains, quats = vols[0]
+    truth = np.where(train3d.boundary_from_grains(grains), 0, grains)
+    ids, sizes = np.unique(truth[truth > 0], return_counts=True)
+    small = ids[np.argmin(sizes)]
+    assert np.sort(sizes)[1] > sizes.min()  # one smallest grain
+    predicted = np.where(truth == small, 0, truth).astype(np.int64)
+    field = np.moveaxis(quat_to_sh4(np.moveaxis(quats, 0, -1), (4,)), -1, 0)  # what a harmonic network's grains read
+    maps = {"boundary": train3d.boundary_from_grains(grains).astype(np.float32), "orientation": field}
+    monkeypatch.setattr(train3d, "network_grains", lambda *a, **k: (maps, predicted))
+    model = build_model3d({"variant": "plain", "width": 8, "levels": 2, "degrees": [4]}).eval()
+    (counted,) = train3d.evaluate3d_volumes(model, vols, measure_grains=False)
+    (left_out,) = train3d.evaluate3d_volumes(model, vols, measure_grains=False, min_gt_size=int(sizes.min()) + 1)
+    n = len(ids)
+    assert counted["grain_f1"] == pytest.approx(2 * (n - 1) / (2 * n - 1)) and left_out["grain_f1"] == 1.0
