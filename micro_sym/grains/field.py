@@ -47,10 +47,16 @@ def grain_orientations(fields: np.ndarray, labels: np.ndarray, degrees) -> np.nd
 
 
 def table_orientations(table: dict, n_grains: int) -> np.ndarray:
-    """Lookup table ``(n_grains + 1, 4)`` from a grain table's ``mean_qw`` .. ``mean_qz`` columns."""
+    """Lookup table ``(n_grains + 1, 4)`` of what a volume's orientation map shows for each grain: its
+    orientation measured from the volume (``lattice_qw`` .. ``lattice_qz``, docs/design.md §6.7: a fraction
+    of a degree off where the lattice shows) where the table has one, else its network mean (``mean_q*``)."""
     out = np.full((n_grains + 1, 4), np.nan)
     if n_grains:
         out[1:] = np.stack([np.asarray(table[f"mean_q{c}"], np.float64) for c in "wxyz"], 1)
+        if "lattice_qw" in table:
+            measured = np.stack([np.asarray(table[f"lattice_q{c}"], np.float64) for c in "wxyz"], 1)
+            have = np.isfinite(measured).all(1)
+            out[1:][have] = measured[have]
     return out
 
 

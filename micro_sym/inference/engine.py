@@ -178,8 +178,9 @@ def flood_task(job: dict, block, parts: list, refs=None) -> dict:
 
 
 def paint_task(job: dict, block, lut: np.ndarray) -> None:
-    """Last pass with a harmonic field: the block's orientation map, each grain's mean orientation
-    (``lut``, :func:`micro_sym.grains.field.table_orientations`) over its voxels."""
+    """Last pass with a harmonic field: the block's orientation map, each grain's orientation (``lut``,
+    :func:`micro_sym.grains.field.table_orientations`: measured where measured, else the network's mean)
+    over its voxels."""
     from micro_sym.grains.field import paint
 
     try:
@@ -534,7 +535,8 @@ def _segment_input(img, path: Path, out_dir, net, runner, *, block, chunk, thres
         "shape": list(img.data.shape), "ndim": img.ndim,
         "block": list(plan.block), "chunk": list(plan.chunk), "halo": plan.halo, "stride": plan.stride,
         "threshold": float(threshold), "min_size": min_size, "boundary_threshold": float(boundary_threshold),
-        "grain_rule": rule, **({"orientation_map": "voxels"} if voxel_orientations else {}),
+        "grain_rule": rule, **({"orientation_map": "voxels"} if voxel_orientations else
+                               {"orientation_map": "measured"} if field and method.get("grain_orientation") else {}),
         **({"split_grains": method["split_grains"]["rule"]} if refine else {}),
         "code_version": code_version(), "n_blocks": n, "status": "running",
     }
@@ -656,7 +658,7 @@ def _segment_input(img, path: Path, out_dir, net, runner, *, block, chunk, thres
         table |= refined_orientations
     elif seeded and job["grain_orientation"]:
         table |= measured_orientations(runner, job, plan, finals, n_grains)
-    if field and not job["voxel_orientations"]:  # the orientation map: each grain's mean orientation (every block again after a resume: cheap)
+    if field and not job["voxel_orientations"]:  # the orientation map: each grain's orientation (every block again after a resume: cheap)
         from micro_sym.grains.field import table_orientations
 
         lut = table_orientations(table, n_grains)

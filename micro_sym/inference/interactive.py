@@ -529,13 +529,14 @@ def _iter_network(image, settings, pixel_size, unit, net, measured=None):
     if (field or int(np.prod(shape)) > WHOLE_TABLE_MAX_PIXELS) and merged.table:  # the block table: neighbours block by block
         merged.table["n_neighbours"] = neighbour_counts([neighbour_pairs(grains, b.core, shape) for b in plan.blocks],
                                                         n_grains)
-    if field:  # each grain's mean orientation over its voxels; the table is the tiles' (no spread within a grain)
-        orientation = paint(grains, table_orientations(merged.table, n_grains))
-        table = dict(merged.table)
-    else:
-        table = _table(grains, orientation, net.symmetry, pixel_size, unit, merged.table)
+    if nd == 3:  # each grain's orientation measured from the volume, as the CLI engine measures it
+        measured = _measured_orientations(image, grains, n_grains, scale)
+    # A harmonic field: the table is the tiles' (no spread within a grain).
+    table = dict(merged.table) if field else _table(grains, orientation, net.symmetry, pixel_size, unit, merged.table)
     rows = np.asarray(table["grain"], np.int64) - 1  # the measured columns' rows are grains 1..n_grains
     table |= {name: np.asarray(values)[rows] for name, values in measured.items()}
+    if field:  # each grain's measured (else mean) orientation over its voxels, as the CLI engine paints it
+        orientation = paint(grains, table_orientations(table, n_grains))
     info = {"model": str(settings.model), "halo": int(plan.halo), "tile": list(plan.block), "tiles": n,
             "recompute": round(plan.recompute, 3), "value_range": [lo, hi], "threshold": settings.threshold,
             "grain_rule": rule, "min_size": min_size, "boundary_threshold": settings.boundary_threshold,
@@ -543,6 +544,20 @@ def _iter_network(image, settings, pixel_size, unit, net, measured=None):
     how = f", resampled x{scale['scale']:.2f}" if scale and scale["resampled"] else ""
     return SegmentResult(grains, boundary, orientation, table, net.symmetry, f"network {settings.model}{how}",
                          _tuple(pixel_size), unit, n, time.perf_counter() - t0, info)
+
+
+def _measured_orientations(image, grains, n_grains: int, scale) -> dict:
+    """The table's ``lattice_q*`` and ``lattice_quality`` columns of a volume's grains (rows 1..n), measured
+    from the volume (:func:`micro_sym.classical.grain_orientation3d.grain_orientations`); none where the
+    volume shows no lattice ring."""
+    from micro_sym.classical.grain_orientation3d import grain_orientations
+    from micro_sym.inference.grain_orientations import orientation_columns, ring_3d
+
+    ring = ring_3d(image, scale, None)
+    if not (ring and n_grains):
+        return {}
+    r = grain_orientations(np.asarray(image, np.float32), grains, ring_frequency=ring, ids=np.arange(1, n_grains + 1))
+    return orientation_columns(np.vstack([np.full((1, 4), np.nan), r["quaternions"]]), np.concatenate([[0.0], r["quality"]]))
 
 
 def _refine_volume(image, grains, fields, net, scale):

@@ -360,9 +360,11 @@ def evaluate3d_volumes(model, volumes, *, threshold_deg=5.0, min_size=20, bounda
     (:func:`micro_sym.grains.rules.network_rule`: seeds by the 6-connected pair rule at
     ``threshold_deg`` well inside the predicted boundaries, seeds under ``min_size`` voxels dropped,
     a bounded flood). Voxels with a boundary probability ``>= boundary_threshold`` are predicted
-    boundary. Misorientation is measured on the true grains' interior voxels; a harmonic network's
-    orientation map is each predicted grain's mean orientation (:mod:`micro_sym.grains.field`), so
-    voxels in no predicted grain have none and do not count. ``period`` ("measure" or
+    boundary. Misorientation is measured on the true grains' interior voxels, on the orientation map as
+    ``segment`` writes it: for a harmonic network each predicted grain's orientation, measured from the
+    volume where it was measured (``measure_grains``), else its mean orientation
+    (:func:`micro_sym.grains.field.table_orientations`), so voxels in no predicted grain have none and do
+    not count; ``network_misorientation_deg``: the same with the network's orientations alone. ``period`` ("measure" or
     the first-ring spacing in voxels) runs the network at its training period
     (:func:`micro_sym.inference.rescale.rescale_for_input`), as ``segment`` does.
 
@@ -391,30 +393,35 @@ def evaluate3d_volumes(model, volumes, *, threshold_deg=5.0, min_size=20, bounda
         if split_grains:  # split and joined by the measured lattice, as segment --split-grains
             labels = _refined(net, img, labels, maps["orientation"])
         prob, q = maps["boundary"], maps["orientation"]
-        if net.grain_field:  # each grain's mean orientation over its voxels, as segment writes it
+        if net.grain_field:  # each grain's mean orientation over its voxels, the network's
             q = paint(labels, grain_orientations(q, labels, net.grain_field))
         true_boundary = boundary_from_grains(grains)
         predicted = prob >= boundary_threshold
         row = {"boundary_f1": boundary_f1_voxelwise(predicted, true_boundary),
                "boundary_f1_tolerance": boundary_f1_masks(predicted, true_boundary)["f1"],
                "grain_f1": grain_f1(labels, np.where(true_boundary, 0, grains), min_gt_size)}
-        if quats is not None:
-            inside = ~true_boundary
-            err = misorientation_cubic(np.moveaxis(q, 0, -1)[inside], np.moveaxis(quats, 0, -1)[inside])
-            row["median_misorientation_deg"] = float(np.nanmedian(err))
+        inside = ~true_boundary
         row |= vacuum_unassigned(labels, grains)
         if quats is not None:
+            row["median_misorientation_deg"] = row["network_misorientation_deg"] = _median_misorientation(q, quats, inside)
             row |= sigma3_boundaries(labels, q, grains, quats)
             measured = measured_grain_orientations(img, labels) if measure_grains else None
             if measured is not None:
                 have = np.isfinite(measured[0])
-                err = misorientation_cubic(np.moveaxis(measured, 0, -1)[inside & have],
-                                           np.moveaxis(quats, 0, -1)[inside & have])
-                row["grain_lattice_misorientation_deg"] = float(np.nanmedian(err)) if err.size else float("nan")
+                row["grain_lattice_misorientation_deg"] = _median_misorientation(measured, quats, inside & have)
                 row["grain_lattice_coverage"] = float((inside & have & (grains > 0)).sum() / max((inside & (grains > 0)).sum(), 1))
                 row |= {f"{k}_measured": v for k, v in sigma3_boundaries(labels, measured, grains, quats).items()}
+                if net.grain_field:  # the map as segment writes it: measured where measured, else the network's mean
+                    row["median_misorientation_deg"] = _median_misorientation(np.where(have, measured, q), quats, inside)
         rows.append(row)
     return rows
+
+
+def _median_misorientation(q, quats, where) -> float:
+    """Median cubic misorientation (degrees) of the maps ``q`` and ``quats`` ``(4, ...)`` over ``where``
+    (voxels whose ``q`` is NaN do not count); NaN where none is left."""
+    err = misorientation_cubic(np.moveaxis(q, 0, -1)[where], np.moveaxis(quats, 0, -1)[where])
+    return float(np.nanmedian(err)) if np.isfinite(err).any() else float("nan")
 
 
 def _refined(net, volume, labels, fields):
@@ -447,7 +454,7 @@ def measured_grain_orientations(volume, labels):
 
 #: Per-volume scores that :func:`pool3d` averages over the volumes.
 _MEAN_KEYS = ("boundary_f1", "boundary_f1_tolerance", "grain_f1", "median_misorientation_deg",
-              "grain_lattice_misorientation_deg", "grain_lattice_coverage")
+              "network_misorientation_deg", "grain_lattice_misorientation_deg", "grain_lattice_coverage")
 
 
 def pool3d(rows) -> dict:
@@ -492,11 +499,11 @@ def cli_evaluate3d(model, dataset, *, device="cpu", threshold=5.0, min_size=20, 
                               device=device, period=period, split_grains=split_grains, min_gt_size=min_gt_size)
     metrics = pool3d(rows)
     nan = float("nan")
-    log(f"{'volume':<24} {'boundary F1':>11} {'grain F1':>9} {'ori med °':>9} {'measured °':>10} {'vacuum unass.':>13} "
-        f"{'Σ3 recall':>9} {'Σ3 prec.':>8} {'Σ3 faces':>8}")
+    log(f"{'volume':<24} {'boundary F1':>11} {'grain F1':>9} {'ori med °':>9} {'network °':>9} {'measured °':>10} "
+        f"{'vacuum unass.':>13} {'Σ3 recall':>9} {'Σ3 prec.':>8} {'Σ3 faces':>8}")
     for name, r in [*zip(names, rows), ("overall", metrics)]:
         log(f"{name:<24} {r['boundary_f1']:>11.3f} {r['grain_f1']:>9.3f} {r.get('median_misorientation_deg', nan):>9.2f} "
-            f"{r.get('grain_lattice_misorientation_deg', nan):>10.2f} "
+            f"{r.get('network_misorientation_deg', nan):>9.2f} {r.get('grain_lattice_misorientation_deg', nan):>10.2f} "
             f"{r['vacuum_unassigned']:>13.3f} {r.get('sigma3_recall', nan):>9.3f} {r.get('sigma3_precision', nan):>8.3f} "
             f"{r.get('sigma3_faces_true', 0):>8}")
     log(f"boundary F1 {metrics['boundary_f1']:.3f}  grain F1 {metrics['grain_f1']:.3f}  "

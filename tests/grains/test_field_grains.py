@@ -94,3 +94,17 @@ def test_a_grain_of_mixed_symmetry_equivalents_decodes_to_its_mean_orientation()
     painted = paint(owner, table)
     assert painted.shape == (4,) + owner.shape and painted.dtype == np.float32
     np.testing.assert_array_equal(painted[:, owner == 3], np.repeat(table[3:4].astype(np.float32).T, (owner == 3).sum(), 1))
+
+
+def test_the_map_takes_each_grain_s_measured_orientation_where_the_table_has_one():
+    from micro_sym.grains.field import table_orientations
+
+    mean = np.array([[1.0, 0, 0, 0], [0.0, 1, 0, 0], [0.0, 0, 1, 0]])
+    measured = np.array([[0.0, 0, 0, 1], [np.nan] * 4, [0.5, 0.5, 0.5, 0.5]])
+    table = {**{f"mean_q{c}": mean[:, i] for i, c in enumerate("wxyz")},
+             **{f"lattice_q{c}": measured[:, i] for i, c in enumerate("wxyz")}}
+    lut = table_orientations(table, 3)
+    assert np.isnan(lut[0]).all()
+    np.testing.assert_array_equal(lut[1:], [measured[0], mean[1], measured[2]])
+    plain = {k: v for k, v in table.items() if k.startswith("mean")}  # not measured (--no-measure-grains)
+    np.testing.assert_array_equal(table_orientations(plain, 3)[1:], mean)

@@ -130,11 +130,31 @@ def test_an_interrupted_refinement_resumes_to_the_same_bytes(tmp_path, volume, r
 
 
 def test_the_widgets_in_memory_run_gives_the_same_grains(volume, runs):
+    # ... and the same orientation map: each grain's measured orientation where measured.
     from micro_sym.inference.interactive import SegmentSettings, segment
 
     result = segment(volume[1], SegmentSettings(model="atoms-3d", split_grains=True))
     assert np.array_equal(result.grains, _grains(runs["whole"][0]))
     assert len(result.table["grain"]) == runs["whole"][1].n_grains
+    np.testing.assert_allclose(result.orientation, read_output(runs["whole"][0], "w")["orientation"], atol=1e-6)
+
+
+@pytest.mark.parametrize("key", ["whole", "plain"])
+def test_the_orientation_map_shows_each_grain_s_measured_orientation(runs, key):
+    # The measured orientation (a fraction of a degree off where the lattice shows) where the table has
+    # one, the network's mean elsewhere; the map holds one orientation per grain and none off grains.
+    out, res = runs[key]
+    rows = [r for r in csv.DictReader(line for line in open(out / "w_grains.csv") if not line.startswith("#"))]
+    measured = np.array([[float(r[f"lattice_q{c}"] or "nan") for c in "wxyz"] for r in rows])
+    mean = np.array([[float(r[f"mean_q{c}"]) for c in "wxyz"] for r in rows])
+    have = np.isfinite(measured).all(1)
+    assert have.sum() >= res.n_grains - 2
+    maps = read_output(out, "w")
+    grains, q = maps["grains"], np.moveaxis(maps["orientation"], 0, -1)
+    assert np.isnan(q[grains == 0]).all()
+    expected = np.where(have[:, None], measured, mean)[grains[grains > 0] - 1]
+    np.testing.assert_allclose(np.abs((q[grains > 0] * expected).sum(-1)), 1.0, atol=1e-5)
+    assert res.plan["method"]["grain_orientation"]["ring_frequency"] > 0
 
 
 def test_evaluate_scores_the_refined_grains(volume, runs):
