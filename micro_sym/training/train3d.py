@@ -364,7 +364,8 @@ def evaluate3d_volumes(model, volumes, *, threshold_deg=5.0, min_size=20, bounda
     ``segment`` writes it: for a harmonic network each predicted grain's orientation, measured from the
     volume where it was measured (``measure_grains``), else its mean orientation
     (:func:`micro_sym.grains.field.table_orientations`), so voxels in no predicted grain have none and do
-    not count; ``network_misorientation_deg``: the same with the network's orientations alone. ``period`` ("measure" or
+    not count; ``network_misorientation_deg``: the same with the network's orientations alone (and
+    ``sigma3_*_network`` the Σ3 scores below with them). ``period`` ("measure" or
     the first-ring spacing in voxels) runs the network at its training period
     (:func:`micro_sym.inference.rescale.rescale_for_input`), as ``segment`` does.
 
@@ -372,7 +373,7 @@ def evaluate3d_volumes(model, volumes, *, threshold_deg=5.0, min_size=20, bounda
     voxels more than 3 voxels from every true grain), the fraction left out of every predicted grain. ``sigma3_recall`` and
     ``sigma3_precision`` (:func:`micro_sym.metrics3d.sigma3_boundaries`, volumes with true
     orientations only): the share of the true twin-boundary faces that the prediction finds between
-    two grains it classifies as Σ3 from their mean predicted orientations, and the share of its Σ3
+    two grains it classifies as Σ3 from their orientations in the map (as above), and the share of its Σ3
     faces that lie on a true one (1-voxel tolerance both ways). Each row also holds the counts these
     fractions come from. ``grain_lattice_misorientation_deg``: the same median misorientation with each
     predicted grain's orientation measured from the volume inside it (:func:`measured_grain_orientations`),
@@ -404,7 +405,8 @@ def evaluate3d_volumes(model, volumes, *, threshold_deg=5.0, min_size=20, bounda
         row |= vacuum_unassigned(labels, grains)
         if quats is not None:
             row["median_misorientation_deg"] = row["network_misorientation_deg"] = _median_misorientation(q, quats, inside)
-            row |= sigma3_boundaries(labels, q, grains, quats)
+            network = sigma3_boundaries(labels, q, grains, quats)
+            row |= network | {f"{k}_network": v for k, v in network.items()}
             measured = measured_grain_orientations(img, labels) if measure_grains else None
             if measured is not None:
                 have = np.isfinite(measured[0])
@@ -412,7 +414,9 @@ def evaluate3d_volumes(model, volumes, *, threshold_deg=5.0, min_size=20, bounda
                 row["grain_lattice_coverage"] = float((inside & have & (grains > 0)).sum() / max((inside & (grains > 0)).sum(), 1))
                 row |= {f"{k}_measured": v for k, v in sigma3_boundaries(labels, measured, grains, quats).items()}
                 if net.grain_field:  # the map as segment writes it: measured where measured, else the network's mean
-                    row["median_misorientation_deg"] = _median_misorientation(np.where(have, measured, q), quats, inside)
+                    shown = np.where(have, measured, q)
+                    row["median_misorientation_deg"] = _median_misorientation(shown, quats, inside)
+                    row |= sigma3_boundaries(labels, shown, grains, quats)
         rows.append(row)
     return rows
 
@@ -461,13 +465,15 @@ def pool3d(rows) -> dict:
     """Dataset scores of :func:`evaluate3d_volumes` rows: the mean over volumes of the boundary F1s, the
     grain F1 and the median misorientations (over the volumes that have them); vacuum and Σ3 scores
     from the counts summed over volumes (:func:`micro_sym.metrics3d.pool`), with those counts, also for
-    the measured grain orientations (``*_measured``); and ``n_volumes``."""
+    the measured grain orientations alone (``*_measured``) and the network's (``*_network``); and ``n_volumes``."""
     from micro_sym.metrics3d import pool
 
     means = {k: float(np.mean([r[k] for r in rows if k in r])) for k in _MEAN_KEYS if any(k in r for r in rows)}
-    measured = [{k.removesuffix("_measured"): v for k, v in r.items() if k.endswith("_measured")} for r in rows]
-    extra = ({f"{k}_measured": v for k, v in pool(measured).items() if k.startswith("sigma3")}
-             if any(measured) else {})
+    extra = {}
+    for suffix in ("_measured", "_network"):  # the Σ3 scores with other orientations, pooled alike
+        other = [{k.removesuffix(suffix): v for k, v in r.items() if k.endswith(suffix)} for r in rows]
+        if any(other):
+            extra |= {f"{k}{suffix}": v for k, v in pool(other).items() if k.startswith("sigma3")}
     return means | pool(rows) | extra | {"n_volumes": len(rows)}
 
 

@@ -408,3 +408,28 @@ def test_evaluate3d_leaves_true_grains_under_min_gt_size_out(monkeypatch):
     (left_out,) = train3d.evaluate3d_volumes(model, vols, measure_grains=False, min_gt_size=int(sizes.min()) + 1)
     n = len(ids)
     assert counted["grain_f1"] == pytest.approx(2 * (n - 1) / (2 * n - 1)) and left_out["grain_f1"] == 1.0
+
+
+def test_evaluate3d_scores_the_map_segment_writes_measured_where_measured(monkeypatch):
+    # The network's field 10° off everywhere; the volume's measurement exact on every grain but the
+    # smallest: the map as written (measured where measured) is scored, the network's alone beside it.
+    from micro_sym.orientation import axis_angle_to_quat
+    from micro_sym.training import train3d
+
+    vols = train3d.make_volumes(1, (24, 24, 24), seed=3, grain_size=8.0)
+    img, grains, quats = vols[0]
+    truth = np.where(train3d.boundary_from_grains(grains), 0, grains).astype(np.int64)
+    ids, sizes = np.unique(truth[truth > 0], return_counts=True)
+    turn = axis_angle_to_quat([0.0, 0.0, 1.0], 10.0)
+    off = np.moveaxis(quat_multiply(turn, np.moveaxis(quats, 0, -1)), -1, 0)
+    maps = {"boundary": train3d.boundary_from_grains(grains).astype(np.float32),
+            "orientation": np.moveaxis(quat_to_sh4(np.moveaxis(off, 0, -1), (4,)), -1, 0)}
+    monkeypatch.setattr(train3d, "network_grains", lambda *a, **k: (maps, truth))
+    measured = np.where(truth == ids[np.argmin(sizes)], np.nan, quats)
+    monkeypatch.setattr(train3d, "measured_grain_orientations", lambda volume, labels: measured)
+    model = build_model3d({"variant": "plain", "width": 8, "levels": 2, "degrees": [4]}).eval()
+    (row,) = train3d.evaluate3d_volumes(model, vols)
+    assert abs(row["network_misorientation_deg"] - 10.0) < 0.5
+    assert row["median_misorientation_deg"] < 0.01 and row["grain_lattice_misorientation_deg"] < 0.01
+    (plain,) = train3d.evaluate3d_volumes(model, vols, measure_grains=False)  # segment --no-measure-grains
+    assert plain["median_misorientation_deg"] == plain["network_misorientation_deg"] == row["network_misorientation_deg"]
