@@ -60,6 +60,13 @@ def table_orientations(table: dict, n_grains: int) -> np.ndarray:
     return out
 
 
+def mean_columns(lut: np.ndarray) -> dict:
+    """A grain table's ``mean_qw`` .. ``mean_qz`` columns (grains 1..n) from lookup table ``lut``
+    ``(n + 1, 4)``: a volume's table gives each grain the orientation its map shows, so the CSV's Euler
+    angles (derived from ``mean_q*``) and ``micro-sym grains`` on the output agree with the map."""
+    return {f"mean_q{c}": np.asarray(lut, np.float64)[1:, i] for i, c in enumerate("wxyz")}
+
+
 def paint(labels: np.ndarray, lut: np.ndarray) -> np.ndarray:
     """The orientation map ``(4, *labels.shape)`` float32 of grain orientations ``lut`` (NaN off grains)."""
     return np.moveaxis(lut.astype(np.float32)[np.asarray(labels)], -1, 0)

@@ -127,7 +127,8 @@ _ORIENTATION = {
     "quaternion": (
         _PHASE,
         *(Column(f"mean_q{c}", "", f"mean orientation, unit quaternion component {c} (scalar first; "
-                                    "rotates crystal vectors into the sample frame)") for c in "wxyz"),
+                                    "rotates crystal vectors into the sample frame; from segment with a harmonic "
+                                    "network: the orientation its map shows, lattice_q where given)") for c in "wxyz"),
         Column("phi1", "deg", "Bunge Euler angle phi1 of the mean orientation (ZXZ, passive sample -> crystal, "
                               "as EBSD files, MTEX and orix use), in [0, 360)"),
         Column("Phi", "deg", "Bunge Euler angle Phi of the mean orientation, in [0, 180]"),

@@ -142,18 +142,23 @@ def test_the_widgets_in_memory_run_gives_the_same_grains(volume, runs):
 @pytest.mark.parametrize("key", ["whole", "plain"])
 def test_the_orientation_map_shows_each_grain_s_measured_orientation(runs, key):
     # The measured orientation (a fraction of a degree off where the lattice shows) where the table has
-    # one, the network's mean elsewhere; the map holds one orientation per grain and none off grains.
+    # one, the network's mean elsewhere; the map holds one orientation per grain and none off grains, and
+    # the table's mean_q* (and so its Euler angles) is the map's.
+    from micro_sym.grains.table import euler_bunge_from_quat
+
     out, res = runs[key]
     rows = [r for r in csv.DictReader(line for line in open(out / "w_grains.csv") if not line.startswith("#"))]
     measured = np.array([[float(r[f"lattice_q{c}"] or "nan") for c in "wxyz"] for r in rows])
-    mean = np.array([[float(r[f"mean_q{c}"]) for c in "wxyz"] for r in rows])
+    shown = np.array([[float(r[f"mean_q{c}"]) for c in "wxyz"] for r in rows])
     have = np.isfinite(measured).all(1)
     assert have.sum() >= res.n_grains - 2
+    np.testing.assert_allclose(shown[have], measured[have], atol=1e-5)
+    euler = np.array([[float(r[a]) for a in ("phi1_deg", "Phi_deg", "phi2_deg")] for r in rows])
+    np.testing.assert_allclose(euler, np.stack(euler_bunge_from_quat(shown), -1), atol=0.05)  # 6 digits in the CSV
     maps = read_output(out, "w")
     grains, q = maps["grains"], np.moveaxis(maps["orientation"], 0, -1)
     assert np.isnan(q[grains == 0]).all()
-    expected = np.where(have[:, None], measured, mean)[grains[grains > 0] - 1]
-    np.testing.assert_allclose(np.abs((q[grains > 0] * expected).sum(-1)), 1.0, atol=1e-5)
+    np.testing.assert_allclose(np.abs((q[grains > 0] * shown[grains[grains > 0] - 1]).sum(-1)), 1.0, atol=1e-5)
     assert res.plan["method"]["grain_orientation"]["ring_frequency"] > 0
 
 
