@@ -115,15 +115,18 @@ def ring_contrast(image, ring_frequency: float, *, workers: int = 2) -> np.ndarr
     return _ratio(*band_powers(image, ring_frequency, workers=workers))
 
 
-def crystalline_contrast(image, ring_frequency: float, *, workers: int = 2) -> np.ndarray:
+def crystalline_contrast(image, ring_frequency: float, *, workers: int = 2, context=None) -> np.ndarray:
     """:func:`ring_contrast` inside crystals, 0 outside them (float32, same shape as ``image``).
 
     Outside: where the ring power is below :data:`EDGE_FRACTION` of its maximum within
     :data:`EDGE_REACH` periods, i.e. beyond the half-maximum that marks a crystal's edge (what the
     power smoothing carried out of the crystal). A pixel holds a lattice where the result is at
     least :data:`CRYSTALLINE_CONTRAST`.
+
+    ``context``: as :func:`band_powers`; the values are then right where the image holds at least
+    :func:`crystalline_halo` px of it around them.
     """
-    ring, inner = band_powers(image, ring_frequency, workers=workers)
+    ring, inner = band_powers(image, ring_frequency, workers=workers, context=context)
     contrast = _ratio(ring, inner)
     # A square window: separable, so its cost does not grow with the period.
     nearby = ndimage.maximum_filter(ring, size=2 * _edge_reach_px(ring_frequency) + 1, mode="reflect")
@@ -136,9 +139,16 @@ def _ratio(ring: np.ndarray, inner: np.ndarray) -> np.ndarray:
     return (ring / np.maximum(inner, floor)).astype(np.float32)
 
 
-def band_powers(image, ring_frequency: float, *, workers: int = 2) -> tuple[np.ndarray, np.ndarray]:
+def band_powers(image, ring_frequency: float, *, workers: int = 2, context=None) -> tuple[np.ndarray, np.ndarray]:
     """The smoothed local powers ``(ring, inner)`` whose ratio is :func:`ring_contrast` (float32, each
-    divided by its annulus' area, so white noise gives equal values)."""
+    divided by its annulus' area, so white noise gives equal values).
+
+    ``context``: per axis ``(before, after)``, how many px of real image the input holds beyond the
+    region whose values the caller keeps (a tile's halo; None: none, the input is the whole image). A
+    side with at least :func:`ring_contrast_halo` px is not reflect-padded: the transforms wrap around
+    there, which changes only the values within that reach of the side (the halo the caller drops),
+    and the transforms are smaller (a 1344² tile's by 30 %).
+    """
     # float32 throughout: a ratio of smoothed powers needs no more, and it halves the time and memory
     # of the FFTs and the smoothing (this runs on every tile of every micrograph).
     img = np.asarray(image, np.float32)
@@ -146,15 +156,17 @@ def band_powers(image, ring_frequency: float, *, workers: int = 2) -> tuple[np.n
     if not finite.all():
         img = np.where(finite, img, img[finite].mean() if finite.any() else 0.0).astype(np.float32)
     f0 = float(ring_frequency)
-    pad = ring_contrast_halo(f0)
+    halo = ring_contrast_halo(f0)
+    context = context or [(0, 0)] * img.ndim
+    pads = [tuple(0 if c >= halo else halo for c in sides) for sides in context]
     step = decimation(f0)
     # The band signals and their squares are computed every ``step`` pixels (:func:`decimation`), on a
     # grid whose FFT is fast; each axis is padded a little more at its end to fit it (a large prime
     # factor would make the transforms several times slower).
-    small = tuple(fft.next_fast_len(-(-(n + 2 * pad) // step), real=True) for n in img.shape)
+    small = tuple(fft.next_fast_len(-(-(n + b + a) // step), real=True) for n, (b, a) in zip(img.shape, pads))
     full = tuple(step * m for m in small)
     padded = np.pad(img - img.mean(dtype=np.float64).astype(np.float32),
-                    [(pad, m - n - pad) for n, m in zip(img.shape, full)], mode="reflect")
+                    [(b, m - n - b) for n, m, (b, _) in zip(img.shape, full, pads)], mode="reflect")
     spectrum = fft.rfft2(padded, workers=workers)
     del padded
     if step > 1:  # the low frequencies only: every band lies below the small grid's Nyquist frequency
@@ -177,5 +189,5 @@ def band_powers(image, ring_frequency: float, *, workers: int = 2) -> tuple[np.n
         local = fft.irfft2(local, s=full, workers=workers, overwrite_x=True)
         # The annulus' area 2π f · √(2π) sigma_f: white noise then gives equal power in both.
         local /= np.float32(f * sigma_f)
-        power.append(local[pad:pad + img.shape[0], pad:pad + img.shape[1]])
+        power.append(local[tuple(slice(b, b + n) for n, (b, _) in zip(img.shape, pads))])
     return power[0], power[1]

@@ -830,7 +830,8 @@ def angle_pairs_within(q, lo, hi, k: int, threshold: float) -> np.ndarray:
 
 @njit(cache=True, nogil=True)
 def _angle_terms(labels, angles, k, lab, t):
-    """``lab`` = label - 1 and ``t`` = k * angle in radians (float64) of the labelled points, in raster order."""
+    """``lab`` = label - 1 and ``t`` = k * angle in radians (computed in float64, stored in ``t``'s dtype)
+    of the labelled points, in raster order."""
     rad = np.pi / 180.0  # np.deg2rad multiplies by this constant
     nz, ny, nx = labels.shape
     n = 0
@@ -862,13 +863,14 @@ def _cos_sin_sums(lab, c, s, out):
 def angle_sums(labels, angles, n: int, k: int) -> np.ndarray:
     """Per-label sums of ``(cos kθ, sin kθ)`` of a 2D or 3D angle map (degrees): ``(n, 2)``, row ``i`` label ``i + 1``.
 
-    The values of ``np.bincount(labels - 1, weights=np.cos(np.deg2rad(θ) * k))`` (and sin) over the
-    labelled points: the same float64 operations in the same order, with numpy's cos and sin (a
-    compiled cos may differ from numpy's in the last bit), without the index and weight temporaries.
+    The values of ``np.bincount(labels - 1, weights=np.cos(t))`` (and sin) over the labelled points,
+    ``t = float32(np.deg2rad(θ) * k)``: the same operations in the same order, without the index and
+    weight temporaries. Each term in float32 (numpy's vectorized float32 cos and sin are over ten times
+    faster than float64's; a term's error, ~1e-7, is far below the float32 angle map's own), summed in float64.
     """
     m = np.count_nonzero(labels)
     lab = np.empty(m, np.int64)
-    t = np.empty(m, np.float64)
+    t = np.empty(m, np.float32)
     _angle_terms(_as_3d(np.asarray(labels)), _as_3d(np.asarray(angles)), int(k), lab, t)  # views: no copies
     c = np.cos(t)
     s = np.sin(t, out=t)

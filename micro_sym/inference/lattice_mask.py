@@ -48,12 +48,20 @@ class LatticeMasked:
 
     def forward_tiles(self, blocks, xs, device: str = "cpu") -> np.ndarray:
         """The wrapped outputs of tiles ``xs`` with the ring contrast as one more channel."""
-        contrast = np.stack([crystalline_contrast(x, self.ring_frequency, workers=1) for x in xs])[:, None]
+        contrast = np.stack([crystalline_contrast(x, self.ring_frequency, workers=1, context=self._context(b, x))
+                             for b, x in zip(blocks, xs)])[:, None]
         if self.margin is None:
             y = self._network(blocks, xs, device)
         else:
             y = np.stack([self._network_on_part(b, x, device) for b, x in zip(blocks, xs)])
         return np.concatenate([y, contrast.astype(y.dtype)], axis=1)
+
+    def _context(self, block, x) -> list | None:
+        """How far the tile ``x`` reaches beyond the part of it the engine reads (the core grown by
+        ``margin``), per axis and side; None where that part is not known."""
+        if self.margin is None:
+            return None
+        return [(c.start - self.margin, n - c.stop - self.margin) for c, n in zip(block.crop, x.shape)]
 
     def _network(self, blocks, xs, device) -> np.ndarray:
         inner = getattr(self.net, "forward_tiles", None)

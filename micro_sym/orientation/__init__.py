@@ -41,10 +41,21 @@ def encode_angle(theta_deg, k: int):
 
 
 def decode_angle(cos_ksin, k: int):
-    """``(cos kθ, sin kθ)`` on the first axis -> (angle in ``[0, 360/k)`` degrees, vector length)."""
-    c, s = np.asarray(cos_ksin[0], dtype=np.float64), np.asarray(cos_ksin[1], dtype=np.float64)
-    theta = np.rad2deg(np.arctan2(s, c)) / k
-    return wrap_angle(theta, k), np.hypot(c, s)
+    """``(cos kθ, sin kθ)`` on the first axis -> (angle in ``[0, 360/k)`` degrees, vector length).
+
+    In the inputs' precision, float32 at least: a network's float32 maps decode in float32, whose
+    vectorized arctan2 is many times faster than float64's (this runs on every pixel of every tile)
+    and as exact as the float32 map the angle is stored in.
+    """
+    c, s = np.asarray(cos_ksin[0]), np.asarray(cos_ksin[1])
+    dtype = np.result_type(c.dtype, s.dtype, np.float32)
+    c, s = c.astype(dtype, copy=False), s.astype(dtype, copy=False)
+    period = dtype.type(360.0 / k)
+    theta = np.rad2deg(np.arctan2(s, c)) / dtype.type(k)  # in [-period/2, period/2]
+    theta = np.where(theta < 0, theta + period, theta)  # np.mod's result, without its slow division
+    # A tiny negative angle plus the period can round up to the period itself: that is angle 0.
+    theta = np.where(theta >= period, dtype.type(0), theta)
+    return theta, np.hypot(c, s)
 
 
 # ----------------------------------------------------------------------------------------- 3D

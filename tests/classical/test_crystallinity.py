@@ -59,6 +59,20 @@ def test_a_tile_reproduces_the_whole_image_inside_the_halo(contrast, reach):
     np.testing.assert_allclose(part[inner], whole[core], rtol=1e-4)
 
 
+def test_a_tile_told_its_context_reproduces_the_whole_image_inside_it():
+    # The engine's tiles: real image beyond the kept region on every side but one (the image's edge),
+    # transformed without reflected padding there.
+    img = half_lattice((420, 640), seed=5)
+    whole = crystalline_contrast(img, 1 / PERIOD)
+    halo = crystalline_halo(1 / PERIOD)
+    tile = (slice(0, 420), slice(100, 640))  # the kept region: rows 0-246, columns 274-466
+    context = [(0, 420 - 246), (halo, 640 - 466)]
+    part = crystalline_contrast(img[tile], 1 / PERIOD, context=context)
+    kept = (slice(0, 246), slice(274, 466))
+    np.testing.assert_allclose(part[0:246, 174:366], whole[kept], rtol=1e-4, atol=1e-6)
+    assert np.mean(whole[kept] >= CRYSTALLINE_CONTRAST) > 0.3  # both sides of the lattice edge kept
+
+
 def test_sampling_the_bands_sparsely_changes_nothing(monkeypatch):
     import micro_sym.classical.crystallinity as crystallinity
 
