@@ -48,13 +48,24 @@ class LatticeMasked:
 
     def forward_tiles(self, blocks, xs, device: str = "cpu") -> np.ndarray:
         """The wrapped outputs of tiles ``xs`` with the ring contrast as one more channel."""
-        contrast = np.stack([crystalline_contrast(x, self.ring_frequency, workers=1, context=self._context(b, x))
-                             for b, x in zip(blocks, xs)])[:, None]
+        contrast = [crystalline_contrast(x, self.ring_frequency, workers=1, context=self._context(b, x))
+                    for b, x in zip(blocks, xs)]
+        # Each output is written once into the result (stacking and concatenating tile-sized arrays
+        # copied them three times).
         if self.margin is None:
             y = self._network(blocks, xs, device)
+            out = np.empty((y.shape[0], y.shape[1] + 1, *y.shape[2:]), y.dtype)
+            out[:, :-1] = y
         else:
-            y = np.stack([self._network_on_part(b, x, device) for b, x in zip(blocks, xs)])
-        return np.concatenate([y, contrast.astype(y.dtype)], axis=1)
+            out = None
+            for i, (b, x) in enumerate(zip(blocks, xs)):
+                y, part = self._network_on_part(b, x, device)
+                if out is None:  # outside each part the network's outputs are 0
+                    out = np.zeros((len(xs), y.shape[0] + 1, *x.shape), y.dtype)
+                out[(i, slice(0, -1), *part)] = y
+        for i, c in enumerate(contrast):
+            out[i, -1] = c
+        return out
 
     def _context(self, block, x) -> list | None:
         """How far the tile ``x`` reaches beyond the part of it the engine reads (the core grown by
@@ -67,9 +78,10 @@ class LatticeMasked:
         inner = getattr(self.net, "forward_tiles", None)
         return inner(blocks, xs, device) if inner else self.net.forward(xs, device)
 
-    def _network_on_part(self, block, x, device) -> np.ndarray:
+    def _network_on_part(self, block, x, device) -> tuple:
         """The network's outputs on one tile, computed on the tile cut to ``net.halo + margin`` around
-        the core (in whole strides, so the part keeps the tile's stride grid)."""
+        the core (in whole strides, so the part keeps the tile's stride grid): ``(outputs, part)``,
+        ``part`` the slices of the tile they cover."""
         stride = max(1, int(self.net.total_stride))
         keep = int(math.ceil((self.net.halo + self.margin) / stride) * stride)
         cut = []
@@ -77,19 +89,16 @@ class LatticeMasked:
             before = (max(c.start - keep, 0) // stride) * stride
             after = (max(n - c.stop - keep, 0) // stride) * stride
             cut.append((before, after))
-        if not any(b or a for b, a in cut):
-            return self._network([block], x[None], device)[0]
         part = tuple(slice(b, n - a) for (b, a), n in zip(cut, x.shape))
+        if not any(b or a for b, a in cut):
+            return self._network([block], x[None], device)[0], part
         # The inner network sees the part as its tile: the same image region (the resampling wrapper
         # places it by ``tile``), cut where no padding lies (padding sits at the tile ends only).
         shifted = dataclasses.replace(
             block, tile=tuple(slice(t.start + b - p0, t.stop - a + p1) for t, (b, a), (p0, p1) in zip(block.tile, cut, block.pad)),
             crop=tuple(slice(c.start - b, c.stop - b) for c, (b, _) in zip(block.crop, cut)),
             pad=tuple((0 if b else p0, 0 if a else p1) for (b, a), (p0, p1) in zip(cut, block.pad)))
-        y = self._network([shifted], x[part][None], device)[0]
-        out = np.zeros((y.shape[0], *x.shape), y.dtype)
-        out[(slice(None), *part)] = y
-        return out
+        return self._network([shifted], x[part][None], device)[0], part
 
     def decode(self, y: np.ndarray) -> dict:
         maps = self.net.decode(y[:-1])
