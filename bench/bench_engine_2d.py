@@ -3,6 +3,7 @@
 Usage::
 
     python bench/bench_engine_2d.py [--sizes 4096 8192] [--configs default 1536x2] [--model NAME] [--out FILE]
+    python bench/bench_engine_2d.py --sizes 8192 --baseline COMMIT [--pairs 4] [--out FILE]
 
 For each size a uint16 Zarr micrograph (chunks 1024²) is written once under ``bench/_data``: the
 bundled sample micrograph ``sample_000`` mirrored into a larger image (mirroring keeps the lattice and
@@ -14,6 +15,11 @@ lattice measured, robust-2d, the lattice mask) or with ``--model``, in a *fresh 
 The reference is the network's bare forward on the same inputs (the shapes the engine ran the network
 on, random values) in the engine's layout: as many threads as workers, each running forwards with the engine's
 thread count, counted in image pixels per second. Writes bench/results/engine_2d.json.
+
+``--baseline COMMIT`` compares a change with the code at COMMIT (a temporary git worktree, removed
+afterwards): the two run alternately, ``--pairs`` times each, after one unrecorded 1024² warm-up run
+of each (which compiles their kernels), and the means are printed and stored. On a shared machine
+one run's wall time spreads by more than most changes make; alternating pairs see the same spread.
 """
 
 from __future__ import annotations
@@ -122,6 +128,8 @@ def main():
     ap.add_argument("--child", nargs=3, metavar=("N", "CONFIG", "OUT"), help=argparse.SUPPRESS)
     ap.add_argument("--forward", nargs=3, metavar=("N", "SHAPES", "WORKERS"), help=argparse.SUPPRESS)
     ap.add_argument("--out", type=Path, default=RESULTS / "engine_2d.json")
+    ap.add_argument("--baseline", default=None, help="a commit to compare with, run alternately")
+    ap.add_argument("--pairs", type=int, default=1, help="with --baseline: runs of each code")
     args = ap.parse_args()
     if args.child:
         child(int(args.child[0]), *_parse_config(args.child[1]), args.child[2], args.model)
@@ -130,41 +138,90 @@ def main():
         print(json.dumps(bare_forward(int(args.forward[0]), json.loads(args.forward[1]), int(args.forward[2]), args.model)))
         return
 
-    def fresh(*extra) -> dict:
+    def fresh(*extra, code=None) -> dict:
+        """This script in a fresh process, or the copy of it in ``code`` (a checkout), which runs that
+        checkout's micro_sym."""
         extra += ("--model", args.model) if args.model else ()
-        res = subprocess.run([sys.executable, __file__, *extra], capture_output=True, text=True,
+        script = Path(code) / "bench" / Path(__file__).name if code else __file__
+        res = subprocess.run([sys.executable, str(script), *extra], capture_output=True, text=True,
                              env={**os.environ, "PYTHONWARNINGS": "ignore"})
         if res.returncode:
             sys.exit(res.stderr[-3000:])
         return json.loads(res.stdout.strip().splitlines()[-1])
 
+    def measure(n: int, config: str, code=None, label: str = "current") -> dict:
+        r = fresh("--child", str(n), config, str(DATA / f"engine2d_out_{n}_{label}"), code=code)
+        if r["status"] != "complete":
+            sys.exit(f"{n}² {config} ({label}): {r['status']} {r['error']}")
+        plan = r["plan"]
+        fwd = fresh("--forward", str(n), json.dumps(r.pop("forward_shapes")), str(_parse_config(config)[1] or 0), code=code)
+        r |= {"config": config, "model": args.model or "auto", "code": label, "forward": fwd,
+              "engine_vs_forward": r["mpix_per_s"] / fwd["mpix_per_s"]}
+        print(f"{n}² {config} {r['model']} ({label}): {r['wall_s']:.1f} s ({r['mpix_per_s']:.2f} MP/s), peak RSS "
+              f"{r['peak_rss_mb']:.0f} MB, {r['n_grains']} grains; blocks {plan['blocks']} of {plan['block']}, tile "
+              f"{plan['tile']}; bare forward {fwd['mpix_per_s']:.2f} MP/s ({fwd['workers']} workers): engine at "
+              f"{100 * r['engine_vs_forward']:.0f} %", flush=True)
+        for part, s in sorted(r["seconds"].items(), key=lambda kv: -kv[1]):
+            print(f"    {part:40s} {s:7.1f} s")
+        return r
+
     for n in args.sizes:
         mirrored_micrograph(n)
-    runs = []
-    for config in args.configs:
-        for n in args.sizes:
-            r = fresh("--child", str(n), config, str(DATA / f"engine2d_out_{n}"))
-            if r["status"] != "complete":
-                sys.exit(f"{n}² {config}: {r['status']} {r['error']}")
-            plan = r["plan"]
-            fwd = fresh("--forward", str(n), json.dumps(r.pop("forward_shapes")), str(_parse_config(config)[1] or 0))
-            r |= {"config": config, "model": args.model or "auto", "forward": fwd, "engine_vs_forward": r["mpix_per_s"] / fwd["mpix_per_s"]}
-            runs.append(r)
-            print(f"{n}² {config} {r['model']}: {r['wall_s']:.1f} s ({r['mpix_per_s']:.2f} MP/s), peak RSS {r['peak_rss_mb']:.0f} MB, "
-                  f"{r['n_grains']} grains; blocks {plan['blocks']} of {plan['block']}, tile {plan['tile']}; "
-                  f"bare forward {fwd['mpix_per_s']:.2f} MP/s ({fwd['workers']} workers): engine at "
-                  f"{100 * r['engine_vs_forward']:.0f} %", flush=True)
-            for part, s in sorted(r["seconds"].items(), key=lambda kv: -kv[1]):
-                print(f"    {part:40s} {s:7.1f} s")
+    runs, extra = [], {}
+    if args.baseline:
+        runs, extra = _compare(args, measure)
+    else:
+        for config in args.configs:
+            for n in args.sizes:
+                runs.append(measure(n, config))
     for config in args.configs:
         rss = {r["n"]: r["peak_rss_mb"] for r in runs if r["config"] == config}
-        if len(rss) > 1:
+        if len(rss) > 1 and not args.baseline:
             print(f"{config}: peak RSS largest / smallest image = {rss[max(rss)] / rss[min(rss)]:.2f}")
 
     write_json(args.out, {"machine": machine_info(),
                           "input": f"{SAMPLE.relative_to(ROOT)} mirrored, uint16 Zarr, chunks 1024²",
                           "command": "micro-sym segment IMAGE --out OUT (auto) with the configuration's --tile/--workers",
-                          "runs": runs})
+                          **extra, "runs": runs})
+
+
+def _compare(args, measure) -> tuple[list, dict]:
+    """``--baseline``: the code at that commit and this checkout, run alternately (see the module docstring)."""
+    import statistics
+    import tempfile
+
+    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", args.baseline], capture_output=True, text=True,
+                            check=True).stdout.strip()
+    head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    tree = Path(tempfile.mkdtemp(prefix="micro_sym_baseline_"))
+    subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", "--force", str(tree), commit],
+                   check=True, capture_output=True)
+    (tree / "bench" / "_data").symlink_to(DATA)  # the same inputs, made once
+    runs = []
+    try:
+        mirrored_micrograph(1024)
+        for config in args.configs:
+            measure(1024, config, tree, "baseline")  # warm-up: compiles each code's kernels
+            measure(1024, config, None, "current")
+            for n in args.sizes:
+                for _ in range(args.pairs):
+                    runs.append(measure(n, config, tree, "baseline"))
+                    runs.append(measure(n, config, None, "current"))
+    finally:
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(tree)], capture_output=True)
+    means = {}
+    for label in ("baseline", "current"):
+        mine = [r for r in runs if r["code"] == label]
+        parts = {k for r in mine for k in r["seconds"]}
+        means[label] = {"wall_s": statistics.mean(r["wall_s"] for r in mine),
+                        "seconds": {k.strip(): statistics.mean(r["seconds"].get(k, 0.0) for r in mine) for k in sorted(parts)}}
+        print(f"{label}: mean wall time {means[label]['wall_s']:.2f} s over {len(mine)} runs")
+    return runs, {"baseline": commit, "current": head + (" (with uncommitted changes)" if _dirty() else ""), "means": means}
+
+
+def _dirty() -> bool:
+    return bool(subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True).stdout.strip())
 
 
 if __name__ == "__main__":
