@@ -60,11 +60,12 @@ def table_orientations(table: dict, n_grains: int) -> np.ndarray:
     return out
 
 
-def mean_columns(lut: np.ndarray) -> dict:
-    """A grain table's ``mean_qw`` .. ``mean_qz`` columns (grains 1..n) from lookup table ``lut``
-    ``(n + 1, 4)``: a volume's table gives each grain the orientation its map shows, so the CSV's Euler
-    angles (derived from ``mean_q*``) and ``micro-sym grains`` on the output agree with the map."""
-    return {f"mean_q{c}": np.asarray(lut, np.float64)[1:, i] for i, c in enumerate("wxyz")}
+def map_orientations(table: dict, n_grains: int) -> tuple[np.ndarray, dict]:
+    """What a volume's orientation map shows for each grain (:func:`table_orientations`), and ``table``
+    with its ``mean_qw`` .. ``mean_qz`` columns set to the same, so that the CSV's Euler angles (derived
+    from ``mean_q*``) and ``micro-sym grains`` on the output agree with the map."""
+    lut = table_orientations(table, n_grains)
+    return lut, {**table, **{f"mean_q{c}": lut[1:, i] for i, c in enumerate("wxyz")}}
 
 
 def paint(labels: np.ndarray, lut: np.ndarray) -> np.ndarray:

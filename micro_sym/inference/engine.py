@@ -659,10 +659,9 @@ def _segment_input(img, path: Path, out_dir, net, runner, *, block, chunk, thres
     elif seeded and job["grain_orientation"]:
         table |= measured_orientations(runner, job, plan, finals, n_grains)
     if field and not job["voxel_orientations"]:  # the orientation map: each grain's orientation (every block again after a resume: cheap)
-        from micro_sym.grains.field import mean_columns, table_orientations
+        from micro_sym.grains.field import map_orientations
 
-        lut = table_orientations(table, n_grains)
-        table |= mean_columns(lut)
+        lut, table = map_orientations(table, n_grains)
         for _ in runner.run(paint_task, plan.blocks, lambda b: (job, b, lut)):
             pass
 

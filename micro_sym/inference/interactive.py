@@ -433,7 +433,7 @@ def _iter_network(image, settings, pixel_size, unit, net, measured=None):
                                                  weak_lattice_lut)
     from micro_sym.inference.method_choice import NETWORK_FOR_LATTICE
     from micro_sym.inference.rescale import adapt_to_image, check_measured_lattice
-    from micro_sym.grains.field import mean_columns, paint, table_orientations
+    from micro_sym.grains.field import map_orientations, paint
     from micro_sym.inference.tiles import iter_tiles, label_tile, rule_maps
     from micro_sym.inference.whole_image import grain_min_size
     from micro_sym.models.normalize import intensity_range
@@ -536,8 +536,7 @@ def _iter_network(image, settings, pixel_size, unit, net, measured=None):
     rows = np.asarray(table["grain"], np.int64) - 1  # the measured columns' rows are grains 1..n_grains
     table |= {name: np.asarray(values)[rows] for name, values in measured.items()}
     if field:  # each grain's measured (else mean) orientation over its voxels, as the CLI engine paints it
-        lut = table_orientations(table, n_grains)
-        table |= mean_columns(lut)
+        lut, table = map_orientations(table, n_grains)
         orientation = paint(grains, lut)
     info = {"model": str(settings.model), "halo": int(plan.halo), "tile": list(plan.block), "tiles": n,
             "recompute": round(plan.recompute, 3), "value_range": [lo, hi], "threshold": settings.threshold,
