@@ -387,9 +387,15 @@ def _compressor():
 
 _ARRAYS: dict = {}
 
+#: The codec pipeline of the arrays the engine writes and reads back (:func:`open_array`): zarrs-python's,
+#: which encodes and decodes a region's chunks in Rust threads that do not hold the GIL. zarr's own
+#: pipeline runs every chunk through one Python event loop, which two workers then wait on in turn
+#: (docs/design.md §5). The files are standard Zarr v3 either way.
+CODEC_PIPELINE = "zarrs.ZarrsCodecPipeline"
+
 
 def open_array(path, name: str | None = None):
-    """A writable zarr array, opened once per process (tasks run many blocks).
+    """A writable zarr array, opened once per process (tasks run many blocks), with :data:`CODEC_PIPELINE`.
 
     ``name``: one of :data:`OUTPUT_MAPS` (``boundary``, ``orientation``, ``grains``), found where
     :func:`create_outputs` put it (:func:`micro_sym.io.images.map_path`); without it ``path`` is the array.
@@ -403,7 +409,8 @@ def open_array(path, name: str | None = None):
             from micro_sym.io.images import map_path
 
             name = map_path(name)
-        arr = zarr.open_array(str(path) if name is None else f"{path}/{name}", mode="r+")
+        with zarr.config.set({"codec_pipeline.path": CODEC_PIPELINE}):  # read when the array is opened
+            arr = zarr.open_array(str(path) if name is None else f"{path}/{name}", mode="r+")
         _ARRAYS[key] = arr
     return arr
 
