@@ -49,7 +49,7 @@ import numpy as np
 from numba import njit
 from scipy import fft, ndimage
 
-from micro_sym.classical._distance import depth_inside
+from micro_sym.classical._distance import _depth, depth_inside
 
 #: ``|c_k| / c_0`` from which a grain's angle is reported (below it the ring is mostly noise: with no
 #: lattice the ratio is about ``1/sqrt(number of independent frequencies on the ring)``).
@@ -115,7 +115,7 @@ def grain_sums(read_image, read_labels, extents: dict, *, ring_frequency: float,
     for i, (g, win) in enumerate(zip(extents["ids"], grain_windows(extents))):
         if extents["count"][i] < MIN_CELLS * period * period:
             continue
-        ck, c2, c0 = _grain_sums(np.asarray(read_image(win), np.float64), np.asarray(read_labels(win)) == g, period, int(k))
+        ck, c2, c0 = _grain_sums(np.asarray(read_image(win)), np.asarray(read_labels(win)), int(g), period, int(k))
         out_ids.append(int(g))
         cks.append(ck)
         c2s.append(c2)
@@ -303,42 +303,97 @@ def tapered(crop, finite, period: float, dtype=np.float64, inset: float = 0.0) -
     the outline's own spectrum does not leak onto the lattice ring. ``inset`` (px) starts the taper that
     far inside the outline (at most half the grain's largest depth, so a thin grain keeps its middle)."""
     values = np.where(finite, crop, 0.0).astype(dtype, order="C")  # C order: reshape(-1) below is a view
-    values -= values[finite].mean()
+    finite = np.ascontiguousarray(finite, bool)
     depth = depth_inside(finite)
-    inset = min(float(inset), 0.5 * float(depth.max()))
-    # One compiled pass over the points (numpy's masked temporaries took most of this function's time).
-    _taper(values.reshape(-1), depth.reshape(-1), inset, TAPER_PERIODS * period)
+    _taper(values.reshape(-1), finite.reshape(-1), depth.reshape(-1), float(inset), TAPER_PERIODS * period)
     return values
 
 
 @njit(cache=True, nogil=True)
-def _taper(values, depth, inset, width):
-    """``values *= sin²(π/2 · clip((depth - inset) / width, 0, 1))`` in place, in the values' precision
-    (deeper points keep their value; outside the grain, depth 0, the factor is 0)."""
+def _taper(values, finite, depth, inset, width):
+    """:func:`tapered` in place on flat arrays, in the values' precision (the mean summed in float64):
+    ``values = (values - mean) · sin²(π/2 · clip((depth - inset') / width, 0, 1))`` on the grain's
+    points, 0 elsewhere, ``inset' = min(inset, max(depth) / 2)``."""
+    total = 0.0
+    n = 0
+    deepest = 0.0
+    for i in range(values.size):
+        if finite[i]:
+            total += values[i]
+            n += 1
+            deepest = max(deepest, depth[i])
+    mean = values.dtype.type(total / max(n, 1))
+    inset = min(inset, 0.5 * deepest)
     half_pi = values.dtype.type(0.5 * math.pi)
     for i in range(values.size):
+        if not finite[i]:
+            values[i] = 0.0
+            continue
+        value = values[i] - mean
         ramp = (depth[i] - inset) / width
-        if ramp < 1.0:
+        if ramp < 1.0:  # deeper points keep their value
             factor = math.sin(values.dtype.type(max(ramp, 0.0)) * half_pi)
-            values[i] *= factor * factor
+            value *= factor * factor
+        values[i] = value
 
 
-def _grain_sums(crop, mask, period: float, k: int) -> tuple[complex, complex, float]:
-    """``(c_k, c_2, c_0)`` of one grain's pixels (see the module docstring)."""
-    finite = mask & np.isfinite(crop)
-    if not finite.any():
+@njit(cache=True, nogil=True)
+def _grain_values(crop, labels, g, inset, width):
+    """:func:`tapered` (float32) of the finite pixels of grain ``g`` (``labels == g``) in the 2D ``crop``, in
+    one compiled call that holds no GIL (the engine's workers measure grains side by side);
+    ``(values, number of pixels)``."""
+    h, w = crop.shape
+    finite = np.zeros((1, h, w), np.bool_)
+    values = np.zeros((h, w), np.float32)
+    n = 0
+    for i in range(h):
+        for j in range(w):
+            value = np.float64(crop[i, j])
+            if labels[i, j] == g and np.isfinite(value):
+                finite[0, i, j] = True
+                values[i, j] = value
+                n += 1
+    if n:
+        depth = _depth(finite, False)
+        _taper(values.reshape(h * w), finite.reshape(h * w), depth.reshape(h * w), inset, width)
+    return values, n
+
+
+def _grain_sums(crop, labels, g: int, period: float, k: int) -> tuple[complex, complex, float]:
+    """``(c_k, c_2, c_0)`` of grain ``g``'s pixels in ``crop`` (see the module docstring)."""
+    values, n = _grain_values(crop, labels, g, INSET_PERIODS * period, TAPER_PERIODS * period)
+    if not n:
         return 0j, 0j, 0.0
-    values = tapered(crop, finite, period, np.float32, inset=INSET_PERIODS * period)
     # Zero-padded so the ring lies at least 16 frequency bins from the centre (its k spots resolved).
-    size = tuple(fft.next_fast_len(max(2 * n, math.ceil(16 * period))) for n in crop.shape)
+    size = tuple(fft.next_fast_len(max(2 * side, math.ceil(16 * period))) for side in crop.shape)
     where, weight, bins, phase = _ring_geometry(size, round(1.0 / period, 9), k)
-    spectrum = fft.rfft2(values, s=size).ravel()[where]
-    power = spectrum.real.astype(np.float64) ** 2 + spectrum.imag.astype(np.float64) ** 2
-    # The isotropic part: the radial mean of the power in bins one frequency step wide.
-    mean = np.bincount(bins, power) / np.maximum(np.bincount(bins), 1)
-    excess = (power - mean[bins]) * weight
     phase2 = phase if k == 2 else _ring_geometry(size, round(1.0 / period, 9), 2)[3]
-    return complex(np.dot(excess, phase)), complex(np.dot(excess, phase2)), float(np.dot(power, weight))
+    ck, c2, c0 = _ring_terms(fft.rfft2(values, s=size).reshape(-1), where, weight, bins, phase, phase2)
+    return complex(ck), complex(c2), float(c0)
+
+
+@njit(cache=True, nogil=True)
+def _ring_terms(spectrum, where, weight, bins, phase, phase2):
+    """``(c_k, c_2, c_0)`` from a grain's flat spectrum at its ring's frequencies (:func:`_ring_geometry`):
+    the power there less its radial mean (bins one frequency step wide: the isotropic part), weighted."""
+    power = np.empty(where.size)
+    nbins = bins.max() + 1 if where.size else 1
+    total = np.zeros(nbins)
+    count = np.zeros(nbins)
+    for i in range(where.size):
+        s = spectrum[where[i]]
+        power[i] = np.float64(s.real) ** 2 + np.float64(s.imag) ** 2
+        total[bins[i]] += power[i]
+        count[bins[i]] += 1.0
+    ck = 0j
+    c2 = 0j
+    c0 = 0.0
+    for i in range(where.size):
+        excess = (power[i] - total[bins[i]] / max(count[bins[i]], 1.0)) * weight[i]
+        ck += excess * phase[i]
+        c2 += excess * phase2[i]
+        c0 += power[i] * weight[i]
+    return ck, c2, c0
 
 
 @functools.lru_cache(maxsize=256)

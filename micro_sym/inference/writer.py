@@ -390,8 +390,8 @@ _ARRAYS: dict = {}
 #: The codec pipeline of the arrays the engine writes and reads back (:func:`open_array`): zarrs-python's,
 #: which encodes and decodes a region's chunks in Rust threads that do not hold the GIL. zarr's own
 #: pipeline runs every chunk through one Python event loop, which two workers then wait on in turn
-#: (docs/design.md §5). The files are standard Zarr v3 either way.
-CODEC_PIPELINE = "zarrs.ZarrsCodecPipeline"
+#: (docs/design.md §5). The files are standard Zarr v3 either way. None: zarr's configured pipeline.
+CODEC_PIPELINE: str | None = "zarrs.ZarrsCodecPipeline"
 
 
 def open_array(path, name: str | None = None):
@@ -409,9 +409,24 @@ def open_array(path, name: str | None = None):
             from micro_sym.io.images import map_path
 
             name = map_path(name)
-        with zarr.config.set({"codec_pipeline.path": CODEC_PIPELINE}):  # read when the array is opened
-            arr = zarr.open_array(str(path) if name is None else f"{path}/{name}", mode="r+")
+        arr = _with_pipeline(zarr.open_array(str(path) if name is None else f"{path}/{name}", mode="r+"))
         _ARRAYS[key] = arr
+    return arr
+
+
+def _with_pipeline(arr):
+    """``arr`` reading and writing through :data:`CODEC_PIPELINE`. Set on the array, not through
+    ``zarr.config``: that is process-wide, and worker threads open arrays (inputs too) side by side."""
+    if not CODEC_PIPELINE:
+        return arr
+    import importlib
+
+    module, _, name = CODEC_PIPELINE.rpartition(".")
+    pipeline = getattr(importlib.import_module(module), name)
+    async_array = arr.async_array
+    # A frozen dataclass; zarr sets the field the same way when it makes the array.
+    object.__setattr__(async_array, "codec_pipeline", pipeline.from_array_metadata_and_store(
+        array_metadata=async_array.metadata, store=async_array.store_path.store))
     return arr
 
 

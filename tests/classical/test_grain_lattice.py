@@ -128,6 +128,28 @@ def test_hexagonal_angle_is_the_basis_vector():
     assert angle[0] == pytest.approx(40.0)
 
 
+def test_sums_do_not_depend_on_the_image_dtype_or_layout():
+    """The engine hands the measurement its input as stored (uint16, a view into a larger region) and its
+    labels as uint32: the sums equal those of the same pixels as contiguous float64 and int32 labels,
+    and a non-finite pixel counts as outside the grain."""
+    image, labels = _two_grains((12.0, 57.0), noise=0.2)
+    counts = np.round(100 * (image - image.min())).astype(np.uint16)
+    wide = np.zeros((counts.shape[0] + 10, counts.shape[1] + 20), np.uint16)
+    wide[5:-5, 7:-13] = counts
+    view = wide[5:-5, 7:-13]  # not contiguous
+    rf = ring_frequency(8.0)
+    reference = ring_sums(counts.astype(np.float64), labels, ring_frequency=rf, k=4)
+    stored = ring_sums(view, labels.astype(np.uint32), ring_frequency=rf, k=4)
+    for key in reference:
+        np.testing.assert_allclose(stored[key], reference[key], rtol=1e-12, atol=0)
+    with_nan = counts.astype(np.float32)
+    with_nan[40:50, 20:30] = np.nan
+    cut = labels.copy()
+    cut[40:50, 20:30] = 0
+    np.testing.assert_array_equal(ring_sums(with_nan, labels, ring_frequency=rf, k=4)["ck"],
+                                  ring_sums(counts.astype(np.float32), cut, ring_frequency=rf, k=4)["ck"])
+
+
 def test_small_grains_are_skipped():
     image, labels = _two_grains((10.0, 20.0), size=64)
     labels[:] = 0
