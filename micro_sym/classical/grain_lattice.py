@@ -297,23 +297,24 @@ def window(box, mask, size: int):
     return tuple(slice(b.start + c.start, b.start + c.stop) for b, c in zip(box, cut)), mask[cut]
 
 
-def tapered(crop, finite, period: float, dtype=np.float64, inset: float = 0.0) -> np.ndarray:
-    """A grain's values for its spectrum (2D and 3D): the mean over its points ``finite`` removed, 0
+def tapered(crop, finite, period: float) -> np.ndarray:
+    """A grain's values for its spectrum (float64; a 3D grain's, :mod:`.grain_orientation3d`; a 2D grain's
+    come from :func:`_grain_values`, the same taper): the mean over its points ``finite`` removed, 0
     outside them, and tapered as sin² over :data:`TAPER_PERIODS` periods inside its outline, so that
-    the outline's own spectrum does not leak onto the lattice ring. ``inset`` (px) starts the taper that
-    far inside the outline (at most half the grain's largest depth, so a thin grain keeps its middle)."""
-    values = np.where(finite, crop, 0.0).astype(dtype, order="C")  # C order: reshape(-1) below is a view
+    the outline's own spectrum does not leak onto the lattice ring."""
+    values = np.where(finite, crop, 0.0).astype(np.float64, order="C")  # C order: reshape(-1) below is a view
     finite = np.ascontiguousarray(finite, bool)
     depth = depth_inside(finite)
-    _taper(values.reshape(-1), finite.reshape(-1), depth.reshape(-1), float(inset), TAPER_PERIODS * period)
+    _taper(values.reshape(-1), finite.reshape(-1), depth.reshape(-1), 0.0, TAPER_PERIODS * period)
     return values
 
 
 @njit(cache=True, nogil=True)
 def _taper(values, finite, depth, inset, width):
-    """:func:`tapered` in place on flat arrays, in the values' precision (the mean summed in float64):
+    """A grain's taper in place on flat arrays, in the values' precision (the mean summed in float64):
     ``values = (values - mean) · sin²(π/2 · clip((depth - inset') / width, 0, 1))`` on the grain's
-    points, 0 elsewhere, ``inset' = min(inset, max(depth) / 2)``."""
+    points, 0 elsewhere. ``inset' = min(inset, max(depth) / 2)``: the taper starts ``inset`` px inside
+    the outline, at most half the grain's largest depth, so a thin grain keeps its middle."""
     total = 0.0
     n = 0
     deepest = 0.0
@@ -339,9 +340,9 @@ def _taper(values, finite, depth, inset, width):
 
 @njit(cache=True, nogil=True)
 def _grain_values(crop, labels, g, inset, width):
-    """:func:`tapered` (float32) of the finite pixels of grain ``g`` (``labels == g``) in the 2D ``crop``, in
-    one compiled call that holds no GIL (the engine's workers measure grains side by side);
-    ``(values, number of pixels)``."""
+    """A 2D grain's values for its spectrum, as :func:`tapered` makes a 3D grain's but in float32: the
+    finite pixels of grain ``g`` (``labels == g``) in ``crop``, tapered (:func:`_taper`), in one compiled
+    call that holds no GIL (the engine's workers measure grains side by side); ``(values, number of pixels)``."""
     h, w = crop.shape
     finite = np.zeros((1, h, w), np.bool_)
     values = np.zeros((h, w), np.float32)
