@@ -165,7 +165,7 @@ def _is_plain_torch(module: nn.Module) -> bool:
     return not any(type(m).__module__.startswith("escnn") for m in module.modules())
 
 
-PRECISIONS = ("fp32", "bf16")
+PRECISIONS = ("fp32", "bf16", "int8")
 PRECISION_VAR = "MICRO_SYM_PRECISION"
 
 
@@ -179,7 +179,7 @@ def chosen_precision(precision: str | None = None) -> str:
 
 
 def cpu_forward(model: nn.Module, ndim: int, x: torch.Tensor, threads: int | None = None,
-                precision: str = "fp32") -> torch.Tensor:
+                precision: str = "fp32", int8_ranges: dict | None = None) -> torch.Tensor:
     """``model(x)``; on the CPU by the fastest backend for plain-torch networks (cached per module).
 
     Inputs on another device (CUDA), escnn models (still trainable, not traceable to ONNX), ONNX and
@@ -190,8 +190,18 @@ def cpu_forward(model: nn.Module, ndim: int, x: torch.Tensor, threads: int | Non
     oneDNN convolutions use the CPU's bf16 units; CUDA likewise) and returns float32. It is not exact:
     outputs move by about a percent of their range (docs/design.md §2.4). ONNX and TorchScript files
     stay float32.
+
+    ``precision="int8"`` runs a deployed 3D U-Net in 8-bit integers (:mod:`.int8`) with the activation
+    ranges ``int8_ranges``; not exact either, but exactly equivariant.
     """
     fmt = getattr(model, "fmt", None)
+    if precision == "int8":
+        from micro_sym.deploy.int8 import int8_module
+
+        if int8_ranges is None:
+            raise MicroSymError("precision int8 needs the activation ranges of its input (micro_sym.deploy.int8)")
+        with torch_threads(threads):
+            return int8_module(getattr(model, "net", model), int8_ranges)(x)
     if precision == "bf16" and fmt not in ("onnx", "torchscript"):
         with torch.autocast(x.device.type, dtype=torch.bfloat16):
             return _forward(model, ndim, x, threads, "channels-last").float()

@@ -109,6 +109,8 @@ def _resolve_net(net_ref, job) -> Network:
 def maps_task(net_ref, job: dict, blocks: list) -> list:
     """Pass 1 for a batch of blocks with equal tile shapes; returns per-block merge data."""
     net = _resolve_net(net_ref, job)
+    if job.get("int8_ranges"):  # the input's own activation scales (micro_sym.inference.int8_ranges)
+        net = dataclasses.replace(net, int8_ranges=job["int8_ranges"])
     if job.get("scale"):  # the network runs at its training lattice period (rescale.RescaledNetwork)
         net = RescaledNetwork(net, job["scale"], job["shape"])
     if job.get("lattice_mask"):  # grains only where the lattice shows (lattice_mask.LatticeMasked)
@@ -473,6 +475,11 @@ def _segment_input(img, path: Path, out_dir, net, runner, *, block, chunk, thres
     if hasattr(net, "for_input"):  # per-input settings: the classical period, estimated once or resumed
         net = net.for_input(img, threshold=threshold, previous=previous, workers=workers)
     base = net  # what workers receive; they rebuild the wrappers from the job
+    int8 = getattr(base, "precision", "fp32") == "int8"
+    if int8:
+        from micro_sym.inference.int8_ranges import check_int8
+
+        check_int8(base, str(path))
     try:
         net, scale, ring = adapt_to_image(net, img.data, period=period, measured=(auto or {}).get("measured"),
                                           previous=previous, workers=workers, lattice_mask=lattice_mask)
@@ -531,7 +538,7 @@ def _segment_input(img, path: Path, out_dir, net, runner, *, block, chunk, thres
     manifest = {
         "version": 1, "input": fingerprint(path) | {"array": array, "level": level, "channel": channel},
         "model": {"name": net.name, "sha256": net.sha256}
-                 | ({"precision": "bf16"} if getattr(net, "precision", "fp32") == "bf16" else {}), "method": method,
+                 | ({"precision": net.precision} if getattr(net, "precision", "fp32") != "fp32" else {}), "method": method,
         "shape": list(img.data.shape), "ndim": img.ndim,
         "block": list(plan.block), "chunk": list(plan.chunk), "halo": plan.halo, "stride": plan.stride,
         "threshold": float(threshold), "min_size": min_size, "boundary_threshold": float(boundary_threshold),
@@ -565,12 +572,17 @@ def _segment_input(img, path: Path, out_dir, net, runner, *, block, chunk, thres
             whole = tuple(slice(0, s) for s in plan.shape)
             raise MicroSymError(f"{path}: {locate_bad_chunk(img, whole, err)}") from None
     manifest["value_range"] = [float(v) for v in value_range]
+    if int8:  # the activations' scales, from crops of this input (a resumed run keeps its own)
+        from micro_sym.inference.int8_ranges import int8_ranges
+
+        manifest["int8_ranges"] = (old or {}).get("int8_ranges") or int8_ranges(
+            base, img.data, value_range, scale["scale"] if scale and scale.get("resampled") else None)
     state.write_manifest(manifest)
     create_outputs(state, plan.shape, img.ndim, plan.chunk, pixel_size=img.pixel_size, unit=img.unit,
                    field_channels=net.out_channels - 1 if field else None, flooded=weak_lattice or refine)
 
     job = {"input": str(path), "array": array, "level": level, "channel": channel,
-           "value_range": manifest["value_range"],
+           "value_range": manifest["value_range"], "int8_ranges": manifest.get("int8_ranges"),
            "pad_mode": plan.pad_mode, "shape": plan.shape, **manifest["grain_rule"],
            "boundary_threshold": float(boundary_threshold), "zarr": str(state.zarr_path),
            "labels": str(state.labels_path), "sha256": net.sha256, "device": device, "symmetry": net.symmetry,

@@ -194,10 +194,12 @@ def predict_array(net, image: np.ndarray, *, value_range=None, device: str = "cp
 
 
 def _whole(net, image, value_range, device, decode) -> TileOutput:
+    from micro_sym.inference.int8_ranges import with_int8_ranges
     from micro_sym.models.normalize import intensity_range
 
     image = np.asarray(image)
     value_range = value_range if value_range is not None else intensity_range(image)
+    net = with_int8_ranges(net, image, value_range)  # an int8 network: this image's activation scales
     plan = whole_image_plan(image.shape, net.total_stride)
     (out,) = iter_tiles(net, plan.blocks, lambda b: image[b.tile], value_range=value_range, pad_mode=plan.pad_mode,
                         device=device, decode=decode)
