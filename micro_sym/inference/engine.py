@@ -248,7 +248,9 @@ def _write(array, job, block, labels):
 
 
 class _BlockSteps:
-    """An input's block-steps (two per block: maps, grains) for ``progress(done, total)``: whole steps,
+    """An input's block-steps for ``progress(done, total)``: one per block and pass (maps, grains, then
+    each pass the run makes over the blocks after them: each grain's lattice or orientation measured,
+    grains renumbered, neighbours, the orientation map painted; :func:`_finishing_passes`), whole steps
     plus the fractions that in-process workers report for the blocks they are running."""
 
     def __init__(self, done: int, total: int, progress=None):
@@ -268,9 +270,34 @@ class _BlockSteps:
             self.done += 1
             self._report()
 
+    def counted(self, results, n: int):
+        """``results`` of a pass over ``n`` blocks, a step for each; the pass's remaining steps when they
+        end (tasks that ran before a resume, blocks that held nothing to do)."""
+        k = 0
+        for item in results:
+            k += 1
+            self.finished()
+            yield item
+        self.advance(n - k)
+
+    def advance(self, steps: int) -> None:
+        """``steps`` more steps done at once (a pass run inside another function, counted when it ends)."""
+        if steps > 0:
+            with self._lock:
+                self.done += steps
+                self._report()
+
     def _report(self) -> None:
         if self.progress:
             self.progress(self.done + sum(self._running.values()), self.total)
+
+
+def _finishing_passes(*, refine: bool, lattice: bool, renumber: bool, seeded: bool, orientations: bool,
+                      paint: bool) -> int:
+    """How many passes over the blocks an input's run makes after its grains pass: the split and joined
+    grains, each grain's lattice measured, grains renumbered, neighbours (plain pair rule), each grain's
+    orientation measured, the orientation map painted (see the end of :func:`_segment_input`)."""
+    return sum((refine, lattice, renumber, not seeded, seeded and orientations and not refine, paint))
 
 
 @dataclass
@@ -374,7 +401,9 @@ def segment_input(path, out_dir, net: Network, runner, *, block=None, chunk=None
     on_block : callable, optional
         ``on_block(stage, block_id)`` after each block's marker is written (progress, tests).
     progress : callable, optional
-        ``progress(done, total)`` in block-steps (2 per block: maps and grains).
+        ``progress(done, total)`` in block-steps: 2 per block (maps and grains), and one per block for
+        each pass after them (each grain's lattice or orientation measured, grains renumbered, the
+        orientation map painted), so that 100 % means done.
     period : float, optional
         The image's lattice constant in px for a 2D network (default: measured from the power
         spectrum); the image is resampled to the model's training period (:mod:`.rescale`).
@@ -595,7 +624,11 @@ def _segment_input(img, path: Path, out_dir, net, runner, *, block, chunk, thres
                       **method["grain_orientation"]} if refine else None}
     done1 = state.done("done1")
     done2 = state.done("done2")
-    steps = _BlockSteps(len(done1) + len(done2), 2 * n, progress)
+    seeded = is_seeded(rule)
+    passes = _finishing_passes(refine=refine, lattice=bool(setting), renumber=weak_lattice, seeded=seeded,
+                               orientations=bool(job["grain_orientation"]), paint=bool(field and not voxel_orientations))
+    done3 = state.done("done3") if weak_lattice else set()
+    steps = _BlockSteps(len(done1) + len(done2) + len(done3), (2 + passes) * n, progress)
     todo = [b for b in plan.blocks if b.id not in done1]
     # A network travels once per worker (runner); the classical method is a few settings: send it along.
     ref = runner.net_ref(base) if isinstance(base, Network) else base
@@ -616,7 +649,6 @@ def _segment_input(img, path: Path, out_dir, net, runner, *, block, chunk, thres
     from micro_sym.deploy.runtime import release_memory
 
     release_memory()  # the grain pass needs no network: the memory of its activations goes back
-    seeded = is_seeded(rule)
     merged = merge_blocks(plan, lambda b: state.load_block(b.id), symmetry=net.symmetry, threshold=rule["pair_threshold"],
                           min_size=min_size, small="drop" if seeded else "merge", pixel_size=img.pixel_size,
                           merge_threshold=rule["merge_threshold"], reach=rule["reach"], table=not seeded)
@@ -643,16 +675,18 @@ def _segment_input(img, path: Path, out_dir, net, runner, *, block, chunk, thres
         if refine:  # the flooded grains (scratch) split and joined into the output
             finals, n_grains, pairs, record, refined_orientations = _refine_grains(runner, job, plan, state, n_grains)
             method["split_grains"].update(record)
+            steps.advance(n)
         table = final_table(finals, n_grains, symmetry=net.symmetry, image_shape=plan.shape,
                             pixel_size=img.pixel_size, aligned=merged.refs is not None)
         pairs = pairs if refine else [f["neighbour_pairs"] for f in finals]
     if setting:  # each final grain measured whole; with the lattice mask, a network's grains must show a lattice
         sums = _final_grain_sums(runner, job, plan, state, finals if seeded else None)
+        steps.advance(n)
         kept = weak_lattice_lut(sums, n_grains) if weak_lattice else None
         if weak_lattice:  # the output's grains from the flooded scratch, renumbered where some are left out
             lut = kept if kept is not None else np.arange(n_grains + 1, dtype=np.uint32)
-            done3 = state.done("done3")
-            for b, _ in runner.run(relabel_task, [b for b in plan.blocks if b.id not in done3], lambda b: (job, b, lut)):
+            todo3 = [b for b in plan.blocks if b.id not in done3]
+            for b, _ in steps.counted(runner.run(relabel_task, todo3, lambda b: (job, b, lut)), len(todo3)):
                 state.mark("done3", b.id)
         if kept is not None:
             table, sums, n_grains = renumbered_table(table, kept), renumbered_sums(sums, kept), int(kept.max())
@@ -664,17 +698,20 @@ def _segment_input(img, path: Path, out_dir, net, runner, *, block, chunk, thres
     if pairs is None:
         # Neighbours across the unassigned band between grains, as grain_table counts them: needs the final
         # grains of each block plus a few points beyond it, so it reads them back once they are all written.
-        pairs = [p for _, p in runner.run(neighbours_task, plan.blocks, lambda b: (job, b))]
+        found = runner.run(neighbours_task, plan.blocks, lambda b: (job, b))
+        # Counted where planned (plain pair rule); after grains were left out it is an extra pass.
+        pairs = [p for _, p in (steps.counted(found, n) if not seeded else found)]
     table["n_neighbours"] = neighbour_counts(pairs, n_grains)
     if refine:  # measured while refining (each grain once after the split, a joined grain once more)
         table |= refined_orientations
     elif seeded and job["grain_orientation"]:
         table |= measured_orientations(runner, job, plan, finals, n_grains)
+        steps.advance(n)
     if field and not job["voxel_orientations"]:  # the orientation map: each grain's orientation (every block again after a resume: cheap)
         from micro_sym.grains.field import map_orientations
 
         lut, table = map_orientations(table, n_grains)
-        for _ in runner.run(paint_task, plan.blocks, lambda b: (job, b, lut)):
+        for _ in steps.counted(runner.run(paint_task, plan.blocks, lambda b: (job, b, lut)), n):
             pass
 
     write_grain_csv(state.csv_path, table, unit=img.unit or "px", atomic=True, pixel_size=img.pixel_size,

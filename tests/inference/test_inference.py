@@ -21,7 +21,7 @@ from micro_sym.grains.rules import grains_by_rule, network_rule, pair_rule
 from micro_sym.inference import as_network, load_network, plan_blocks, predict_array, segment
 from micro_sym.inference.whole_image import grains_from_maps, segment_image
 
-from _helpers import read_output, same_partition, smooth_image
+from _helpers import half_lattice, read_output, same_partition, smooth_image
 
 THRESHOLD = 20.0  # 3D (Tiny3D's quaternions vary strongly)
 # The untrained plain CNN's angle field varies by only ~0.04° over an image: 2D tests with it use a
@@ -363,7 +363,39 @@ def test_progress_moves_inside_a_block_while_its_orientation_decodes(tmp_path):
                      progress=lambda done, total: seen.append((done, total)))
     assert res.status == "complete" and res.n_blocks == 1
     done = [d for d, _ in seen]
-    assert {t for _, t in seen} == {2} and done[0] == 0 and done[-1] == 2
+    # maps, grains, each grain's orientation measured (the map is decoded per voxel: not painted)
+    assert {t for _, t in seen} == {3} and done[0] == 0 and done[-1] == 3
     assert done == sorted(done)
     inside = [d for d in done if 0 < d < 1]
     assert inside[0] == 0.5 and len(inside) == 3, done  # forward done, then 2 of 3 slabs of 8 planes
+
+
+@pytest.mark.parametrize("kind", ["micrograph", "volume"])
+def test_progress_reaches_its_total_only_when_the_input_is_done(tmp_path, monkeypatch, kind):
+    """The passes after the grains pass (a micrograph's grains measured and renumbered; a volume's grain
+    orientations measured and painted) are block-steps too: 100 % is reported once, at the end."""
+    from micro_sym.inference import engine
+
+    if kind == "micrograph":
+        img = half_lattice((320, 448), seed=3)
+        tifffile.imwrite(tmp_path / "a.tif", img)
+        path, kw, last = tmp_path / "a.tif", dict(model="default-2d", block=128, chunk=64), "relabel_task"
+    else:
+        vol = tifffile.imread("sample_data/volume/images/sample_000.tif")[:48, :48, :48]
+        zarr.create_array(str(tmp_path / "a.zarr"), data=vol, chunks=(32, 32, 32))
+        path, kw, last = tmp_path / "a.zarr", dict(block=32, chunk=32), "paint_task"
+    seen, at_last_pass = [], []
+    task = getattr(engine, last)
+
+    def watched(*args):
+        at_last_pass.append(seen[-1])
+        return task(*args)
+
+    monkeypatch.setattr(engine, last, watched)
+    (res,) = segment([path], tmp_path / "out", progress=lambda done, total: seen.append((done, total)), workers=1, **kw)
+    assert res.status == "complete", res.error
+    totals = {t for _, t in seen}
+    assert totals == {4 * res.n_blocks}, totals  # maps, grains and two passes after them
+    done = [d for d, _ in seen]
+    assert done == sorted(done) and done[-1] == 4 * res.n_blocks and done.count(done[-1]) == 1
+    assert at_last_pass and max(d for d, _ in at_last_pass) < 4 * res.n_blocks
