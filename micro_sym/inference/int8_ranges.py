@@ -5,7 +5,8 @@ the network's own float32 activations on up to 8 crops of the input (one per oct
 :data:`CROP` network samples per side), normalized with the whole input's intensity range and
 resampled to the network's sampling as its tiles are; so they follow the input's contrast and
 lattice, and every tile of one input runs with the same scales (the engine records them in the run's
-manifest, and a resumed run reuses them).
+manifest, and a resumed run reuses them). The forwards run on one thread and the ranges are widened to
+:data:`DIGITS` significant digits, so that the engine and the in-memory core (napari) calibrate alike.
 """
 
 from __future__ import annotations
@@ -19,7 +20,10 @@ import numpy as np
 from micro_sym.errors import MicroSymError
 
 #: Network samples per side of one calibration crop.
-CROP = 40
+CROP = 32
+#: Significant digits the ranges are widened to: float32 forwards round differently with other thread
+#: counts or CPUs, and a scale that moved by a last bit moves a few integer activations.
+DIGITS = 3
 
 
 def check_int8(net, where: str = "") -> None:
@@ -41,6 +45,7 @@ def int8_ranges(net, volume, value_range, scale: float | None = None) -> dict:
     from scipy import ndimage
 
     from micro_sym.deploy.int8 import activation_ranges
+    from micro_sym.deploy.runtime import torch_threads
 
     check_int8(net)
     scale = float(scale or 1.0)
@@ -58,7 +63,17 @@ def int8_ranges(net, volume, value_range, scale: float | None = None) -> dict:
             crops.append(torch.from_numpy(np.ascontiguousarray(x, np.float32))[None, None])
     if not crops:
         raise MicroSymError(f"--precision int8: the volume ({'×'.join(map(str, volume.shape))}) is too small to calibrate")
-    return {name: [lo, hi] for name, (lo, hi) in activation_ranges(net.module, crops).items()}
+    with torch_threads(1):  # the same float32 sums in the engine, the widget and a test
+        ranges = activation_ranges(net.module, crops)
+    return {name: [_widened(lo, math.floor), _widened(hi, math.ceil)] for name, (lo, hi) in ranges.items()}
+
+
+def _widened(value: float, rounding) -> float:
+    """``value`` rounded away from the range's inside to :data:`DIGITS` significant digits."""
+    if value == 0.0:
+        return 0.0
+    unit = 10.0 ** (math.floor(math.log10(abs(value))) - DIGITS + 1)
+    return float(rounding(value / unit) * unit)
 
 
 def _starts(n: int, side: int) -> list:

@@ -436,6 +436,7 @@ def _iter_network(image, settings, pixel_size, unit, net, measured=None):
     from micro_sym.grains.field import map_orientations, paint
     from micro_sym.inference.tiles import iter_tiles, label_tile, rule_maps
     from micro_sym.inference.whole_image import grain_min_size
+    from micro_sym.inference.int8_ranges import with_int8_ranges
     from micro_sym.models.normalize import intensity_range
 
     t0 = time.perf_counter()
@@ -477,6 +478,7 @@ def _iter_network(image, settings, pixel_size, unit, net, measured=None):
     yield Progress(0, total, "intensity range")
     # One normalization for the whole image, as whole-image inference does (tiles must agree).
     lo, hi = intensity_range(image)
+    net = with_int8_ranges(net, image, (lo, hi))  # an int8 network: this image's activation scales
     boundary = _allocate(shape, np.float32, n)
     orientation = _allocate(((net.out_channels - 1 if field else 4,) if nd == 3 else ()) + shape, np.float32, n)
     local = _allocate(shape, np.uint32, n)
