@@ -226,7 +226,7 @@ def segment(
     precision: Optional[str] = typer.Option(None, "--precision", help="fp32 (exact, default), bf16: bfloat16 "
                                             "arithmetic, several times faster for 3D networks on CPUs with bf16 units "
                                             "(outputs within about a percent), or int8 (3D networks): 8-bit integers, "
-                                            "about three times faster than fp32 on any x86 CPU, still exactly equivariant "
+                                            "the network 2-3 times faster than fp32 on a CPU without bf16 units, still exactly equivariant "
                                             "(outputs within a few percent)."),
     forward_memory: Optional[float] = typer.Option(None, "--forward-memory", help="MB one network forward may "
                                                    "take for its activations (default 640 or $MICRO_SYM_FORWARD_MB): "

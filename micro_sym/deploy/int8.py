@@ -2,7 +2,8 @@
 
 Why: a 3D network's forward is almost all 3³ convolutions, and on a CPU without bfloat16 units (no
 AMX, no AVX-512 BF16) float32 is the fastest float arithmetic. Integer convolutions (u8 × s8 summed
-in int32, AVX-512 VNNI where the CPU has it) run the bundled 3D networks about three times faster.
+in int32, AVX-512 VNNI where the CPU has it) ran default-3d's forward 2.1-2.7 times faster than
+float32 on such a CPU (docs/results.md).
 
 How: every activation the network holds between layers is quantized per tensor (one scale and zero
 point each) to 7 bits, 0..127, and every convolution's weights per tensor to int8 (scale

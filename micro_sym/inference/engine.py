@@ -508,7 +508,7 @@ def _segment_input(img, path: Path, out_dir, net, runner, *, block, chunk, thres
     if int8:
         from micro_sym.inference.int8_ranges import check_int8
 
-        check_int8(base, str(path))
+        check_int8(base, str(path), device)
     try:
         net, scale, ring = adapt_to_image(net, img.data, period=period, measured=(auto or {}).get("measured"),
                                           previous=previous, workers=workers, lattice_mask=lattice_mask)

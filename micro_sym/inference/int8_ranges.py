@@ -26,14 +26,17 @@ CROP = 32
 DIGITS = 3
 
 
-def check_int8(net, where: str = "") -> None:
-    """Refuse, in one line, a network that :mod:`micro_sym.deploy.int8` cannot run."""
+def check_int8(net, where: str = "", device: str = "cpu") -> None:
+    """Refuse, in one line, a network or device that :mod:`micro_sym.deploy.int8` cannot run."""
     from micro_sym.deploy.int8 import quantizable
 
+    prefix = f"{where}: " if where else ""
     if getattr(net, "ndim", None) != 3 or not quantizable(net.module):
-        prefix = f"{where}: " if where else ""
         raise MicroSymError(f"{prefix}--precision int8 runs 3D U-Net models only (such as default-3d and atoms-3d), "
                             f"not {net.name or 'this model'}; use fp32 or bf16")
+    if str(device) != "cpu":
+        raise MicroSymError(f"{prefix}--precision int8 runs on the CPU (torch's quantized kernels), not on "
+                            f"{device}; use fp32 or bf16 there")
 
 
 def int8_ranges(net, volume, value_range, scale: float | None = None) -> dict:

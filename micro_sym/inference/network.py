@@ -69,7 +69,7 @@ class Network:
     precision : str
         ``"fp32"`` (exact) or ``"bf16"`` (bfloat16 autocast: several times faster for 3D networks on
         CPUs with bf16 units, outputs within about a percent; :func:`micro_sym.deploy.runtime.cpu_forward`).
-        ``"int8"``: 8-bit integers (3D U-Nets; :mod:`micro_sym.deploy.int8`), about three times faster
+        ``"int8"``: 8-bit integers (3D U-Nets; :mod:`micro_sym.deploy.int8`), a network 2-3 times faster
         than fp32 on CPUs without bf16 units, exactly equivariant, with ``int8_ranges`` (the engine
         calibrates them on each input). Default ``$MICRO_SYM_PRECISION``, else fp32.
     int8_ranges : dict or None

@@ -111,6 +111,8 @@ def test_int8_is_refused_in_one_line_for_other_networks(tmp_path):
     (res,) = segment([tmp_path / "a.tif"], tmp_path / "out", model="robust-2d", precision="int8")
     assert res.status == "failed" and "--precision int8 runs 3D U-Net models only" in res.error
     assert "\n" not in res.error
+    with pytest.raises(MicroSymError, match="int8 runs on the CPU .* not on cuda"):
+        check_int8(load_network("default-3d"), device="cuda")
 
 
 def test_the_in_memory_core_calibrates_as_the_engine_does(tmp_path, monkeypatch):
