@@ -3,7 +3,7 @@ convolutions, and in z slabs (issue 27).
 
 Usage::
 
-    python bench/bench_forward3d.py [--size 156] [--model default-3d] [--out FILE]
+    python bench/bench_forward3d.py [--size 156] [--model default-3d] [--precisions fp32 bf16 int8] [--out FILE]
 
 One tile of ``size³`` voxels (the engine's interior tile for 128³ blocks: block + 2 × halo 14) of the
 bundled sample volume, mirrored, runs through the network in a *fresh subprocess* per setting, fp32
@@ -16,7 +16,10 @@ and bf16, 2 threads, as ``Network.forward`` runs it in the engine (channels-last
 
 Reported per setting: seconds (best of 3 after a warm-up), the process's peak RSS above its RSS
 before the first forward (the forward's memory: activations, the output and its float32 copy), the
-slabs, and the largest difference from the ``as written`` outputs. Writes bench/results/forward3d.json.
+slabs, and the largest difference from the ``as written`` outputs. ``int8`` (:mod:`micro_sym.deploy.int8`,
+scales calibrated on the tile) has no ``as written`` form: its ``split`` and ``split, slabs`` are the
+int8 network (its decoder split into skip and upsampled parts), compared with float32 as written.
+Writes bench/results/forward3d.json.
 """
 
 from __future__ import annotations
@@ -52,7 +55,12 @@ def child(size: int, model: str, precision: str, setting: str, reference: str | 
     if setting != "split, slabs":
         net = dataclasses.replace(net, forward_memory=1 << 50)  # one forward over the tile
     cell = tifffile.imread(ROOT / "sample_data" / "volume" / "images" / "sample_000.tif").astype(np.float32)
-    x = net.normalize(mirrored(cell, size), float(cell.min()), float(cell.max()))[None]
+    value_range = (float(cell.min()), float(cell.max()))
+    x = net.normalize(mirrored(cell, size), *value_range)[None]
+    if precision == "int8":  # the tile's own scales, as the engine calibrates an input
+        from micro_sym.inference.int8_ranges import int8_ranges
+
+        net = dataclasses.replace(net, int8_ranges=int8_ranges(net, mirrored(cell, size), value_range))
     if setting == "as written":
         import copy
 
@@ -83,6 +91,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size", type=int, default=156)
     ap.add_argument("--model", default="default-3d")
+    ap.add_argument("--precisions", nargs="+", default=["fp32", "bf16"],
+                    help="int8 runs the runtime settings only, compared with fp32 as written (run fp32 first)")
     ap.add_argument("--out", type=Path, default=RESULTS / "forward3d.json")
     ap.add_argument("--child", nargs=5, metavar=("SIZE", "MODEL", "PRECISION", "SETTING", "REFERENCE"),
                     help=argparse.SUPPRESS)
@@ -95,11 +105,14 @@ def main():
 
     runs = []
     with tempfile.TemporaryDirectory() as tmp:
-        for precision in ("fp32", "bf16"):
-            reference = str(Path(tmp) / f"{precision}.npy")
-            for setting in SETTINGS:
+        for precision in args.precisions:
+            # int8 has no "as written" form: it is compared with float32's.
+            reference = str(Path(tmp) / f"{'fp32' if precision == 'int8' else precision}.npy")
+            for setting in SETTINGS[1:] if precision == "int8" else SETTINGS:
                 env = dict(os.environ, FORWARD3D_REFERENCE=reference)
                 ref_arg = "-" if setting == "as written" else reference
+                if precision == "int8" and not Path(reference).exists():  # no float32 run to compare with
+                    ref_arg, env["FORWARD3D_REFERENCE"] = "-", str(Path(tmp) / "int8.npy")
                 out = subprocess.run([sys.executable, __file__, "--child", str(args.size), args.model, precision, setting,
                                       ref_arg], capture_output=True, text=True, env=env, check=True).stdout
                 r = json.loads(out.strip().splitlines()[-1])
