@@ -172,9 +172,9 @@ class Network:
 
     def _activation_terms(self) -> dict:
         """This network's terms of :func:`.forward_slabs.activation_bytes` besides the shape and batch.
-        int8 counts as fp32, twice its measured peak (a 156³ tile: 1,361 MB, the float32 head's input
-        included, against fp32's 2,474): thinner slabs cost it no time and keep the run's peak lower."""
-        return {"width": self.width, "itemsize": 2 if self.precision == "bf16" else 4,
+        int8 counts as bf16: its peak on a 156³ tile (1,367 MB in one forward, the float32 head's input
+        included) is about bf16's (1,332), and float32's slabs (7) took it twice its one-forward time."""
+        return {"width": self.width, "itemsize": 2 if self.precision in ("bf16", "int8") else 4,
                 "per_width": peak_values_per_width(self.module)}
 
     def slab_edges(self, spatial_shape, batch: int = 1) -> list[int]:
