@@ -49,7 +49,6 @@ def int8_ranges(net, volume, value_range, scale: float | None = None) -> dict:
 
     from micro_sym.deploy.int8 import activation_ranges
     from micro_sym.deploy.runtime import torch_threads
-    from micro_sym.inference.tiles import prepare_tile
 
     check_int8(net)
     scale = float(scale or 1.0)
@@ -58,7 +57,8 @@ def int8_ranges(net, volume, value_range, scale: float | None = None) -> dict:
     crops = []
     for starts in itertools.product(*(_starts(n, side) for n in volume.shape)):
         region = tuple(slice(a, min(a + side, n)) for a, n in zip(starts, volume.shape))
-        x = prepare_tile(net, np.asarray(volume[region]), value_range)  # normalized as the engine's tiles
+        x = net.normalize(np.asarray(volume[region], np.float32), *value_range)
+        x = np.nan_to_num(x, nan=0.0)
         if scale != 1.0:
             x = ndimage.zoom(x, scale, order=1)
         x = x[tuple(slice(0, n - n % stride) for n in x.shape)]  # pooling and upsampling meet on the stride grid
